@@ -1,0 +1,331 @@
+"""Collector throughput against the raw delivery rate of the same Mosquitto, side by side.
+
+    .venv/bin/python bench/collector.py                      # defaults: 40,000 events
+    .venv/bin/python bench/collector.py --events 100000 --workers 0,2 --sqlite-events 1000000
+
+One broker, one backlog: persistent sessions for a bare paho subscriber and for each collector
+configuration are subscribed first, then the signed events are published once, so the broker
+queues the same messages for each. Each session then drains its backlog alone: the raw rate
+is what paho can take from this broker, the collector rate is events verified (Ed25519) and
+committed to SQLite (WAL, synchronous=FULL) with PUBACK after commit. Prints
+`ratio=<collector/raw>` per configuration. Then the store alone: N events into SQLite, rate and
+bytes per event (events carry random signature bytes there: verification is measured above).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cbor2
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kvitto.collect import Collector, Inbound, Intake, verify_batch
+from kvitto.evidence import sig_structure
+from kvitto.registry import Registry
+from kvitto.store import open_store
+
+ORG_SEED = bytes(range(32))
+CREDENTIAL = bytes.fromhex("198f61fa6e666ca15e852132fe1190e3")
+
+
+def device_key(device_id: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(device_id.encode()).digest())
+
+
+def payloads(device_id: str, count: int) -> list[bytes]:
+    """The chained payloads of one device's first `count` events (FORMATS.md §1)."""
+    prev = bytes(32)
+    out = []
+    for seq in range(1, count + 1):
+        fields = {
+            0: 1, 1: device_id, 2: seq, 3: 1, 4: seq * 1000, 5: 1_790_000_000 + seq, 6: 30,
+            7: "arrive" if seq % 2 else "depart", 8: CREDENTIAL, 9: prev, 10: {"via": "badge"},
+        }  # fmt: skip
+        payload = cbor2.dumps(fields, canonical=True)
+        prev = hashlib.sha256(payload).digest()
+        out.append(payload)
+    return out
+
+
+def envelope(device_id: str, payload: bytes, signature: bytes) -> bytes:
+    protected = cbor2.dumps({1: -8, 4: device_id.encode()}, canonical=True)
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
+
+
+def signed_events(job: tuple[str, int]) -> list[bytes]:
+    device_id, count = job
+    key = device_key(device_id)
+    protected = cbor2.dumps({1: -8, 4: device_id.encode()}, canonical=True)
+    return [
+        envelope(device_id, p, key.sign(sig_structure(protected, p)))
+        for p in payloads(device_id, count)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, workdir: Path, inflight: int):
+        self.port = free_port()
+        config = workdir / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"max_queued_messages 0\nmax_inflight_messages {inflight}\n"
+            f"log_dest none\n"
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(config)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def raw_session(port: int, client_id: str, on_message=None) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    subscribed = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        client.subscribe("kvitto/v1/+/evt", 1)
+
+    def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
+        subscribed.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    if on_message:
+        client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not subscribed.wait(10):
+        raise RuntimeError("raw subscriber could not subscribe")
+    return client
+
+
+def publish_all(port: int, messages: list[tuple[str, bytes]]) -> float:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.perf_counter()
+    info = None
+    for number, (device_id, message) in enumerate(messages, start=1):
+        info = client.publish(f"kvitto/v1/{device_id}/evt", message, qos=1)
+        if number % 20000 == 0:  # paho's message ids are 16 bits: keep fewer outstanding
+            info.wait_for_publish(600)
+    if info is not None:
+        info.wait_for_publish(600)
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def drain_raw(port: int, total: int) -> float:
+    count = 0
+    finished = threading.Event()
+    last = [0.0]
+
+    def on_message(client, userdata, message):
+        nonlocal count
+        count += 1
+        if count == total:
+            last[0] = time.perf_counter()
+            finished.set()
+
+    started = time.perf_counter()
+    client = raw_session(port, "bench-raw", on_message)
+    if not finished.wait(600):
+        raise RuntimeError(f"raw subscriber got {count} of {total}")
+    client.disconnect()
+    client.loop_stop()
+    return total / (last[0] - started)
+
+
+def drain_collector(broker: Broker, workdir: Path, name: str, workers: int, total: int) -> float:
+    store = open_store(f"sqlite:///{workdir}/{name}.db")
+    collector = Collector(store, broker.url, ORG_SEED, client_id=name, workers=workers)
+    started = time.perf_counter()
+    collector.start()
+    while collector.stats().stored < total:
+        if collector.error:
+            raise RuntimeError(f"collector failed: {collector.error!r}")
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    stats = collector.stats()
+    collector.stop()
+    store.close()
+    if stats.rejected or stats.duplicates:
+        print(f"  note: {name} rejected {stats.rejected}, duplicates {stats.duplicates}")
+    return total / elapsed
+
+
+def prepare_store(workdir: Path, name: str, device_ids: list[str]) -> None:
+    with open_store(f"sqlite:///{workdir}/{name}.db") as store:
+        registry = Registry(store)
+        registry.add_customer("c-1001")
+        for device_id in device_ids:
+            key = device_key(device_id).public_key().public_bytes_raw()
+            registry.add_device(device_id, "c-1001", "tag", key, "2026-09-01")
+
+
+def subscribe_collector(broker: Broker, workdir: Path, name: str) -> None:
+    """Create the collector's persistent session, so the backlog is queued for it too."""
+    store = open_store(f"sqlite:///{workdir}/{name}.db")
+    collector = Collector(store, broker.url, ORG_SEED, client_id=name)
+    collector.start()
+    collector.wait_ready()
+    collector.stop()
+    store.close()
+
+
+def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
+    device_ids = [f"tag-{n:04d}" for n in range(args.devices)]
+    per_device = args.events // args.devices
+    total = per_device * args.devices
+    started = time.perf_counter()
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        streams = list(pool.map(signed_events, [(d, per_device) for d in device_ids]))
+    print(
+        f"signed {total} events of {args.devices} devices in {time.perf_counter() - started:.1f} s"
+    )
+    # Interleave devices, as a broker sees many doors at once.
+    messages = [
+        (device_ids[d], streams[d][i]) for i in range(per_device) for d in range(args.devices)
+    ]
+    size = sum(len(m) for _, m in messages) / total
+    broker = Broker(workdir, args.inflight)
+    try:
+        names = [f"bench-collector-w{w}" for w in args.workers]
+        raw = raw_session(broker.port, "bench-raw")
+        raw.disconnect()
+        raw.loop_stop()
+        for name in names:
+            prepare_store(workdir, name, device_ids)
+            subscribe_collector(broker, workdir, name)
+        elapsed = publish_all(broker.port, messages)
+        print(f"published {total} events ({size:.0f} bytes each) at {total / elapsed:,.0f}/s")
+        raw_rate = drain_raw(broker.port, total)
+        print(f"raw paho QoS 1 delivery: {raw_rate:,.0f} events/s")
+        # The CPU one event costs, on one core: receiving it (paho, as measured just now)
+        # plus verifying it. Both cores at best divide that sum by two.
+        sample = [(m, d) for d, m in messages[:2000]]
+        keys = {d: device_key(d).public_key().public_bytes_raw() for d in device_ids}
+        before = time.perf_counter()
+        verify_batch(sample, keys)
+        verify_us = (time.perf_counter() - before) / len(sample) * 1e6
+        receive_us = 1e6 / raw_rate
+        ceiling = (os.cpu_count() or 1) * 1e6 / (receive_us + verify_us)
+        print(
+            f"cost per event on one core: receive {receive_us:.0f} us + Ed25519 verify "
+            f"{verify_us:.0f} us -> at most {ceiling:,.0f} events/s on {os.cpu_count()} cores "
+            f"(ratio ceiling {ceiling / raw_rate:.2f}, before storing and the broker's own CPU)"
+        )
+        for name, workers in zip(names, args.workers):
+            rate = drain_collector(broker, workdir, name, workers, total)
+            print(
+                f"collector workers={workers}: {rate:,.0f} events/s verified and stored "
+                f"ratio={rate / raw_rate:.2f}"
+            )
+    finally:
+        broker.stop()
+
+
+def bench_sqlite(args: argparse.Namespace, workdir: Path) -> None:
+    count = args.sqlite_events
+    device_ids = [f"tag-{n:04d}" for n in range(max(1, args.devices))]
+    per_device = count // len(device_ids)
+    count = per_device * len(device_ids)
+    url = f"sqlite:///{workdir}/million.db"
+    prepare_store(workdir, "million", device_ids)
+    store = open_store(url)
+    intake = Intake(store)
+    intake.reload_keys()
+    stored = 0
+    started = time.perf_counter()
+    build = 0.0
+    for device_id in device_ids:
+        before = time.perf_counter()
+        batch_payloads = payloads(device_id, per_device)
+        hashes = [hashlib.sha256(p).digest() for p in batch_payloads]
+        prevs = [bytes(32), *hashes[:-1]]
+        build += time.perf_counter() - before
+        for start in range(0, per_device, args.batch):
+            before = time.perf_counter()
+            chunk = batch_payloads[start : start + args.batch]
+            batch = [
+                Inbound(envelope(device_id, p, os.urandom(64)), "bench", device_id, 0)
+                for p in chunk
+            ]
+            results = [
+                ("ok", device_id, start + i + 1, 1, (start + i + 1) * 1000, 1_790_000_001 + i,
+                 30, "arrive", CREDENTIAL, hashes[start + i], prevs[start + i])
+                for i in range(len(chunk))
+            ]  # fmt: skip
+            build += time.perf_counter() - before
+            stored += intake.store_batch(batch, results).stored
+    elapsed = time.perf_counter() - started - build
+    store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    size = sum(p.stat().st_size for p in workdir.glob("million.db*"))
+    print(
+        f"sqlite: {stored:,} events stored in {elapsed:.1f} s = {stored / elapsed:,.0f} events/s "
+        f"(batches of {args.batch}, chain checked), {size / stored:.0f} bytes/event on disk"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--events", type=int, default=40000, help="events through MQTT")
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument(
+        "--workers", default="0,2", help="comma-separated collector verify-process counts"
+    )
+    parser.add_argument("--inflight", type=int, default=1000, help="mosquitto max_inflight")
+    parser.add_argument("--sqlite-events", type=int, default=200000, help="0 to skip")
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    args.workers = [int(w) for w in args.workers.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="kvitto-bench-"))
+    try:
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()}")
+        if args.events:
+            bench_mqtt(args, workdir)
+        if args.sqlite_events:
+            bench_sqlite(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Verification at municipal scale: rules + billing for a synthetic month, and the signature
+re-check rate of an offline case bundle against raw `cryptography` verification.
+
+    .venv/bin/python bench/verify.py                 # 1k, 10k, 50k customers, 20k events
+    .venv/bin/python bench/verify.py --customers 1000 10000 --events 5000
+    .venv/bin/python bench/verify.py --profile huddinge
+
+Part 1 builds claims, orders and presence intervals for N customers (~4 visits a day, a month,
+a few cohabiting households, some missing and short evidence) as plain data, then times
+`run_rules` + `billing_basis` on one core. Part 2 signs a bundle with cbor2 + cryptography,
+writes it, and compares kvitto's read + verify + pair (build_evidence) with a bare loop of
+`Ed25519PublicKey.verify` over the same messages. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from kvitto.case import Claim, Credential, Customer, Device, Order, Registry
+from kvitto.evidence import read_messages, split_sign1
+from kvitto.rules import Facts, load_profile, run_rules
+from kvitto.rules.billing import billing_basis
+from kvitto.visits import Evidence, Presence, build_evidence, read_decoded
+from kvitto.workdays import STOCKHOLM
+
+UTC = timezone.utc
+ACTIVITY = {"norrtalje": "226", "huddinge": "omsorg", "upplands-bro": "omsorg",
+            "haninge": "omsorg", "norrkoping": "omsorg"}  # fmt: skip
+VISIT_HOURS = (8, 11, 14, 18)
+
+
+def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0):
+    """(registry, orders, claims, evidence) for October 2026, ~4 visits a day per customer."""
+    rng = random.Random(seed)
+    registry = Registry()
+    orders: list[Order] = []
+    claims: list[Claim] = []
+    evidence = Evidence()
+    # One staff member per customer and a shared pool for households: no one is in two
+    # places at once, so findings are the deliberate deviations below, not T2 noise.
+    for number in range(first, first + customers):
+        cred = hashlib.sha256(f"s-{number}".encode()).hexdigest()[:32]
+        registry.credentials[cred] = Credential(cred, f"s-{number}", "p-1", "badge")
+    creds = list(registry.credentials.values())
+    key = bytes(32)
+    for number in range(first, first + customers):
+        customer = f"c-{number}"
+        household = f"h-{number // 2}" if number % 50 < 2 else ""
+        registry.customers[customer] = Customer(customer, household)
+        device = f"tag-{number}"
+        registry.devices[device] = Device(device, customer, "tag", key)
+        orders.append(Order(customer, activity, 60 * 4 * 31, datetime(2026, 1, 1).date(), None))
+        presences = []
+        for day in range(1, 32):
+            for slot, hour in enumerate(VISIT_HOURS):
+                credential = creds[number - first]
+                start = datetime(2026, 10, day, hour, rng.randrange(0, 40), tzinfo=STOCKHOLM)
+                start = start.astimezone(UTC)
+                minutes = rng.randrange(15, 50)
+                end = start + timedelta(minutes=minutes)
+                roll = rng.random()
+                claims.append(
+                    Claim(
+                        claim_id=f"k-{number}-{day}-{slot}",
+                        customer=customer,
+                        staff=credential.staff,
+                        activity=activity,
+                        start=start,
+                        end=end + timedelta(minutes=5 if roll < 0.05 else 0),
+                        registered_via="tag",
+                        registered_at=end,
+                        approved_at=end + timedelta(hours=2),
+                    )
+                )
+                if roll > 0.02:  # 2 % of visits without a tap
+                    presences.append(
+                        Presence(
+                            customer,
+                            device,
+                            "tag",
+                            "visit",
+                            credential.id,
+                            credential.staff,
+                            "p-1",
+                            True,
+                            start - timedelta(minutes=1),
+                            end + timedelta(minutes=1),
+                            True,
+                        )  # fmt: skip
+                    )
+        evidence.presences.extend(presences)
+        evidence.by_customer[customer] = presences
+    return registry, orders, claims, evidence
+
+
+def bench_rules(counts: list[int], profile_name: str, batch: int) -> None:
+    """Time rules + billing; above `batch` customers the month is verified in customer batches
+    (one process holding 6 M claim objects needs more than 20 GB). The synthetic staff serve
+    one customer each and households never straddle a batch, so the findings are the same."""
+    profile = load_profile(profile_name)
+    activity = ACTIVITY[profile_name]
+    print(f"rules + billing, profile {profile_name}, October 2026, 4 visits a day")
+    print(f"{'customers':>10} {'claims':>9} {'findings':>9} {'seconds':>8} {'µs/claim':>9} "
+          f"{'× 1st':>6}  batches")  # fmt: skip
+    first = None
+    for count in counts:
+        elapsed, claim_count, finding_count, batches = 0.0, 0, 0, 0
+        for offset in range(0, count, batch):
+            registry, orders, claims, evidence = synthetic_month(
+                min(batch, count - offset), activity, seed=7 + offset, first=offset
+            )
+            started = time.perf_counter()
+            facts = Facts(profile, 2026, 10, registry, claims, orders, evidence)
+            findings = run_rules(facts)
+            billing_basis(facts, findings)
+            elapsed += time.perf_counter() - started
+            claim_count += len(claims)
+            finding_count += len(findings)
+            batches += 1
+            del registry, orders, claims, evidence, facts, findings
+        per_claim = elapsed / claim_count * 1e6
+        first = first or per_claim
+        print(f"{count:>10} {claim_count:>9} {finding_count:>9} {elapsed:>8.2f} "
+              f"{per_claim:>9.1f} {per_claim / first:>6.2f}  {batches}")  # fmt: skip
+        sys.stdout.flush()
+
+
+def signed_bundle(root: Path, events: int) -> tuple[Registry, Path]:
+    """A CBOR-sequence bundle of `events` arrive/depart events over 50 devices."""
+    registry = Registry()
+    devices = 50
+    keys = {}
+    for number in range(devices):
+        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"d%d" % number).digest())
+        device = f"tag-{number:04d}"
+        keys[device] = key
+        registry.customers[f"c-{number}"] = Customer(f"c-{number}")
+        registry.devices[device] = Device(
+            device, f"c-{number}", "tag",
+            key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+        )  # fmt: skip
+    cred = bytes.fromhex(hashlib.sha256(b"s-1").hexdigest()[:32])
+    registry.credentials[cred.hex()] = Credential(cred.hex(), "s-1", "p-1", "badge")
+    out = bytearray()
+    t0 = int(datetime(2026, 10, 1, 6, tzinfo=UTC).timestamp())
+    per_device = events // devices | 1  # odd: clock_sync, then whole arrive/depart pairs
+    for device, key in keys.items():
+        prev = bytes(32)
+        protected = cbor2.dumps({1: -8, 4: device.encode()}, canonical=True)
+        for seq in range(1, per_device + 1):
+            kind = "clock_sync" if seq == 1 else "arrive" if seq % 2 == 0 else "depart"
+            fields = {0: 1, 1: device, 2: seq, 3: 1, 4: seq * 60_000, 5: t0 + seq * 60,
+                      6: seq * 60, 7: kind, 9: prev}  # fmt: skip
+            if kind != "clock_sync":
+                fields[8] = cred
+                fields[10] = {"via": "badge"}
+            else:
+                fields[6] = 0
+                fields[10] = {"offset_ms": 0}
+            payload = cbor2.dumps(fields, canonical=True)
+            signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+            out += cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
+            prev = hashlib.sha256(payload).digest()
+    path = root / "evidence.cbor-seq"
+    path.write_bytes(bytes(out))
+    return registry, path
+
+
+def bench_signatures(events: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        registry, path = signed_bundle(Path(folder), events)
+        messages = [m for _, m in read_messages(path)]
+        # Raw: only the Ed25519 checks, keys and Sig_structures prepared outside the clock.
+        prepared = []
+        for message in messages:
+            protected, protected_bytes, payload, signature = split_sign1(message)
+            public = registry.devices[protected[4].decode()].public_key
+            sig_structure = cbor2.dumps(["Signature1", protected_bytes, b"", payload])
+            prepared.append((Ed25519PublicKey.from_public_bytes(public), signature, sig_structure))
+
+        def raw_verify_only() -> None:
+            for public, signature, data in prepared:
+                public.verify(signature, data)
+
+        def raw_parse_and_verify() -> None:
+            keys: dict[str, Ed25519PublicKey] = {}
+            for _, message in read_messages(path):
+                protected_bytes, _, payload, signature = cbor2.loads(message).value
+                kid = cbor2.loads(protected_bytes)[4].decode()
+                if kid not in keys:
+                    keys[kid] = Ed25519PublicKey.from_public_bytes(
+                        registry.devices[kid].public_key
+                    )
+                keys[kid].verify(
+                    signature, cbor2.dumps(["Signature1", protected_bytes, b"", payload])
+                )
+
+        found: list[Evidence] = []
+
+        def kvitto_recheck() -> None:
+            found.append(build_evidence(registry, read_decoded(path)))
+
+        # Best of three: two helpers' processes share these cores; the best run is the least
+        # disturbed one for each contender alike.
+        raw = best_of(raw_verify_only)
+        parsed = best_of(raw_parse_and_verify)
+        kvitto = best_of(kvitto_recheck)
+    evidence = found[-1]
+    count = len(messages)
+    print(f"\nsignature re-check of an offline bundle ({count} events, one core, best of 3)")
+    print(f"  raw Ed25519PublicKey.verify only:         {count / raw:>9.0f} events/s")
+    print(f"  raw cbor2 parse + Sig_structure + verify: {count / parsed:>9.0f} events/s")
+    print(f"  kvitto read+verify+chain+re-anchor+pair:  {count / kvitto:>9.0f} events/s "
+          f"({len(evidence.presences)} presences, {len(evidence.issues)} issues)")  # fmt: skip
+    print(f"  ratio kvitto / verify-only:               {raw / kvitto:>9.2f}  (goal ≥ 0.8)")
+    print(f"  ratio kvitto / parse+verify:              {parsed / kvitto:>9.2f}")
+
+
+def best_of(function, runs: int = 3) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--customers", type=int, nargs="+", default=[1000, 10000, 50000])
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--profile", default="norrtalje", choices=sorted(ACTIVITY))
+    parser.add_argument("--batch", type=int, default=10000, help="customers per batch")
+    args = parser.parse_args()
+    bench_rules(args.customers, args.profile, args.batch)
+    bench_signatures(args.events)
+
+
+if __name__ == "__main__":
+    main()

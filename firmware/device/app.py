@@ -1,0 +1,379 @@
+"""The device application: one firmware, the role chosen by /config.json, the board by board.json.
+
+    from device import app
+    app.start()                      # main.py: load board + config, run the role forever
+    # tests: App(settings, board, hal, clock=Clock(fake_ticks)).run() with the sim HAL
+
+Data flows one way (STYLE.md): hal -> reader -> visits / lock / alarm -> journal -> link. Every
+event is journaled (`record`) before its feedback and long before it is signed and published.
+Each long-running task beats a heartbeat; the supervisor feeds the watchdog only while every
+task is alive and has beaten recently, so a hung task resets the board (and the journal brings
+everything back). A task that raises is restarted and reported as a `health` event, so a failing
+PN532 never stops the alarm buttons or publishing. A missing or bad config is printed and shown
+as a red blink, never a crash loop, and the serial REPL stays usable for provisioning.
+"""
+
+import asyncio
+import os
+import sys
+import time
+
+from micropython import const
+
+import device
+from device import boards, config, hal, identity
+from device.clock import Clock
+
+_TICK_MS = const(20)  # role inputs (door, buttons) are polled at 50 Hz
+_SUPERVISE_MS = const(500)
+_ROLE_STALE_MS = const(3000)
+_READER_STALE_MS = const(120000)  # the reader may back off up to 60 s while the PN532 is down
+_NTP_EVERY_MS = const(21600000)  # 6 h
+_NTP_RETRY_MS = const(60000)
+_RESTART_PAUSE_MS = const(1000)
+_BLINK_MS = const(500)
+
+
+def _join(root, name):
+    return root + "/" + name if root else name
+
+
+def _getenv(name):
+    getenv = getattr(os, "getenv", None)  # the unix port has it; the ESP32 port does not
+    return getenv(name) if getenv else None
+
+
+class App:
+    """The running device. `clock` and the timing knobs are injectable for tests."""
+
+    def __init__(self, settings, board, board_hal, journal=None, clock=None, watchdog_ms=None,
+                 role_stale_ms=_ROLE_STALE_MS, reader_stale_ms=_READER_STALE_MS, link=True,
+                 answer_ms=None):
+        from device.journal import Journal
+        from device.visits import Feedback, Visits
+
+        self.settings = settings
+        self.board = board
+        self.hal = board_hal
+        self.device_id = settings["device"]
+        self.role = settings["role"]
+        if not boards.supports(board, self.role):
+            raise config.ConfigError("config.json: field 'role': board %s supports %s, not %s"
+                                     % (board["name"], ", ".join(board["roles"]), self.role))
+        root = board_hal.fs_root
+        identity.use_root(root)
+        self.clock = clock or Clock()
+        self.journal = journal or Journal(_join(root, "journal"))
+        self.feedback = Feedback(board_hal.led, board_hal.buzzer)
+        self.visits = Visits(self.record, self.feedback, clock=self.clock.ticks,
+                             state_path=_join(root, "visits.bin"))
+        self.watchdog_ms = watchdog_ms or board["watchdog_ms"]
+        self.stale_ms = {"role": role_stale_ms, "reader": reader_stale_ms}
+        self.beats = {}
+        self.tasks = {}
+        self.restarts = 0
+        self.reader = None
+        self.link = None
+        self._want_link = link
+        self.lock = None
+        self.alarm = None
+        if self.role == "lock":
+            from device.lock import Allowlist, Lock
+
+            relay = board["relay"]
+            self.lock = Lock(board_hal.relay, board_hal.input("door"), board_hal.input("exit"),
+                             self.record, Allowlist(_join(root, "allow.bin")), self.feedback,
+                             mode=relay["mode"], pulse_ms=relay["pulse_ms"],
+                             relock_ms=settings["lock"]["relock_ms"], clock=self.clock.ticks)
+        elif self.role == "alarm":
+            from device.alarm import Alarm
+
+            self.alarm = Alarm(self.record, board_hal.input("alarm_call"),
+                               board_hal.input("green"), board_hal.input("yellow"), self.feedback,
+                               answer_ms=answer_ms or settings["alarm"]["answer_s"] * 1000,
+                               clock=self.clock.ticks)
+        self._tag_counter_path = _join(root, "tag.ctr")
+        board_hal.app = self  # the sim's control channel reads state from here
+
+    # -- the one way in to the journal
+    def record(self, kind, cred=None, x=None):
+        """Journal one event now (durable on return); the link signs and publishes it later."""
+        from device import event  # type: ignore  (lands with the issue "Signed evidence")
+
+        journal = self.journal
+        t, sync = self.clock.quality()
+        payload = event.build_payload(self.device_id, journal.next_seq, journal.boot,
+                                      self.clock.uptime_ms(), kind, journal.prev_hash, t=t,
+                                      sync=sync, cred=cred, x=x)
+        seq = journal.append(payload)
+        if self.link is not None:
+            try:
+                self.link.notify()
+            except Exception as error:
+                self.log("link notify failed: %s" % error)
+        return seq
+
+    def log(self, line):
+        self.hal.log(line) if hasattr(self.hal, "log") else print(line)
+
+    # -- taps, from the reader
+    def on_tap(self, tap):
+        if tap.cred is None:
+            self.visits.refuse()  # a phone without the app, a card we cannot read: red
+            return
+        if self.lock is not None:
+            self.lock.tap(tap.cred, tap.kind)
+        else:
+            self.visits.tap(tap.cred, tap.kind, tap.extra)
+
+    def on_health(self, fields):
+        self.record("health", None, fields)
+
+    # -- signed commands (FORMATS.md §2) the link has already verified
+    def on_time(self, x):
+        offset = self.clock.set(x["t"] * 1000, "cmd")
+        self.record("clock_sync", None, {"offset_ms": offset, "src": "cmd"})
+
+    def handlers(self):
+        handlers = {"time": self.on_time}
+        if self.lock is not None:
+            handlers["allow"] = self.lock.on_allow
+            handlers["revoke"] = self.lock.on_revoke
+        return handlers
+
+    # -- tasks
+    def beat(self, name):
+        self.beats[name] = self.clock.ticks()
+
+    async def _role_loop(self):
+        poll = self.lock.poll if self.lock else self.alarm.poll if self.alarm else None
+        while True:
+            await self._role_step(poll)
+            self.beat("role")
+
+    async def _role_step(self, poll):
+        if poll is not None:
+            poll()
+        await asyncio.sleep_ms(_TICK_MS)
+
+    def _make_reader(self):
+        from device import pn532
+        from device.reader import Reader
+
+        kind = self.board["pn532"]["bus"]
+        irq, reset = self.hal.pn532_pins()
+        nfc = pn532.PN532(pn532.open_transport(kind, self.hal.bus(kind), irq), reset=reset)
+        return Reader(nfc, self.on_tap, self.device_id, irq=irq, rng=self.hal.urandom,
+                      salt=self.settings["salt"], on_health=self.on_health,
+                      tag_mode=self._make_tag_mode())
+
+    def _make_tag_mode(self):
+        """Tag mode (docs/nfc.md): phones read a URL signed by the device key. Its counter is
+        kept on flash so a URL is never issued twice across reboots."""
+        if not self.settings.get("tag_mode"):
+            return None
+        from device import ed25519
+        from device.reader import TagMode
+
+        counter = 0
+        try:
+            with open(self._tag_counter_path) as file:
+                counter = int(file.read())
+        except (OSError, ValueError):
+            pass
+        return TagMode(self.device_id, ed25519.signer(identity.secret_for_signer()),
+                       counter=counter, clock=self._unix_or_zero, on_read=self.on_tag_read)
+
+    def _unix_or_zero(self):
+        return self.clock.now() or 0  # a tag URL before the first sync says t=0: unknown
+
+    def on_tag_read(self, counter):
+        temporary = self._tag_counter_path + ".new"
+        with open(temporary, "w") as file:
+            file.write(str(counter))
+        os.rename(temporary, self._tag_counter_path)  # littlefs: atomic
+        self.record("tag_read", None, {"ctr": counter})
+
+    async def _reader_loop(self):
+        if self.reader is None:
+            try:
+                self.reader = self._make_reader()
+            except Exception as error:
+                # no reader: the rest of the device (buttons, lock, publishing) runs on
+                self.stale_ms.pop("reader", None)
+                self.record("health", None, {"reader": "missing", "error": str(error)[:40]})
+                return
+        while True:
+            await self.reader.step()
+            self.beat("reader")
+
+    async def _link_loop(self):
+        try:
+            from device.link import Link, journal_signer
+        except ImportError:
+            self.log("no device.link in this firmware: events stay in the journal")
+            return
+        wifi = self.settings.get("wifi")
+        if wifi is not None:
+            self.hal.network_start(wifi["ssid"], wifi["password"])
+            while not self.hal.network_connected():
+                await asyncio.sleep_ms(500)  # never block the loop: the watchdog is fed meanwhile
+        broker = self.settings["broker"]
+        root = self.hal.fs_root
+        ssl = None
+        if broker["tls"]:
+            # the broker's CA, pinned: PEM text, or a file on the device (config broker.ca)
+            ca = broker["ca"]
+            if ca and not ca.startswith("-----BEGIN"):
+                ca = _join(root, ca)
+            ssl = {"ca": ca}
+        sign = journal_signer(self.journal, identity.secret_for_signer(), self.device_id)
+        self.link = Link(self.device_id, self.journal, sign,
+                         org_public=self.settings["org_public_key"], host=broker["host"],
+                         port=broker["port"], user=broker["user"], password=broker["password"],
+                         ssl=ssl, handlers=self.handlers(), state_path=_join(root, "link.state"),
+                         now=self._command_now)
+        await self.link.run()
+
+    def _command_now(self):
+        # FORMATS.md §2 expiry needs the time; None before the first sync (device.event: the
+        # sequence number alone refuses replays), so a `time` command can set the clock.
+        return self.clock.now()
+
+    async def _clock_loop(self):
+        hosts = self.settings["ntp"]
+        if not hosts:
+            return
+        while True:
+            try:
+                offset = await self.clock.sync_ntp(hosts, rng=self.hal.urandom)
+                self.record("clock_sync", None, {"offset_ms": offset, "src": "ntp"})
+                self.hal.set_rtc(self.clock.now())
+                await asyncio.sleep_ms(_NTP_EVERY_MS)
+            except Exception as error:
+                self.log("ntp: %s" % error)
+                await asyncio.sleep_ms(_NTP_RETRY_MS)
+
+    async def _guard(self, name, factory):
+        """Run a task; if it raises, report it and start it again (the others run on)."""
+        while True:
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.restarts += 1
+                self.log("task %s failed: %r" % (name, error))
+                try:
+                    self.record("health", None, {"task": name, "error": str(error)[:40]})
+                except Exception:
+                    pass  # the journal itself failing: the watchdog decides
+                await asyncio.sleep_ms(_RESTART_PAUSE_MS)
+
+    def alive(self):
+        """True while every supervised task runs and has beaten within its allowance."""
+        now = self.clock.ticks()
+        for name, limit in self.stale_ms.items():
+            task = self.tasks.get(name)
+            if task is not None and task.done():
+                return False
+            last = self.beats.get(name)
+            if last is not None and time.ticks_diff(now, last) > limit:
+                return False
+        return True
+
+    async def _supervise(self, watchdog):
+        while True:
+            if self.alive():
+                watchdog.feed()
+            self.clock.uptime_ms()  # keeps uptime exact across ticks_ms wrap-around
+            try:
+                if self.journal.health_due():
+                    # 80 % full, or events lost while full: the host must hear of it
+                    self.record("health", None, self.journal.health())
+            except Exception as error:
+                self.log("journal health: %r" % (error,))
+            await asyncio.sleep_ms(_SUPERVISE_MS)
+
+    def _exception_handler(self, loop, context):
+        # last resort for a task outside _guard: report, never crash the loop
+        self.log("unhandled: %r" % (context.get("exception"),))
+
+    async def run(self):
+        loop = asyncio.get_event_loop()
+        loop.set_exception_handler(self._exception_handler)
+        watchdog = self.hal.watchdog(self.watchdog_ms)
+        self.record("boot", None, {"reset": self.hal.reset_cause(), "fw": device.VERSION})
+        now = self.clock.ticks()
+        for name in self.stale_ms:
+            self.beats[name] = now
+        self.tasks["role"] = asyncio.create_task(self._guard("role", self._role_loop))
+        self.tasks["reader"] = asyncio.create_task(self._guard("reader", self._reader_loop))
+        if self._want_link:
+            self.tasks["link"] = asyncio.create_task(self._guard("link", self._link_loop))
+        self.tasks["clock"] = asyncio.create_task(self._guard("clock", self._clock_loop))
+        for index, coroutine in enumerate(self.hal.extra_tasks()):
+            self.tasks["sim%d" % index] = asyncio.create_task(coroutine)
+        await self._supervise(watchdog)
+
+
+async def _blink_red(board_hal):
+    while True:
+        board_hal.led.show("red")
+        await asyncio.sleep_ms(_BLINK_MS)
+        board_hal.led.show("off")
+        await asyncio.sleep_ms(_BLINK_MS)
+
+
+async def _refuse(board_hal, message):
+    """Bad or missing config: say why, blink red, keep the serial console for provisioning."""
+    print("kvitto: " + message)
+    for coroutine in board_hal.extra_tasks():
+        asyncio.create_task(coroutine)
+    await _blink_red(board_hal)
+
+
+def open_hal(board):
+    """The board's HAL; on the unix port the sim options come from the environment."""
+    if board["hal"] != "sim":
+        return hal.open_board(board)
+    return hal.open_board(board, flash=_getenv("KVITTO_FLASH"),
+                          control=_getenv("KVITTO_CONTROL"),
+                          serial=_getenv("KVITTO_SERIAL") == "stdio")
+
+
+def start():
+    """Entry point from main.py: never returns on a board."""
+    board_path = _getenv("KVITTO_BOARD") or "board.json"
+    try:
+        board = boards.load(board_path)
+    except boards.BoardError as error:
+        # without a board file there is no LED to blink: say it and wait for the installer
+        print("kvitto: %s" % error)
+        while True:
+            time.sleep(5)
+    board_hal = open_hal(board)
+    try:
+        settings = config.load(_join(board_hal.fs_root, "config.json"))
+        if not boards.supports(board, settings["role"]):
+            raise config.ConfigError("config.json: field 'role': board %s supports %s, not %s"
+                                     % (board["name"], ", ".join(board["roles"]),
+                                        settings["role"]))
+    except config.ConfigError as error:
+        identity.use_root(board_hal.fs_root)
+        asyncio.run(_refuse(board_hal, str(error)))
+        return
+    try:
+        identity.load_or_create(board_hal.urandom, board_hal.fs_root)
+        application = App(settings, board, board_hal)
+    except Exception as error:
+        asyncio.run(_refuse(board_hal, "cannot start: %r" % (error,)))
+        return
+    try:
+        asyncio.run(application.run())
+    except KeyboardInterrupt:
+        raise  # the serial console (mpremote) stops the app on a real board
+    except Exception as error:
+        sys.print_exception(error)  # type: ignore[attr-defined]
+        board_hal.reset()

@@ -1,0 +1,109 @@
+"""COSE_Sign1 (RFC 9052 §4.2) with EdDSA/Ed25519 (alg -8): events out, commands in.
+
+    from device import cose
+    message = cose.sign1(payload, b"tag-0042", secret)   # tagged, deterministic bytes
+    kid, payload = cose.verify1(message, public)          # raises COSEError
+    again = cose.assemble(payload, b"tag-0042", message[-64:])  # resend from a cached signature
+"""
+
+from micropython import const
+
+from device import cbor, ed25519
+
+_COSE_SIGN1 = const(18)  # RFC 9052 §2: CBOR tag of COSE_Sign1
+_HEADER_ALG = const(1)  # RFC 9052 §3.1: header label "alg"
+_HEADER_KID = const(4)  # RFC 9052 §3.1: header label "kid"
+_ALG_EDDSA = const(-8)  # RFC 9053 §2.2: EdDSA
+_MAX_MESSAGE = const(4096)  # commands carry at most a few hundred credential ids
+
+
+class COSEError(ValueError):
+    """A message that is not a valid, Ed25519-signed COSE_Sign1 in the kvitto profile."""
+
+
+def protected_header(kid):
+    """The protected header bytes: {1: -8, 4: kid}, deterministic (FORMATS.md §1)."""
+    return cbor.encode({_HEADER_ALG: _ALG_EDDSA, _HEADER_KID: _kid_bytes(kid)})
+
+
+def _kid_bytes(kid):
+    return kid.encode("utf-8") if isinstance(kid, str) else bytes(kid)
+
+
+def sig_structure(protected, payload):
+    # RFC 9052 §4.4: ["Signature1", body_protected, external_aad (empty), payload].
+    return cbor.encode(["Signature1", protected, b"", payload])
+
+
+def assemble(payload, kid, signature):
+    """The tagged message from a payload and its signature (a resend needs no re-signing)."""
+    if len(signature) != 64:
+        raise COSEError("an Ed25519 signature is 64 bytes")
+    return cbor.encode(cbor.Tag(_COSE_SIGN1, [protected_header(kid), {}, payload, signature]))
+
+
+def signature(payload, kid, secret):
+    """The 64-byte Ed25519 signature over the Sig_structure of this payload and kid."""
+    return ed25519.sign(secret, sig_structure(protected_header(kid), payload))
+
+
+def sign1(payload, kid, secret):
+    return assemble(payload, kid, signature(payload, kid, secret))
+
+
+def sign1_steps(payload, kid, signer):
+    """sign1() as a generator over an ed25519.Signer: yields between slices, returns the message."""
+    sig = yield from signer.sign_steps(sig_structure(protected_header(kid), payload))
+    return assemble(payload, kid, sig)
+
+
+async def sign1_async(payload, kid, secret):
+    """sign1() that lets other asyncio tasks run between slices (≤ 20 ms each on an ESP32)."""
+    import asyncio
+
+    steps = sign1_steps(payload, kid, ed25519.signer(secret))
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(0)
+
+
+def verify1(message, public):
+    """(kid, payload) of a COSE_Sign1 that verifies under `public`, or COSEError.
+
+    Strict: CBOR tag 18, exactly {1: -8, 4: kid} protected, an empty unprotected map, a byte
+    string payload, a 64-byte signature, and deterministic encoding throughout (the decoder
+    refuses anything else), so one message has one byte form.
+    """
+    if len(message) > _MAX_MESSAGE:
+        raise COSEError("message larger than %d bytes" % _MAX_MESSAGE)
+    try:
+        outer = cbor.decode(message)
+    except cbor.CBORError as error:
+        raise COSEError("not deterministic CBOR: %s" % error)
+    if not isinstance(outer, cbor.Tag) or outer.tag != _COSE_SIGN1:
+        raise COSEError("not a tagged COSE_Sign1 (CBOR tag 18)")
+    parts = outer.value
+    if not isinstance(parts, list) or len(parts) != 4:
+        raise COSEError("COSE_Sign1 must be an array of four items")
+    protected, unprotected, payload, sig = parts
+    if not isinstance(protected, bytes) or not isinstance(payload, bytes):
+        raise COSEError("protected header and payload must be byte strings")
+    if unprotected != {} or not isinstance(unprotected, dict):
+        raise COSEError("the unprotected header must be an empty map")
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise COSEError("the signature must be 64 bytes")
+    try:
+        header = cbor.decode(protected)
+    except cbor.CBORError as error:
+        raise COSEError("protected header: %s" % error)
+    if not isinstance(header, dict) or header.get(_HEADER_ALG) != _ALG_EDDSA:
+        raise COSEError("alg must be EdDSA (-8)")
+    kid = header.get(_HEADER_KID)
+    if len(header) != 2 or not isinstance(kid, bytes):
+        raise COSEError("protected header must hold exactly alg and kid")
+    if not ed25519.verify(public, sig_structure(protected, payload), sig):
+        raise COSEError("signature does not verify")
+    return kid, payload

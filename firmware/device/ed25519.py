@@ -1,0 +1,361 @@
+"""Ed25519 signatures (RFC 8032 §5.1) in pure MicroPython, fast enough for a door device.
+
+    from device import ed25519
+    signature = ed25519.sign(secret, b"message")          # secret: 32 bytes from the RNG
+    assert ed25519.verify(ed25519.public_key(secret), b"message", signature)
+
+Speed: a fixed-base comb (8 teeth, spacing 32) over a 16,320-byte table of affine multiples of
+the base point (device/ed25519_table.py) makes [r]B cost 31 doublings and 32 mixed additions in
+extended coordinates (Hisil-Wong-Carter-Dawson 2008). The public key is cached per secret.
+`Signer.sign_steps(msg)` is a generator that yields between slices of work, so an asyncio loop
+keeps serving taps and buttons while a signature runs. Not constant-time: MicroPython integers
+are not; the key is the device's own and timing is not observable from the network.
+"""
+
+from device.ed25519_table import TABLE
+from device.sha512 import sha512
+
+from micropython import const  # CPython runs this module with a stand-in (tests/signing_support.py)
+
+
+# RFC 8032 §5.1: the field, the group order, the curve constant d and the base point B.
+_P = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED)
+_L = const(0x1000000000000000000000000000000014DEF9DEA2F79CD65812631A5CF5D3ED)
+_D = const(0x52036CEE2B6FFE738CC740797779E89800700A4D4141D8AB75EB4DCA135978A3)
+_D2 = const(0x2406D9DC56DFFCE7198E80F2EEF3D13000E0149A8283B156EBD69B9426B2F159)
+_SQRT_M1 = const(0x2B8324804FC1DF0B2B4D00993DFBD7A72F431806AD2FE478C4EE1B274A0EA0B0)
+_MASK255 = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)
+_TEETH = const(8)
+_SPACING = const(32)
+_ROUNDS_PER_STEP = const(4)  # comb rounds between yields: a few ms on an ESP32 at 240 MHz
+
+
+class Ed25519Error(ValueError):
+    """A key or signature of the wrong size."""
+
+
+_TABLE_VIEW = memoryview(TABLE)  # slices of a memoryview do not copy the 64-byte entries
+
+
+def _table_point(index):
+    # Entry index (1..255): affine x, y -> the (y+x, y-x, 2d·x·y) form a mixed addition needs.
+    offset = (index - 1) * 64
+    x = int.from_bytes(_TABLE_VIEW[offset : offset + 32], "little")
+    y = int.from_bytes(_TABLE_VIEW[offset + 32 : offset + 64], "little")
+    return y + x, y - x, x * y % _P * _D2 % _P
+
+
+def _comb_steps(scalar):
+    """[scalar]B for 0 <= scalar < 2^256, as extended (X, Y, Z, T); yields every few rounds."""
+    digits = scalar.to_bytes(32, "little")
+    p = _P
+    # Round i adds the table entry whose bit k is bit (32k + i) of the scalar.
+    x, y, z, t = 0, 1, 1, 0
+    for i in range(_SPACING - 1, -1, -1):
+        # Doubling, dbl-2008-hwcd with a = -1 (signs folded so no negation is needed).
+        a = x * x % p
+        b = y * y % p
+        c = 2 * z * z % p
+        h = a + b
+        e = x + y
+        e = h - e * e % p
+        g = a - b
+        f = c + g
+        x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+        byte = i >> 3
+        bit = i & 7
+        index = 0
+        for k in range(_TEETH):
+            index |= ((digits[4 * k + byte] >> bit) & 1) << k
+        if index:
+            # Mixed addition, add-2008-hwcd-3 with Z2 = 1 (RFC 8032 §5.1.4 point_add).
+            ypx, ymx, t2d = _table_point(index)
+            a = (y - x) * ymx % p
+            b = (y + x) * ypx % p
+            c = t * t2d % p
+            d = 2 * z
+            e = b - a
+            f = d - c
+            g = d + c
+            h = b + a
+            x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+        if i % _ROUNDS_PER_STEP == 0:
+            yield
+    return x, y, z, t
+
+
+def _run(steps):
+    # Drive a step generator to its end and return its value (StopIteration.value).
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _invert_steps(z):
+    """z^(p-2) mod p (Fermat), as a generator yielding between runs of at most 50 squarings:
+    one pow() call would be one long slice. The addition chain of curve25519's ref10 (254
+    squarings, 11 multiplications)."""
+    p = _P
+    z2 = z * z % p
+    t = z2 * z2 % p
+    t = t * t % p
+    z9 = t * z % p
+    z11 = z9 * z2 % p
+    z_5_0 = z11 * z11 % p * z9 % p  # z^(2^5 - 1)
+    z_10_0 = _square_times(z_5_0, 5) * z_5_0 % p
+    z_20_0 = _square_times(z_10_0, 10) * z_10_0 % p
+    z_40_0 = _square_times(z_20_0, 20) * z_20_0 % p
+    z_50_0 = _square_times(z_40_0, 10) * z_10_0 % p
+    yield
+    z_100_0 = _square_times(z_50_0, 50) * z_50_0 % p
+    yield
+    t = _square_times(z_100_0, 50)
+    yield
+    z_200_0 = _square_times(t, 50) * z_100_0 % p
+    yield
+    t = _square_times(z_200_0, 50) * z_50_0 % p  # z^(2^250 - 1)
+    yield
+    return _square_times(t, 5) * z11 % p  # z^(2^255 - 21) = z^(p - 2)
+
+
+def _square_times(value, count):
+    p = _P
+    for _ in range(count):
+        value = value * value % p
+    return value
+
+
+def _encode_point_steps(point):
+    # RFC 8032 §5.1.2: y with the low bit of x in bit 255.
+    x, y, z, _ = point
+    z_inverse = yield from _invert_steps(z)
+    x = x * z_inverse % _P
+    y = y * z_inverse % _P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def _encode_point(point):
+    return _run(_encode_point_steps(point))
+
+
+def _decode_point(encoded):
+    # RFC 8032 §5.1.3; None for a string that is not a point.
+    y = int.from_bytes(encoded, "little")
+    sign = y >> 255
+    y &= _MASK255
+    if y >= _P:
+        return None
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    v3 = v * v % _P * v % _P
+    x = u * v3 % _P * pow(u * v3 % _P * v3 % _P * v % _P, (_P - 5) // 8, _P) % _P
+    check = v * x % _P * x % _P
+    if check == (-u) % _P:
+        x = x * _SQRT_M1 % _P
+    elif check != u:
+        return None
+    if x == 0 and sign:
+        return None
+    if (x & 1) != sign:
+        x = _P - x
+    return x, y, 1, x * y % _P
+
+
+def _double(point):
+    # dbl-2008-hwcd with a = -1, as in _comb_steps.
+    p = _P
+    x, y, z, _ = point
+    a = x * x % p
+    b = y * y % p
+    c = 2 * z * z % p
+    h = a + b
+    e = x + y
+    e = h - e * e % p
+    g = a - b
+    f = c + g
+    return e * f % p, g * h % p, f * g % p, e * h % p
+
+
+def _key_table(point):
+    """A 4-tooth comb (spacing 64) for a variable point: entry j = sum of bit_k(j)·2^(64k)·point,
+    in cached form (Y+X, Y-X, 2Z, 2d·T). 15 points, built once per key (192 doublings)."""
+    powers = [point]
+    for _ in range(3):
+        current = powers[-1]
+        for _ in range(64):
+            current = _double(current)
+        powers.append(current)
+    table: list = [None] * 16
+    sums: list = [None] * 16
+    for index in range(1, 16):
+        low = index & -index  # lowest set bit: entry = entry without it + that power
+        tooth = (1, 2, 4, 8).index(low)
+        rest = index ^ low
+        sums[index] = powers[tooth] if rest == 0 else _add(sums[rest], powers[tooth])
+        x, y, z, t = sums[index]
+        table[index] = (y + x, y - x, 2 * z % _P, t * _D2 % _P)
+    return table
+
+
+_key_cache: list = [None, None]  # (public key bytes, comb table of -A): commands come from one key
+
+
+def _double_scalar(s, k, table):
+    """[s]B + [k]Q in one chain of 63 doublings: B's comb (8 teeth, spacing 32, bits < 32 of
+    each tooth) and Q's comb (4 teeth, spacing 64) share the doublings."""
+    p = _P
+    s_bytes = s.to_bytes(32, "little")
+    k_bytes = k.to_bytes(32, "little")
+    x, y, z, t = 0, 1, 1, 0
+    for i in range(63, -1, -1):
+        a = x * x % p
+        b = y * y % p
+        c = 2 * z * z % p
+        h = a + b
+        e = x + y
+        e = h - e * e % p
+        g = a - b
+        f = c + g
+        x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+        byte = i >> 3
+        bit = i & 7
+        index = 0
+        for tooth in range(4):
+            index |= ((k_bytes[8 * tooth + byte] >> bit) & 1) << tooth
+        if index:
+            ypx, ymx, z2, t2d = table[index]
+            a = (y - x) * ymx % p
+            b = (y + x) * ypx % p
+            c = t * t2d % p
+            d = z * z2 % p
+            e = b - a
+            f = d - c
+            g = d + c
+            h = b + a
+            x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+        if i < _SPACING:
+            index = 0
+            for tooth in range(_TEETH):
+                index |= ((s_bytes[4 * tooth + byte] >> bit) & 1) << tooth
+            if index:
+                ypx, ymx, t2d = _table_point(index)
+                a = (y - x) * ymx % p
+                b = (y + x) * ypx % p
+                c = t * t2d % p
+                d = 2 * z
+                e = b - a
+                f = d - c
+                g = d + c
+                h = b + a
+                x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+    return x, y, z, t
+
+
+def _add(first, second):
+    # RFC 8032 §5.1.4 point addition in extended coordinates.
+    p = _P
+    x1, y1, z1, t1 = first
+    x2, y2, z2, t2 = second
+    a = (y1 - x1) * (y2 - x2) % p
+    b = (y1 + x1) * (y2 + x2) % p
+    c = t1 * _D2 % p * t2 % p
+    d = 2 * z1 * z2 % p
+    e = b - a
+    f = d - c
+    g = d + c
+    h = b + a
+    return e * f % p, g * h % p, f * g % p, e * h % p
+
+
+def _hash_mod_l(*parts):
+    h = sha512()
+    for part in parts:
+        h.update(part)
+    return int.from_bytes(h.digest(), "little") % _L
+
+
+class Signer:
+    """One device key: the expanded secret and public key computed once, signing in steps.
+
+    steps = signer.sign_steps(msg)   # a generator: `for _ in steps: await asyncio.sleep_ms(0)`
+    signature = signer.signature     # also the generator's return value
+    """
+
+    def __init__(self, secret):
+        if len(secret) != 32:
+            raise Ed25519Error("an Ed25519 secret key is 32 bytes")
+        digest = sha512(secret).digest()
+        # RFC 8032 §5.1.5: clear the low 3 bits and bit 255, set bit 254.
+        scalar = bytearray(digest[:32])
+        scalar[0] &= 248
+        scalar[31] &= 127
+        scalar[31] |= 64
+        self._scalar = int.from_bytes(scalar, "little")
+        self._prefix = digest[32:]
+        self.public = _encode_point(_run(_comb_steps(self._scalar)))
+        self.signature = None
+
+    def sign_steps(self, msg):
+        """RFC 8032 §5.1.6 as a generator; a slice is a fifth of a SHA-512 block, four comb rounds
+        or 50 squarings of the inversion."""
+        self.signature = None
+        h = sha512(self._prefix)
+        yield from h.update_steps(msg)
+        digest = yield from h.digest_steps()
+        r = int.from_bytes(digest, "little") % _L
+        point = yield from _comb_steps(r)
+        encoded_r = yield from _encode_point_steps(point)
+        h = sha512(encoded_r)
+        h.update(self.public)
+        yield from h.update_steps(msg)
+        digest = yield from h.digest_steps()
+        k = int.from_bytes(digest, "little") % _L
+        s = (r + k * self._scalar) % _L
+        self.signature = encoded_r + s.to_bytes(32, "little")
+        return self.signature
+
+    def sign(self, msg):
+        return _run(self.sign_steps(msg))
+
+
+_last: list = [None, None]  # (secret, Signer): a device signs with one key, so one entry is enough
+
+
+def signer(secret):
+    """The cached Signer for this secret (public key and expanded secret computed once)."""
+    secret = bytes(secret)
+    if _last[0] != secret:
+        _last[1] = Signer(secret)
+        _last[0] = secret
+    return _last[1]
+
+
+def public_key(secret):
+    return signer(secret).public
+
+
+def sign(secret, msg):
+    return signer(secret).sign(msg)
+
+
+def verify(public, msg, sig):
+    """RFC 8032 §5.1.7 (cofactorless, like OpenSSL): True only for a valid signature."""
+    if len(public) != 32 or len(sig) != 64:
+        return False
+    point_a = _decode_point(public)
+    if point_a is None:
+        return False
+    s = int.from_bytes(sig[32:], "little")
+    if s >= _L:
+        return False
+    k = _hash_mod_l(sig[:32], public, msg)
+    # [S]B - [k]A must encode to R: the comb table is of -A (x -> -x, t -> -t).
+    public = bytes(public)
+    if _key_cache[0] != public:
+        x, y, z, t = point_a
+        _key_cache[1] = _key_table((_P - x, y, z, _P - t))
+        _key_cache[0] = public
+    check = _double_scalar(s, k, _key_cache[1])
+    return _encode_point(check) == bytes(sig[:32])

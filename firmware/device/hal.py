@@ -1,0 +1,257 @@
+"""The hardware layer: the only module that imports `machine` and `network`.
+
+    from device import boards, hal
+    board_hal = hal.open_board(boards.load("boards/esp32-lock.json"))
+    board_hal.led.show("green"); board_hal.relay.set(True); print(board_hal.input("door").value())
+
+`open_board(board)` picks the implementation the board file names (`"hal": "machine"` for a real ESP32,
+`"hal": "sim"` for the unix port's simulated board in firmware/sim/hal_sim.py). Both offer the
+same interface, so role logic never knows which it drives:
+
+    led.show(colour)       colour in COLOURS ("off", "green", "blue", "red", "yellow", "white")
+    buzzer.set(on)         relay.set(on)        input(name).value() -> active?
+    bus(kind)              the PN532's I2C/SPI/UART object; pn532_pins() -> (irq, reset)
+    watchdog(timeout_ms)   object with feed(); urandom(n); reset(); reset_cause(); fs_root
+"""
+
+import os
+
+# Colours staff know from their phones (DESIGN.md, Taps): green arrive, blue depart, red refused.
+COLOURS = {
+    "off": (0, 0, 0),
+    "green": (0, 64, 0),
+    "blue": (0, 0, 64),
+    "red": (64, 0, 0),
+    "yellow": (48, 40, 0),
+    "white": (40, 40, 40),
+}
+
+# reset_cause() names, the same on both implementations
+RESET_POWER = "power"
+RESET_WDT = "wdt"
+RESET_SOFT = "soft"
+RESET_OTHER = "other"
+
+
+class HalError(Exception):
+    """A board part that cannot be set up (missing in the board file, or refused by the chip)."""
+
+
+def open_board(board, **sim_options):
+    """The HAL for a validated board dict (device.boards); sim_options go to the sim HAL."""
+    if board["hal"] == "sim":
+        from sim import hal_sim  # unix port only; never in a board image
+
+        return hal_sim.SimHal(board, **sim_options)
+    return MachineHal(board)
+
+
+class _Output:
+    """A digital output with an active level from the board file."""
+
+    def __init__(self, pin, active):
+        self._pin = pin
+        self._active = active
+        self.state = False
+        self.set(False)
+
+    def set(self, on):
+        self.state = bool(on)
+        self._pin.value(self._active if on else 1 - self._active)
+
+
+class _Input:
+    """A digital input; value() is True when the input is at its active level."""
+
+    def __init__(self, pin, active):
+        self._pin = pin
+        self._active = active
+
+    def value(self):
+        return self._pin.value() == self._active
+
+
+class _PixelLed:
+    """One WS2812 pixel (or the first `count`) through the neopixel module."""
+
+    def __init__(self, neopixel, count):
+        self._np = neopixel
+        self._count = count
+        self.colour = "off"
+
+    def show(self, colour):
+        rgb = COLOURS.get(colour)
+        if rgb is None:
+            raise HalError("unknown LED colour %r" % (colour,))
+        for index in range(self._count):
+            self._np[index] = rgb
+        self._np.write()
+        self.colour = colour
+
+
+class _RgbLed:
+    """Three GPIOs, one per colour channel; any non-zero channel is lit."""
+
+    def __init__(self, red, green, blue):
+        self._channels = (red, green, blue)
+        self.colour = "off"
+
+    def show(self, colour):
+        rgb = COLOURS.get(colour)
+        if rgb is None:
+            raise HalError("unknown LED colour %r" % (colour,))
+        for channel, level in zip(self._channels, rgb):
+            channel.set(level > 0)
+        self.colour = colour
+
+
+class _NoOutput:
+    """A part the board does not have: accepts commands and does nothing."""
+
+    state = False
+
+    def set(self, on):
+        pass
+
+
+class MachineHal:
+    """The real board through `machine` (ESP32 port)."""
+
+    fs_root = ""  # the board's filesystem is mounted at / by the port's _boot.py
+
+    def __init__(self, board):
+        import machine
+
+        self._machine = machine
+        self.board = board
+        led = board["led"]
+        if led["kind"] == "ws2812":
+            import neopixel
+
+            pixels = neopixel.NeoPixel(machine.Pin(led["pin"], machine.Pin.OUT), led["count"])
+            self.led = _PixelLed(pixels, led["count"])
+        else:
+            self.led = _RgbLed(*(self._output_pin(led[c], led["active"]) for c in "rgb"))
+        buzzer = board.get("buzzer")
+        self.buzzer = self._output_pin(buzzer["pin"], buzzer["active"]) if buzzer else _NoOutput()
+        relay = board.get("relay")
+        self.relay = self._output_pin(relay["pin"], relay["active"]) if relay else _NoOutput()
+        self._inputs = {}
+
+    def _output_pin(self, number, active):
+        return _Output(self._machine.Pin(number, self._machine.Pin.OUT), active)
+
+    def input(self, name):
+        if name not in self._inputs:
+            spec = self.board["inputs"].get(name)
+            if spec is None:
+                raise HalError("board %s has no input '%s'" % (self.board["name"], name))
+            pin = self._machine.Pin
+            pull = spec.get("pull")
+            if pull is None:
+                gpio = pin(spec["pin"], pin.IN)
+            else:
+                gpio = pin(spec["pin"], pin.IN, pin.PULL_UP if pull == "up" else pin.PULL_DOWN)
+            self._inputs[name] = _Input(gpio, spec["active"])
+        return self._inputs[name]
+
+    def has_input(self, name):
+        return name in self.board["inputs"]
+
+    def bus(self, kind):
+        spec = self.board["buses"].get(kind)
+        if spec is None:
+            raise HalError("board %s has no %s bus" % (self.board["name"], kind))
+        machine = self._machine
+        pin = machine.Pin
+        if kind == "i2c":
+            return machine.I2C(spec["id"], scl=pin(spec["scl"]), sda=pin(spec["sda"]),
+                               freq=spec["freq"])
+        if kind == "spi":
+            # PN532 UM §6.2.5: SPI mode 0, LSB first; the driver handles bit order if needed.
+            return machine.SPI(spec["id"], baudrate=spec["baudrate"], sck=pin(spec["sck"]),
+                               mosi=pin(spec["mosi"]), miso=pin(spec["miso"]))
+        return machine.UART(spec["id"], baudrate=spec["baudrate"], tx=spec["tx"], rx=spec["rx"])
+
+    def pn532_pins(self):
+        """(irq input or None, reset output or None) for the PN532 (UM §6.2: IRQ low = ready)."""
+        spec = self.board["pn532"]
+        pin = self._machine.Pin
+        irq = pin(spec["irq"], pin.IN, pin.PULL_UP) if "irq" in spec else None
+        reset = pin(spec["reset"], pin.OUT, value=1) if "reset" in spec else None
+        return irq, reset
+
+    def watchdog(self, timeout_ms):
+        return self._machine.WDT(timeout=timeout_ms)
+
+    def urandom(self, count):
+        return os.urandom(count)  # ESP32: hardware RNG (TRM §25) once the radio is on
+
+    def set_rtc(self, unix_seconds):
+        # the ESP32 port's epoch is 2000-01-01 (FORMATS.md §1, key 5); 946684800 = 2000 - 1970
+        import time
+
+        parts = time.gmtime(unix_seconds - 946684800)
+        # RTC.datetime: (year, month, day, weekday, hours, minutes, seconds, subseconds)
+        self._machine.RTC().datetime(
+            (parts[0], parts[1], parts[2], parts[6], parts[3], parts[4], parts[5], 0))
+
+    def reset(self):
+        self._machine.reset()
+
+    def extra_tasks(self):
+        return []  # the sim board adds its serial console and control channel here
+
+    def log(self, line):
+        print(line)  # the UART: what a person with a serial cable sees
+
+    def reset_cause(self):
+        machine = self._machine
+        return {
+            machine.PWRON_RESET: RESET_POWER,
+            machine.HARD_RESET: RESET_POWER,
+            machine.WDT_RESET: RESET_WDT,
+            machine.SOFT_RESET: RESET_SOFT,
+        }.get(machine.reset_cause(), RESET_OTHER)
+
+    def network_start(self, ssid, password):
+        """Join Wi-Fi in station mode without waiting (the app polls network_connected())."""
+        import network
+
+        self._station = network.WLAN(network.STA_IF)
+        self._station.active(True)
+        if not self._station.isconnected():
+            self._station.connect(ssid, password)
+
+    def network_connected(self):
+        station = getattr(self, "_station", None)
+        return station is not None and station.isconnected()
+
+
+class Debounced:
+    """An input read by polling, reporting a change only once it has held for `stable_ms`
+    (a contact bounces for a few ms; a door frame rattles). update() -> True (became active),
+    False (became inactive) or None (no settled change). Does not allocate."""
+
+    def __init__(self, source, stable_ms=30, clock=None):
+        import time
+
+        self._source = source
+        self._stable_ms = stable_ms
+        self._clock = clock or time.ticks_ms
+        self._ticks_diff = time.ticks_diff
+        self.state = bool(source.value())
+        self._seen = self.state
+        self._since = self._clock()
+
+    def update(self):
+        now = self._clock()
+        level = bool(self._source.value())
+        if level != self._seen:
+            self._seen = level
+            self._since = now
+            return None
+        if level != self.state and self._ticks_diff(now, self._since) >= self._stable_ms:
+            self.state = level
+            return level
+        return None

@@ -1,0 +1,554 @@
+"""Power-cut-safe, append-only event journal on the flash filesystem (DESIGN.md, Reliability).
+
+    journal = Journal("/journal")     # boot += 1; roll forward over the segments after a cut
+    seq = journal.append(payload)     # payload built with journal.next_seq, journal.prev_hash
+    journal.ack(upto)                 # the collector stored everything up to `upto`: release
+
+Layout under `root`:
+
+- `NNNNNNNN.seg` segment files, append-only. A record is
+  `A5 kind len:u16 seq:u32 body crc32:u32` (little-endian; the CRC-32 covers header and body).
+  Kind `E` holds an event payload, kind `S` a 64-byte signature cached for a resend.
+- `state0` / `state1`: the counters that cannot be derived from the segments (boot, acked, lost,
+  and next_seq/prev_hash once their segments are released), written alternately, each with a
+  generation number and a CRC, so a torn state write leaves the other one valid.
+
+On open the newer valid state is taken and then rolled forward over the segments: an appended
+record always wins over a stale state, so next_seq, the chain hash, boot, acked and lost never go
+backwards. A torn or corrupt tail is never returned (CRC) and never appended to (a new segment is
+started). On littlefs every file is copy-on-write, so `flush()` (lfs_file_sync) is the commit
+point: a record is either entirely in the file after a power cut or not at all. `ack()` releases
+whole segment files (delete, never rewrite). The size is bounded by `max_segments`: acknowledged
+segments are freed first; an unacknowledged event is never dropped; when no segment can be freed
+the event still takes its sequence number (and advances the chain), and `lost` counts it, so the
+host sees the gap and the next `health` event reports the count.
+
+The journal stores opaque payload bytes: it knows nothing of CBOR or signatures. It runs under
+MicroPython (littlefs, VfsLfs2) and under CPython (a plain directory, with fsync).
+"""
+
+import hashlib
+import os
+import struct
+
+try:
+    from binascii import crc32
+except ImportError:  # a port built without binascii.crc32
+    crc32 = None
+
+try:
+    from micropython import const
+except ImportError:  # CPython runs this module too (tests/test_journal_cpython.py)
+    const = int  # type: ignore  # const(x) is x for the ints used here
+
+
+_MAGIC = const(0xA5)
+_KIND_EVENT = const(0x45)  # "E"
+_KIND_SIG = const(0x53)  # "S"
+_HEADER = const(8)  # magic, kind, length u16, seq u32
+_OVERHEAD = const(12)  # header + crc32
+_SIG_BYTES = const(64)
+_SIG_RECORD = const(76)  # _OVERHEAD + _SIG_BYTES
+_SIG_BUFFER = const(8)  # signatures held in RAM before they get a sync of their own
+_SIG_RAM = const(16)  # recent signatures answered without a flash read
+_STATE_MAGIC = b"KJS1"
+_STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
+_STATE_BYTES = const(60)
+_WARN_PERCENT = const(80)
+_REARM_PERCENT = const(70)
+_MAX_SEGMENTS_CAP = const(4096)
+_ZERO_HASH = b"\x00" * 32
+
+
+def _crc32_soft(data, crc=0):
+    # IEEE 802.3 CRC-32 (reflected, polynomial 0xEDB88320), same value as binascii.crc32.
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+_crc = crc32 if crc32 is not None else _crc32_soft
+
+
+def _sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+class JournalError(Exception):
+    """The journal cannot do what was asked (bad argument, unusable storage)."""
+
+
+class Journal:
+    """See the module docstring. Attributes: boot, next_seq, prev_hash, acked, lost."""
+
+    def __init__(self, root="/journal", segment_bytes=4096, max_segments=None):
+        if segment_bytes < 512 or segment_bytes > 65536:
+            raise JournalError("segment_bytes must be 512..65536")
+        self.root = root.rstrip("/") or "/"
+        self.segment_bytes = segment_bytes
+        self.max_payload = segment_bytes - _OVERHEAD - _SIG_BUFFER * _SIG_RECORD
+        self._buf = bytearray(segment_bytes)  # one read buffer, reused by every scan
+        self._header = bytearray(_HEADER)
+        self._crc_bytes = bytearray(4)
+        self._state_buf = bytearray(_STATE_BYTES)
+        self._numbers = []  # segment file numbers, oldest first
+        self._highs = []  # highest event seq per segment (carried over when it has none)
+        self._active = None  # open file of the newest segment, or None
+        self._active_size = 0
+        self._next_number = 1
+        self._sig_unsynced = []  # (seq, sig): written with the next sync
+        self._sig_ram = {}
+        self._sig_order = []
+        self._warned = False
+        self._lost_reported = 0
+        self._gen = 0
+        self.boot = 0
+        self.next_seq = 1
+        self.prev_hash = _ZERO_HASH
+        self.acked = 0
+        self.lost = 0
+        self._open(max_segments)
+
+    # ---- opening and recovery -------------------------------------------------------------
+
+    def _path(self, name):
+        return self.root + "/" + name
+
+    def _open(self, max_segments):
+        try:
+            os.mkdir(self.root)
+        except OSError:
+            pass  # exists (EEXIST); a real failure shows up on the first read or write
+        state = self._read_state()
+        if state is not None:
+            self._gen, self.boot, self.next_seq, self.acked, self.lost, self.prev_hash = state
+        names = []
+        for name in os.listdir(self.root):
+            if name.endswith(".seg") and len(name) == 12:
+                try:
+                    names.append(int(name[:8]))
+                except ValueError:
+                    pass  # not ours
+        names.sort()
+        high = 0
+        torn = False
+        last_hash = None
+        for number in names:
+            size, valid_end, seg_high, seg_hash = self._scan_segment(number)
+            if seg_high > high:
+                high = seg_high
+                last_hash = seg_hash
+            self._numbers.append(number)
+            self._highs.append(high)
+            torn = valid_end != size
+            self._active_size = size
+        # Roll forward: a record in a segment is newer than any state that does not count it.
+        if high >= self.next_seq:
+            self.next_seq = high + 1
+            self.prev_hash = last_hash
+        self.boot += 1
+        self._write_state()  # the boot count is durable before any event of this boot
+        if max_segments is None:
+            max_segments = self._size_from_filesystem()
+        self.max_segments = max(2, max_segments)
+        self._release()
+        if self._numbers and not torn:
+            # Append to the newest segment only if its tail is intact (FORMATS: no rewrite).
+            self._active = open(self._path(self._name(self._numbers[-1])), "ab")
+        else:
+            self._active_size = self.segment_bytes  # forces a fresh segment on the next append
+
+    def _name(self, number):
+        return "%08d.seg" % number
+
+    def _size_from_filesystem(self):
+        # The segments may use what is free now plus what they already hold, minus a reserve
+        # for littlefs (copy-on-write needs a spare block per open file, metadata pairs
+        # compact) and the other files on the partition (config, key).
+        try:
+            st = os.statvfs(self.root)
+        except (OSError, AttributeError):
+            return 64
+        block = st[0] or 4096
+        held = len(self._numbers) * ((self.segment_bytes + block - 1) // block)
+        reserve = max(6, st[2] // 16)
+        blocks = st[3] + held - reserve
+        per_segment = (self.segment_bytes + block - 1) // block
+        return min(_MAX_SEGMENTS_CAP, max(2, blocks // per_segment))
+
+    def _read_state(self):
+        best = None
+        for slot in (0, 1):
+            try:
+                with open(self._path("state%d" % slot), "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            if len(raw) != _STATE_BYTES:
+                continue
+            fields = struct.unpack(_STATE_FORMAT, raw)
+            if fields[0] != _STATE_MAGIC or fields[7] != _crc(raw[: _STATE_BYTES - 4]):
+                continue
+            if best is None or fields[1] > best[0]:
+                best = (fields[1], fields[2], fields[3], fields[4], fields[5], fields[6])
+        return best
+
+    def _write_state(self):
+        gen = self._gen + 1
+        raw = self._state_buf
+        struct.pack_into(
+            _STATE_FORMAT[:-1],
+            raw,
+            0,
+            _STATE_MAGIC,
+            gen,
+            self.boot,
+            self.next_seq,
+            self.acked,
+            self.lost,
+            self.prev_hash,
+        )
+        struct.pack_into("<I", raw, _STATE_BYTES - 4, _crc(memoryview(raw)[: _STATE_BYTES - 4]))
+        # Write the older slot: if this write tears, the newer one is still whole.
+        with open(self._path("state%d" % (gen % 2)), "wb") as f:
+            f.write(raw)
+            _sync(f)
+        self._gen = gen
+
+    def _read_segment(self, number, buf):
+        """Read a whole segment into buf (grown if needed); return (buf, size)."""
+        with open(self._path(self._name(number)), "rb") as f:
+            size = f.readinto(buf) or 0
+            if size == len(buf):
+                rest = f.read()
+                if rest:
+                    buf = bytearray(bytes(buf) + rest)
+                    size = len(buf)
+        return buf, size
+
+    def _scan_segment(self, number):
+        """Return (size, valid_end, high_seq, hash_of_high_payload) of one segment."""
+        try:
+            buf, size = self._read_segment(number, self._buf)
+        except OSError:
+            return 0, 0, 0, None
+        high = 0
+        high_hash = None
+        valid_end = 0
+        for kind, seq, start, end in _records(buf, size):
+            valid_end = end + 4
+            if kind == _KIND_EVENT and seq > high:
+                high = seq
+                high_hash = _sha256(memoryview(buf)[start:end])
+        return size, valid_end, high, high_hash
+
+    # ---- appending ------------------------------------------------------------------------
+
+    def append(self, payload):
+        """Journal one event payload; return its sequence number once it is durable.
+
+        When no space can be freed the event is counted in `lost` (persisted) instead: its
+        sequence number is still used and the chain still advances over it."""
+        length = len(payload)
+        if length > self.max_payload:
+            raise JournalError("payload of %d bytes exceeds %d" % (length, self.max_payload))
+        seq = self.next_seq
+        stored = False
+        need = _OVERHEAD + length + len(self._sig_unsynced) * _SIG_RECORD
+        # A failed write (the filesystem itself full, a flash error) is retried once in a
+        # fresh segment, after releasing acknowledged ones: the record that failed may have
+        # left a torn tail, which is never appended to.
+        for _ in range(2):
+            if not self._make_room(need):
+                break
+            try:
+                self._write_sigs()
+                self._write_record(_KIND_EVENT, seq, payload)
+                _sync(self._active)
+                stored = True
+                break
+            except OSError:
+                self._drop_active()
+        self.next_seq = seq + 1
+        self.prev_hash = _sha256(payload)
+        if stored:
+            self._active_size += need
+            self._highs[-1] = seq
+            self._sig_unsynced = []
+        else:
+            self.lost += 1
+            self._write_state()
+        return seq
+
+    def _make_room(self, need):
+        if self._active is not None and self._active_size + need <= self.segment_bytes:
+            return True
+        self._release()
+        if len(self._numbers) >= self.max_segments:
+            return False
+        self._close_active()
+        number = self._numbers[-1] + 1 if self._numbers else self._next_number
+        self._next_number = number + 1
+        try:
+            self._active = open(self._path(self._name(number)), "wb")
+        except OSError:
+            self._active = None
+            return False
+        self._active_size = 0
+        self._numbers.append(number)
+        self._highs.append(self._highs[-1] if self._highs else 0)
+        return True
+
+    def _write_record(self, kind, seq, body):
+        header = self._header
+        struct.pack_into("<BBHI", header, 0, _MAGIC, kind, len(body), seq)
+        struct.pack_into("<I", self._crc_bytes, 0, _crc(body, _crc(header)))
+        f = self._active
+        if f is None:
+            raise OSError(5, "no open segment")  # EIO: callers treat it as a failed write
+        f.write(header)
+        f.write(body)
+        f.write(self._crc_bytes)
+
+    def _write_sigs(self):
+        for seq, sig in self._sig_unsynced:
+            self._write_record(_KIND_SIG, seq, sig)
+
+    def _close_active(self):
+        if self._active is not None:
+            try:
+                self._active.close()
+            except OSError:
+                pass  # the data that matters was synced record by record
+            self._active = None
+
+    def _drop_active(self):
+        self._close_active()
+        self._active_size = self.segment_bytes
+
+    # ---- signatures -----------------------------------------------------------------------
+
+    def put_signature(self, seq, sig):
+        """Cache the signature of event `seq` so a resend needs no re-signing. It becomes
+        durable with the next append (or after _SIG_BUFFER of them); losing it costs only a
+        re-sign, since Ed25519 is deterministic."""
+        if len(sig) != _SIG_BYTES:
+            raise JournalError("a signature is 64 bytes")
+        sig = bytes(sig)
+        self._remember(seq, sig)
+        self._sig_unsynced.append((seq, sig))
+        if len(self._sig_unsynced) >= _SIG_BUFFER:
+            need = len(self._sig_unsynced) * _SIG_RECORD
+            if self._make_room(need):
+                try:
+                    self._write_sigs()
+                    _sync(self._active)
+                    self._active_size += need
+                except OSError:
+                    self._drop_active()
+            self._sig_unsynced = []
+
+    def _remember(self, seq, sig):
+        if seq not in self._sig_ram:
+            self._sig_order.append(seq)
+            if len(self._sig_order) > _SIG_RAM:
+                self._sig_ram.pop(self._sig_order.pop(0), None)
+        self._sig_ram[seq] = sig
+
+    def signature(self, seq):
+        """The cached signature of event `seq`, or None (then sign again)."""
+        sig = self._sig_ram.get(seq)
+        if sig is not None:
+            return sig
+        index = self._index(seq)
+        if index < 0:
+            return None
+        # A signature is written after its event: in the event's segment or the next one.
+        for number in self._numbers[index : index + 2]:
+            try:
+                buf, size = self._read_segment(number, self._buf)
+            except OSError:
+                continue
+            for kind, rec_seq, start, end in _records(buf, size):
+                if kind == _KIND_SIG and rec_seq == seq:
+                    sig = bytes(buf[start:end])  # copy: the buffer is reused
+            if sig is not None:
+                self._remember(seq, sig)
+                return sig
+        return None
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def _index(self, seq):
+        """Index of the segment that holds event `seq` (by the high marks), or -1."""
+        highs = self._highs
+        lo, hi = 0, len(highs)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if highs[mid] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < len(highs) else -1
+
+    def get(self, seq):
+        """The payload of event `seq`, or None (acknowledged and released, lost, or unknown)."""
+        index = self._index(seq)
+        if index < 0:
+            return None
+        try:
+            buf, size = self._read_segment(self._numbers[index], self._buf)
+        except OSError:
+            return None
+        for kind, rec_seq, start, end in _records(buf, size):
+            if kind == _KIND_EVENT and rec_seq == seq:
+                return bytes(buf[start:end])  # copy: the buffer is reused
+        return None
+
+    def pending(self, from_seq=None):
+        """Yield (seq, payload) of every journaled event not yet acknowledged, in order.
+
+        Appends and acks may happen between yields (asyncio): each step looks the segment up
+        again, so new events are included and released ones skipped."""
+        buf = bytearray(self.segment_bytes)  # own buffer: other calls may run between yields
+        last = (from_seq or 1) - 1
+        while True:
+            last = max(last, self.acked)
+            index = self._index(last + 1)
+            if index < 0:
+                return
+            high = self._highs[index]
+            try:
+                buf, size = self._read_segment(self._numbers[index], buf)
+            except OSError:
+                size = 0  # released meanwhile: the next lookup moves past it
+            found = []
+            for kind, seq, start, end in _records(buf, size):
+                if kind == _KIND_EVENT and seq > last:
+                    found.append((seq, bytes(buf[start:end])))  # copy: buf is reused
+            for seq, payload in found:
+                if seq > last and seq > self.acked:
+                    last = seq
+                    yield seq, payload
+            # Everything up to `high` in this segment was read (no yield between the lookup
+            # and the read), so move past it even if records there failed their CRC.
+            last = max(last, high)
+
+    # ---- acknowledgement and size ---------------------------------------------------------
+
+    def ack(self, upto):
+        """The collector stored every event up to `upto`: release their segments."""
+        upto = min(upto, self.next_seq - 1)
+        if upto <= self.acked:
+            return
+        self.acked = upto
+        self._write_state()  # before any delete: a cut in between only leaves extra files
+        self._release()
+
+    def _release(self):
+        # Acknowledgements are contiguous, so releasable segments are always a prefix.
+        while self._numbers and self._highs[0] <= self.acked:
+            if len(self._numbers) == 1:
+                self._close_active()
+                self._active_size = self.segment_bytes
+            try:
+                os.remove(self._path(self._name(self._numbers[0])))
+            except OSError:
+                pass  # already gone (a cut after an earlier delete)
+            self._numbers.pop(0)
+            self._highs.pop(0)
+
+    def fill(self):
+        """Percent of the journal's capacity in use (closed segments count as full)."""
+        count = len(self._numbers)
+        if not count:
+            return 0
+        used = (count - 1) * self.segment_bytes + min(self._active_size, self.segment_bytes)
+        return used * 100 // (self.max_segments * self.segment_bytes)
+
+    def health_due(self):
+        """True once when the journal reaches 80 % full, and once when events were lost and
+        there is room again to journal a `health` event saying so (x: `health()`)."""
+        percent = self.fill()
+        due = False
+        if percent >= _WARN_PERCENT and not self._warned:
+            self._warned = True
+            due = True
+        elif percent < _REARM_PERCENT:
+            self._warned = False
+        if self.lost > self._lost_reported and self._has_room():
+            self._lost_reported = self.lost
+            due = True
+        return due
+
+    def _has_room(self):
+        if self._active is not None and self._active_size + 512 <= self.segment_bytes:
+            return True
+        releasable = 0
+        while releasable < len(self._highs) and self._highs[releasable] <= self.acked:
+            releasable += 1
+        return len(self._numbers) - releasable < self.max_segments
+
+    def health(self):
+        """The fields of a `health` event (FORMATS.md §1: a free-form small map)."""
+        return {"fill": self.fill(), "lost": self.lost, "pending": self.next_seq - 1 - self.acked}
+
+    def close(self):
+        """Write cached signatures and close the segment file (a cut instead loses nothing
+        but those signatures)."""
+        if self._sig_unsynced:
+            need = len(self._sig_unsynced) * _SIG_RECORD
+            if self._make_room(need):
+                try:
+                    self._write_sigs()
+                    _sync(self._active)
+                    self._active_size += need
+                except OSError:
+                    self._drop_active()
+            self._sig_unsynced = []
+        self._close_active()
+
+
+def _records(buf, size):
+    """Yield (kind, seq, body_start, body_end) of every record with a valid CRC in buf[:size].
+
+    A record that fails its CRC is skipped by searching for the next magic byte whose record
+    checks out, so one damaged record does not hide the ones after it; nothing that fails the
+    CRC is ever returned."""
+    view = memoryview(buf)
+    offset = 0
+    while offset + _OVERHEAD <= size:
+        if buf[offset] == _MAGIC:
+            kind = buf[offset + 1]
+            length = buf[offset + 2] | (buf[offset + 3] << 8)
+            end = offset + _HEADER + length
+            if (kind == _KIND_EVENT or kind == _KIND_SIG) and end + 4 <= size:
+                stored = (
+                    buf[end] | (buf[end + 1] << 8) | (buf[end + 2] << 16) | (buf[end + 3] << 24)
+                )
+                if stored == _crc(view[offset:end]):
+                    seq = (
+                        buf[offset + 4]
+                        | (buf[offset + 5] << 8)
+                        | (buf[offset + 6] << 16)
+                        | (buf[offset + 7] << 24)
+                    )
+                    yield kind, seq, offset + _HEADER, end
+                    offset = end + 4
+                    continue
+        offset += 1
+
+
+def _sync(f):
+    # littlefs: flush() is lfs_file_sync, the commit point; until it returns the old version
+    # of the file is what a reboot sees (littlefs DESIGN.md, "Metadata pairs" and "CTZ
+    # skip-lists": data is copy-on-write, the directory commit is atomic and CRC'd).
+    # CPython on a plain directory: flush, then fsync.
+    f.flush()
+    fileno = getattr(f, "fileno", None)
+    fsync = getattr(os, "fsync", None)
+    if fileno is not None and fsync is not None:
+        fsync(fileno())

@@ -1,0 +1,192 @@
+"""The digital lock: allowlist on flash, strike relay, door contact, exit button, auto-relock.
+
+    lock = Lock(hal.relay, hal.input("door"), hal.input("exit"), emit, Allowlist("allow.bin"))
+    lock.tap(cred, "badge")      # -> "unlock" | "arrive" | "depart" | "deny"
+    lock.poll()                  # every ~20 ms: door contact, exit button, pulse end, relock
+
+`emit(type, cred, x)` journals the event and returns (journal first, then the relay and the
+light). Taps: an enrolled credential unlocks a locked, closed door; an enrolled credential
+tapping while the door is open or still unlocked registers `arrive` without unlocking (Haninge
+"Registrera ankomst": the second of two staff); a credential whose visit is open tapping again
+registers `depart` (the staff member leaves; no strike); anything else is `deny`. The door locks again
+when it closes after being opened, or `relock_ms` after an unlock nobody used. The allowlist
+changes only through signed `allow`/`revoke` commands (FORMATS.md §2) and works offline.
+"""
+
+import os
+import time
+
+from micropython import const
+
+from device.hal import Debounced
+
+_CRED_BYTES = const(16)  # FORMATS.md §1 key 8: credential id is bstr(16)
+_MAX_CREDS = const(512)
+_MAX_PRESENT = const(16)  # open visits at one door, like the tag role's cap
+
+
+class LockError(Exception):
+    """A bad allowlist command or file."""
+
+
+class Allowlist:
+    """Credential ids allowed to unlock, kept as one file of 16-byte ids. Rewritten whole on
+    each change through a temporary file and rename (littlefs rename is atomic), so a power cut
+    leaves the old list or the new one, never a mix."""
+
+    def __init__(self, path="allow.bin"):
+        self.path = path
+        self._creds = set()
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            data = b""
+        if len(data) % _CRED_BYTES:
+            raise LockError("%s: %d bytes is not a whole number of 16-byte credential ids"
+                            % (path, len(data)))
+        for start in range(0, len(data), _CRED_BYTES):
+            self._creds.add(bytes(data[start:start + _CRED_BYTES]))
+
+    def __contains__(self, cred):
+        return cred is not None and bytes(cred) in self._creds
+
+    def __len__(self):
+        return len(self._creds)
+
+    def _check(self, creds):
+        if not isinstance(creds, (list, tuple)):
+            raise LockError("creds must be a list of 16-byte credential ids")
+        for cred in creds:
+            if not isinstance(cred, (bytes, bytearray)) or len(cred) != _CRED_BYTES:
+                raise LockError("a credential id must be 16 bytes, got %r" % (cred,))
+
+    def allow(self, creds):
+        self._check(creds)
+        if len(self._creds | set(bytes(c) for c in creds)) > _MAX_CREDS:
+            raise LockError("the allowlist holds at most %d credentials" % _MAX_CREDS)
+        self._creds.update(bytes(c) for c in creds)
+        self._save()
+
+    def revoke(self, creds):
+        self._check(creds)
+        for cred in creds:
+            self._creds.discard(bytes(cred))
+        self._save()
+
+    def _save(self):
+        temporary = self.path + ".new"
+        with open(temporary, "wb") as file:
+            for cred in sorted(self._creds):
+                file.write(cred)
+        os.rename(temporary, self.path)
+
+
+class Lock:
+    """Lock role logic over a relay and two inputs; `clock` is injectable for tests."""
+
+    def __init__(self, relay, door, exit_button, emit, allowlist, feedback=None, mode="pulse",
+                 pulse_ms=3000, relock_ms=8000, clock=None):
+        self.relay = relay
+        self.emit = emit
+        self.allowlist = allowlist
+        self.feedback = feedback
+        self.mode = mode
+        self.pulse_ms = pulse_ms
+        self.relock_ms = relock_ms
+        self.clock = clock or time.ticks_ms
+        self.door = Debounced(door, clock=self.clock)
+        self.exit = Debounced(exit_button, clock=self.clock)
+        self.locked = True
+        self.opened = False  # the door has opened since the last unlock
+        self.present = []  # credential ids whose visit at this door is open (arrival order)
+        self._unlocked_at = 0
+        self._relay_on = False
+        relay.set(False)
+
+    @property
+    def door_open(self):
+        return self.door.state
+
+    def tap(self, cred, via):
+        """One credential at the reader: unlock, register arrival, or deny."""
+        if cred not in self.allowlist:
+            self.emit("deny", cred, {"via": via})
+            self._show("refused")
+            return "deny"
+        if cred in self.present:
+            # the same credential again closes its visit (Haninge "Registrera avgång"; Phoniro
+            # Lock's place receipt): leaving staff tap on the way out, no strike needed
+            self.present.remove(cred)
+            self.emit("depart", cred, {"via": "lock"})
+            self._show("depart")
+            return "depart"
+        if len(self.present) >= _MAX_PRESENT:
+            self.present.pop(0)  # bounded: the oldest never tapped out; the host flags it open
+        self.present.append(cred)
+        if self.door_open or not self.locked:
+            # second staff while the door is open: present, but no reason to drive the strike
+            self.emit("arrive", cred, {"via": "lock"})
+            self._show("arrive")
+            return "arrive"
+        self.emit("unlock", cred, {"via": via})
+        self._unlock()
+        self._show("arrive")
+        return "unlock"
+
+    def exit_pressed(self):
+        """The exit button inside: unlock for leaving (no credential)."""
+        if self.locked and not self.door_open:
+            self.emit("unlock", None, {"via": "exit"})
+            self._unlock()
+
+    def _unlock(self):
+        self.locked = False
+        self.opened = False
+        self._unlocked_at = self.clock()
+        self.relay.set(True)
+        self._relay_on = True
+
+    def _lock(self):
+        self.relay.set(False)
+        self._relay_on = False
+        self.locked = True
+        self.opened = False
+        self.emit("lock", None, None)
+
+    def _show(self, kind):
+        if self.feedback is not None:
+            try:
+                self.feedback.show(kind)
+            except Exception:
+                pass  # a broken LED must not stop the lock
+
+    def poll(self):
+        """Door contact, exit button, end of the strike pulse, relock. Call every ~20 ms."""
+        now = self.clock()
+        change = self.door.update()
+        if change is True:
+            self.emit("door_open", None, None)
+            if not self.locked:
+                self.opened = True
+        elif change is False:
+            self.emit("door_close", None, None)
+            if not self.locked and self.opened:
+                self._lock()  # relock on close (the door was used)
+        if self.exit.update() is True:
+            self.exit_pressed()
+        if self.locked:
+            return
+        held = time.ticks_diff(now, self._unlocked_at)
+        if self._relay_on and self.mode == "pulse" and held >= self.pulse_ms:
+            self.relay.set(False)  # a strike needs only a pulse; the latch holds the door
+            self._relay_on = False
+        if not self.opened and not self.door_open and held >= self.relock_ms:
+            self._lock()  # unlocked but never opened: lock again
+
+    # signed commands (FORMATS.md §2), reached through the link's handlers
+    def on_allow(self, x):
+        self.allowlist.allow(x.get("creds", []))
+
+    def on_revoke(self, x):
+        self.allowlist.revoke(x.get("creds", []))

@@ -1,0 +1,590 @@
+"""Asyncio MQTT 3.1.1 client for the door device: QoS 1, persistent session, reconnect, TLS.
+
+    client = MQTTClient("tag-0042", "broker.lan", 1883, will=(b"kvitto/v1/tag-0042/state", b"offline"))
+    asyncio.create_task(client.run())                          # keeps the connection, forever
+    await client.publish(b"kvitto/v1/tag-0042/evt", message)  # waits through outages for PUBACK
+
+mqtt_as-style (Peter Hinch) but loadable on the unix port: it never imports `network`; sockets
+come from `socket`/`ssl`, so the same code runs on the ESP32 and in CI. The packet codec at the
+top is pure (runs under CPython too); every packet from the broker goes through `parse_packet`,
+which raises `MQTTProtocolError` for anything MQTT 3.1.1 does not allow. A malformed packet
+closes the connection (the client reconnects); it never ends the loop.
+"""
+
+import asyncio
+import random
+import select
+import socket
+import time
+
+try:
+    from micropython import const  # type: ignore
+except ImportError:  # CPython runs the pure codec in tests
+
+    def const(value):
+        return value
+
+
+# MQTT 3.1.1 §2.2.1: control packet types
+CONNECT = const(1)
+CONNACK = const(2)
+PUBLISH = const(3)
+PUBACK = const(4)
+SUBSCRIBE = const(8)
+SUBACK = const(9)
+PINGREQ = const(12)
+PINGRESP = const(13)
+DISCONNECT = const(14)
+
+_MAX_REMAINING = const(268435455)  # §2.2.3: four bytes of 7 bits
+_MAX_PACKET = const(4096)  # what this device accepts; commands are ~200 bytes
+_CONNECT_TIMEOUT_MS = const(5000)
+_WRITE_TIMEOUT_MS = const(5000)
+_PINGREQ = b"\xc0\x00"
+_DISCONNECT = b"\xe0\x00"
+
+
+class MQTTError(Exception):
+    """Anything that ends a connection: the client drops it and reconnects."""
+
+
+class MQTTProtocolError(MQTTError):
+    """A packet from the broker that MQTT 3.1.1 does not allow (cites the clause)."""
+
+
+class MQTTConnectRefused(MQTTError):
+    """CONNACK with a non-zero return code (§3.2.2.3): bad credentials, unknown id, …"""
+
+    def __init__(self, code):
+        super().__init__("broker refused the connection: return code %d" % code)
+        self.code = code
+
+
+# ---- codec (pure) --------------------------------------------------------------------------
+
+
+def encode_remaining_length(length):
+    """§2.2.3: 7 bits per byte, least significant group first, top bit = more follows."""
+    if length < 0 or length > _MAX_REMAINING:
+        raise MQTTError("remaining length out of range")
+    out = bytearray()
+    while True:
+        digit = length & 0x7F
+        length >>= 7
+        if length:
+            out.append(digit | 0x80)
+        else:
+            out.append(digit)
+            return bytes(out)
+
+
+def decode_remaining_length(data, offset=0):
+    """(length, offset after it) from `data`, or None if more bytes are needed."""
+    value = 0
+    shift = 0
+    for index in range(4):
+        if offset + index >= len(data):
+            return None
+        digit = data[offset + index]
+        value |= (digit & 0x7F) << shift
+        if not digit & 0x80:
+            return value, offset + index + 1
+        shift += 7
+    raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
+
+
+def _string(value):
+    if isinstance(value, str):
+        value = value.encode()
+    if len(value) > 0xFFFF:
+        raise MQTTError("string longer than 65535 bytes (§1.5.3)")
+    return len(value).to_bytes(2, "big") + value
+
+
+def _packet(first_byte, body):
+    return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
+
+
+def connect_packet(client_id, keepalive, clean=False, user=None, password=None, will=None):
+    """§3.1. `will` = (topic, message, retain, qos)."""
+    flags = 0x02 if clean else 0
+    payload = _string(client_id)
+    if will is not None:
+        topic, message, retain, qos = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _string(topic) + _string(message)
+    if user is not None:
+        flags |= 0x80
+        payload += _string(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _string(password)
+    if not 0 <= keepalive <= 0xFFFF:
+        raise MQTTError("keepalive out of range")
+    header = b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive.to_bytes(2, "big")
+    return _packet(0x10, header + payload)
+
+
+def publish_packet(topic, payload, qos=1, pid=0, retain=False, dup=False):
+    """§3.3: DUP only with QoS > 0 (§3.3.1.1); a packet id only with QoS > 0 (§3.3.2.2)."""
+    first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
+    body = _string(topic)
+    if qos:
+        if not 0 < pid <= 0xFFFF:
+            raise MQTTError("packet id must be 1..65535 (§2.3.1)")
+        body += pid.to_bytes(2, "big")
+    return _packet(first, body + payload)
+
+
+def subscribe_packet(pid, topics):
+    """§3.8: fixed-header flags 0010; `topics` = [(topic, qos), …]."""
+    body = pid.to_bytes(2, "big")
+    for topic, qos in topics:
+        body += _string(topic) + bytes((qos,))
+    return _packet(0x82, body)
+
+
+def puback_packet(pid):
+    return bytes((0x40, 2)) + pid.to_bytes(2, "big")
+
+
+def _pid(body, offset):
+    pid = (body[offset] << 8) | body[offset + 1]
+    if pid == 0:
+        raise MQTTProtocolError("packet id 0 (§2.3.1)")
+    return pid
+
+
+def _check_topic(topic):
+    # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8 without U+0000; §4.7.3: not empty
+    if not topic:
+        raise MQTTProtocolError("empty topic (§4.7.3)")
+    for byte in b"+#\x00":
+        if byte in topic:
+            raise MQTTProtocolError("wildcard or NUL in a PUBLISH topic (§4.7.1, §1.5.3)")
+    try:
+        topic.decode()
+    except UnicodeError:
+        raise MQTTProtocolError("topic is not UTF-8 (§1.5.3)")
+
+
+def parse_packet(first_byte, body):
+    """One packet a broker may send to a client, as a tuple starting with its type.
+
+    (CONNACK, session_present, return_code) · (PUBLISH, topic, payload, qos, pid, retain, dup)
+    (PUBACK, pid) · (SUBACK, pid, [codes]) · (PINGRESP,). Raises MQTTProtocolError otherwise.
+    `body` may be a memoryview; topic and payload come back as new `bytes` (the caller owns them).
+    """
+    kind = first_byte >> 4
+    flags = first_byte & 0x0F
+    size = len(body)
+    if kind == PUBLISH:
+        qos = (flags >> 1) & 0x03
+        dup = bool(flags & 0x08)
+        if qos == 3:
+            raise MQTTProtocolError("PUBLISH with QoS 3 (§3.3.1.2)")
+        if qos == 0 and dup:
+            raise MQTTProtocolError("DUP set on a QoS 0 PUBLISH (§3.3.1.1)")
+        if size < 2:
+            raise MQTTProtocolError("PUBLISH too short for its topic length")
+        topic_end = 2 + ((body[0] << 8) | body[1])
+        if topic_end > size:
+            raise MQTTProtocolError("PUBLISH topic runs past the packet")
+        topic = bytes(body[2:topic_end])
+        _check_topic(topic)
+        pid = 0
+        if qos:
+            if topic_end + 2 > size:
+                raise MQTTProtocolError("PUBLISH too short for its packet id")
+            pid = _pid(body, topic_end)
+            topic_end += 2
+        return (PUBLISH, topic, bytes(body[topic_end:]), qos, pid, bool(flags & 0x01), dup)
+    # §2.2.2: every other packet a broker sends has reserved flags 0000
+    if flags:
+        raise MQTTProtocolError("reserved flags set on packet type %d (§2.2.2)" % kind)
+    if kind == PUBACK:
+        if size != 2:
+            raise MQTTProtocolError("PUBACK remaining length must be 2 (§3.4.1)")
+        return (PUBACK, _pid(body, 0))
+    if kind == PINGRESP:
+        if size:
+            raise MQTTProtocolError("PINGRESP remaining length must be 0 (§3.13.1)")
+        return (PINGRESP,)
+    if kind == CONNACK:
+        if size != 2:
+            raise MQTTProtocolError("CONNACK remaining length must be 2 (§3.2.1)")
+        if body[0] & 0xFE:
+            raise MQTTProtocolError("CONNACK acknowledge flags bits 7-1 must be 0 (§3.2.2.1)")
+        if body[1] > 5:
+            raise MQTTProtocolError("CONNACK return code %d is reserved (§3.2.2.3)" % body[1])
+        return (CONNACK, bool(body[0] & 1), body[1])
+    if kind == SUBACK:
+        if size < 3:
+            raise MQTTProtocolError("SUBACK without return codes (§3.9.3)")
+        codes = list(body[2:])
+        for code in codes:
+            if code not in (0, 1, 2, 0x80):
+                raise MQTTProtocolError("SUBACK return code %d is reserved (§3.9.3)" % code)
+        return (SUBACK, _pid(body, 0), codes)
+    raise MQTTProtocolError("packet type %d is not sent to clients (§2.2.1)" % kind)
+
+
+# ---- the client (asyncio) ------------------------------------------------------------------
+
+
+class MQTTClient:
+    """Keeps one broker connection alive and carries QoS 1 both ways.
+
+    `on_message(topic, payload, retained)` is called from the reader for every PUBLISH the
+    broker sends; it must be quick (queue the work) because the PUBACK waits for it.
+    """
+
+    def __init__(
+        self,
+        client_id,
+        server,
+        port=1883,
+        user=None,
+        password=None,
+        keepalive=60,
+        clean=False,
+        will=None,
+        birth=None,
+        subscriptions=(),
+        on_message=None,
+        ssl_context=None,
+        server_hostname=None,
+        backoff_ms=(250, 30000),
+        max_packet=_MAX_PACKET,
+        seed=None,
+    ):
+        self.client_id = client_id
+        self.server = server
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.clean = clean
+        self.will = None if will is None else (will[0], will[1], True, 1)  # retained, QoS 1
+        self.birth = birth  # (topic, message): published retained after every connect
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname or server
+        self.backoff_ms = backoff_ms
+        # mqtt_as: ping at keepalive/4; broker dead after 4 silent intervals
+        self._ping_ms = max(100, keepalive * 1000 // 4)
+        self._dead_ms = 4 * self._ping_ms
+        self._addr = None  # DNS resolved once (mqtt_as): a flaky resolver must not stall us
+        self._family = socket.AF_INET
+        self._sock = None
+        self._stream = None
+        self._reader = None
+        self._rxbuf = bytearray(max_packet)  # allocated once; parse_packet copies out
+        self._rxview = memoryview(self._rxbuf)
+        self._hdr = memoryview(bytearray(1))
+        self._wlock = asyncio.Lock()
+        self._down = asyncio.Event()
+        self._pending = {}  # pid -> [Event, acked]
+        self._next_pid = 0
+        self._last_rx = time.ticks_ms()
+        self._stopping = False
+        self.up = asyncio.Event()  # set while connected and subscribed
+        self.on_connect = None  # called (no arguments) after every successful connect
+        self.connected = False
+        self.session_present = False
+        self.last_error = None
+        self.stats = {
+            "connects": 0,
+            "drops": 0,
+            "malformed": 0,
+            "dup_resends": 0,
+            "pings": 0,
+            "dns": 0,
+        }
+        if seed is not None:
+            random.seed(seed)
+
+    # -- public API --
+
+    async def run(self):
+        """Connect, serve, reconnect with jittered exponential backoff: forever (until stop)."""
+        attempts = 0
+        try:
+            while not self._stopping:
+                try:
+                    await self._connect()
+                    attempts = 0
+                    await self._serve()
+                except MQTTProtocolError as error:
+                    self.stats["malformed"] += 1
+                    self.last_error = error
+                except (OSError, MQTTError, asyncio.TimeoutError) as error:
+                    self.last_error = error
+                self._drop()
+                if self._stopping:
+                    break
+                attempts += 1
+                await asyncio.sleep_ms(self._backoff(attempts))
+        finally:
+            self._drop()  # cancelled: close the socket, wake every publisher
+
+    async def publish(self, topic, payload, retain=False, qos=1):
+        """Send; with QoS 1 return only after the PUBACK, waiting through any outage.
+
+        Never cancelled half-way (mqtt_as): after a reconnect the same packet id goes again
+        with DUP set (§4.4: a client resends unacknowledged PUBLISH packets on reconnect).
+        """
+        if qos == 0:
+            await self.up.wait()
+            await self._send(publish_packet(topic, payload, 0))
+            return
+        pid = self._new_pid()
+        slot = [asyncio.Event(), False]
+        self._pending[pid] = slot
+        dup = False
+        try:
+            while True:
+                await self.up.wait()
+                try:
+                    await self._send(publish_packet(topic, payload, 1, pid, retain, dup))
+                except (OSError, MQTTError, asyncio.TimeoutError):
+                    await asyncio.sleep_ms(0)  # never spin: let run() reconnect
+                else:
+                    await slot[0].wait()  # PUBACK, or a drop (which sets every slot)
+                if slot[1]:
+                    return
+                slot[0].clear()
+                dup = True
+                self.stats["dup_resends"] += 1
+        finally:
+            self._pending.pop(pid, None)
+
+    async def disconnect(self):
+        """A clean DISCONNECT (§3.14): the broker discards the will, so no `offline` appears."""
+        self._stopping = True
+        if self.connected:
+            try:
+                await self._send(_DISCONNECT)
+            except (OSError, MQTTError, asyncio.TimeoutError):
+                pass
+        self._drop()
+
+    # -- connection --
+
+    def _backoff(self, attempts):
+        low, high = self.backoff_ms
+        delay = min(high, low << min(attempts - 1, 16))
+        half = delay // 2
+        return half + random.getrandbits(20) % (half + 1)  # jitter: no herd after a broker crash
+
+    async def _connect(self):
+        if self._addr is None:
+            info = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
+            self._family = info[0]
+            self._addr = info[-1]
+            self.stats["dns"] += 1
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        self._sock = sock
+        sock.setblocking(False)
+        try:
+            sock.connect(self._addr)
+        except OSError as error:
+            if error.args[0] not in (115, 119):  # EINPROGRESS (Linux, lwIP)
+                raise
+        await self._writable(sock)
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(
+                sock, server_hostname=self.server_hostname, do_handshake_on_connect=False
+            )
+            sock.setblocking(False)
+            self._sock = sock
+        self._stream = asyncio.StreamReader(sock)
+        self._down = asyncio.Event()
+        self._last_rx = time.ticks_ms()
+        await self._send(
+            connect_packet(
+                self.client_id, self.keepalive, self.clean, self.user, self.password, self.will
+            )
+        )
+        packet = await asyncio.wait_for_ms(self._read_packet(), _CONNECT_TIMEOUT_MS)
+        if packet[0] != CONNACK:
+            raise MQTTProtocolError("first packet from the broker is not CONNACK (§3.2)")
+        if packet[2]:
+            raise MQTTConnectRefused(packet[2])
+        self.session_present = packet[1]
+        self._reader = asyncio.create_task(self._read_loop())
+        if self.subscriptions:
+            # Resubscribe on every connect (mqtt_as): a broker that lost its state forgets us.
+            pid = self._new_pid()
+            codes = await self._request(subscribe_packet(pid, self.subscriptions), pid)
+            for code in codes or ():
+                if code == 0x80:
+                    raise MQTTError("broker refused the subscription (ACL?)")
+        if self.birth is not None:
+            pid = self._new_pid()
+            await self._request(publish_packet(self.birth[0], self.birth[1], 1, pid, True), pid)
+        self.connected = True
+        self.stats["connects"] += 1
+        self.up.set()
+        if self.on_connect is not None:
+            self.on_connect()
+
+    async def _writable(self, sock):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        start = time.ticks_ms()
+        while True:
+            for _, events in poller.poll(0) or ():
+                if events & (select.POLLERR | select.POLLHUP):
+                    raise OSError(111)  # ECONNREFUSED or reset while connecting
+                if events & select.POLLOUT:
+                    return
+            if time.ticks_diff(time.ticks_ms(), start) > _CONNECT_TIMEOUT_MS:
+                raise OSError(110)  # ETIMEDOUT
+            await asyncio.sleep_ms(5)
+
+    async def _request(self, packet, pid):
+        """Send a packet and wait for the acknowledgement with the same packet id."""
+        slot = [asyncio.Event(), False]
+        self._pending[pid] = slot
+        try:
+            await self._send(packet)
+            await asyncio.wait_for_ms(slot[0].wait(), _CONNECT_TIMEOUT_MS)
+            if not slot[1]:
+                raise MQTTError("connection dropped before the acknowledgement")
+            return slot[2] if len(slot) > 2 else None
+        finally:
+            self._pending.pop(pid, None)
+
+    async def _serve(self):
+        """Keepalive: PINGREQ every keepalive/4; give up after four silent intervals."""
+        last_ping = time.ticks_ms()
+        while True:
+            try:
+                await asyncio.wait_for_ms(self._down.wait(), self._ping_ms // 2)
+            except asyncio.TimeoutError:
+                pass
+            if self._down.is_set():
+                raise MQTTError("connection lost")  # the cause is in last_error
+            now = time.ticks_ms()
+            if time.ticks_diff(now, self._last_rx) >= self._dead_ms:
+                raise MQTTError("broker silent for four ping intervals")
+            if time.ticks_diff(now, last_ping) >= self._ping_ms:
+                last_ping = now
+                self.stats["pings"] += 1
+                await self._send(_PINGREQ)
+
+    def _drop(self):
+        self._lost()
+        if self._reader is not None:
+            if self._reader is not asyncio.current_task():
+                self._reader.cancel()
+            self._reader = None
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+        self._stream = None
+
+    async def _send(self, packet):
+        stream = self._stream
+        if stream is None:
+            raise MQTTError("not connected")
+        async with self._wlock:
+            try:
+                stream.write(packet)  # type: ignore  (MicroPython: one Stream reads and writes)
+                await asyncio.wait_for_ms(stream.drain(), _WRITE_TIMEOUT_MS)  # type: ignore
+            except (OSError, asyncio.TimeoutError) as error:
+                self.last_error = error
+                self._lost()
+                raise MQTTError("write failed")
+
+    def _lost(self):
+        # The connection is gone: publishers must wait now. `up` stays set otherwise until run()
+        # gets a turn, and Event.wait() on a set event does not yield, so a publisher would
+        # retry the dead socket in a loop that never lets run() in (seen: EPIPE, 100% CPU).
+        if self.connected:
+            self.stats["drops"] += 1
+        self.connected = False
+        self.up.clear()
+        self._down.set()
+        for slot in self._pending.values():
+            slot[0].set()  # wake every waiter; unacknowledged ones resend after reconnect
+
+    # -- reading --
+
+    async def _read_into(self, view):
+        # `view` is a memoryview: slicing it does not copy, so readinto fills our buffer
+        stream = self._stream
+        if stream is None:
+            raise MQTTError("not connected")
+        got = 0
+        while got < len(view):
+            count = await stream.readinto(view[got:])
+            if count is None:  # TLS wants more records
+                continue
+            if count == 0:
+                raise MQTTError("broker closed the connection")
+            got += count
+
+    async def _read_packet(self):
+        await self._read_into(self._hdr)
+        first = self._hdr[0]
+        length = 0
+        shift = 0
+        for _ in range(4):
+            await self._read_into(self._hdr)
+            digit = self._hdr[0]
+            length |= (digit & 0x7F) << shift
+            shift += 7
+            if not digit & 0x80:
+                break
+        else:
+            raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
+        if length > len(self._rxbuf):
+            raise MQTTProtocolError("packet of %d bytes exceeds the device limit" % length)
+        body = self._rxview[:length]
+        await self._read_into(body)
+        self._last_rx = time.ticks_ms()
+        return parse_packet(first, body)
+
+    async def _read_loop(self):
+        try:
+            while True:
+                packet: tuple = await self._read_packet()
+                kind = packet[0]
+                if kind == PUBACK or kind == SUBACK:
+                    slot = self._pending.get(packet[1])
+                    if slot is not None:  # else: a late ack from an earlier connection
+                        slot[1] = True
+                        if kind == SUBACK:
+                            slot.append(packet[2])
+                        slot[0].set()
+                elif kind == PUBLISH:
+                    _, topic, payload, qos, pid, retain, _ = packet
+                    if qos == 2:
+                        raise MQTTProtocolError("QoS 2 PUBLISH on a QoS 1 subscription (§3.8.4)")
+                    if self.on_message is not None:
+                        self.on_message(topic, payload, retain)
+                    if qos == 1:
+                        await self._send(puback_packet(pid))
+                elif kind == CONNACK:
+                    raise MQTTProtocolError("second CONNACK on one connection (§3.2)")
+                # PINGRESP: _last_rx is all it is for
+        except MQTTProtocolError as error:
+            self.stats["malformed"] += 1
+            self.last_error = error
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a broken socket or a failing handler: drop, never crash
+            self.last_error = error
+        self._lost()
+
+    def _new_pid(self):
+        while True:
+            self._next_pid = self._next_pid % 0xFFFF + 1
+            if self._next_pid not in self._pending:
+                return self._next_pid

@@ -1,0 +1,894 @@
+"""PN532 NFC controller: frames, transports (I2C, SPI, HSU) and commands (NXP UM0701-02).
+
+    nfc = PN532(I2CTransport(i2c, irq=irq_pin), reset=rstpd_pin)
+    nfc.begin()                                  # SAMConfiguration + RFConfiguration
+    target = nfc.list_passive_target()           # Target or None (no card)
+
+The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
+buses). Frames are pure functions (`build_frame`, `parse_frame`) so they run under CPython too.
+"""
+
+import asyncio
+import time
+
+from micropython import const
+
+# --- frame bytes (UM0701-02 §6.2.1) -------------------------------------------------------
+_PREAMBLE = const(0x00)
+_START1 = const(0x00)
+_START2 = const(0xFF)
+_POSTAMBLE = const(0x00)
+TFI_HOST = const(0xD4)  # host -> PN532
+TFI_PN532 = const(0xD5)  # PN532 -> host
+_TFI_ERROR = const(0x7F)  # §6.2.1.5: application-level error frame
+_MAX_BODY = const(265)  # §6.2.1.2: TFI + up to 264 data bytes (extended frame)
+_MAX_FRAME = const(_MAX_BODY + 9)
+
+# §6.2.1.3 / §6.2.1.4
+ACK = b"\x00\x00\xff\x00\xff\x00"
+NACK = b"\x00\x00\xff\xff\x00\x00"
+# §6.2.1.5
+ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+
+# --- command codes (UM0701-02 §7) ----------------------------------------------------------
+CMD_GET_FIRMWARE_VERSION = const(0x02)
+CMD_SAM_CONFIGURATION = const(0x14)
+CMD_POWER_DOWN = const(0x16)
+CMD_RF_CONFIGURATION = const(0x32)
+CMD_IN_DATA_EXCHANGE = const(0x40)
+CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+CMD_IN_RELEASE = const(0x52)
+CMD_TG_GET_DATA = const(0x86)
+CMD_TG_INIT_AS_TARGET = const(0x8C)
+CMD_TG_SET_DATA = const(0x8E)
+
+_RF_ITEM_FIELD = const(0x01)
+_RF_ITEM_MAX_RETRIES = const(0x05)  # §7.3.1 CfgItem 5: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
+_BRTY_106A = const(0x00)  # §7.3.5: 106 kbps type A (ISO/IEC 14443 Type A)
+SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
+
+# §7.1 Table 4: status byte error codes the driver names
+STATUS_TIMEOUT = const(0x01)
+STATUS_RELEASED = const(0x29)  # target released by the initiator (tag mode: phone left)
+STATUS_DESELECTED = const(0x25)  # DEP protocol: target deselected (tag mode)
+
+# PowerDown wake-up sources (§7.2.11)
+WAKE_HSU = const(0x10)
+WAKE_SPI = const(0x20)
+WAKE_I2C = const(0x80)
+
+I2C_ADDRESS = const(0x24)  # §6.2.4: 0x48 write / 0x49 read as 8-bit addresses
+# The PN532 stretches SCL while it wakes and while it prepares a response; the ESP32 default
+# (50 ms in MicroPython 1.2x) is enough only if it is not lowered. hal builds I2C with this.
+I2C_TIMEOUT_US = const(100_000)
+_I2C_STATUS_READY = const(0x01)  # §6.2.4: first byte of every I2C read is the status byte
+_I2C_FIRST_READ = const(40)  # status + most responses in one transaction; longer ones re-read
+_SPI_DW = const(0x01)  # §6.2.5: data write, status read, data read
+_SPI_SR = const(0x02)
+_SPI_DR = const(0x03)
+# §6.2.3 HSU wake-up: 0x55 0x55 then enough zeros for the PN532 to wake (> 1 ms at 115200)
+HSU_WAKEUP = b"\x55\x55" + bytes(14)
+
+_ETIMEDOUT = const(116)  # the errno machine.I2C raises when clock stretching exceeds timeout
+
+
+class PN532Error(Exception):
+    """Every error the driver raises derives from this (one hierarchy per driver)."""
+
+
+class FrameError(PN532Error):
+    """Bytes that are not a valid PN532 frame: no start code, truncated, bad length."""
+
+
+class ChecksumError(FrameError):
+    """Length checksum (LCS) or data checksum (DCS) does not add up to zero."""
+
+
+class NackFrame(FrameError):
+    """A NACK frame: the other side asks for the last frame again (§6.2.1.4)."""
+
+
+class ErrorFrame(PN532Error):
+    """The PN532 answered with the syntax error frame (§6.2.1.5)."""
+
+
+class ResponseError(PN532Error):
+    """A well-formed frame whose content is not the response the command expects."""
+
+
+class CommandError(PN532Error):
+    """The PN532 reports a non-zero status byte (§7.1 Table 4); `.status` holds it."""
+
+    def __init__(self, status, where=""):
+        super().__init__("status 0x%02x %s" % (status, where))
+        self.status = status
+
+
+class CardError(PN532Error):
+    """A card answered, but not as the protocol says (APDU status, NDEF layout)."""
+
+
+class Timeout(PN532Error):
+    """No ACK or no response in time."""
+
+
+class TransportError(PN532Error):
+    """The bus itself failed (OSError from machine.I2C/SPI/UART)."""
+
+
+# --- frames ---------------------------------------------------------------------------------
+
+
+def frame_into(buf, body, data):
+    """Write the frame for TFI+`body`+`data` into `buf`; return its length. Allocates nothing
+    when body/data are bytes: the driver builds every command frame in one buffer this way."""
+    n = len(body) + len(data)
+    if n < 1 or n > _MAX_BODY:
+        raise FrameError("frame body of %d bytes" % n)
+    buf[0] = _PREAMBLE
+    buf[1] = _START1
+    buf[2] = _START2
+    if n < 255:
+        # §6.2.1.1: LCS makes LEN + LCS == 0 mod 256
+        buf[3] = n
+        buf[4] = (0x100 - n) & 0xFF
+        i = 5
+    else:
+        # §6.2.1.2 extended frame: 0xFF 0xFF marks it, then LENM LENL LCS
+        buf[3] = 0xFF
+        buf[4] = 0xFF
+        buf[5] = n >> 8
+        buf[6] = n & 0xFF
+        buf[7] = (0x100 - ((n >> 8) + (n & 0xFF))) & 0xFF
+        i = 8
+    total = 0
+    for b in body:
+        buf[i] = b
+        total += b
+        i += 1
+    for b in data:
+        buf[i] = b
+        total += b
+        i += 1
+    # §6.2.1.1: DCS makes TFI + PD0..PDn + DCS == 0 mod 256
+    buf[i] = (0x100 - (total & 0xFF)) & 0xFF
+    buf[i + 1] = _POSTAMBLE
+    return i + 2
+
+
+def build_frame(body):
+    """The whole frame (preamble to postamble) carrying `body` = TFI + data."""
+    buf = bytearray(len(body) + 10)
+    return bytes(buf[: frame_into(buf, body, b"")])
+
+
+def _frame_at(buf, i, n):
+    """Parse a frame whose start code 00 FF is at buf[i], buf[i+1]. Returns (body, end)."""
+    if i + 4 > n:
+        raise FrameError("truncated frame header")
+    length = buf[i + 2]
+    check = buf[i + 3]
+    if length == 0x00 and check == 0xFF:
+        return b"", i + 5  # ACK (§6.2.1.3): the empty body
+    if length == 0xFF and check == 0x00:
+        raise NackFrame("NACK frame")
+    head = i + 4
+    if length == 0xFF and check == 0xFF:
+        if i + 7 > n:
+            raise FrameError("truncated extended header")
+        length = (buf[i + 4] << 8) | buf[i + 5]
+        if (buf[i + 4] + buf[i + 5] + buf[i + 6]) & 0xFF:
+            raise ChecksumError("extended LCS")
+        head = i + 7
+        if length < 255 or length > _MAX_BODY:
+            raise FrameError("extended length %d" % length)
+    elif (length + check) & 0xFF:
+        raise ChecksumError("LCS")
+    elif length == 0:
+        raise FrameError("zero length")
+    if head + length + 1 > n:
+        raise FrameError("truncated frame body")
+    total = 0
+    for k in range(head, head + length + 1):
+        total += buf[k]
+    if total & 0xFF:
+        raise ChecksumError("DCS")
+    body = bytes(buf[head : head + length])
+    if body[0] == _TFI_ERROR and length == 1:
+        raise ErrorFrame("PN532 error frame")
+    return body, head + length + 2
+
+
+def parse_frame(buf):
+    """TFI + data of the first valid frame in `buf` (leading garbage is skipped); b"" for an
+    ACK. Raises a FrameError subclass or ErrorFrame; never returns None for an error."""
+    n = len(buf)
+    first = None
+    i = 0
+    while i + 1 < n:
+        if buf[i] == _START1 and buf[i + 1] == _START2:
+            try:
+                return _frame_at(buf, i, n)[0]
+            except (NackFrame, ErrorFrame):
+                raise
+            except FrameError as error:
+                if first is None:
+                    first = error
+        i += 1
+    if first is not None:
+        raise first
+    raise FrameError("no start code 00 FF")
+
+
+def frame_end(buf, n):
+    """Bytes a frame starting at buf[0:n] needs in total (header known), or 0 if the header
+    is not complete yet. Used by the stream transports to know how much more to read."""
+    i = 0
+    while i + 1 < n and not (buf[i] == _START1 and buf[i + 1] == _START2):
+        i += 1
+    if i + 4 > n:
+        return 0
+    length = buf[i + 2]
+    check = buf[i + 3]
+    if (length == 0x00 and check == 0xFF) or (length == 0xFF and check == 0x00):
+        return i + 5  # ACK / NACK: ... 00 FF xx xx 00
+    if length == 0xFF and check == 0xFF:
+        if i + 7 > n:
+            return 0
+        return i + 7 + ((buf[i + 4] << 8) | buf[i + 5]) + 2
+    return i + 4 + length + 2
+
+
+# --- response parsers (pure: fuzzed under CPython) -----------------------------------------
+
+
+def response_data(body, command):
+    """Data after TFI D5 and the response code (command + 1); ResponseError otherwise."""
+    if len(body) < 2 or body[0] != TFI_PN532 or body[1] != ((command + 1) & 0xFF):
+        raise ResponseError("not a response to command 0x%02x" % command)
+    return body[2:]
+
+
+def parse_firmware_version(data):
+    """(IC, Ver, Rev, Support) from GetFirmwareVersion's data (§7.2.2)."""
+    if len(data) != 4:
+        raise ResponseError("firmware version of %d bytes" % len(data))
+    return data[0], data[1], data[2], data[3]
+
+
+def check_status(data, where):
+    """Raise CommandError unless the status byte (low 6 bits, §7.1) is zero; return the rest."""
+    if len(data) < 1:
+        raise ResponseError("missing status byte in " + where)
+    if data[0] & 0x3F:
+        raise CommandError(data[0] & 0x3F, where)
+    return data[1:]
+
+
+class Target:
+    """One ISO/IEC 14443 type A target from InListPassiveTarget (§7.3.5)."""
+
+    def __init__(self, number, sens_res, sel_res, uid, ats):
+        self.number = number
+        self.sens_res = sens_res
+        self.sel_res = sel_res
+        self.uid = uid
+        self.ats = ats
+
+    @property
+    def iso_dep(self):
+        return bool(self.sel_res & SEL_RES_ISO_DEP)
+
+
+def parse_target_a(data):
+    """The first type A target of an InListPassiveTarget response, or None for no card."""
+    if len(data) < 1:
+        raise ResponseError("InListPassiveTarget: no NbTg")
+    count = data[0]
+    if count == 0:
+        return None
+    if count > 2:
+        raise ResponseError("InListPassiveTarget: NbTg %d" % count)
+    # Tg(1) SENS_RES(2) SEL_RES(1) NFCIDLength(1) NFCID1 [ATS]
+    if len(data) < 6:
+        raise ResponseError("InListPassiveTarget: short target")
+    uid_length = data[5]
+    if uid_length not in (4, 7, 10) or len(data) < 6 + uid_length:
+        raise ResponseError("InListPassiveTarget: NFCID length %d" % uid_length)
+    uid = bytes(data[6 : 6 + uid_length])
+    rest = data[6 + uid_length :]
+    ats = b""
+    if data[4] & SEL_RES_ISO_DEP and len(rest):
+        # ISO/IEC 14443-4 §5.2: TL, the first ATS byte, counts the whole ATS
+        if rest[0] < 1 or rest[0] > len(rest):
+            raise ResponseError("InListPassiveTarget: ATS length")
+        ats = bytes(rest[: rest[0]])
+    return Target(data[1], (data[2] << 8) | data[3], data[4], uid, ats)
+
+
+def parse_tg_init(data):
+    """(mode, first initiator command) from TgInitAsTarget (§7.3.14)."""
+    if len(data) < 1:
+        raise ResponseError("TgInitAsTarget: no mode")
+    return data[0], bytes(data[1:])
+
+
+def parse_apdu_response(response):
+    """(data, SW1SW2) of an ISO/IEC 7816-4 response APDU."""
+    if len(response) < 2:
+        raise CardError("response APDU of %d bytes" % len(response))
+    return bytes(response[:-2]), (response[-2] << 8) | response[-1]
+
+
+def apdu(cla, ins, p1, p2, data=b"", le=None):
+    """A short command APDU (ISO/IEC 7816-4 §5.1)."""
+    out = bytearray((cla, ins, p1, p2))
+    if data:
+        out.append(len(data))
+        out.extend(data)
+    if le is not None:
+        out.append(le & 0xFF)
+    return bytes(out)
+
+
+def parse_ndef_tlv(memory):
+    """The NDEF message inside Type 2 tag memory from page 4 (NFC Forum T2T §2.3: TLVs)."""
+    i = 0
+    n = len(memory)
+    while i < n:
+        tag = memory[i]
+        if tag == 0x00:  # NULL TLV
+            i += 1
+            continue
+        if tag == 0xFE:  # terminator before any NDEF TLV
+            break
+        if i + 1 >= n:
+            break
+        length = memory[i + 1]
+        i += 2
+        if length == 0xFF:
+            if i + 2 > n:
+                break
+            length = (memory[i] << 8) | memory[i + 1]
+            i += 2
+        if i + length > n:
+            raise CardError("TLV runs past the read memory")
+        if tag == 0x03:
+            return bytes(memory[i : i + length])
+        i += length
+    raise CardError("no NDEF TLV")
+
+
+_URI_PREFIXES = ("", "http://www.", "https://www.", "http://", "https://")
+
+
+def parse_ndef_uri(message):
+    """The URI of the first record if it is a well-known "U" record (NFC Forum RTD URI)."""
+    if len(message) < 4:
+        raise CardError("NDEF message too short")
+    header = message[0]
+    type_length = message[1]
+    i = 2
+    if header & 0x10:  # SR: one payload-length byte
+        payload_length = message[i]
+        i += 1
+    else:
+        if len(message) < 7:
+            raise CardError("NDEF record header")
+        payload_length = (
+            (message[2] << 24) | (message[3] << 16) | (message[4] << 8) | message[5]
+        )
+        i += 4
+    id_length = 0
+    if header & 0x08:  # IL
+        if i >= len(message):
+            raise CardError("NDEF record header")
+        id_length = message[i]
+        i += 1
+    if header & 0x07 != 0x01 or type_length != 1 or i >= len(message) or message[i] != 0x55:
+        raise CardError("not a well-known URI record")
+    i += 1 + id_length
+    payload = message[i : i + payload_length]
+    if len(payload) != payload_length or payload_length < 1:
+        raise CardError("URI record payload truncated")
+    prefix = _URI_PREFIXES[payload[0]] if payload[0] < len(_URI_PREFIXES) else ""
+    try:
+        return prefix + bytes(payload[1:]).decode()
+    except UnicodeError:
+        raise CardError("URI is not UTF-8")
+
+
+# --- transports ----------------------------------------------------------------------------
+
+
+def _bus_error(error):
+    if error.args and error.args[0] == _ETIMEDOUT:
+        return TransportError("bus timeout (clock stretching beyond the I2C timeout)")
+    return TransportError("bus error %r" % (error,))
+
+
+class I2CTransport:
+    """PN532 over I2C (§6.2.4). Every read starts with a status byte; a read that goes past it
+    consumes the frame, so a frame longer than the first read is fetched again with a NACK."""
+
+    def __init__(self, i2c, irq=None, addr=I2C_ADDRESS):
+        self._i2c = i2c
+        self.irq = irq
+        self._addr = addr
+        self._buf = bytearray(1 + _MAX_FRAME + 16)
+        self._mv = memoryview(self._buf)
+        self._status = memoryview(self._buf)[:1]
+
+    def write(self, frame):
+        try:
+            self._i2c.writeto(self._addr, frame)
+        except OSError as error:
+            raise _bus_error(error)
+
+    def ready(self):
+        if self.irq is not None:
+            return self.irq.value() == 0  # §6.2.4: P70_IRQ low = response ready
+        try:
+            self._i2c.readfrom_into(self._addr, self._status)
+        except OSError as error:
+            raise _bus_error(error)
+        return self._buf[0] & _I2C_STATUS_READY == _I2C_STATUS_READY
+
+    def read_frame(self):
+        """The frame just reported ready, as a memoryview into the transport's buffer."""
+        size = _I2C_FIRST_READ
+        for _ in range(2):
+            try:
+                self._i2c.readfrom_into(self._addr, self._mv[: 1 + size])
+            except OSError as error:
+                raise _bus_error(error)
+            if self._buf[0] & _I2C_STATUS_READY != _I2C_STATUS_READY:
+                raise FrameError("I2C status not ready")
+            need = frame_end(self._mv[1:], size)
+            if need and need <= size:
+                return self._mv[1 : 1 + need]
+            if need == 0 or need > _MAX_FRAME + 8:
+                return self._mv[1 : 1 + size]  # let parse_frame name what is wrong
+            # §6.2.1.4: a NACK makes the PN532 send the same frame again, now read whole
+            self.write(NACK)
+            size = need
+            self._wait_ready()
+        raise FrameError("I2C frame longer than announced")
+
+    def _wait_ready(self):
+        start = time.ticks_ms()
+        while not self.ready():
+            if time.ticks_diff(time.ticks_ms(), start) > 50:
+                raise Timeout("no frame after NACK")
+            time.sleep_ms(1)
+
+    def wake(self):
+        # §6.2.4 / §7.2.11: addressing the PN532 wakes it; the first access may be NAKed
+        try:
+            self._i2c.writeto(self._addr, b"")
+        except OSError:
+            pass
+        time.sleep_ms(2)
+
+
+class _StreamTransport:
+    """Shared frame collection for SPI and HSU: read a byte at a time until the start code,
+    then the header, then exactly the rest of the frame."""
+
+    def __init__(self):
+        self._buf = bytearray(_MAX_FRAME + 40)
+        self._mv = memoryview(self._buf)
+
+    def _fill(self, mv):
+        raise NotImplementedError
+
+    def _collect(self):
+        n = 0
+        limit = len(self._buf)
+        # skip garbage and preamble bytes until 00 FF, keep the 00 FF
+        while True:
+            if n >= 40:
+                raise FrameError("no start code within 40 bytes")
+            self._fill(self._mv[n : n + 1])
+            n += 1
+            if n >= 2 and self._buf[n - 2] == _START1 and self._buf[n - 1] == _START2:
+                break
+        self._buf[0] = _START1
+        self._buf[1] = _START2
+        n = 2
+        self._fill(self._mv[2:4])
+        n = 4
+        need = frame_end(self._mv, n)
+        if need == 0:  # extended header: three more bytes give the length
+            self._fill(self._mv[4:7])
+            n = 7
+            need = frame_end(self._mv, n)
+        if need > limit:
+            raise FrameError("frame of %d bytes" % need)
+        if need > n:
+            self._fill(self._mv[n:need])
+        return self._mv[:need]
+
+
+class SPITransport(_StreamTransport):
+    """PN532 over SPI (§6.2.5): mode 0, LSB first (set on the bus by hal, no bit reversal
+    here), CS held low for one whole operation; DW/SR/DR prefix bytes."""
+
+    def __init__(self, spi, cs, irq=None):
+        super().__init__()
+        self._spi = spi
+        self._cs = cs
+        self.irq = irq
+        self._one = bytearray(1)
+        self._out = bytearray(_MAX_FRAME + 1)
+        self._cs.value(1)
+
+    def write(self, frame):
+        n = len(frame)
+        self._out[0] = _SPI_DW
+        self._out[1 : 1 + n] = frame
+        self._cs.value(0)
+        try:
+            self._spi.write(memoryview(self._out)[: 1 + n])
+        except OSError as error:
+            raise _bus_error(error)
+        finally:
+            self._cs.value(1)
+
+    def ready(self):
+        if self.irq is not None:
+            return self.irq.value() == 0
+        self._cs.value(0)
+        try:
+            self._one[0] = _SPI_SR
+            self._spi.write(self._one)
+            self._spi.readinto(self._one)
+        except OSError as error:
+            raise _bus_error(error)
+        finally:
+            self._cs.value(1)
+        return self._one[0] & 0x01 == 0x01
+
+    def _fill(self, mv):
+        self._spi.readinto(mv)
+
+    def read_frame(self):
+        self._cs.value(0)
+        try:
+            self._one[0] = _SPI_DR
+            self._spi.write(self._one)
+            return self._collect()
+        except OSError as error:
+            raise _bus_error(error)
+        finally:
+            self._cs.value(1)
+
+    def wake(self):
+        # §7.2.11: NSS low wakes the PN532; it needs about 2 ms before the first byte
+        self._cs.value(0)
+        time.sleep_ms(2)
+        self._cs.value(1)
+
+
+class UARTTransport(_StreamTransport):
+    """PN532 over HSU (§6.2.3), 115200 8N1; the PN532 pushes ACK and response unasked."""
+
+    def __init__(self, uart, timeout_ms=100):
+        super().__init__()
+        self._uart = uart
+        self.irq = None
+        self._timeout_ms = timeout_ms
+
+    def write(self, frame):
+        try:
+            self._uart.write(frame)
+        except OSError as error:
+            raise _bus_error(error)
+
+    def ready(self):
+        return self._uart.any() > 0
+
+    def _fill(self, mv):
+        got = 0
+        start = time.ticks_ms()
+        while got < len(mv):
+            n = self._uart.readinto(mv[got:])
+            if n:
+                got += n
+            elif time.ticks_diff(time.ticks_ms(), start) > self._timeout_ms:
+                raise Timeout("HSU frame incomplete")
+            else:
+                time.sleep_ms(1)
+
+    def read_frame(self):
+        return self._collect()
+
+    def drain(self):
+        while self._uart.any():
+            self._uart.read()
+
+    def wake(self):
+        self.write(HSU_WAKEUP)
+        time.sleep_ms(2)
+
+
+def open_transport(kind, bus, irq=None, cs=None):
+    """The transport for a board file's `pn532.bus` ("i2c", "spi", "uart") over the bus hal
+    built; SPI needs its CS pin (`cs`, or the bus's own `.cs` as the simulator offers)."""
+    if kind == "i2c":
+        return I2CTransport(bus, irq)
+    if kind == "spi":
+        return SPITransport(bus, cs if cs is not None else bus.cs, irq)
+    if kind in ("uart", "hsu"):
+        return UARTTransport(bus)
+    raise PN532Error("no PN532 transport for bus %r" % (kind,))
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+class PN532:
+    """Commands over one transport. The core is non-blocking (`start` + `poll`); `call` waits
+    synchronously; `acall` lets asyncio run while the PN532 works."""
+
+    def __init__(self, transport, reset=None, ack_timeout_ms=30, timeout_ms=1000):
+        self.transport = transport
+        self._reset = reset
+        self._ack_timeout_ms = ack_timeout_ms
+        self.timeout_ms = timeout_ms
+        self._frame = bytearray(_MAX_FRAME)
+        self._frame_mv = memoryview(self._frame)
+        self._pending = -1
+        self._header = bytearray(2)
+        self._header[0] = TFI_HOST
+        self._target_header = bytearray(3)  # TFI, InDataExchange, Tg: no copy of the data
+        self._target_header[0] = TFI_HOST
+        self._target_header[1] = CMD_IN_DATA_EXCHANGE
+        self.asleep = False
+        self.firmware = None
+
+    # core
+    def start(self, command, params=None, target=-1):
+        """Send a command and wait for its ACK (§6.2.2 handshake). One resend if the ACK is
+        missing or mangled: no ACK means the PN532 did not take the frame. `target` puts the
+        target number before `params` (InDataExchange) without building a new buffer."""
+        header = self._header
+        if target >= 0:
+            header = self._target_header
+            header[1] = command
+            header[2] = target
+        self._header[1] = command
+        n = frame_into(self._frame, header, b"" if params is None else params)
+        self._pending = -1
+        error = None
+        for _ in range(2):
+            self.transport.write(self._frame_mv[:n])
+            try:
+                if self._read_ack():
+                    self._pending = command
+                    return
+            except (FrameError, Timeout) as failure:
+                error = failure
+        raise error if error is not None else Timeout("no ACK")
+
+    def _read_ack(self):
+        begin = time.ticks_ms()
+        while not self.transport.ready():
+            if time.ticks_diff(time.ticks_ms(), begin) > self._ack_timeout_ms:
+                raise Timeout("no ACK for command 0x%02x" % self._header[1])
+            time.sleep_ms(1)
+        frame = self.transport.read_frame()
+        if parse_frame(frame) != b"":
+            raise FrameError("expected ACK")
+        return True
+
+    def poll(self):
+        """The pending command's response data (after D5 and the code), or None if not ready."""
+        if self._pending < 0:
+            raise PN532Error("no command pending")
+        if not self.transport.ready():
+            return None
+        body = None
+        for attempt in range(3):
+            try:
+                body = parse_frame(self.transport.read_frame())
+                break
+            except ChecksumError:
+                if attempt == 2:
+                    raise
+                # §6.2.1.4: ask for the same response again
+                self.transport.write(NACK)
+                self._wait(20)
+        command = self._pending
+        self._pending = -1
+        return response_data(body, command)
+
+    def _wait(self, timeout_ms):
+        begin = time.ticks_ms()
+        while not self.transport.ready():
+            if time.ticks_diff(time.ticks_ms(), begin) > timeout_ms:
+                raise Timeout("no frame")
+            time.sleep_ms(1)
+
+    def abort(self):
+        """§6.2.1.3: an ACK from the host aborts the command in progress."""
+        self._pending = -1
+        self.transport.write(ACK)
+
+    def call(self, command, params=None, timeout_ms=None, target=-1):
+        self.start(command, params, target)
+        limit = self.timeout_ms if timeout_ms is None else timeout_ms
+        begin = time.ticks_ms()
+        while True:
+            data = self.poll()
+            if data is not None:
+                return data
+            if time.ticks_diff(time.ticks_ms(), begin) > limit:
+                self.abort()
+                raise Timeout("no response to command 0x%02x" % command)
+            time.sleep_ms(1)
+
+    async def acall(self, command, params=None, timeout_ms=None, flag=None, poll_ms=5):
+        """`call` for asyncio: waits on `flag` (a ThreadSafeFlag set by the IRQ pin) with
+        polling as the fallback, so a missed interrupt costs at most `poll_ms`."""
+        self.start(command, params)
+        limit = self.timeout_ms if timeout_ms is None else timeout_ms
+        begin = time.ticks_ms()
+        while True:
+            data = self.poll()
+            if data is not None:
+                return data
+            if time.ticks_diff(time.ticks_ms(), begin) > limit:
+                self.abort()
+                raise Timeout("no response to command 0x%02x" % command)
+            if flag is not None:
+                try:
+                    await asyncio.wait_for_ms(flag.wait(), poll_ms)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep_ms(poll_ms)
+
+    # reset and power
+    def hard_reset(self):
+        """Pulse RSTPD_N low (§8 / datasheet: ≥ 20 ns; we hold 10 ms), then let it boot."""
+        if self._reset is None:
+            raise PN532Error("no RSTPD_N pin")
+        self._pending = -1
+        self._reset.value(0)
+        time.sleep_ms(10)
+        self._reset.value(1)
+        time.sleep_ms(10)
+        self.asleep = False
+        self.transport.wake()
+
+    def begin(self, retries=0x05):
+        """Wake, read the firmware version, SAM normal mode, bounded passive retries."""
+        self.transport.wake()
+        self.firmware = self.firmware_version()
+        self.sam_configuration()
+        self.set_max_retries(0x01, 0x01, retries)
+        return self.firmware
+
+    # commands (§7)
+    def firmware_version(self):
+        return parse_firmware_version(self.call(CMD_GET_FIRMWARE_VERSION))
+
+    def sam_configuration(self, mode=0x01, timeout=0x14, irq=0x01):
+        # §7.2.10: mode 1 = normal (no SAM); timeout only for virtual card mode; use P70_IRQ
+        self.call(CMD_SAM_CONFIGURATION, bytes((mode, timeout, irq)))
+
+    def set_max_retries(self, atr=0xFF, psl=0x01, passive=0xFF):
+        # §7.3.1 CfgItem 5; 0xFF passive = wait for a card forever
+        self.call(CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, atr, psl, passive)))
+
+    def rf_field(self, on):
+        self.call(CMD_RF_CONFIGURATION, bytes((_RF_ITEM_FIELD, 0x01 if on else 0x00)))
+
+    def list_passive_target(self, timeout_ms=None):
+        data = self.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms)
+        return parse_target_a(data)
+
+    def start_list_passive_target(self):
+        """Non-blocking: start the search; `poll()` then gives data for `parse_target_a`."""
+        self.start(CMD_IN_LIST_PASSIVE_TARGET, bytes((0x01, _BRTY_106A)))
+
+    def data_exchange(self, target, data, timeout_ms=None):
+        """InDataExchange (§7.3.8): send `data` to target, return its answer."""
+        reply = self.call(CMD_IN_DATA_EXCHANGE, data, timeout_ms, target)
+        return check_status(reply, "InDataExchange")
+
+    def release(self, target=0):
+        check_status(self.call(CMD_IN_RELEASE, bytes((target,))), "InRelease")
+
+    def power_down(self, wake_sources):
+        # §7.2.11: the PN532 answers, then sleeps until a wake-up source fires
+        check_status(self.call(CMD_POWER_DOWN, bytes((wake_sources,))), "PowerDown")
+        self.asleep = True
+
+    def wake_up(self):
+        self.transport.wake()
+        self.asleep = False
+
+    def init_as_target(self, mifare, felica, nfcid3, general=b"", historical=b"", mode=0x04):
+        """TgInitAsTarget (§7.3.14); mode 0x04 = PICC only. Blocks until an initiator comes:
+        use `start` + `poll` (see `start_init_as_target`) to keep the loop running."""
+        return parse_tg_init(self.call(CMD_TG_INIT_AS_TARGET, self._tg_params(
+            mode, mifare, felica, nfcid3, general, historical)))
+
+    def start_init_as_target(self, mifare, felica, nfcid3, general=b"", historical=b"",
+                             mode=0x04):
+        self.start(CMD_TG_INIT_AS_TARGET, self._tg_params(
+            mode, mifare, felica, nfcid3, general, historical))
+
+    @staticmethod
+    def _tg_params(mode, mifare, felica, nfcid3, general, historical):
+        if len(mifare) != 6 or len(felica) != 18 or len(nfcid3) != 10:
+            raise PN532Error("TgInitAsTarget: MIFARE 6, FeliCa 18, NFCID3t 10 bytes")
+        params = bytearray((mode,))
+        params.extend(mifare)
+        params.extend(felica)
+        params.extend(nfcid3)
+        params.append(len(general))
+        params.extend(general)
+        params.append(len(historical))
+        params.extend(historical)
+        return params
+
+    def tg_get_data(self, timeout_ms=None):
+        return check_status(self.call(CMD_TG_GET_DATA, b"", timeout_ms), "TgGetData")
+
+    def tg_set_data(self, data):
+        check_status(self.call(CMD_TG_SET_DATA, data), "TgSetData")
+
+    # card protocols on top of InDataExchange
+    def transceive_apdu(self, target, command):
+        """ISO-DEP: one command APDU to `target`, (data, SW). The PN532 does the 14443-4
+        chaining and the WTX itself (§7.3.8)."""
+        return parse_apdu_response(self.data_exchange(target, command))
+
+    def select_aid(self, target, aid):
+        return self.transceive_apdu(target, apdu(0x00, 0xA4, 0x04, 0x00, aid, 0x00))
+
+    def read_ntag21x_ndef(self, target, pages=36):
+        """NTAG 21x: READ (0x30) returns 4 pages (16 bytes) from page 4 on; the NDEF TLV
+        starts at page 4 (NFC Forum Type 2 Tag §2.3)."""
+        memory = bytearray()
+        page = 4
+        while page < 4 + pages:
+            chunk = self.data_exchange(target, bytes((0x30, page)))
+            if len(chunk) != 16:
+                raise CardError("NTAG READ returned %d bytes" % len(chunk))
+            memory.extend(chunk)
+            try:
+                return parse_ndef_tlv(memory)
+            except CardError:
+                pass
+            page += 4
+        return parse_ndef_tlv(memory)
+
+    def read_type4_ndef(self, target):
+        """NFC Forum Type 4 Tag: NDEF application, NDEF file E104 (NTAG 424 DNA default),
+        NLEN then the message, in plain mode (no authentication: the SUN needs none)."""
+        _, sw = self.select_aid(target, b"\xd2\x76\x00\x00\x85\x01\x01")
+        if sw != 0x9000:
+            raise CardError("no NDEF application (SW %04x)" % sw)
+        _, sw = self.transceive_apdu(target, apdu(0x00, 0xA4, 0x00, 0x0C, b"\xe1\x04"))
+        if sw != 0x9000:
+            raise CardError("no NDEF file (SW %04x)" % sw)
+        head, sw = self.transceive_apdu(target, apdu(0x00, 0xB0, 0x00, 0x00, b"", 2))
+        if sw != 0x9000 or len(head) != 2:
+            raise CardError("NLEN read failed (SW %04x)" % sw)
+        length = (head[0] << 8) | head[1]
+        message = bytearray()
+        offset = 2
+        while len(message) < length:
+            chunk = min(0x3A, length - len(message))
+            part, sw = self.transceive_apdu(
+                target, apdu(0x00, 0xB0, offset >> 8, offset & 0xFF, b"", chunk)
+            )
+            if sw != 0x9000 or not part:
+                raise CardError("NDEF read failed (SW %04x)" % sw)
+            message.extend(part)
+            offset += len(part)
+        return bytes(message[:length])

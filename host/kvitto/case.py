@@ -1,0 +1,600 @@
+"""Case bundles (FORMATS.md §3): read and write registry.toml, orders.csv, claims.csv, evidence.
+
+    case = read_case(Path("case/"))            # raises CaseError naming file, line and field
+    for claim in case.claims: print(claim.claim_id, claim.minutes)
+    write_case(Path("copy/"), case.registry, case.orders, case.claims, messages)
+
+Times are ISO 8601 with offset, or local Europe/Stockholm time when the offset is left out.
+Nothing is dropped silently: the first unusable field stops the read with its location.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+try:
+    import tomllib  # pyright: ignore[reportMissingImports]
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # pyright: ignore[reportMissingImports]
+
+from kvitto.errors import KvittoError
+from kvitto.evidence import EvidenceError, read_messages
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+ORDER_FIELDS = (
+    "customer", "activity", "granted_minutes_month", "valid_from", "valid_to",
+    "double_staffing", "tag_exempt",
+)  # fmt: skip
+CLAIM_FIELDS = (
+    "claim_id", "customer", "staff", "activity", "start", "end", "registered_via",
+    "registered_at", "approved_at", "adjusted_at", "double_staffing", "count", "reason",
+    "planned_start", "planned_end", "notified_at", "proof",
+)  # fmt: skip
+REGISTERED_VIA = frozenset({"tag", "lock", "alarm_unit", "manual"})
+DEVICE_ROLES = frozenset({"tag", "lock", "alarm"})
+CREDENTIAL_KINDS = frozenset({"badge", "ntag424", "phone"})
+AGE_GROUPS = frozenset({"65+", "<65", "<65-psych"})
+_DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")
+_CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class CaseError(KvittoError):
+    """A case bundle that cannot be used as it is: the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    household: str = ""
+    age_group: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    customer: str
+    role: str
+    public_key: bytes
+    installed: date | None = None
+    revoked: date | None = None
+
+
+@dataclass(frozen=True)
+class Credential:
+    id: str  # hex of the 16-byte credential id
+    staff: str
+    provider: str
+    kind: str
+    revoked: date | None = None
+
+
+@dataclass
+class Registry:
+    customers: dict[str, Customer] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    credentials: dict[str, Credential] = field(default_factory=dict)
+
+    def household_of(self, customer: str) -> str:
+        """The household id, or the customer's own id when it lives alone."""
+        found = self.customers.get(customer)
+        return found.household if found and found.household else customer
+
+    def staff_provider(self, staff: str) -> str:
+        """The provider of a staff pseudonym's (first) credential, "" when unknown."""
+        index = self.__dict__.get("_providers")
+        if index is None or len(index[1]) != len(self.credentials):
+            providers: dict[str, str] = {}
+            for credential in self.credentials.values():
+                providers.setdefault(credential.staff, credential.provider)
+            index = (providers, dict(self.credentials))
+            self.__dict__["_providers"] = index
+        return index[0].get(staff, "")
+
+
+@dataclass(frozen=True)
+class Order:
+    customer: str
+    activity: str
+    granted_minutes_month: int
+    valid_from: date
+    valid_to: date | None
+    double_staffing: bool = False
+    tag_exempt: bool = False
+    line: int = 0
+
+    def valid_on(self, day: date) -> bool:
+        return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim_id: str
+    customer: str
+    staff: str
+    activity: str
+    start: datetime
+    end: datetime
+    registered_via: str = "manual"
+    registered_at: datetime | None = None
+    approved_at: datetime | None = None
+    adjusted_at: datetime | None = None
+    double_staffing: bool = False
+    count: int = 0
+    reason: str = ""
+    planned_start: datetime | None = None
+    planned_end: datetime | None = None
+    notified_at: datetime | None = None
+    proof: str = ""
+    line: int = 0
+
+    @cached_property
+    def minutes(self) -> int:
+        return round((self.end - self.start).total_seconds() / 60)
+
+    @cached_property
+    def planned_minutes(self) -> int | None:
+        if self.planned_start is None or self.planned_end is None:
+            return None
+        return round((self.planned_end - self.planned_start).total_seconds() / 60)
+
+    @cached_property
+    def local_start(self) -> datetime:
+        return self.start.astimezone(STOCKHOLM)
+
+    @cached_property
+    def local_end(self) -> datetime:
+        return self.end.astimezone(STOCKHOLM)
+
+
+@dataclass
+class Case:
+    path: Path
+    registry: Registry
+    orders: list[Order]
+    claims: list[Claim]
+    evidence_path: Path | None
+
+    def messages(self) -> Iterator[tuple[int, bytes]]:
+        """(position, COSE_Sign1 bytes) from the bundle's evidence file, in file order."""
+        if self.evidence_path is None:
+            return iter(())
+        return read_messages(self.evidence_path)
+
+
+# -- field parsers: each names where the bad value is ------------------------------------------
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 with offset (or Z), or local Europe/Stockholm wall time without one."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        # FORMATS.md §3: no offset means Stockholm local time; fold=0 picks the first (summer)
+        # reading of the repeated hour at the October change, the usual convention.
+        value = value.replace(tzinfo=STOCKHOLM)
+    # Kept in UTC: arithmetic between two Stockholm times with the same tzinfo would ignore a
+    # daylight-saving change between them (Python subtracts wall times within one zone).
+    return value.astimezone(timezone.utc)
+
+
+def _where(source: str, line: int, name: str) -> str:
+    return f"{source} line {line}, field {name}"
+
+
+def _time(text: str, source: str, line: int, name: str, required: bool = False) -> datetime | None:
+    if not text.strip():
+        if required:
+            raise CaseError(f"{_where(source, line, name)}: missing")
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise CaseError(
+            f"{_where(source, line, name)}: {text!r} is not an ISO 8601 time"
+        ) from None
+
+
+def _time_required(text: str, source: str, line: int, name: str) -> datetime:
+    value = _time(text, source, line, name, required=True)
+    if value is None:  # _time raises for a missing required field; this narrows the type
+        raise CaseError(f"{_where(source, line, name)}: missing")
+    return value
+
+
+def _date(text: Any, source: str, line: int, name: str, required: bool = False) -> date | None:
+    if isinstance(text, date) and not isinstance(text, datetime):
+        return text  # TOML dates arrive parsed
+    if not isinstance(text, str):
+        raise CaseError(f"{_where(source, line, name)}: {text!r} is not a date")
+    if not text.strip():
+        if required:
+            raise CaseError(f"{_where(source, line, name)}: missing")
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise CaseError(
+            f"{_where(source, line, name)}: {text!r} is not a date (YYYY-MM-DD)"
+        ) from None
+
+
+def _flag(text: str, source: str, line: int, name: str) -> bool:
+    value = text.strip()
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise CaseError(f"{_where(source, line, name)}: {text!r} must be 0 or 1")
+
+
+def _whole(text: str, source: str, line: int, name: str) -> int:
+    value = text.strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise CaseError(f"{_where(source, line, name)}: {text!r} is not a whole number")
+    return int(value)
+
+
+def _text(row: dict[str, str], source: str, line: int, name: str) -> str:
+    value = (row.get(name) or "").strip()
+    if not value:
+        raise CaseError(f"{_where(source, line, name)}: missing")
+    return value
+
+
+# -- registry.toml ----------------------------------------------------------------------------
+
+
+def _toml_line(raw: str, table: str, index: int) -> int:
+    """Line of the index-th [[table]] header, so TOML errors point at a line too."""
+    seen = 0
+    for number, text in enumerate(raw.splitlines(), start=1):
+        if text.strip() == f"[[{table}]]":
+            if seen == index:
+                return number
+            seen += 1
+    return 0
+
+
+def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as error:
+        raise CaseError(f"{source}: not valid TOML: {error}") from None
+    registry = Registry()
+
+    def entries(table: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        items = data.get(table, [])
+        if not isinstance(items, list):
+            raise CaseError(f"{source}: '{table}' must be an array of tables ([[{table}]])")
+        for index, item in enumerate(items):
+            yield _toml_line(raw, table, index), item
+
+    def string(item: dict[str, Any], line: int, name: str, required: bool = True) -> str:
+        value = item.get(name, "")
+        if not isinstance(value, str):
+            raise CaseError(f"{_where(source, line, name)}: must be a string")
+        if required and not value.strip():
+            raise CaseError(f"{_where(source, line, name)}: missing")
+        return value.strip()
+
+    for line, item in entries("customer"):
+        customer = Customer(
+            id=string(item, line, "id"),
+            household=string(item, line, "household", required=False),
+            age_group=string(item, line, "age_group", required=False),
+        )
+        if customer.age_group and customer.age_group not in AGE_GROUPS:
+            raise CaseError(
+                f"{_where(source, line, 'age_group')}: {customer.age_group!r} is not one of "
+                f"{', '.join(sorted(AGE_GROUPS))}"
+            )
+        if customer.id in registry.customers:
+            raise CaseError(f"{_where(source, line, 'id')}: customer {customer.id} twice")
+        registry.customers[customer.id] = customer
+    for line, item in entries("device"):
+        device_id = string(item, line, "id")
+        if not _DEVICE_ID.fullmatch(device_id):
+            raise CaseError(
+                f"{_where(source, line, 'id')}: {device_id!r} is not [a-z0-9-]{{3,32}}"
+            )
+        customer = string(item, line, "customer")
+        if customer not in registry.customers:
+            raise CaseError(f"{_where(source, line, 'customer')}: unknown customer {customer!r}")
+        role = string(item, line, "role")
+        if role not in DEVICE_ROLES:
+            raise CaseError(f"{_where(source, line, 'role')}: {role!r} is not tag, lock or alarm")
+        key_text = string(item, line, "public_key")
+        try:
+            public_key = bytes.fromhex(key_text)
+        except ValueError:
+            public_key = b""
+        if len(public_key) != 32:
+            raise CaseError(
+                f"{_where(source, line, 'public_key')}: must be the hex of a 32-byte Ed25519 key"
+            )
+        if device_id in registry.devices:
+            raise CaseError(f"{_where(source, line, 'id')}: device {device_id} twice")
+        registry.devices[device_id] = Device(
+            id=device_id,
+            customer=customer,
+            role=role,
+            public_key=public_key,
+            installed=_date(item.get("installed", ""), source, line, "installed"),
+            revoked=_date(item.get("revoked", ""), source, line, "revoked"),
+        )
+    for line, item in entries("credential"):
+        credential_id = string(item, line, "id").lower()
+        if not _CREDENTIAL_ID.fullmatch(credential_id):
+            raise CaseError(
+                f"{_where(source, line, 'id')}: must be the hex of a 16-byte credential id"
+            )
+        kind = string(item, line, "kind")
+        if kind not in CREDENTIAL_KINDS:
+            raise CaseError(
+                f"{_where(source, line, 'kind')}: {kind!r} is not badge, ntag424 or phone"
+            )
+        registry.credentials[credential_id] = Credential(
+            id=credential_id,
+            staff=string(item, line, "staff"),
+            provider=string(item, line, "provider"),
+            kind=kind,
+            revoked=_date(item.get("revoked", ""), source, line, "revoked"),
+        )
+    return registry
+
+
+# -- orders.csv and claims.csv ----------------------------------------------------------------
+
+
+def _rows(
+    raw: str, source: str, required: tuple[str, ...]
+) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(raw))
+    header = reader.fieldnames or []
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise CaseError(f"{source} line 1: header lacks {', '.join(missing)}")
+    for row in reader:
+        if None in row:  # more cells than header names
+            raise CaseError(f"{source} line {reader.line_num}: more fields than the header has")
+        if not any((value or "").strip() for value in row.values()):
+            continue
+        # A short row leaves the last fields None: read them as empty, the checks name them.
+        yield reader.line_num, {name: value or "" for name, value in row.items()}
+
+
+def parse_orders(raw: str, source: str = "orders.csv") -> list[Order]:
+    orders = []
+    for line, row in _rows(raw, source, ORDER_FIELDS):
+        valid_from = _date(row["valid_from"], source, line, "valid_from", required=True)
+        if valid_from is None:
+            raise CaseError(f"{_where(source, line, 'valid_from')}: missing")
+        valid_to = _date(row["valid_to"], source, line, "valid_to")
+        if valid_to is not None and valid_to < valid_from:
+            raise CaseError(f"{_where(source, line, 'valid_to')}: before valid_from")
+        orders.append(
+            Order(
+                customer=_text(row, source, line, "customer"),
+                activity=_text(row, source, line, "activity"),
+                granted_minutes_month=_whole(
+                    row["granted_minutes_month"], source, line, "granted_minutes_month"
+                ),
+                valid_from=valid_from,
+                valid_to=valid_to,
+                double_staffing=_flag(row["double_staffing"], source, line, "double_staffing"),
+                tag_exempt=_flag(row["tag_exempt"], source, line, "tag_exempt"),
+                line=line,
+            )
+        )
+    return orders
+
+
+def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
+    claims = []
+    seen: dict[str, int] = {}
+    for line, row in _rows(raw, source, CLAIM_FIELDS):
+        claim_id = _text(row, source, line, "claim_id")
+        if claim_id in seen:
+            raise CaseError(
+                f"{_where(source, line, 'claim_id')}: {claim_id!r} already on line {seen[claim_id]}"
+            )
+        seen[claim_id] = line
+        start = _time_required(row["start"], source, line, "start")
+        end = _time_required(row["end"], source, line, "end")
+        if end < start:
+            raise CaseError(f"{_where(source, line, 'end')}: {row['end']} is before start")
+        via = (row["registered_via"] or "").strip() or "manual"
+        if via not in REGISTERED_VIA:
+            raise CaseError(
+                f"{_where(source, line, 'registered_via')}: {via!r} is not one of "
+                f"{', '.join(sorted(REGISTERED_VIA))}"
+            )
+        claims.append(
+            Claim(
+                claim_id=claim_id,
+                customer=_text(row, source, line, "customer"),
+                staff=(row["staff"] or "").strip(),
+                activity=_text(row, source, line, "activity"),
+                start=start,
+                end=end,
+                registered_via=via,
+                registered_at=_time(row["registered_at"], source, line, "registered_at"),
+                approved_at=_time(row["approved_at"], source, line, "approved_at"),
+                adjusted_at=_time(row["adjusted_at"], source, line, "adjusted_at"),
+                double_staffing=_flag(row["double_staffing"], source, line, "double_staffing"),
+                count=_whole(row["count"], source, line, "count"),
+                reason=(row["reason"] or "").strip(),
+                planned_start=_time(row["planned_start"], source, line, "planned_start"),
+                planned_end=_time(row["planned_end"], source, line, "planned_end"),
+                notified_at=_time(row["notified_at"], source, line, "notified_at"),
+                proof=(row["proof"] or "").strip(),
+                line=line,
+            )
+        )
+    return claims
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CaseError(f"{path}: missing from the case bundle") from None
+    except UnicodeDecodeError as error:
+        raise CaseError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_case(path: Path) -> Case:
+    """Read a case bundle folder; raises CaseError for anything unusable."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CaseError(f"{path}: not a case bundle folder")
+    registry = parse_registry(_read_text(path / "registry.toml"), str(path / "registry.toml"))
+    orders = parse_orders(_read_text(path / "orders.csv"), str(path / "orders.csv"))
+    claims = parse_claims(_read_text(path / "claims.csv"), str(path / "claims.csv"))
+    for order in orders:
+        if order.customer not in registry.customers:
+            raise CaseError(
+                f"{path / 'orders.csv'} line {order.line}, field customer: "
+                f"{order.customer!r} is not in registry.toml"
+            )
+    for claim in claims:
+        if claim.customer not in registry.customers:
+            raise CaseError(
+                f"{path / 'claims.csv'} line {claim.line}, field customer: "
+                f"{claim.customer!r} is not in registry.toml"
+            )
+    evidence = None
+    for name in ("evidence.cbor-seq", "evidence.jsonl"):
+        if (path / name).exists():
+            evidence = path / name
+            break
+    return Case(path=path, registry=registry, orders=orders, claims=claims, evidence_path=evidence)
+
+
+def check_evidence_file(case: Case) -> int:
+    """Walk the evidence file once; raises CaseError (with item/line) if it is not readable."""
+    count = 0
+    try:
+        for _ in case.messages():
+            count += 1
+    except EvidenceError as error:
+        raise CaseError(str(error)) from None
+    return count
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.isoformat(timespec="minutes") if value is not None else ""
+
+
+def _fmt_date(value: date | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_registry(registry: Registry) -> str:
+    out: list[str] = []
+    for customer in registry.customers.values():
+        out.append("[[customer]]")
+        out.append(f"id = {_toml_string(customer.id)}")
+        if customer.household:
+            out.append(f"household = {_toml_string(customer.household)}")
+        if customer.age_group:
+            out.append(f"age_group = {_toml_string(customer.age_group)}")
+        out.append("")
+    for device in registry.devices.values():
+        out += [
+            "[[device]]",
+            f"id = {_toml_string(device.id)}",
+            f"customer = {_toml_string(device.customer)}",
+            f"role = {_toml_string(device.role)}",
+            f'public_key = "{device.public_key.hex()}"',
+            f'installed = "{_fmt_date(device.installed)}"',
+            f'revoked = "{_fmt_date(device.revoked)}"',
+            "",
+        ]
+    for credential in registry.credentials.values():
+        out += [
+            "[[credential]]",
+            f'id = "{credential.id}"',
+            f"staff = {_toml_string(credential.staff)}",
+            f"provider = {_toml_string(credential.provider)}",
+            f"kind = {_toml_string(credential.kind)}",
+            f'revoked = "{_fmt_date(credential.revoked)}"',
+            "",
+        ]
+    return "\n".join(out)
+
+
+def format_orders(orders: Iterable[Order]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(ORDER_FIELDS)
+    for order in orders:
+        writer.writerow(
+            [
+                order.customer, order.activity, order.granted_minutes_month,
+                _fmt_date(order.valid_from), _fmt_date(order.valid_to),
+                int(order.double_staffing), int(order.tag_exempt),
+            ]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def format_claims(claims: Iterable[Claim]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CLAIM_FIELDS)
+    for claim in claims:
+        writer.writerow(
+            [
+                claim.claim_id, claim.customer, claim.staff, claim.activity,
+                _fmt_time(claim.start), _fmt_time(claim.end), claim.registered_via,
+                _fmt_time(claim.registered_at), _fmt_time(claim.approved_at),
+                _fmt_time(claim.adjusted_at), int(claim.double_staffing) or "",
+                claim.count or "", claim.reason, _fmt_time(claim.planned_start),
+                _fmt_time(claim.planned_end), _fmt_time(claim.notified_at), claim.proof,
+            ]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def write_case(
+    path: Path,
+    registry: Registry,
+    orders: Iterable[Order],
+    claims: Iterable[Claim],
+    messages: Iterable[bytes],
+    jsonl: bool = False,
+) -> Path:
+    """Write a bundle folder; evidence as a CBOR sequence (or JSONL of base64 when asked)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "registry.toml").write_text(format_registry(registry))
+    (path / "orders.csv").write_text(format_orders(orders))
+    (path / "claims.csv").write_text(format_claims(claims))
+    if jsonl:
+        lines = [base64.b64encode(m).decode() for m in messages]
+        (path / "evidence.jsonl").write_text("".join(line + "\n" for line in lines))
+    else:
+        (path / "evidence.cbor-seq").write_bytes(b"".join(messages))
+    return path

@@ -1,0 +1,450 @@
+"""The `kvitto` command: a thin layer over the Python API, one function per subcommand.
+
+$ kvitto verify case/ --profile norrtalje --month 2026-10 --format json
+$ kvitto demo
+$ python -m kvitto --help
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kvitto import __version__
+from kvitto.errors import KvittoError, NotBuiltError
+
+
+def not_built(command: str, issue: str) -> None:
+    raise NotBuiltError(f"'kvitto {command}' is not built yet (planned in the issue '{issue}')")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kvitto")
+def cli() -> None:
+    """kvitto: signed evidence of home-care visits, from the door device to the billing basis."""
+
+
+@cli.command()
+@click.option("--board", required=True, help="Board name (boards/<name>.json) or file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Image file.")
+@click.option(
+    "--config",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Device config (/config.json); without it a generic image for provisioning.",
+)
+@click.option("--lockdown", is_flag=True, help="Production boot.py: no REPL once provisioned.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def image(board, out, config, lockdown, output_format) -> None:
+    """Build a board's filesystem image (firmware as .mpy, board file, device config)."""
+    from kvitto.image import run_image
+
+    run_image(board, out, config, output_format, lockdown)
+
+
+@cli.command()
+@click.option("--board", required=True, help="Board name (boards/<name>.json) or file.")
+@click.option("--image", required=True, type=click.Path(dir_okay=False), help="`kvitto image`.")
+@click.option(
+    "--firmware", default=None, type=click.Path(dir_okay=False), help="MicroPython .bin."
+)
+@click.option("--port", default=None, help="Serial port (default: the one ESP32 USB bridge).")
+@click.option("--baud", default=460800, show_default=True, type=int)
+@click.option("--erase/--no-erase", default=True, show_default=True, help="Erase all first.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the esptool chains only.")
+@click.option("--merged", default=None, help="Write one image for offset 0x0 instead.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_format) -> None:
+    """Write MicroPython and the filesystem image to a board through esptool."""
+    from kvitto.flash import run_flash
+
+    run_flash(board, firmware, image, port, baud, erase, dry_run, merged, output_format)
+
+
+@cli.command()
+@click.option("--port", default=None, help="Serial port (default: the one ESP32 USB bridge).")
+@click.option("--device", required=True, help="Device id, [a-z0-9-]{3,32}, e.g. tag-0042.")
+@click.option("--customer", required=True, help="Customer pseudonym, e.g. c-1001.")
+@click.option("--role", required=True, type=click.Choice(["tag", "lock", "alarm"]))
+@click.option("--board", required=True, help="Board name (boards/<name>.json).")
+@click.option("--store", "store_url", required=True, help="Registry store URL (sqlite:///path).")
+@click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder.")
+@click.option("--broker-host", required=True, help="MQTT broker the device connects to.")
+@click.option("--broker-port", default=1883, show_default=True, type=int)
+@click.option("--tls", is_flag=True, help="Connect to the broker with TLS.")
+@click.option("--household", default="", help="Household pseudonym (cohabitants: A/B labels).")
+@click.option("--mark", default=None, help="Label mark, overriding the household's A/B.")
+@click.option("--ntp", multiple=True, help="NTP server (repeatable; default pool.ntp.org).")
+@click.option("--wifi-ssid", default=None, help="Wi-Fi network (real boards).")
+@click.option("--wifi-password", envvar="KVITTO_WIFI_PASSWORD", default=None, hidden=True)
+@click.option("--label-dir", default="labels", show_default=True, help="Where the SVG goes.")
+@click.option("--no-reset", is_flag=True, help="Leave the board running; reset it yourself.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def provision(
+    port, device, customer, role, board, store_url, pki_dir, broker_host, broker_port, tls,
+    household, mark, ntp, wifi_ssid, wifi_password, label_dir, no_reset, output_format,
+) -> None:  # fmt: skip
+    """Set up a device for a customer over its serial port (mpremote) and register it."""
+    from pathlib import Path
+
+    from kvitto.flash import pick_port
+    from kvitto.provision import Provisioning, run_provision
+
+    request = Provisioning(
+        port=pick_port(port), device=device, customer=customer, role=role, board=board,
+        store_url=store_url, pki_dir=Path(pki_dir), broker_host=broker_host,
+        broker_port=broker_port, broker_tls=tls, household=household,
+        ntp=list(ntp) or ["pool.ntp.org"], wifi_ssid=wifi_ssid, wifi_password=wifi_password,
+        mark=mark, label_dir=Path(label_dir), reset=not no_reset,
+    )  # fmt: skip
+    run_provision(request, output_format)
+
+
+@cli.command()
+@click.option("--store", "store_url", required=True, help="Registry store URL (sqlite:///path).")
+@click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder (credential salt).")
+@click.option("--staff", required=True, help="Staff pseudonym, e.g. s-07.")
+@click.option("--provider", required=True, help="Provider pseudonym, e.g. p-1.")
+@click.option("--badge", default=None, help="Badge UID typed in hex (04:A1:B2:C3).")
+@click.option("--ntag424", default=None, help="NTAG 424 DNA badge UID (7 bytes hex).")
+@click.option("--phone-key", default=None, help="Phone app's Ed25519 public key (hex).")
+@click.option("--show-keys", is_flag=True, help="Print the NTAG 424 keys to personalise with.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def enroll(
+    store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format
+) -> None:
+    """Enroll a staff credential: badge UID, NTAG 424 DNA or provider-owned phone."""
+    from kvitto.enroll import run_enroll
+
+    run_enroll(
+        store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format
+    )
+
+
+@cli.command()
+@click.option("--store", "store_url", required=True, help="Registry store URL (sqlite:///path).")
+@click.option("--device", default=None, help="Device id to revoke.")
+@click.option("--credential", default=None, help="Credential id (32 hex digits) to revoke.")
+@click.option("--when", default=None, help="Revoked from (ISO date or time; default today).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def revoke(store_url, device, credential, when, output_format) -> None:
+    """Revoke a device or a credential (kept in the registry, never deleted)."""
+    from kvitto.enroll import run_revoke
+
+    run_revoke(store_url, device, credential, when, output_format)
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "pki_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the keys (created; private files are mode 0600).",
+)
+@click.option(
+    "--broker-host",
+    "broker_hosts",
+    multiple=True,
+    help="Issue the broker certificate for this name or address (repeatable).",
+)
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    help="Issue a TLS client certificate for this device id (repeatable).",
+)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def pki(pki_dir, broker_hosts, devices, output_format) -> None:
+    """Create the CA, broker and device certificates and the organisation's command key."""
+    from kvitto.pki import run_pki
+
+    run_pki(pki_dir, list(broker_hosts), list(devices), output_format)
+
+
+@cli.command("broker-config")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for mosquitto.conf, passwords, acl and the collector's password.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Registry store URL (sqlite:///path); its devices get accounts.",
+)
+@click.option(
+    "--accounts",
+    "accounts_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help='JSON list of {"device", "password_hash"} instead of a store.',
+)
+@click.option("--bind", default="0.0.0.0", show_default=True)
+@click.option("--port", default=1883, show_default=True, type=int)
+@click.option(
+    "--pki",
+    "pki_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="`kvitto pki` folder: adds a TLS listener with its broker certificate.",
+)
+@click.option("--tls-port", default=8883, show_default=True, type=int)
+@click.option("--run-as", default=None, help="User Mosquitto drops to (owns the files).")
+@click.option(
+    "--client-certs", is_flag=True, help="TLS listener: devices log in by certificate (CN = id)."
+)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def broker_config(
+    out_dir, store_url, accounts_file, bind, port, pki_dir, tls_port, run_as, client_certs,
+    output_format,
+) -> None:  # fmt: skip
+    """Write the Mosquitto configuration: listeners, password file, per-device ACL."""
+    from kvitto.broker_config import run_broker_config
+
+    run_broker_config(
+        out_dir, store_url, accounts_file, bind, port, pki_dir, tls_port, run_as, output_format,
+        client_certs,
+    )  # fmt: skip
+
+
+@cli.command()
+@click.option("--port", default=None, help="Write /boot.py onto the board on this port.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Or to this file.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def lockdown(port, out, output_format) -> None:
+    """Production boot config that disables the REPL on the UART after provisioning."""
+    from kvitto.lockdown import run_lockdown
+
+    run_lockdown(port, out, output_format)
+
+
+@cli.command()
+@click.option("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://…")
+@click.option("--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…")
+@click.option("--share", "share_group", help="Shared subscription group ($share/GROUP/…).")
+@click.option("--client-id", default="kvitto-collector", show_default=True)
+@click.option(
+    "--org-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The organisation's command key (PEM from `kvitto pki`) for ack/resend.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=2,
+    show_default=True,
+    help="Processes verifying signatures (0 or 1: in the collector process itself).",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate for mqtts://",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between JSON statistics lines.",
+)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def collect(broker, store_url, share_group, client_id, org_key, workers, ca_file, interval,
+            output_format) -> None:  # fmt: skip
+    """Subscribe to device events, verify, store once, acknowledge and ask for gaps."""
+    from pathlib import Path
+
+    from kvitto.collect import run_collect
+
+    run_collect(
+        store_url, broker, org_key=Path(org_key) if org_key else None, share_group=share_group, client_id=client_id,
+        output_format=output_format, workers=workers, ca_file=ca_file, interval=interval,
+    )  # fmt: skip
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def ingest(file, store_url, output_format) -> None:
+    """Store offline evidence from a CBOR sequence or JSONL file."""
+    import json
+    from pathlib import Path
+
+    from kvitto.collect import ingest as ingest_file
+    from kvitto.store import open_store
+
+    with open_store(store_url) as store:
+        report = ingest_file(store, Path(file))
+    if output_format == "json":
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        reasons = ", ".join(f"{k} {v}" for k, v in report.reasons.items())
+        click.echo(
+            f"{file}: {report.messages} messages, {report.stored} stored, "
+            f"{report.duplicates} already stored, {report.rejected} quarantined"
+            + (f" ({reasons})" if reasons else "")
+            + (f", {report.chain_broken} chain breaks" if report.chain_broken else "")
+        )
+
+
+@cli.command("export-case")
+@click.option("--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…")
+@click.option("--month", required=True, help="YYYY-MM")
+@click.option("--provider", help="Only this provider's credentials.")
+@click.option("--claims", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--orders", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def export_case(store_url, month, provider, claims, orders, out, output_format) -> None:
+    """Write the case bundle (FORMATS.md §3) for one provider's month."""
+    import json
+    from pathlib import Path
+
+    from kvitto.collect import export_case as write_case
+    from kvitto.store import open_store
+
+    with open_store(store_url) as store:
+        result = write_case(
+            store, month, Path(out), provider=provider, claims=Path(claims), orders=Path(orders)
+        )
+    if output_format == "json":
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        click.echo(
+            f"{out}: {result.customers} customers, {result.devices} devices, "
+            f"{result.credentials} credentials, {result.events} events for {month}"
+        )
+
+
+@cli.command()
+@click.argument("case")
+@click.option("--profile", required=True, help="Municipality profile (norrtalje, huddinge, …).")
+@click.option("--month", required=True, help="YYYY-MM: the month whose claims are verified.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["json", "csv", "html"]),
+    default="json",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the report here instead of standard output.",
+)
+@click.option(
+    "--claims",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With a store URL as CASE: the provider's claims.csv.",
+)
+@click.option(
+    "--orders",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With a store URL as CASE: orders.csv instead of the store's orders.",
+)
+def verify(case, profile, month, output_format, out_file, claims, orders) -> None:
+    """Check claims against signed evidence under a municipality's rules.
+
+    CASE is a case bundle folder, or a store URL (sqlite:///…, postgresql://…) with --claims.
+    """
+    from kvitto.verify import run_verify
+
+    run_verify(case, profile, month, output_format, out_file, claims, orders)
+
+
+@cli.command()
+@click.option("--boards", "count", default=1, show_default=True, type=int, help="How many.")
+@click.option("--broker", default=None, help="mqtt://host:port the boards publish to.")
+@click.option(
+    "--roles",
+    default="tag",
+    show_default=True,
+    help="Roles, cycled over the boards: tag,lock,alarm",
+)
+@click.option("--workdir", type=click.Path(file_okay=False), help="Flash images and logs.")
+@click.option("--listen", type=click.Path(dir_okay=False), help="Unix socket for other programs.")
+@click.option("--org-public-key", help="Hex of the organisation's command key (32 bytes).")
+@click.option("--salt", help="Hex of the credential salt (16+ bytes); random if left out.")
+@click.option("--no-prompt", is_flag=True, help="No keyboard prompt: run until interrupted.")
+def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt) -> None:
+    """Start virtual boards: the real firmware under the unix port, tappable from the keyboard."""
+    import tempfile
+    from pathlib import Path
+
+    from kvitto.sim import SimError, run_sim
+
+    def unhex(value: str | None, name: str) -> bytes | None:
+        if value is None:
+            return None
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise SimError(f"{name}: not hex") from None
+
+    folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kvitto-sim-"))
+
+    def keyboard():
+        while True:  # an empty line is ignored; quit, Ctrl-D or Ctrl-C end the session
+            try:
+                yield click.prompt("sim", default="", show_default=False, prompt_suffix="> ")
+            except (click.Abort, EOFError):
+                return
+
+    lines = None
+    if not no_prompt:
+        lines = keyboard() if sys.stdin.isatty() else iter(sys.stdin)
+    run_sim(
+        count,
+        broker,
+        tuple(r.strip() for r in roles.split(",") if r.strip()),
+        folder,
+        Path(listen) if listen else folder / "sim.sock",
+        unhex(org_public_key, "--org-public-key"),
+        unhex(salt, "--salt"),
+        lines,
+        echo=click.echo,
+    )
+
+
+@cli.command()
+@click.option("--broker", default=None, help="MQTT broker URL (default: an embedded amqtt)")
+@click.option("--profile", default="huddinge", show_default=True, help="municipality profile")
+@click.option(
+    "--out",
+    default="kvitto-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="folder for report.html, report.json, the case bundle and labels",
+)
+@click.option("--keep", is_flag=True, help="keep the boards, store and keys in OUT/work")
+def demo(broker: str | None, profile: str, out: str, keep: bool) -> None:
+    """A day of home care on virtual boards, end to end."""
+    from pathlib import Path
+
+    from kvitto.demo import run_demo
+
+    run_demo(out=Path(out), broker=broker, profile=profile, keep=keep)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="kvitto", standalone_mode=False)
+    except KvittoError as error:
+        click.echo(f"kvitto: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("kvitto: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2)

@@ -1,0 +1,237 @@
+"""Staff credentials into the registry (`kvitto enroll`) and revocation (`kvitto revoke`).
+
+    salt = load_org(Path("pki")).credential_salt
+    enroll_badge(registry, salt, "04:A1:B2:C3", staff="s-07", provider="p-1")
+    revoke(registry, credential="dcd6aa0f8fb296bebd8d73131e2fdda4")
+
+A credential is known only by its id, HMAC-SHA256(org credential salt, raw credential)[:16]
+(FORMATS.md §1 key 8): the badge UID, the NTAG 424 UID, or for a phone the first 16 bytes of
+SHA-256 of its public key. NTAG 424 DNA badges get their keys diversified per badge from the
+organisation's master keys (NXP AN10922 §2.2.1, AES-128 CMAC), so one badge's keys reveal
+nothing about another's; the registry keeps no key, the host re-derives it to check SUN MACs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvitto.errors import KvittoError
+
+UID_LENGTHS = (4, 7, 10)  # ISO/IEC 14443-3 single, double and triple size UIDs
+NTAG424_UID_LENGTH = 7
+NTAG424_MASTER = "ntag424-master.key"  # diversifies application keys 0, 1, 3, 4
+NTAG424_FILE_MASTER = "ntag424-file.key"  # diversifies the SDM file read key (key 2)
+NTAG424_META = "ntag424-meta.key"  # SDM meta read key: shared, the UID is not known before it
+NTAG424_KEY_MATERIAL = b"an10922-v1"  # how the badge's keys derive; no key in the registry
+_SEPARATORS = re.compile(r"[\s:.-]")
+
+
+def parse_uid(text: str, where: str = "UID") -> bytes:
+    """A typed UID: hex with optional separators (04:A1:B2:C3), 4, 7 or 10 bytes."""
+    cleaned = _SEPARATORS.sub("", text)
+    try:
+        uid = bytes.fromhex(cleaned)
+    except ValueError:
+        raise KvittoError(f"{where} {text!r} is not hex") from None
+    if len(uid) not in UID_LENGTHS:
+        raise KvittoError(f"{where} {text!r} is {len(uid)} bytes; a UID is 4, 7 or 10 bytes")
+    return uid
+
+
+def credential_id(salt: bytes, uid: str | bytes) -> str:
+    """Hex credential id of a UID (typed text or bytes), as the device computes it."""
+    raw = parse_uid(uid) if isinstance(uid, str) else uid
+    return hmac.new(salt, raw, hashlib.sha256).hexdigest()[:32]
+
+
+def _ensure_key(pki_dir: Path, name: str) -> bytes:
+    from kvitto.pki import write_private
+
+    path = pki_dir / name
+    if not path.exists():
+        pki_dir.mkdir(parents=True, exist_ok=True)
+        write_private(path, (secrets.token_bytes(16).hex() + "\n").encode())
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as error:
+        raise KvittoError(f"{path}: cannot read the key: {error}") from None
+    if len(key) != 16:
+        raise KvittoError(f"{path}: an AES-128 key is 16 bytes, found {len(key)}")
+    return key
+
+
+@dataclass(frozen=True)
+class Ntag424Masters:
+    application: bytes
+    file_read: bytes
+    meta_read: bytes
+
+
+def ntag424_masters(pki_dir: Path) -> Ntag424Masters:
+    """The organisation's NTAG 424 master keys (made on first use, mode 0600)."""
+    return Ntag424Masters(
+        application=_ensure_key(pki_dir, NTAG424_MASTER),
+        file_read=_ensure_key(pki_dir, NTAG424_FILE_MASTER),
+        meta_read=_ensure_key(pki_dir, NTAG424_META),
+    )
+
+
+def ntag424_badge_keys(masters: Ntag424Masters, uid: bytes) -> dict[int, bytes]:
+    """The five application keys to personalise one badge with.
+
+    Key 2 (SDM file read) is what kvitto.ntag424 re-derives to check SUN MACs; key 1 (SDM meta
+    read) is shared because the host decrypts the PICC data before it knows the UID
+    (AN12196 §3.3); keys 0, 3 and 4 are per badge and key number: M = UID ‖ key no ‖ "kvitto".
+    """
+    from kvitto.ntag424 import SYSTEM_IDENTIFIER, an10922_diversify, badge_file_key
+
+    if len(uid) != NTAG424_UID_LENGTH:
+        raise KvittoError(f"NTAG 424 UID is {len(uid)} bytes; these badges have 7")
+    keys = {
+        number: an10922_diversify(masters.application, uid + bytes([number]) + SYSTEM_IDENTIFIER)
+        for number in (0, 3, 4)
+    }
+    keys[1] = masters.meta_read
+    keys[2] = badge_file_key(masters.file_read, uid)
+    return dict(sorted(keys.items()))
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    credential_id: str
+    staff: str
+    provider: str
+    kind: str
+    badge_keys: dict[int, bytes] | None = None
+
+    def as_dict(self, show_keys: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "credential": self.credential_id,
+            "staff": self.staff,
+            "provider": self.provider,
+            "kind": self.kind,
+        }
+        if self.badge_keys is not None and show_keys:
+            result["keys"] = {str(n): key.hex() for n, key in self.badge_keys.items()}
+        return result
+
+
+def enroll_badge(registry: Any, salt: bytes, uid_text: str, staff: str, provider: str) -> Enrolled:
+    """A plain badge by its UID (accepted, but weak: UIDs can be cloned)."""
+    ident = credential_id(salt, parse_uid(uid_text, "--badge UID"))
+    registry.add_credential(ident, staff, provider, "badge")
+    return Enrolled(ident, staff, provider, "badge")
+
+
+def enroll_ntag424(
+    registry: Any, salt: bytes, masters: Ntag424Masters, uid_text: str, staff: str, provider: str
+) -> Enrolled:
+    uid = parse_uid(uid_text, "--ntag424 UID")
+    keys = ntag424_badge_keys(masters, uid)
+    ident = credential_id(salt, uid)
+    registry.add_credential(ident, staff, provider, "ntag424", NTAG424_KEY_MATERIAL)
+    return Enrolled(ident, staff, provider, "ntag424", keys)
+
+
+def enroll_phone(
+    registry: Any, salt: bytes, public_key_hex: str, staff: str, provider: str
+) -> Enrolled:
+    """A provider-owned phone by its app's Ed25519 public key (hex, 32 bytes)."""
+    from kvitto.phone import phone_key_id
+
+    try:
+        public_key = bytes.fromhex(public_key_hex.strip())
+    except ValueError:
+        raise KvittoError(f"--phone-key {public_key_hex!r} is not hex") from None
+    if len(public_key) != 32:
+        raise KvittoError(f"--phone-key is {len(public_key)} bytes; an Ed25519 key is 32")
+    ident = credential_id(salt, phone_key_id(public_key))
+    registry.add_credential(ident, staff, provider, "phone", public_key)
+    return Enrolled(ident, staff, provider, "phone")
+
+
+def run_enroll(
+    store_url: str,
+    pki_dir: str,
+    staff: str,
+    provider: str,
+    badge: str | None,
+    ntag424: str | None,
+    phone_key: str | None,
+    show_keys: bool,
+    output_format: str,
+) -> Enrolled:
+    """`kvitto enroll`: exactly one of --badge, --ntag424, --phone-key."""
+    import json
+
+    import click
+
+    from kvitto.pki import load_org
+    from kvitto.registry import Registry
+    from kvitto.store import open_store
+
+    given = [name for name, value in (("--badge", badge), ("--ntag424", ntag424),
+                                       ("--phone-key", phone_key)) if value]  # fmt: skip
+    if len(given) != 1:
+        raise KvittoError("give exactly one of --badge UID, --ntag424 UID, --phone-key HEX")
+    salt = load_org(Path(pki_dir)).credential_salt
+    with open_store(store_url) as store:
+        registry = Registry(store)
+        if badge:
+            enrolled = enroll_badge(registry, salt, badge, staff, provider)
+        elif ntag424:
+            masters = ntag424_masters(Path(pki_dir))
+            enrolled = enroll_ntag424(registry, salt, masters, ntag424, staff, provider)
+        else:
+            enrolled = enroll_phone(registry, salt, phone_key or "", staff, provider)
+    if output_format == "json":
+        click.echo(json.dumps(enrolled.as_dict(show_keys)))
+    else:
+        click.echo(f"enrolled {enrolled.kind} {enrolled.credential_id} for {staff} ({provider})")
+        if enrolled.kind == "badge":
+            click.echo("note: a plain UID badge is weak evidence (UIDs can be cloned)")
+        if enrolled.badge_keys and show_keys:
+            for number, key in enrolled.badge_keys.items():
+                click.echo(f"  key {number}: {key.hex()}")
+    return enrolled
+
+
+def run_revoke(
+    store_url: str,
+    device: str | None,
+    credential: str | None,
+    when: str | None,
+    output_format: str,
+) -> dict[str, str]:
+    """`kvitto revoke`: mark a device or credential revoked (kept, never deleted)."""
+    import json
+
+    import click
+
+    from kvitto.registry import Registry
+    from kvitto.store import open_store
+
+    if bool(device) == bool(credential):
+        raise KvittoError("give exactly one of --device ID or --credential ID")
+    with open_store(store_url) as store:
+        registry = Registry(store)
+        if device:
+            row = registry.revoke_device(device, when)
+            result = {"device": row.id, "customer": row.customer, "revoked": row.revoked}
+        else:
+            row = registry.revoke_credential(credential or "", when)
+            result = {"credential": row.id, "staff": row.staff, "revoked": row.revoked}
+    if output_format == "json":
+        click.echo(json.dumps(result))
+    else:
+        what = f"device {device}" if device else f"credential {result['credential']}"
+        click.echo(f"revoked {what} from {result['revoked']}")
+        if device:
+            click.echo("run `kvitto broker-config` again to remove its broker login")
+    return result

@@ -1,0 +1,283 @@
+"""The organisation's keys: command-signing key, credential salt, a CA and TLS certificates.
+
+    from kvitto.pki import ensure_org, issue_broker_certificate
+    org = ensure_org(Path("pki"))                       # created once, then reused
+    issue_broker_certificate(Path("pki"), ["mqtt.example.org", "127.0.0.1"])
+
+Every private file is written with mode 0600 and never overwritten: re-running `kvitto pki`
+adds what is missing and leaves existing keys alone (a new command key would orphan every
+provisioned device).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kvitto.errors import KvittoError
+
+COMMAND_KEY = "org-command.key"
+COMMAND_PUBLIC = "org-command.pub"
+CREDENTIAL_SALT = "credential-salt"
+CA_KEY = "ca.key"
+CA_CERT = "ca.crt"
+BROKER_KEY = "broker.key"
+BROKER_CERT = "broker.crt"
+_SALT_BYTES = 32
+_CA_DAYS = 3650
+_LEAF_DAYS = 825
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 (never briefly readable by others); refuse to overwrite."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KvittoError(f"{path}: exists already; refusing to overwrite a key") from None
+    with os.fdopen(fd, "wb") as stream:
+        os.fchmod(stream.fileno(), 0o600)  # umask could have narrowed it; never widened
+        stream.write(data)
+
+
+@dataclass(frozen=True)
+class OrgKeys:
+    """The public half of the organisation's material, as devices are configured with it."""
+
+    command_public_key: bytes
+    credential_salt: bytes
+
+    def device_config(self) -> dict[str, str]:
+        return {
+            "salt": self.credential_salt.hex(),
+            "org_public_key": self.command_public_key.hex(),
+        }
+
+
+def ensure_org(pki_dir: Path) -> OrgKeys:
+    """The command key and credential salt in `pki_dir`, created on first use."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    key_path = pki_dir / COMMAND_KEY
+    if not key_path.exists():
+        key = Ed25519PrivateKey.generate()
+        write_private(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        public = key.public_key().public_bytes_raw()
+        (pki_dir / COMMAND_PUBLIC).write_text(public.hex() + "\n")
+    salt_path = pki_dir / CREDENTIAL_SALT
+    if not salt_path.exists():
+        write_private(salt_path, (secrets.token_bytes(_SALT_BYTES).hex() + "\n").encode())
+    return load_org(pki_dir)
+
+
+def load_command_key(pki_dir: Path) -> bytes:
+    """The raw 32-byte Ed25519 command key (what `evidence.sign_command` takes)."""
+    path = pki_dir / COMMAND_KEY
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as error:
+        raise KvittoError(f"{path}: cannot read the command key: {error}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KvittoError(f"{path}: not an Ed25519 key")
+    return key.private_bytes_raw()
+
+
+def load_org(pki_dir: Path) -> OrgKeys:
+    """Public command key and credential salt from a `kvitto pki` folder."""
+    secret = load_command_key(pki_dir)
+    salt_path = pki_dir / CREDENTIAL_SALT
+    try:
+        salt = bytes.fromhex(salt_path.read_text().strip())
+    except (OSError, ValueError) as error:
+        raise KvittoError(f"{salt_path}: cannot read the credential salt: {error}") from None
+    if len(salt) < 16:
+        raise KvittoError(f"{salt_path}: the credential salt is shorter than 16 bytes")
+    public = Ed25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
+    return OrgKeys(command_public_key=public, credential_salt=salt)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kvitto"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _write_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    # P-256: what mbedTLS on the ESP32 and every Mosquitto build handle.
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return key
+
+
+def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KvittoError(f"{path}: not an EC key")
+    return key
+
+
+def ensure_ca(pki_dir: Path, common_name: str = "kvitto CA") -> Path:
+    """The CA certificate path, creating CA key and self-signed certificate on first use."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    cert_path = pki_dir / CA_CERT
+    if cert_path.exists():
+        return cert_path
+    key = _write_key(pki_dir / CA_KEY)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=_CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return cert_path
+
+
+def _issue(
+    pki_dir: Path, stem: str, common_name: str, hosts: list[str], usage: x509.ObjectIdentifier
+) -> tuple[Path, Path]:
+    ensure_ca(pki_dir)
+    ca_key = _load_ec_key(pki_dir / CA_KEY)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / CA_CERT).read_bytes())
+    key_path = pki_dir / f"{stem}.key"
+    cert_path = pki_dir / f"{stem}.crt"
+    if cert_path.exists():
+        raise KvittoError(f"{cert_path}: exists already; remove it first to reissue")
+    key = _write_key(key_path)
+    alt_names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alt_names.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=_LEAF_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    certificate = builder.sign(ca_key, hashes.SHA256())
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def issue_broker_certificate(pki_dir: Path, hosts: list[str]) -> tuple[Path, Path]:
+    """Broker server key and certificate for the given host names and addresses."""
+    if not hosts:
+        raise KvittoError("the broker certificate needs at least one --broker-host")
+    return _issue(pki_dir, "broker", hosts[0], hosts, ExtendedKeyUsageOID.SERVER_AUTH)
+
+
+def issue_device_certificate(pki_dir: Path, device_id: str) -> tuple[Path, Path]:
+    """A TLS client certificate whose common name is the device id (Mosquitto's
+    `use_identity_as_username`); the default login is the per-device password instead."""
+    from kvitto.broker_config import check_device_id
+
+    check_device_id(device_id)
+    (pki_dir / "devices").mkdir(parents=True, exist_ok=True)
+    return _issue(pki_dir, f"devices/{device_id}", device_id, [], ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def broker_tls_files(pki_dir: Path):
+    """CA, broker certificate and key for a TLS listener, or a KvittoError naming what is missing."""
+    from kvitto.broker_config import TlsFiles
+
+    files = TlsFiles(
+        ca=(pki_dir / CA_CERT).resolve(),
+        certificate=(pki_dir / BROKER_CERT).resolve(),
+        key=(pki_dir / BROKER_KEY).resolve(),
+    )
+    for path in (files.ca, files.certificate, files.key):
+        if not path.exists():
+            raise KvittoError(f"{path}: missing; run `kvitto pki --dir {pki_dir} --broker-host H`")
+    return files
+
+
+def run_pki(
+    pki_dir: str, broker_hosts: list[str], devices: list[str], output_format: str
+) -> dict[str, object]:
+    """`kvitto pki`: create what is missing, issue the asked-for certificates, report."""
+    import json
+
+    import click
+
+    directory = Path(pki_dir)
+    org = ensure_org(directory)
+    ca = ensure_ca(directory)
+    issued: list[str] = []
+    if broker_hosts:
+        issued += [str(p) for p in issue_broker_certificate(directory, list(broker_hosts))]
+    for device in devices:
+        issued += [str(p) for p in issue_device_certificate(directory, device)]
+    report = {
+        "dir": str(directory),
+        "org_public_key": org.command_public_key.hex(),
+        "ca": str(ca),
+        "issued": issued,
+    }
+    if output_format == "json":
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"organisation command key: {org.command_public_key.hex()}")
+        click.echo(f"CA certificate: {ca}")
+        for path in issued:
+            click.echo(f"wrote {path}")
+    return report

@@ -1,0 +1,349 @@
+"""Provision a device for a customer over its serial port (mpremote), register it, label it.
+
+    result = provision(Provisioning(port="/dev/ttyUSB0", device="tag-0042", customer="c-1001",
+                                    role="tag", board="esp32-devkitc", store_url=url,
+                                    pki_dir=Path("pki"), broker_host="mqtt.example.org"))
+    print(result.public_key.hex(), result.label)
+
+Steps, in the order that keeps a failure harmless:
+1. mpremote's serial transport enters the raw REPL without a reset (`resume`), so a running
+   board keeps its state; the device makes its Ed25519 key from its own RNG if it has none
+   (device.identity): the private key never leaves the board.
+2. The host reads the public key and sends a fresh 32-byte nonce; the device signs
+   b"kvitto-provision" + nonce and the host verifies it (proof of possession).
+3. The registry binds device ↔ customer (once: another customer is refused, a revoked device
+   stays revoked) and keeps the hash of a new 256-bit MQTT password.
+4. /config.json goes to the board atomically (write, fsync by close, rename) and is read back.
+5. A label (SVG): device id, QR code, A/B marking among cohabitants; no personal data.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from kvitto.errors import KvittoError
+
+PROOF_CONTEXT = b"kvitto-provision"  # device.identity.PROOF_CONTEXT
+NONCE_BYTES = 32
+LABEL_QR_PREFIX = "kvitto:"
+
+
+class ProvisionError(KvittoError):
+    """The board did not answer as a kvitto device should, or refused."""
+
+
+class DeviceConsole:
+    """A kvitto board's serial console through mpremote's SerialTransport (raw REPL, no
+    soft reset: mpremote's `resume`). Only the device's own printed JSON is read back."""
+
+    def __init__(self, port: str, baudrate: int = 115200):
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        self._transport_error = TransportError
+        try:
+            self.transport = SerialTransport(port, baudrate=baudrate)
+            self.transport.enter_raw_repl(soft_reset=False)
+        except (TransportError, OSError) as error:
+            raise ProvisionError(f"serial port {port}: no MicroPython console: {error}") from None
+        self.port = port
+
+    def run(self, code: str, timeout: int = 60) -> Any:
+        """Run `code` on the board; it prints one JSON line, returned decoded."""
+        try:
+            out = self.transport.exec_raw(code, timeout=timeout)
+        except self._transport_error as error:
+            raise ProvisionError(f"{self.port}: the board did not answer: {error}") from None
+        output, error_output = out
+        if error_output:
+            last = error_output.decode(errors="replace").strip().splitlines()
+            raise ProvisionError(f"{self.port}: the board said: {last[-1] if last else '?'}")
+        try:
+            return json.loads(output.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise ProvisionError(f"{self.port}: unexpected answer {output[:80]!r}") from None
+
+    def close(self) -> None:
+        try:
+            self.transport.exit_raw_repl()
+        except Exception:  # the board may have reset itself; nothing to leave
+            pass
+        self.transport.close()
+
+
+# Device-side snippets: small, and only device.identity's public functions plus the filesystem.
+_IDENTITY = """
+import json
+from device import identity
+print(json.dumps({"public_key": identity.public_key_hex()}))
+"""
+_PROVE = """
+import json
+from device import identity
+print(json.dumps({"proof": identity.prove_hex(%r)}))
+"""
+_WRITE_CONFIG = """
+import binascii, json, os
+from device import identity
+root = identity._default_root()
+path = (root + "/" if root else "") + "config.json"
+data = binascii.unhexlify(%r)
+with open(path + ".new", "wb") as f:
+    f.write(data)
+os.rename(path + ".new", path)
+with open(path, "rb") as f:
+    back = f.read()
+print(json.dumps({"path": path, "ok": back == data, "bytes": len(back)}))
+"""
+_RESET = """
+import json
+try:
+    import machine
+    reset = machine.reset
+except (ImportError, AttributeError):
+    reset = None
+print(json.dumps({"reset": reset is not None}))
+if reset is not None:
+    reset()
+"""
+
+
+@dataclass
+class Provisioning:
+    """What the installer asked for."""
+
+    port: str
+    device: str
+    customer: str
+    role: str
+    board: str
+    store_url: str
+    pki_dir: Path
+    broker_host: str
+    broker_port: int = 1883
+    broker_tls: bool = False
+    broker_ca: str | None = None
+    household: str = ""
+    ntp: list[str] = field(default_factory=lambda: ["pool.ntp.org"])
+    wifi_ssid: str | None = None
+    wifi_password: str | None = None
+    mark: str | None = None
+    label_dir: Path | None = None
+    reset: bool = True
+
+
+@dataclass
+class Provisioned:
+    device: str
+    customer: str
+    role: str
+    public_key: bytes
+    config_path: str
+    label: str | None
+    mark: str
+    reset: bool
+    mqtt_password_sha256: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "customer": self.customer,
+            "role": self.role,
+            "public_key": self.public_key.hex(),
+            "config_path": self.config_path,
+            "label": self.label,
+            "mark": self.mark,
+            "reset": self.reset,
+        }
+
+
+def verify_proof(public_key: bytes, nonce: bytes, proof: bytes) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(proof, PROOF_CONTEXT + nonce)
+    except (InvalidSignature, ValueError):
+        raise ProvisionError(
+            "proof of possession failed: the board does not hold the key it reported"
+        ) from None
+
+
+def read_identity(console: DeviceConsole) -> bytes:
+    """The board's public key, after it proved it holds the private half."""
+    answer = console.run(_IDENTITY)
+    try:
+        public_key = bytes.fromhex(answer["public_key"])
+    except (KeyError, TypeError, ValueError):
+        raise ProvisionError(f"{console.port}: no public key in {answer!r}") from None
+    if len(public_key) != 32:
+        raise ProvisionError(f"{console.port}: public key is {len(public_key)} bytes, not 32")
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    proof = console.run(_PROVE % nonce.hex())
+    try:
+        signature = bytes.fromhex(proof["proof"])
+    except (KeyError, TypeError, ValueError):
+        raise ProvisionError(f"{console.port}: no proof in {proof!r}") from None
+    verify_proof(public_key, nonce, signature)
+    return public_key
+
+
+def device_config(request: Provisioning, mqtt_password: str) -> dict[str, Any]:
+    from kvitto.pki import load_org
+
+    org = load_org(request.pki_dir)
+    ca = request.broker_ca
+    if request.broker_tls and ca is None:
+        # Pin the organisation's CA (PEM text in the config: device.link accepts it inline).
+        from kvitto.pki import CA_CERT
+
+        ca_path = request.pki_dir / CA_CERT
+        if not ca_path.exists():
+            raise KvittoError(f"{ca_path}: missing; --tls needs `kvitto pki --broker-host H`")
+        ca = ca_path.read_text()
+    config: dict[str, Any] = {
+        "device": request.device,
+        "role": request.role,
+        "board": request.board,
+        "broker": {
+            "host": request.broker_host,
+            "port": request.broker_port,
+            "user": request.device,
+            "password": mqtt_password,
+            "tls": request.broker_tls,
+            "ca": ca,
+        },
+        **org.device_config(),
+        "ntp": list(request.ntp),
+    }
+    if request.wifi_ssid:
+        config["wifi"] = {"ssid": request.wifi_ssid, "password": request.wifi_password or ""}
+    return config
+
+
+def household_mark(registry: Any, customer: str, household: str) -> str:
+    """'A', 'B', … for cohabitants (the household's customers in id order), '' without one.
+    A household is given for cohabitants only (FORMATS.md §3), so its first member is 'A' even
+    before the second is registered; `--mark` overrides."""
+    if not household:
+        return ""
+    members = sorted(c.id for c in registry.customers() if c.household == household)
+    if customer not in members or members.index(customer) > 25:
+        return ""
+    return chr(ord("A") + members.index(customer))
+
+
+def label_svg(device: str, mark: str) -> str:
+    """A printable label: QR code of the device id, the id in text, the cohabitant mark."""
+    import segno
+
+    from kvitto.broker_config import check_device_id
+
+    check_device_id(device)
+    qr = segno.make(LABEL_QR_PREFIX + device, error="m")
+    scale = 4
+    size = qr.symbol_size(scale=scale)[0]
+    qr_svg = qr.svg_inline(scale=scale, border=2, omitsize=False)
+    width = size + (60 if mark else 0)
+    height = size + 24
+    mark_text = (
+        f'<text x="{size + 30}" y="{size // 2 + 16}" font-family="sans-serif" font-size="44" '
+        f'font-weight="bold" text-anchor="middle">{mark}</text>'
+        if mark
+        else ""
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">'
+        f'<rect width="{width}" height="{height}" fill="white"/>'
+        f"<g>{qr_svg}</g>{mark_text}"
+        f'<text x="{size // 2}" y="{size + 18}" font-family="monospace" font-size="14" '
+        f'text-anchor="middle">{device}</text></svg>\n'
+    )
+
+
+def provision(request: Provisioning, console: DeviceConsole | None = None) -> Provisioned:
+    """Provision one board end to end; see the module docstring for the order of steps."""
+    from kvitto.broker_config import check_device_id, new_password, password_hash
+    from kvitto.image import check_config, load_board
+    from kvitto.registry import Registry
+    from kvitto.store import open_store
+
+    check_device_id(request.device, "--device")
+    if request.mark is not None and (len(request.mark) != 1 or not request.mark.isupper()):
+        raise KvittoError(f"--mark {request.mark!r}: one capital letter (A, B, …)")
+    layout = load_board(request.board)
+    mqtt_password = new_password()  # 256 bits, made here, never stored in clear on the host
+    config = device_config(request, mqtt_password)
+    check_config(config, layout, f"config for {request.device}")
+    own_console = console is None
+    console = console or DeviceConsole(request.port)
+    try:
+        public_key = read_identity(console)
+        with open_store(request.store_url) as store:
+            registry = Registry(store)
+            existing = registry.customer(request.customer)
+            if existing is None:
+                registry.add_customer(request.customer, household=request.household)
+            elif request.household and existing.household != request.household:
+                registry.add_customer(request.customer, request.household, existing.age_group)
+            registry.add_device(request.device, request.customer, request.role, public_key)
+            registry.set_mqtt_account(request.device, password_hash(mqtt_password))
+            customer = registry.customer(request.customer)
+            mark = request.mark or household_mark(
+                registry, request.customer, customer.household if customer else ""
+            )
+        data = json.dumps(config, sort_keys=True).encode()
+        written = console.run(_WRITE_CONFIG % binascii.hexlify(data).decode())
+        if not written.get("ok"):
+            raise ProvisionError(f"{console.port}: config.json did not read back as written")
+        did_reset = False
+        if request.reset:
+            try:
+                did_reset = bool(console.run(_RESET, timeout=5).get("reset"))
+            except ProvisionError:
+                did_reset = True  # a real board resets before it can finish answering
+    finally:
+        if own_console:
+            console.close()
+    label = None
+    if request.label_dir is not None:
+        request.label_dir.mkdir(parents=True, exist_ok=True)
+        path = request.label_dir / f"{request.device}.svg"
+        path.write_text(label_svg(request.device, mark))
+        label = str(path)
+    return Provisioned(
+        device=request.device,
+        customer=request.customer,
+        role=request.role,
+        public_key=public_key,
+        config_path=str(written.get("path")),
+        label=label,
+        mark=mark,
+        reset=did_reset,
+        mqtt_password_sha256=hashlib.sha256(mqtt_password.encode()).hexdigest(),
+    )
+
+
+def run_provision(request: Provisioning, output_format: str) -> Provisioned:
+    import click
+
+    result = provision(request)
+    if output_format == "json":
+        click.echo(json.dumps(result.as_dict()))
+        return result
+    click.echo(f"{result.device}: key {result.public_key.hex()} (proof of possession verified)")
+    click.echo(f"registered for customer {result.customer} as {result.role}")
+    click.echo(f"wrote {result.config_path} on the board")
+    if result.label:
+        click.echo(f"label: {result.label}" + (f" (marked {result.mark})" if result.mark else ""))
+    if not result.reset:
+        click.echo("reset the board (button or power) to start with its new identity")
+    click.echo("run `kvitto broker-config` to give the broker its login")
+    return result

@@ -1,0 +1,439 @@
+"""The registry: customers, devices, staff credentials, orders and MQTT accounts, in the store.
+
+    registry = Registry(open_store("sqlite:///kvitto.db"))
+    registry.add_customer("c-1001", household="h-17", age_group="65+")
+    registry.add_device("tag-0042", "c-1001", "tag", public_key, installed="2026-09-01")
+
+Pseudonyms only (FORMATS.md §3). A device is bound to one customer for good: binding it to
+another is refused. Revocation marks a row with its date; nothing is ever deleted, because
+evidence signed before the revocation still counts (RULES.md I1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from kvitto.errors import KvittoError
+from kvitto.store import Store
+
+DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")
+PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
+ROLES = ("tag", "lock", "alarm")
+KINDS = ("badge", "ntag424", "phone")
+AGE_GROUPS = ("", "65+", "<65", "<65-psych")
+LOCAL = ZoneInfo("Europe/Stockholm")
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    household: str = ""
+    age_group: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    customer: str
+    role: str
+    public_key: bytes
+    installed: str
+    revoked: str = ""
+
+    @property
+    def revoked_at(self) -> int | None:
+        """The revocation as Unix seconds (a bare date means local midnight), or None."""
+        return instant(self.revoked) if self.revoked else None
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A staff credential. `key_material`: NTAG 424 diversification data or a phone's public
+    key, as the enrolling tool wrote it; empty for plain badges."""
+
+    id: str
+    staff: str
+    provider: str
+    kind: str
+    key_material: bytes = b""
+    revoked: str = ""
+
+
+@dataclass(frozen=True)
+class Order:
+    customer: str
+    activity: str
+    granted_minutes_month: int
+    valid_from: str
+    valid_to: str
+    double_staffing: int = 0
+    tag_exempt: int = 0
+
+
+@dataclass(frozen=True)
+class MqttAccount:
+    """A device's broker login: username = device id, a mosquitto `$7$` password hash."""
+
+    device_id: str
+    password_hash: str
+
+
+def instant(text: str) -> int:
+    """Unix seconds of an ISO date or date-time; local Europe/Stockholm time without offset."""
+    try:
+        if len(text) == 10:
+            moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), LOCAL)
+        else:
+            moment = dt.datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=LOCAL)
+    except ValueError:
+        raise KvittoError(f"{text!r} is not an ISO date (YYYY-MM-DD) or date-time") from None
+    return int(moment.timestamp())
+
+
+def _today() -> str:
+    return dt.datetime.now(LOCAL).date().isoformat()
+
+
+def _checked_moment(field: str, text: str) -> str:
+    instant(text)  # raises with the value named
+    return text
+
+
+class Registry:
+    """Registry operations on a `Store`. Every method is one transaction."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- customers ------------------------------------------------------------------------
+
+    def add_customer(self, customer_id: str, household: str = "", age_group: str = "") -> Customer:
+        """Add a customer, or update household and age group of an existing one."""
+        if not PSEUDONYM.fullmatch(customer_id):
+            raise KvittoError(f"customer id {customer_id!r} is not a pseudonym like 'c-1001'")
+        if household and not PSEUDONYM.fullmatch(household):
+            raise KvittoError(f"household {household!r} is not a pseudonym like 'h-17'")
+        if age_group not in AGE_GROUPS:
+            raise KvittoError(f"age_group {age_group!r}: use one of {', '.join(AGE_GROUPS[1:])}")
+        self.store.execute(
+            "INSERT INTO customers (id, household, age_group) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET household = excluded.household, "
+            "age_group = excluded.age_group",
+            (customer_id, household, age_group),
+        )
+        return Customer(customer_id, household, age_group)
+
+    def customer(self, customer_id: str) -> Customer | None:
+        rows = self.store.execute(
+            "SELECT id, household, age_group FROM customers WHERE id = ?", (customer_id,)
+        )
+        return Customer(*rows[0]) if rows else None
+
+    def customers(self) -> list[Customer]:
+        rows = self.store.execute("SELECT id, household, age_group FROM customers ORDER BY id")
+        return [Customer(*row) for row in rows]
+
+    # -- devices --------------------------------------------------------------------------
+
+    def add_device(
+        self,
+        device_id: str,
+        customer: str,
+        role: str,
+        public_key: bytes,
+        installed: str | None = None,
+    ) -> Device:
+        """Register a device for a customer. Registering the same device again with the same
+        customer and key changes nothing; another customer or key is refused."""
+        if not DEVICE_ID.fullmatch(device_id):
+            raise KvittoError(f"device id {device_id!r} must match [a-z0-9-]{{3,32}}")
+        if role not in ROLES:
+            raise KvittoError(f"device {device_id}: role {role!r} is not one of {ROLES}")
+        if len(public_key) != 32:
+            raise KvittoError(f"device {device_id}: an Ed25519 public key is 32 bytes")
+        installed = _checked_moment("installed", installed or _today())
+        with self.store.transaction():
+            if self.customer(customer) is None:
+                raise KvittoError(f"device {device_id}: customer {customer!r} is not registered")
+            existing = self.device(device_id)
+            if existing is not None:
+                if existing.customer != customer:
+                    raise KvittoError(
+                        f"device {device_id} is bound to customer {existing.customer}; "
+                        f"it cannot be re-bound to {customer} (install a new device instead)"
+                    )
+                if existing.revoked:
+                    raise KvittoError(f"device {device_id} was revoked on {existing.revoked}")
+                if existing.public_key != public_key:
+                    raise KvittoError(
+                        f"device {device_id} is registered with another public key; "
+                        "revoke it and register the board under a new id"
+                    )
+                return existing
+            self.store.execute(
+                "INSERT INTO devices (id, customer, role, public_key, installed, revoked) "
+                "VALUES (?, ?, ?, ?, ?, '')",
+                (device_id, customer, role, public_key, installed),
+            )
+        return Device(device_id, customer, role, public_key, installed)
+
+    def revoke_device(self, device_id: str, when: str | None = None) -> Device:
+        """Mark a device revoked from `when` (default today); its earlier evidence still counts."""
+        when = _checked_moment("revoked", when or _today())
+        with self.store.transaction():
+            device = self.device(device_id)
+            if device is None:
+                raise KvittoError(f"device {device_id!r} is not registered")
+            if device.revoked:
+                return device
+            self.store.execute("UPDATE devices SET revoked = ? WHERE id = ?", (when, device_id))
+        return Device(**{**device.__dict__, "revoked": when})
+
+    def device(self, device_id: str) -> Device | None:
+        rows = self.store.execute(
+            "SELECT id, customer, role, public_key, installed, revoked FROM devices WHERE id = ?",
+            (device_id,),
+        )
+        return _device(rows[0]) if rows else None
+
+    def devices(self) -> list[Device]:
+        rows = self.store.execute(
+            "SELECT id, customer, role, public_key, installed, revoked FROM devices ORDER BY id"
+        )
+        return [_device(row) for row in rows]
+
+    # -- credentials ----------------------------------------------------------------------
+
+    def add_credential(
+        self,
+        credential_id: str,
+        staff: str,
+        provider: str,
+        kind: str,
+        key_material: bytes = b"",
+    ) -> Credential:
+        """Register a staff credential (id = hex of the 16-byte keyed hash, FORMATS.md §1)."""
+        credential_id = credential_id.lower()
+        if not CREDENTIAL_ID.fullmatch(credential_id):
+            raise KvittoError(f"credential id {credential_id!r} must be 32 hex digits")
+        for field, value in (("staff", staff), ("provider", provider)):
+            if not PSEUDONYM.fullmatch(value):
+                raise KvittoError(f"credential {credential_id}: {field} {value!r} is no pseudonym")
+        if kind not in KINDS:
+            raise KvittoError(f"credential {credential_id}: kind {kind!r} is not one of {KINDS}")
+        with self.store.transaction():
+            existing = self.credential(credential_id)
+            if existing is not None:
+                if (existing.staff, existing.provider, existing.kind) != (staff, provider, kind):
+                    raise KvittoError(
+                        f"credential {credential_id} is enrolled for {existing.staff} "
+                        f"({existing.provider}); revoke it before enrolling it again"
+                    )
+                return existing
+            self.store.execute(
+                "INSERT INTO credentials (id, staff, provider, kind, key_material, revoked) "
+                "VALUES (?, ?, ?, ?, ?, '')",
+                (credential_id, staff, provider, kind, key_material or None),
+            )
+        return Credential(credential_id, staff, provider, kind, key_material)
+
+    def revoke_credential(self, credential_id: str, when: str | None = None) -> Credential:
+        when = _checked_moment("revoked", when or _today())
+        with self.store.transaction():
+            credential = self.credential(credential_id.lower())
+            if credential is None:
+                raise KvittoError(f"credential {credential_id!r} is not registered")
+            if credential.revoked:
+                return credential
+            self.store.execute(
+                "UPDATE credentials SET revoked = ? WHERE id = ?", (when, credential.id)
+            )
+        return Credential(**{**credential.__dict__, "revoked": when})
+
+    def credential(self, credential_id: str) -> Credential | None:
+        rows = self.store.execute(
+            "SELECT id, staff, provider, kind, key_material, revoked FROM credentials "
+            "WHERE id = ?",
+            (credential_id,),
+        )
+        return _credential(rows[0]) if rows else None
+
+    def credentials(self, provider: str | None = None) -> list[Credential]:
+        rows = self.store.execute(
+            "SELECT id, staff, provider, kind, key_material, revoked FROM credentials ORDER BY id"
+        )
+        found = [_credential(row) for row in rows]
+        return [c for c in found if provider is None or c.provider == provider]
+
+    # -- orders ---------------------------------------------------------------------------
+
+    def add_order(self, order: Order) -> Order:
+        if self.customer(order.customer) is None:
+            raise KvittoError(f"order: customer {order.customer!r} is not registered")
+        self.store.execute(
+            "INSERT INTO orders (customer, activity, granted_minutes_month, valid_from, "
+            "valid_to, double_staffing, tag_exempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                order.customer, order.activity, order.granted_minutes_month, order.valid_from,
+                order.valid_to, order.double_staffing, order.tag_exempt,
+            ),
+        )  # fmt: skip
+        return order
+
+    def orders(self) -> list[Order]:
+        rows = self.store.execute(
+            "SELECT customer, activity, granted_minutes_month, valid_from, valid_to, "
+            "double_staffing, tag_exempt FROM orders ORDER BY id"
+        )
+        return [Order(*row) for row in rows]
+
+    # -- MQTT accounts --------------------------------------------------------------------
+
+    def set_mqtt_account(self, device_id: str, password_hash: str) -> MqttAccount:
+        """Keep a device's broker login (the hash only; broker_config writes the file)."""
+        if self.device(device_id) is None:
+            raise KvittoError(f"MQTT account: device {device_id!r} is not registered")
+        if not password_hash.startswith("$"):
+            raise KvittoError(f"MQTT account {device_id}: expected a mosquitto '$7$…' hash")
+        self.store.execute(
+            "INSERT INTO mqtt_accounts (username, password_hash) VALUES (?, ?) "
+            "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
+            (device_id, password_hash),
+        )
+        return MqttAccount(device_id, password_hash)
+
+    def mqtt_accounts(self, include_revoked: bool = False) -> list[MqttAccount]:
+        """Broker logins; devices revoked as of now are left out unless asked for."""
+        rows = self.store.execute(
+            "SELECT a.username, a.password_hash, d.revoked FROM mqtt_accounts a "
+            "JOIN devices d ON d.id = a.username ORDER BY a.username"
+        )
+        now = dt.datetime.now(LOCAL).timestamp()
+        return [
+            MqttAccount(username, password_hash)
+            for username, password_hash, revoked in rows
+            if include_revoked or not revoked or instant(revoked) > now
+        ]
+
+    # -- registry.toml (FORMATS.md §3) ----------------------------------------------------
+
+    def import_toml(self, path: Path) -> None:
+        """Load customers, devices and credentials from a case bundle's registry.toml."""
+        try:
+            # tomllib is standard from Python 3.11 (pyright checks against 3.10).
+            tomllib = importlib.import_module("tomllib")
+        except ImportError:
+            raise KvittoError("reading registry.toml needs Python 3.11 or later") from None
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise KvittoError(f"{path}: {error}") from None
+        with self.store.transaction():
+            for number, entry in enumerate(data.get("customer", []), start=1):
+                where = f"{path} [[customer]] #{number}"
+                self.add_customer(
+                    _field(entry, "id", where),
+                    entry.get("household", ""),
+                    entry.get("age_group", ""),
+                )
+            for number, entry in enumerate(data.get("device", []), start=1):
+                where = f"{path} [[device]] #{number}"
+                try:
+                    key = bytes.fromhex(_field(entry, "public_key", where))
+                except ValueError:
+                    raise KvittoError(f"{where}, field public_key: not hex") from None
+                device_id = _field(entry, "id", where)
+                try:
+                    self.add_device(
+                        device_id,
+                        _field(entry, "customer", where),
+                        entry.get("role", "tag"),
+                        key,
+                        entry.get("installed") or None,
+                    )
+                    if entry.get("revoked"):
+                        self.revoke_device(device_id, str(entry["revoked"]))
+                except KvittoError as error:
+                    raise KvittoError(f"{where}: {error}") from None
+            for number, entry in enumerate(data.get("credential", []), start=1):
+                where = f"{path} [[credential]] #{number}"
+                try:
+                    credential_id = _field(entry, "id", where)
+                    self.add_credential(
+                        credential_id,
+                        _field(entry, "staff", where),
+                        _field(entry, "provider", where),
+                        entry.get("kind", "badge"),
+                    )
+                    if entry.get("revoked"):
+                        self.revoke_credential(credential_id, str(entry["revoked"]))
+                except KvittoError as error:
+                    raise KvittoError(f"{where}: {error}") from None
+
+    def to_toml(
+        self,
+        customers: list[Customer] | None = None,
+        devices: list[Device] | None = None,
+        credentials: list[Credential] | None = None,
+    ) -> str:
+        """registry.toml text for the given rows (default: the whole registry)."""
+        lines: list[str] = []
+        for customer in self.customers() if customers is None else customers:
+            lines += ["[[customer]]", f"id = {_quote(customer.id)}"]
+            if customer.household:
+                lines.append(f"household = {_quote(customer.household)}")
+            if customer.age_group:
+                lines.append(f"age_group = {_quote(customer.age_group)}")
+            lines.append("")
+        for device in self.devices() if devices is None else devices:
+            lines += [
+                "[[device]]",
+                f"id = {_quote(device.id)}",
+                f"customer = {_quote(device.customer)}",
+                f"role = {_quote(device.role)}",
+                f"public_key = {_quote(device.public_key.hex())}",
+                f"installed = {_quote(device.installed)}",
+                f"revoked = {_quote(device.revoked)}",
+                "",
+            ]
+        for credential in self.credentials() if credentials is None else credentials:
+            lines += [
+                "[[credential]]",
+                f"id = {_quote(credential.id)}",
+                f"staff = {_quote(credential.staff)}",
+                f"provider = {_quote(credential.provider)}",
+                f"kind = {_quote(credential.kind)}",
+                f"revoked = {_quote(credential.revoked)}",
+                "",
+            ]
+        return "\n".join(lines)
+
+
+def _field(entry: dict, name: str, where: str) -> str:
+    value = entry.get(name)
+    if not isinstance(value, str) or not value:
+        raise KvittoError(f"{where}, field {name}: missing or not text")
+    return value
+
+
+def _quote(text: str) -> str:
+    # TOML basic string: escape backslash and quote; pseudonyms and hex need nothing more.
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _device(row: tuple) -> Device:
+    device_id, customer, role, public_key, installed, revoked = row
+    return Device(device_id, customer, role, bytes(public_key), installed, revoked)
+
+
+def _credential(row: tuple) -> Credential:
+    credential_id, staff, provider, kind, key_material, revoked = row
+    return Credential(credential_id, staff, provider, kind, bytes(key_material or b""), revoked)

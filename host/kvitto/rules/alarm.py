@@ -1,0 +1,157 @@
+"""A — safety alarm visits (RULES.md A1–A4): on site, standard time, response, day only.
+
+alarm = [p for p in facts.evidence.for_customer("c-1001") if p.kind == "alarm"]
+# check-in → check-out at the alarm unit, with the call it answered (p.alarm_call)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from kvitto.case import Claim
+from kvitto.rules import Facts, Finding, hhmm, rule, span
+from kvitto.rules.timing import night_minutes
+from kvitto.visits import Presence, overlap_seconds
+
+
+def _alarm_claims(facts: Facts, params: dict[str, Any]) -> list[Claim]:
+    codes = set(params.get("activities", []))
+    return [c for c in facts.claims if c.activity in codes]
+
+
+def _on_site(facts: Facts, claim: Claim, slack: timedelta) -> list[Presence]:
+    found = []
+    for p in facts.evidence.for_customer(claim.customer):
+        if p.end is None:
+            continue
+        if p.kind != "alarm" and p.staff and claim.staff and p.staff != claim.staff:
+            continue
+        if overlap_seconds(p.start - slack, p.end + slack, claim.start, claim.end) > 0 or (
+            claim.minutes == 0 and p.start - slack <= claim.start <= p.end + slack
+        ):
+            found.append(p)
+    return found
+
+
+@rule("A1")
+def a1_alarm_on_site(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Alarm visits registered at the alarm unit or tag: check-in and check-out (000 §1.2.3;
+    002 §8.2)."""
+    slack = timedelta(minutes=float(params.get("tolerance_minutes", 2)))
+    findings = []
+    for claim in _alarm_claims(facts, params):
+        if not _on_site(facts, claim, slack):
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "A1",
+                    "reject",
+                    0,
+                    f"alarm visit claimed {span(claim.start, claim.end)}: no check-in/"
+                    "check-out at the alarm unit or tag",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("A2")
+def a2_alarm_standard_time(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Each physical alarm visit is paid at a standard time; longer needs a documented
+    reason, the excess billed separately (002 §6.1: 15 min)."""
+    standard = int(params.get("standard_minutes", 15))
+    findings = []
+    for claim in _alarm_claims(facts, params):
+        if claim.minutes == standard:
+            continue
+        if claim.minutes > standard and claim.reason:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "A2",
+                    "follow_up",
+                    claim.minutes,
+                    f"alarm visit {span(claim.start, claim.end)} took {claim.minutes} min "
+                    f"(reason {claim.reason!r}): {standard} min standard, "
+                    f"{claim.minutes - standard} min invoiced separately",
+                )  # fmt: skip
+            )
+        elif claim.minutes > standard:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "A2",
+                    "adjust",
+                    standard,
+                    f"alarm visit {span(claim.start, claim.end)} took {claim.minutes} min "
+                    f"without a documented reason: paid at the {standard} min standard",
+                )  # fmt: skip
+            )
+        else:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "A2",
+                    "adjust",
+                    standard,
+                    f"alarm visit {span(claim.start, claim.end)} ({claim.minutes} min) is "
+                    f"paid at the {standard} min standard time",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("A3")
+def a3_alarm_response(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Check-in within N minutes of the alarm call (002 §8: 30 min)."""
+    limit = int(params.get("minutes", 30))
+    slack = timedelta(minutes=float(params.get("tolerance_minutes", 2)))
+    findings = []
+    for claim in _alarm_claims(facts, params):
+        answered = [p for p in _on_site(facts, claim, slack) if p.kind == "alarm" and p.alarm_call]
+        if not answered:
+            facts.skip("A3", "no alarm call with a check-in in the evidence", claim.claim_id)
+            continue
+        first = min(answered, key=lambda p: p.start)
+        call = first.alarm_call
+        if call is None:
+            continue
+        waited = (first.start - call).total_seconds() / 60
+        if waited > limit:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "A3",
+                    "follow_up",
+                    claim.minutes,
+                    f"alarm call {hhmm(call)}, check-in {hhmm(first.start)} at "
+                    f"{first.device}: {round(waited)} min, more than {limit}",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("A4")
+def a4_alarm_day_only(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Providers answer alarms 07:00–22:00; night alarms are the night patrol's (002 §8)."""
+    findings = []
+    for claim in _alarm_claims(facts, params):
+        end = claim.end if claim.minutes else claim.start + timedelta(seconds=1)
+        if night_minutes(claim.start, end, 22, 7) > 0:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "A4",
+                    "reject",
+                    0,
+                    f"alarm visit {span(claim.start, claim.end)} at night: the municipality's "
+                    "night patrol answers alarms 22:00–07:00",
+                )  # fmt: skip
+            )
+    return findings

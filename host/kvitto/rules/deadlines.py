@@ -1,0 +1,215 @@
+"""D — deadlines and adjustments (RULES.md D1–D6), on the Swedish weekday calendar.
+
+from kvitto.workdays import nth_weekday
+lock = nth_weekday(2026, 11, 3)     # Haninge/Upplands-Bro lock date for October 2026
+# registrations for October after the end of that day are rejected (D3)
+"""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+from typing import Any
+
+from kvitto.rules import Facts, Finding, rule, span
+from kvitto.workdays import add_weekdays, end_of_day, local, local_at, next_month, nth_weekday
+
+
+def _stamp(moment: Any) -> str:
+    return f"{local(moment):%Y-%m-%d %H:%M}"
+
+
+@rule("D1")
+def d1_late_registration(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """After-the-fact registration within N days of the visit (001 Arbetsprocess: 2 days)."""
+    days = int(params.get("days", 2))
+    findings = []
+    for claim in facts.claims:
+        if claim.registered_at is None:
+            if claim.registered_via == "manual":
+                facts.skip("D1", "manual claim without registered_at", claim.claim_id)
+            continue
+        deadline = end_of_day(claim.local_end.date() + timedelta(days=days))
+        if claim.registered_at >= deadline:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D1",
+                    "reject",
+                    0,
+                    f"visit {span(claim.start, claim.end)} registered "
+                    f"{_stamp(claim.registered_at)}, more than {days} days after",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("D2")
+def d2_adjustment_window(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """An approved visit may be adjusted for N hours after approval (001: 72 h)."""
+    hours = int(params.get("hours", 72))
+    findings = []
+    for claim in facts.claims:
+        if claim.adjusted_at is None:
+            continue
+        if claim.approved_at is None:
+            facts.skip("D2", "adjusted claim without approved_at", claim.claim_id)
+            continue
+        if claim.adjusted_at - claim.approved_at > timedelta(hours=hours):
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D2",
+                    "reject",
+                    0,
+                    f"approved {_stamp(claim.approved_at)}, adjusted "
+                    f"{_stamp(claim.adjusted_at)}: more than {hours} h after approval",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("D3")
+def d3_lock_date(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """No registrations or changes after the lock date, the Nth weekday of M+1 (003
+    Spärrdatum; 002 §3.1, §6.1 p.3); weekdays skip Swedish public holidays."""
+    year, month = next_month(facts.year, facts.month)
+    lock = nth_weekday(year, month, int(params.get("weekday", 3)))
+    deadline = end_of_day(lock)
+    fields = params.get("fields", ["registered_at", "adjusted_at"])
+    findings = []
+    for claim in facts.claims:
+        late = [(name, getattr(claim, name)) for name in fields]
+        late = [(name, value) for name, value in late if value is not None and value >= deadline]
+        if "approved_at" in fields and claim.approved_at is None:
+            # 002 §3.1: every shift approved by the lock date; never approved is too late.
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D3",
+                    "reject",
+                    0,
+                    f"never approved; the lock date was {lock}",
+                )  # fmt: skip
+            )
+            continue
+        if late:
+            name, value = late[0]
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D3",
+                    "reject",
+                    0,
+                    f"{name} {_stamp(value)} is after the lock date {lock} "
+                    f"({params.get('weekday', 3)}. weekday of {year}-{month:02d})",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("D4")
+def d4_approval_deadline(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Visits of month M approved by the first weekday of M+1 at HH:MM (001: 15:00; only
+    approved visits are payable). Norrtälje: attested by that day (000 §1.2.10)."""
+    year, month = next_month(facts.year, facts.month)
+    first = nth_weekday(year, month, 1)
+    clock = params.get("at", "")
+    if clock:
+        hour, minute = (int(x) for x in clock.split(":"))
+        deadline = local_at(first, time(hour, minute))
+    else:
+        deadline = end_of_day(first)
+    outcome = params.get("outcome", "reject")
+    findings = []
+    for claim in facts.claims:
+        if claim.approved_at is None:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D4",
+                    outcome,
+                    0 if outcome == "reject" else claim.minutes,
+                    f"visit {span(claim.start, claim.end)} never approved "
+                    f"(deadline {_stamp(deadline)})",
+                )  # fmt: skip
+            )
+        elif claim.approved_at > deadline:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D4",
+                    outcome,
+                    0 if outcome == "reject" else claim.minutes,
+                    f"approved {_stamp(claim.approved_at)}, after the deadline "
+                    f"{_stamp(deadline)} (first weekday of {year}-{month:02d})",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("D5")
+def d5_correction_deadline(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Corrections of month M after the 4th of M+1 go to billing by hand (004 Uppehåll …)."""
+    year, month = next_month(facts.year, facts.month)
+    day = int(params.get("day", 4))
+    deadline = end_of_day(date(year, month, day))
+    findings = []
+    for claim in facts.claims:
+        if claim.adjusted_at is not None and claim.adjusted_at >= deadline:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D5",
+                    "follow_up",
+                    claim.minutes,
+                    f"corrected {_stamp(claim.adjusted_at)}, after the {day}th of "
+                    f"{year}-{month:02d}: billing must be told by hand",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("D6")
+def d6_adjustable_activities(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Time adjustments only for activities outside the frame time, within five working
+    days (004 Förändring av behov)."""
+    days = int(params.get("weekdays", 5))
+    findings = []
+    for claim in facts.claims:
+        if claim.adjusted_at is None:
+            continue
+        activity = facts.activity(claim.activity)
+        if activity is not None and activity.frame:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D6",
+                    "reject",
+                    0,
+                    f"{claim.activity} is within the frame time: no time adjustments "
+                    f"(adjusted {_stamp(claim.adjusted_at)})",
+                )  # fmt: skip
+            )
+            continue
+        deadline = end_of_day(add_weekdays(claim.local_end.date(), days))
+        if claim.adjusted_at >= deadline:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "D6",
+                    "follow_up",
+                    claim.minutes,
+                    f"visit {span(claim.start, claim.end)} adjusted "
+                    f"{_stamp(claim.adjusted_at)}, later than {days} working days",
+                )  # fmt: skip
+            )
+    return findings

@@ -1,0 +1,388 @@
+"""E — evidence of presence (RULES.md E1–E7): does signed device evidence show the claimed visit?
+
+    from kvitto.rules.evidence import coverage
+    seen = coverage(facts, claim, tolerance_minutes=2)
+    seen.own_minutes, seen.where   # minutes of the claim covered by the customer's own door
+
+Only evidence from the customer's own tag (or the household's lock) counts (E6); with E7 only
+registered, non-revoked credentials of the claim's provider count.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from kvitto.case import Claim
+from kvitto.rules import Facts, Finding, hhmm, rule, span
+from kvitto.visits import Presence, union_seconds
+
+
+@dataclass
+class Coverage:
+    claimed_minutes: int
+    own: list[Presence] = field(default_factory=list)  # own door, matching staff, counted
+    own_minutes: float = 0.0
+    household_minutes: float = 0.0  # own + cohabitants' tags (same staff)
+    foreign: list[Presence] = field(default_factory=list)  # cohabitants' tags only
+    unregistered: list[Presence] = field(default_factory=list)  # E7 would refuse these
+    unsynced: bool = False
+
+    def where(self) -> str:
+        if not self.own:
+            return "no evidence"
+        first = min(p.start for p in self.own)
+        last = max(p.end for p in self.own if p.end is not None)
+        devices = ", ".join(sorted({p.device for p in self.own}))
+        return f"evidence {hhmm(first)}–{hhmm(last)} at {devices}"
+
+
+def _clip(presences: list[Presence], start: datetime, end: datetime, slack: timedelta) -> float:
+    spans = []
+    for p in presences:
+        if p.end is None:
+            continue
+        a, b = max(p.start - slack, start), min(p.end + slack, end)
+        if b > a:
+            spans.append((a, b))
+    return union_seconds(spans) / 60
+
+
+def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
+    """What the evidence shows for a claim (cached per claim and tolerance)."""
+    key = ("coverage", claim.claim_id, tolerance_minutes)
+    if key in facts.cache:
+        return facts.cache[key]
+    slack = timedelta(minutes=tolerance_minutes)
+    e7 = facts.profile.active("E7")
+    provider = facts.registry.staff_provider(claim.staff) if e7 else ""
+    result = Coverage(claimed_minutes=claim.minutes)
+    cohabitants = [c for c in _households(facts).get(
+        facts.registry.household_of(claim.customer), []) if c != claim.customer]  # fmt: skip
+
+    def counts(p: Presence) -> bool:
+        if p.staff and claim.staff and p.staff != claim.staff:
+            return False
+        if p.kind == "alarm":
+            return False  # alarm-unit buttons carry no credential: only A1 uses them
+        if e7 and (not p.registered or (provider and p.provider != provider)):
+            result.unregistered.append(p)
+            return False
+        return True
+
+    window = [
+        p
+        for p in _near(facts, claim.customer, claim.start - slack, claim.end + slack)
+        if p.end is None or p.end >= claim.start - slack
+    ]
+    result.own = [p for p in window if counts(p)]
+    result.own_minutes = _clip(result.own, claim.start, claim.end, slack)
+    result.unsynced = any(not p.synced for p in result.own)
+    household = list(result.own)
+    for other in cohabitants:
+        for p in _near(facts, other, claim.start - slack, claim.end + slack):
+            if p.own and p.role != "lock" and counts(p):
+                if p.start <= claim.end + slack and p.end and p.end >= claim.start - slack:
+                    household.append(p)
+                    result.foreign.append(p)
+    result.household_minutes = _clip(household, claim.start, claim.end, slack)
+    facts.cache[key] = result
+    return result
+
+
+def _households(facts: Facts) -> dict[str, list[str]]:
+    found = facts.cache.get("households")
+    if found is None:
+        found = {}
+        for customer in facts.registry.customers:
+            found.setdefault(facts.registry.household_of(customer), []).append(customer)
+        facts.cache["households"] = found
+    return found
+
+
+_LONGEST_PRESENCE = timedelta(hours=24)  # a presence starting earlier than this is not near
+
+
+def _near(facts: Facts, customer: str, start: datetime, end: datetime) -> list[Presence]:
+    """The customer's presences starting in [start - 24 h, end], found by bisection."""
+    key = f"starts:{customer}"
+    presences = facts.evidence.for_customer(customer)
+    starts = facts.cache.get(key)
+    if starts is None:
+        starts = [p.start.timestamp() for p in presences]
+        facts.cache[key] = starts
+    low = bisect_left(starts, (start - _LONGEST_PRESENCE).timestamp())
+    high = bisect_right(starts, end.timestamp())
+    return presences[low:high]
+
+
+def _tag_required(facts: Facts, claim: Claim) -> bool:
+    activity = facts.activity(claim.activity)
+    if activity is None or activity.where != "tag":
+        return False
+    if facts.profile.active("A1") and claim.activity in facts.profile.rules["A1"].get(
+        "activities", []
+    ):
+        return False  # A1 checks alarm visits against the alarm unit as well
+    return True
+
+
+def _exempt(facts: Facts, claim: Claim) -> bool:
+    exempt_customers = facts.cache.get("exempt")
+    if exempt_customers is None:
+        exempt_customers = {o.customer for o in facts.orders if o.tag_exempt}
+        facts.cache["exempt"] = exempt_customers
+    if claim.customer not in exempt_customers:
+        return False
+    order = facts.order_for(claim.customer, claim.activity, claim.local_start.date())
+    if order is not None and order.tag_exempt:
+        return True
+    return any(
+        o.tag_exempt
+        for o in facts.orders_of(claim.customer)
+        if o.valid_on(claim.local_start.date())
+    )
+
+
+def _explained_manual(facts: Facts, claim: Claim) -> bool:
+    return facts.profile.active("E5") and claim.registered_via == "manual" and bool(claim.reason)
+
+
+def _cohabitant_back_to_back(cover: Coverage, claim: Claim, tolerance: float) -> bool:
+    """Huddinge alternative 2 (001 Sammanboende): own tag shows the visit, time was spent in
+    the household; the share between cohabitants is T2's business."""
+    return bool(cover.own) and cover.claimed_minutes - cover.household_minutes <= tolerance
+
+
+@rule("E1")
+def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Tag-required activities need own-door evidence covering the claim (000 §1.2.1 …)."""
+    tolerance = float(params.get("tolerance_minutes", 2))
+    arrival_only = set(params.get("arrival_only", []))
+    findings = []
+    for claim in facts.claims:
+        if not _tag_required(facts, claim):
+            continue
+        if (facts.profile.active("E3") and _exempt(facts, claim)) or _explained_manual(
+            facts, claim
+        ):
+            continue
+        cover = coverage(facts, claim, tolerance)
+        if claim.activity not in arrival_only and (
+            cover.claimed_minutes - cover.own_minutes <= tolerance
+        ):
+            continue  # the common case, decided before any text is made
+        claimed = f"claimed {span(claim.start, claim.end)}"
+        if claim.activity in arrival_only:
+            # 000 §1.2.2.4: a visit declined at the door needs the arrival on the tag.
+            if cover.own:
+                continue
+            if _foreign_or_unregistered(facts, cover):
+                continue
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "E1",
+                    "reject",
+                    0,
+                    f"{claimed}: no arrival on the customer's tag",
+                )  # fmt: skip
+            )
+            continue
+        missing = cover.claimed_minutes - cover.own_minutes
+        if missing <= tolerance:
+            continue
+        if cover.own and _cohabitant_back_to_back(cover, claim, tolerance):
+            continue
+        if cover.own_minutes > 0:
+            shown = _clip(cover.own, claim.start, claim.end, timedelta(0))
+            payable = min(claim.minutes, round(shown))
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "E1",
+                    "adjust",
+                    payable,
+                    f"{claimed}, {cover.where()}: {payable} of {claim.minutes} min shown",
+                )  # fmt: skip
+            )
+            continue
+        if _foreign_or_unregistered(facts, cover):
+            continue  # E6 or E7 reports it, with the reason
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "E1",
+                "reject",
+                0,
+                f"{claimed}, activity {claim.activity} needs the customer's tag or lock: "
+                f"no arrive/depart by {claim.staff or 'the staff'}",
+            )  # fmt: skip
+        )
+    return findings
+
+
+def _foreign_or_unregistered(facts: Facts, cover: Coverage) -> bool:
+    return (facts.profile.active("E6") and bool(cover.foreign)) or (
+        facts.profile.active("E7") and bool(cover.unregistered)
+    )
+
+
+@rule("E2")
+def e2_elsewhere_allowed(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Activities allowed away from home need no tag evidence (000 §1.2.2.2; 001 Tvätt …).
+
+    The profile's `where = "elsewhere"` entries are the rule; it never raises a finding, it
+    keeps E1 from rejecting them."""
+    return []
+
+
+@rule("E3")
+def e3_exemption(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """An approved exemption (order tag_exempt = 1) replaces tag evidence (000 §1.2.8)."""
+    findings = []
+    for claim in facts.claims:
+        if _tag_required(facts, claim) and _exempt(facts, claim):
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "E3",
+                    "follow_up",
+                    claim.minutes,
+                    f"claimed {span(claim.start, claim.end)} without tag evidence: customer "
+                    "exempt by the needs assessor (order tag_exempt)",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("E4")
+def e4_arrive_and_depart(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Nurse/OT/PT visits: arrival and departure on the tag, no corrections (000 §1.2.4.2.1)."""
+    findings = []
+    for claim in facts.claims:
+        activity = facts.activity(claim.activity)
+        if activity is None or not activity.arrive_and_depart:
+            continue
+        if claim.adjusted_at is not None:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "E4",
+                    "reject",
+                    0,
+                    f"claimed {span(claim.start, claim.end)}, adjusted "
+                    f"{claim.adjusted_at:%Y-%m-%d %H:%M}: no corrections accepted for "
+                    f"{claim.activity}",
+                )  # fmt: skip
+            )
+            continue
+        cover = coverage(
+            facts, claim, float(facts.profile.rules.get("E1", {}).get("tolerance_minutes", 2))
+        )
+        if any(p.end is None for p in cover.own) and cover.own_minutes == 0:
+            arrival = min(p.start for p in cover.own)
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "E4",
+                    "reject",
+                    0,
+                    f"claimed {span(claim.start, claim.end)}: arrival {hhmm(arrival)} on the "
+                    "tag but no departure",
+                )  # fmt: skip
+            )
+    return findings
+
+
+@rule("E5")
+def e5_manual_followed_up(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Manual/after-the-fact registration where evidence was required: follow_up at best,
+    counted per provider (001 Arbetsprocess; 003 Efterregistrering)."""
+    findings = []
+    per_provider: dict[str, int] = {}
+    for claim in facts.claims:
+        if claim.registered_via != "manual" or not _tag_required(facts, claim):
+            continue
+        provider = facts.registry.staff_provider(claim.staff) or "?"
+        per_provider[provider] = per_provider.get(provider, 0) + 1
+        if not claim.reason:
+            continue  # unexplained: E1 decides on the evidence alone
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "E5",
+                "follow_up",
+                claim.minutes,
+                f"claimed {span(claim.start, claim.end)} registered manually "
+                f"(reason {claim.reason!r}); the municipality follows it up",
+            )  # fmt: skip
+        )
+    facts.counts["manual_registrations"] = per_provider
+    return findings
+
+
+def _claims_needing_own_evidence(facts: Facts) -> Iterator[tuple[Any, Any]]:
+    """(claim, its door coverage) for each claim that needs the customer's own evidence and is
+    neither exempt (E3) nor an explained manual registration: what E6 and E7 look at."""
+    tolerance = float(facts.profile.rules.get("E1", {}).get("tolerance_minutes", 2))
+    for claim in facts.claims:
+        if not _tag_required(facts, claim) or _explained_manual(facts, claim):
+            continue
+        if facts.profile.active("E3") and _exempt(facts, claim):
+            continue
+        yield claim, coverage(facts, claim, tolerance)
+
+
+@rule("E6")
+def e6_one_tag_per_customer(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """A cohabitant's tag is never evidence for this customer (001 Sammanboende)."""
+    findings = []
+    for claim, cover in _claims_needing_own_evidence(facts):
+        if cover.own or not cover.foreign:
+            continue
+        devices = ", ".join(sorted({f"{p.device} ({p.customer})" for p in cover.foreign}))
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "E6",
+                "reject",
+                0,
+                f"claimed {span(claim.start, claim.end)}: only the tag of a cohabitant "
+                f"shows it ({devices}); {claim.customer}'s own tag has no visit",
+            )  # fmt: skip
+        )
+    return findings
+
+
+@rule("E7")
+def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Only the provider's registered, non-revoked credentials are evidence (003 Mobiler)."""
+    findings = []
+    for claim, cover in _claims_needing_own_evidence(facts):
+        if cover.own or not cover.unregistered or (facts.profile.active("E6") and cover.foreign):
+            continue
+        shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "E7",
+                "reject",
+                0,
+                f"claimed {span(claim.start, claim.end)}: the tag shows credential(s) "
+                f"{shown}… not registered to the provider or revoked",
+            )  # fmt: skip
+        )
+    return findings

@@ -1,0 +1,223 @@
+"""T — time of day and overlap (RULES.md T1–T4).
+
+    from kvitto.rules.timing import night_minutes
+    night_minutes(claim.start, claim.end, 22, 7)   # minutes inside 22:00–07:00 Stockholm time
+    # a claim wholly at night is rejected, partly at night adjusted to its day part
+
+Local time is Europe/Stockholm; a night spanning a daylight-saving change has 7 or 9 hours.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from kvitto.case import Claim
+from kvitto.rules import Facts, Finding, rule, span
+from kvitto.visits import overlap_seconds, union_seconds
+from kvitto.workdays import local, local_at
+
+
+def night_minutes(start: datetime, end: datetime, night_from: int, night_to: int) -> float:
+    """Minutes of [start, end) between night_from:00 and night_to:00 local time."""
+    first, last = local(start), local(end)
+    if (
+        first.date() == last.date()
+        and night_to <= first.hour
+        and (
+            last.hour < night_from or (last.hour == night_from and last.minute == 0 == last.second)
+        )
+    ):
+        return 0.0  # the common case: wholly inside one day's day time
+    total = 0.0
+    day = local(start).date() - timedelta(days=1)
+    while local_at(day, time(0)) < end:
+        night_start = local_at(day, time(night_from))
+        night_end = local_at(day + timedelta(days=1), time(night_to))
+        total += overlap_seconds(start, end, night_start, night_end)
+        day += timedelta(days=1)
+    return total / 60
+
+
+@rule("T1")
+def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """No registration 22:00–07:00 (000 §1.2.9; 002 §1.2): night patrol's time."""
+    night_from = int(params.get("night_from", 22))
+    night_to = int(params.get("night_to", 7))
+    skip = set(params.get("except", []))
+    if facts.profile.active("A4"):
+        skip |= set(facts.profile.rules["A4"].get("activities", []))
+    findings = []
+    for claim in facts.claims:
+        if claim.activity in skip:
+            continue
+        if claim.minutes == 0:
+            inside = night_minutes(
+                claim.start, claim.start + timedelta(seconds=1), night_from, night_to
+            )
+            if inside:
+                findings.append(
+                    Finding(
+                        claim.claim_id,
+                        claim.customer,
+                        "T1",
+                        "reject",
+                        0,
+                        f"registered at {span(claim.start, claim.end)}, night time "
+                        f"{night_from:02d}:00–{night_to:02d}:00",
+                    )  # fmt: skip
+                )
+            continue
+        night = night_minutes(claim.start, claim.end, night_from, night_to)
+        if night <= 0:
+            continue
+        day = round(claim.minutes - night)
+        if day <= 0:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "T1",
+                    "reject",
+                    0,
+                    f"claimed {span(claim.start, claim.end)} is night time "
+                    f"({night_from:02d}:00–{night_to:02d}:00): the night patrol's",
+                )  # fmt: skip
+            )
+        else:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "T1",
+                    "adjust",
+                    day,
+                    f"claimed {span(claim.start, claim.end)}: {round(night)} min fall in "
+                    f"{night_from:02d}:00–{night_to:02d}:00, {day} min payable",
+                )  # fmt: skip
+            )
+    return findings
+
+
+def _clusters(claims: list[Claim]) -> list[list[Claim]]:
+    """Groups of claims whose intervals overlap (chained), in time order."""
+    groups: list[list[Claim]] = []
+    end: datetime | None = None
+    for claim in sorted(claims, key=lambda c: (c.start, c.end)):
+        if groups and end is not None and claim.start < end:
+            groups[-1].append(claim)
+            end = max(end, claim.end)
+        else:
+            groups.append([claim])
+            end = claim.end
+    return [g for g in groups if len(g) > 1]
+
+
+@rule("T2")
+def t2_sixty_per_hour(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """One staff member never registers more than 60 min per hour (000 §1.2.7): overlapping
+    claims are shared out by planned time when all have it, else as the provider split them."""
+    tolerance = float(params.get("tolerance_minutes", 1))
+    by_staff: dict[str, list[Claim]] = defaultdict(list)
+    for claim in facts.claims:
+        if claim.staff and claim.minutes > 0:
+            by_staff[claim.staff].append(claim)
+    findings = []
+    for staff, claims in by_staff.items():
+        for group in _clusters(claims):
+            if len({c.customer for c in group}) < 2:
+                # 000 §1.2.7 is about work at cohabitants; rows overlapping at one customer are
+                # one visit with several activities (the C rules look at those).
+                continue
+            worked = union_seconds((c.start, c.end) for c in group) / 60
+            claimed = sum(c.minutes for c in group)
+            if claimed - worked <= tolerance:
+                continue
+            planned = [c.planned_minutes for c in group]
+            weights = (
+                [float(p) for p in planned if p is not None]
+                if all(p for p in planned)
+                else [float(c.minutes) for c in group]
+            )
+            basis = "planned time" if all(p for p in planned) else "claimed time"
+            total_weight = sum(weights) or 1.0
+            customers = ", ".join(sorted({c.customer for c in group}))
+            for claim, weight in zip(group, weights):
+                share = round(worked * weight / total_weight)
+                findings.append(
+                    Finding(
+                        claim.claim_id,
+                        claim.customer,
+                        "T2",
+                        "adjust",
+                        min(share, claim.minutes),
+                        f"{staff} claimed {claimed} min in {round(worked)} min worked "
+                        f"({span(min(c.start for c in group), max(c.end for c in group))}, "
+                        f"{customers}); shared by {basis}: {share} min",
+                    )  # fmt: skip
+                )
+    return findings
+
+
+@rule("T3")
+def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """Performed time above granted time needs the assessor's approval (003 Justerad tid;
+    002 §5). The bundle carries no approvals, so the excess is always reported."""
+    outcome = params.get("outcome", "follow_up")
+    categories = set(params.get("categories", ["hemtjanst"]))
+    used: dict[tuple[str, str], int] = defaultdict(int)
+    findings = []
+    for claim in sorted(facts.claims, key=lambda c: c.start):
+        if facts.profile.category(claim.activity) not in categories or claim.minutes == 0:
+            continue
+        order = facts.order_for(claim.customer, claim.activity, claim.local_start.date())
+        if order is None or order.granted_minutes_month == 0:
+            continue  # T4 (not ordered) is a different rule
+        key = (claim.customer, claim.activity)
+        before = used[key]
+        used[key] += claim.minutes
+        if used[key] <= order.granted_minutes_month:
+            continue
+        within = max(0, order.granted_minutes_month - before)
+        excess = claim.minutes - within
+        payable = claim.minutes if outcome == "follow_up" else within
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "T3",
+                outcome,
+                payable,
+                f"{claim.activity}: {used[key]} min performed this month, "
+                f"{order.granted_minutes_month} granted; {excess} min of this claim are "
+                "beyond the grant and need the needs assessor's approval",
+            )  # fmt: skip
+        )
+    if findings:
+        facts.skip("T3", "the bundle has no assessor approvals: every excess is reported")
+    return findings
+
+
+@rule("T4")
+def t4_not_ordered(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """An activity not in the customer's order is not payable (001 Extra besök; 002 §5)."""
+    unordered_ok = set(params.get("except", []))
+    findings = []
+    for claim in facts.claims:
+        if claim.activity in unordered_ok:
+            continue
+        day = claim.local_start.date()
+        if facts.order_for(claim.customer, claim.activity, day) is None:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "T4",
+                    "reject",
+                    0,
+                    f"{claim.activity} on {day} is not in {claim.customer}'s order: extra "
+                    "visits need the needs assessor (by the next weekday)",
+                )  # fmt: skip
+            )
+    return findings

@@ -1,0 +1,455 @@
+"""The evidence store: SQLite (WAL) by default, PostgreSQL by URL, the same schema in both.
+
+    store = open_store("sqlite:///var/lib/kvitto/kvitto.db")   # or "postgresql://host/kvitto"
+    inserted = store.insert_events([row, ...])                 # (device, seq) stored once
+    store.close()
+
+The schema is created and upgraded by numbered migrations (`MIGRATIONS`); `schema_version`
+records which ran. Each (device, seq) is stored once by a primary key and INSERT … ON CONFLICT
+DO NOTHING, never by reading first, so several collectors can write to one PostgreSQL at once.
+Rejected messages go to `quarantine` with the reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kvitto.errors import KvittoError
+
+# Column types that differ between the two databases; everything else is common SQL.
+_TYPES = {
+    "sqlite": {
+        "blob": "BLOB",
+        "bigint": "INTEGER",
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "clustered": "WITHOUT ROWID",
+    },
+    "postgresql": {
+        "blob": "BYTEA",
+        "bigint": "BIGINT",
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "clustered": "",
+    },
+}
+
+# (version, what it does, statements). Append new versions; never edit a released one.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "registry, events, quarantine, command sequence, device state",
+        [
+            """CREATE TABLE customers (
+                id TEXT PRIMARY KEY,
+                household TEXT NOT NULL DEFAULT '',
+                age_group TEXT NOT NULL DEFAULT '')""",
+            """CREATE TABLE devices (
+                id TEXT PRIMARY KEY,
+                customer TEXT NOT NULL REFERENCES customers(id),
+                role TEXT NOT NULL,
+                public_key {blob} NOT NULL,
+                installed TEXT NOT NULL,
+                revoked TEXT NOT NULL DEFAULT '')""",
+            """CREATE TABLE credentials (
+                id TEXT PRIMARY KEY,
+                staff TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                key_material {blob},
+                revoked TEXT NOT NULL DEFAULT '')""",
+            """CREATE TABLE orders (
+                id {serial},
+                customer TEXT NOT NULL REFERENCES customers(id),
+                activity TEXT NOT NULL,
+                granted_minutes_month INTEGER NOT NULL,
+                valid_from TEXT NOT NULL,
+                valid_to TEXT NOT NULL,
+                double_staffing INTEGER NOT NULL DEFAULT 0,
+                tag_exempt INTEGER NOT NULL DEFAULT 0)""",
+            """CREATE TABLE mqtt_accounts (
+                username TEXT PRIMARY KEY REFERENCES devices(id),
+                password_hash TEXT NOT NULL)""",
+            # One row per (device, seq). `message` is the exact COSE_Sign1 bytes; the decoded
+            # columns are for queries. `chain`: 1 = prev matches the stored predecessor,
+            # 0 = broken (RULES.md I4), NULL = predecessor not stored yet.
+            """CREATE TABLE events (
+                device TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                boot {bigint} NOT NULL,
+                up {bigint} NOT NULL,
+                t {bigint},
+                sync {bigint},
+                type TEXT NOT NULL,
+                cred {blob},
+                payload_hash {blob} NOT NULL,
+                message {blob} NOT NULL,
+                received_at {bigint} NOT NULL,
+                chain INTEGER,
+                PRIMARY KEY (device, seq)) {clustered}""",
+            """CREATE TABLE quarantine (
+                id {serial},
+                received_at {bigint} NOT NULL,
+                source TEXT NOT NULL,
+                device TEXT,
+                seq {bigint},
+                reason TEXT NOT NULL,
+                message {blob} NOT NULL)""",
+            """CREATE TABLE command_seq (
+                device TEXT PRIMARY KEY,
+                last_seq {bigint} NOT NULL)""",
+            """CREATE TABLE device_state (
+                device TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                changed_at {bigint} NOT NULL)""",
+        ],
+    ),
+]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """A verified event as stored. `received_at` is the collector's clock, Unix milliseconds."""
+
+    device: str
+    seq: int
+    boot: int
+    up: int
+    t: int | None
+    sync: int | None
+    type: str
+    cred: bytes | None
+    payload_hash: bytes
+    message: bytes
+    received_at: int
+    prev: bytes | None = None  # decoded `prev` for the chain check; not a column (in message)
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    """A rejected message, kept whole with the reason (source: topic or file and item)."""
+
+    received_at: int
+    source: str
+    device: str | None
+    seq: int | None
+    reason: str
+    message: bytes
+
+
+_EVENT_COLUMNS = (
+    "device, seq, boot, up, t, sync, type, cred, payload_hash, message, received_at, chain"
+)
+
+
+class Store:
+    """One database connection, used under a lock; SQL is written with `?` placeholders."""
+
+    def __init__(self, url: str, dialect: str, connection: Any):
+        self.url = url
+        self.dialect = dialect
+        self._connection = connection
+        self._lock = threading.RLock()
+        self._in_transaction = False
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows (empty for statements without rows)."""
+        with self._lock:
+            cursor = self._connection.execute(self._sql(sql), tuple(params))
+            if cursor.description is None:
+                return []
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.executemany(self._sql(sql), [tuple(row) for row in rows])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """All statements inside commit together or not at all (nested calls join the outer)."""
+        with self._lock:
+            if self._in_transaction:
+                yield self
+                return
+            self._in_transaction = True
+            try:
+                if self.dialect == "sqlite":
+                    # IMMEDIATE takes the write lock up front: no upgrade deadlock between
+                    # two processes that both read first.
+                    self._connection.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self
+                    except BaseException:
+                        self._connection.execute("ROLLBACK")
+                        raise
+                    self._connection.execute("COMMIT")
+                else:
+                    with self._connection.transaction():
+                        yield self
+            finally:
+                self._in_transaction = False
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """A conflict between concurrent writers that a retry of the transaction resolves."""
+        if self.dialect == "postgresql":
+            sqlstate = getattr(error, "sqlstate", None)
+            return sqlstate in ("40001", "40P01")  # serialization failure, deadlock
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        rows = self.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        return int(rows[0][0])
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this database lacks, each in its own transaction."""
+        with self.transaction():
+            if self.dialect == "postgresql":
+                # Two collectors starting at once: one creates and migrates, the other waits.
+                self.execute("SELECT pg_advisory_xact_lock(7462001)")
+            self.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+        applied: list[int] = []
+        for version, description, statements in MIGRATIONS:
+            with self.transaction():
+                if self.dialect == "postgresql":
+                    self.execute("SELECT pg_advisory_xact_lock(7462001)")
+                done = self.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,))
+                if done:
+                    continue
+                for statement in statements:
+                    self.execute(statement.format(**_TYPES[self.dialect]))
+                self.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (version, description, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                )
+                applied.append(version)
+        return applied
+
+    # -- events ---------------------------------------------------------------------------
+
+    def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
+        """Store each row unless its (device, seq) is already there; True where this call
+        inserted it. The primary key decides, so concurrent writers never double a row."""
+        if not rows:
+            return []
+        sql = self._sql(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+            " ON CONFLICT (device, seq) DO NOTHING"
+        )
+        values = [
+            (
+                r.device, r.seq, r.boot, r.up, r.t, r.sync, r.type, r.cred,
+                r.payload_hash, r.message, r.received_at,
+            )
+            for r in rows
+        ]  # fmt: skip
+        with self._lock:
+            if self.dialect == "sqlite":
+                connection = self._connection
+                # Fast path: all new (the usual case), one executemany. If the count of
+                # changes says some existed, undo to the savepoint and ask row by row.
+                connection.execute("SAVEPOINT insert_events")
+                before = connection.total_changes
+                connection.executemany(sql, values)
+                if connection.total_changes - before == len(values):
+                    connection.execute("RELEASE insert_events")
+                    return [True] * len(values)
+                connection.execute("ROLLBACK TO insert_events")
+                execute = connection.execute
+                inserted = [execute(sql, value).rowcount == 1 for value in values]
+                connection.execute("RELEASE insert_events")
+                return inserted
+            cursor = self._connection.cursor()
+            cursor.executemany(sql + " RETURNING 1", values, returning=True)
+            inserted: list[bool] = []
+            while True:
+                inserted.append(cursor.fetchone() is not None)
+                if not cursor.nextset():
+                    break
+            return inserted
+
+    def stored_hashes(self, device: str, seqs: Iterable[int]) -> dict[int, bytes]:
+        """payload_hash of the stored events among `seqs` of one device."""
+        wanted = sorted(set(seqs))
+        found: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for seq, digest in self.execute(
+                f"SELECT seq, payload_hash FROM events WHERE device = ? AND seq IN ({marks})",
+                (device, *chunk),
+            ):
+                found[int(seq)] = bytes(digest)
+        return found
+
+    def stored_messages(self, device: str, seqs: Iterable[int]) -> dict[int, bytes]:
+        wanted = sorted(set(seqs))
+        found: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for seq, message in self.execute(
+                f"SELECT seq, message FROM events WHERE device = ? AND seq IN ({marks})",
+                (device, *chunk),
+            ):
+                found[int(seq)] = bytes(message)
+        return found
+
+    def set_chain(self, device: str, statuses: dict[int, bool]) -> None:
+        self.executemany(
+            "UPDATE events SET chain = ? WHERE device = ? AND seq = ?",
+            [(1 if ok else 0, device, seq) for seq, ok in statuses.items()],
+        )
+
+    def seqs_after(self, device: str, after: int, limit: int = 10000) -> list[int]:
+        rows = self.execute(
+            "SELECT seq FROM events WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (device, after, limit),
+        )
+        return [int(row[0]) for row in rows]
+
+    def event_count(self, device: str | None = None) -> int:
+        if device is None:
+            return int(self.execute("SELECT COUNT(*) FROM events")[0][0])
+        return int(self.execute("SELECT COUNT(*) FROM events WHERE device = ?", (device,))[0][0])
+
+    def events(self, device: str | None = None) -> list[tuple[Any, ...]]:
+        """(device, seq, type, t, received_at, chain, message) in device and seq order."""
+        where, params = ("WHERE device = ?", (device,)) if device else ("", ())
+        return self.execute(
+            "SELECT device, seq, type, t, received_at, chain, message FROM events "
+            f"{where} ORDER BY device, seq",
+            params,
+        )
+
+    # -- quarantine -----------------------------------------------------------------------
+
+    def quarantine(self, rows: Sequence[QuarantineRow]) -> None:
+        self.executemany(
+            "INSERT INTO quarantine (received_at, source, device, seq, reason, message) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.received_at, r.source, r.device, r.seq, r.reason, r.message) for r in rows],
+        )
+
+    def quarantined(self) -> list[tuple[Any, ...]]:
+        """(source, device, seq, reason, message) in arrival order."""
+        return self.execute(
+            "SELECT source, device, seq, reason, message FROM quarantine ORDER BY id"
+        )
+
+    # -- commands and device state --------------------------------------------------------
+
+    def next_command_seq(self, device: str, now_ms: int | None = None) -> int:
+        """The next command sequence for `device`: above every one issued before, and at least
+        the current Unix milliseconds, so it keeps rising even if this store were replaced."""
+        floor = int(time.time() * 1000) if now_ms is None else now_ms
+        rows = self.execute(
+            "INSERT INTO command_seq (device, last_seq) VALUES (?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET last_seq = CASE "
+            "WHEN command_seq.last_seq + 1 > excluded.last_seq THEN command_seq.last_seq + 1 "
+            "ELSE excluded.last_seq END RETURNING last_seq",
+            (device, floor),
+        )
+        return int(rows[0][0])
+
+    def set_device_state(self, device: str, state: str, changed_at: int) -> None:
+        self.execute(
+            "INSERT INTO device_state (device, state, changed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET state = excluded.state, "
+            "changed_at = excluded.changed_at",
+            (device, state, changed_at),
+        )
+
+    def device_states(self) -> dict[str, str]:
+        return {row[0]: row[1] for row in self.execute("SELECT device, state FROM device_state")}
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and by default create or upgrade) the store named by `url`.
+
+    sqlite:///relative/or/absolute/path.db (sqlite:////abs works too), or postgresql://…
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db, so that
+        # f"sqlite:///{path}" names `path` whether it is relative or absolute.
+        raw = url[len("sqlite://") :]
+        raw = raw[1:] if raw.startswith("/") else raw
+        if not raw:
+            raise KvittoError(f"store URL {url!r} names no file (sqlite:///path/to/kvitto.db)")
+        path = Path(raw) if raw != ":memory:" else None
+        if path is not None and not path.parent.exists():
+            raise KvittoError(f"store URL {url!r}: folder {path.parent} does not exist")
+        connection = None
+        for attempt in range(100):
+            try:
+                connection = sqlite3.connect(
+                    raw, isolation_level=None, check_same_thread=False, timeout=30
+                )
+                # Switching a new file to WAL needs an exclusive lock and SQLite answers
+                # "locked" at once, without its busy handler, while another process starting
+                # at the same moment holds one: retry briefly (collectors starting together).
+                connection.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk before the collector acknowledges it to the device,
+                # which then frees its journal (DESIGN.md, Reliability).
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.execute("PRAGMA foreign_keys=ON")
+                connection.execute("PRAGMA busy_timeout=30000")
+                break
+            except sqlite3.OperationalError as error:
+                if connection is not None:
+                    connection.close()
+                    connection = None
+                if "locked" not in str(error) or attempt == 99:
+                    raise KvittoError(f"store {url!r}: {error}") from None
+                time.sleep(0.05)
+            except sqlite3.Error as error:
+                raise KvittoError(f"store {url!r}: {error}") from None
+        assert connection is not None  # the loop breaks with one or raises
+        store = Store(url, "sqlite", connection)
+    elif parsed.scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg
+        except ImportError:
+            raise KvittoError(
+                "a postgresql:// store needs psycopg 3: pip install 'kvitto[postgres]'"
+            ) from None
+        try:
+            connection = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as error:
+            raise KvittoError(f"store {parsed.hostname or url}: {error}") from None
+        store = Store(url, "postgresql", connection)
+    else:
+        raise KvittoError(
+            f"store URL {url!r}: use sqlite:///path/to/kvitto.db or postgresql://host/db"
+        )
+    if migrate:
+        store.migrate()
+    return store

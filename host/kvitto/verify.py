@@ -1,0 +1,247 @@
+"""The verification API: a case bundle, a municipality's profile and a month in; findings out.
+
+    from kvitto.verify import verify_case
+    result = verify_case(Path("case/"), "norrtalje", "2026-10")
+    print(result.as_json())       # FORMATS.md §4
+
+Flow (DESIGN "Layout"): case bundle → evidence (verified, re-anchored, paired) → rules of the
+profile → billing basis. Unusable input raises a KvittoError subclass naming file/line/field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvitto.case import Case, CaseError, Claim, read_case
+from kvitto.evidence import EvidenceError
+from kvitto.rules import Facts, Finding, Profile, load_profile, run_rules
+from kvitto.rules.billing import billing_basis
+from kvitto.visits import DEFAULT_MAX_SYNC_AGE_S, Evidence, Issue, build_evidence, read_decoded
+from kvitto.workdays import month_bounds, parse_month
+
+
+@dataclass
+class Result:
+    profile: str
+    month: str
+    findings: list[Finding]
+    billing: list[dict[str, Any]]
+    not_checked: list[dict[str, Any]] = field(default_factory=list)
+    integrity: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+    evidence: Evidence | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "month": self.month,
+            "findings": [f.as_dict() for f in self.findings],
+            "billing": self.billing,
+            "not_checked": self.not_checked,
+            "integrity": self.integrity,
+            "counts": self.counts,
+        }
+
+    def as_json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False, indent=1)
+
+    def findings_for(self, claim_id: str) -> list[Finding]:
+        return [f for f in self.findings if f.claim_id == claim_id]
+
+
+def claims_in_month(claims: list[Claim], year: int, month: int) -> list[Claim]:
+    """Claims whose start falls in the month, Stockholm time (DST-aware month bounds)."""
+    start, end = month_bounds(year, month)
+    return [c for c in claims if start <= c.start < end]
+
+
+def verify_loaded(
+    case: Case,
+    profile: Profile,
+    month: str,
+    evidence: Evidence | None = None,
+) -> Result:
+    try:
+        year, month_number = parse_month(month)
+    except ValueError as error:
+        raise CaseError(f"--month: {error}") from None
+    max_sync_age = int(profile.rules.get("I5", {}).get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
+    if evidence is None:
+        try:
+            messages = read_decoded(case.evidence_path) if case.evidence_path else iter(())
+            evidence = build_evidence(case.registry, messages, max_sync_age)
+        except EvidenceError as error:
+            raise CaseError(str(error)) from None
+    claims = claims_in_month(case.claims, year, month_number)
+    for claim in claims:
+        if claim.activity not in profile.activities:
+            raise CaseError(
+                f"{case.path / 'claims.csv'} line {claim.line}, field activity: "
+                f"{claim.activity!r} is not an activity of profile {profile.name}"
+            )
+    for order in case.orders:
+        if order.activity not in profile.activities:
+            raise CaseError(
+                f"{case.path / 'orders.csv'} line {order.line}, field activity: "
+                f"{order.activity!r} is not an activity of profile {profile.name}"
+            )
+    facts = Facts(profile, year, month_number, case.registry, claims, case.orders, evidence)
+    findings = run_rules(facts)
+    order = {c.claim_id: index for index, c in enumerate(claims)}
+    findings.sort(key=lambda f: (order.get(f.claim_id, len(order)), f.rule))
+    billing = billing_basis(facts, findings)
+    for row in billing:
+        row.pop("claims", None)
+    counts = dict(facts.counts)
+    counts["claims"] = len(claims)
+    counts["claims_outside_month"] = len(case.claims) - len(claims)
+    counts["events"] = evidence.events
+    counts["open_visits"] = len(evidence.open_visits())
+    unique_not_checked, seen = [], set()
+    for entry in facts.not_checked:
+        key = tuple(sorted(entry.items()))
+        if key not in seen:
+            seen.add(key)
+            unique_not_checked.append(entry)
+    return Result(
+        profile=profile.name,
+        month=f"{year:04d}-{month_number:02d}",
+        findings=findings,
+        billing=billing,
+        not_checked=unique_not_checked,
+        integrity=[issue.as_dict() for issue in evidence.issues],
+        counts=counts,
+        claims=claims,
+        evidence=evidence,
+    )
+
+
+def verify_case(path: Path | str, profile: str | Profile, month: str) -> Result:
+    """Verify one case bundle folder under a profile (name or Profile) for a month."""
+    loaded = profile if isinstance(profile, Profile) else load_profile(profile)
+    return verify_loaded(read_case(Path(path)), loaded, month)
+
+
+def run_verify(
+    case: str,
+    profile: str,
+    month: str,
+    output_format: str,
+    out_file: str | None,
+    claims: str | None = None,
+    orders: str | None = None,
+) -> None:
+    """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
+    import sys
+
+    from kvitto.report import render
+
+    if "://" in case:
+        if not claims:
+            raise CaseError(f"{case} is a store: give the provider's claims with --claims FILE")
+        result = verify_store(case, claims, profile, month, orders)
+    else:
+        result = verify_case(case, profile, month)
+    text = render(result, output_format)
+    if out_file:
+        Path(out_file).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def read_store_case(
+    url: str, claims: Path | str, orders: Path | str | None = None
+) -> tuple[Case, list[bytes], dict[tuple[str, int], tuple[int | None, int]]]:
+    """A case from the collector's store (registry, orders, events) plus the provider's claims.
+
+    The store is the collector's (kvitto.store / kvitto.registry); claims are the provider's
+    file. Every stored event of the registered devices is re-verified like a bundle's.
+    """
+    import csv
+    import io
+
+    from kvitto.case import parse_claims, parse_orders, parse_registry
+    from kvitto.registry import Registry as StoreRegistry
+    from kvitto.store import open_store
+
+    store = open_store(url, migrate=False)
+    try:
+        stored = StoreRegistry(store)
+        registry = parse_registry(stored.to_toml(), f"{url} registry")
+        if orders is not None:
+            order_rows = parse_orders(Path(orders).read_text(encoding="utf-8-sig"), str(orders))
+        else:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(ORDER_HEADER)
+            for order in stored.orders():
+                writer.writerow(
+                    [order.customer, order.activity, order.granted_minutes_month,
+                     order.valid_from, order.valid_to or "", int(bool(order.double_staffing)),
+                     int(bool(order.tag_exempt))]
+                )  # fmt: skip
+            order_rows = parse_orders(buffer.getvalue(), f"{url} orders")
+        rows = store.events()  # (device, seq, type, t, received_at, chain, message)
+        messages = [bytes(row[6]) for row in rows]
+        received = {(row[0], row[1]): (row[3], row[4]) for row in rows}
+    finally:
+        store.close()
+    claims_path = Path(claims)
+    try:
+        claim_text = claims_path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CaseError(f"{claims_path}: no such claims file") from None
+    case = Case(
+        path=claims_path.parent,
+        registry=registry,
+        orders=order_rows,
+        claims=parse_claims(claim_text, str(claims_path)),
+        evidence_path=None,
+    )
+    return case, messages, received
+
+
+def clock_ahead_issues(
+    received: dict[tuple[str, int], tuple[int | None, int]], tolerance_s: int
+) -> list[Issue]:
+    """I5 with the collector's receive time: an event cannot be received before it happened.
+
+    (Received long after is normal: devices journal through outages and resend.)"""
+    issues = []
+    for (device, seq), (t, received_at) in sorted(received.items()):
+        if t is not None and t * 1000 > received_at + tolerance_s * 1000:
+            ahead = (t * 1000 - received_at) // 1000
+            issues.append(
+                Issue("I5", device, seq, f"device time {ahead} s ahead of the collector's receipt")
+            )
+    return issues
+
+
+ORDER_HEADER = (
+    "customer", "activity", "granted_minutes_month", "valid_from", "valid_to",
+    "double_staffing", "tag_exempt",
+)  # fmt: skip
+
+
+def verify_store(
+    url: str,
+    claims: Path | str,
+    profile: str | Profile,
+    month: str,
+    orders: Path | str | None = None,
+) -> Result:
+    """verify_case for evidence held in a store (sqlite:///… or postgresql://…)."""
+    loaded = profile if isinstance(profile, Profile) else load_profile(profile)
+    case, messages, received = read_store_case(url, claims, orders)
+    max_sync_age = int(loaded.rules.get("I5", {}).get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
+    evidence = build_evidence(case.registry, messages, max_sync_age)
+    tolerance = int(loaded.rules.get("I5", {}).get("receive_tolerance_s", 300))
+    evidence.issues.extend(clock_ahead_issues(received, tolerance))
+    result = verify_loaded(case, loaded, month, evidence)
+    result.not_checked = [e for e in result.not_checked if not (
+        e["rule"] == "I5" and "receive times" in e["reason"])]  # fmt: skip
+    return result

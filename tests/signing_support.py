@@ -1,0 +1,32 @@
+"""CPython side of the signed-evidence tests: the device package importable here too, so pure
+modules run under CPython and the unix port with identical results.
+
+    from signing_support import FIRMWARE, VECTORS, device_module
+    cbor = device_module("cbor")
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+TESTS = ROOT / "tests"
+VECTORS = TESTS / "vectors"
+
+if str(FIRMWARE) not in sys.path:
+    sys.path.insert(0, str(FIRMWARE))
+
+if "micropython" not in sys.modules:
+    # CPython lacks MicroPython's `micropython` module; the pure device modules use only const().
+    _stand_in = ModuleType("micropython")
+    _stand_in.const = lambda expr: expr  # type: ignore[attr-defined]
+    sys.modules["micropython"] = _stand_in
+
+
+def device_module(name: str) -> ModuleType:
+    """firmware/device/<name>.py imported under CPython."""
+    return importlib.import_module(f"device.{name}")

@@ -1,0 +1,119 @@
+"""Board files are data: every shipped board validates, and a broken one is refused with a
+message that names the file and the field, the same under CPython and the unix port."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARDS = sorted((ROOT / "boards").glob("*.json"))
+sys.path.insert(0, str(ROOT / "firmware"))
+
+from device import boards  # noqa: E402  (pure module: CPython runs it too)
+
+
+def board(name: str) -> dict:
+    return json.loads((ROOT / "boards" / f"{name}.json").read_text())
+
+
+def test_every_shipped_board_is_valid():
+    names = {path.stem for path in BOARDS}
+    assert {"esp32-devkitc", "esp32-lock", "esp32-alarm", "sim"} <= names
+    for path in BOARDS:
+        loaded = boards.load(str(path))
+        assert loaded["name"] == path.stem, "a board's name is its file name"
+
+
+def test_roles_follow_the_parts():
+    assert boards.load(str(ROOT / "boards/esp32-devkitc.json"))["roles"] == ["tag"]
+    assert "lock" in board("esp32-lock")["roles"]
+    assert "alarm" in board("esp32-alarm")["roles"]
+    assert set(board("sim")["roles"]) == {"tag", "lock", "alarm"}
+
+
+def test_flash_layout_matches_the_esp32_generic_partition_table():
+    # MicroPython ESP32_GENERIC partitions.csv: vfs at 0x200000, size 0x200000 (4 MiB flash)
+    for name in ("esp32-devkitc", "esp32-lock", "esp32-alarm"):
+        flash = board(name)["flash"]
+        assert (flash["fs_offset"], flash["fs_size"], flash["block_size"]) == (
+            0x200000,
+            0x200000,
+            4096,
+        )
+
+
+def broken(name: str, change) -> dict:
+    data = copy.deepcopy(board(name))
+    change(data)
+    return data
+
+
+CASES = [
+    ("relay.pin", lambda b: b["relay"].update(pin="26"), "must be a whole number"),
+    ("relay.pin", lambda b: b["relay"].update(pin=35), "input only"),
+    ("inputs.exit.pin", lambda b: b["inputs"]["exit"].update(pin=27), "already used"),
+    ("relay", lambda b: b.pop("relay"), "role 'lock' needs it"),
+    ("flash.fs_size", lambda b: b["flash"].update(fs_size=0x300000), "exceeds flash.size"),
+    ("flash.fs_offset", lambda b: b["flash"].update(fs_offset=1000), "multiple of"),
+    ("relais", lambda b: b.update(relais={}), "unknown field"),
+    ("inputs.doorbell", lambda b: b["inputs"].update(doorbell={"pin": 5}), "unknown input"),
+    ("roles", lambda b: b.update(roles=["door"]), "unknown role"),
+    ("pn532.bus", lambda b: b["pn532"].update(bus="spi"), "buses has no 'spi'"),
+    ("led.kind", lambda b: b["led"].update(kind="oled"), "must be one of"),
+    ("watchdog_ms", lambda b: b.update(watchdog_ms=10), "between 1000 and 60000"),
+]
+
+
+@pytest.mark.parametrize("field,change,problem", CASES, ids=[c[0] + ":" + c[2] for c in CASES])
+def test_broken_board_names_file_and_field(field, change, problem, tmp_path):
+    path = tmp_path / "esp32-lock.json"
+    path.write_text(json.dumps(broken("esp32-lock", change)))
+    with pytest.raises(boards.BoardError) as error:
+        boards.load(str(path))
+    message = str(error.value)
+    assert message.startswith(str(path) + ": field '" + field + "'"), message
+    assert problem in message
+
+
+def test_unreadable_and_non_json_boards(tmp_path):
+    with pytest.raises(boards.BoardError, match="cannot read the board file"):
+        boards.load(str(tmp_path / "nope.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(boards.BoardError, match="bad.json: not valid JSON"):
+        boards.load(str(bad))
+
+
+def test_unix_port_gives_the_same_verdicts(micropython, tmp_path):
+    for index, (_, change, _) in enumerate(CASES):
+        (tmp_path / f"case{index}.json").write_text(json.dumps(broken("esp32-lock", change)))
+    out = micropython(
+        f"""
+        from device import boards
+        for path in {[str(p) for p in BOARDS]!r}:
+            print("ok", boards.load(path)["name"])
+        for index in range({len(CASES)}):
+            try:
+                boards.load("{tmp_path}/case%d.json" % index)
+                print("accepted", index)
+            except boards.BoardError as error:
+                print(error)
+        """
+    )
+    lines = out.strip().splitlines()
+    assert lines[: len(BOARDS)] == [f"ok {p.stem}" for p in BOARDS]
+    expected = []
+    for index, (_, change, _) in enumerate(CASES):
+        try:
+            boards.validate(broken("esp32-lock", change), f"{tmp_path}/case{index}.json")
+        except boards.BoardError as error:
+            expected.append(str(error))
+    # MicroPython prints reprs a little differently; the file, field and problem must agree
+    for device_line, host_line, (field, _, problem) in zip(lines[len(BOARDS) :], expected, CASES):
+        assert device_line.split(":")[:2] == host_line.split(":")[:2]
+        assert f"'{field}'" in device_line and problem in device_line

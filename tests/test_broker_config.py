@@ -1,0 +1,194 @@
+"""The broker configuration `kvitto broker-config` writes, run in a real Mosquitto: each device
+reaches only its own topics, anonymous and wrong logins are refused, the collector reads every
+device's events and writes commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from installer_support import MqttProbe, settle, unstarted_mosquitto
+
+from kvitto.broker_config import (
+    COLLECTOR_USER,
+    BrokerSettings,
+    DeviceAccount,
+    check_password,
+    new_password,
+    password_hash,
+    write_broker_config,
+)
+from kvitto.cli import cli
+from kvitto.errors import KvittoError
+
+
+def broker_user() -> str | None:
+    """Mosquitto started as root drops to `mosquitto`; in a root test sandbox keep it root."""
+    return "root" if os.geteuid() == 0 else None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto running the generated config for devices tag-0001 (A) and tag-0002 (B)."""
+    passwords = {"tag-0001": new_password(), "tag-0002": new_password()}
+    accounts = [DeviceAccount(dev, password_hash(pw)) for dev, pw in passwords.items()]
+    mosquitto = unstarted_mosquitto(tmp_path / "run")
+    settings = BrokerSettings(bind="127.0.0.1", port=mosquitto.port, run_as=broker_user())
+    written = write_broker_config(tmp_path / "etc", accounts, settings)
+    mosquitto.config = written.config
+    mosquitto.start()
+    collector = written.collector_password_file.read_text().strip()
+    yield mosquitto, passwords, collector, written
+    mosquitto.stop()
+
+
+def probe(mosquitto, user, password):
+    client = MqttProbe(mosquitto.host, mosquitto.port, user, password)
+    assert client.connect() == 0, f"{user} was refused"
+    return client
+
+
+def test_device_a_cannot_reach_device_b(broker):
+    mosquitto, passwords, collector_password, _ = broker
+    device_a = probe(mosquitto, "tag-0001", passwords["tag-0001"])
+    device_b = probe(mosquitto, "tag-0002", passwords["tag-0002"])
+    collector = probe(mosquitto, COLLECTOR_USER, collector_password)
+    try:
+        # A tries to eavesdrop on B's commands and events, by name and by wildcard.
+        for topic in ("kvitto/v1/tag-0002/cmd", "kvitto/v1/tag-0002/evt", "kvitto/v1/#"):
+            device_a.subscribe(topic)
+        device_a.subscribe("kvitto/v1/tag-0001/cmd")
+        device_b.subscribe("kvitto/v1/tag-0002/cmd")
+        collector.subscribe("kvitto/v1/+/evt")
+        collector.subscribe("kvitto/v1/+/state")
+
+        # A forges events, state and commands under B's name.
+        device_a.publish("kvitto/v1/tag-0002/evt", b"forged-event")
+        device_a.publish("kvitto/v1/tag-0002/state", b"forged-state")
+        device_a.publish("kvitto/v1/tag-0002/cmd", b"forged-command")
+        # The legitimate traffic, which must arrive (so the zeros above mean something).
+        device_a.publish("kvitto/v1/tag-0001/evt", b"a-event")
+        device_b.publish("kvitto/v1/tag-0002/evt", b"b-event")
+        collector.publish("kvitto/v1/tag-0002/cmd", b"b-command")
+        collector.publish("kvitto/v1/tag-0001/cmd", b"a-command")
+        settle(1.0)
+
+        assert ("kvitto/v1/tag-0001/evt", b"a-event") in collector.messages
+        assert ("kvitto/v1/tag-0002/evt", b"b-event") in collector.messages
+        assert not [m for m in collector.messages if m[1].startswith(b"forged")]
+        assert device_b.messages == [("kvitto/v1/tag-0002/cmd", b"b-command")]
+        # A sees only its own command: nothing of B's, 0 delivered.
+        assert device_a.messages == [("kvitto/v1/tag-0001/cmd", b"a-command")]
+    finally:
+        for client in (device_a, device_b, collector):
+            client.close()
+
+
+def test_a_device_cannot_publish_commands_to_itself(broker):
+    mosquitto, passwords, _, _ = broker
+    device_a = probe(mosquitto, "tag-0001", passwords["tag-0001"])
+    listener = probe(mosquitto, "tag-0001", passwords["tag-0001"])
+    try:
+        listener.subscribe("kvitto/v1/tag-0001/cmd")
+        device_a.publish("kvitto/v1/tag-0001/cmd", b"self-command")
+        settle()
+        assert listener.messages == []
+    finally:
+        device_a.close()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "user,password",
+    [(None, None), ("tag-0001", "wrong"), ("tag-0009", "whatever"), (COLLECTOR_USER, "guess")],
+    ids=["anonymous", "wrong-password", "unknown-device", "collector-guess"],
+)
+def test_logins_without_the_right_password_are_refused(broker, user, password):
+    mosquitto, passwords, _, _ = broker
+    client = MqttProbe(mosquitto.host, mosquitto.port, user, password)
+    try:
+        # 5 = not authorised; None = the broker closed the socket without accepting.
+        assert client.connect() != 0
+    finally:
+        client.close()
+
+
+def test_files_are_private_and_config_has_persistence(broker):
+    _, _, _, written = broker
+    for path in (written.password_file, written.acl_file, written.collector_password_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    config = written.config.read_text()
+    assert "persistence true" in config
+    assert "allow_anonymous false" in config
+    assert "autosave_interval 10" in config
+    assert "max_queued_messages" in config
+    acl = written.acl_file.read_text()
+    assert "pattern read kvitto/v1/%u/cmd" in acl
+
+
+def test_hash_matches_mosquitto_passwd(tmp_path):
+    """Our `$7$` lines verify the same way as those `mosquitto_passwd` writes, both ways."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not Path(tool).exists():
+        pytest.skip("mosquitto_passwd is not installed")
+    path = tmp_path / "pw"
+    subprocess.run([tool, "-c", "-b", str(path), "tag-0042", "s3cret"], check=True)
+    theirs = path.read_text().strip().split(":", 1)[1]
+    assert check_password("s3cret", theirs)
+    assert not check_password("s3cret!", theirs)
+    assert check_password("s3cret", password_hash("s3cret"))
+
+
+def test_collector_password_is_kept_across_runs(tmp_path):
+    first = write_broker_config(tmp_path, [])
+    password = first.collector_password_file.read_text()
+    second = write_broker_config(tmp_path, [])
+    assert second.collector_password_file.read_text() == password
+    assert len(password.strip()) >= 22
+
+
+@pytest.mark.parametrize("bad", ["Tag-1", "tag/1", "t#", "ab", "tag+1", "a" * 33, "kvitto_x"])
+def test_bad_device_ids_are_refused(tmp_path, bad):
+    with pytest.raises(KvittoError, match="not a device id"):
+        write_broker_config(tmp_path, [DeviceAccount(bad, password_hash("x"))])
+
+
+def test_cli_writes_config_from_accounts_file(tmp_path):
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps([{"device": "tag-0001", "password_hash": password_hash("p")}]))
+    result = CliRunner().invoke(
+        cli,
+        ["broker-config", "--out", str(tmp_path / "etc"), "--accounts", str(accounts)]
+        + ["--format", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["devices"] == ["tag-0001"]
+    assert (tmp_path / "etc" / "mosquitto.conf").exists()
+
+
+def test_cli_takes_accounts_from_the_registry_and_leaves_revoked_devices_out(tmp_path):
+    from kvitto.registry import Registry
+    from kvitto.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    with open_store(url) as store:
+        registry = Registry(store)
+        registry.add_customer("c-1001")
+        for number, device in enumerate(("tag-0001", "tag-0002"), start=1):
+            registry.add_device(device, "c-1001", "tag", bytes([number]) * 32)
+            registry.set_mqtt_account(device, password_hash(new_password()))
+        registry.revoke_device("tag-0002", "2000-01-01")
+    result = CliRunner().invoke(
+        cli, ["broker-config", "--out", str(tmp_path / "etc"), "--store", url, "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["devices"] == ["tag-0001"]
+    users = [line.split(":")[0] for line in (tmp_path / "etc" / "passwords").read_text().split()]
+    assert users == [COLLECTOR_USER, "tag-0001"]

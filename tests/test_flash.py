@@ -1,0 +1,276 @@
+"""`kvitto flash` down to esptool's API boundary: the exact esptool chains, esptool's no-chip
+commands (merge-bin, the image loader) run for real, port detection by USB VID:PID, and a
+serial port with no chip behind it, where esptool itself has to give up."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from esptool.bin_image import ELFSection, ESP32FirmwareImage
+
+from kvitto.cli import cli
+from kvitto.errors import KvittoError
+from kvitto.flash import (
+    FlashPlan,
+    _progress_logger,
+    check_firmware,
+    esp32_ports,
+    merge,
+    pick_port,
+    plan_flash,
+    run_esptool,
+    run_plan,
+)
+from kvitto.image import build_image, load_board
+
+
+def esp32_app_image(path: Path) -> Path:
+    """A small but valid ESP32 firmware image made with esptool's own image writer."""
+    image = ESP32FirmwareImage()
+    image.entrypoint = 0x40080000
+    image.segments = [
+        ELFSection(b".dram0.data", 0x3FFB0000, bytes(range(64)), 0),
+        ELFSection(b".iram0.text", 0x40080000, b"\x01" * 128, 0),
+    ]
+    image.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flash")
+    firmware = esp32_app_image(folder / "micropython.bin")
+    image = folder / "fs.bin"
+    build_image("esp32-devkitc", image)
+    return firmware, image
+
+
+@dataclass
+class FakePort:
+    device: str
+    vid: int | None
+    pid: int | None
+    serial_number: str | None = None
+
+
+PORTS = [
+    FakePort("/dev/ttyS0", None, None),
+    FakePort("/dev/ttyUSB0", 0x10C4, 0xEA60, "0001"),
+    FakePort("/dev/ttyACM0", 0x2341, 0x0043),  # an Arduino: not an ESP32 bridge
+]
+
+
+def test_exact_esptool_chains(files):
+    firmware, image = files
+    plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/ttyUSB0")
+    board = load_board("esp32-devkitc")
+    connection = ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800",
+                  "--before", "default-reset"]  # fmt: skip
+    regions = ["0x1000", str(firmware), hex(board.fs_offset), str(image)]
+    assert plan.esptool_chains() == [
+        [*connection, "--after", "no-reset", "--connect-attempts", "7",
+         "write-flash", "--erase-all", "--flash-size", "keep", *regions],
+        [*connection, "--after", "hard-reset", "--connect-attempts", "7",
+         "verify-flash", *regions],
+    ]  # fmt: skip
+
+
+def test_chains_are_accepted_by_esptools_own_parser(files):
+    """esptool's click parser takes every argument of both chains (parsed, not run)."""
+    import esptool
+
+    firmware, image = files
+    plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/null")
+    group = esptool.cli
+    group._esp = None  # what esptool.main sets before parsing
+    for chain in plan.esptool_chains():
+        context = group.make_context("esptool", list(chain))
+        with warnings.catch_warnings():  # click 8.2 moved protected_args into args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pending = [*context.protected_args, *context.args]
+        name, command, rest = group.resolve_command(context, pending)
+        assert command is not None
+        parsed = command.make_context(name, rest, parent=context).params
+        assert len(parsed["addr_filename"]) == 2
+        if name == "write-flash":
+            assert parsed["erase_all"] is True
+        assert context.params["chip"] == "esp32" and context.params["port"] == "/dev/null"
+
+
+def test_run_plan_hands_the_chains_to_esptool_in_order(files):
+    firmware, image = files
+    plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/ttyUSB0")
+    seen = []
+    run_plan(plan, runner=seen.append, progress=False)
+    assert seen == plan.esptool_chains()
+
+
+def test_progress_goes_to_a_rich_bar_and_the_logger_is_restored():
+    from esp_pylib.logger import EspLog
+    from esptool.logger import log
+
+    before = EspLog.instance
+    with _progress_logger():
+        assert EspLog.instance is not before
+        log.progress_bar(50, 100, prefix="Writing")  # what esptool calls while writing
+        log.progress_bar(100, 100, prefix="Writing")
+    assert EspLog.instance is before
+
+
+def test_merge_bin_runs_for_real(files, tmp_path):
+    firmware, image = files
+    plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/ttyUSB0")
+    merged = merge(plan, tmp_path / "merged.bin")
+    data = merged.read_bytes()
+    board = load_board("esp32-devkitc")
+    firmware_bytes = firmware.read_bytes()
+    assert data[:0x1000] == b"\xff" * 0x1000  # nothing below the bootloader offset
+    assert data[0x1000 : 0x1000 + 4] == firmware_bytes[:4]
+    assert data[0x1000 + 24 : 0x1000 + len(firmware_bytes)] == firmware_bytes[24:]
+    assert data[board.fs_offset : board.fs_offset + board.fs_size] == image.read_bytes()
+
+
+def test_firmware_is_checked_with_esptools_image_loader(files, tmp_path):
+    firmware, _ = files
+    check_firmware(firmware, "esp32")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(KvittoError, match="not an esp32 firmware image"):
+        check_firmware(junk, "esp32")
+
+
+def test_layout_mismatches_are_refused(files, tmp_path):
+    firmware, image = files
+    with pytest.raises(KvittoError, match="not flashed by esptool"):
+        plan_flash("sim", firmware, image, port="p")
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"\xff" * 4096)
+    with pytest.raises(KvittoError, match="bytes, but board esp32-devkitc"):
+        plan_flash("esp32-devkitc", firmware, small, port="p")
+    with pytest.raises(KvittoError, match="needs --firmware"):
+        plan_flash("esp32-devkitc", None, image, port="p")
+    plan = plan_flash("esp32-devkitc", None, image, port="p", erase=False)
+    assert plan.esptool_chains()[0][-2:] == [hex(plan.fs_offset), str(image)]
+
+
+def test_ports_are_found_by_usb_bridge_ids():
+    assert [p.device for p in esp32_ports(lambda: PORTS)] == ["/dev/ttyUSB0"]
+    assert pick_port(None, lambda: PORTS) == "/dev/ttyUSB0"
+    assert pick_port("/dev/ttyX", lambda: PORTS) == "/dev/ttyX"
+    with pytest.raises(KvittoError, match="no ESP32 USB bridge"):
+        pick_port(None, lambda: PORTS[:1])
+    two = [*PORTS, FakePort("/dev/ttyUSB1", 0x1A86, 0x7523)]
+    with pytest.raises(KvittoError, match="several ESP32 boards"):
+        pick_port(None, lambda: two)
+
+
+def test_dry_run_prints_the_plan_as_json(files):
+    firmware, image = files
+    result = CliRunner().invoke(
+        cli,
+        ["flash", "--board", "esp32-devkitc", "--firmware", str(firmware), "--image", str(image),
+         "--port", "/dev/ttyUSB0", "--dry-run", "--format", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["done"] is False
+    assert report["esptool"][0][-4:] == [
+        "0x1000",
+        str(firmware),
+        hex(report["fs_offset"]),
+        str(image),
+    ]
+
+
+def test_a_port_with_no_chip_behind_it_fails_inside_esptool(files):
+    """A pty nobody answers on: esptool opens it, resets, syncs, and gives up."""
+    firmware, image = files
+    master, slave = os.openpty()
+    try:
+        port = os.ttyname(slave)
+        plan = FlashPlan(
+            board="esp32-devkitc", chip="esp32", port=port, baud=115200, firmware=str(firmware),
+            firmware_offset=0x1000, image=str(image), fs_offset=0x200000, fs_size=0x200000,
+            connect_attempts=1,
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(KvittoError, match="esptool write-flash"):
+            run_esptool(plan.esptool_chains()[0])
+        assert time.monotonic() - started < 60
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_flash_plan_runs_through_esptool_against_a_fake_chip(files, monkeypatch):
+    """The exact chains, through esptool.main, with esptool's erase, compressed write, MD5
+    check and verify-flash running for real; only the chip is faked (installer_support)."""
+    import esptool
+    from installer_support import fake_esp32
+
+    from kvitto import flash as flash_module
+
+    firmware, image = files
+    plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/ttyUSB0")
+    chip = fake_esp32()
+    progress_calls = []
+    original = flash_module._RichProgress.progress_bar
+
+    def counting(self, cur_iter, total_iters, *args, **kwargs):
+        progress_calls.append((cur_iter, total_iters))
+        original(self, cur_iter, total_iters, *args, **kwargs)
+
+    monkeypatch.setattr(flash_module._RichProgress, "progress_bar", counting)
+    run_plan(plan, runner=lambda chain: esptool.main(chain, esp=chip))
+    assert chip.ops.index("ERASE_FLASH") < chip.ops.index("FLASH_DEFL_BEGIN")
+    assert chip.ops.count("SPI_FLASH_MD5") == 4  # after each write, then verify-flash twice
+    assert chip.ops[-1] == "hard_reset"  # into MicroPython at the end
+    board = load_board("esp32-devkitc")
+    assert chip.flash[board.fs_offset : board.fs_offset + board.fs_size] == image.read_bytes()
+    written = firmware.read_bytes()
+    # esptool may rewrite the flash-parameter bytes of the header (2..3); the rest is verbatim
+    assert chip.flash[0x1000 + 4 : 0x1000 + len(written)] == written[4:]
+    assert chip.flash[0x1000 + len(written) : 0x1000 + len(written) + 64] == b"\xff" * 64
+    assert progress_calls and progress_calls[-1][0] == progress_calls[-1][1]
+
+
+def test_a_flash_that_does_not_keep_its_data_fails_verification(files, monkeypatch):
+    import esptool
+    from installer_support import fake_esp32
+
+    firmware, image = files
+    plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/ttyUSB0")
+    chip = fake_esp32()
+    good_program = chip.program
+    stuck = plan.fs_offset + next(i for i, b in enumerate(image.read_bytes()) if b & 1)
+
+    def stuck_bit(offset, data):
+        good_program(offset, data)
+        chip.flash[stuck] &= 0xFE  # one bit of the filesystem stuck at 0
+
+    chip.program = stuck_bit
+    real_main = esptool.main
+    monkeypatch.setattr(esptool, "main", lambda argv: real_main(argv, esp=chip))
+    with pytest.raises(KvittoError, match="esptool write-flash: .*MD5") as error:
+        run_plan(plan, progress=False)  # kvitto's own runner: esptool errors -> KvittoError
+    assert "\n" not in str(error.value)  # one line for the installer
+
+
+def test_merged_json_output_is_the_report_alone(files, tmp_path):
+    firmware, image = files
+    out = tmp_path / "all.bin"
+    result = CliRunner().invoke(
+        cli,
+        ["flash", "--board", "esp32-devkitc", "--firmware", str(firmware), "--image", str(image),
+         "--merged", str(out), "--format", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["merged"] == str(out)
+    assert out.stat().st_size == load_board("esp32-devkitc").fs_offset + 0x200000

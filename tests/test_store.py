@@ -1,0 +1,109 @@
+"""The store: migrations, (device, seq) stored once, command sequence — SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from collect_support import fresh_database, postgres_cluster
+
+from kvitto.errors import KvittoError
+from kvitto.store import MIGRATIONS, EventRow, QuarantineRow, open_store
+
+
+@pytest.fixture(scope="module")
+def pg_cluster():
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/kvitto.db"
+    cluster = request.getfixturevalue("pg_cluster")
+    return fresh_database(cluster, f"t_{request.node.name.split('[')[0][-40:]}".lower())
+
+
+def row(seq: int, device: str = "tag-0042", body: bytes = b"m") -> EventRow:
+    message = body + seq.to_bytes(4, "big")
+    return EventRow(
+        device, seq, 1, seq * 10, None, None, "arrive", None,
+        hashlib.sha256(message).digest(), message, 1_790_000_000_000,
+    )  # fmt: skip
+
+
+def test_migrations_run_once_and_record_their_version(store_url):
+    store = open_store(store_url)
+    assert store.schema_version() == MIGRATIONS[-1][0]
+    store.close()
+    again = open_store(store_url)
+    assert again.migrate() == []  # nothing left to apply
+    assert again.schema_version() == MIGRATIONS[-1][0]
+    again.close()
+
+
+def test_each_device_seq_is_stored_once(store_url):
+    with open_store(store_url) as store:
+        assert store.insert_events([row(1), row(2), row(2)]) == [True, True, False]
+        assert store.insert_events([row(2), row(3), row(1, "tag-0043")]) == [False, True, True]
+        assert store.event_count() == 4
+        assert store.event_count("tag-0042") == 3
+        assert store.seqs_after("tag-0042", 1) == [2, 3]
+        assert store.stored_hashes("tag-0042", [1, 9]) == {1: row(1).payload_hash}
+
+
+def test_a_failed_transaction_leaves_nothing(store_url):
+    with open_store(store_url) as store:
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                store.insert_events([row(1)])
+                raise RuntimeError("power cut")
+        assert store.event_count() == 0
+
+
+def test_quarantine_keeps_the_message_and_reason(store_url):
+    with open_store(store_url) as store:
+        store.quarantine(
+            [QuarantineRow(1, "kvitto/v1/x/evt", None, None, "malformed: x", b"\x01")]
+        )
+        assert store.quarantined() == [("kvitto/v1/x/evt", None, None, "malformed: x", b"\x01")]
+
+
+def test_command_seq_rises_and_never_repeats(store_url):
+    with open_store(store_url) as store:
+        first = store.next_command_seq("tag-0042", now_ms=1000)
+        second = store.next_command_seq("tag-0042", now_ms=1000)  # same millisecond
+        third = store.next_command_seq("tag-0042", now_ms=500)  # clock stepped back
+        assert first == 1000 and second == 1001 and third == 1002
+        assert store.next_command_seq("lock-0001", now_ms=7) == 7
+    with open_store(store_url) as reopened:
+        assert reopened.next_command_seq("tag-0042", now_ms=1000) == 1003
+
+
+def test_bad_store_urls_are_refused_with_the_url_named(tmp_path):
+    with pytest.raises(KvittoError, match="mysql"):
+        open_store("mysql://x/y")
+    with pytest.raises(KvittoError, match="does not exist"):
+        open_store(f"sqlite:///{tmp_path}/missing/kvitto.db")
+
+
+def test_collectors_starting_together_migrate_once(store_url):
+    import threading
+
+    errors: list[BaseException] = []
+
+    def open_and_close():
+        try:
+            open_store(store_url).close()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with open_store(store_url) as store:
+        assert store.execute("SELECT COUNT(*) FROM schema_version")[0][0] == len(MIGRATIONS)

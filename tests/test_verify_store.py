@@ -1,0 +1,63 @@
+"""Verify with evidence from the collector's store (sqlite URL) instead of a bundle folder."""
+
+from __future__ import annotations
+
+import json
+
+from verify_support import rules_of, standard
+
+from kvitto.cli import main
+from kvitto.collect import ingest
+from kvitto.registry import Registry
+from kvitto.store import open_store
+from kvitto.verify import verify_case, verify_store
+
+
+def test_store_gives_the_same_findings_as_the_bundle(tmp_path, capsys):
+    b = standard(tmp_path / "case")
+    b.visit("tag-0042", "s-07", "2026-10-01T08:02", "2026-10-01T08:31")
+    b.visit("tag-0042", "s-07", "2026-10-02T10:05", "2026-10-02T10:40")
+    b.claim("k-1", "c-1001", "s-07", "226", "2026-10-01T08:03", "2026-10-01T08:30")
+    b.claim("k-2", "c-1001", "s-07", "226", "2026-10-01T13:00", "2026-10-01T13:30")
+    b.claim("k-3", "c-1001", "s-07", "226", "2026-10-02T10:00", "2026-10-02T10:45")
+    case = b.write()
+    url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    store = open_store(url)
+    registry = Registry(store)
+    registry.import_toml(case / "registry.toml")
+    store.close()
+    store = open_store(url)
+    report = ingest(store, case / "evidence.cbor-seq")
+    store.close()
+    assert report is not None
+    from_store = verify_store(url, case / "claims.csv", "norrtalje", "2026-10",
+                              orders=case / "orders.csv")  # fmt: skip
+    from_bundle = verify_case(case, "norrtalje", "2026-10")
+    assert from_store.findings == from_bundle.findings
+    assert from_store.billing == from_bundle.billing
+    assert rules_of(from_store, "k-2") == {"E1": "reject"}
+    # the store has receive times: I5's comparison runs instead of being "not checked"
+    assert not any(e["rule"] == "I5" for e in from_store.not_checked)
+    assert any(e["rule"] == "I5" for e in from_bundle.not_checked)
+    # orders from the store itself (none registered: Norrtälje's E1/T1 do not need them)
+    assert verify_store(url, case / "claims.csv", "norrtalje", "2026-10").findings == (
+        from_bundle.findings
+    )
+    main(["verify", url, "--claims", str(case / "claims.csv"), "--orders",
+          str(case / "orders.csv"), "--profile", "norrtalje", "--month", "2026-10"])  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert {(f["claim_id"], f["rule"]) for f in document["findings"]} == {
+        ("k-2", "E1"),
+        ("k-3", "E1"),
+    }
+
+
+def test_clock_ahead_of_receipt_is_reported():
+    from kvitto.verify import clock_ahead_issues
+
+    received = {("tag-0042", 1): (1_790_000_000, 1_790_000_100_000),  # received 100 s later
+                ("tag-0042", 2): (1_790_001_000, 1_790_000_200_000),  # 800 s before it happened
+                ("tag-0042", 3): (None, 1_790_000_300_000)}  # fmt: skip
+    issues = clock_ahead_issues(received, tolerance_s=300)
+    assert [(i.rule, i.seq) for i in issues] == [("I5", 2)]
+    assert "800 s ahead" in issues[0].reason
