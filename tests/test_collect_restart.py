@@ -100,17 +100,21 @@ def test_kvitto_collect_survives_sigkill_and_stops_cleanly_on_sigterm(tmp_path, 
         "--format", "json", "--interval", "0.2",
     )  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    half = total // 2
     first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert first.stdout is not None
         while json.loads(first.stdout.readline())["subscribed"] is not True:
             pass
-        device.publish_seqs(range(1, total + 1), wait=False)
+        device.publish_seqs(range(1, half + 1), wait=False)
         while json.loads(first.stdout.readline())["stored"] < 200:
             pass
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+    # The second half goes out while no collector runs: the broker queues it for the
+    # collector's persistent session, with whatever the first one had not yet acknowledged.
+    device.publish_seqs(range(half + 1, total + 1), wait=False)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     # Drain its statistics as they come: an unread pipe would stall a collector that prints
     # every 0.2 s once the pipe buffer fills on a slow, loaded machine.
@@ -119,10 +123,13 @@ def test_kvitto_collect_survives_sigkill_and_stops_cleanly_on_sigterm(tmp_path, 
     reader = threading.Thread(target=lambda: lines.extend(second.stdout), daemon=True)
     reader.start()
     wait_for(lambda: device.acked_upto == total, timeout=180, what="ack of everything")
+    # Its signal handlers are in place once it has printed statistics.
+    wait_for(lambda: any('"subscribed": true' in line for line in lines), what="second up")
     second.send_signal(signal.SIGTERM)
     second.wait(timeout=30)
     reader.join(timeout=10)
     assert second.returncode == 0
+    assert any(json.loads(line)["stored"] > 0 for line in lines)  # the restart did the rest
     final = json.loads(lines[-1])
     assert final["final"] is True and final["rejected"] == 0
     with open_store(url) as store:
