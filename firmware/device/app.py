@@ -66,7 +66,9 @@ class App:
         self.journal = journal or Journal(_join(root, "journal"))
         self.feedback = Feedback(board_hal.led, board_hal.buzzer)
         self.visits = Visits(self.record, self.feedback, clock=self.clock.ticks,
+                             debounce_ms=settings["visits"]["debounce_ms"],
                              state_path=_join(root, "visits.bin"))
+        self.config_path = _join(root, "config.json")
         self.watchdog_ms = watchdog_ms or board["watchdog_ms"]
         self.stale_ms = {"role": role_stale_ms, "reader": reader_stale_ms}
         self.beats = {}
@@ -134,8 +136,31 @@ class App:
         offset = self.clock.set(x["t"] * 1000, "cmd")
         self.record("clock_sync", None, {"offset_ms": offset, "src": "cmd"})
 
+    def on_config(self, x):
+        """FORMATS.md §2 `config`: the file on flash first (config.update: validated whole,
+        written aside and renamed), then the running parts. A refusal changes nothing; it is
+        logged and journaled with its reason, so the host learns why."""
+        try:
+            settings = config.update(self.config_path, x, source="config")
+        except config.ConfigError as error:
+            self.log("command %s" % error)
+            reason = {"config": "refused", "error": (error.problem or str(error))[:64]}
+            if error.field is not None:
+                reason["field"] = str(error.field)[:32]
+            self.record("health", None, reason)  # event text is at most 64 characters
+            return
+        self.settings = settings
+        self.visits.debounce_ms = settings["visits"]["debounce_ms"]
+        if self.lock is not None:
+            self.lock.relock_ms = settings["lock"]["relock_ms"]
+        if self.alarm is not None:
+            self.alarm.answer_ms = settings["alarm"]["answer_s"] * 1000
+        if "tag_mode" in x and self.reader is not None:
+            self.reader.tag_mode = self._make_tag_mode()
+        self.record("health", None, {"config": x})
+
     def handlers(self):
-        handlers = {"time": self.on_time}
+        handlers = {"time": self.on_time, "config": self.on_config}
         if self.lock is not None:
             handlers["allow"] = self.lock.on_allow
             handlers["revoke"] = self.lock.on_revoke

@@ -8,29 +8,49 @@ File format (hex strings in the file become bytes once loaded):
   {"device": "tag-0042", "role": "tag|lock|alarm", "board": "sim|esp32-devkitc|...",
    "broker": {"host", "port", "user", "password", "tls": false, "ca": null},
    "salt": hex (16..64 bytes), "org_public_key": hex (32 bytes), "ntp": [hosts],
-   "wifi": {"ssid", "password"} (real boards), "lock": {...}, "alarm": {...},
+   "wifi": {"ssid", "password"} (real boards), "lock": {...}, "alarm": {...}, "visits": {...},
    "tag_mode": true|false (phones read a signed URL; default on for the tag role)}
+A signed `config` command (FORMATS.md §2) changes the few settings in COMMAND_SETTINGS through
+`update`, which validates the whole result and replaces the file atomically.
 Pure module: runs under the unix port and CPython alike.
 """
 
 import binascii
 import json
+import os
 
 ROLES = ("tag", "lock", "alarm")
 _TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "wifi", "lock",
-        "alarm", "tag_mode")
+        "alarm", "visits", "tag_mode")
 _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Defaults for the role sections; every value may be overridden in the file.
 LOCK_DEFAULTS = {"relock_ms": 8000}  # unlocked but the door never opened: lock again
 ALARM_DEFAULTS = {"answer_s": 1800}  # Upplands-Bro §8: an alarm is answered within 30 minutes
+VISITS_DEFAULTS = {"debounce_ms": 3000}  # device.visits: a second tap this soon is the same tap
+# FORMATS.md §2 `config`, x = {setting: value}: what a signed command may change, the section of
+# config.json it lives in (None: top level) and the roles it means something to. Identity, keys,
+# broker and Wi-Fi are not here: a wrong value sent over the air would cut the device off.
+COMMAND_SETTINGS = {
+    "debounce_ms": ("visits", ("tag", "alarm")),
+    "relock_ms": ("lock", ("lock",)),
+    "answer_s": ("alarm", ("alarm",)),
+    "tag_mode": (None, ROLES),
+}
 
 
 class ConfigError(ValueError):
-    """A configuration the device cannot run with: the message names the file and field."""
+    """A configuration the device cannot run with: the message names the file and field
+    (also kept apart in `field` and `problem` where there is one)."""
+
+    field = None
+    problem = None
 
 
 def _fail(source, field, problem):
-    raise ConfigError("%s: field '%s': %s" % (source, field, problem))
+    error = ConfigError("%s: field '%s': %s" % (source, field, problem))
+    error.field = field
+    error.problem = problem
+    raise error
 
 
 def _string(source, section, field, value, optional=False):
@@ -129,6 +149,10 @@ def validate(settings, source="config.json"):
                      ALARM_DEFAULTS)
     _integer(source, "alarm.answer_s", alarm["answer_s"], 1, 86400)
     out["alarm"] = alarm
+    visits = _section(source, "visits", settings.get("visits"), tuple(VISITS_DEFAULTS),
+                      VISITS_DEFAULTS)
+    _integer(source, "visits.debounce_ms", visits["debounce_ms"], 500, 600000)
+    out["visits"] = visits
     tag_mode = settings.get("tag_mode", settings["role"] == "tag")
     if not isinstance(tag_mode, bool):
         _fail(source, "tag_mode", "must be true or false, got %r" % (tag_mode,))
@@ -153,3 +177,41 @@ def load(path="config.json"):
         raise ConfigError("%s: no configuration on this device (provision it: kvitto provision)"
                           % path)
     return parse(text, path)
+
+
+def update(path, changes, source="config command"):
+    """Apply a `config` command's x ({setting: value}, FORMATS.md §2) to the file at `path` and
+    return the new validated settings. All or nothing: an unknown setting, one that means
+    nothing to this role or a bad value raises ConfigError (naming it) and leaves the file as it
+    was; otherwise the whole new file is written aside and renamed over the old one (littlefs
+    renames atomically, so a power cut leaves the old file or the new one, never a mix)."""
+    if not isinstance(changes, dict) or not changes:
+        raise ConfigError("%s: x must name at least one setting" % source)
+    try:
+        with open(path) as file:
+            raw = json.loads(file.read())
+    except (OSError, ValueError) as error:
+        raise ConfigError("%s: cannot read %s (%s)" % (source, path, error))
+    if not isinstance(raw, dict):
+        raise ConfigError("%s: %s is not a JSON object" % (source, path))
+    for name in changes:
+        entry = COMMAND_SETTINGS.get(name) if isinstance(name, str) else None
+        if entry is None:
+            _fail(source, name, "not one of %s"
+                  % ", ".join(sorted(COMMAND_SETTINGS)))
+        section, roles = entry  # type: ignore  (_fail raised for None)
+        if raw.get("role") not in roles:
+            _fail(source, name, "means nothing to the %s role" % raw.get("role"))
+        if section is None:
+            raw[name] = changes[name]
+        else:
+            values = raw.get(section)
+            values = dict(values) if isinstance(values, dict) else {}
+            values[name] = changes[name]
+            raw[section] = values
+    settings = validate(raw, source)  # the file as it would be: refused whole if anything is off
+    temporary = path + ".new"
+    with open(temporary, "w") as file:
+        file.write(json.dumps(raw))
+    os.rename(temporary, path)
+    return settings

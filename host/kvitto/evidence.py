@@ -38,6 +38,13 @@ EVENT_TYPES = frozenset(
     }
 )  # fmt: skip
 COMMAND_TYPES = frozenset({"ack", "resend", "allow", "revoke", "time", "config"})
+# FORMATS.md §2 `config`: x = {setting: value}; the device checks ranges and roles itself.
+CONFIG_SETTINGS = {
+    "debounce_ms": "uint",
+    "relock_ms": "uint",
+    "answer_s": "uint",
+    "tag_mode": "bool",
+}
 VIA_CREDENTIAL = frozenset({"badge", "ntag424", "phone", "lock"})
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")
 EVENT_KEYS = {
@@ -655,6 +662,17 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
     elif command_type == "time":
         _only(x, command_type, "t")
         _x_field(x, "t", "uint")
+    elif command_type == "config":
+        # the settings a device lets a command change (firmware device/config.py COMMAND_SETTINGS)
+        if not x:
+            raise MissingField("payload key 10 (x): config names no setting")
+        _only(x, command_type, *CONFIG_SETTINGS)
+        for name, kind in CONFIG_SETTINGS.items():
+            if kind == "bool":
+                if name in x and not isinstance(x[name], bool):
+                    raise FieldType(f"payload key 10 (x): {name!r} = {x[name]!r} is not a bool")
+            else:
+                _x_field(x, name, kind, required=False)
 
 
 def sign_command(
