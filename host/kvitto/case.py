@@ -76,6 +76,11 @@ class Credential:
     provider: str
     kind: str
     revoked: date | None = None
+    # Key material to check a tap's proof (kvitto.taps); empty when the bundle has none:
+    # a phone's Ed25519 public key; an NTAG 424 badge's SDM meta and file read keys.
+    public_key: bytes = b""
+    sdm_meta_key: bytes = b""
+    sdm_file_key: bytes = b""
 
 
 @dataclass
@@ -353,8 +358,45 @@ def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
             provider=string(item, line, "provider"),
             kind=kind,
             revoked=_date(item.get("revoked", ""), source, line, "revoked"),
+            **_credential_keys(item, kind, source, line),
         )
     return registry
+
+
+# Optional key material per credential kind: field -> (kind, length in bytes).
+CREDENTIAL_KEYS = {
+    "public_key": ("phone", 32),
+    "sdm_meta_key": ("ntag424", 16),
+    "sdm_file_key": ("ntag424", 16),
+}
+
+
+def _credential_keys(item: dict[str, Any], kind: str, source: str, line: int) -> dict[str, bytes]:
+    """A credential's optional keys (hex): a phone's `public_key`; an NTAG 424 badge's
+    `sdm_meta_key` and `sdm_file_key` (both or neither)."""
+
+    def where(name: str) -> str:
+        return _where(source, line, name)
+
+    keys: dict[str, bytes] = {}
+    for name, (owner, length) in CREDENTIAL_KEYS.items():
+        text = item.get(name, "")
+        if not isinstance(text, str):
+            raise CaseError(f"{where(name)}: must be a string")
+        if not text.strip():
+            continue
+        if kind != owner:
+            raise CaseError(f"{where(name)}: only a {owner} credential has {name}")
+        try:
+            value = bytes.fromhex(text.strip())
+        except ValueError:
+            value = b""
+        if len(value) != length:
+            raise CaseError(f"{where(name)}: must be the hex of {length} bytes")
+        keys[name] = value
+    if ("sdm_meta_key" in keys) != ("sdm_file_key" in keys):
+        raise CaseError(f"{where('sdm_file_key')}: give sdm_meta_key and sdm_file_key together")
+    return keys
 
 
 # -- orders.csv and claims.csv ----------------------------------------------------------------
@@ -540,8 +582,12 @@ def format_registry(registry: Registry) -> str:
             f"provider = {_toml_string(credential.provider)}",
             f"kind = {_toml_string(credential.kind)}",
             f'revoked = "{_fmt_date(credential.revoked)}"',
-            "",
         ]
+        for name in CREDENTIAL_KEYS:
+            value = getattr(credential, name)
+            if value:
+                out.append(f'{name} = "{value.hex()}"')
+        out.append("")
     return "\n".join(out)
 
 

@@ -352,14 +352,21 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     type=click.Path(dir_okay=False),
     help="With a store URL as CASE: orders.csv instead of the store's orders.",
 )
-def verify(case, profile, month, output_format, out_file, claims, orders) -> None:
+@click.option(
+    "--pki",
+    "pki_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="`kvitto pki` folder: its NTAG 424 keys check badge SUNs the registry has no keys for.",
+)
+def verify(case, profile, month, output_format, out_file, claims, orders, pki_dir) -> None:
     """Check claims against signed evidence under a municipality's rules.
 
     CASE is a case bundle folder, or a store URL (sqlite:///…, postgresql://…) with --claims.
     """
     from kvitto.verify import run_verify
 
-    run_verify(case, profile, month, output_format, out_file, claims, orders)
+    run_verify(case, profile, month, output_format, out_file, claims, orders, pki_dir)
 
 
 @cli.command()

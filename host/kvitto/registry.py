@@ -372,6 +372,7 @@ class Registry:
                         _field(entry, "staff", where),
                         _field(entry, "provider", where),
                         entry.get("kind", "badge"),
+                        _phone_key(entry, where),
                     )
                     if entry.get("revoked"):
                         self.revoke_credential(credential_id, str(entry["revoked"]))
@@ -412,9 +413,23 @@ class Registry:
                 f"provider = {_quote(credential.provider)}",
                 f"kind = {_quote(credential.kind)}",
                 f"revoked = {_quote(credential.revoked)}",
-                "",
             ]
+            if credential.kind == "phone" and len(credential.key_material) == 32:
+                # public: lets a verifier check the phone's answers (kvitto.taps)
+                lines.append(f"public_key = {_quote(credential.key_material.hex())}")
+            lines.append("")
         return "\n".join(lines)
+
+
+def _phone_key(entry: dict, where: str) -> bytes:
+    """A phone credential's `public_key` (hex) as its key material; b"" for other kinds."""
+    text = entry.get("public_key", "")
+    if entry.get("kind") != "phone" or not text:
+        return b""
+    try:
+        return bytes.fromhex(str(text))
+    except ValueError:
+        raise KvittoError(f"{where}, field public_key: not hex") from None
 
 
 def _field(entry: dict, name: str, where: str) -> str:

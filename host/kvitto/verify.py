@@ -19,6 +19,7 @@ from kvitto.case import Case, CaseError, Claim, read_case
 from kvitto.evidence import EvidenceError
 from kvitto.rules import Facts, Finding, Profile, load_profile, run_rules
 from kvitto.rules.billing import billing_basis
+from kvitto.taps import TapKeys
 from kvitto.visits import DEFAULT_MAX_SYNC_AGE_S, Evidence, Issue, build_evidence, read_decoded
 from kvitto.workdays import month_bounds, parse_month
 
@@ -64,6 +65,7 @@ def verify_loaded(
     profile: Profile,
     month: str,
     evidence: Evidence | None = None,
+    tap_keys: TapKeys | None = None,
 ) -> Result:
     try:
         year, month_number = parse_month(month)
@@ -73,7 +75,7 @@ def verify_loaded(
     if evidence is None:
         try:
             messages = read_decoded(case.evidence_path) if case.evidence_path else iter(())
-            evidence = build_evidence(case.registry, messages, max_sync_age)
+            evidence = build_evidence(case.registry, messages, max_sync_age, tap_keys)
         except EvidenceError as error:
             raise CaseError(str(error)) from None
     claims = claims_in_month(case.claims, year, month_number)
@@ -120,10 +122,21 @@ def verify_loaded(
     )
 
 
-def verify_case(path: Path | str, profile: str | Profile, month: str) -> Result:
-    """Verify one case bundle folder under a profile (name or Profile) for a month."""
+def _tap_keys(pki: Path | str | TapKeys | None) -> TapKeys | None:
+    if pki is None or isinstance(pki, TapKeys):
+        return pki
+    return TapKeys.from_pki(pki)
+
+
+def verify_case(
+    path: Path | str, profile: str | Profile, month: str, pki: Path | str | TapKeys | None = None
+) -> Result:
+    """Verify one case bundle folder under a profile (name or Profile) for a month.
+
+    `pki`: the organisation's `kvitto pki` folder (or its TapKeys), to check the SUN of NTAG 424
+    badges that registry.toml carries no keys for; without it such taps are not checked."""
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
-    return verify_loaded(read_case(Path(path)), loaded, month)
+    return verify_loaded(read_case(Path(path)), loaded, month, tap_keys=_tap_keys(pki))
 
 
 def run_verify(
@@ -134,6 +147,7 @@ def run_verify(
     out_file: str | None,
     claims: str | None = None,
     orders: str | None = None,
+    pki: str | None = None,
 ) -> None:
     """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
     import sys
@@ -143,9 +157,9 @@ def run_verify(
     if "://" in case:
         if not claims:
             raise CaseError(f"{case} is a store: give the provider's claims with --claims FILE")
-        result = verify_store(case, claims, profile, month, orders)
+        result = verify_store(case, claims, profile, month, orders, pki)
     else:
-        result = verify_case(case, profile, month)
+        result = verify_case(case, profile, month, pki)
     text = render(result, output_format)
     if out_file:
         Path(out_file).write_text(text, encoding="utf-8")
@@ -233,12 +247,13 @@ def verify_store(
     profile: str | Profile,
     month: str,
     orders: Path | str | None = None,
+    pki: Path | str | TapKeys | None = None,
 ) -> Result:
     """verify_case for evidence held in a store (sqlite:///… or postgresql://…)."""
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
     case, messages, received = read_store_case(url, claims, orders)
     max_sync_age = int(loaded.rules.get("I5", {}).get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
-    evidence = build_evidence(case.registry, messages, max_sync_age)
+    evidence = build_evidence(case.registry, messages, max_sync_age, _tap_keys(pki))
     tolerance = int(loaded.rules.get("I5", {}).get("receive_tolerance_s", 300))
     evidence.issues.extend(clock_ahead_issues(received, tolerance))
     result = verify_loaded(case, loaded, month, evidence)

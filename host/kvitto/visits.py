@@ -10,6 +10,8 @@ are re-anchored on that boot's `clock_sync` events (I5): the monotonic `up` coun
 sync and the event is trusted, the device's wall clock before its first sync is not.
 Pairs: arrive→depart per credential (tag or lock device), unlock→lock per credential (lock),
 alarm_checkin→alarm_checkout per alarm call (alarm unit). An unpaired arrival is an open visit.
+Each tap's credential proof (NTAG 424 SUN, phone answer; kvitto.taps) is checked: a visit with a
+refused end is kept with `proof = "refused"` and its reason, and the rules never count it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from kvitto.evidence import (
     sig_structure,
     split_sign1,
 )
+from kvitto.taps import REFUSED, Proof, TapKeys, check_taps, weakest
 
 UTC = timezone.utc
 DEFAULT_MAX_SYNC_AGE_S = 24 * 3600
@@ -76,6 +79,8 @@ class Presence:
     synced: bool  # both ends have synchronised device time (I5)
     alarm_call: datetime | None = None  # the call this check-in answered (A3)
     own: bool = True  # the device is this customer's own (False: a cohabitant's lock door)
+    proof: str = ""  # kvitto.taps: verified | weak | unchecked | refused ("" no credential)
+    proof_reason: str = ""  # why refused or unchecked, naming the event (device seq)
 
     @property
     def minutes(self) -> int:
@@ -187,8 +192,11 @@ def build_evidence(
     registry: Registry,
     messages: Iterable[bytes] | Iterable[tuple[bytes, Any]],
     max_sync_age_s: int = DEFAULT_MAX_SYNC_AGE_S,
+    tap_keys: TapKeys | None = None,
 ) -> Evidence:
-    """Verify, de-duplicate, chain-check and pair a bundle's messages into presences."""
+    """Verify, de-duplicate, chain-check and pair a bundle's messages into presences.
+
+    `tap_keys`: the organisation's NTAG 424 keys, for badges registry.toml has no keys for."""
     evidence = Evidence()
     per_device: dict[str, dict[int, Event]] = defaultdict(dict)
     public_keys: dict[str, Ed25519PublicKey] = {}
@@ -249,6 +257,7 @@ def build_evidence(
             continue
         per_device[device_id][event.seq] = event
 
+    usable_of: dict[str, list[Timed]] = {}
     for device_id, by_seq in per_device.items():
         device = registry.devices[device_id]
         seqs = sorted(by_seq)
@@ -294,7 +303,24 @@ def build_evidence(
                     f"{len(unsynced)} event(s) with unsynchronised device time",
                 )
             )
-        for presence in _pair(registry, device_id, usable, evidence):
+        usable_of[device_id] = usable
+
+    # Tap proofs over all devices at once: an NTAG 424 counter goes up from door to door.
+    proofs = check_taps(
+        registry,
+        (
+            (device_id, item.event, item.time)
+            for device_id, usable in usable_of.items()
+            for item in usable
+            if item.event.cred and item.time is not None
+        ),
+        tap_keys,
+    )
+    for (device_id, seq), proof in sorted(proofs.items()):
+        if proof.status == REFUSED:
+            evidence.issues.append(Issue("E7", device_id, seq, f"not evidence: {proof.reason}"))
+    for device_id, usable in usable_of.items():
+        for presence in _pair(registry, device_id, usable, evidence, proofs):
             evidence.presences.append(presence)
 
     customers_of_household: dict[str, list[str]] = defaultdict(list)
@@ -323,7 +349,11 @@ def _replace_customer(presence: Presence, customer: str) -> Presence:
 
 
 def _pair(
-    registry: Registry, device_id: str, items: list[Timed], evidence: Evidence
+    registry: Registry,
+    device_id: str,
+    items: list[Timed],
+    evidence: Evidence,
+    proofs: dict[tuple[str, int], Proof] | None = None,
 ) -> list[Presence]:
     device = registry.devices[device_id]
     found: list[Presence] = []
@@ -345,6 +375,12 @@ def _pair(
                 call = calls.get((boot, number))
             elif boot in last_call:
                 call = last_call[boot][1]
+        proof = Proof("")
+        if proofs:
+            proof = weakest(
+                proofs.get((device_id, start.event.seq)),
+                proofs.get((device_id, end.event.seq)) if end is not None else None,
+            )
         return Presence(
             customer=device.customer,
             device=device_id,
@@ -358,6 +394,8 @@ def _pair(
             end=end.time if end is not None else None,
             synced=start.synced and (end.synced if end is not None else True),
             alarm_call=call,
+            proof=proof.status,
+            proof_reason=proof.reason,
         )
 
     for item in items:

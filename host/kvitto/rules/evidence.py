@@ -5,7 +5,10 @@
     seen.own_minutes, seen.where   # minutes of the claim covered by the customer's own door
 
 Only evidence from the customer's own tag (or the household's lock) counts (E6); with E7 only
-registered, non-revoked credentials of the claim's provider count.
+registered, non-revoked credentials of the claim's provider count. A visit whose tap proof was
+refused (a forged or replayed NTAG 424 SUN, a phone answer that does not verify; kvitto.taps)
+never counts; E7 (or E1 without it) names the event and why. A proof the bundle has no keys
+for counts, and is listed as not checked.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from kvitto.case import Claim
 from kvitto.rules import Facts, Finding, hhmm, rule, span
+from kvitto.taps import REFUSED, UNCHECKED
 from kvitto.visits import Presence, union_seconds
 
 
@@ -29,7 +33,11 @@ class Coverage:
     household_minutes: float = 0.0  # own + cohabitants' tags (same staff)
     foreign: list[Presence] = field(default_factory=list)  # cohabitants' tags only
     unregistered: list[Presence] = field(default_factory=list)  # E7 would refuse these
+    refused: list[Presence] = field(default_factory=list)  # tap proof refused: never counted
     unsynced: bool = False
+
+    def refusals(self) -> str:
+        return "; ".join(sorted({p.proof_reason for p in self.refused}))
 
     def where(self) -> str:
         if not self.own:
@@ -71,6 +79,12 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
         if e7 and (not p.registered or (provider and p.provider != provider)):
             result.unregistered.append(p)
             return False
+        if p.proof == REFUSED:
+            if p.customer == claim.customer:
+                result.refused.append(p)
+            return False
+        if p.proof == UNCHECKED:
+            facts.skip("E7", f"tap proof not checked: {p.proof_reason}", claim.claim_id)
         return True
 
     window = [
@@ -214,6 +228,7 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             continue
         if _foreign_or_unregistered(facts, cover):
             continue  # E6 or E7 reports it, with the reason
+        refused = f"; refused tap(s): {cover.refusals()}" if cover.refused else ""
         findings.append(
             Finding(
                 claim.claim_id,
@@ -222,7 +237,7 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "reject",
                 0,
                 f"{claimed}, activity {claim.activity} needs the customer's tag or lock: "
-                f"no arrive/depart by {claim.staff or 'the staff'}",
+                f"no arrive/depart by {claim.staff or 'the staff'}{refused}",
             )  # fmt: skip
         )
     return findings
@@ -230,7 +245,7 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 
 def _foreign_or_unregistered(facts: Facts, cover: Coverage) -> bool:
     return (facts.profile.active("E6") and bool(cover.foreign)) or (
-        facts.profile.active("E7") and bool(cover.unregistered)
+        facts.profile.active("E7") and bool(cover.unregistered or cover.refused)
     )
 
 
@@ -371,9 +386,19 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """Only the provider's registered, non-revoked credentials are evidence (003 Mobiler)."""
     findings = []
     for claim, cover in _claims_needing_own_evidence(facts):
-        if cover.own or not cover.unregistered or (facts.profile.active("E6") and cover.foreign):
+        if cover.own or (facts.profile.active("E6") and cover.foreign):
             continue
-        shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
+        if not cover.unregistered and not cover.refused:
+            continue
+        reasons = []
+        if cover.unregistered:
+            shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
+            reasons.append(
+                f"the tag shows credential(s) {shown}… not registered to the provider or revoked"
+            )
+        if cover.refused:
+            # a forged or replayed proof (DESIGN "Taps and credentials"): not evidence
+            reasons.append(f"tap proof refused: {cover.refusals()}")
         findings.append(
             Finding(
                 claim.claim_id,
@@ -381,8 +406,7 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "E7",
                 "reject",
                 0,
-                f"claimed {span(claim.start, claim.end)}: the tag shows credential(s) "
-                f"{shown}… not registered to the provider or revoked",
+                f"claimed {span(claim.start, claim.end)}: {'; '.join(reasons)}",
             )  # fmt: skip
         )
     return findings

@@ -1,0 +1,185 @@
+"""Tap proofs on the host: is an arrive/depart really the enrolled badge or phone at the door?
+
+    keys = TapKeys.from_pki(Path("pki"))          # optional: the organisation's NTAG 424 keys
+    proofs = check_taps(registry, [(device_id, event, time), ...], keys)
+    proofs[("tag-0042", 17)].status               # verified | weak | unchecked | refused
+
+DESIGN "Taps and credentials": a plain badge is only its UID (accepted, but weak); an NTAG 424
+DNA badge proves a fresh read with its SUN (x.sun = PICC data ‖ SDMMAC, kvitto.ntag424), whose
+read counter must go up from one accepted tap of that badge to the next, wherever it was read;
+a provider phone proves itself with an Ed25519 answer over the device's challenge
+(x.nonce ‖ device id, x.sig; kvitto.phone, docs/nfc.md). A proof that fails is no evidence: the
+tap is `refused` with a reason naming the event. Where the registry has no key material for
+the credential the tap is `unchecked` (reported as not checked, never passed silently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from kvitto.case import Credential, Registry
+from kvitto.errors import KvittoError
+from kvitto.evidence import Event
+from kvitto.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
+from kvitto.phone import PhoneError, challenge_message, phone_key_id
+
+VERIFIED, WEAK, UNCHECKED, REFUSED = "verified", "weak", "unchecked", "refused"
+_STRENGTH = {REFUSED: 0, UNCHECKED: 1, WEAK: 2, VERIFIED: 3, "": 4}
+TAP_TYPES = frozenset({"arrive", "depart", "unlock", "lock"})
+
+
+@dataclass(frozen=True)
+class Proof:
+    status: str  # verified | weak | unchecked | refused ("" for no credential)
+    reason: str = ""  # for unchecked and refused: why, naming the event
+
+
+def weakest(*proofs: Proof | None) -> Proof:
+    """The proof of a visit is the weaker of its two ends (a refused end refuses the visit)."""
+    found = [p for p in proofs if p is not None]
+    return min(found, key=lambda p: _STRENGTH[p.status]) if found else Proof("")
+
+
+@dataclass(frozen=True)
+class TapKeys:
+    """The organisation's NTAG 424 keys (`kvitto pki` folder): the shared SDM meta read key,
+    the file read master (diversified per badge, AN10922) and the credential salt that binds a
+    SUN's UID to the event's credential id. Per-badge keys in registry.toml take precedence."""
+
+    meta_key: bytes
+    file_master: bytes
+    salt: bytes
+
+    @classmethod
+    def from_pki(cls, pki_dir: Path | str) -> TapKeys:
+        from kvitto.enroll import NTAG424_FILE_MASTER, NTAG424_META
+        from kvitto.pki import load_org
+
+        folder = Path(pki_dir)
+        keys = []
+        for name in (NTAG424_META, NTAG424_FILE_MASTER):
+            path = folder / name
+            try:
+                key = bytes.fromhex(path.read_text().strip())
+            except (OSError, ValueError) as error:
+                raise KvittoError(f"{path}: cannot read the NTAG 424 key: {error}") from None
+            if len(key) != 16:
+                raise KvittoError(f"{path}: an AES-128 key is 16 bytes, found {len(key)}")
+            keys.append(key)
+        return cls(keys[0], keys[1], load_org(folder).credential_salt)
+
+
+def _where(device: str, event: Event) -> str:
+    return f"{device} seq {event.seq} ({event.type})"
+
+
+class _Checker:
+    def __init__(self, registry: Registry, device_roles: dict[str, str], keys: TapKeys | None):
+        self.registry = registry
+        self.device_roles = device_roles
+        self.keys = keys
+        self.phone_keys: dict[str, Ed25519PublicKey] = {}
+        self.counters: dict[str, tuple[int, str]] = {}  # credential -> (counter, where)
+
+    def check(self, device: str, event: Event) -> Proof | None:
+        if event.type not in TAP_TYPES or not event.cred:
+            return None
+        credential = self.registry.credentials.get(event.cred.hex())
+        if credential is None:
+            return None  # unknown credential: E7 refuses it as unregistered
+        if credential.kind == "ntag424":
+            return self._ntag424(device, event, credential)
+        if credential.kind == "phone":
+            return self._phone(device, event, credential)
+        return Proof(WEAK)  # a badge UID can be cloned (DESIGN "Taps and credentials")
+
+    def _no_proof(self, device: str, event: Event, credential: Credential, what: str) -> Proof:
+        where = _where(device, event)
+        if self.device_roles.get(device) == "lock":
+            # the lock firmware journals unlock/arrive/depart without the tap's proof
+            return Proof(UNCHECKED, f"{where}: the lock's event carries no {what} to check")
+        return Proof(
+            REFUSED,
+            f"{where}: {credential.kind} credential tapped without its {what} "
+            f"(via {event.x.get('via')!r}: a copied UID?)",
+        )
+
+    def _ntag424(self, device: str, event: Event, credential: Credential) -> Proof:
+        where = _where(device, event)
+        sun = event.x.get("sun")
+        if not isinstance(sun, bytes):
+            return self._no_proof(device, event, credential, "SUN")
+        try:
+            result = self._verify_sun(sun, event.cred or b"", credential)
+        except _NoKeys:
+            return Proof(UNCHECKED, f"{where}: no NTAG 424 keys for credential {credential.id}")
+        except SunError as error:
+            return Proof(REFUSED, f"{where}: sun does not verify ({error})")
+        last = self.counters.get(credential.id)
+        if last is not None and result.counter <= last[0]:
+            return Proof(
+                REFUSED, f"{where}: sun counter {result.counter} not above {last[0]} ({last[1]})"
+            )
+        self.counters[credential.id] = (result.counter, f"{device} seq {event.seq}")
+        return Proof(VERIFIED)
+
+    def _verify_sun(self, sun: bytes, cred: bytes, credential: Credential) -> SunResult:
+        if credential.sdm_meta_key and credential.sdm_file_key:
+            # the badge's own file key: a SUN of any other badge does not verify under it
+            return verify_sun(sun, credential.sdm_meta_key, file_key=credential.sdm_file_key)
+        if self.keys is None:
+            raise _NoKeys
+        return verify_sun_event(
+            {"sun": sun}, cred, self.keys.meta_key, self.keys.file_master, salt=self.keys.salt
+        )
+
+    def _phone(self, device: str, event: Event, credential: Credential) -> Proof:
+        where = _where(device, event)
+        nonce, signature = event.x.get("nonce"), event.x.get("sig")
+        if not isinstance(nonce, bytes) or not isinstance(signature, bytes):
+            return self._no_proof(device, event, credential, "phone answer")
+        if len(credential.public_key) != 32:
+            return Proof(UNCHECKED, f"{where}: no public key for phone credential {credential.id}")
+        public = self.phone_keys.get(credential.id)
+        if public is None:
+            public = Ed25519PublicKey.from_public_bytes(credential.public_key)
+            self.phone_keys[credential.id] = public
+        try:
+            # the exact bytes the device sent (firmware/device/reader.py Reader._phone)
+            message = challenge_message(nonce, device)
+            public.verify(signature, message)
+        except PhoneError as error:
+            return Proof(REFUSED, f"{where}: phone answer does not verify ({error})")
+        except Exception:  # InvalidSignature, or a signature of the wrong length
+            key_id = phone_key_id(credential.public_key).hex()
+            return Proof(REFUSED, f"{where}: phone answer does not verify for phone {key_id}")
+        return Proof(VERIFIED)
+
+
+class _NoKeys(Exception):
+    pass
+
+
+def check_taps(
+    registry: Registry,
+    taps: Iterable[tuple[str, Event, datetime]],
+    keys: TapKeys | None = None,
+) -> dict[tuple[str, int], Proof]:
+    """Proofs of the credential taps among (device, event, device time), keyed (device, seq).
+
+    NTAG 424 read counters are compared in time order over all devices: a badge is one object,
+    so its counter goes up from door to door."""
+    roles = {device.id: device.role for device in registry.devices.values()}
+    checker = _Checker(registry, roles, keys)
+    proofs: dict[tuple[str, int], Proof] = {}
+    ordered = sorted(taps, key=lambda tap: (tap[2], tap[0], tap[1].seq))
+    for device, event, _ in ordered:
+        proof = checker.check(device, event)
+        if proof is not None:
+            proofs[(device, event.seq)] = proof
+    return proofs
