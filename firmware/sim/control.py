@@ -25,8 +25,8 @@ _CTRL_C = const(3)
 _CTRL_D = const(4)
 _CTRL_E = const(5)
 
-HELP = ("tap KIND HEX [MS] | press INPUT [MS] | set INPUT 0|1 | door open|close | alarm | "
-        "led | relay | status | events [FROM] | ping")
+HELP = ("tap KIND HEX [MS] [meta=HEX file=HEX ctr=N] | press INPUT [MS] | set INPUT 0|1 | "
+        "door open|close | alarm | led | relay | status | events [FROM] | ping")
 
 
 def _hex(value):
@@ -66,6 +66,41 @@ def _events(sim_hal, first):
     return out
 
 
+def _phone_signer(seed):
+    """A phone app's Ed25519 key from its 32-byte seed: (key id, sign). docs/nfc.md: the key
+    id is SHA-256(public key)[:16], the answer signs the CHALLENGE data (nonce ‖ device id)."""
+    import hashlib
+
+    from device import ed25519
+
+    public = ed25519.public_key(seed)
+    return hashlib.sha256(public).digest()[:16], lambda message: ed25519.sign(seed, message)
+
+
+def _tap_args(args):
+    """tap KIND HEX [MS] [meta=HEX file=HEX ctr=N] -> (kind, raw, hold ms, card secrets).
+
+    phone with a 32-byte HEX: the phone's private seed, so its answers are real signatures;
+    with a 16-byte HEX: a key id alone (all-zero signatures). ntag424: UID, with meta=/file=
+    the badge's SDM read keys and ctr= its read counter before this tap."""
+    kind, raw = args[0], bytes.fromhex(args[1])
+    hold = 300
+    card = {}
+    for word in args[2:]:
+        name, sep, value = word.partition("=")
+        if not sep:
+            hold = int(word)
+        elif name in ("meta", "file"):
+            card[name + "_key"] = bytes.fromhex(value)
+        elif name == "ctr":
+            card["counter"] = int(value)
+        else:
+            raise ValueError("unknown tap option " + name)
+    if kind == "phone" and len(raw) == 32:
+        raw, card["sign"] = _phone_signer(raw)
+    return kind, raw, hold, card
+
+
 def handle(sim_hal, line):
     """One control line -> one reply line ("ok ..." or "err ...")."""
     words = line.split()
@@ -76,9 +111,8 @@ def handle(sim_hal, line):
         if verb == "ping":
             return "ok pong"
         if verb == "tap":
-            kind, raw = args[0], bytes.fromhex(args[1])
-            hold = int(args[2]) if len(args) > 2 else 300
-            sim_hal.tap(kind, raw, hold_ms=hold)
+            kind, raw, hold, card = _tap_args(args)
+            sim_hal.tap(kind, raw, hold_ms=hold, **card)
             return "ok"
         if verb in ("press", "set"):
             name = args[0]

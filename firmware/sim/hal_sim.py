@@ -294,8 +294,9 @@ class SimHal:
     def set_input(self, name, active):
         self.input(name).active = bool(active)
 
-    def tap(self, kind, raw, hold_ms=_TAP_HOLD_MS):
-        """Hold a credential to the simulated PN532 (badge UID, ntag424, phone key id)."""
+    def tap(self, kind, raw, hold_ms=_TAP_HOLD_MS, **card):
+        """Hold a credential to the simulated PN532 (badge UID, ntag424, phone key id);
+        `card`: the credential's secrets (sim.pn532sim.PN532Sim.present)."""
         if self.pn532 is None:
             raise HalError("no PN532 is running on this board (the reader has not started)")
-        self.pn532.present(kind, raw, hold_ms)
+        self.pn532.present(kind, raw, hold_ms, **card)

@@ -699,12 +699,15 @@ class PN532Sim:
         self.target = None
         self._remove_at = None
 
-    def present(self, kind, raw, hold_ms=300, sign=None):
+    def present(self, kind, raw, hold_ms=300, sign=None, meta_key=None, file_key=None,
+                counter=0):
         """What a person at the door does (sim.hal_sim.tap): hold a credential for hold_ms.
-        kind: "badge" (UID), "ntag424" (UID, zero keys), "phone" (raw = key id; `sign` is
-        the phone's key, all-zero signatures without one)."""
+        kind: "badge" (UID), "ntag424" (UID; its SDM meta and file read keys, zero keys
+        without them, and the read counter before this tap: the badge travels from door to
+        door, so the caller keeps its counter), "phone" (raw = key id; `sign` is the phone's
+        key, all-zero signatures without one)."""
         if kind == "ntag424":
-            card = Ntag424(raw)
+            card = Ntag424(raw, meta_key or bytes(16), file_key or bytes(16), counter)
         elif kind == "phone":
             card = HcePhone(raw, sign or (lambda message: bytes(64)))
         else:

@@ -383,8 +383,18 @@ def verify(case, profile, month, output_format, out_file, claims, orders, pki_di
 @click.option("--org-public-key", help="Hex of the organisation's command key (32 bytes).")
 @click.option("--salt", help="Hex of the credential salt (16+ bytes); random if left out.")
 @click.option("--no-prompt", is_flag=True, help="No keyboard prompt: run until interrupted.")
-def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt) -> None:
-    """Start virtual boards: the real firmware under the unix port, tappable from the keyboard."""
+@click.option(
+    "--pki",
+    "pki_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="`kvitto pki` folder: its salt and command key, and real NTAG 424 badge keys.",
+)
+def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt, pki_dir) -> None:
+    """Start virtual boards: the real firmware under the unix port, tappable from the keyboard.
+
+    `tap N phone SEED` taps a provider phone whose app key has that 32-byte seed (hex): its
+    answers are real signatures a registry with the phone's public key verifies."""
     import tempfile
     from pathlib import Path
 
@@ -420,6 +430,7 @@ def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt) 
         unhex(salt, "--salt"),
         lines,
         echo=click.echo,
+        pki_dir=Path(pki_dir) if pki_dir else None,
     )
 
 

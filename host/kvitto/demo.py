@@ -207,6 +207,7 @@ class Day:
         self.say = say
         self.zone = _zone()
         self.last_tap: dict[tuple[str, str], float] = {}
+        self.badges: Any = None  # kvitto.sim.NtagBadges: NTAG 424 keys and read counters
         url = urlparse(broker_url)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kvitto-demo-org")
         if url.username:
@@ -275,7 +276,11 @@ class Day:
         wait = self.last_tap.get(key, 0) + DEBOUNCE_S - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        event = self.act(device, at, f"{who} taps ({kind})", lambda b: b.tap(kind, raw), expect)
+        # an NTAG 424 badge's SUN comes from its real keys and its counter across doors
+        card = self.badges.card(raw) if kind == "ntag424" and self.badges else {}
+        event = self.act(
+            device, at, f"{who} taps ({kind})", lambda b: b.tap(kind, raw, **card), expect
+        )
         self.last_tap[key] = time.monotonic()
         return event
 
@@ -336,13 +341,12 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
 
     from kvitto.collect import Collector, export_case
     from kvitto.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
-    from kvitto.phone import phone_key_id
     from kvitto.pki import ensure_org, load_command_key
     from kvitto.provision import Provisioning, provision
     from kvitto.registry import Order, Registry
     from kvitto.report import render
     from kvitto.rules import load_profile
-    from kvitto.sim import VirtualBoard
+    from kvitto.sim import NtagBadges, VirtualBoard
     from kvitto.store import open_store
     from kvitto.verify import verify_store
 
@@ -398,7 +402,8 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
 
     phone_public = Ed25519PrivateKey.from_private_bytes(PHONE_SEED).public_key().public_bytes_raw()
     staff["s-04"] = enroll_phone(registry, salt, phone_public.hex(), "s-04", PROVIDER)
-    phone_raw = phone_key_id(phone_public).hex()
+    # the simulated phone holds its app key: its answers to the doors' challenges are real
+    phone_raw = PHONE_SEED.hex()
     say("enrolled s-01, s-02 (badges), s-03 (NTAG 424), s-04 (phone)")
 
     today = dt.datetime.now(_zone()).date()
@@ -409,6 +414,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
         registry.add_order(Order(customer, code, minutes, f"{day.replace(day=1)}", "", double, 0))
 
     scene = Day(boards, store, org_secret, broker, day, say)
+    scene.badges = NtagBadges(ntag424_masters(pki))
     stack.callback(scene.close)
     at = scene.moment
     # The lock opens for s-01 and s-02 (signed `allow`, FORMATS.md §2), sent before the
@@ -501,7 +507,8 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     exported = export_case(store, month, case_dir, provider=PROVIDER, claims=claims_path,
                            orders=orders_path)  # fmt: skip
     say(f"exported the case bundle: {case_dir} ({exported.events} events)")
-    result = verify_store(store_url, claims_path, loaded_profile, month, orders=orders_path)
+    # the organisation's keys check the NTAG 424 SUNs (the phone's key is in the registry)
+    result = verify_store(store_url, claims_path, loaded_profile, month, orders_path, pki)
     say(f"verified {len(claims)} claims under profile {profile} for {month}")
     document = result.as_dict()
     document["demo"] = {"journaled": journaled, "stored": sum(stored.values()),

@@ -308,9 +308,25 @@ class VirtualBoard:
             raise SimError(f"board {self.device}: {text[4:]}")
         return text[3:]
 
-    def tap(self, kind: str, uid_hex: str, hold_ms: int = 800) -> None:
+    def tap(
+        self,
+        kind: str,
+        uid_hex: str,
+        hold_ms: int = 800,
+        meta_key: bytes | None = None,
+        file_key: bytes | None = None,
+        counter: int | None = None,
+    ) -> None:
+        """Hold a credential to the door. badge: UID; ntag424: UID with the badge's SDM meta
+        and file read keys and its read counter before this tap (NtagBadges keeps them);
+        phone: the app key's 32-byte seed (real answers) or a 16-byte key id (zero ones)."""
         # held as staff hold a badge: longer than one reader + tag-mode cycle (docs/nfc.md)
-        self.control(f"tap {kind} {uid_hex} {hold_ms}")
+        line = f"tap {kind} {uid_hex} {hold_ms}"
+        if meta_key is not None and file_key is not None:
+            line += f" meta={meta_key.hex()} file={file_key.hex()}"
+        if counter is not None:
+            line += f" ctr={counter}"
+        self.control(line)
 
     def press(self, name: str, ms: int = 150) -> None:
         self.control(f"press {name} {ms}")
@@ -430,8 +446,33 @@ def _proxy_call(proxy: Any, action: str) -> None:
     }[action]()
 
 
+class NtagBadges:
+    """NTAG 424 DNA badges as the simulation holds them to doors: each badge's keys derived
+    from the organisation's masters (kvitto.enroll, AN10922) and one read counter per badge,
+    kept here because a badge is one object that goes from door to door.
+
+        badges = NtagBadges(ntag424_masters(pki))
+        board.tap("ntag424", uid_hex, **badges.card(uid_hex))
+    """
+
+    def __init__(self, masters: Any):
+        self.masters = masters
+        self.counters: dict[bytes, int] = {}
+
+    def card(self, uid_hex: str) -> dict[str, Any]:
+        from kvitto.enroll import ntag424_badge_keys, parse_uid
+
+        uid = parse_uid(uid_hex, "NTAG 424 UID")
+        keys = ntag424_badge_keys(self.masters, uid)
+        counter = self.counters.get(uid, 0)
+        # the badge reads counter + 1 for this tap; a later tap must read above it
+        self.counters[uid] = counter + 1
+        return {"meta_key": keys[1], "file_key": keys[2], "counter": counter}
+
+
 class Fleet:
-    """Several virtual boards that share a salt and an organisation key."""
+    """Several virtual boards that share a salt and an organisation key (and, with `badges`,
+    the organisation's NTAG 424 keys)."""
 
     def __init__(
         self,
@@ -441,6 +482,7 @@ class Fleet:
         roles: tuple[str, ...] = ("tag",),
         org_public_key: bytes | None = None,
         salt: bytes | None = None,
+        badges: NtagBadges | None = None,
     ):
         if count < 1:
             raise SimError("--boards must be at least 1")
@@ -449,6 +491,7 @@ class Fleet:
                 raise SimError(f"unknown role {role!r} (tag, lock, alarm)")
         self.salt = salt or secrets.token_bytes(16)
         self.org_public_key = org_public_key or bytes(32)
+        self.badges = badges
         self.boards: list[VirtualBoard] = []
         for index in range(1, count + 1):
             role = roles[(index - 1) % len(roles)]
@@ -490,8 +533,9 @@ class Fleet:
         return iter(self.boards)
 
     HELP = (
-        "tap N KIND HEX | press N INPUT | door N open|close | alarm N | power N cut|restore | "
-        "net N cut|restore | led N | events N | status | help | quit"
+        "tap N KIND HEX (badge|ntag424 UID, phone SEED) | press N INPUT | door N open|close | "
+        "alarm N | power N cut|restore | net N cut|restore | led N | events N | status | help | "
+        "quit"
     )
 
     def command(self, line: str) -> str:
@@ -518,7 +562,8 @@ class Fleet:
             board = self.board(args[0])
             rest = args[1:]
             if verb == "tap" and len(rest) >= 2:
-                board.tap(rest[0], rest[1])
+                card = self.badges.card(rest[1]) if self.badges and rest[0] == "ntag424" else {}
+                board.tap(rest[0], rest[1], **card)
             elif verb == "press" and rest:
                 board.press(rest[0])
             elif verb == "door" and rest and rest[0] in ("open", "close"):
@@ -592,9 +637,22 @@ def run_sim(
     lines: Iterator[str] | None,
     echo: Any = print,
     prompt: bool = True,
+    pki_dir: Path | None = None,
 ) -> Fleet:
     """`kvitto sim`: start the boards, list them, then obey prompt lines until quit/EOF (or,
-    with lines=None, until interrupted); the socket at `listen` takes the same lines."""
+    with lines=None, until interrupted); the socket at `listen` takes the same lines.
+
+    `pki_dir`: the organisation's `kvitto pki` folder: its credential salt (unless `salt` is
+    given) and NTAG 424 master keys, so taps carry the credential ids and SUNs it enrolled."""
+    badges = None
+    if pki_dir is not None:
+        from kvitto.enroll import ntag424_masters
+        from kvitto.pki import load_org
+
+        org = load_org(pki_dir)
+        salt = salt or org.credential_salt
+        org_public_key = org_public_key or org.command_public_key
+        badges = NtagBadges(ntag424_masters(pki_dir))
     fleet = Fleet(
         workdir,
         boards,
@@ -602,6 +660,7 @@ def run_sim(
         roles,
         org_public_key=org_public_key,
         salt=salt,
+        badges=badges,
     )
     stop = threading.Event()
     try:

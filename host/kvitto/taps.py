@@ -39,6 +39,9 @@ class Proof:
     reason: str = ""  # for unchecked and refused: why, naming the event
 
 
+_WEAK_PROOF = Proof(WEAK)  # one object for the many plain badge taps
+
+
 def weakest(*proofs: Proof | None) -> Proof:
     """The proof of a visit is the weaker of its two ends (a refused end refuses the visit)."""
     found = [p for p in proofs if p is not None]
@@ -96,7 +99,7 @@ class _Checker:
             return self._ntag424(device, event, credential)
         if credential.kind == "phone":
             return self._phone(device, event, credential)
-        return Proof(WEAK)  # a badge UID can be cloned (DESIGN "Taps and credentials")
+        return _WEAK_PROOF  # a badge UID can be cloned (DESIGN "Taps and credentials")
 
     def _no_proof(self, device: str, event: Event, credential: Credential, what: str) -> Proof:
         where = _where(device, event)
