@@ -15,7 +15,7 @@ import base64
 import hashlib
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -411,12 +411,13 @@ def _fields(payload: bytes, keys: Mapping[int, str], required: Iterable[int]) ->
     if not isinstance(fields, Mapping):
         raise BadPayload("payload is not a map")
     for key in fields:
-        if key not in keys:
+        # type(): True and False hash and compare as 1 and 0, yet are other CBOR items.
+        if type(key) is not int or key not in keys:
             raise UnknownField(f"payload key {key!r} is not defined by FORMATS.md")
     for key in required:
         if key not in fields:
             raise MissingField(f"payload lacks key {key} ({keys[key]})")
-    if fields[0] != 1:
+    if type(fields[0]) is not int or fields[0] != 1:
         raise UnsupportedVersion(f"payload key 0 (v): version {fields[0]!r}, only 1 is known")
     return dict(fields)
 
@@ -533,6 +534,226 @@ def _free_form(value: Any, where: str, depth: int) -> None:
             raise FieldType(f"{where}: text or bytes longer than 64")
     elif not (value is None or isinstance(value, (bool, int))):
         raise FieldType(f"{where}: {type(value).__name__} is not allowed")
+
+
+# -- many events under registered keys: one fused pass (re-checking a bundle) ------------------
+
+_SIG1_PREFIX = b"\x84\x6aSignature1"  # RFC 9052 §4.4: array(4), tstr(10) "Signature1"
+_TEXT, _BYTES, _UINT, _INT = "text", "bytes", "uint", "int"
+
+
+def _event_shapes() -> dict[bytes, tuple[bool, bool, bool]]:
+    """The payload key sequences the fast path takes, as bytes (each key is < 24 and so one byte
+    on the wire), in deterministic order, with which optional groups they carry: (t and sync,
+    cred, x). Any other sequence — missing, unknown or misordered keys — is decode_payload's."""
+    shapes = {}
+    for time in (False, True):
+        for cred in (False, True):
+            for x in (False, True):
+                keys = [0, 1, 2, 3, 4, *(5, 6)[: 2 * time], 7, *(8,)[:cred], 9, *(10,)[:x]]
+                shapes[bytes(keys)] = (time, cred, x)
+    return shapes
+
+
+def _x_shapes() -> dict[str, dict[tuple[str, ...], tuple[Any, ...]]]:
+    """Per event type, the non-empty `x` key tuples the fast path takes (RFC 8949 §4.2.1 order)
+    with the kind of each value: _TEXT, _BYTES, _UINT, _INT or a set of allowed texts. The same
+    rules as _check_x; free-form maps (boot, tamper, health) are left to it."""
+
+    def shape(**kinds: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        names = tuple(sorted(kinds, key=canonical))
+        return names, tuple(kinds[name] for name in names)
+
+    phone = frozenset({"phone"})
+    visit = dict(
+        [
+            shape(via=VIA_CREDENTIAL),
+            shape(via=VIA_CREDENTIAL - phone, sun=_BYTES),
+            shape(via=phone, nonce=_BYTES),
+            shape(via=phone, sig=_BYTES),
+            shape(via=phone, nonce=_BYTES, sig=_BYTES),
+        ]
+    )
+    via = dict([shape(via=_TEXT)])
+    alarm = dict([shape(alarm=_UINT)])
+    return {
+        "arrive": visit, "depart": visit, "unlock": via, "lock": via, "deny": via,
+        "alarm_call": alarm, "alarm_checkin": alarm, "alarm_checkout": alarm,
+        "tag_read": dict([shape(ctr=_UINT)]),
+        "clock_sync": dict([shape(offset_ms=_INT), shape(offset_ms=_INT, src=_TEXT)]),
+    }  # fmt: skip
+
+
+_EVENT_SHAPES = _event_shapes()
+_X_SHAPES = _x_shapes()
+# Types whose x may be absent (the others require a field in it; _check_x names which).
+_X_OPTIONAL = frozenset(
+    {"unlock", "lock", "deny", "door_open", "door_close", "alarm_checkin", "alarm_checkout",
+     "boot", "tamper", "health"}
+)  # fmt: skip
+_CRED_ALLOWED = CRED_REQUIRED | CRED_OPTIONAL
+
+
+class EventVerifier:
+    """verify_event for many messages under registered device keys, fused for the common case.
+
+        verifier = EventVerifier(lambda device_id: keys.get(device_id))
+        event = verifier.event(message)   # the Event verify_event would return, or None
+
+    None means "not decided here": an unregistered kid, any byte that is not the one expected
+    form, a bad signature or a payload error. The caller then asks verify_event, which names
+    the failure; tests/test_evidence_fastpath.py checks that an Event comes back only where
+    verify_event returns the same Event. The common case costs one slice-by-slice match of the
+    envelope's deterministic bytes, one Ed25519 check (the Sig_structure is a prefix per device
+    plus the message's own payload bytes), one cbor2 decode of the payload and one plain cbor2
+    re-encode: with exact types and key orders checked, equal bytes prove the deterministic
+    encoding (RFC 8949 §4.2.1) without cbor2's slower canonical mode.
+    """
+
+    def __init__(self, public_key_of: Callable[[str], bytes | None]) -> None:
+        self._public_key_of = public_key_of
+        # encoded protected header (bstr with head) -> (device id, key, Sig_structure prefix)
+        self._devices: dict[bytes, tuple[str, Ed25519PublicKey, bytes] | None] = {}
+
+    def _learn(self, header: bytes) -> tuple[str, Ed25519PublicKey, bytes] | None:
+        """The device a protected header names, if the header is exactly canonical({1: -8,
+        4: kid}) as a byte string and the kid is a registered device id."""
+        kid_at = header.find(b"\xa2\x01\x27\x04")  # {1: -8, 4: …} after the bstr head
+        kid = header[kid_at + 5 :] if kid_at in (1, 2) else b""
+        if header[kid_at + 4 : kid_at + 5] == b"\x58":  # a kid of 24 bytes or more
+            kid = kid[1:]
+        try:
+            device_id = kid.decode()
+        except UnicodeDecodeError:
+            device_id = ""
+        device = None
+        expected = canonical(canonical({1: ALG_EDDSA, 4: kid}))
+        if header == expected and DEVICE_ID.fullmatch(device_id):
+            public_key = self._public_key_of(device_id)
+            try:
+                key = Ed25519PublicKey.from_public_bytes(public_key) if public_key else None
+            except ValueError:
+                key = None
+            if key is not None:
+                device = (device_id, key, _SIG1_PREFIX + header + b"\x40")
+        self._devices[header] = device
+        return device
+
+    def event(self, message: bytes) -> Event | None:
+        """The verified Event, or None where verify_event is to decide (see the class)."""
+        size = len(message)
+        # FORMATS.md §1 in its one deterministic form: 0xd2 tag 18, 0x84 array(4), the protected
+        # bstr, 0xa0 the empty unprotected map, the payload bstr, 0x58 0x40 the 64-byte signature.
+        if size > MAX_MESSAGE_BYTES or size < 80 or message[0] != 0xD2 or message[1] != 0x84:
+            return None
+        head = message[2]
+        if 0x40 <= head < 0x58:
+            header_end = head - 0x3D  # 3 + length
+        elif head == 0x58 and message[3] >= 24:
+            header_end = message[3] + 4
+        else:
+            return None
+        if size < header_end + 68:
+            return None
+        header = message[2:header_end]
+        device = self._devices.get(header)
+        if device is None and header not in self._devices:
+            device = self._learn(header)
+        if device is None or message[header_end] != 0xA0:
+            return None
+        device_id, public_key, signed_prefix = device
+        head = message[header_end + 1]
+        if 0x40 <= head < 0x58:
+            start, end = header_end + 2, header_end + 2 + head - 0x40
+        elif head == 0x58 and message[header_end + 2] >= 24:
+            start = header_end + 3
+            end = start + message[header_end + 2]
+        elif head == 0x59 and message[header_end + 2] > 0:  # 256 bytes or more
+            start = header_end + 4
+            end = start + int.from_bytes(message[header_end + 2 : start], "big")
+        else:
+            return None
+        if end + 66 != size or message[end] != 0x58 or message[end + 1] != 0x40:
+            return None
+        try:
+            public_key.verify(message[end + 2 :], signed_prefix + message[header_end + 1 : end])
+        except InvalidSignature:
+            return None
+
+        payload = message[start:end]
+        try:
+            fields = cbor2.loads(payload)
+            # Keys 0 and 1 and v = 1 as the first three bytes: bytes() below would take
+            # False/True for 0/1; every other key must be an int for bytes() to succeed.
+            shape = None
+            if type(fields) is dict and payload[1:4] == b"\x00\x01\x01":
+                shape = _EVENT_SHAPES.get(bytes(fields))
+        except Exception:  # cbor2 raises several types; bytes() TypeError/ValueError for keys
+            shape = None
+        if shape is None:
+            return self._decided_by_payload(payload, message, device_id)
+        seq, boot, up, event_type, prev = fields[2], fields[3], fields[4], fields[7], fields[9]
+        has_time, has_cred, has_x = shape
+        t = sync = cred = None
+        x: dict[str, Any] = {}
+        ok = (
+            fields[1] == device_id
+            and type(seq) is int and 1 <= seq <= UINT_MAX
+            and type(boot) is int and 0 <= boot <= UINT_MAX
+            and type(up) is int and 0 <= up <= UINT_MAX
+            and type(event_type) is str and event_type in EVENT_TYPES
+            and type(prev) is bytes and len(prev) == 32
+        )  # fmt: skip
+        if ok and has_time:
+            t, sync = fields[5], fields[6]
+            ok = type(t) is int and 0 <= t <= UINT_MAX and type(sync) is int
+            ok = ok and 0 <= sync <= UINT_MAX
+        if ok:
+            if has_cred:
+                cred = fields[8]
+                ok = type(cred) is bytes and len(cred) == 16 and event_type in _CRED_ALLOWED
+            else:
+                ok = event_type not in CRED_REQUIRED
+        if ok:
+            if has_x:
+                x = fields[10]
+                kinds = _X_SHAPES.get(event_type, {}).get(tuple(x)) if type(x) is dict else None
+                ok = kinds is not None and _x_values_fit(x, kinds)
+            else:
+                ok = event_type in _X_OPTIONAL
+        if not ok or cbor2.dumps(fields) != payload:
+            return self._decided_by_payload(payload, message, device_id)
+        return Event(
+            device_id, seq, boot, up, event_type, prev, t, sync, cred, x, payload, message
+        )
+
+    @staticmethod
+    def _decided_by_payload(payload: bytes, message: bytes, device_id: str) -> Event | None:
+        # The envelope and signature are good: the strict payload check decides, without a
+        # second Ed25519 check (free-form x, or an error for verify_event to name).
+        try:
+            event = decode_payload(payload, message)
+        except EvidenceError:
+            return None
+        return event if event.dev == device_id else None
+
+
+def _x_values_fit(x: dict[str, Any], kinds: tuple[Any, ...]) -> bool:
+    for value, kind in zip(x.values(), kinds):
+        kind_of_value = type(value)
+        if kind is _TEXT:
+            ok = kind_of_value is str and 1 <= len(value) <= 32
+        elif kind is _BYTES:
+            ok = kind_of_value is bytes and 1 <= len(value) <= 64
+        elif kind is _UINT:
+            ok = kind_of_value is int and 0 <= value <= UINT_MAX
+        elif kind is _INT:
+            ok = kind_of_value is int and -(2**63) <= value <= UINT_MAX
+        else:
+            ok = kind_of_value is str and value in kind
+        if not ok:
+            return False
+    return True
 
 
 # -- the stream of one device --------------------------------------------------------------------
