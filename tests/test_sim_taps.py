@@ -83,3 +83,22 @@ def test_ntag424_taps_carry_suns_under_the_badges_keys_with_a_rising_counter(tmp
         counters.append(result.counter)
     assert counters == [1, 2]
     assert badges.card(UID.hex())["counter"] == 2  # the next tap reads 3, at any door
+
+
+def test_kvitto_sim_with_the_organisations_pki_uses_its_salt_and_badge_keys(tmp_path):
+    from kvitto.pki import ensure_org
+    from kvitto.sim import run_sim
+
+    pki = tmp_path / "pki"
+    org = ensure_org(pki)
+    keys = ntag424_badge_keys(ntag424_masters(pki), UID)
+    replies: list[str] = []
+    fleet = run_sim(1, None, ("tag",), tmp_path / "sim", None, None, None,
+                    iter([f"tap 1 ntag424 {UID.hex()}"]), echo=replies.append,
+                    pki_dir=pki)  # fmt: skip
+    assert "ok" in replies
+    assert fleet.salt == org.credential_salt
+    assert fleet.org_public_key == org.command_public_key
+    assert fleet.badges is not None and fleet.badges.counters == {UID: 1}
+    card = fleet.badges.card(UID.hex())
+    assert (card["meta_key"], card["file_key"], card["counter"]) == (keys[1], keys[2], 1)

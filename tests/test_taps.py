@@ -159,6 +159,15 @@ def test_without_keys_a_sun_is_not_checked_but_the_organisations_keys_check_it(t
     assert rules_of(checked, "k-1") == {}
     assert rules_of(checked, "k-2") == {"E7": "reject"}
     assert not [n for n in checked.not_checked if n["rule"] == "E7"]
+    command = subprocess.run(
+        [sys.executable, "-m", "kvitto", "verify", str(tmp_path / "case"), "--profile",
+         "huddinge", "--month", "2026-10", "--pki", str(pki)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert command.returncode == 0, command.stderr
+    findings = json.loads(command.stdout)["findings"]
+    assert [(f["claim_id"], f["rule"]) for f in findings] == [("k-2", "E7")]
+    assert "sun counter 2 not above 2" in findings[0]["reason"]
 
 
 def phone_bundle(root: Path, public_key: bytes | None = PHONE_PUBLIC) -> Bundle:
