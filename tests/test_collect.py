@@ -7,7 +7,7 @@ import random
 import pytest
 from collect_support import ORG_SEED, FakeDevice, wait_for
 
-from kvitto.collect import Collector
+from kvitto.collect import Collector, _puback
 from kvitto.registry import Registry
 from kvitto.store import open_store
 
@@ -246,3 +246,27 @@ def test_verification_in_worker_processes_gives_the_same_result(store, devices, 
     assert [reason.split(":")[0] for _, _, _, reason, _ in store.quarantined()] == [
         "bad-signature"
     ]
+
+
+def test_the_pubacks_of_a_batch_are_queued_as_one_write_or_one_by_one():
+    class Paho:
+        def __init__(self):
+            self.queued: list[bytes] = []
+
+        def _packet_queue(self, command, packet, mid, qos):
+            self.queued.append(packet)
+
+    paho = Paho()
+    _puback(paho, [1, 2, 0x1234])
+    assert paho.queued == [bytes.fromhex("400200014002000240021234")]
+
+    class Other:
+        def __init__(self):
+            self.acked: list[tuple[int, int]] = []
+
+        def ack(self, mid, qos):
+            self.acked.append((mid, qos))
+
+    other = Other()
+    _puback(other, [7, 8])
+    assert other.acked == [(7, 1), (8, 1)]

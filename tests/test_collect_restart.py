@@ -195,6 +195,9 @@ def test_events_published_while_the_collector_is_down_wait_in_its_session(tmp_pa
     try:
         wait_for(lambda: device.acked_upto == 20, what="ack 20")
         assert device.resends == []
+        # The first session's PUBACKs (one write per batch) reached the broker: it delivers
+        # only what came after, nothing again.
+        assert second.stats().received == 10 and second.stats().duplicates == 0
     finally:
         second.stop()
         second.store.close()

@@ -20,6 +20,7 @@ import hashlib
 import multiprocessing
 import os
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -366,6 +367,21 @@ def load_org_key(path: Path) -> bytes:
 
 # -- the MQTT collector -------------------------------------------------------------------
 
+_PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 §3.4: 0x40, remaining length 2, packet id
+
+
+def _puback(client: Any, mids: list[int]) -> None:
+    """Acknowledge QoS 1 messages. paho's ack() queues one 4-byte packet per call and wakes
+    its network thread for each, which then sends each alone: the batch's PUBACKs go as one
+    write here, through paho's packet queue (checked to exist, else ack() one by one). The
+    same 4 bytes are a valid MQTT 5 PUBACK too (reason Success, no properties: §3.4.2.1)."""
+    queue = getattr(client, "_packet_queue", None)
+    if queue is None:
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    queue(0x40, b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]), 0, 1)
+
 
 @dataclass
 class Stats:
@@ -440,6 +456,12 @@ class Collector:
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
         self._ack_wanted: dict[str, int] = {}
         self._queue_seen = 0
+        # QoS 1 messages received and acknowledged: the difference is what the broker has in
+        # flight to us, and its peak the broker's window (max_inflight_messages), as far as
+        # the traffic has shown it.
+        self._received_qos = 0
+        self._acked_qos = 0
+        self._window = 0
         self.subscribed = threading.Event()  # set once the broker confirmed the subscription
         self._ack_sent_at: dict[str, float] = {}
         self._outbox: list[tuple[str, str, dict[str, Any]]] = []
@@ -570,15 +592,19 @@ class Collector:
         self._stats.subscribed = False
 
     def _on_message(self, client, userdata, message) -> None:
+        # The network thread: as little as possible per message, it shares the GIL.
         if self._stopping.is_set():
             return  # not acknowledged: redelivered to the next session
         topic = message.topic
         parts = topic.split("/")
         device = parts[2] if len(parts) == 4 else None
-        self._queue.append(
-            Inbound(message.payload, topic, device, now_ms(), message.mid if message.qos else None)
-        )
-        self._wake.set()
+        mid = None
+        if message.qos:
+            mid = message.mid
+            self._received_qos += 1  # written by this thread only
+        self._queue.append(Inbound(message.payload, topic, device, now_ms(), mid))
+        if not self._wake.is_set():  # Event.set takes a lock and notifies: skip when set
+            self._wake.set()
 
     # -- pipeline thread: batch, verify, store, acknowledge -------------------------------
 
@@ -587,7 +613,7 @@ class Collector:
         depth = max(2, self.workers)
         try:
             while True:
-                batch = self._take(self.max_batch)
+                batch = self._take(self._batch_limit(depth))
                 if batch:
                     pending.append((batch, self._submit(batch)))
                 while pending and (
@@ -608,6 +634,14 @@ class Collector:
                     self._wake.clear()
         except BaseException as error:  # surfaced by the CLI; the broker redelivers
             self.error = error
+
+    def _batch_limit(self, depth: int) -> int:
+        """At most max_batch, and at most a share of the broker's window: PUBACKs go only after
+        the commit, so a batch as large as the window would leave the broker waiting while it
+        is verified and stored. Several smaller batches in the pipeline keep messages coming
+        in while earlier ones are verified and committed."""
+        self._window = max(self._window, self._received_qos - self._acked_qos)
+        return max(1, min(self.max_batch, max(self._window // (depth + 2), 64)))
 
     def _take(self, limit: int) -> list[Inbound]:
         batch: list[Inbound] = []
@@ -672,10 +706,10 @@ class Collector:
             )
         # Committed: now the broker may forget these messages.
         client = self._client
-        if client is not None:
-            for item in batch:
-                if item.mid is not None:
-                    client.ack(item.mid, 1)
+        mids = [item.mid for item in batch if item.mid is not None]
+        if client is not None and mids:
+            _puback(client, mids)
+            self._acked_qos += len(mids)
         stats = self._stats
         stats.received += len(events)
         stats.stored += outcome.stored
