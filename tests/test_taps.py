@@ -148,16 +148,25 @@ def test_without_keys_a_sun_is_not_checked_but_the_organisations_keys_check_it(t
     badge("2026-10-01T08:30", "depart", 2)
     badge("2026-10-02T08:00", "arrive", 2)  # replay
     badge("2026-10-02T08:30", "depart", 3)
-    claim(b, "k-1", "s-03", 1)
-    claim(b, "k-2", "s-03", 2)
+    # day 3: a genuine SUN of another of the organisation's badges under s-03's credential
+    other_uid = bytes.fromhex("04aabbccddeeff")
+    other = ntag424_badge_keys(ntag424_masters(pki), other_uid)
+    picc, mac = pn532sim.sun_message(other[1], other[2], other_uid, 50)
+    b._emit("tag-0042", "arrive", when("2026-10-03T08:00"), cred,
+            {"via": "ntag424", "sun": picc + mac})  # fmt: skip
+    badge("2026-10-03T08:30", "depart", 4)
+    for day in (1, 2, 3):
+        claim(b, f"k-{day}", "s-03", day)
     unchecked = run(b, "huddinge")
-    assert rules_of(unchecked, "k-1") == {} and rules_of(unchecked, "k-2") == {}
+    assert all(rules_of(unchecked, f"k-{day}") == {} for day in (1, 2, 3))
     skipped = [n for n in unchecked.not_checked if n["rule"] == "E7"]
-    assert {n["claim_id"] for n in skipped} == {"k-1", "k-2"}
+    assert {n["claim_id"] for n in skipped} == {"k-1", "k-2", "k-3"}
     assert "no NTAG 424 keys for credential" in skipped[0]["reason"]
     checked = verify_case(tmp_path / "case", "huddinge", "2026-10", pki=TapKeys.from_pki(pki))
     assert rules_of(checked, "k-1") == {}
     assert rules_of(checked, "k-2") == {"E7": "reject"}
+    assert rules_of(checked, "k-3") == {"E7": "reject"}
+    assert f"is not badge {other_uid.hex()}" in reasons(checked, "k-3")
     assert not [n for n in checked.not_checked if n["rule"] == "E7"]
     command = subprocess.run(
         [sys.executable, "-m", "kvitto", "verify", str(tmp_path / "case"), "--profile",
@@ -166,7 +175,7 @@ def test_without_keys_a_sun_is_not_checked_but_the_organisations_keys_check_it(t
     )  # fmt: skip
     assert command.returncode == 0, command.stderr
     findings = json.loads(command.stdout)["findings"]
-    assert [(f["claim_id"], f["rule"]) for f in findings] == [("k-2", "E7")]
+    assert [(f["claim_id"], f["rule"]) for f in findings] == [("k-2", "E7"), ("k-3", "E7")]
     assert "sun counter 2 not above 2" in findings[0]["reason"]
 
 
