@@ -183,6 +183,38 @@ def test_qos1_both_ways_against_mosquitto(micropython, mosquitto):
     assert out.split() == ["300", "True", "True", "1", "0"]
 
 
+SIZES_SCRIPT = """
+import asyncio, sys
+from device.mqtt import MQTTClient
+host, port = sys.argv[1], int(sys.argv[2])
+sizes = [int(size) for size in sys.argv[3].split(",")]
+got = []
+async def main():
+    c = MQTTClient("tag-0042", host, port, seed=1, subscriptions=[(b"kvitto/v1/tag-0042/cmd", 1)],
+                   on_message=lambda t, p, r: got.append(p))
+    asyncio.create_task(c.run())
+    await c.up.wait()
+    for size in sizes:
+        await c.publish(b"kvitto/v1/tag-0042/cmd", bytes(i % 251 for i in range(size)))
+    for _ in range(250):
+        if len(got) == len(sizes):
+            break
+        await asyncio.sleep_ms(20)
+    print([len(p) for p in got] == sizes, all(p == bytes(i % 251 for i in range(len(p))) for p in got),
+          len(c._rxbuf), c.stats["connects"], c.stats["malformed"])
+    await c.disconnect()
+asyncio.run(main())
+"""
+
+
+def test_packets_longer_than_the_kept_buffer_arrive_whole(micropython, mosquitto):
+    # The client keeps a 512-byte receive buffer; a longer packet (a long allowlist) up to the
+    # 4 KiB limit gets a block of its own, and the small buffer serves the ones after it.
+    sizes = "100,480,600,3500,40"
+    out = micropython(SIZES_SCRIPT, args=[mosquitto.host, str(mosquitto.port), sizes])
+    assert out.split() == ["True", "True", "512", "1", "0"]
+
+
 def _read_packet(conn: socket.socket) -> tuple[int, bytes]:
     first = conn.recv(1)
     if not first:

@@ -413,7 +413,10 @@ class Journal:
 
         Appends and acks may happen between yields (asyncio): each step looks the segment up
         again, so new events are included and released ones skipped."""
-        buf = bytearray(self.segment_bytes)  # own buffer: other calls may run between yields
+        # The shared read buffer: nothing in it is used across a yield (each segment is read and
+        # its payloads copied out before the first one is handed on), so the publisher does not
+        # need a fresh segment-sized block, hard to find in a fragmented heap, on every pass.
+        buf = self._buf
         last = (from_seq or 1) - 1
         while True:
             last = max(last, self.acked)

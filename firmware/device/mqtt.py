@@ -38,6 +38,7 @@ DISCONNECT = const(14)
 
 _MAX_REMAINING = const(268435455)  # §2.2.3: four bytes of 7 bits
 _MAX_PACKET = const(4096)  # what this device accepts; commands are ~200 bytes
+_RX_BYTES = const(512)  # the receive buffer kept: acks, pings and commands up to ~18 creds fit
 _CONNECT_TIMEOUT_MS = const(5000)
 _WRITE_TIMEOUT_MS = const(5000)
 _PINGREQ = b"\xc0\x00"
@@ -280,7 +281,11 @@ class MQTTClient:
         self._sock = None
         self._stream = None
         self._reader = None
-        self._rxbuf = bytearray(max_packet)  # allocated once; parse_packet copies out
+        # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
+        # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
+        # block of its own size when it comes. parse_packet copies out.
+        self.max_packet = max_packet
+        self._rxbuf = bytearray(min(max_packet, _RX_BYTES))
         self._rxview = memoryview(self._rxbuf)
         self._hdr = memoryview(bytearray(1))
         self._wlock = asyncio.Lock()
@@ -544,9 +549,12 @@ class MQTTClient:
                 break
         else:
             raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
-        if length > len(self._rxbuf):
+        if length > self.max_packet:
             raise MQTTProtocolError("packet of %d bytes exceeds the device limit" % length)
-        body = self._rxview[:length]
+        if length > len(self._rxbuf):
+            body = memoryview(bytearray(length))
+        else:
+            body = self._rxview[:length]
         await self._read_into(body)
         self._last_rx = time.ticks_ms()
         return parse_packet(first, body)
