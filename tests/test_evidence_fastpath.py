@@ -7,6 +7,7 @@ carry valid signatures, and build_evidence's result does not depend on it."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
@@ -33,6 +34,7 @@ from kvitto.evidence import (
     _decode,
     _head,
     canonical,
+    read_messages,
     sig_structure,
     sign1,
     split_sign1,
@@ -425,3 +427,45 @@ def test_build_evidence_is_the_same_with_and_without_the_fast_path(monkeypatch):
     strict = build_evidence(registry, messages)
     assert fast == strict
     assert len(fast.presences) == 2 and len(fast.issues) >= 6
+
+
+def cbor2_framing(data: bytes) -> list[bytes]:
+    stream, items = io.BytesIO(data), []
+    while stream.tell() < len(data):
+        start = stream.tell()
+        cbor2.load(stream)
+        items.append(data[start : stream.tell()])
+    return items
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(SECRETS)),
+            st.sampled_from(sorted(BASE)),
+            st.sets(st.sampled_from(ENVELOPE_DEVIATIONS), max_size=2),
+        ),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_read_messages_frames_items_as_cbor2_does(tmp_path_factory, items, cut):
+    # read_messages frames the usual COSE_Sign1 from its heads alone; any other item, or a
+    # sequence cut off in an item, goes through cbor2 as before.
+    data = b"".join(
+        envelope(device, canonical(valid_fields(device, event_type)), sorted(chosen))
+        if event_type != "health"
+        else envelope(device, canonical({**valid_fields(device, "health"), 10: BIG_HEALTH}))
+        for device, event_type, chosen in items
+    )
+    data = data[:-1] if cut else data
+    path = tmp_path_factory.mktemp("bundle") / "evidence.cbor-seq"
+    path.write_bytes(data)
+    try:
+        expected = cbor2_framing(data)
+    except Exception:
+        with pytest.raises(EvidenceError, match="not a CBOR item"):
+            list(read_messages(path))
+    else:
+        assert [message for _, message in read_messages(path)] == expected

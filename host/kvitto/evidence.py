@@ -718,7 +718,21 @@ class EventVerifier:
             if has_x:
                 x = fields[10]
                 kinds = _X_SHAPES.get(event_type, {}).get(tuple(x)) if type(x) is dict else None
-                ok = kinds is not None and _x_values_fit(x, kinds)
+                ok = kinds is not None
+                for value, kind in zip(x.values(), kinds) if kinds is not None else ():
+                    value_type = type(value)
+                    if kind is _TEXT:
+                        ok = value_type is str and 1 <= len(value) <= 32
+                    elif kind is _BYTES:
+                        ok = value_type is bytes and 1 <= len(value) <= 64
+                    elif kind is _UINT:
+                        ok = value_type is int and 0 <= value <= UINT_MAX
+                    elif kind is _INT:
+                        ok = value_type is int and -(2**63) <= value <= UINT_MAX
+                    else:  # a set of allowed texts
+                        ok = value_type is str and value in kind
+                    if not ok:
+                        break
             else:
                 ok = event_type in _X_OPTIONAL
         if not ok or cbor2.dumps(fields) != payload:
@@ -736,24 +750,6 @@ class EventVerifier:
         except EvidenceError:
             return None
         return event if event.dev == device_id else None
-
-
-def _x_values_fit(x: dict[str, Any], kinds: tuple[Any, ...]) -> bool:
-    for value, kind in zip(x.values(), kinds):
-        kind_of_value = type(value)
-        if kind is _TEXT:
-            ok = kind_of_value is str and 1 <= len(value) <= 32
-        elif kind is _BYTES:
-            ok = kind_of_value is bytes and 1 <= len(value) <= 64
-        elif kind is _UINT:
-            ok = kind_of_value is int and 0 <= value <= UINT_MAX
-        elif kind is _INT:
-            ok = kind_of_value is int and -(2**63) <= value <= UINT_MAX
-        else:
-            ok = kind_of_value is str and value in kind
-        if not ok:
-            return False
-    return True
 
 
 # -- the stream of one device --------------------------------------------------------------------
@@ -846,17 +842,55 @@ def read_messages(path: Path) -> Iterator[tuple[int, bytes]]:
                     raise EvidenceError(f"{path} line {number}: not base64") from None
         return
     stream = io.BytesIO(data)
-    number = 0
-    while stream.tell() < len(data):
+    start = number = 0
+    while start < len(data):
         number += 1
-        start = stream.tell()
-        try:
-            cbor2.load(stream)
-        except Exception as error:
-            raise EvidenceError(
-                f"{path} item {number} (byte {start}): not a CBOR item: {error}"
-            ) from None
-        yield number, data[start : stream.tell()]
+        end = _sign1_end(data, start)
+        if end < 0:  # not the usual shape: cbor2 finds the end, or says what is wrong
+            stream.seek(start)
+            try:
+                cbor2.load(stream)
+            except Exception as error:
+                raise EvidenceError(
+                    f"{path} item {number} (byte {start}): not a CBOR item: {error}"
+                ) from None
+            end = stream.tell()
+        yield number, data[start:end]
+        start = end
+
+
+def _sign1_end(data: bytes, start: int) -> int:
+    """Where the item at `start` ends if it is tag 18 around [bstr, {}, bstr, bstr(64)] with
+    heads of at most three bytes, read from the heads alone (the usual evidence item, framed
+    without decoding it); -1 for any other item, which cbor2 then frames."""
+    try:
+        if data[start] != 0xD2 or data[start + 1] != 0x84:
+            return -1
+        at = start + 2
+        head = data[at]
+        if 0x40 <= head < 0x58:
+            at += 1 + head - 0x40
+        elif head == 0x58:
+            at += 2 + data[at + 1]
+        else:
+            return -1
+        if data[at] != 0xA0:
+            return -1
+        at += 1
+        head = data[at]
+        if 0x40 <= head < 0x58:
+            at += 1 + head - 0x40
+        elif head == 0x58:
+            at += 2 + data[at + 1]
+        elif head == 0x59:
+            at += 3 + (data[at + 1] << 8 | data[at + 2])
+        else:
+            return -1
+        if data[at] != 0x58 or data[at + 1] != 0x40:
+            return -1
+    except IndexError:
+        return -1
+    return at + 66 if at + 66 <= len(data) else -1
 
 
 # -- commands (FORMATS.md §2) -------------------------------------------------------------------
