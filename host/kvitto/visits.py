@@ -17,6 +17,7 @@ refused end is kept with `proof = "refused"` and its reason, and the rules never
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -115,11 +116,14 @@ def anchor_boot(events: list[Event], max_sync_age_s: int) -> list[Timed]:
     syncs = sorted(
         (e.up, e.t) for e in events if e.type == "clock_sync" and e.t is not None
     )  # (up ms, unix s)
+    sync_ups = [up_ms for up_ms, _ in syncs]
     timed = []
     for event in events:
         if syncs:
-            before = [s for s in syncs if s[0] <= event.up]
-            up_ms, wall = before[-1] if before else syncs[0]
+            # The last sync at or before the event (bisect: a month's hourly syncs in one boot
+            # made a scan per event quadratic), else the first one after it.
+            before = bisect_right(sync_ups, event.up)
+            up_ms, wall = syncs[before - 1] if before else syncs[0]
             age_s = abs(event.up - up_ms) / 1000
             timed.append(
                 Timed(event, _utc(wall + (event.up - up_ms) / 1000), age_s <= max_sync_age_s)
@@ -302,6 +306,12 @@ def _replace_customer(presence: Presence, customer: str) -> Presence:
     return replace(presence, customer=customer, own=False)
 
 
+_PAIR_KIND = {
+    "arrive": "visit", "depart": "visit", "unlock": "visit", "lock": "visit",
+    "alarm_checkin": "alarm", "alarm_checkout": "alarm",
+}  # fmt: skip
+
+
 def _pair(
     registry: Registry,
     device_id: str,
@@ -357,10 +367,7 @@ def _pair(
         credential = event.cred.hex() if event.cred else ""
         # At a lock, a credential's unlock is its arrival: the same visit is closed by its
         # `depart` (or a `lock` by that credential), whichever the lock records.
-        kind = {
-            "arrive": "visit", "depart": "visit", "unlock": "visit", "lock": "visit",
-            "alarm_checkin": "alarm", "alarm_checkout": "alarm",
-        }.get(event.type)  # fmt: skip
+        kind = _PAIR_KIND.get(event.type)
         if event.type in ("unlock", "lock") and not credential:
             continue  # exit button and auto-relock: nobody's arrival or departure
         if event.type == "alarm_call":
