@@ -154,6 +154,25 @@ def test_signer_steps_yield_often_and_give_the_same_signature():
     )
 
 
+def test_two_signatures_interleaved_step_by_step_on_one_signer_are_both_right():
+    # The reader signs a tag URL while the link signs an event, with the one cached Signer:
+    # each signature has its own SHA-512 scratch space.
+    secret = bytes(range(32))
+    signer = ed25519.Signer(secret)
+    key = Ed25519PrivateKey.from_private_bytes(secret)
+    messages = [b"tag url" * 20, b"event" * 60]
+    steps = [signer.sign_steps(message) for message in messages]
+    results: list = [None, None]
+    while None in results:
+        for index, generator in enumerate(steps):
+            if results[index] is None:
+                try:
+                    next(generator)
+                except StopIteration as done:
+                    results[index] = done.value
+    assert results == [key.sign(message) for message in messages]
+
+
 def test_stepwise_signing_under_asyncio_on_the_unix_port(micropython):
     out = micropython(
         """

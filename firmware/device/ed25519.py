@@ -301,13 +301,16 @@ class Signer:
         """RFC 8032 §5.1.6 as a generator; a slice is a fifth of a SHA-512 block, four comb rounds
         or 50 squarings of the inversion."""
         self.signature = None
-        h = sha512(self._prefix)
+        # One message schedule for this signature's two hashes, which run one after the other
+        # (not one per Signer: a tag URL and an event may be signed interleaved).
+        schedule = [0] * 80
+        h = sha512(self._prefix, schedule)
         yield from h.update_steps(msg)
         digest = yield from h.digest_steps()
         r = int.from_bytes(digest, "little") % _L
         point = yield from _comb_steps(r)
         encoded_r = yield from _encode_point_steps(point)
-        h = sha512(encoded_r)
+        h = sha512(encoded_r, schedule)
         h.update(self.public)
         yield from h.update_steps(msg)
         digest = yield from h.digest_steps()

@@ -45,23 +45,25 @@ _H0 = (
 
 
 class sha512:
-    """hashlib-style SHA-512: update(), digest(), hexdigest(), copy()."""
+    """hashlib-style SHA-512: update(), digest(), hexdigest(), copy(). `schedule`: see __init__."""
 
     digest_size = 64
     block_size = 128
 
-    def __init__(self, data=b""):
+    def __init__(self, data=b"", schedule=None):
         self._h: list = list(_H0)
         self._buffer = bytearray(_BLOCK)  # one block, reused for every compression
         self._fill = 0
         self._length = 0
-        self._w = [0] * 80  # message schedule, allocated once
+        # The message schedule, allocated once: scratch space that every compression rewrites,
+        # so hashes that never run interleaved may share one list of 80 (`schedule`).
+        self._w = schedule or [0] * 80
         self._last = b""
         if data:
             self.update(data)
 
-    def copy(self):
-        other = sha512()
+    def copy(self, _share_schedule=False):
+        other = sha512(b"", self._w if _share_schedule else None)
         other._h = list(self._h)
         other._buffer[:] = self._buffer
         other._fill = self._fill
@@ -100,7 +102,9 @@ class sha512:
 
     def digest_steps(self):
         """digest() as a generator (the padding block is compressed in slices); returns it."""
-        final = self.copy()
+        # The padded copy borrows this object's schedule (80 words, held until the next
+        # compression): this one compresses nothing while its own digest is being computed.
+        final = self.copy(True)
         bits = self._length * 8
         # FIPS 180-4 §5.1.2: a 1 bit, zeros, then the length as a 128-bit big-endian integer.
         pad = (_BLOCK - 16 - 1 - self._fill) % _BLOCK
