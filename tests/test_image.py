@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
 from kvitto.image import BOARD_FILE, CONFIG_FILE, build_image, load_board, read_image
+from kvitto.paths import FIRMWARE
 
 
 def device_config(device="tag-0042", board="sim", role="tag"):
@@ -93,6 +94,21 @@ def test_real_board_image_leaves_the_simulator_out(tmp_path):
     # so check the compiler ran rather than the arch.
     header = files["device/__init__.mpy"]
     assert header[0:2] == b"M\x06"
+
+
+def test_frozen_firmware_image_leaves_the_device_package_out(tmp_path):
+    # The firmware built with firmware/manifest.py has device/ in flash; a copy on littlefs
+    # would shadow it (and load its bytecode into the heap), so the image goes without.
+    result = CliRunner().invoke(
+        cli,
+        ["image", "--board", "esp32-devkitc", "--frozen", "--out", str(tmp_path / "fs.bin")]
+        + ["--format", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    names = set(json.loads(result.output)["files"])
+    assert names == {"boot.py", "main.py", "board.json"}
+    manifest = (FIRMWARE / "manifest.py").read_text()
+    assert 'package("device")' in manifest
 
 
 def test_same_input_gives_the_same_file_list(tmp_path):

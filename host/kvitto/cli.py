@@ -35,12 +35,17 @@ def cli() -> None:
     help="Device config (/config.json); without it a generic image for provisioning.",
 )
 @click.option("--lockdown", is_flag=True, help="Production boot.py: no REPL once provisioned.")
+@click.option(
+    "--frozen",
+    is_flag=True,
+    help="The firmware has device/ frozen in (firmware/manifest.py): leave it off the image.",
+)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
-def image(board, out, config, lockdown, output_format) -> None:
+def image(board, out, config, lockdown, frozen, output_format) -> None:
     """Build a board's filesystem image (firmware as .mpy, board file, device config)."""
     from kvitto.image import run_image
 
-    run_image(board, out, config, output_format, lockdown)
+    run_image(board, out, config, output_format, lockdown, frozen)
 
 
 @cli.command()

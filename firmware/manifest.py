@@ -1,0 +1,14 @@
+"""Freeze manifest: kvitto's `device` package frozen into a board's MicroPython firmware.
+
+    make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/kvitto/firmware/manifest.py
+    kvitto flash --firmware build-ESP32_GENERIC/firmware.bin ...    # with an image made by
+    kvitto image --frozen ...                                       # (no device/ on littlefs)
+
+Frozen, the bytecode, strings and constants (the Ed25519 comb table) stay in flash; loaded from
+.mpy files on the filesystem, as a stock firmware must, they take the heap: bench/device.py
+measures both ("rom" and "fs"). `kvitto image --frozen` leaves device/ off the filesystem, where
+it would shadow the frozen copy (sys.path looks in / before .frozen). sim/ is never frozen.
+"""
+
+include("$(PORT_DIR)/boards/manifest.py")  # type: ignore  # noqa: F821  (manifest builtin)
+package("device")  # type: ignore  # noqa: F821  (relative to this file: firmware/device)
