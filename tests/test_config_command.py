@@ -200,3 +200,41 @@ def test_the_host_signs_only_config_commands_a_device_can_obey():
     for x in ({"volume": 3}, {"debounce_ms": "800"}, {}):
         with pytest.raises(KvittoError):
             sign_command(ORG_SEED, "tag-0042", 7, NOW, "config", x)
+
+
+def test_the_collector_sends_a_config_command_in_the_device_s_command_sequence(
+    tmp_path, mosquitto
+):
+    from collect_support import FakeDevice, wait_for
+
+    from kvitto.collect import Collector
+    from kvitto.registry import Registry
+    from kvitto.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/kvitto.db")
+    registry = Registry(store)
+    registry.add_customer("c-1001")
+    device = FakeDevice("tag-0042")
+    registry.add_device("tag-0042", "c-1001", "tag", device.public_key, "2026-09-01")
+    device.connect(mosquitto.host, mosquitto.port)
+    collector = Collector(open_store(store.url), mosquitto.url, ORG_SEED)
+    try:
+        collector.start()
+        collector.wait_ready()
+        with pytest.raises(KvittoError):  # a setting no device knows is refused at once
+            collector.send_command("tag-0042", "config", {"volume": 3})
+        device.events(2)
+        device.publish_seqs([1, 2])
+        wait_for(lambda: device.acked_upto == 2, what="ack upto 2")
+        collector.send_command("tag-0042", "config", {"debounce_ms": 800})
+        wait_for(lambda: len(device.command_seqs) >= 2, what="the config command")
+        sent = [verify_command(m, ORG_PUBLIC, "tag-0042") for m in device.raw_commands]
+        config_commands = [c for c in sent if c.type == "config"]
+        assert [c.x for c in config_commands] == [{"debounce_ms": 800}]
+        # after the ack, in the same per-device sequence the store hands out
+        assert config_commands[0].seq > sent[0].seq and device.refused == []
+    finally:
+        collector.stop()
+        collector.store.close()
+        device.disconnect()
+        store.close()

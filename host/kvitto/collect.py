@@ -474,6 +474,7 @@ class Collector:
         self.subscribed = threading.Event()  # set once the broker confirmed the subscription
         self._ack_sent_at: dict[str, float] = {}
         self._outbox: list[tuple[str, str, dict[str, Any]]] = []
+        self._outbox_lock = threading.Lock()  # send_command() is called from other threads
         self.error: BaseException | None = None
         self.on_batch: Callable[[Outcome], None] | None = None
 
@@ -614,6 +615,18 @@ class Collector:
         self._queue.append(Inbound(message.payload, topic, device, now_ms(), mid))
         if not self._wake.is_set():  # Event.set takes a lock and notifies: skip when set
             self._wake.set()
+
+    def send_command(self, device: str, command_type: str, x: dict[str, Any]) -> None:
+        """Queue a command (FORMATS.md §2) for `device`, e.g. `config` {"debounce_ms": 800}: it
+        is signed with the organisation's key and the device's next command sequence, and
+        published on its cmd topic, at the collector's next flush (within ack_interval). The
+        type, target and x are checked now: KvittoError for one a device would refuse."""
+        if self.org_secret is None:
+            raise KvittoError("the collector has no organisation command key: it cannot sign")
+        sign_command(self.org_secret, device, 1, 0, command_type, x)  # checks, signs nothing kept
+        with self._outbox_lock:
+            self._outbox.append((device, command_type, dict(x)))
+        self._wake.set()
 
     # -- pipeline thread: batch, verify, store, acknowledge -------------------------------
 
@@ -780,12 +793,16 @@ class Collector:
             self._advance(device)
             for gap in self._gaps.get(device, []):
                 if gap in due:
-                    self._outbox.append((device, "resend", {"from": gap.first, "to": gap.last}))
+                    with self._outbox_lock:
+                        self._outbox.append(
+                            (device, "resend", {"from": gap.first, "to": gap.last})
+                        )
                     gap.requested_at = now
 
     def _flush_commands(self, force: bool = False) -> None:
-        """Sign and send the acks that are due (at most one per device per `ack_interval`)
-        and the resend requests; their sequence numbers are taken in one transaction."""
+        """Sign and send the acks that are due (at most one per device per `ack_interval`),
+        the resend requests and the queued commands (send_command); their sequence numbers are
+        taken in one transaction."""
         now = time.monotonic()
         due = [
             device
@@ -793,8 +810,9 @@ class Collector:
             if force or now - self._ack_sent_at.get(device, 0.0) >= self.ack_interval
         ]
         commands = [(d, "ack", {"upto": self._ack_wanted.pop(d)}) for d in due]
-        commands += self._outbox
-        self._outbox = []
+        with self._outbox_lock:
+            commands += self._outbox
+            self._outbox = []
         if not commands or self.org_secret is None or self._client is None:
             return
         with self.store.transaction():
@@ -806,7 +824,7 @@ class Collector:
             if command_type == "ack":
                 self._ack_sent_at[device] = now
                 self._stats.acks_sent += 1
-            else:
+            elif command_type == "resend":
                 self._stats.resends_sent += 1
 
 
