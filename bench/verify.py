@@ -183,7 +183,7 @@ def signed_bundle(root: Path, events: int) -> tuple[Registry, Path]:
 def bench_signatures(events: int, rounds: int) -> None:
     """Each round times the three contenders once, in a rotating order, over the same bundle,
     messages and keys: load from other processes on this shared machine then hits them alike,
-    and the median of the per-round ratios is the figure to trust (best of each is shown too)."""
+    and the median of the per-round ratios is the figure to trust (best vs best is shown too)."""
     with tempfile.TemporaryDirectory() as folder:
         registry, path = signed_bundle(Path(folder), events)
         messages = [m for _, m in read_messages(path)]
@@ -218,33 +218,40 @@ def bench_signatures(events: int, rounds: int) -> None:
             found[:] = [build_evidence(registry, read_decoded(path))]
 
         contenders = [raw_verify_only, raw_parse_and_verify, kvitto_recheck]
-        times: dict[str, list[float]] = {c.__name__: [] for c in contenders}
+        # CPU time of this process is the measure: on a shared machine, wall time also counts
+        # the moments another process held the core. Wall time is printed too.
+        cpu: dict[str, list[float]] = {c.__name__: [] for c in contenders}
+        wall: dict[str, list[float]] = {c.__name__: [] for c in contenders}
         for number in range(rounds):
             for function in contenders[number % 3 :] + contenders[: number % 3]:
-                started = time.perf_counter()
+                cpu_started, wall_started = time.process_time(), time.perf_counter()
                 function()
-                times[function.__name__].append(time.perf_counter() - started)
+                cpu[function.__name__].append(time.process_time() - cpu_started)
+                wall[function.__name__].append(time.perf_counter() - wall_started)
     evidence = found[-1]
     count = len(messages)
-    raw, parsed = times["raw_verify_only"], times["raw_parse_and_verify"]
-    kvitto = times["kvitto_recheck"]
 
     def rates(label: str, seconds: list[float]) -> None:
         print(f"  {label:<43}{count / min(seconds):>9.0f}{count / statistics.median(seconds):>9.0f}"
               f"{min(seconds) / count * 1e6:>9.1f}")  # fmt: skip
 
+    def ratio(times: dict[str, list[float]], other: str) -> str:
+        kvitto = times["kvitto_recheck"]
+        paired = statistics.median(o / k for o, k in zip(times[other], kvitto))
+        return f"median of rounds {paired:.2f}, best vs best {min(times[other]) / min(kvitto):.2f}"
+
     print(f"\nsignature re-check of an offline bundle ({count} events, one core, {rounds} "
-          "interleaved rounds)")  # fmt: skip
+          "interleaved rounds, CPU time)")  # fmt: skip
     print(f"  {'':<43}{'best/s':>9}{'median/s':>9}{'µs best':>9}")
-    rates("raw Ed25519PublicKey.verify only:", raw)
-    rates("raw cbor2 parse + Sig_structure + verify:", parsed)
-    rates("kvitto read+verify+chain+re-anchor+pair:", kvitto)
+    rates("raw Ed25519PublicKey.verify only:", cpu["raw_verify_only"])
+    rates("raw cbor2 parse + Sig_structure + verify:", cpu["raw_parse_and_verify"])
+    rates("kvitto read+verify+chain+re-anchor+pair:", cpu["kvitto_recheck"])
     print(f"  ({len(evidence.presences)} presences, {len(evidence.issues)} issues)")
-    for label, other in (("verify-only", raw), ("parse+verify", parsed)):
-        paired = statistics.median(o / k for o, k in zip(other, kvitto))
-        print(f"  ratio kvitto / {label + ', per core:':<24}median of rounds {paired:.2f}, "
-              f"best vs best {min(other) / min(kvitto):.2f}"
-              + ("  (goal ≥ 0.8)" if other is raw else ""))  # fmt: skip
+    print(
+        f"  ratio kvitto / verify-only, per core:   {ratio(cpu, 'raw_verify_only')}  (goal ≥ 0.8)"
+    )
+    print(f"  ratio kvitto / parse+verify, per core:  {ratio(cpu, 'raw_parse_and_verify')}")
+    print(f"  the same by wall clock, / verify-only:  {ratio(wall, 'raw_verify_only')}")
 
 
 def main() -> None:
