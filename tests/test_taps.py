@@ -304,3 +304,20 @@ def test_the_store_exports_a_phones_public_key(tmp_path):
         copy.import_toml(tmp_path / "r.toml")
     assert parsed.credentials[enrolled.credential_id].public_key == PHONE_PUBLIC
     assert copy.credential(enrolled.credential_id).key_material == PHONE_PUBLIC  # type: ignore[union-attr]
+
+
+def test_doors_whose_clocks_disagree_by_seconds_do_not_refuse_a_fresh_read(tmp_path):
+    # Two doors visited back to back, the second's clock 40 s behind: by device time the later
+    # read (counter 6) comes first. Within COUNTER_CLOCK_SLACK that is no replay; the same
+    # counter again is, however close in time.
+    b = badge_bundle(tmp_path)
+    b.device("tag-0043", "c-1001")
+    tap(b, "arrive", "2026-10-01T08:00:00", "s-03", {"via": "ntag424", "sun": sun(5)}, "tag-0043")
+    tap(b, "arrive", "2026-10-01T07:59:20", "s-03", {"via": "ntag424", "sun": sun(6)})
+    tap(b, "depart", "2026-10-01T08:30", "s-03", {"via": "ntag424", "sun": sun(7)})
+    tap(b, "depart", "2026-10-01T08:30:30", "s-03", {"via": "ntag424", "sun": sun(7)}, "tag-0043")
+    b.claim("k-1", "c-1001", "s-03", "omsorg", "2026-10-01T08:00", "2026-10-01T08:30")
+    result = run(b, "huddinge")
+    refused = [i["reason"] for i in result.integrity if i["rule"] == "E7"]
+    assert len(refused) == 1
+    assert "tag-0043 seq" in refused[0] and "(depart): sun counter 7 not above 7" in refused[0]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,6 +27,10 @@ from kvitto.errors import KvittoError
 from kvitto.evidence import Event
 from kvitto.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
 from kvitto.phone import PhoneError, challenge_message, phone_key_id
+
+# How far two doors' clocks may disagree when ordering one badge's reads (synchronised
+# devices are within seconds; rule I5 reports larger differences on its own).
+COUNTER_CLOCK_SLACK = timedelta(minutes=2)
 
 VERIFIED, WEAK, UNCHECKED, REFUSED = "verified", "weak", "unchecked", "refused"
 _STRENGTH = {REFUSED: 0, UNCHECKED: 1, WEAK: 2, VERIFIED: 3, "": 4}
@@ -87,16 +91,17 @@ class _Checker:
         self.device_roles = device_roles
         self.keys = keys
         self.phone_keys: dict[str, Ed25519PublicKey] = {}
-        self.counters: dict[str, tuple[int, str]] = {}  # credential -> (counter, where)
+        # credential -> the accepted reads: (counter, device time, where)
+        self.counters: dict[str, list[tuple[int, datetime, str]]] = {}
 
-    def check(self, device: str, event: Event) -> Proof | None:
+    def check(self, device: str, event: Event, when: datetime) -> Proof | None:
         if event.type not in TAP_TYPES or not event.cred:
             return None
         credential = self.registry.credentials.get(event.cred.hex())
         if credential is None:
             return None  # unknown credential: E7 refuses it as unregistered
         if credential.kind == "ntag424":
-            return self._ntag424(device, event, credential)
+            return self._ntag424(device, event, credential, when)
         if credential.kind == "phone":
             return self._phone(device, event, credential)
         return _WEAK_PROOF  # a badge UID can be cloned (DESIGN "Taps and credentials")
@@ -112,7 +117,7 @@ class _Checker:
             f"(via {event.x.get('via')!r}: a copied UID?)",
         )
 
-    def _ntag424(self, device: str, event: Event, credential: Credential) -> Proof:
+    def _ntag424(self, device: str, event: Event, credential: Credential, when: datetime) -> Proof:
         where = _where(device, event)
         sun = event.x.get("sun")
         if not isinstance(sun, bytes):
@@ -123,12 +128,22 @@ class _Checker:
             return Proof(UNCHECKED, f"{where}: no NTAG 424 keys for credential {credential.id}")
         except SunError as error:
             return Proof(REFUSED, f"{where}: sun does not verify ({error})")
-        last = self.counters.get(credential.id)
-        if last is not None and result.counter <= last[0]:
+        reads = self.counters.setdefault(credential.id, [])
+        # The same counter twice is a replayed read. A lower counter than a read made clearly
+        # earlier is an old read played back; within the clocks' slack two doors may disagree
+        # on which tap came first, so their order is not held against them.
+        conflicts = [
+            (counter, there)
+            for counter, then, there in reads
+            if counter == result.counter
+            or (counter > result.counter and then < when - COUNTER_CLOCK_SLACK)
+        ]
+        if conflicts:
+            counter, there = max(conflicts)
             return Proof(
-                REFUSED, f"{where}: sun counter {result.counter} not above {last[0]} ({last[1]})"
+                REFUSED, f"{where}: sun counter {result.counter} not above {counter} ({there})"
             )
-        self.counters[credential.id] = (result.counter, f"{device} seq {event.seq}")
+        reads.append((result.counter, when, f"{device} seq {event.seq}"))
         return Proof(VERIFIED)
 
     def _verify_sun(self, sun: bytes, cred: bytes, credential: Credential) -> SunResult:
@@ -176,13 +191,14 @@ def check_taps(
     """Proofs of the credential taps among (device, event, device time), keyed (device, seq).
 
     NTAG 424 read counters are compared in time order over all devices: a badge is one object,
-    so its counter goes up from door to door."""
+    so its counter goes up from door to door. A counter seen before is refused; so is one
+    below a read more than COUNTER_CLOCK_SLACK earlier (two doors' clocks may differ by less)."""
     roles = {device.id: device.role for device in registry.devices.values()}
     checker = _Checker(registry, roles, keys)
     proofs: dict[tuple[str, int], Proof] = {}
     ordered = sorted(taps, key=lambda tap: (tap[2], tap[0], tap[1].seq))
-    for device, event, _ in ordered:
-        proof = checker.check(device, event)
+    for device, event, when in ordered:
+        proof = checker.check(device, event, when)
         if proof is not None:
             proofs[(device, event.seq)] = proof
     return proofs
