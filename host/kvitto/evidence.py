@@ -12,6 +12,7 @@ has exactly one valid byte form, and each way a message can fail has its own nam
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import re
@@ -950,13 +951,18 @@ def sign_command(
     return sign1(org_secret, ORG_KID, canonical(fields))
 
 
+@functools.lru_cache(maxsize=64)
+def _signing_key(secret: bytes) -> Ed25519PrivateKey:
+    # Deriving the key from its seed costs as much as a signature: the collector signs an
+    # ack per device several times a second with the one organisation key.
+    return Ed25519PrivateKey.from_private_bytes(secret)
+
+
 def sign1(secret: bytes, kid: bytes, payload: bytes) -> bytes:
     """A tagged COSE_Sign1 (alg -8) over any payload bytes: the host's own signer, for commands,
     test vectors and simulated devices. It checks nothing about the payload."""
     protected_bytes = canonical({1: ALG_EDDSA, 4: kid})
-    signature = Ed25519PrivateKey.from_private_bytes(secret).sign(
-        sig_structure(protected_bytes, payload)
-    )
+    signature = _signing_key(secret).sign(sig_structure(protected_bytes, payload))
     return canonical(cbor2.CBORTag(COSE_SIGN1_TAG, [protected_bytes, {}, payload, signature]))
 
 
