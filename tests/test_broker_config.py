@@ -192,3 +192,14 @@ def test_cli_takes_accounts_from_the_registry_and_leaves_revoked_devices_out(tmp
     assert json.loads(result.output)["devices"] == ["tag-0001"]
     users = [line.split(":")[0] for line in (tmp_path / "etc" / "passwords").read_text().split()]
     assert users == [COLLECTOR_USER, "tag-0001"]
+
+
+def test_the_brokers_window_fits_the_collectors_batches(broker):
+    # The collector sends a batch's PUBACKs only after its commit, so a broker that enforces
+    # its in-flight window caps the batch: the window must hold at least the smallest batch
+    # the collector aims for (collect.Collector._batch_limit's floor of 64), with room to spare.
+    _, _, _, written = broker
+    lines = dict(
+        line.split(" ", 1) for line in written.config.read_text().splitlines() if " " in line
+    )
+    assert int(lines["max_inflight_messages"]) >= 4 * 64

@@ -100,7 +100,11 @@ class BrokerSettings:
     # Per offline client. Devices resend from their journal, so the queue is a buffer, not storage.
     max_queued_messages: int = 10000
     max_queued_bytes: int = 16 * 1024 * 1024
-    max_inflight_messages: int = 20
+    # Per client, broker to client. The collector acknowledges (PUBACK) a batch only once it is
+    # committed to the store, so its window bounds the batch: with mosquitto's default of 20 a
+    # broker that enforces it would hold the collector to one commit per 20 events. Devices
+    # receive only commands, a few at a time, so a wide window costs them nothing.
+    max_inflight_messages: int = 1000
     # Allowlist commands carry 16 bytes per credential: room for a few thousand staff.
     max_packet_size: int = 128 * 1024
     persistent_client_expiration: str = "30d"
