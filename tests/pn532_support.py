@@ -41,7 +41,10 @@ def firmware_modules():
 # A prelude for unix-port snippets: `make(kind)` gives (model, bus, driver) over one transport.
 DEVICE_PRELUDE = """
 from device import pn532
-from device.pn532 import PN532, I2CTransport, SPITransport, UARTTransport
+from device.pn532 import PN532
+from device.pn532_i2c import I2CTransport
+from device.pn532_spi import SPITransport
+from device.pn532_uart import UARTTransport
 from sim.buses import SimI2C, SimSPI, SimUART
 from sim.pn532sim import (PN532Sim, UidCard, Ntag213, Ntag424, HcePhone, TagReaderPhone,
                           uri_record, sun_message)

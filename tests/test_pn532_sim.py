@@ -217,14 +217,16 @@ def test_driver_and_simulator_under_cpython(kind):
     from kvitto.ntag424 import verify_sun
 
     pn532, sim, buses = firmware_modules()
+    from device import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+
     model = sim.PN532Sim()
     if kind == "i2c":
-        transport = pn532.I2CTransport(buses.SimI2C(model), irq=model.irq)
+        transport = pn532_i2c.I2CTransport(buses.SimI2C(model), irq=model.irq)
     elif kind == "spi":
         spi = buses.SimSPI(model)
-        transport = pn532.SPITransport(spi, spi.cs)
+        transport = pn532_spi.SPITransport(spi, spi.cs)
     else:
-        transport = pn532.UARTTransport(buses.SimUART(model))
+        transport = pn532_uart.UARTTransport(buses.SimUART(model))
     nfc = pn532.PN532(transport, reset=model.rstpd)
     assert nfc.begin() == (0x32, 0x01, 0x06, 0x07)
     model.place(sim.Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
@@ -276,6 +278,29 @@ except pn532.PN532Error as e:
     assert "no PN532 transport" in got["can"]
 
 
+def test_a_board_loads_only_its_own_bus_transport(micropython):
+    """open_transport imports the one transport module the board file names: an I2C board
+    never has the SPI, HSU or stream code on its heap."""
+    out = micropython(
+        """
+import sys
+from device import pn532
+from sim import pn532sim
+loaded = lambda: sorted(m for m in sys.modules if m.startswith("device.pn532_"))
+print("before=%r" % (loaded(),))
+model = pn532sim.PN532Sim()
+pn532.PN532(pn532.open_transport("i2c", pn532sim.bus("i2c", model))).firmware_version()
+print("i2c=%r" % (loaded(),))
+pn532.open_transport("uart", pn532sim.bus("uart", pn532sim.PN532Sim()))
+print("uart=%r" % (loaded(),))
+"""
+    )
+    got = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+    assert got["before"] == "[]"
+    assert got["i2c"] == "['device.pn532_i2c']"
+    assert got["uart"] == "['device.pn532_i2c', 'device.pn532_stream', 'device.pn532_uart']"
+
+
 FAULTS = ["garbage", "drop_ack", "checksum", "silent", "none"]
 
 
@@ -290,14 +315,16 @@ def test_fault_sequences_raise_only_driver_errors_and_reset_recovers(transport, 
     from pn532_support import firmware_modules
 
     pn532, sim, buses = firmware_modules()
+    from device import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+
     model = sim.PN532Sim()
     if transport == "i2c":
-        link = pn532.I2CTransport(buses.SimI2C(model))
+        link = pn532_i2c.I2CTransport(buses.SimI2C(model))
     elif transport == "spi":
         spi = buses.SimSPI(model)
-        link = pn532.SPITransport(spi, spi.cs)
+        link = pn532_spi.SPITransport(spi, spi.cs)
     else:
-        link = pn532.UARTTransport(buses.SimUART(model), timeout_ms=5)
+        link = pn532_uart.UARTTransport(buses.SimUART(model), timeout_ms=5)
     nfc = pn532.PN532(link, reset=model.rstpd, ack_timeout_ms=3, timeout_ms=10)
     for fault in faults:
         if fault == "silent":

@@ -1,6 +1,6 @@
-"""PN532 NFC controller: frames, transports (I2C, SPI, HSU) and commands (NXP UM0701-02).
+"""PN532 NFC controller: frames and commands (NXP UM0701-02); transports in pn532_i2c/_spi/_uart.
 
-    nfc = PN532(I2CTransport(i2c, irq=irq_pin), reset=rstpd_pin)
+    nfc = PN532(open_transport("i2c", i2c, irq=irq_pin), reset=rstpd_pin)  # the board's bus
     nfc.begin()                                  # SAMConfiguration + RFConfiguration
     target = nfc.list_passive_target()           # Target or None (no card)
 
@@ -57,17 +57,9 @@ WAKE_HSU = const(0x10)
 WAKE_SPI = const(0x20)
 WAKE_I2C = const(0x80)
 
-I2C_ADDRESS = const(0x24)  # §6.2.4: 0x48 write / 0x49 read as 8-bit addresses
 # The PN532 stretches SCL while it wakes and while it prepares a response; the ESP32 default
 # (50 ms in MicroPython 1.2x) is enough only if it is not lowered. hal builds I2C with this.
 I2C_TIMEOUT_US = const(100_000)
-_I2C_STATUS_READY = const(0x01)  # §6.2.4: first byte of every I2C read is the status byte
-_I2C_FIRST_READ = const(40)  # status + most responses in one transaction; longer ones re-read
-_SPI_DW = const(0x01)  # §6.2.5: data write, status read, data read
-_SPI_SR = const(0x02)
-_SPI_DR = const(0x03)
-# §6.2.3 HSU wake-up: 0x55 0x55 then enough zeros for the PN532 to wake (> 1 ms at 115200)
-HSU_WAKEUP = b"\x55\x55" + bytes(14)
 
 _ETIMEDOUT = const(116)  # the errno machine.I2C raises when clock stretching exceeds timeout
 
@@ -398,228 +390,32 @@ def parse_ndef_uri(message):
         raise CardError("URI is not UTF-8")
 
 
-# --- transports ----------------------------------------------------------------------------
+# --- transports (device.pn532_i2c, _spi, _uart) ----------------------------------------
 
 
-def _bus_error(error):
+def bus_error(error):
+    """The TransportError for an OSError from a machine bus (shared by the transports)."""
     if error.args and error.args[0] == _ETIMEDOUT:
         return TransportError("bus timeout (clock stretching beyond the I2C timeout)")
     return TransportError("bus error %r" % (error,))
 
 
-class I2CTransport:
-    """PN532 over I2C (§6.2.4). Every read starts with a status byte; a read that goes past it
-    consumes the frame, so a frame longer than the first read is fetched again with a NACK."""
-
-    def __init__(self, i2c, irq=None, addr=I2C_ADDRESS):
-        self._i2c = i2c
-        self.irq = irq
-        self._addr = addr
-        self._buf = bytearray(1 + _MAX_FRAME + 16)
-        self._mv = memoryview(self._buf)
-        self._status = memoryview(self._buf)[:1]
-
-    def write(self, frame):
-        try:
-            self._i2c.writeto(self._addr, frame)
-        except OSError as error:
-            raise _bus_error(error)
-
-    def ready(self):
-        if self.irq is not None:
-            return self.irq.value() == 0  # §6.2.4: P70_IRQ low = response ready
-        try:
-            self._i2c.readfrom_into(self._addr, self._status)
-        except OSError as error:
-            raise _bus_error(error)
-        return self._buf[0] & _I2C_STATUS_READY == _I2C_STATUS_READY
-
-    def read_frame(self):
-        """The frame just reported ready, as a memoryview into the transport's buffer."""
-        size = _I2C_FIRST_READ
-        for _ in range(2):
-            try:
-                self._i2c.readfrom_into(self._addr, self._mv[: 1 + size])
-            except OSError as error:
-                raise _bus_error(error)
-            if self._buf[0] & _I2C_STATUS_READY != _I2C_STATUS_READY:
-                raise FrameError("I2C status not ready")
-            need = frame_end(self._mv[1:], size)
-            if need and need <= size:
-                return self._mv[1 : 1 + need]
-            if need == 0 or need > _MAX_FRAME + 8:
-                return self._mv[1 : 1 + size]  # let parse_frame name what is wrong
-            # §6.2.1.4: a NACK makes the PN532 send the same frame again, now read whole
-            self.write(NACK)
-            size = need
-            self._wait_ready()
-        raise FrameError("I2C frame longer than announced")
-
-    def _wait_ready(self):
-        start = time.ticks_ms()
-        while not self.ready():
-            if time.ticks_diff(time.ticks_ms(), start) > 50:
-                raise Timeout("no frame after NACK")
-            time.sleep_ms(1)
-
-    def wake(self):
-        # §6.2.4 / §7.2.11: addressing the PN532 wakes it; the first access may be NAKed
-        try:
-            self._i2c.writeto(self._addr, b"")
-        except OSError:
-            pass
-        time.sleep_ms(2)
-
-
-class _StreamTransport:
-    """Shared frame collection for SPI and HSU: read a byte at a time until the start code,
-    then the header, then exactly the rest of the frame."""
-
-    def __init__(self):
-        self._buf = bytearray(_MAX_FRAME + 40)
-        self._mv = memoryview(self._buf)
-
-    def _fill(self, mv):
-        raise NotImplementedError
-
-    def _collect(self):
-        n = 0
-        limit = len(self._buf)
-        # skip garbage and preamble bytes until 00 FF, keep the 00 FF
-        while True:
-            if n >= 40:
-                raise FrameError("no start code within 40 bytes")
-            self._fill(self._mv[n : n + 1])
-            n += 1
-            if n >= 2 and self._buf[n - 2] == _START1 and self._buf[n - 1] == _START2:
-                break
-        self._buf[0] = _START1
-        self._buf[1] = _START2
-        n = 2
-        self._fill(self._mv[2:4])
-        n = 4
-        need = frame_end(self._mv, n)
-        if need == 0:  # extended header: three more bytes give the length
-            self._fill(self._mv[4:7])
-            n = 7
-            need = frame_end(self._mv, n)
-        if need > limit:
-            raise FrameError("frame of %d bytes" % need)
-        if need > n:
-            self._fill(self._mv[n:need])
-        return self._mv[:need]
-
-
-class SPITransport(_StreamTransport):
-    """PN532 over SPI (§6.2.5): mode 0, LSB first (set on the bus by hal, no bit reversal
-    here), CS held low for one whole operation; DW/SR/DR prefix bytes."""
-
-    def __init__(self, spi, cs, irq=None):
-        super().__init__()
-        self._spi = spi
-        self._cs = cs
-        self.irq = irq
-        self._one = bytearray(1)
-        self._out = bytearray(_MAX_FRAME + 1)
-        self._cs.value(1)
-
-    def write(self, frame):
-        n = len(frame)
-        self._out[0] = _SPI_DW
-        self._out[1 : 1 + n] = frame
-        self._cs.value(0)
-        try:
-            self._spi.write(memoryview(self._out)[: 1 + n])
-        except OSError as error:
-            raise _bus_error(error)
-        finally:
-            self._cs.value(1)
-
-    def ready(self):
-        if self.irq is not None:
-            return self.irq.value() == 0
-        self._cs.value(0)
-        try:
-            self._one[0] = _SPI_SR
-            self._spi.write(self._one)
-            self._spi.readinto(self._one)
-        except OSError as error:
-            raise _bus_error(error)
-        finally:
-            self._cs.value(1)
-        return self._one[0] & 0x01 == 0x01
-
-    def _fill(self, mv):
-        self._spi.readinto(mv)
-
-    def read_frame(self):
-        self._cs.value(0)
-        try:
-            self._one[0] = _SPI_DR
-            self._spi.write(self._one)
-            return self._collect()
-        except OSError as error:
-            raise _bus_error(error)
-        finally:
-            self._cs.value(1)
-
-    def wake(self):
-        # §7.2.11: NSS low wakes the PN532; it needs about 2 ms before the first byte
-        self._cs.value(0)
-        time.sleep_ms(2)
-        self._cs.value(1)
-
-
-class UARTTransport(_StreamTransport):
-    """PN532 over HSU (§6.2.3), 115200 8N1; the PN532 pushes ACK and response unasked."""
-
-    def __init__(self, uart, timeout_ms=100):
-        super().__init__()
-        self._uart = uart
-        self.irq = None
-        self._timeout_ms = timeout_ms
-
-    def write(self, frame):
-        try:
-            self._uart.write(frame)
-        except OSError as error:
-            raise _bus_error(error)
-
-    def ready(self):
-        return self._uart.any() > 0
-
-    def _fill(self, mv):
-        got = 0
-        start = time.ticks_ms()
-        while got < len(mv):
-            n = self._uart.readinto(mv[got:])
-            if n:
-                got += n
-            elif time.ticks_diff(time.ticks_ms(), start) > self._timeout_ms:
-                raise Timeout("HSU frame incomplete")
-            else:
-                time.sleep_ms(1)
-
-    def read_frame(self):
-        return self._collect()
-
-    def drain(self):
-        while self._uart.any():
-            self._uart.read()
-
-    def wake(self):
-        self.write(HSU_WAKEUP)
-        time.sleep_ms(2)
-
-
 def open_transport(kind, bus, irq=None, cs=None):
     """The transport for a board file's `pn532.bus` ("i2c", "spi", "uart") over the bus hal
-    built; SPI needs its CS pin (`cs`, or the bus's own `.cs` as the simulator offers)."""
+    built; SPI needs its CS pin (`cs`, or the bus's own `.cs` as the simulator offers). Each
+    transport is its own module, imported here only for the bus the board names: a board
+    carries one bus's code on its heap, not three."""
     if kind == "i2c":
+        from device.pn532_i2c import I2CTransport
+
         return I2CTransport(bus, irq)
     if kind == "spi":
+        from device.pn532_spi import SPITransport
+
         return SPITransport(bus, cs if cs is not None else bus.cs, irq)
     if kind in ("uart", "hsu"):
+        from device.pn532_uart import UARTTransport
+
         return UARTTransport(bus)
     raise PN532Error("no PN532 transport for bus %r" % (kind,))
 
