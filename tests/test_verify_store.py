@@ -61,3 +61,33 @@ def test_clock_ahead_of_receipt_is_reported():
     issues = clock_ahead_issues(received, tolerance_s=300)
     assert [(i.rule, i.seq) for i in issues] == [("I5", 2)]
     assert "800 s ahead" in issues[0].reason
+
+
+def test_a_months_verification_reads_what_was_received_from_that_month_on(tmp_path):
+    # A store holds every month the collector ever received. October's verification re-checks
+    # what arrived from a week before October on, not the device's whole history.
+    b = standard(tmp_path / "case", start_boot_at="2026-08-01T06:00")
+    b.visit("tag-0042", "s-07", "2026-08-03T08:02", "2026-08-03T08:31")
+    b.visit("tag-0042", "s-07", "2026-08-04T08:02", "2026-08-04T08:31")
+    b.visit("tag-0042", "s-07", "2026-10-01T08:02", "2026-10-01T08:31")
+    b.claim("k-1", "c-1001", "s-07", "226", "2026-10-01T08:03", "2026-10-01T08:30")
+    case = b.write()
+    url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    september = 1788213600000  # 2026-09-01 00:00 Stockholm, Unix ms
+    with open_store(url) as store:
+        Registry(store).import_toml(case / "registry.toml")
+        ingest(store, case / "evidence.cbor-seq")
+        # what happened before September was received then, as a collector running then
+        # would have stamped it
+        store.execute(
+            "UPDATE events SET received_at = t * 1000 + 5000 WHERE t * 1000 < ?", (september,)
+        )
+        total = len(store.events())
+        recent = len(store.events(received_since=september))
+    assert 0 < recent < total
+    from_store = verify_store(url, case / "claims.csv", "norrtalje", "2026-10",
+                              orders=case / "orders.csv")  # fmt: skip
+    from_bundle = verify_case(case, "norrtalje", "2026-10")
+    assert from_bundle.counts["events"] == total
+    assert from_store.counts["events"] == recent
+    assert from_store.findings == from_bundle.findings == []

@@ -199,10 +199,13 @@ class Bundle:
 
 
 def standard(
-    root: Path, staff: tuple[str, ...] = ("s-07",), profile_activity: str = "226"
+    root: Path,
+    staff: tuple[str, ...] = ("s-07",),
+    profile_activity: str = "226",
+    start_boot_at: str = "2026-09-30T06:00",
 ) -> Bundle:
     """One customer c-1001 with tag-0042, registered staff, an order for the activity."""
-    b = Bundle(root)
+    b = Bundle(root, start_boot_at=start_boot_at)
     b.customer("c-1001")
     b.device("tag-0042", "c-1001")
     for s in staff:

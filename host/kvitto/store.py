@@ -340,13 +340,23 @@ class Store:
             return int(self.execute("SELECT COUNT(*) FROM events")[0][0])
         return int(self.execute("SELECT COUNT(*) FROM events WHERE device = ?", (device,))[0][0])
 
-    def events(self, device: str | None = None) -> list[tuple[Any, ...]]:
-        """(device, seq, type, t, received_at, chain, message) in device and seq order."""
-        where, params = ("WHERE device = ?", (device,)) if device else ("", ())
+    def events(
+        self, device: str | None = None, received_since: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """(device, seq, type, t, received_at, chain, message) in device and seq order;
+        `received_since` (Unix ms): only what the collector received from then on."""
+        conditions, params = [], []
+        if device:
+            conditions.append("device = ?")
+            params.append(device)
+        if received_since is not None:
+            conditions.append("received_at >= ?")
+            params.append(received_since)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         return self.execute(
             "SELECT device, seq, type, t, received_at, chain, message FROM events "
-            f"{where} ORDER BY device, seq",
-            params,
+            f"{where}ORDER BY device, seq",
+            tuple(params),
         )
 
     # -- quarantine -----------------------------------------------------------------------
