@@ -22,7 +22,8 @@ READER_PRELUDE = (
     DEVICE_PRELUDE
     + """
 import asyncio, json, time
-from device.reader import Reader, TagMode, credential_id
+from device.reader import Reader, credential_id
+from device.tag_mode import TagMode
 
 def hexed(value):
     if isinstance(value, (bytes, bytearray)):

@@ -198,7 +198,7 @@ class App:
         if not self.settings.get("tag_mode"):
             return None
         from device import ed25519
-        from device.reader import TagMode
+        from device.tag_mode import TagMode
 
         counter = 0
         try:

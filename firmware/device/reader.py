@@ -1,4 +1,4 @@
-"""Taps: the async PN532 loop that turns cards and phones into credentials, plus tag mode.
+"""Taps: the async PN532 loop that turns cards and phones into credentials.
 
     reader = Reader(nfc, on_tap, device_id="tag-0042", irq=irq_pin, rng=hal.urandom, salt=salt)
     asyncio.create_task(reader.run())            # on_tap(Tap) per tap; never raises
@@ -7,11 +7,11 @@
 A card held still is one tap (debounce by UID and by credential until it has been gone for
 `gone_ms`). A reader that stops answering is reset through RSTPD_N and re-initialised while the
 rest of the device runs on; each reset is reported through `on_health`. The phone protocol
-(kvitto AID, CHALLENGE) and the tag-mode URL are specified in docs/nfc.md.
+(kvitto AID, CHALLENGE) is specified in docs/nfc.md; tag mode (`tag_mode=`, a
+device.tag_mode.TagMode) is its own module, loaded only when config.json turns it on.
 """
 
 import asyncio
-import binascii
 import hashlib
 import time
 
@@ -24,12 +24,6 @@ _INS_CHALLENGE = const(0x10)
 _CLA_PROPRIETARY = const(0x80)
 _NONCE_BYTES = const(16)
 _SW_OK = const(0x9000)
-_STATUS_RELEASED = const(0x29)
-_STATUS_DESELECTED = const(0x25)
-_T4T_AID = b"\xd2\x76\x00\x00\x85\x01\x01"  # NFC Forum Type 4 Tag §5.4.2: NDEF application
-_CC_FILE = b"\xe1\x03"
-_NDEF_FILE = b"\xe1\x04"
-_T4T_MLE = const(0x3B)  # largest READ BINARY answer we offer (fits one PN532 frame easily)
 
 
 def _hmac_sha256(key, message):
@@ -255,137 +249,3 @@ def _fallback_nonce():
     import os
 
     return os.urandom(_NONCE_BYTES)
-
-
-def _b64url(data):
-    text = binascii.b2a_base64(data).strip().rstrip(b"=")
-    return text.replace(b"+", b"-").replace(b"/", b"_").decode()
-
-
-def uri_record(url):
-    """A short NDEF well-known URI record (NFC Forum RTD URI), prefix 0x04 = "https://"."""
-    raw = url.encode()
-    if raw[:8] == b"https://":
-        payload = b"\x04" + raw[8:]
-    else:
-        payload = b"\x00" + raw
-    return bytes((0xD1, 0x01, len(payload), 0x55)) + payload
-
-
-class TagMode:
-    """The PN532 as an NFC Forum Type 4 tag whose NDEF URL is signed by the device:
-    https://HOST/t/DEVICE?c=COUNTER&t=UNIXTIME&s=SIG (docs/nfc.md). The next URL is signed
-    ahead of time (`prepare_async`), so a phone's read never waits for Ed25519. `sign` is a
-    device.ed25519.Signer (stepwise) or any callable message -> 64-byte signature."""
-
-    def __init__(self, device_id, sign, base="https://kvitto.invalid", counter=0, clock=None,
-                 on_read=None):
-        self.device_id = device_id
-        self.sign = sign
-        self.base = base
-        self.counter = counter
-        self.clock = clock if clock is not None else (lambda: int(time.time()))
-        self.on_read = on_read
-        self.reads = 0
-        self._file = None  # NLEN ‖ NDEF message for counter + 1
-        self._cc = bytes((0x00, 0x0F, 0x20, 0x00, _T4T_MLE, 0x00, 0x34, 0x04, 0x06)) + \
-            _NDEF_FILE + bytes((0x01, 0x00, 0x00, 0xFF))
-        # NFC Forum T4T §5.1 CC: CCLEN 15, mapping 2.0, MLe, MLc, NDEF File Control TLV
-        # (T 04, L 06, file E104, max size 256, read free 00, write never FF)
-
-    def _signed_text(self):
-        return "%s/t/%s?c=%d&t=%d" % (self.base, self.device_id, self.counter + 1, self.clock())
-
-    def _store(self, signed, signature):
-        url = signed + "&s=" + _b64url(signature)
-        message = uri_record(url)
-        self._file = bytes((len(message) >> 8, len(message) & 0xFF)) + message
-        return url
-
-    def prepare(self):
-        """Sign the URL for the next read at once (blocking: tests and the first boot)."""
-        signed = self._signed_text()
-        if hasattr(self.sign, "sign_steps"):
-            signature = self.sign.sign(signed.encode())
-        else:
-            signature = self.sign(signed.encode())
-        return self._store(signed, signature)
-
-    async def prepare_async(self):
-        """Sign the next URL in ≤ 20 ms slices (device.ed25519.Signer.sign_steps), letting
-        taps and MQTT run between them; a plain `sign` callable is called once."""
-        signed = self._signed_text()
-        if not hasattr(self.sign, "sign_steps"):
-            return self._store(signed, self.sign(signed.encode()))
-        steps = self.sign.sign_steps(signed.encode())
-        for _ in steps:
-            await asyncio.sleep_ms(0)
-        return self._store(signed, self.sign.signature)
-
-    def _answer(self, command, state):
-        """One R-APDU for a C-APDU of the T4T read procedure."""
-        if len(command) < 4:
-            return b"\x67\x00"
-        ins, p1, p2 = command[1], command[2], command[3]
-        data = command[5 : 5 + command[4]] if len(command) > 5 else b""
-        if ins == 0xA4 and p1 == 0x04:
-            state[0] = "app" if data == _T4T_AID else None
-            return b"\x90\x00" if state[0] else b"\x6a\x82"
-        if ins == 0xA4 and p1 == 0x00 and state[0] is not None:
-            if data == _CC_FILE:
-                state[0] = "cc"
-            elif data == _NDEF_FILE:
-                state[0] = "ndef"
-            else:
-                return b"\x6a\x82"
-            return b"\x90\x00"
-        if ins == 0xB0 and state[0] in ("cc", "ndef"):
-            content = self._cc if state[0] == "cc" else (self._file or b"")
-            offset = (p1 << 8) | p2
-            length = command[4] if len(command) > 4 else 0
-            if offset > len(content):
-                return b"\x6b\x00"
-            if state[0] == "ndef" and offset + length >= len(content) and length:
-                state[1] = True  # the message's last byte was served: one read
-            return content[offset : offset + length] + b"\x90\x00"
-        return b"\x6d\x00"
-
-    async def serve(self, nfc, window_ms, flag=None):
-        """Be a tag for up to `window_ms`; if a phone reads the URL, count and report it."""
-        if self._file is None:
-            await self.prepare_async()
-        try:
-            data = await nfc.acall(pn532.CMD_TG_INIT_AS_TARGET, self.target_params(), window_ms,
-                                   flag)
-        except pn532.Timeout:
-            return False  # nobody came; acall aborted the wait with an ACK
-        mode, command = pn532.parse_tg_init(data)
-        state = [None, False]
-        for _ in range(32):  # a T4T read is about 6 APDUs; bound the session
-            nfc.tg_set_data(self._answer(command, state))
-            try:
-                command = nfc.tg_get_data()
-            except pn532.CommandError as error:
-                if error.status in (_STATUS_RELEASED, _STATUS_DESELECTED, 0x01):
-                    break
-                raise
-        if not state[1]:
-            return False
-        self.counter += 1
-        self.reads += 1
-        self._file = None
-        if self.on_read is not None:
-            self.on_read(self.counter)
-        return True
-
-    def target_params(self):
-        # UM0701-02 §7.3.14: SENS_RES 0x0004, NFCID1t (3 bytes; the PN532 forces the first
-        # UID byte to 0x08), SEL_RES 0x20 = ISO/IEC 14443-4; FeliCa and NFCID3t unused
-        uid = hashlib.sha256(self.device_id.encode()).digest()[:3]
-        mifare = b"\x04\x00" + uid + b"\x20"
-        params = bytearray((0x04,))  # PICC only
-        params.extend(mifare)
-        params.extend(bytes(18))
-        params.extend(bytes(10))
-        params.extend(b"\x00\x00")  # no general bytes, no historical bytes
-        return params
