@@ -80,7 +80,9 @@ def test_a_months_verification_reads_what_was_received_from_that_month_on(tmp_pa
         # what happened before September was received then, as a collector running then
         # would have stamped it
         store.execute(
-            "UPDATE events SET received_at = t * 1000 + 5000 WHERE t * 1000 < ?", (september,)
+            "UPDATE events SET received_at = COALESCE(t * 1000, ?) + 5000 "
+            "WHERE t IS NULL OR t * 1000 < ?",
+            (september - 86400000 * 30, september),
         )
         total = len(store.events())
         recent = len(store.events(received_since=september))
@@ -91,3 +93,21 @@ def test_a_months_verification_reads_what_was_received_from_that_month_on(tmp_pa
     assert from_bundle.counts["events"] == total
     assert from_store.counts["events"] == recent
     assert from_store.findings == from_bundle.findings == []
+
+
+def test_the_store_window_keeps_a_devices_sequence_whole(tmp_path):
+    # seq 3 was lost and resent weeks later: the window starts at the device's lowest
+    # sequence received within it, so seq 4 comes along although it arrived long before.
+    b = standard(tmp_path / "case", start_boot_at="2026-08-01T06:00")
+    for day in (3, 4, 5):
+        b.visit("tag-0042", "s-07", f"2026-08-0{day}T08:02", f"2026-08-0{day}T08:31")
+    case = b.write()
+    url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    with open_store(url) as store:
+        Registry(store).import_toml(case / "registry.toml")
+        ingest(store, case / "evidence.cbor-seq")
+        store.execute("UPDATE events SET received_at = 1000")
+        store.execute("UPDATE events SET received_at = 2000 WHERE seq IN (3, 6)")
+        last = max(row[1] for row in store.events())
+        assert [row[1] for row in store.events(received_since=1500)] == list(range(3, last + 1))
+        assert [row[1] for row in store.events("tag-0042", received_since=2500)] == []

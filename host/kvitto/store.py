@@ -343,19 +343,25 @@ class Store:
     def events(
         self, device: str | None = None, received_since: int | None = None
     ) -> list[tuple[Any, ...]]:
-        """(device, seq, type, t, received_at, chain, message) in device and seq order;
-        `received_since` (Unix ms): only what the collector received from then on."""
-        conditions, params = [], []
+        """(device, seq, type, t, received_at, chain, message) in device and seq order.
+
+        `received_since` (Unix ms): per device, from the lowest sequence received from then on
+        (a gap resent late brings its neighbours along, so the chain stays whole)."""
+        conditions: list[str] = []
+        params: list[Any] = []
         if device:
-            conditions.append("device = ?")
+            conditions.append("e.device = ?")
             params.append(device)
         if received_since is not None:
-            conditions.append("received_at >= ?")
+            conditions.append(
+                "e.seq >= (SELECT MIN(w.seq) FROM events w "
+                "WHERE w.device = e.device AND w.received_at >= ?)"
+            )
             params.append(received_since)
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         return self.execute(
-            "SELECT device, seq, type, t, received_at, chain, message FROM events "
-            f"{where}ORDER BY device, seq",
+            "SELECT e.device, e.seq, e.type, e.t, e.received_at, e.chain, e.message "
+            f"FROM events e {where}ORDER BY e.device, e.seq",
             tuple(params),
         )
 
