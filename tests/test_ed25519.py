@@ -173,6 +173,22 @@ def test_two_signatures_interleaved_step_by_step_on_one_signer_are_both_right():
     assert results == [key.sign(message) for message in messages]
 
 
+def test_a_signer_reuses_its_schedule_and_survives_a_signature_dropped_half_way():
+    # The 80-word SHA-512 schedule is the Signer's, not a new 640-byte block per signature;
+    # a generator abandoned mid-way (a cancelled task) costs a new one, never a wrong signature.
+    secret = bytes(range(32))
+    signer = ed25519.Signer(secret)
+    key = Ed25519PrivateKey.from_private_bytes(secret)
+    schedule = signer._schedule
+    assert signer.sign(b"first") == key.sign(b"first")
+    assert signer._schedule is schedule
+    dropped = signer.sign_steps(b"dropped")
+    next(dropped)
+    del dropped
+    assert signer.sign(b"after") == key.sign(b"after")
+    assert signer._schedule is not None and signer.sign(b"again") == key.sign(b"again")
+
+
 def test_stepwise_signing_under_asyncio_on_the_unix_port(micropython):
     out = micropython(
         """

@@ -296,14 +296,27 @@ class Signer:
         self._prefix = digest[32:]
         self.public = _encode_point(_run(_comb_steps(self._scalar)))
         self.signature = None
+        # SHA-512's message schedule (80 words) for this key's signatures, allocated once while
+        # the heap is young: a fresh 640-byte block per signature was the largest the link
+        # asked for, and the first to fail in a fragmented heap.
+        self._schedule = [0] * 80
 
     def sign_steps(self, msg):
         """RFC 8032 §5.1.6 as a generator; a slice is a fifth of a SHA-512 block, four comb rounds
         or 50 squarings of the inversion."""
         self.signature = None
-        # One message schedule for this signature's two hashes, which run one after the other
-        # (not one per Signer: a tag URL and an event may be signed interleaved).
-        schedule = [0] * 80
+        # One message schedule for this signature's two hashes, which run one after the other.
+        # Taken while it runs: a signature interleaved with this one (a tag URL and an event)
+        # makes its own. Given back at the end; a generator dropped half-way (a cancelled task)
+        # never gives it back, so the next signature allocates one and keeps that instead.
+        schedule = self._schedule or [0] * 80
+        self._schedule = None
+        signature = yield from self._sign_steps(msg, schedule)
+        self._schedule = schedule
+        self.signature = signature
+        return signature
+
+    def _sign_steps(self, msg, schedule):
         h = sha512(self._prefix, schedule)
         yield from h.update_steps(msg)
         digest = yield from h.digest_steps()
@@ -316,8 +329,7 @@ class Signer:
         digest = yield from h.digest_steps()
         k = int.from_bytes(digest, "little") % _L
         s = (r + k * self._scalar) % _L
-        self.signature = encoded_r + s.to_bytes(32, "little")
-        return self.signature
+        return encoded_r + s.to_bytes(32, "little")
 
     def sign(self, msg):
         return _run(self.sign_steps(msg))
