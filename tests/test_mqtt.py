@@ -53,6 +53,14 @@ def test_publish_round_trips(topic, payload, qos, pid, retain, dup):
     )
 
 
+def test_publish_packet_exact_bytes():
+    # §3.3: fixed header, remaining length, topic, packet id (QoS 1 only), payload
+    assert mqtt.publish_packet(b"a/b", b"xy", 1, 0x0102) == b"\x32\x09\x00\x03a/b\x01\x02xy"
+    assert mqtt.publish_packet("a/b", b"xy", 0, 0, True) == b"\x31\x07\x00\x03a/bxy"
+    long = mqtt.publish_packet(b"t", bytes(200), 1, 9, False, True)
+    assert long[:8] == b"\x3a\xcd\x01\x00\x01t\x00\x09" and len(long) == 3 + 205
+
+
 @settings(max_examples=300)
 @given(st.integers(0, 268435455))
 def test_remaining_length_round_trips(length):

@@ -129,12 +129,25 @@ def connect_packet(client_id, keepalive, clean=False, user=None, password=None, 
 def publish_packet(topic, payload, qos=1, pid=0, retain=False, dup=False):
     """§3.3: DUP only with QoS > 0 (§3.3.1.1); a packet id only with QoS > 0 (§3.3.2.2)."""
     first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
-    body = _string(topic)
+    topic = _string(topic)
+    if qos and not 0 < pid <= 0xFFFF:
+        raise MQTTError("packet id must be 1..65535 (§2.3.1)")
+    length = len(topic) + (2 if qos else 0) + len(payload)
+    head = encode_remaining_length(length)
+    # Built in place, in one block: concatenating would hold two more payload-sized copies at
+    # once, the largest transient blocks while the link publishes.
+    packet = bytearray(1 + len(head) + length)
+    packet[0] = first
+    at = 1 + len(head)
+    packet[1:at] = head
+    packet[at : at + len(topic)] = topic
+    at += len(topic)
     if qos:
-        if not 0 < pid <= 0xFFFF:
-            raise MQTTError("packet id must be 1..65535 (§2.3.1)")
-        body += pid.to_bytes(2, "big")
-    return _packet(first, body + payload)
+        packet[at] = pid >> 8
+        packet[at + 1] = pid & 0xFF
+        at += 2
+    packet[at:] = payload
+    return packet
 
 
 def subscribe_packet(pid, topics):
