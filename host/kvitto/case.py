@@ -17,7 +17,6 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -106,7 +105,9 @@ class Registry:
         return index[0].get(staff, "")
 
 
-@dataclass(frozen=True)
+# The record types a month's verification holds by the million (claims, orders) have slots:
+# no per-instance __dict__, a third of the memory (issue #10).
+@dataclass(frozen=True, slots=True)
 class Order:
     customer: str
     activity: str
@@ -121,7 +122,7 @@ class Order:
         return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claim:
     claim_id: str
     customer: str
@@ -141,24 +142,41 @@ class Claim:
     notified_at: datetime | None = None
     proof: str = ""
     line: int = 0
+    # Computed once on first use, in slots (a cached_property needs a __dict__ per claim);
+    # not part of the claim: no constructor argument, not compared, not shown.
+    _minutes: int | None = field(default=None, init=False, repr=False, compare=False)
+    _local_start: datetime | None = field(default=None, init=False, repr=False, compare=False)
+    _local_end: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
-    @cached_property
+    @property
     def minutes(self) -> int:
-        return round((self.end - self.start).total_seconds() / 60)
+        found = self._minutes
+        if found is None:
+            found = round((self.end - self.start).total_seconds() / 60)
+            object.__setattr__(self, "_minutes", found)
+        return found
 
-    @cached_property
+    @property
     def planned_minutes(self) -> int | None:
         if self.planned_start is None or self.planned_end is None:
             return None
         return round((self.planned_end - self.planned_start).total_seconds() / 60)
 
-    @cached_property
+    @property
     def local_start(self) -> datetime:
-        return self.start.astimezone(STOCKHOLM)
+        found = self._local_start
+        if found is None:
+            found = self.start.astimezone(STOCKHOLM)
+            object.__setattr__(self, "_local_start", found)
+        return found
 
-    @cached_property
+    @property
     def local_end(self) -> datetime:
-        return self.end.astimezone(STOCKHOLM)
+        found = self._local_end
+        if found is None:
+            found = self.end.astimezone(STOCKHOLM)
+            object.__setattr__(self, "_local_end", found)
+        return found
 
 
 @dataclass
@@ -448,6 +466,31 @@ def parse_orders(raw: str, source: str = "orders.csv") -> list[Order]:
 def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
     claims = []
     seen: dict[str, int] = {}
+    # A month's claims repeat a few thousand customers, staff, activities and times of day
+    # over a million rows: each distinct value is kept once, shared by the claims that have
+    # it (issue #10: 50k customers' month in one process). Values are immutable, so sharing
+    # changes nothing a rule sees.
+    texts: dict[str, str] = {}
+    times: dict[str, datetime] = {}
+
+    def shared(text: str) -> str:
+        return texts.setdefault(text, text)
+
+    def when(row: dict[str, str], line: int, name: str) -> datetime | None:
+        text = row[name]
+        found = times.get(text)
+        if found is None:
+            found = _time(text, source, line, name)
+            if found is not None:
+                times[text] = found
+        return found
+
+    def required_when(row: dict[str, str], line: int, name: str) -> datetime:
+        found = times.get(row[name])
+        if found is None:
+            found = times[row[name]] = _time_required(row[name], source, line, name)
+        return found
+
     for line, row in _rows(raw, source, CLAIM_FIELDS):
         claim_id = _text(row, source, line, "claim_id")
         if claim_id in seen:
@@ -455,8 +498,8 @@ def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
                 f"{_where(source, line, 'claim_id')}: {claim_id!r} already on line {seen[claim_id]}"
             )
         seen[claim_id] = line
-        start = _time_required(row["start"], source, line, "start")
-        end = _time_required(row["end"], source, line, "end")
+        start = required_when(row, line, "start")
+        end = required_when(row, line, "end")
         if end < start:
             raise CaseError(f"{_where(source, line, 'end')}: {row['end']} is before start")
         via = (row["registered_via"] or "").strip() or "manual"
@@ -468,22 +511,22 @@ def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
         claims.append(
             Claim(
                 claim_id=claim_id,
-                customer=_text(row, source, line, "customer"),
-                staff=(row["staff"] or "").strip(),
-                activity=_text(row, source, line, "activity"),
+                customer=shared(_text(row, source, line, "customer")),
+                staff=shared((row["staff"] or "").strip()),
+                activity=shared(_text(row, source, line, "activity")),
                 start=start,
                 end=end,
-                registered_via=via,
-                registered_at=_time(row["registered_at"], source, line, "registered_at"),
-                approved_at=_time(row["approved_at"], source, line, "approved_at"),
-                adjusted_at=_time(row["adjusted_at"], source, line, "adjusted_at"),
+                registered_via=shared(via),
+                registered_at=when(row, line, "registered_at"),
+                approved_at=when(row, line, "approved_at"),
+                adjusted_at=when(row, line, "adjusted_at"),
                 double_staffing=_flag(row["double_staffing"], source, line, "double_staffing"),
                 count=_whole(row["count"], source, line, "count"),
-                reason=(row["reason"] or "").strip(),
-                planned_start=_time(row["planned_start"], source, line, "planned_start"),
-                planned_end=_time(row["planned_end"], source, line, "planned_end"),
-                notified_at=_time(row["notified_at"], source, line, "notified_at"),
-                proof=(row["proof"] or "").strip(),
+                reason=shared((row["reason"] or "").strip()),
+                planned_start=when(row, line, "planned_start"),
+                planned_end=when(row, line, "planned_end"),
+                notified_at=when(row, line, "notified_at"),
+                proof=shared((row["proof"] or "").strip()),
                 line=line,
             )
         )
