@@ -37,7 +37,7 @@ class ProfileError(KvittoError):
     """A profile that cannot be used: unknown rule, bad activity entry."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     claim_id: str
     customer: str

@@ -13,9 +13,10 @@ for counts, and is listed as not checked.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,15 +26,18 @@ from kvitto.taps import REFUSED, UNCHECKED
 from kvitto.visits import Presence, union_seconds
 
 
-@dataclass
+@dataclass(slots=True)
 class Coverage:
+    """Kept for each claim while the rules run (E1, E4, E6, E7 and I5 ask): slots and tuples,
+    the empty ones all the one shared (), so a month of claims fits in memory (issue #10)."""
+
     claimed_minutes: int
-    own: list[Presence] = field(default_factory=list)  # own door, matching staff, counted
+    own: tuple[Presence, ...] = ()  # own door, matching staff, counted
     own_minutes: float = 0.0
     household_minutes: float = 0.0  # own + cohabitants' tags (same staff)
-    foreign: list[Presence] = field(default_factory=list)  # cohabitants' tags only
-    unregistered: list[Presence] = field(default_factory=list)  # E7 would refuse these
-    refused: list[Presence] = field(default_factory=list)  # tap proof refused: never counted
+    foreign: tuple[Presence, ...] = ()  # cohabitants' tags only
+    unregistered: tuple[Presence, ...] = ()  # E7 would refuse these
+    refused: tuple[Presence, ...] = ()  # tap proof refused: never counted
     unsynced: bool = False
 
     def refusals(self) -> str:
@@ -48,7 +52,9 @@ class Coverage:
         return f"evidence {hhmm(first)}–{hhmm(last)} at {devices}"
 
 
-def _clip(presences: list[Presence], start: datetime, end: datetime, slack: timedelta) -> float:
+def _clip(
+    presences: Sequence[Presence], start: datetime, end: datetime, slack: timedelta
+) -> float:
     spans = []
     for p in presences:
         if p.end is None:
@@ -61,13 +67,18 @@ def _clip(presences: list[Presence], start: datetime, end: datetime, slack: time
 
 def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     """What the evidence shows for a claim (cached per claim and tolerance)."""
-    key = ("coverage", claim.claim_id, tolerance_minutes)
-    if key in facts.cache:
-        return facts.cache[key]
+    cached = facts.cache.get(("coverage", tolerance_minutes))
+    if cached is None:
+        cached = facts.cache[("coverage", tolerance_minutes)] = {}
+    found = cached.get(claim.claim_id)
+    if found is not None:
+        return found
     slack = timedelta(minutes=tolerance_minutes)
     e7 = facts.profile.active("E7")
     provider = facts.registry.staff_provider(claim.staff) if e7 else ""
     result = Coverage(claimed_minutes=claim.minutes)
+    unregistered: list[Presence] = []
+    refused: list[Presence] = []
     cohabitants = [c for c in _households(facts).get(
         facts.registry.household_of(claim.customer), []) if c != claim.customer]  # fmt: skip
 
@@ -77,11 +88,11 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
         if p.kind == "alarm":
             return False  # alarm-unit buttons carry no credential: only A1 uses them
         if e7 and (not p.registered or (provider and p.provider != provider)):
-            result.unregistered.append(p)
+            unregistered.append(p)
             return False
         if p.proof == REFUSED:
             if p.customer == claim.customer:
-                result.refused.append(p)
+                refused.append(p)
             return False
         if p.proof == UNCHECKED:
             facts.skip("E7", f"tap proof not checked: {p.proof_reason}", claim.claim_id)
@@ -92,18 +103,27 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
         for p in _near(facts, claim.customer, claim.start - slack, claim.end + slack)
         if p.end is None or p.end >= claim.start - slack
     ]
-    result.own = [p for p in window if counts(p)]
+    result.own = tuple(p for p in window if counts(p))
     result.own_minutes = _clip(result.own, claim.start, claim.end, slack)
     result.unsynced = any(not p.synced for p in result.own)
     household = list(result.own)
+    foreign = []
     for other in cohabitants:
         for p in _near(facts, other, claim.start - slack, claim.end + slack):
             if p.own and p.role != "lock" and counts(p):
                 if p.start <= claim.end + slack and p.end and p.end >= claim.start - slack:
                     household.append(p)
-                    result.foreign.append(p)
-    result.household_minutes = _clip(household, claim.start, claim.end, slack)
-    facts.cache[key] = result
+                    foreign.append(p)
+    if foreign:
+        result.household_minutes = _clip(household, claim.start, claim.end, slack)
+        result.foreign = tuple(foreign)
+    else:  # the same presences clipped the same way: the same figure, kept once
+        result.household_minutes = result.own_minutes
+    if unregistered:
+        result.unregistered = tuple(unregistered)
+    if refused:
+        result.refused = tuple(refused)
+    cached[claim.claim_id] = result
     return result
 
 
@@ -126,7 +146,7 @@ def _near(facts: Facts, customer: str, start: datetime, end: datetime) -> list[P
     presences = facts.evidence.for_customer(customer)
     starts = facts.cache.get(key)
     if starts is None:
-        starts = [p.start.timestamp() for p in presences]
+        starts = array("d", [p.start.timestamp() for p in presences])  # 8 bytes a float
         facts.cache[key] = starts
     low = bisect_left(starts, (start - _LONGEST_PRESENCE).timestamp())
     high = bisect_right(starts, end.timestamp())
