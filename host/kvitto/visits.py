@@ -40,7 +40,7 @@ UTC = timezone.utc
 DEFAULT_MAX_SYNC_AGE_S = 24 * 3600
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Issue:
     """A problem with the evidence itself (I1–I5, open visits); not tied to one claim."""
 
@@ -53,7 +53,7 @@ class Issue:
         return {"rule": self.rule, "device": self.device, "seq": self.seq, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Presence:
     """Someone at a customer's door from `start` to `end` (None: never closed, an open visit)."""
 
@@ -94,7 +94,7 @@ class Evidence:
         return [p for p in self.presences if p.end is None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Timed:
     event: Event
     time: datetime | None
