@@ -94,8 +94,11 @@ def verify_loaded(
             )
     facts = Facts(profile, year, month_number, case.registry, claims, case.orders, evidence)
     findings = run_rules(facts)
-    order = {c.claim_id: index for index, c in enumerate(claims)}
-    findings.sort(key=lambda f: (order.get(f.claim_id, len(order)), f.rule))
+    # Findings in claims.csv order: positions of the claims that have findings only, not a
+    # dict of a month's million claim ids (issue #10). Every finding names one of `claims`.
+    found = {f.claim_id for f in findings}
+    order = {c.claim_id: index for index, c in enumerate(claims) if c.claim_id in found}
+    findings.sort(key=lambda f: (order.get(f.claim_id, len(claims)), f.rule))
     billing = billing_basis(facts, findings)
     for row in billing:
         row.pop("claims", None)
