@@ -8,8 +8,9 @@ re-check rate of an offline case bundle against raw `cryptography` verification.
 
 Part 1 builds claims, orders and presence intervals for N customers (~4 visits a day, a month,
 a few cohabiting households, some missing and short evidence) as plain data, then times
-`run_rules` + `billing_basis` on one core. Part 2 signs a bundle with cbor2 + cryptography,
-writes it, and compares kvitto's read + verify + pair (build_evidence) with a bare loop of
+`run_rules` + `billing_basis` on one core, each count in a process of its own, with that
+process's peak resident memory (building the month included; `--batch N` verifies N customers
+at a time). Part 2 signs a bundle with cbor2 + cryptography, writes it, and compares kvitto's read + verify + pair (build_evidence) with a bare loop of
 `Ed25519PublicKey.verify` over the same messages and keys, all on one core, by CPU time, in
 rounds interleaved part by part of the bundle (the machine is shared). Prints figures;
 asserts nothing.
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import random
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -45,8 +49,16 @@ VISIT_HOURS = (8, 11, 14, 18)
 
 
 def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0):
-    """(registry, orders, claims, evidence) for October 2026, ~4 visits a day per customer."""
+    """(registry, orders, claims, evidence) for October 2026, ~4 visits a day per customer.
+
+    Claims share equal times as kvitto.case.parse_claims makes them share (one object per
+    distinct value), so memory is what `kvitto verify` holds for such a claims.csv."""
     rng = random.Random(seed)
+    times: dict[datetime, datetime] = {}
+
+    def shared(moment: datetime) -> datetime:
+        return times.setdefault(moment, moment)
+
     registry = Registry()
     orders: list[Order] = []
     claims: list[Claim] = []
@@ -80,11 +92,11 @@ def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0
                         customer=customer,
                         staff=credential.staff,
                         activity=activity,
-                        start=start,
-                        end=end + timedelta(minutes=5 if roll < 0.05 else 0),
+                        start=shared(start),
+                        end=shared(end + timedelta(minutes=5 if roll < 0.05 else 0)),
                         registered_via="tag",
-                        registered_at=end,
-                        approved_at=end + timedelta(hours=2),
+                        registered_at=shared(end),
+                        approved_at=shared(end + timedelta(hours=2)),
                     )
                 )
                 if roll > 0.02:  # 2 % of visits without a tap
@@ -108,35 +120,51 @@ def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0
     return registry, orders, claims, evidence
 
 
-def bench_rules(counts: list[int], profile_name: str, batch: int) -> None:
-    """Time rules + billing; above `batch` customers the month is verified in customer batches
-    (one process holding 6 M claim objects needs more than 20 GB). The synthetic staff serve
-    one customer each and households never straddle a batch, so the findings are the same."""
+def rules_month(count: int, profile_name: str, batch: int) -> tuple[float, int, int, int, int]:
+    """(seconds, claims, findings, batches, peak RSS in bytes) of rules + billing for `count`
+    customers, in batches of `batch` customers (0: all at once). Run in a fresh process: the
+    peak is this count's alone."""
     profile = load_profile(profile_name)
     activity = ACTIVITY[profile_name]
+    batch = batch or count
+    elapsed, claim_count, finding_count, batches = 0.0, 0, 0, 0
+    for offset in range(0, count, batch):
+        registry, orders, claims, evidence = synthetic_month(
+            min(batch, count - offset), activity, seed=7 + offset, first=offset
+        )
+        started = time.perf_counter()
+        facts = Facts(profile, 2026, 10, registry, claims, orders, evidence)
+        findings = run_rules(facts)
+        billing_basis(facts, findings)
+        elapsed += time.perf_counter() - started
+        claim_count += len(claims)
+        finding_count += len(findings)
+        batches += 1
+        del registry, orders, claims, evidence, facts, findings
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+    return elapsed, claim_count, finding_count, batches, peak
+
+
+def bench_rules(counts: list[int], profile_name: str, batch: int) -> None:
+    """Time rules + billing, each count in a fresh process; `batch` > 0 verifies the month in
+    batches of that many customers (the synthetic staff serve one customer each and households
+    never straddle a batch, so the findings are the same; in general T2 compares a staff
+    member's claims across customers and a month is verified whole)."""
     print(f"rules + billing, profile {profile_name}, October 2026, 4 visits a day")
     print(f"{'customers':>10} {'claims':>9} {'findings':>9} {'seconds':>8} {'µs/claim':>9} "
-          f"{'× 1st':>6}  batches")  # fmt: skip
+          f"{'× 1st':>6} {'peak MB':>8} {'B/claim':>8}  batches")  # fmt: skip
     first = None
+    spawn = multiprocessing.get_context("spawn")
     for count in counts:
-        elapsed, claim_count, finding_count, batches = 0.0, 0, 0, 0
-        for offset in range(0, count, batch):
-            registry, orders, claims, evidence = synthetic_month(
-                min(batch, count - offset), activity, seed=7 + offset, first=offset
-            )
-            started = time.perf_counter()
-            facts = Facts(profile, 2026, 10, registry, claims, orders, evidence)
-            findings = run_rules(facts)
-            billing_basis(facts, findings)
-            elapsed += time.perf_counter() - started
-            claim_count += len(claims)
-            finding_count += len(findings)
-            batches += 1
-            del registry, orders, claims, evidence, facts, findings
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            elapsed, claim_count, finding_count, batches, peak = pool.submit(
+                rules_month, count, profile_name, batch
+            ).result()
         per_claim = elapsed / claim_count * 1e6
         first = first or per_claim
         print(f"{count:>10} {claim_count:>9} {finding_count:>9} {elapsed:>8.2f} "
-              f"{per_claim:>9.1f} {per_claim / first:>6.2f}  {batches}")  # fmt: skip
+              f"{per_claim:>9.1f} {per_claim / first:>6.2f} {peak / 1e6:>8.0f} "
+              f"{peak / claim_count:>8.0f}  {batches}")  # fmt: skip
         sys.stdout.flush()
 
 
@@ -280,7 +308,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--profile", default="norrtalje", choices=sorted(ACTIVITY))
-    parser.add_argument("--batch", type=int, default=10000, help="customers per batch")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="customers per batch (default 0: the month whole)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=7, help="interleaved rounds of the signature re-check"
     )
