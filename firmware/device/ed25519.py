@@ -312,6 +312,8 @@ class Signer:
         schedule = self._schedule or [0] * 80
         self._schedule = None
         signature = yield from self._sign_steps(msg, schedule)
+        for index in range(80):
+            schedule[index] = 0  # its words are long ints, derived from the secret: let them go
         self._schedule = schedule
         self.signature = signature
         return signature
