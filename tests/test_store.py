@@ -107,3 +107,22 @@ def test_collectors_starting_together_migrate_once(store_url):
     assert errors == []
     with open_store(store_url) as store:
         assert store.execute("SELECT COUNT(*) FROM schema_version")[0][0] == len(MIGRATIONS)
+
+
+def test_the_outbox_keeps_a_command_until_it_is_closed_once(store_url):
+    with open_store(store_url) as store:
+        first = store.queue_command("lock-0201", "revoke", {"creds": [bytes(16)]}, 1000)
+        second = store.queue_command("lock-0201", "config", {"relock_ms": 8000}, 1001)
+        assert [(r.id, r.state, r.x) for r in store.outbox()] == [
+            (first, "queued", {"creds": [bytes(16)]}),
+            (second, "queued", {"relock_ms": 8000}),
+        ]
+        assert store.command_sent(first, 2000, None)
+        assert not store.command_sent(first, 2001, None)  # a second collector lost the race
+        assert store.command_sent(first, 3000, 2000)
+        assert store.command_done(first, 4000, "applied (event 7)", 7)
+        assert not store.command_done(first, 4001, "applied (event 8)", 8)  # closed once
+        [row] = store.outbox(open_only=True)
+        assert row.id == second
+        done = store.outbox(device="lock-0201")[0]
+        assert (done.state, done.attempts, done.sent_at, done.done_seq) == ("applied", 2, 3000, 7)

@@ -140,6 +140,106 @@ def revoke(store_url, device, credential, when, output_format) -> None:
     run_revoke(store_url, device, credential, when, output_format)
 
 
+@cli.group()
+def command() -> None:
+    """Queue signed commands for devices: lock allowlists, settings, time.
+
+    The store keeps them until the device's own events show them obeyed (or refused); a
+    running `kvitto collect --pki` signs and sends them whenever the device is online."""
+
+
+_STORE = click.option(
+    "--store", "store_url", required=True, help="Registry store URL (sqlite:///path)."
+)
+_DEVICES = click.option("--device", "devices", multiple=True, help="Device id (repeatable).")
+_FORMAT = click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
+)
+_CREDENTIALS = click.option(
+    "--credential", "credentials", multiple=True, help="Credential id, 32 hex (repeatable)."
+)
+_STAFF = click.option(
+    "--staff", multiple=True, help="Staff pseudonym: all their live credentials (repeatable)."
+)
+
+
+@command.command("allow")
+@_STORE
+@_DEVICES
+@_CREDENTIALS
+@_STAFF
+@_FORMAT
+def command_allow(store_url, devices, credentials, staff, output_format) -> None:
+    """Let credentials open these locks (their allowlists on flash; works offline)."""
+    from kvitto.outbox import run_command
+
+    run_command(store_url, "allow", list(devices), None, credentials, staff, False, output_format)
+
+
+@command.command("revoke")
+@_STORE
+@_DEVICES
+@click.option("--all-locks", is_flag=True, help="Every registered lock that is not revoked.")
+@_CREDENTIALS
+@_STAFF
+@_FORMAT
+def command_revoke(store_url, devices, all_locks, credentials, staff, output_format) -> None:
+    """Take credentials off these locks' allowlists (`kvitto revoke --credential` does this
+    for every lock)."""
+    from kvitto.outbox import run_command
+
+    run_command(
+        store_url, "revoke", list(devices), None, credentials, staff, all_locks, output_format
+    )
+
+
+@command.command("config")
+@_STORE
+@_DEVICES
+@click.argument("settings", nargs=-1, required=True)
+@_FORMAT
+def command_config(store_url, devices, settings, output_format) -> None:
+    """Change settings, e.g. relock_ms=8000 debounce_ms=900 answer_s=1800 tag_mode=false."""
+    from kvitto.outbox import parse_setting, run_command
+
+    x = dict(parse_setting(text) for text in settings)
+    run_command(store_url, "config", list(devices), x, output_format=output_format)
+
+
+@command.command("time")
+@_STORE
+@_DEVICES
+@_FORMAT
+def command_time(store_url, devices, output_format) -> None:
+    """Set the devices' clocks from this host's (for a device that cannot reach NTP)."""
+    from kvitto.outbox import run_command
+
+    run_command(store_url, "time", list(devices), {}, output_format=output_format)
+
+
+@command.command("list")
+@_STORE
+@click.option("--device", default=None, help="Only this device's commands.")
+@click.option("--open", "open_only", is_flag=True, help="Only commands not yet done.")
+@_FORMAT
+def command_list(store_url, device, open_only, output_format) -> None:
+    """The outbox: each command, its attempts and its outcome as the device's events show it."""
+    from kvitto.outbox import run_list
+
+    run_list(store_url, device, open_only, output_format)
+
+
+@command.command("cancel")
+@_STORE
+@click.argument("command_id", type=int)
+@_FORMAT
+def command_cancel(store_url, command_id, output_format) -> None:
+    """Stop sending an open command (what a device already obeyed stays)."""
+    from kvitto.outbox import run_cancel
+
+    run_cancel(store_url, command_id, output_format)
+
+
 @cli.command()
 @click.option(
     "--dir",

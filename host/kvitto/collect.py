@@ -401,6 +401,8 @@ class Stats:
     chain_broken: int = 0
     acks_sent: int = 0
     resends_sent: int = 0
+    commands_sent: int = 0  # from the store's outbox (kvitto command), attempts included
+    commands_done: int = 0  # outbox commands the devices' events showed obeyed or refused
     gaps_open: int = 0
     connected: bool = False
     subscribed: bool = False
@@ -438,6 +440,8 @@ class Collector:
         ack_interval: float = 0.2,
         linger_ms: int = 10,
         ca_file: str | None = None,
+        outbox_interval: float = 1.0,
+        outbox_resend: float = 60.0,
     ):
         self.store = store
         self.intake = Intake(store)
@@ -452,6 +456,10 @@ class Collector:
         self.ack_interval = ack_interval
         self.linger_ms = linger_ms
         self.ca_file = ca_file
+        self.outbox_interval = outbox_interval
+        self.outbox_resend = outbox_resend
+        self._outbox_checked = 0.0
+        self._online_at: dict[str, int] = {}
         self._stats = Stats()
         self._queue: deque[Inbound] = deque()
         self._wake = threading.Event()
@@ -488,6 +496,7 @@ class Collector:
         if url.scheme not in ("mqtt", "mqtts"):
             raise KvittoError(f"broker URL {self.broker_url!r}: use mqtt://host:port or mqtts://")
         self._online = self.store.device_states()
+        self._online_at = self.store.online_since()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -647,6 +656,7 @@ class Collector:
                     results = [r for future in futures for r in future.result()]
                     self._store(done_batch, results)
                 self._chase_gaps()
+                self._pump_outbox()
                 self._flush_commands()
                 if not batch and not pending:
                     if self._stopping.is_set() and not self._queue:
@@ -711,6 +721,9 @@ class Collector:
             state = item.message.decode("utf-8", "replace").strip()
             if item.topic_device:
                 self.store.set_device_state(item.topic_device, state, item.received_at)
+                if state == "online" and self._online.get(item.topic_device) != "online":
+                    self._online_at[item.topic_device] = item.received_at
+                    self._outbox_checked = 0.0  # what waits for it goes now
                 self._online[item.topic_device] = state
         if others:
             self.store.quarantine(
@@ -798,6 +811,28 @@ class Collector:
                             (device, "resend", {"from": gap.first, "to": gap.last})
                         )
                     gap.requested_at = now
+
+    def _pump_outbox(self) -> None:
+        """The store's outbox (`kvitto command`): close what the devices' events show done,
+        queue what is due for sending (kvitto.outbox)."""
+        from kvitto.outbox import due, settle, wire_x
+
+        clock = time.monotonic()
+        if self.org_secret is None or clock - self._outbox_checked < self.outbox_interval:
+            return
+        self._outbox_checked = clock
+        rows = self.store.outbox(open_only=True)
+        if not rows:
+            return
+        at = now_ms()
+        closed = {row.id for row in settle(self.store, rows, at)}
+        self._stats.commands_done += len(closed)
+        rows = [row for row in rows if row.id not in closed]
+        for row in due(rows, at, self._online, self._online_at, self.outbox_resend):
+            if self.store.command_sent(row.id, at, row.sent_at):
+                with self._outbox_lock:
+                    self._outbox.append((row.device, row.type, wire_x(row, at)))
+                self._stats.commands_sent += 1
 
     def _flush_commands(self, force: bool = False) -> None:
         """Sign and send the acks that are due (at most one per device per `ack_interval`),
@@ -1073,6 +1108,7 @@ def _live_view(collector: Collector, stop: threading.Event, deadline: float | No
             ("gaps open", str(stats.gaps_open)),
             ("resends asked", str(stats.resends_sent)),
             ("acks sent", str(stats.acks_sent)),
+            ("commands sent / done", f"{stats.commands_sent} / {stats.commands_done}"),
             ("chain breaks", str(stats.chain_broken)),
             ("rejected", ", ".join(f"{k} {v}" for k, v in stats.reasons.items()) or "0"),
         ]

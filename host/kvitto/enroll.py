@@ -209,8 +209,10 @@ def run_revoke(
     when: str | None,
     output_format: str,
 ) -> dict[str, str]:
-    """`kvitto revoke`: mark a device or credential revoked (kept, never deleted)."""
+    """`kvitto revoke`: mark a device or credential revoked (kept, never deleted); a
+    credential's revocation is queued for every lock."""
     import json
+    import time
 
     import click
 
@@ -225,13 +227,27 @@ def run_revoke(
             row = registry.revoke_device(device, when)
             result = {"device": row.id, "customer": row.customer, "revoked": row.revoked}
         else:
-            row = registry.revoke_credential(credential or "", when)
-            result = {"credential": row.id, "staff": row.staff, "revoked": row.revoked}
+            from kvitto.outbox import lock_devices, queue_command
+
+            with store.transaction():
+                row = registry.revoke_credential(credential or "", when)
+                # The registry's word does not reach a door: each lock keeps its allowlist on
+                # flash. A signed `revoke` goes to every lock (kvitto.outbox: sent by the
+                # collector, kept until the lock's journal shows it).
+                locks = lock_devices(store)
+                at = int(time.time() * 1000)
+                for lock in locks:
+                    queue_command(store, lock, "revoke", {"creds": [bytes.fromhex(row.id)]}, at)
+            result = {"credential": row.id, "staff": row.staff, "revoked": row.revoked,
+                      "locks": locks}  # fmt: skip
     if output_format == "json":
         click.echo(json.dumps(result))
     else:
         what = f"device {device}" if device else f"credential {result['credential']}"
         click.echo(f"revoked {what} from {result['revoked']}")
+        if not device and result["locks"]:
+            click.echo(f"queued `revoke` for {len(result['locks'])} lock(s): "
+                       "`kvitto command list --open` follows them")  # fmt: skip
         if device:
             click.echo("run `kvitto broker-config` again to remove its broker login")
     return result

@@ -110,6 +110,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 changed_at {bigint} NOT NULL)""",
         ],
     ),
+    (
+        2,
+        "command outbox: commands for devices, kept until the device's journal shows them",
+        [
+            # `x` is the command's x map as canonical CBOR (allow/revoke carry byte strings).
+            # sent_at: the last time a collector published it; done_at/done_seq: the device's
+            # event that shows it obeyed or refused it (outcome says which), or a cancel.
+            """CREATE TABLE outbox (
+                id {serial},
+                device TEXT NOT NULL,
+                type TEXT NOT NULL,
+                x {blob} NOT NULL,
+                queued_at {bigint} NOT NULL,
+                sent_at {bigint},
+                attempts INTEGER NOT NULL DEFAULT 0,
+                done_at {bigint},
+                done_seq {bigint},
+                outcome TEXT NOT NULL DEFAULT '')""",
+            "CREATE INDEX outbox_open ON outbox (done_at, device)",
+        ],
+    ),
 ]
 
 
@@ -129,6 +150,29 @@ class EventRow:
     message: bytes
     received_at: int
     prev: bytes | None = None  # decoded `prev` for the chain check; not a column (in message)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A command queued for a device (`kvitto command`); the collector sends it while it is
+    open. Times are Unix milliseconds."""
+
+    id: int
+    device: str
+    type: str
+    x: dict[str, Any]
+    queued_at: int
+    sent_at: int | None
+    attempts: int
+    done_at: int | None
+    done_seq: int | None
+    outcome: str
+
+    @property
+    def state(self) -> str:
+        if self.done_at is not None:
+            return self.outcome.split(" ", 1)[0].rstrip(":") or "done"  # applied, refused, …
+        return "sent" if self.sent_at is not None else "queued"
 
 
 @dataclass(frozen=True)
@@ -395,6 +439,59 @@ class Store:
         )
         return int(rows[0][0])
 
+    # -- the command outbox ---------------------------------------------------------------
+
+    def queue_command(self, device: str, command_type: str, x: dict[str, Any], at: int) -> int:
+        """Add a command for `device` to the outbox; its id."""
+        import cbor2
+
+        rows = self.execute(
+            "INSERT INTO outbox (device, type, x, queued_at) VALUES (?, ?, ?, ?) RETURNING id",
+            (device, command_type, cbor2.dumps(x, canonical=True), at),
+        )
+        return int(rows[0][0])
+
+    def outbox(self, open_only: bool = False, device: str | None = None) -> list[OutboxRow]:
+        """The outbox in the order commands were queued; `open_only`: not yet done."""
+        import cbor2
+
+        conditions = ["done_at IS NULL"] if open_only else []
+        params: list[Any] = []
+        if device is not None:
+            conditions.append("device = ?")
+            params.append(device)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        rows = self.execute(
+            "SELECT id, device, type, x, queued_at, sent_at, attempts, done_at, done_seq, outcome "
+            f"FROM outbox {where}ORDER BY id",
+            tuple(params),
+        )
+        return [
+            OutboxRow(int(r[0]), r[1], r[2], cbor2.loads(bytes(r[3])), *r[4:])  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    def command_sent(self, command_id: int, at: int, previous: int | None) -> bool:
+        """Record a send; False if another collector sent it since `previous` (its sent_at as
+        read), so that collectors sharing a store send each attempt once."""
+        rows = self.execute(
+            "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND done_at IS NULL AND "
+            + ("sent_at IS NULL" if previous is None else "sent_at = ?")
+            + " RETURNING id",
+            (at, command_id) if previous is None else (at, command_id, previous),
+        )
+        return bool(rows)
+
+    def command_done(self, command_id: int, at: int, outcome: str, seq: int | None) -> bool:
+        """Close an open command; False if it was closed already (by another collector)."""
+        rows = self.execute(
+            "UPDATE outbox SET done_at = ?, outcome = ?, done_seq = ? "
+            "WHERE id = ? AND done_at IS NULL RETURNING id",
+            (at, outcome, seq, command_id),
+        )
+        return bool(rows)
+
     def set_device_state(self, device: str, state: str, changed_at: int) -> None:
         self.execute(
             "INSERT INTO device_state (device, state, changed_at) VALUES (?, ?, ?) "
@@ -405,6 +502,11 @@ class Store:
 
     def device_states(self) -> dict[str, str]:
         return {row[0]: row[1] for row in self.execute("SELECT device, state FROM device_state")}
+
+    def online_since(self) -> dict[str, int]:
+        """Unix ms each device online now last came online."""
+        rows = self.execute("SELECT device, changed_at FROM device_state WHERE state = 'online'")
+        return {row[0]: int(row[1]) for row in rows}
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
