@@ -19,6 +19,25 @@ def not_built(command: str, issue: str) -> None:
     raise NotBuiltError(f"'kvitto {command}' is not built yet (planned in the issue '{issue}')")
 
 
+# Options several subcommands share, spelled once.
+_FORMAT = click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
+)
+_REGISTRY = click.option(
+    "--store", "store_url", required=True, help="Registry store URL (sqlite:///path)."
+)
+_STORE = click.option(
+    "--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…"
+)
+_DEVICES = click.option("--device", "devices", multiple=True, help="Device id (repeatable).")
+_CREDENTIALS = click.option(
+    "--credential", "credentials", multiple=True, help="Credential id, 32 hex (repeatable)."
+)
+_STAFF = click.option(
+    "--staff", multiple=True, help="Staff pseudonym: all their live credentials (repeatable)."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kvitto")
 def cli() -> None:
@@ -40,7 +59,7 @@ def cli() -> None:
     is_flag=True,
     help="The firmware has device/ frozen in (firmware/manifest.py): leave it off the image.",
 )
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def image(board, out, config, lockdown, frozen, output_format) -> None:
     """Build a board's filesystem image (firmware as .mpy, board file, device config)."""
     from kvitto.image import run_image
@@ -59,7 +78,7 @@ def image(board, out, config, lockdown, frozen, output_format) -> None:
 @click.option("--erase/--no-erase", default=True, show_default=True, help="Erase all first.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the esptool chains only.")
 @click.option("--merged", default=None, help="Write one image for offset 0x0 instead.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_format) -> None:
     """Write MicroPython and the filesystem image to a board through esptool."""
     from kvitto.flash import run_flash
@@ -73,7 +92,7 @@ def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_for
 @click.option("--customer", required=True, help="Customer pseudonym, e.g. c-1001.")
 @click.option("--role", required=True, type=click.Choice(["tag", "lock", "alarm"]))
 @click.option("--board", required=True, help="Board name (boards/<name>.json).")
-@click.option("--store", "store_url", required=True, help="Registry store URL (sqlite:///path).")
+@_REGISTRY
 @click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder.")
 @click.option("--broker-host", required=True, help="MQTT broker the device connects to.")
 @click.option("--broker-port", default=1883, show_default=True, type=int)
@@ -85,7 +104,7 @@ def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_for
 @click.option("--wifi-password", envvar="KVITTO_WIFI_PASSWORD", default=None, hidden=True)
 @click.option("--label-dir", default="labels", show_default=True, help="Where the SVG goes.")
 @click.option("--no-reset", is_flag=True, help="Leave the board running; reset it yourself.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def provision(
     port, device, customer, role, board, store_url, pki_dir, broker_host, broker_port, tls,
     household, mark, ntp, wifi_ssid, wifi_password, label_dir, no_reset, output_format,
@@ -107,7 +126,7 @@ def provision(
 
 
 @cli.command()
-@click.option("--store", "store_url", required=True, help="Registry store URL (sqlite:///path).")
+@_REGISTRY
 @click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder (credential salt).")
 @click.option("--staff", required=True, help="Staff pseudonym, e.g. s-07.")
 @click.option("--provider", required=True, help="Provider pseudonym, e.g. p-1.")
@@ -115,7 +134,7 @@ def provision(
 @click.option("--ntag424", default=None, help="NTAG 424 DNA badge UID (7 bytes hex).")
 @click.option("--phone-key", default=None, help="Phone app's Ed25519 public key (hex).")
 @click.option("--show-keys", is_flag=True, help="Print the NTAG 424 keys to personalise with.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def enroll(
     store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format
 ) -> None:
@@ -128,11 +147,11 @@ def enroll(
 
 
 @cli.command()
-@click.option("--store", "store_url", required=True, help="Registry store URL (sqlite:///path).")
+@_REGISTRY
 @click.option("--device", default=None, help="Device id to revoke.")
 @click.option("--credential", default=None, help="Credential id (32 hex digits) to revoke.")
 @click.option("--when", default=None, help="Revoked from (ISO date or time; default today).")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def revoke(store_url, device, credential, when, output_format) -> None:
     """Revoke a device or a credential (kept in the registry, never deleted)."""
     from kvitto.enroll import run_revoke
@@ -146,21 +165,6 @@ def command() -> None:
 
     The store keeps them until the device's own events show them obeyed (or refused); a
     running `kvitto collect --pki` signs and sends them whenever the device is online."""
-
-
-_STORE = click.option(
-    "--store", "store_url", required=True, help="Registry store URL (sqlite:///path)."
-)
-_DEVICES = click.option("--device", "devices", multiple=True, help="Device id (repeatable).")
-_FORMAT = click.option(
-    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
-)
-_CREDENTIALS = click.option(
-    "--credential", "credentials", multiple=True, help="Credential id, 32 hex (repeatable)."
-)
-_STAFF = click.option(
-    "--staff", multiple=True, help="Staff pseudonym: all their live credentials (repeatable)."
-)
 
 
 @command.command("allow")
@@ -260,7 +264,7 @@ def command_cancel(store_url, command_id, output_format) -> None:
     multiple=True,
     help="Issue a TLS client certificate for this device id (repeatable).",
 )
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def pki(pki_dir, broker_hosts, devices, output_format) -> None:
     """Create the CA, broker and device certificates and the organisation's command key."""
     from kvitto.pki import run_pki
@@ -303,7 +307,7 @@ def pki(pki_dir, broker_hosts, devices, output_format) -> None:
 @click.option(
     "--client-certs", is_flag=True, help="TLS listener: devices log in by certificate (CN = id)."
 )
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def broker_config(
     out_dir, store_url, accounts_file, bind, port, pki_dir, tls_port, run_as, client_certs,
     output_format,
@@ -320,7 +324,7 @@ def broker_config(
 @cli.command()
 @click.option("--port", default=None, help="Write /boot.py onto the board on this port.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Or to this file.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def lockdown(port, out, output_format) -> None:
     """Production boot config that disables the REPL on the UART after provisioning."""
     from kvitto.lockdown import run_lockdown
@@ -330,7 +334,7 @@ def lockdown(port, out, output_format) -> None:
 
 @cli.command()
 @click.option("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://…")
-@click.option("--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…")
+@_STORE
 @click.option("--share", "share_group", help="Shared subscription group ($share/GROUP/…).")
 @click.option("--client-id", default="kvitto-collector", show_default=True)
 @click.option(
@@ -358,7 +362,7 @@ def lockdown(port, out, output_format) -> None:
     show_default=True,
     help="Seconds between JSON statistics lines.",
 )
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def collect(broker, store_url, share_group, client_id, org_key, workers, ca_file, interval,
             output_format) -> None:  # fmt: skip
     """Subscribe to device events, verify, store once, acknowledge and ask for gaps."""
@@ -374,8 +378,8 @@ def collect(broker, store_url, share_group, client_id, org_key, workers, ca_file
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_STORE
+@_FORMAT
 def ingest(file, store_url, output_format) -> None:
     """Store offline evidence from a CBOR sequence or JSONL file."""
     import json
@@ -399,13 +403,13 @@ def ingest(file, store_url, output_format) -> None:
 
 
 @cli.command("export-case")
-@click.option("--store", "store_url", required=True, help="sqlite:///path.db or postgresql://…")
+@_STORE
 @click.option("--month", required=True, help="YYYY-MM")
 @click.option("--provider", help="Only this provider's credentials.")
 @click.option("--claims", type=click.Path(exists=True, dir_okay=False), required=True)
 @click.option("--orders", type=click.Path(exists=True, dir_okay=False), required=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_FORMAT
 def export_case(store_url, month, provider, claims, orders, out, output_format) -> None:
     """Write the case bundle (FORMATS.md §3) for one provider's month."""
     import json
