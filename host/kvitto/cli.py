@@ -164,7 +164,7 @@ def command() -> None:
     """Queue signed commands for devices: lock allowlists, settings, time.
 
     The store keeps them until the device's own events show them obeyed (or refused); a
-    running `kvitto collect --pki` signs and sends them whenever the device is online."""
+    running `kvitto collect --org-key` signs and sends them whenever the device is online."""
 
 
 @command.command("allow")
@@ -340,7 +340,7 @@ def lockdown(port, out, output_format) -> None:
 @click.option(
     "--org-key",
     type=click.Path(exists=True, dir_okay=False),
-    help="The organisation's command key (PEM from `kvitto pki`) for ack/resend.",
+    help="The organisation's command key (PEM from `kvitto pki`): acks, resends, the outbox.",
 )
 @click.option(
     "--workers",

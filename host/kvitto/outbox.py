@@ -239,7 +239,9 @@ def run_command(
     else:
         for command_id, device in zip(ids, targets):
             click.echo(f"queued {action} for {device} (command {command_id})")
-        click.echo("a running `kvitto collect --pki …` sends it; `kvitto command list` follows it")
+        click.echo(
+            "a running `kvitto collect --org-key …` sends it; `kvitto command list` follows it"
+        )
     return ids
 
 
