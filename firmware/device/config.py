@@ -10,32 +10,13 @@ File format (hex strings in the file become bytes once loaded):
    "salt": hex (16..64 bytes), "org_public_key": hex (32 bytes), "ntp": [hosts],
    "wifi": {"ssid", "password"} (real boards), "lock": {...}, "alarm": {...}, "visits": {...},
    "tag_mode": true|false (phones read a signed URL; default on for the tag role)}
-A signed `config` command (FORMATS.md §2) changes the few settings in COMMAND_SETTINGS through
-`update`, which validates the whole result and replaces the file atomically.
-Pure module: runs under the unix port and CPython alike.
+A signed `config` command (FORMATS.md §2) changes the few settings in
+device.config_check.COMMAND_SETTINGS through `update`, which validates the whole result and
+replaces the file atomically. The checks live in device.config_check, loaded only while they
+run. Pure module: runs under the unix port and CPython alike.
 """
 
-import binascii
 import json
-import os
-
-ROLES = ("tag", "lock", "alarm")
-_TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "wifi", "lock",
-        "alarm", "visits", "tag_mode")
-_DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
-# Defaults for the role sections; every value may be overridden in the file.
-LOCK_DEFAULTS = {"relock_ms": 8000}  # unlocked but the door never opened: lock again
-ALARM_DEFAULTS = {"answer_s": 1800}  # Upplands-Bro §8: an alarm is answered within 30 minutes
-VISITS_DEFAULTS = {"debounce_ms": 3000}  # device.visits: a second tap this soon is the same tap
-# FORMATS.md §2 `config`, x = {setting: value}: what a signed command may change, the section of
-# config.json it lives in (None: top level) and the roles it means something to. Identity, keys,
-# broker and Wi-Fi are not here: a wrong value sent over the air would cut the device off.
-COMMAND_SETTINGS = {
-    "debounce_ms": ("visits", ("tag", "alarm")),
-    "relock_ms": ("lock", ("lock",)),
-    "answer_s": ("alarm", ("alarm",)),
-    "tag_mode": (None, ROLES),
-}
 
 
 class ConfigError(ValueError):
@@ -46,118 +27,16 @@ class ConfigError(ValueError):
     problem = None
 
 
-def _fail(source, field, problem):
-    error = ConfigError("%s: field '%s': %s" % (source, field, problem))
-    error.field = field
-    error.problem = problem
-    raise error
-
-
-def _string(source, section, field, value, optional=False):
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or not value:
-        _fail(source, section + field, "must be a non-empty string, got %r" % (value,))
-    return value
-
-
-def _integer(source, field, value, low, high):
-    if not isinstance(value, int) or isinstance(value, bool):
-        _fail(source, field, "must be a whole number, got %r" % (value,))
-    if value < low or value > high:
-        _fail(source, field, "must be between %d and %d, got %d" % (low, high, value))
-    return value
-
-
-def _hex(source, field, value, low, high):
-    if not isinstance(value, str):
-        _fail(source, field, "must be a hex string, got %r" % (value,))
-    try:
-        raw = binascii.unhexlify(value)
-    except ValueError:
-        _fail(source, field, "is not valid hex")
-    if len(raw) < low or len(raw) > high:
-        expect = "%d bytes" % low if low == high else "%d to %d bytes" % (low, high)
-        _fail(source, field, "must be %s, got %d" % (expect, len(raw)))
-    return raw
-
-
-def _section(source, name, value, known, defaults):
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        _fail(source, name, "must be an object, got %r" % (value,))
-    out = dict(defaults)
-    for key in value:
-        if key not in known:
-            _fail(source, name + "." + key, "unknown field (known: %s)" % ", ".join(known))
-        out[key] = value[key]
-    return out
-
-
 def validate(settings, source="config.json"):
-    """Check a decoded configuration; returns a normalized copy (hex fields as bytes)."""
-    if not isinstance(settings, dict):
-        raise ConfigError("%s: the configuration must be a JSON object" % source)
-    for key in settings:
-        if key not in _TOP:
-            _fail(source, key, "unknown field (known: %s)" % ", ".join(_TOP))
-    for key in ("device", "role", "board", "broker", "salt", "org_public_key"):
-        if key not in settings:
-            _fail(source, key, "is missing")
-    device = settings["device"]
-    _string(source, "", "device", device)
-    if not 3 <= len(device) <= 32 or any(c not in _DEVICE_CHARS for c in device):
-        _fail(source, "device", "must match [a-z0-9-]{3,32} (FORMATS.md §1), got %r" % device)
-    if settings["role"] not in ROLES:
-        _fail(source, "role", "must be one of %s, got %r" % (", ".join(ROLES), settings["role"]))
-    out = {"device": device, "role": settings["role"]}
-    out["board"] = _string(source, "", "board", settings["board"])
+    """Check a decoded configuration; returns a normalized copy (hex fields as bytes). The
+    checks (device.config_check) are loaded for the call and dropped after it."""
+    import device
+    from device import config_check
 
-    broker = _section(source, "broker", settings["broker"],
-                      ("host", "port", "user", "password", "tls", "ca"),
-                      {"port": 1883, "user": None, "password": None, "tls": False, "ca": None})
-    _string(source, "broker.", "host", broker.get("host"))
-    _integer(source, "broker.port", broker["port"], 1, 65535)
-    _string(source, "broker.", "user", broker["user"], optional=True)
-    _string(source, "broker.", "password", broker["password"], optional=True)
-    if not isinstance(broker["tls"], bool):
-        _fail(source, "broker.tls", "must be true or false, got %r" % (broker["tls"],))
-    _string(source, "broker.", "ca", broker["ca"], optional=True)
-    out["broker"] = broker
-
-    out["salt"] = _hex(source, "salt", settings["salt"], 16, 64)
-    out["org_public_key"] = _hex(source, "org_public_key", settings["org_public_key"], 32, 32)
-
-    ntp = settings.get("ntp", [])
-    if not isinstance(ntp, list):
-        _fail(source, "ntp", "must be a list of host names, got %r" % (ntp,))
-    for index, host in enumerate(ntp):
-        _string(source, "ntp.", str(index), host)
-    out["ntp"] = ntp
-
-    wifi = settings.get("wifi")
-    if wifi is not None:
-        wifi = _section(source, "wifi", wifi, ("ssid", "password"), {"password": None})
-        _string(source, "wifi.", "ssid", wifi.get("ssid"))
-    out["wifi"] = wifi
-
-    lock = _section(source, "lock", settings.get("lock"), tuple(LOCK_DEFAULTS), LOCK_DEFAULTS)
-    _integer(source, "lock.relock_ms", lock["relock_ms"], 500, 600000)
-    out["lock"] = lock
-    alarm = _section(source, "alarm", settings.get("alarm"), tuple(ALARM_DEFAULTS),
-                     ALARM_DEFAULTS)
-    _integer(source, "alarm.answer_s", alarm["answer_s"], 1, 86400)
-    out["alarm"] = alarm
-    visits = _section(source, "visits", settings.get("visits"), tuple(VISITS_DEFAULTS),
-                      VISITS_DEFAULTS)
-    _integer(source, "visits.debounce_ms", visits["debounce_ms"], 500, 600000)
-    out["visits"] = visits
-    tag_mode = settings.get("tag_mode", settings["role"] == "tag")
-    if not isinstance(tag_mode, bool):
-        _fail(source, "tag_mode", "must be true or false, got %r" % (tag_mode,))
-    out["tag_mode"] = tag_mode
-    return out
+    try:
+        return config_check.validate(settings, source)
+    finally:
+        device.forget("config_check")
 
 
 def parse(text, source="config.json"):
@@ -181,37 +60,11 @@ def load(path="config.json"):
 
 def update(path, changes, source="config command"):
     """Apply a `config` command's x ({setting: value}, FORMATS.md §2) to the file at `path` and
-    return the new validated settings. All or nothing: an unknown setting, one that means
-    nothing to this role or a bad value raises ConfigError (naming it) and leaves the file as it
-    was; otherwise the whole new file is written aside and renamed over the old one (littlefs
-    renames atomically, so a power cut leaves the old file or the new one, never a mix)."""
-    if not isinstance(changes, dict) or not changes:
-        raise ConfigError("%s: x must name at least one setting" % source)
+    return the new validated settings; all or nothing (device.config_check.update)."""
+    import device
+    from device import config_check
+
     try:
-        with open(path) as file:
-            raw = json.loads(file.read())
-    except (OSError, ValueError) as error:
-        raise ConfigError("%s: cannot read %s (%s)" % (source, path, error))
-    if not isinstance(raw, dict):
-        raise ConfigError("%s: %s is not a JSON object" % (source, path))
-    for name in changes:
-        entry = COMMAND_SETTINGS.get(name) if isinstance(name, str) else None
-        if entry is None:
-            _fail(source, name, "not one of %s"
-                  % ", ".join(sorted(COMMAND_SETTINGS)))
-        section, roles = entry  # type: ignore  (_fail raised for None)
-        if raw.get("role") not in roles:
-            _fail(source, name, "means nothing to the %s role" % raw.get("role"))
-        if section is None:
-            raw[name] = changes[name]
-        else:
-            values = raw.get(section)
-            values = dict(values) if isinstance(values, dict) else {}
-            values[name] = changes[name]
-            raw[section] = values
-    settings = validate(raw, source)  # the file as it would be: refused whole if anything is off
-    temporary = path + ".new"
-    with open(temporary, "w") as file:
-        file.write(json.dumps(raw))
-    os.rename(temporary, path)
-    return settings
+        return config_check.update(path, changes, source)
+    finally:
+        device.forget("config_check")
