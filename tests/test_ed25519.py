@@ -174,7 +174,7 @@ def test_two_signatures_interleaved_step_by_step_on_one_signer_are_both_right():
 
 
 def test_a_signer_reuses_its_schedule_and_survives_a_signature_dropped_half_way():
-    # The 80-word SHA-512 schedule is the Signer's, not a new 640-byte block per signature;
+    # The SHA-512 schedule window is the Signer's, not a new block per signature;
     # a generator abandoned mid-way (a cancelled task) costs a new one, never a wrong signature.
     secret = bytes(range(32))
     signer = ed25519.Signer(secret)

@@ -28,6 +28,7 @@ _MASK255 = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF
 _TEETH = const(8)
 _SPACING = const(32)
 _ROUNDS_PER_STEP = const(4)  # comb rounds between yields: a few ms on an ESP32 at 240 MHz
+_SCHEDULE_WORDS = const(16)  # device.sha512's message schedule window
 
 
 class Ed25519Error(ValueError):
@@ -296,23 +297,22 @@ class Signer:
         self._prefix = digest[32:]
         self.public = _encode_point(_run(_comb_steps(self._scalar)))
         self.signature = None
-        # SHA-512's message schedule (80 words) for this key's signatures, allocated once while
-        # the heap is young: a fresh 640-byte block per signature was the largest the link
-        # asked for, and the first to fail in a fragmented heap.
-        self._schedule = [0] * 80
+        # SHA-512's message schedule window (16 words, device.sha512) for this key's signatures,
+        # allocated once while the heap is young rather than once per signature.
+        self._schedule = [0] * _SCHEDULE_WORDS
 
     def sign_steps(self, msg):
-        """RFC 8032 §5.1.6 as a generator; a slice is a fifth of a SHA-512 block, four comb rounds
+        """RFC 8032 §5.1.6 as a generator; a slice is a sixth of a SHA-512 block, four comb rounds
         or 50 squarings of the inversion."""
         self.signature = None
         # One message schedule for this signature's two hashes, which run one after the other.
         # Taken while it runs: a signature interleaved with this one (a tag URL and an event)
         # makes its own. Given back at the end; a generator dropped half-way (a cancelled task)
         # never gives it back, so the next signature allocates one and keeps that instead.
-        schedule = self._schedule or [0] * 80
+        schedule = self._schedule or [0] * _SCHEDULE_WORDS
         self._schedule = None
         signature = yield from self._sign_steps(msg, schedule)
-        for index in range(80):
+        for index in range(_SCHEDULE_WORDS):
             schedule[index] = 0  # its words are long ints, derived from the secret: let them go
         self._schedule = schedule
         self.signature = signature

@@ -12,6 +12,8 @@ from micropython import const  # CPython runs this module with a stand-in (tests
 
 _BLOCK = const(128)
 _MASK = const(0xFFFFFFFFFFFFFFFF)
+_WINDOW = const(16)  # message schedule words kept (see _compress)
+_ROUNDS_PER_SLICE = const(14)  # 80 rounds in six slices between yields (update_steps)
 
 # FIPS 180-4 §4.2.3: first 64 bits of the fractional parts of the cube roots of the first 80 primes,
 # big-endian bytes: a tuple of 80 ints above 2**30 would be 80 heap objects (long ints) on a board,
@@ -79,9 +81,9 @@ class sha512:
         self._buffer = bytearray(_BLOCK)  # one block, reused for every compression
         self._fill = 0
         self._length = 0
-        # The message schedule, allocated once: scratch space that every compression rewrites,
-        # so hashes that never run interleaved may share one list of 80 (`schedule`).
-        self._w = schedule or [0] * 80
+        # The message schedule window, allocated once: scratch space that every compression
+        # rewrites, so hashes that never run interleaved may share one list of 16 (`schedule`).
+        self._w = schedule or [0] * _WINDOW
         self._last = b""
         if data:
             self.update(data)
@@ -99,8 +101,8 @@ class sha512:
             pass
 
     def update_steps(self, data):
-        """update() as a generator for asyncio: yields twice in the message schedule and after
-        every 20 rounds of each block, so no slice holds more than a fifth of a compression."""
+        """update() as a generator for asyncio: yields six times per block (every 14 rounds with
+        their schedule words), so no slice holds more than a fifth of a compression."""
         yield from self._absorb(data)
 
     def _absorb(self, data):
@@ -126,7 +128,7 @@ class sha512:
 
     def digest_steps(self):
         """digest() as a generator (the padding block is compressed in slices); returns it."""
-        # The padded copy borrows this object's schedule (80 words, held until the next
+        # The padded copy borrows this object's schedule (16 words, held until the next
         # compression): this one compresses nothing while its own digest is being computed.
         final = self.copy(True)
         bits = self._length * 8
@@ -140,33 +142,33 @@ class sha512:
         return "".join("%02x" % byte for byte in self.digest())
 
     def _compress(self, block):
-        # A generator (see update_steps). FIPS 180-4 §6.4.2. Rotations use a doubled word (x | x << 64): ROTR^n(x) is then
-        # (xx >> n) & mask, three shifts and one mask per Σ instead of six shifts and three ors.
-        # Ch and Maj in their 3- and 4-operation forms (g ^ (e & (f ^ g)), (a & b) | (c & (a | b))).
+        # A generator (see update_steps). FIPS 180-4 §6.4.2, with the message schedule as a
+        # rolling window of 16 words (W_t needs only W_t-2, W_t-7, W_t-15 and W_t-16, the word
+        # it replaces): 16 long ints alive during a hash instead of 80, the bulk of a signature's
+        # heap. Rotations use a doubled word (x | x << 64): ROTR^n(x) is then (xx >> n) & mask,
+        # three shifts and one mask per Σ instead of six shifts and three ors. Ch and Maj in
+        # their 3- and 4-operation forms (g ^ (e & (f ^ g)), (a & b) | (c & (a | b))).
         w = self._w
-        words = struct.unpack(">16Q", block)
-        for t in range(16):
-            w[t] = words[t]
-        mask = _MASK
-        for t in range(16, 80):
-            x = w[t - 15]
-            xx = x | (x << 64)
-            s0 = ((xx >> 1) ^ (xx >> 8)) & mask ^ (x >> 7)
-            x = w[t - 2]
-            xx = x | (x << 64)
-            s1 = ((xx >> 19) ^ (xx >> 61)) & mask ^ (x >> 6)
-            w[t] = (w[t - 16] + s0 + w[t - 7] + s1) & mask
-            if t == 47:
-                yield
-        yield
         h = self._h
         a, b, c, d, e, f, g, hh = h
+        mask = _MASK
         k = _K
         word = struct.unpack_from
         for t in range(80):
+            if t < 16:
+                wt = word(">Q", block, t << 3)[0]
+            else:
+                x = w[(t - 15) & 15]
+                xx = x | (x << 64)
+                s0 = ((xx >> 1) ^ (xx >> 8)) & mask ^ (x >> 7)
+                x = w[(t - 2) & 15]
+                xx = x | (x << 64)
+                s1 = ((xx >> 19) ^ (xx >> 61)) & mask ^ (x >> 6)
+                wt = (w[t & 15] + s0 + w[(t - 7) & 15] + s1) & mask
+            w[t & 15] = wt
             ee = e | (e << 64)
             t1 = (hh + (((ee >> 14) ^ (ee >> 18) ^ (ee >> 41)) & mask) + (g ^ (e & (f ^ g)))
-                  + word(">Q", k, t << 3)[0] + w[t])
+                  + word(">Q", k, t << 3)[0] + wt)
             aa = a | (a << 64)
             t2 = (((aa >> 28) ^ (aa >> 34) ^ (aa >> 39)) & mask) + ((a & b) | (c & (a | b)))
             hh = g
@@ -177,7 +179,7 @@ class sha512:
             c = b
             b = a
             a = (t1 + t2) & mask
-            if t % 20 == 19:
+            if t % _ROUNDS_PER_SLICE == _ROUNDS_PER_SLICE - 1 or t == 79:
                 yield
         h[0] = (h[0] + a) & mask
         h[1] = (h[1] + b) & mask
