@@ -95,6 +95,8 @@ class App:
                                answer_ms=answer_ms or settings["alarm"]["answer_s"] * 1000,
                                clock=self.clock.ticks)
         self._tag_counter_path = _join(root, "tag.ctr")
+        # one Ed25519 signature at a time (tag URL or event): see device.tag_mode.TagMode
+        self._signing = asyncio.Lock()
         board_hal.app = self  # the sim's control channel reads state from here
 
     # -- the one way in to the journal
@@ -207,7 +209,8 @@ class App:
         except (OSError, ValueError):
             pass
         return TagMode(self.device_id, ed25519.signer(identity.secret_for_signer()),
-                       counter=counter, clock=self._unix_or_zero, on_read=self.on_tag_read)
+                       counter=counter, clock=self._unix_or_zero, on_read=self.on_tag_read,
+                       signing=self._signing)
 
     def _unix_or_zero(self):
         return self.clock.now() or 0  # a tag URL before the first sync says t=0: unknown
@@ -252,7 +255,12 @@ class App:
             if ca and not ca.startswith("-----BEGIN"):
                 ca = _join(root, ca)
             ssl = {"ca": ca}
-        sign = journal_signer(self.journal, identity.secret_for_signer(), self.device_id)
+        sign_event = journal_signer(self.journal, identity.secret_for_signer(), self.device_id)
+
+        async def sign(seq, payload):
+            async with self._signing:  # never beside a tag URL's signature (device.tag_mode)
+                return await sign_event(seq, payload)
+
         self.link = Link(self.device_id, self.journal, sign,
                          org_public=self.settings["org_public_key"], host=broker["host"],
                          port=broker["port"], user=broker["user"], password=broker["password"],

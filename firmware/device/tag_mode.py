@@ -45,14 +45,19 @@ class TagMode:
     device.ed25519.Signer (stepwise) or any callable message -> 64-byte signature."""
 
     def __init__(self, device_id, sign, base="https://kvitto.invalid", counter=0, clock=None,
-                 on_read=None):
+                 on_read=None, signing=None):
         self.device_id = device_id
         self.sign = sign
+        # an asyncio.Lock shared with the other signer of this key (device.app: the link's), so
+        # one signature runs at a time: two interleaved hold two SHA-512 schedules and two sets
+        # of big-int temporaries on the heap at once
+        self.signing = signing
         self.base = base
         self.counter = counter
         self.clock = clock if clock is not None else (lambda: int(time.time()))
         self.on_read = on_read
         self.reads = 0
+        self._params = self.target_params()  # the same every window: built once, not per search
         self._file = None  # NLEN ‖ NDEF message for counter + 1
         self._cc = bytes((0x00, 0x0F, 0x20, 0x00, _T4T_MLE, 0x00, 0x34, 0x04, 0x06)) + \
             _NDEF_FILE + bytes((0x01, 0x00, 0x00, 0xFF))
@@ -80,13 +85,20 @@ class TagMode:
     async def prepare_async(self):
         """Sign the next URL in ≤ 20 ms slices (device.ed25519.Signer.sign_steps), letting
         taps and MQTT run between them; a plain `sign` callable is called once."""
-        signed = self._signed_text()
         if not hasattr(self.sign, "sign_steps"):
+            signed = self._signed_text()
             return self._store(signed, self.sign(signed.encode()))
-        steps = self.sign.sign_steps(signed.encode())
-        for _ in steps:
-            await asyncio.sleep_ms(0)
-        return self._store(signed, self.sign.signature)
+        if self.signing is not None:
+            await self.signing.acquire()
+        try:
+            signed = self._signed_text()  # the time as the signature starts, not as it waited
+            for _ in self.sign.sign_steps(signed.encode()):
+                await asyncio.sleep_ms(0)
+            signature = self.sign.signature
+        finally:
+            if self.signing is not None:
+                self.signing.release()
+        return self._store(signed, signature)
 
     def _answer(self, command, state):
         """One R-APDU for a C-APDU of the T4T read procedure."""
@@ -121,7 +133,7 @@ class TagMode:
         if self._file is None:
             await self.prepare_async()
         try:
-            data = await nfc.acall(pn532.CMD_TG_INIT_AS_TARGET, self.target_params(), window_ms,
+            data = await nfc.acall(pn532.CMD_TG_INIT_AS_TARGET, self._params, window_ms,
                                    flag)
         except pn532.Timeout:
             return False  # nobody came; acall aborted the wait with an ACK
