@@ -18,7 +18,8 @@ def test_offset_math_and_best_sample(micropython, tmp_path):
     out = run_both(
         micropython,
         """
-from device.clock import offset_and_delay, best_offset, ntp_to_unix_ms, unix_ms_to_ntp, ClockError
+from device.ntp import offset_and_delay, best_offset, ntp_to_unix_ms, unix_ms_to_ntp
+from device.clock import ClockError
 # server 5 s ahead, 40 ms each way, 2 ms in the server
 print(offset_and_delay(1000, 6040, 6042, 1082))
 print(best_offset([(0, 5100, 5101, 300), (1000, 6040, 6042, 1082), (0, 4990, 4991, 100)]))
