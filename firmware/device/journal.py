@@ -50,7 +50,6 @@ _OVERHEAD = const(12)  # header + crc32
 _SIG_BYTES = const(64)
 _SIG_RECORD = const(76)  # _OVERHEAD + _SIG_BYTES
 _SIG_BUFFER = const(8)  # signatures held in RAM before they get a sync of their own
-_SIG_RAM = const(16)  # recent signatures answered without a flash read
 _STATE_MAGIC = b"KJS1"
 _STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
 _STATE_BYTES = const(60)
@@ -99,9 +98,13 @@ class Journal:
         self._active = None  # open file of the newest segment, or None
         self._active_size = 0
         self._next_number = 1
-        self._sig_unsynced = []  # (seq, sig): written with the next sync
-        self._sig_ram = {}
-        self._sig_order = []
+        # The latest _SIG_BUFFER signatures, in one block (a ring, oldest overwritten): the
+        # ones not yet on flash and recent ones, answered without a flash read. Separate bytes
+        # objects in a dict took four times the room.
+        self._sig_ring = bytearray(_SIG_BUFFER * _SIG_BYTES)
+        self._sig_seqs = [0] * _SIG_BUFFER  # event seq of each slot; 0 = empty
+        self._sig_next = 0  # the slot the next signature goes to
+        self._sig_unsynced = 0  # the latest this many signatures are written with the next sync
         self._warned = False
         self._lost_reported = 0
         self._gen = 0
@@ -257,7 +260,7 @@ class Journal:
             raise JournalError("payload of %d bytes exceeds %d" % (length, self.max_payload))
         seq = self.next_seq
         stored = False
-        need = _OVERHEAD + length + len(self._sig_unsynced) * _SIG_RECORD
+        need = _OVERHEAD + length + self._sig_unsynced * _SIG_RECORD
         # A failed write (the filesystem itself full, a flash error) is retried once in a
         # fresh segment, after releasing acknowledged ones: the record that failed may have
         # left a torn tail, which is never appended to.
@@ -277,7 +280,7 @@ class Journal:
         if stored:
             self._active_size += need
             self._highs[-1] = seq
-            self._sig_unsynced = []
+            self._sig_unsynced = 0
         else:
             self.lost += 1
             self._write_state()
@@ -314,8 +317,11 @@ class Journal:
         f.write(self._crc_bytes)
 
     def _write_sigs(self):
-        for seq, sig in self._sig_unsynced:
-            self._write_record(_KIND_SIG, seq, sig)
+        ring = memoryview(self._sig_ring)
+        for back in range(self._sig_unsynced, 0, -1):  # oldest first
+            slot = (self._sig_next - back) % _SIG_BUFFER
+            start = slot * _SIG_BYTES
+            self._write_record(_KIND_SIG, self._sig_seqs[slot], ring[start : start + _SIG_BYTES])
 
     def _close_active(self):
         if self._active is not None:
@@ -337,35 +343,39 @@ class Journal:
         re-sign, since Ed25519 is deterministic."""
         if len(sig) != _SIG_BYTES:
             raise JournalError("a signature is 64 bytes")
-        sig = bytes(sig)
-        self._remember(seq, sig)
-        self._sig_unsynced.append((seq, sig))
-        if len(self._sig_unsynced) >= _SIG_BUFFER:
-            need = len(self._sig_unsynced) * _SIG_RECORD
-            if self._make_room(need):
-                try:
-                    self._write_sigs()
-                    _sync(self._active)
-                    self._active_size += need
-                except OSError:
-                    self._drop_active()
-            self._sig_unsynced = []
+        # At most _SIG_BUFFER - 1 are unsynced here, so the slot taken is never one of them.
+        slot = self._sig_next
+        self._sig_seqs[slot] = seq
+        self._sig_ring[slot * _SIG_BYTES : (slot + 1) * _SIG_BYTES] = sig
+        self._sig_next = (slot + 1) % _SIG_BUFFER
+        self._sig_unsynced += 1
+        if self._sig_unsynced >= _SIG_BUFFER:
+            self._sync_sigs()
 
-    def _remember(self, seq, sig):
-        if seq not in self._sig_ram:
-            self._sig_order.append(seq)
-            if len(self._sig_order) > _SIG_RAM:
-                self._sig_ram.pop(self._sig_order.pop(0), None)
-        self._sig_ram[seq] = sig
+    def _sync_sigs(self):
+        need = self._sig_unsynced * _SIG_RECORD
+        if self._make_room(need):
+            try:
+                self._write_sigs()
+                _sync(self._active)
+                self._active_size += need
+            except OSError:
+                self._drop_active()
+        self._sig_unsynced = 0
 
     def signature(self, seq):
         """The cached signature of event `seq`, or None (then sign again)."""
-        sig = self._sig_ram.get(seq)
-        if sig is not None:
-            return sig
+        if seq < 1:
+            return None  # event seqs start at 1; an empty ring slot holds seq 0
+        for back in range(1, _SIG_BUFFER + 1):  # newest first: a re-signed event's latest
+            slot = (self._sig_next - back) % _SIG_BUFFER
+            if self._sig_seqs[slot] == seq:
+                start = slot * _SIG_BYTES
+                return bytes(self._sig_ring[start : start + _SIG_BYTES])  # copy: slots are reused
         index = self._index(seq)
         if index < 0:
             return None
+        sig = None
         # A signature is written after its event: in the event's segment or the next one.
         for number in self._numbers[index : index + 2]:
             try:
@@ -376,7 +386,6 @@ class Journal:
                 if kind == _KIND_SIG and rec_seq == seq:
                     sig = bytes(buf[start:end])  # copy: the buffer is reused
             if sig is not None:
-                self._remember(seq, sig)
                 return sig
         return None
 
@@ -413,9 +422,10 @@ class Journal:
 
         Appends and acks may happen between yields (asyncio): each step looks the segment up
         again, so new events are included and released ones skipped."""
-        # The shared read buffer: nothing in it is used across a yield (each segment is read and
-        # its payloads copied out before the first one is handed on), so the publisher does not
-        # need a fresh segment-sized block, hard to find in a fragmented heap, on every pass.
+        # The shared read buffer: nothing in it is used across a yield (the segment is read
+        # again for each event, and only that payload copied out), so the publisher needs
+        # neither a fresh segment-sized block, hard to find in a fragmented heap, nor copies of
+        # a whole backlog segment while it signs one event. Flash reads are cheap next to that.
         buf = self._buf
         last = (from_seq or 1) - 1
         while True:
@@ -428,17 +438,19 @@ class Journal:
                 buf, size = self._read_segment(self._numbers[index], buf)
             except OSError:
                 size = 0  # released meanwhile: the next lookup moves past it
-            found = []
+            found = None
             for kind, seq, start, end in _records(buf, size):
+                # Appended in order, so the first event after `last` is the next one.
                 if kind == _KIND_EVENT and seq > last:
-                    found.append((seq, bytes(buf[start:end])))  # copy: buf is reused
-            for seq, payload in found:
-                if seq > last and seq > self.acked:
-                    last = seq
-                    yield seq, payload
-            # Everything up to `high` in this segment was read (no yield between the lookup
-            # and the read), so move past it even if records there failed their CRC.
-            last = max(last, high)
+                    found = seq, bytes(buf[start:end])  # copy: buf is reused
+                    break
+            if found is None:
+                # Everything up to `high` in this segment was read (no yield between the
+                # lookup and the read), so move past it even if records there failed their CRC.
+                last = max(last, high)
+                continue
+            last = found[0]
+            yield found
 
     # ---- acknowledgement and size ---------------------------------------------------------
 
@@ -503,15 +515,7 @@ class Journal:
         """Write cached signatures and close the segment file (a cut instead loses nothing
         but those signatures)."""
         if self._sig_unsynced:
-            need = len(self._sig_unsynced) * _SIG_RECORD
-            if self._make_room(need):
-                try:
-                    self._write_sigs()
-                    _sync(self._active)
-                    self._active_size += need
-                except OSError:
-                    self._drop_active()
-            self._sig_unsynced = []
+            self._sync_sigs()
         self._close_active()
 
 
