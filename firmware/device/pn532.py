@@ -18,8 +18,8 @@ _PREAMBLE = const(0x00)
 _START1 = const(0x00)
 _START2 = const(0xFF)
 _POSTAMBLE = const(0x00)
-TFI_HOST = const(0xD4)  # host -> PN532
-TFI_PN532 = const(0xD5)  # PN532 -> host
+_TFI_HOST = const(0xD4)  # host -> PN532
+_TFI_PN532 = const(0xD5)  # PN532 -> host
 _TFI_ERROR = const(0x7F)  # §6.2.1.5: application-level error frame
 _MAX_BODY = const(265)  # §6.2.1.2: TFI + up to 264 data bytes (extended frame)
 _MAX_FRAME = const(_MAX_BODY + 9)
@@ -32,25 +32,25 @@ ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
 
 # --- command codes (UM0701-02 §7) ----------------------------------------------------------
 CMD_GET_FIRMWARE_VERSION = const(0x02)
-CMD_SAM_CONFIGURATION = const(0x14)
-CMD_POWER_DOWN = const(0x16)
-CMD_RF_CONFIGURATION = const(0x32)
-CMD_IN_DATA_EXCHANGE = const(0x40)
+_CMD_SAM_CONFIGURATION = const(0x14)
+_CMD_POWER_DOWN = const(0x16)
+_CMD_RF_CONFIGURATION = const(0x32)
+_CMD_IN_DATA_EXCHANGE = const(0x40)
 CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
-CMD_IN_RELEASE = const(0x52)
-CMD_TG_GET_DATA = const(0x86)
+_CMD_IN_RELEASE = const(0x52)
+_CMD_TG_GET_DATA = const(0x86)
 CMD_TG_INIT_AS_TARGET = const(0x8C)
-CMD_TG_SET_DATA = const(0x8E)
+_CMD_TG_SET_DATA = const(0x8E)
 
 _RF_ITEM_FIELD = const(0x01)
 _RF_ITEM_MAX_RETRIES = const(0x05)  # §7.3.1 CfgItem 5: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
 _BRTY_106A = const(0x00)  # §7.3.5: 106 kbps type A (ISO/IEC 14443 Type A)
-SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
+_SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
 
 # §7.1 Table 4: status byte error codes the driver names
-STATUS_TIMEOUT = const(0x01)
-STATUS_RELEASED = const(0x29)  # target released by the initiator (tag mode: phone left)
-STATUS_DESELECTED = const(0x25)  # DEP protocol: target deselected (tag mode)
+_STATUS_TIMEOUT = const(0x01)
+_STATUS_RELEASED = const(0x29)  # target released by the initiator (tag mode: phone left)
+_STATUS_DESELECTED = const(0x25)  # DEP protocol: target deselected (tag mode)
 
 # PowerDown wake-up sources (§7.2.11)
 WAKE_HSU = const(0x10)
@@ -236,7 +236,7 @@ def frame_end(buf, n):
 
 def response_data(body, command):
     """Data after TFI D5 and the response code (command + 1); ResponseError otherwise."""
-    if len(body) < 2 or body[0] != TFI_PN532 or body[1] != ((command + 1) & 0xFF):
+    if len(body) < 2 or body[0] != _TFI_PN532 or body[1] != ((command + 1) & 0xFF):
         raise ResponseError("not a response to command 0x%02x" % command)
     return body[2:]
 
@@ -269,7 +269,7 @@ class Target:
 
     @property
     def iso_dep(self):
-        return bool(self.sel_res & SEL_RES_ISO_DEP)
+        return bool(self.sel_res & _SEL_RES_ISO_DEP)
 
 
 def parse_target_a(data):
@@ -290,7 +290,7 @@ def parse_target_a(data):
     uid = bytes(data[6 : 6 + uid_length])
     rest = data[6 + uid_length :]
     ats = b""
-    if data[4] & SEL_RES_ISO_DEP and len(rest):
+    if data[4] & _SEL_RES_ISO_DEP and len(rest):
         # ISO/IEC 14443-4 §5.2: TL, the first ATS byte, counts the whole ATS
         if rest[0] < 1 or rest[0] > len(rest):
             raise ResponseError("InListPassiveTarget: ATS length")
@@ -436,10 +436,10 @@ class PN532:
         self._frame_mv = memoryview(self._frame)
         self._pending = -1
         self._header = bytearray(2)
-        self._header[0] = TFI_HOST
+        self._header[0] = _TFI_HOST
         self._target_header = bytearray(3)  # TFI, InDataExchange, Tg: no copy of the data
-        self._target_header[0] = TFI_HOST
-        self._target_header[1] = CMD_IN_DATA_EXCHANGE
+        self._target_header[0] = _TFI_HOST
+        self._target_header[1] = _CMD_IN_DATA_EXCHANGE
         self.asleep = False
         self.firmware = None
 
@@ -572,14 +572,14 @@ class PN532:
 
     def sam_configuration(self, mode=0x01, timeout=0x14, irq=0x01):
         # §7.2.10: mode 1 = normal (no SAM); timeout only for virtual card mode; use P70_IRQ
-        self.call(CMD_SAM_CONFIGURATION, bytes((mode, timeout, irq)))
+        self.call(_CMD_SAM_CONFIGURATION, bytes((mode, timeout, irq)))
 
     def set_max_retries(self, atr=0xFF, psl=0x01, passive=0xFF):
         # §7.3.1 CfgItem 5; 0xFF passive = wait for a card forever
-        self.call(CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, atr, psl, passive)))
+        self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, atr, psl, passive)))
 
     def rf_field(self, on):
-        self.call(CMD_RF_CONFIGURATION, bytes((_RF_ITEM_FIELD, 0x01 if on else 0x00)))
+        self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_FIELD, 0x01 if on else 0x00)))
 
     def list_passive_target(self, timeout_ms=None):
         data = self.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms)
@@ -591,15 +591,15 @@ class PN532:
 
     def data_exchange(self, target, data, timeout_ms=None):
         """InDataExchange (§7.3.8): send `data` to target, return its answer."""
-        reply = self.call(CMD_IN_DATA_EXCHANGE, data, timeout_ms, target)
+        reply = self.call(_CMD_IN_DATA_EXCHANGE, data, timeout_ms, target)
         return check_status(reply, "InDataExchange")
 
     def release(self, target=0):
-        check_status(self.call(CMD_IN_RELEASE, bytes((target,))), "InRelease")
+        check_status(self.call(_CMD_IN_RELEASE, bytes((target,))), "InRelease")
 
     def power_down(self, wake_sources):
         # §7.2.11: the PN532 answers, then sleeps until a wake-up source fires
-        check_status(self.call(CMD_POWER_DOWN, bytes((wake_sources,))), "PowerDown")
+        check_status(self.call(_CMD_POWER_DOWN, bytes((wake_sources,))), "PowerDown")
         self.asleep = True
 
     def wake_up(self):
@@ -632,10 +632,10 @@ class PN532:
         return params
 
     def tg_get_data(self, timeout_ms=None):
-        return check_status(self.call(CMD_TG_GET_DATA, b"", timeout_ms), "TgGetData")
+        return check_status(self.call(_CMD_TG_GET_DATA, b"", timeout_ms), "TgGetData")
 
     def tg_set_data(self, data):
-        check_status(self.call(CMD_TG_SET_DATA, data), "TgSetData")
+        check_status(self.call(_CMD_TG_SET_DATA, data), "TgSetData")
 
     # card protocols on top of InDataExchange
     def transceive_apdu(self, target, command):
