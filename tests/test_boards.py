@@ -117,3 +117,43 @@ def test_unix_port_gives_the_same_verdicts(micropython, tmp_path):
     for device_line, host_line, (field, _, problem) in zip(lines[len(BOARDS) :], expected, CASES):
         assert device_line.split(":")[:2] == host_line.split(":")[:2]
         assert f"'{field}'" in device_line and problem in device_line
+
+
+def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
+    # Board and config checks run once at boot (and on a rare config command): device.forget
+    # drops their modules so the garbage collector takes their functions and tables back.
+    config = {
+        "device": "tag-0042",
+        "role": "tag",
+        "board": "sim",
+        "broker": {"host": "127.0.0.1"},
+        "salt": "00" * 16,
+        "org_public_key": "11" * 32,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = micropython(
+        f"""
+        import gc, sys
+        from device import boards, config
+        from device.clock import Clock
+        gc.collect()
+        before = gc.mem_alloc()
+        board = boards.load("{ROOT}/boards/sim.json")
+        settings = config.load("{tmp_path}/config.json")
+        Clock()
+        loaded = sorted(m for m in sys.modules if m.startswith("device."))
+        print("loaded", loaded)
+        import device
+        print("attributes", [n for n in ("board_check", "config_check", "ntp") if hasattr(device, n)])
+        from device import board_check
+        gc.collect()
+        with_checks = gc.mem_alloc()
+        device.forget("board_check")
+        del board_check
+        gc.collect()
+        print("freed", with_checks - gc.mem_alloc() > 0)
+        """
+    )
+    assert "loaded ['device.boards', 'device.clock', 'device.config']" in out
+    assert "attributes []" in out
+    assert "freed True" in out
