@@ -345,7 +345,8 @@ class App:
         self.tasks["reader"] = asyncio.create_task(self._guard("reader", self._reader_loop))
         if self._want_link:
             self.tasks["link"] = asyncio.create_task(self._guard("link", self._link_loop))
-        self.tasks["clock"] = asyncio.create_task(self._guard("clock", self._clock_loop))
+        if self.settings["ntp"]:  # no hosts, no task: its frames would stay on the heap, done
+            self.tasks["clock"] = asyncio.create_task(self._guard("clock", self._clock_loop))
         for index, coroutine in enumerate(self.hal.extra_tasks()):
             self.tasks["sim%d" % index] = asyncio.create_task(coroutine)
         await self._supervise(watchdog)
