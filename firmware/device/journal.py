@@ -43,6 +43,7 @@ except ImportError:  # CPython runs this module too (tests/test_journal_cpython.
 
 
 _MAGIC = const(0xA5)
+_MAGIC_BYTE = b"\xa5"  # _MAGIC, for bytearray.find
 _KIND_EVENT = const(0x45)  # "E"
 _KIND_SIG = const(0x53)  # "S"
 _HEADER = const(8)  # magic, kind, length u16, seq u32
@@ -50,6 +51,7 @@ _OVERHEAD = const(12)  # header + crc32
 _SIG_BYTES = const(64)
 _SIG_RECORD = const(76)  # _OVERHEAD + _SIG_BYTES
 _SIG_BUFFER = const(8)  # signatures held in RAM before they get a sync of their own
+_WINDOW = const(256)  # segments are read through a window this big, never whole
 _STATE_MAGIC = b"KJS1"
 _STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
 _STATE_BYTES = const(60)
@@ -89,7 +91,7 @@ class Journal:
         self.root = root.rstrip("/") or "/"
         self.segment_bytes = segment_bytes
         self.max_payload = segment_bytes - _OVERHEAD - _SIG_BUFFER * _SIG_RECORD
-        self._buf = bytearray(segment_bytes)  # one read buffer, reused by every scan
+        self._window = bytearray(_WINDOW)  # every segment read goes through it (_records)
         self._header = bytearray(_HEADER)
         self._crc_bytes = bytearray(4)
         self._state_buf = bytearray(_STATE_BYTES)
@@ -221,31 +223,32 @@ class Journal:
             _sync(f)
         self._gen = gen
 
-    def _read_segment(self, number, buf):
-        """Read a whole segment into buf (grown if needed); return (buf, size)."""
-        with open(self._path(self._name(number)), "rb") as f:
-            size = f.readinto(buf) or 0
-            if size == len(buf):
-                rest = f.read()
-                if rest:
-                    buf = bytearray(bytes(buf) + rest)
-                    size = len(buf)
-        return buf, size
+    def _segment(self, number):
+        """The segment file opened for reading, and its size."""
+        f = open(self._path(self._name(number)), "rb")
+        return f, f.seek(0, 2)
 
     def _scan_segment(self, number):
         """Return (size, valid_end, high_seq, hash_of_high_payload) of one segment."""
         try:
-            buf, size = self._read_segment(number, self._buf)
+            f, size = self._segment(number)
         except OSError:
             return 0, 0, 0, None
         high = 0
         high_hash = None
         valid_end = 0
-        for kind, seq, start, end in _records(buf, size):
-            valid_end = end + 4
-            if kind == _KIND_EVENT and seq > high:
-                high = seq
-                high_hash = _sha256(memoryview(buf)[start:end])
+        with f:
+            try:
+                high_body = None
+                for kind, seq, start, end in _records(f, size, self._window):
+                    valid_end = end + 4
+                    if kind == _KIND_EVENT and seq > high:
+                        high = seq
+                        high_body = start, end
+                if high_body is not None:
+                    high_hash = _sha256_of(f, high_body[0], high_body[1], self._window)
+            except OSError:
+                return 0, 0, 0, None
         return size, valid_end, high, high_hash
 
     # ---- appending ------------------------------------------------------------------------
@@ -379,12 +382,13 @@ class Journal:
         # A signature is written after its event: in the event's segment or the next one.
         for number in self._numbers[index : index + 2]:
             try:
-                buf, size = self._read_segment(number, self._buf)
+                f, size = self._segment(number)
+                with f:
+                    for kind, rec_seq, start, end in _records(f, size, self._window):
+                        if kind == _KIND_SIG and rec_seq == seq:
+                            sig = _body(f, start, end)  # the last one written wins
             except OSError:
                 continue
-            for kind, rec_seq, start, end in _records(buf, size):
-                if kind == _KIND_SIG and rec_seq == seq:
-                    sig = bytes(buf[start:end])  # copy: the buffer is reused
             if sig is not None:
                 return sig
         return None
@@ -409,12 +413,13 @@ class Journal:
         if index < 0:
             return None
         try:
-            buf, size = self._read_segment(self._numbers[index], self._buf)
+            f, size = self._segment(self._numbers[index])
+            with f:
+                for kind, rec_seq, start, end in _records(f, size, self._window):
+                    if kind == _KIND_EVENT and rec_seq == seq:
+                        return _body(f, start, end)
         except OSError:
-            return None
-        for kind, rec_seq, start, end in _records(buf, size):
-            if kind == _KIND_EVENT and rec_seq == seq:
-                return bytes(buf[start:end])  # copy: the buffer is reused
+            pass
         return None
 
     def pending(self, from_seq=None):
@@ -422,11 +427,9 @@ class Journal:
 
         Appends and acks may happen between yields (asyncio): each step looks the segment up
         again, so new events are included and released ones skipped."""
-        # The shared read buffer: nothing in it is used across a yield (the segment is read
-        # again for each event, and only that payload copied out), so the publisher needs
-        # neither a fresh segment-sized block, hard to find in a fragmented heap, nor copies of
-        # a whole backlog segment while it signs one event. Flash reads are cheap next to that.
-        buf = self._buf
+        # The segment is read again for each event and only that payload is kept, so the
+        # publisher never holds copies of a whole backlog segment while it signs one event;
+        # flash reads are cheap next to a signature.
         last = (from_seq or 1) - 1
         while True:
             last = max(last, self.acked)
@@ -434,16 +437,17 @@ class Journal:
             if index < 0:
                 return
             high = self._highs[index]
-            try:
-                buf, size = self._read_segment(self._numbers[index], buf)
-            except OSError:
-                size = 0  # released meanwhile: the next lookup moves past it
             found = None
-            for kind, seq, start, end in _records(buf, size):
-                # Appended in order, so the first event after `last` is the next one.
-                if kind == _KIND_EVENT and seq > last:
-                    found = seq, bytes(buf[start:end])  # copy: buf is reused
-                    break
+            try:
+                f, size = self._segment(self._numbers[index])
+                with f:
+                    for kind, seq, start, end in _records(f, size, self._window):
+                        # Appended in order, so the first event after `last` is the next one.
+                        if kind == _KIND_EVENT and seq > last:
+                            found = seq, _body(f, start, end)
+                            break
+            except OSError:
+                found = None  # released meanwhile: the next lookup moves past it
             if found is None:
                 # Everything up to `high` in this segment was read (no yield between the
                 # lookup and the read), so move past it even if records there failed their CRC.
@@ -519,34 +523,81 @@ class Journal:
         self._close_active()
 
 
-def _records(buf, size):
-    """Yield (kind, seq, body_start, body_end) of every record with a valid CRC in buf[:size].
+def _records(f, size, window):
+    """Yield (kind, seq, body_start, body_end) of every record with a valid CRC in the first
+    `size` bytes of the open segment file `f`, read through `window` (a reused bytearray).
 
     A record that fails its CRC is skipped by searching for the next magic byte whose record
     checks out, so one damaged record does not hide the ones after it; nothing that fails the
-    CRC is ever returned."""
-    view = memoryview(buf)
+    CRC is ever returned. The caller may read the file between yields (`_body`): every read
+    here seeks first."""
+    view = memoryview(window)
+    header = view[:_HEADER]
     offset = 0
     while offset + _OVERHEAD <= size:
-        if buf[offset] == _MAGIC:
-            kind = buf[offset + 1]
-            length = buf[offset + 2] | (buf[offset + 3] << 8)
+        f.seek(offset)
+        if _read_exactly(f, header) and window[0] == _MAGIC:
+            kind = window[1]
+            length = window[2] | (window[3] << 8)
             end = offset + _HEADER + length
             if (kind == _KIND_EVENT or kind == _KIND_SIG) and end + 4 <= size:
-                stored = (
-                    buf[end] | (buf[end + 1] << 8) | (buf[end + 2] << 16) | (buf[end + 3] << 24)
-                )
-                if stored == _crc(view[offset:end]):
-                    seq = (
-                        buf[offset + 4]
-                        | (buf[offset + 5] << 8)
-                        | (buf[offset + 6] << 16)
-                        | (buf[offset + 7] << 24)
-                    )
-                    yield kind, seq, offset + _HEADER, end
-                    offset = end + 4
-                    continue
-        offset += 1
+                seq = window[4] | (window[5] << 8) | (window[6] << 16) | (window[7] << 24)
+                crc = _crc(header)
+                position = offset + _HEADER
+                while position < end:  # the body, a window at a time
+                    chunk = view[: min(end - position, _WINDOW)]
+                    if not _read_exactly(f, chunk):
+                        break
+                    crc = _crc(chunk, crc)
+                    position += len(chunk)
+                stored = view[:4]
+                if position == end and _read_exactly(f, stored):
+                    if crc == window[0] | (window[1] << 8) | (window[2] << 16) | (window[3] << 24):
+                        yield kind, seq, offset + _HEADER, end
+                        offset = end + 4
+                        continue
+        offset = _next_magic(f, offset + 1, size, window)
+
+
+def _next_magic(f, offset, size, window):
+    # The first offset >= `offset` holding the magic byte, or `size`.
+    while offset < size:
+        f.seek(offset)
+        count = f.readinto(window) or 0
+        if not count:
+            break
+        found = window.find(_MAGIC_BYTE, 0, count)
+        if found >= 0:
+            return offset + found
+        offset += count
+    return size
+
+
+def _read_exactly(f, view):
+    count = f.readinto(view)
+    return count == len(view)
+
+
+def _body(f, start, end):
+    """A record body as new bytes (its CRC was just checked by _records)."""
+    f.seek(start)
+    body = f.read(end - start)
+    if len(body) != end - start:
+        raise OSError(5, "segment shrank")  # EIO: callers treat it as an unreadable segment
+    return body
+
+
+def _sha256_of(f, start, end, window):
+    view = memoryview(window)
+    digest = hashlib.sha256()
+    f.seek(start)
+    while start < end:
+        chunk = view[: min(end - start, _WINDOW)]
+        if not _read_exactly(f, chunk):
+            raise OSError(5, "segment shrank")
+        digest.update(chunk)
+        start += len(chunk)
+    return digest.digest()
 
 
 def _sync(f):
