@@ -29,6 +29,7 @@ _TEETH = const(8)
 _SPACING = const(32)
 _ROUNDS_PER_STEP = const(4)  # comb rounds between yields: a few ms on an ESP32 at 240 MHz
 _SCHEDULE_WORDS = const(16)  # device.sha512's message schedule window
+_KEY_ENTRY = const(128)  # bytes per point of a _key_table: four 32-byte numbers
 
 
 class Ed25519Error(ValueError):
@@ -181,14 +182,16 @@ def _double(point):
 
 def _key_table(point):
     """A 4-tooth comb (spacing 64) for a variable point: entry j = sum of bit_k(j)·2^(64k)·point,
-    in cached form (Y+X, Y-X, 2Z, 2d·T). 15 points, built once per key (192 doublings)."""
+    in cached form (Y+X, Y-X, 2Z, 2d·T). 15 points, built once per key (192 doublings), kept
+    as 32-byte little-endian numbers in one block (_key_point): as 60 long ints they took
+    three times the room, for as long as commands come."""
     powers = [point]
     for _ in range(3):
         current = powers[-1]
         for _ in range(64):
             current = _double(current)
         powers.append(current)
-    table: list = [None] * 16
+    table = bytearray(16 * _KEY_ENTRY)  # entry 0 unused
     sums: list = [None] * 16
     for index in range(1, 16):
         low = index & -index  # lowest set bit: entry = entry without it + that power
@@ -196,8 +199,22 @@ def _key_table(point):
         rest = index ^ low
         sums[index] = powers[tooth] if rest == 0 else _add(sums[rest], powers[tooth])
         x, y, z, t = sums[index]
-        table[index] = (y + x, y - x, 2 * z % _P, t * _D2 % _P)
-    return table
+        at = index * _KEY_ENTRY
+        for value in ((y + x) % _P, (y - x) % _P, 2 * z % _P, t * _D2 % _P):
+            table[at : at + 32] = value.to_bytes(32, "little")
+            at += 32
+    return memoryview(table)  # slices of a memoryview do not copy
+
+
+def _key_point(table, index):
+    # Entry index (1..15) of a _key_table: (Y+X, Y-X, 2Z, 2d·T).
+    at = index * _KEY_ENTRY
+    return (
+        int.from_bytes(table[at : at + 32], "little"),
+        int.from_bytes(table[at + 32 : at + 64], "little"),
+        int.from_bytes(table[at + 64 : at + 96], "little"),
+        int.from_bytes(table[at + 96 : at + 128], "little"),
+    )
 
 
 _key_cache: list = [None, None]  # (public key bytes, comb table of -A): commands come from one key
@@ -226,7 +243,7 @@ def _double_scalar(s, k, table):
         for tooth in range(4):
             index |= ((k_bytes[8 * tooth + byte] >> bit) & 1) << tooth
         if index:
-            ypx, ymx, z2, t2d = table[index]
+            ypx, ymx, z2, t2d = _key_point(table, index)
             a = (y - x) * ymx % p
             b = (y + x) * ypx % p
             c = t * t2d % p
