@@ -226,7 +226,11 @@ class Journal:
     def _segment(self, number):
         """The segment file opened for reading, and its size."""
         f = open(self._path(self._name(number)), "rb")
-        return f, f.seek(0, 2)
+        try:
+            return f, f.seek(0, 2)
+        except OSError:
+            f.close()
+            raise
 
     def _scan_segment(self, number):
         """Return (size, valid_end, high_seq, hash_of_high_payload) of one segment."""
