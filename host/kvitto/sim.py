@@ -328,7 +328,10 @@ class VirtualBoard:
             line += f" ctr={counter}"
         self.control(line)
 
-    def press(self, name: str, ms: int = 150) -> None:
+    def press(self, name: str, ms: int = 400) -> None:
+        # A firm press. The buttons are polled and debounced (30 ms stable): a board process
+        # starved of CPU for longer than a short press, as on a loaded CI machine, would miss
+        # it; 400 ms is still a press, not a hold, to the alarm unit.
         self.control(f"press {name} {ms}")
 
     def door(self, open_: bool) -> None:
