@@ -265,3 +265,12 @@ def test_command_line_allow_by_staff_and_config_with_errors_named(store):
     )
     assert "no credential enrolled" in str(result.exception)
     assert len(store.outbox()) == 2
+
+
+def test_a_collector_without_the_command_key_says_what_waits(store, mosquitto, capsys):
+    from kvitto.collect import run_collect
+
+    queue_command(store, "lock-0201", "allow", {"creds": [CRED]}, NOW)
+    run_collect(store.url, mosquitto.url, output_format="json", duration=0.3)
+    assert "1 queued command(s) in the outbox wait" in capsys.readouterr().err
+    assert store.outbox()[0].sent_at is None  # unsigned commands are never sent

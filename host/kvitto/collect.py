@@ -1054,6 +1054,13 @@ def run_collect(
             "resend commands (their journals keep everything)",
             file=sys.stderr,
         )
+        waiting = len(store.outbox(open_only=True))
+        if waiting:
+            print(
+                f"kvitto collect: {waiting} queued command(s) in the outbox wait for a "
+                "collector with --org-key (`kvitto command list --open`)",
+                file=sys.stderr,
+            )
     collector = Collector(
         store,
         broker_url,
