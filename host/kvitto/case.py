@@ -28,6 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from kvitto.errors import KvittoError
 from kvitto.evidence import EvidenceError, read_messages
+from kvitto.registry import Customer
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 ORDER_FIELDS = (
@@ -49,13 +50,6 @@ _CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
 
 class CaseError(KvittoError):
     """A case bundle that cannot be used as it is: the message names file, line and field."""
-
-
-@dataclass(frozen=True)
-class Customer:
-    id: str
-    household: str = ""
-    age_group: str = ""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ LOCAL = ZoneInfo("Europe/Stockholm")
 
 @dataclass(frozen=True)
 class Customer:
+    """A customer pseudonym, its household and age group: one record for the store and for a
+    case bundle's registry.toml (kvitto.case reads it into this class too)."""
+
     id: str
     household: str = ""
     age_group: str = ""
