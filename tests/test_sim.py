@@ -339,17 +339,20 @@ def test_signed_commands_set_the_clock_and_the_allowlist(tmp_path, mosquitto):
             ]  # fmt: skip
             for message in commands:
                 sender.publish(topic, message, qos=1).wait_for_publish(5)
-            events = board.wait_events(3, timeout=30)
-            assert events[2]["type"] == "clock_sync"
+            events = board.wait_events(4, timeout=30)
+            assert events[3]["type"] == "clock_sync"
             time.sleep(2)  # the card was away longer than the reader's gone_ms (a new tap)
             board.tap("badge", UID)
-            events = board.wait_events(4, timeout=30)
+            events = board.wait_events(5, timeout=30)
         finally:
             sender.loop_stop()
-    assert [e["type"] for e in events] == ["boot", "deny", "clock_sync", "unlock"]
-    assert events[2]["x"]["src"] == "cmd"
+    # the allowlist change is journaled (the host closes its command on it), once: the forged
+    # revoke is not obeyed
+    assert [e["type"] for e in events] == ["boot", "deny", "health", "clock_sync", "unlock"]
+    assert events[2]["x"] == {"allow": 1}
+    assert events[3]["x"]["src"] == "cmd"
     assert events[1]["t"] is None  # before the time command: no device time
-    assert abs(events[3]["t"] - now) < 30  # after it: Unix time, and the forged revoke ignored
+    assert abs(events[4]["t"] - now) < 30  # after it: Unix time, and the forged revoke ignored
 
 
 def test_the_image_kvitto_image_builds_boots_a_virtual_board(tmp_path):

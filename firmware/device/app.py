@@ -161,11 +161,21 @@ class App:
             self.reader.tag_mode = self._make_tag_mode()
         self.record("health", None, {"config": x})
 
+    def on_allowlist(self, kind, x):
+        """FORMATS.md §2 `allow`/`revoke`: the lock's allowlist on flash first, then a
+        `health` event {kind: number of credentials}. The host closes the command on it
+        (kvitto.outbox), and the case shows when the door began or stopped opening."""
+        lock = self.lock
+        if lock is None:
+            return
+        (lock.on_allow if kind == "allow" else lock.on_revoke)(x)
+        self.record("health", None, {kind: len(x.get("creds", []))})
+
     def handlers(self):
         handlers = {"time": self.on_time, "config": self.on_config}
         if self.lock is not None:
-            handlers["allow"] = self.lock.on_allow
-            handlers["revoke"] = self.lock.on_revoke
+            handlers["allow"] = lambda x: self.on_allowlist("allow", x)
+            handlers["revoke"] = lambda x: self.on_allowlist("revoke", x)
         return handlers
 
     # -- tasks

@@ -1,0 +1,121 @@
+"""A badge revoked at the office stops opening the door: `kvitto command allow` and `kvitto
+revoke --credential` through the store's outbox, a running collector and a real Mosquitto to
+a lock that is the real firmware on a virtual board, provisioned over its pty as an installer
+does it. The lock journals each allowlist change, and that event closes the command."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from app_support import missing_firmware
+from click.testing import CliRunner
+
+from kvitto.cli import cli
+from kvitto.collect import Collector
+from kvitto.enroll import enroll_badge
+from kvitto.pki import ensure_org, load_command_key
+from kvitto.provision import Provisioning, provision
+from kvitto.sim import VirtualBoard
+from kvitto.store import open_store
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
+)
+
+UID = "04a1b2c3"
+
+
+def wait_closed(store, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = store.outbox()
+        if len(rows) == count and all(row.done_at is not None for row in rows):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"outbox not closed: {[(r.id, r.type, r.state) for r in rows]}")
+
+
+def tap_and_see(board: VirtualBoard, after: int) -> str:
+    """Tap the badge; the first door decision journaled after event `after`."""
+    time.sleep(1.6)  # away longer than the reader's gone window: a new tap
+    board.tap("badge", UID)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        decisions = [e for e in board.events(after + 1) if e["type"] in ("unlock", "deny")]
+        if decisions:
+            return decisions[0]["type"]
+        time.sleep(0.05)
+    raise AssertionError(f"no door decision; log:\n{board.log_tail()}")
+
+
+def last_seq(board: VirtualBoard) -> int:
+    events = board.events()
+    return events[-1]["seq"] if events else 0
+
+
+def test_a_revoked_badge_stops_opening_the_lock(tmp_path, mosquitto):
+    pki = tmp_path / "pki"
+    org = ensure_org(pki)
+    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    board = VirtualBoard(
+        tmp_path / "lock", "lock-0201", "lock", broker=(mosquitto.host, mosquitto.port),
+        provision=False, proxy=False,
+    )  # fmt: skip
+    with board:  # started
+        board.wait_ready(60, app=False)
+        provision(
+            Provisioning(
+                port=board.serial_port, device="lock-0201", customer="c-1001", role="lock",
+                board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
+                broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels", reset=False,
+            )
+        )  # fmt: skip
+        board.reset()
+        board.wait_ready(60)
+        store = open_store(store_url)
+        enrolled = enroll_badge(_registry(store), org.credential_salt, UID, "s-07", "p-1")
+        collector = Collector(
+            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
+        )
+        collector.start()
+        try:
+            collector.wait_ready()
+            assert tap_and_see(board, last_seq(board)) == "deny"  # not on the allowlist yet
+
+            runner = CliRunner()
+            result = runner.invoke(
+                cli,
+                ["command", "allow", "--store", store_url, "--device", "lock-0201",
+                 "--staff", "s-07"],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            wait_closed(store, 1)
+            assert store.outbox()[0].state == "applied"
+            assert tap_and_see(board, last_seq(board)) == "unlock"
+
+            result = runner.invoke(
+                cli, ["revoke", "--store", store_url, "--credential", enrolled.credential_id]
+            )
+            assert result.exit_code == 0, result.output
+            assert "queued `revoke` for 1 lock" in result.output
+            wait_closed(store, 2)
+            [allowed, revoked] = store.outbox()
+            assert revoked.type == "revoke" and revoked.state == "applied"
+            assert revoked.done_seq is not None and allowed.done_seq is not None
+            assert revoked.done_seq > allowed.done_seq
+            assert tap_and_see(board, last_seq(board)) == "deny"
+            # the allowlist changes are evidence: signed, stored, in the lock's chain
+            types = {row[1]: row[2] for row in store.events("lock-0201")}
+            assert types[allowed.done_seq] == types[revoked.done_seq] == "health"
+            assert all(row[5] == 1 for row in store.events("lock-0201") if row[1] > 1)
+        finally:
+            collector.stop()
+            collector.store.close()
+            store.close()
+
+
+def _registry(store):
+    from kvitto.registry import Registry
+
+    return Registry(store)
