@@ -69,7 +69,8 @@ def check_password(password: str, stored_hash: str) -> bool:
 
 @dataclass(frozen=True)
 class DeviceAccount:
-    """One device's MQTT login as the registry holds it: username = device id, `$7$` hash."""
+    """One device's MQTT login as the registry holds it (there: `MqttAccount`): username =
+    device id, `$7$` hash."""
 
     device_id: str
     password_hash: str
@@ -285,10 +286,7 @@ def accounts_from_registry(store_url: str) -> list[DeviceAccount]:
     from kvitto.store import open_store
 
     with open_store(store_url) as store:
-        return [
-            DeviceAccount(account.device_id, account.password_hash)
-            for account in Registry(store).mqtt_accounts()
-        ]
+        return Registry(store).mqtt_accounts()
 
 
 def accounts_from_file(path: Path) -> list[DeviceAccount]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from kvitto.broker_config import DeviceAccount
 from kvitto.errors import KvittoError
 from kvitto.store import Store
 
@@ -79,12 +80,9 @@ class Order:
     tag_exempt: int = 0
 
 
-@dataclass(frozen=True)
-class MqttAccount:
-    """A device's broker login: username = device id, a mosquitto `$7$` password hash."""
-
-    device_id: str
-    password_hash: str
+# A device's broker login (username = device id, a mosquitto `$7$` password hash): the row
+# kept here is the record broker_config writes the password file from.
+MqttAccount = DeviceAccount
 
 
 def instant(text: str) -> int:
