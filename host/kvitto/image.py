@@ -24,10 +24,13 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvitto.errors import KvittoError
 from kvitto.paths import BOARDS, FIRMWARE
+
+if TYPE_CHECKING:  # littlefs-python is imported only by the functions that use it
+    from littlefs import LittleFS
 
 BOARD_FILE = "board.json"
 CONFIG_FILE = "config.json"
@@ -222,18 +225,27 @@ class ImageReport:
         return asdict(self)
 
 
-def build_filesystem(files: dict[str, bytes], board: Board) -> bytes:
-    """A littlefs2 image of exactly the board's filesystem size holding `files`."""
-    from littlefs import LittleFS, LittleFSError
+def _littlefs(board: Board, mount: bool = True) -> LittleFS:
+    """An in-memory littlefs2 of the board's geometry with VfsLfs2's parameters: the one
+    layout both writing and reading an image use."""
+    from littlefs import LittleFS
 
-    fs = LittleFS(
+    return LittleFS(
         block_size=board.block_size,
         block_count=board.block_count,
         read_size=LFS_READ_SIZE,
         prog_size=LFS_PROG_SIZE,
         lookahead_size=LFS_LOOKAHEAD,
         name_max=LFS_NAME_MAX,
+        mount=mount,
     )
+
+
+def build_filesystem(files: dict[str, bytes], board: Board) -> bytes:
+    """A littlefs2 image of exactly the board's filesystem size holding `files`."""
+    from littlefs import LittleFSError
+
+    fs = _littlefs(board)
     try:
         for name, data in sorted(files.items()):
             parent = os.path.dirname(name)
@@ -300,23 +312,13 @@ def build_image(
 
 def read_image(path: Path, board: str | Path) -> dict[str, bytes]:
     """Every file in an image (for checks and tests), read back with littlefs-python."""
-    from littlefs import LittleFS
-
     layout = load_board(board)
     data = bytearray(path.read_bytes())
     if len(data) != layout.fs_size:
         raise KvittoError(
             f"{path}: {len(data)} bytes, but board {layout.name} has {layout.fs_size}"
         )
-    fs = LittleFS(
-        block_size=layout.block_size,
-        block_count=layout.block_count,
-        read_size=LFS_READ_SIZE,
-        prog_size=LFS_PROG_SIZE,
-        lookahead_size=LFS_LOOKAHEAD,
-        name_max=LFS_NAME_MAX,
-        mount=False,
-    )
+    fs = _littlefs(layout, mount=False)
     fs.context.buffer = data
     fs.mount()
     files: dict[str, bytes] = {}
