@@ -50,6 +50,17 @@ def credential_id(salt: bytes, uid: str | bytes) -> str:
     return hmac.new(salt, raw, hashlib.sha256).hexdigest()[:32]
 
 
+def read_ntag424_key(path: Path) -> bytes:
+    """An NTAG 424 master or SDM key file (`kvitto pki` folder): 16 bytes as hex."""
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as error:
+        raise KvittoError(f"{path}: cannot read the NTAG 424 key: {error}") from None
+    if len(key) != 16:
+        raise KvittoError(f"{path}: an AES-128 key is 16 bytes, found {len(key)}")
+    return key
+
+
 def _ensure_key(pki_dir: Path, name: str) -> bytes:
     from kvitto.pki import write_private
 
@@ -57,13 +68,7 @@ def _ensure_key(pki_dir: Path, name: str) -> bytes:
     if not path.exists():
         pki_dir.mkdir(parents=True, exist_ok=True)
         write_private(path, (secrets.token_bytes(16).hex() + "\n").encode())
-    try:
-        key = bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError) as error:
-        raise KvittoError(f"{path}: cannot read the key: {error}") from None
-    if len(key) != 16:
-        raise KvittoError(f"{path}: an AES-128 key is 16 bytes, found {len(key)}")
-    return key
+    return read_ntag424_key(path)
 
 
 @dataclass(frozen=True)

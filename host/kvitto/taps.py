@@ -23,7 +23,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kvitto.case import Credential, Registry
-from kvitto.errors import KvittoError
 from kvitto.evidence import Event
 from kvitto.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
 from kvitto.phone import PhoneError, challenge_message, phone_key_id
@@ -64,21 +63,15 @@ class TapKeys:
 
     @classmethod
     def from_pki(cls, pki_dir: Path | str) -> TapKeys:
-        from kvitto.enroll import NTAG424_FILE_MASTER, NTAG424_META
+        from kvitto.enroll import NTAG424_FILE_MASTER, NTAG424_META, read_ntag424_key
         from kvitto.pki import load_org
 
         folder = Path(pki_dir)
-        keys = []
-        for name in (NTAG424_META, NTAG424_FILE_MASTER):
-            path = folder / name
-            try:
-                key = bytes.fromhex(path.read_text().strip())
-            except (OSError, ValueError) as error:
-                raise KvittoError(f"{path}: cannot read the NTAG 424 key: {error}") from None
-            if len(key) != 16:
-                raise KvittoError(f"{path}: an AES-128 key is 16 bytes, found {len(key)}")
-            keys.append(key)
-        return cls(keys[0], keys[1], load_org(folder).credential_salt)
+        return cls(
+            read_ntag424_key(folder / NTAG424_META),
+            read_ntag424_key(folder / NTAG424_FILE_MASTER),
+            load_org(folder).credential_salt,
+        )
 
 
 def _where(device: str, event: Event) -> str:
