@@ -32,6 +32,9 @@ def check_evidence(out: Path) -> dict:
     demo = document["demo"]
     journaled = sum(demo["journaled"].values())
     assert set(demo["journaled"]) == {"tag-0101", "tag-0102", "lock-0201", "alarm-0202"}
+    # s-02's badge revoked at the office reached the lock through the outbox, and the lock's
+    # own event closed the command (then it denied the badge: a scripted step)
+    assert demo["outbox"] == [["lock-0201", "revoke", "applied"]]
     assert journaled == demo["stored"] == demo["exported"] == document["counts"]["events"]
     assert not [i for i in document["integrity"] if i["rule"] in ("I1", "I2", "I3", "I4", "I5")]
     # every tap proof was checked and held: the phone's answers under its enrolled key, the

@@ -291,6 +291,30 @@ class Day:
 # -- the run ------------------------------------------------------------------------------
 
 
+def _revoke_at_the_office(store: Any, credential: str, say: Callable[[str], None]) -> None:
+    """`kvitto revoke --credential`: the registry, and a `revoke` queued for every lock;
+    waits until the running collector has it closed by the locks' events."""
+    from kvitto.outbox import lock_devices, queue_command
+    from kvitto.registry import Registry
+
+    with store.transaction():
+        Registry(store).revoke_credential(credential)
+        locks = lock_devices(store)
+        for lock in locks:
+            queue_command(store, lock, "revoke", {"creds": [bytes.fromhex(credential)]},
+                          int(time.time() * 1000))  # fmt: skip
+    say(f"23:00 office     s-02's badge revoked; `revoke` queued for {', '.join(locks)}")
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while time.monotonic() < deadline:
+        rows = [row for row in store.outbox() if row.type == "revoke"]
+        if rows and all(row.done_at is not None for row in rows):
+            for row in rows:
+                say(f"      {row.device:<10} revoke {row.outcome}, sent {row.attempts}×")
+            return
+        time.sleep(0.1)
+    raise KvittoError(f"the locks did not confirm the revoke: {store.outbox()}")
+
+
 def _previous_month_day(today: dt.date) -> dt.date:
     """A Wednesday in the middle of the previous month: in the past, never on a holiday."""
     first = today.replace(day=1)
@@ -483,6 +507,12 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     # 22:30 late visit at c-1002 by s-02
     scene.tap("tag-0102", at("22:30"), "badge", BADGE_B, "s-02", ("arrive",))
     scene.tap("tag-0102", at("22:50"), "badge", BADGE_B, "s-02", ("depart",))
+    # 23:00 s-02 leaves the provider and the office revokes the badge. The lock keeps its
+    # allowlist on flash, so the `revoke` waits in the store's outbox until the collector has
+    # sent it and the lock's own signed health event shows it done (kvitto.outbox).
+    scene.clock("lock-0201", at("23:00"))
+    _revoke_at_the_office(store, staff["s-02"].credential_id, say)
+    scene.tap("lock-0201", at("23:10"), "badge", BADGE_B, "s-02", ("deny",))
 
     # Everything journaled is collected: wait until the store holds each board's journal.
     journaled = {device: scene.last_seq(device) for device in boards}
@@ -512,7 +542,8 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     say(f"verified {len(claims)} claims under profile {profile} for {month}")
     document = result.as_dict()
     document["demo"] = {"journaled": journaled, "stored": sum(stored.values()),
-                        "exported": exported.events, "day": f"{day}"}  # fmt: skip
+                        "exported": exported.events, "day": f"{day}",
+                        "outbox": [(r.device, r.type, r.state) for r in store.outbox()]}  # fmt: skip
     report_json = out / "report.json"
     report_json.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
     report_html = out / "report.html"
