@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvitto.errors import KvittoError
+from kvitto.evidence import DEVICE_ID  # the grammar devices sign their id in (FORMATS.md)
 
-DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")
 # An underscore cannot occur in a device id, so no device can ever be named like the collector.
 COLLECTOR_USER = "kvitto_collector"
 TOPIC_ROOT = "kvitto/v1"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -27,8 +26,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
 from kvitto.errors import KvittoError
-from kvitto.evidence import EvidenceError, read_messages
-from kvitto.registry import Customer
+from kvitto.evidence import DEVICE_ID, EvidenceError, read_messages
+from kvitto.registry import CREDENTIAL_ID, Customer
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 ORDER_FIELDS = (
@@ -44,8 +43,6 @@ REGISTERED_VIA = frozenset({"tag", "lock", "alarm_unit", "manual"})
 DEVICE_ROLES = frozenset({"tag", "lock", "alarm"})
 CREDENTIAL_KINDS = frozenset({"badge", "ntag424", "phone"})
 AGE_GROUPS = frozenset({"65+", "<65", "<65-psych"})
-_DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")
-_CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class CaseError(KvittoError):
@@ -324,7 +321,7 @@ def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
         registry.customers[customer.id] = customer
     for line, item in entries("device"):
         device_id = string(item, line, "id")
-        if not _DEVICE_ID.fullmatch(device_id):
+        if not DEVICE_ID.fullmatch(device_id):
             raise CaseError(
                 f"{_where(source, line, 'id')}: {device_id!r} is not [a-z0-9-]{{3,32}}"
             )
@@ -355,7 +352,7 @@ def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
         )
     for line, item in entries("credential"):
         credential_id = string(item, line, "id").lower()
-        if not _CREDENTIAL_ID.fullmatch(credential_id):
+        if not CREDENTIAL_ID.fullmatch(credential_id):
             raise CaseError(
                 f"{_where(source, line, 'id')}: must be the hex of a 16-byte credential id"
             )

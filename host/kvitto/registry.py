@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 from kvitto.broker_config import DeviceAccount
 from kvitto.errors import KvittoError
+from kvitto.evidence import DEVICE_ID
 from kvitto.store import Store
 
-DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")
 PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
 ROLES = ("tag", "lock", "alarm")
