@@ -78,19 +78,13 @@ def a2_alarm_standard_time(facts: Facts, params: dict[str, Any]) -> list[Finding
                     f"{claim.minutes - standard} min invoiced separately",
                 )  # fmt: skip
             )
-        elif claim.minutes > standard:
-            findings.append(
-                Finding(
-                    claim.claim_id,
-                    claim.customer,
-                    "A2",
-                    "adjust",
-                    standard,
-                    f"alarm visit {span(claim.start, claim.end)} took {claim.minutes} min "
-                    f"without a documented reason: paid at the {standard} min standard",
-                )  # fmt: skip
+        else:  # longer without a reason, or shorter: paid at the standard either way
+            why = (
+                f"took {claim.minutes} min without a documented reason: paid at the "
+                f"{standard} min standard"
+                if claim.minutes > standard
+                else f"({claim.minutes} min) is paid at the {standard} min standard time"
             )
-        else:
             findings.append(
                 Finding(
                     claim.claim_id,
@@ -98,8 +92,7 @@ def a2_alarm_standard_time(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "A2",
                     "adjust",
                     standard,
-                    f"alarm visit {span(claim.start, claim.end)} ({claim.minutes} min) is "
-                    f"paid at the {standard} min standard time",
+                    f"alarm visit {span(claim.start, claim.end)} {why}",
                 )  # fmt: skip
             )
     return findings
