@@ -38,6 +38,15 @@ _CA_DAYS = 3650
 _LEAF_DAYS = 825
 
 
+def _pkcs8_pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM: its file's protection is its mode 0600."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Create `path` with mode 0600 (never briefly readable by others); refuse to overwrite."""
     try:
@@ -69,14 +78,7 @@ def ensure_org(pki_dir: Path) -> OrgKeys:
     key_path = pki_dir / COMMAND_KEY
     if not key_path.exists():
         key = Ed25519PrivateKey.generate()
-        write_private(
-            key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
+        write_private(key_path, _pkcs8_pem(key))
         public = key.public_key().public_bytes_raw()
         (pki_dir / COMMAND_PUBLIC).write_text(public.hex() + "\n")
     salt_path = pki_dir / CREDENTIAL_SALT
@@ -123,14 +125,7 @@ def _name(common_name: str) -> x509.Name:
 def _write_key(path: Path) -> ec.EllipticCurvePrivateKey:
     # P-256: what mbedTLS on the ESP32 and every Mosquitto build handle.
     key = ec.generate_private_key(ec.SECP256R1())
-    write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    write_private(path, _pkcs8_pem(key))
     return key
 
 
