@@ -162,6 +162,13 @@ def check_counter(counters: CounterStore | None, uid: bytes, counter: int) -> No
         )
 
 
+def accept_counter(counters: CounterStore | None, result: SunResult) -> None:
+    """A replay check that passes moves the badge's last accepted counter up to this read."""
+    check_counter(counters, result.uid, result.counter)
+    if counters is not None:
+        counters.advance(result.uid, result.counter)
+
+
 def verify_sun(
     sun: bytes,
     meta_key: bytes,
@@ -180,9 +187,7 @@ def verify_sun(
         file_key = badge_file_key(file_master, result.uid)
     if sdm_mac(file_key, result.uid, result.counter, mac_input) != mac:
         raise SunMacError(f"badge {result.uid.hex()}: SDMMAC does not verify")
-    check_counter(counters, result.uid, result.counter)
-    if counters is not None:
-        counters.advance(result.uid, result.counter)
+    accept_counter(counters, result)
     return result
 
 
@@ -202,7 +207,5 @@ def verify_sun_event(
     result = verify_sun(sun, meta_key, file_master=file_master, counters=None)
     if salt is not None and hmac.new(salt, result.uid, hashlib.sha256).digest()[:16] != cred:
         raise SunError(f"event credential {cred.hex()} is not badge {result.uid.hex()}")
-    check_counter(counters, result.uid, result.counter)
-    if counters is not None:
-        counters.advance(result.uid, result.counter)
+    accept_counter(counters, result)
     return result
