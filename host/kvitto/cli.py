@@ -36,6 +36,10 @@ _CREDENTIALS = click.option(
 _STAFF = click.option(
     "--staff", multiple=True, help="Staff pseudonym: all their live credentials (repeatable)."
 )
+_BOARD = click.option("--board", required=True, help="Board name (boards/<name>.json) or file.")
+_PORT = click.option(
+    "--port", default=None, help="Serial port (default: the one ESP32 USB bridge)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +49,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--board", required=True, help="Board name (boards/<name>.json) or file.")
+@_BOARD
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Image file.")
 @click.option(
     "--config",
@@ -68,12 +72,12 @@ def image(board, out, config, lockdown, frozen, output_format) -> None:
 
 
 @cli.command()
-@click.option("--board", required=True, help="Board name (boards/<name>.json) or file.")
+@_BOARD
 @click.option("--image", required=True, type=click.Path(dir_okay=False), help="`kvitto image`.")
 @click.option(
     "--firmware", default=None, type=click.Path(dir_okay=False), help="MicroPython .bin."
 )
-@click.option("--port", default=None, help="Serial port (default: the one ESP32 USB bridge).")
+@_PORT
 @click.option("--baud", default=460800, show_default=True, type=int)
 @click.option("--erase/--no-erase", default=True, show_default=True, help="Erase all first.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the esptool chains only.")
@@ -87,7 +91,7 @@ def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_for
 
 
 @cli.command()
-@click.option("--port", default=None, help="Serial port (default: the one ESP32 USB bridge).")
+@_PORT
 @click.option("--device", required=True, help="Device id, [a-z0-9-]{3,32}, e.g. tag-0042.")
 @click.option("--customer", required=True, help="Customer pseudonym, e.g. c-1001.")
 @click.option("--role", required=True, type=click.Choice(["tag", "lock", "alarm"]))
