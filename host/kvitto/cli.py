@@ -7,12 +7,19 @@ $ python -m kvitto --help
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 import click
 
 from kvitto import __version__
 from kvitto.errors import KvittoError, NotBuiltError
+
+
+def _echo_result(output_format: str, result: Any, line: str) -> None:
+    """What a command did: `result.as_dict()` as JSON for programs, else one line for people."""
+    click.echo(json.dumps(result.as_dict()) if output_format == "json" else line)
 
 
 def not_built(command: str, issue: str) -> None:
@@ -386,7 +393,6 @@ def collect(broker, store_url, share_group, client_id, org_key, workers, ca_file
 @_FORMAT
 def ingest(file, store_url, output_format) -> None:
     """Store offline evidence from a CBOR sequence or JSONL file."""
-    import json
     from pathlib import Path
 
     from kvitto.collect import ingest as ingest_file
@@ -394,16 +400,15 @@ def ingest(file, store_url, output_format) -> None:
 
     with open_store(store_url) as store:
         report = ingest_file(store, Path(file))
-    if output_format == "json":
-        click.echo(json.dumps(report.as_dict()))
-    else:
-        reasons = ", ".join(f"{k} {v}" for k, v in report.reasons.items())
-        click.echo(
-            f"{file}: {report.messages} messages, {report.stored} stored, "
-            f"{report.duplicates} already stored, {report.rejected} quarantined"
-            + (f" ({reasons})" if reasons else "")
-            + (f", {report.chain_broken} chain breaks" if report.chain_broken else "")
-        )
+    reasons = ", ".join(f"{k} {v}" for k, v in report.reasons.items())
+    _echo_result(
+        output_format,
+        report,
+        f"{file}: {report.messages} messages, {report.stored} stored, "
+        f"{report.duplicates} already stored, {report.rejected} quarantined"
+        + (f" ({reasons})" if reasons else "")
+        + (f", {report.chain_broken} chain breaks" if report.chain_broken else ""),
+    )
 
 
 @cli.command("export-case")
@@ -416,7 +421,6 @@ def ingest(file, store_url, output_format) -> None:
 @_FORMAT
 def export_case(store_url, month, provider, claims, orders, out, output_format) -> None:
     """Write the case bundle (FORMATS.md §3) for one provider's month."""
-    import json
     from pathlib import Path
 
     from kvitto.collect import export_case as write_case
@@ -426,13 +430,12 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
         result = write_case(
             store, month, Path(out), provider=provider, claims=Path(claims), orders=Path(orders)
         )
-    if output_format == "json":
-        click.echo(json.dumps(result.as_dict()))
-    else:
-        click.echo(
-            f"{out}: {result.customers} customers, {result.devices} devices, "
-            f"{result.credentials} credentials, {result.events} events for {month}"
-        )
+    _echo_result(
+        output_format,
+        result,
+        f"{out}: {result.customers} customers, {result.devices} devices, "
+        f"{result.credentials} credentials, {result.events} events for {month}",
+    )
 
 
 @cli.command()
