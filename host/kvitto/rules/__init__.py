@@ -161,6 +161,10 @@ class Facts:
             self.cache["orders"] = index
         return index.get(customer, [])
 
+    def orders_on(self, customer: str, day: date) -> list[Order]:
+        """The customer's orders valid on a (local) day, every activity."""
+        return [order for order in self.orders_of(customer) if order.valid_on(day)]
+
     def order_for(self, customer: str, activity: str, day: date) -> Order | None:
         for order in self.orders_of(customer):
             if order.activity == activity and order.valid_on(day):

@@ -82,8 +82,7 @@ def x1_unplanned_absence(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         days = max(0, (last - first).days + 1)
         granted = sum(
             o.granted_minutes_month
-            for o in facts.orders_of(claim.customer)
-            if o.valid_on(claim.local_start.date())
+            for o in facts.orders_on(claim.customer, claim.local_start.date())
         )
         payable = round(days * granted / float(params.get("month_days", 30.4)))
         findings += _pay(claim, "X1", payable,

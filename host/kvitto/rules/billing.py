@@ -69,9 +69,7 @@ def b3_startup_plan(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     for claim in sorted(facts.claims, key=lambda c: c.start):
         if claim.activity not in codes:
             continue
-        orders = [
-            o for o in facts.orders_of(claim.customer) if o.valid_on(claim.local_start.date())
-        ]
+        orders = facts.orders_on(claim.customer, claim.local_start.date())
         service_only = bool(orders) and all(
             (a := facts.activity(o.activity)) is not None and a.service for o in orders
         )

@@ -174,11 +174,7 @@ def _exempt(facts: Facts, claim: Claim) -> bool:
     order = facts.order_for(claim.customer, claim.activity, claim.local_start.date())
     if order is not None and order.tag_exempt:
         return True
-    return any(
-        o.tag_exempt
-        for o in facts.orders_of(claim.customer)
-        if o.valid_on(claim.local_start.date())
-    )
+    return any(o.tag_exempt for o in facts.orders_on(claim.customer, claim.local_start.date()))
 
 
 def _explained_manual(facts: Facts, claim: Claim) -> bool:

@@ -47,9 +47,7 @@ def s1_double_ordered(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         if not claim.double_staffing:
             continue
         day = claim.local_start.date()
-        ordered = any(
-            o.double_staffing and o.valid_on(day) for o in facts.orders_of(claim.customer)
-        )
+        ordered = any(o.double_staffing for o in facts.orders_on(claim.customer, day))
         if not ordered:
             findings.append(
                 Finding(
