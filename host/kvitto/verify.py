@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kvitto.case import Case, CaseError, Claim, read_case
+from kvitto.case import ORDER_FIELDS, Case, CaseError, Claim, read_case
 from kvitto.evidence import EvidenceError
 from kvitto.rules import Facts, Finding, Profile, load_profile, run_rules
 from kvitto.rules.billing import billing_basis
@@ -244,10 +244,7 @@ def clock_ahead_issues(
     return issues
 
 
-ORDER_HEADER = (
-    "customer", "activity", "granted_minutes_month", "valid_from", "valid_to",
-    "double_staffing", "tag_exempt",
-)  # fmt: skip
+ORDER_HEADER = ORDER_FIELDS  # orders.csv's columns (FORMATS.md §3), as kvitto.case reads them
 
 
 # An event is received after it happens (rule I5 reports clocks ahead of that), so a month's
