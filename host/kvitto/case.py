@@ -27,7 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from kvitto.errors import KvittoError
 from kvitto.evidence import DEVICE_ID, EvidenceError, read_messages
-from kvitto.registry import CREDENTIAL_ID, Customer
+from kvitto.registry import CREDENTIAL_ID, Customer, toml_string
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 ORDER_FIELDS = (
@@ -583,26 +583,22 @@ def _fmt_date(value: date | None) -> str:
     return value.isoformat() if value is not None else ""
 
 
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def format_registry(registry: Registry) -> str:
     out: list[str] = []
     for customer in registry.customers.values():
         out.append("[[customer]]")
-        out.append(f"id = {_toml_string(customer.id)}")
+        out.append(f"id = {toml_string(customer.id)}")
         if customer.household:
-            out.append(f"household = {_toml_string(customer.household)}")
+            out.append(f"household = {toml_string(customer.household)}")
         if customer.age_group:
-            out.append(f"age_group = {_toml_string(customer.age_group)}")
+            out.append(f"age_group = {toml_string(customer.age_group)}")
         out.append("")
     for device in registry.devices.values():
         out += [
             "[[device]]",
-            f"id = {_toml_string(device.id)}",
-            f"customer = {_toml_string(device.customer)}",
-            f"role = {_toml_string(device.role)}",
+            f"id = {toml_string(device.id)}",
+            f"customer = {toml_string(device.customer)}",
+            f"role = {toml_string(device.role)}",
             f'public_key = "{device.public_key.hex()}"',
             f'installed = "{_fmt_date(device.installed)}"',
             f'revoked = "{_fmt_date(device.revoked)}"',
@@ -612,9 +608,9 @@ def format_registry(registry: Registry) -> str:
         out += [
             "[[credential]]",
             f'id = "{credential.id}"',
-            f"staff = {_toml_string(credential.staff)}",
-            f"provider = {_toml_string(credential.provider)}",
-            f"kind = {_toml_string(credential.kind)}",
+            f"staff = {toml_string(credential.staff)}",
+            f"provider = {toml_string(credential.provider)}",
+            f"kind = {toml_string(credential.kind)}",
             f'revoked = "{_fmt_date(credential.revoked)}"',
         ]
         for name in CREDENTIAL_KEYS:

@@ -389,35 +389,35 @@ class Registry:
         """registry.toml text for the given rows (default: the whole registry)."""
         lines: list[str] = []
         for customer in self.customers() if customers is None else customers:
-            lines += ["[[customer]]", f"id = {_quote(customer.id)}"]
+            lines += ["[[customer]]", f"id = {toml_string(customer.id)}"]
             if customer.household:
-                lines.append(f"household = {_quote(customer.household)}")
+                lines.append(f"household = {toml_string(customer.household)}")
             if customer.age_group:
-                lines.append(f"age_group = {_quote(customer.age_group)}")
+                lines.append(f"age_group = {toml_string(customer.age_group)}")
             lines.append("")
         for device in self.devices() if devices is None else devices:
             lines += [
                 "[[device]]",
-                f"id = {_quote(device.id)}",
-                f"customer = {_quote(device.customer)}",
-                f"role = {_quote(device.role)}",
-                f"public_key = {_quote(device.public_key.hex())}",
-                f"installed = {_quote(device.installed)}",
-                f"revoked = {_quote(device.revoked)}",
+                f"id = {toml_string(device.id)}",
+                f"customer = {toml_string(device.customer)}",
+                f"role = {toml_string(device.role)}",
+                f"public_key = {toml_string(device.public_key.hex())}",
+                f"installed = {toml_string(device.installed)}",
+                f"revoked = {toml_string(device.revoked)}",
                 "",
             ]
         for credential in self.credentials() if credentials is None else credentials:
             lines += [
                 "[[credential]]",
-                f"id = {_quote(credential.id)}",
-                f"staff = {_quote(credential.staff)}",
-                f"provider = {_quote(credential.provider)}",
-                f"kind = {_quote(credential.kind)}",
-                f"revoked = {_quote(credential.revoked)}",
+                f"id = {toml_string(credential.id)}",
+                f"staff = {toml_string(credential.staff)}",
+                f"provider = {toml_string(credential.provider)}",
+                f"kind = {toml_string(credential.kind)}",
+                f"revoked = {toml_string(credential.revoked)}",
             ]
             if credential.kind == "phone" and len(credential.key_material) == 32:
                 # public: lets a verifier check the phone's answers (kvitto.taps)
-                lines.append(f"public_key = {_quote(credential.key_material.hex())}")
+                lines.append(f"public_key = {toml_string(credential.key_material.hex())}")
             lines.append("")
         return "\n".join(lines)
 
@@ -440,8 +440,9 @@ def _field(entry: dict, name: str, where: str) -> str:
     return value
 
 
-def _quote(text: str) -> str:
-    # TOML basic string: escape backslash and quote; pseudonyms and hex need nothing more.
+def toml_string(text: str) -> str:
+    """A TOML basic string (registry.toml here and in kvitto.case's bundles): backslash and
+    quote escaped; pseudonyms and hex need nothing more."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
