@@ -24,7 +24,9 @@ The same compiled firmware (mpy-cross .mpy of device/ and sim/) runs from two pl
 The unix port is a 64-bit build: pointers, object headers and GC blocks (32 bytes, against 16)
 are twice the ESP32's, so an object takes up to twice the room there; every figure here is an
 upper bound for the board. The sim's own objects (simulated PN532, flash, pins) are counted too,
-though a board has none of them.
+though a board has none of them. A last line gives the interned names (qstr pools) at the end
+of each run: ROMFS modules intern their identifiers on the heap, frozen ones do not, and the
+pool grows by doubling, so a few names more can move the figure by a whole new pool.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ async def script():
             break
         await asyncio.sleep_ms(100)
     gc.collect()
+    import micropython
+    micropython.qstr_info()  # printed, not allocated: the interned names' share of the heap
     delays = sorted(time.ticks_diff(s, t) for t, s in zip(tap_us, show_us))
     print(json.dumps({
         "role": ROLE, "taps": len(tap_us), "feedback": len(show_us),
@@ -224,7 +228,14 @@ class Runner:
         image.unlink(missing_ok=True)
         if result.returncode != 0 or "MemoryError" in result.stderr + result.stdout:
             return None
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        lines = result.stdout.strip().splitlines()
+        figures = json.loads(lines[-1])
+        for line in lines:
+            if line.startswith("qstr pool:"):  # n_pool=6, n_qstr=1220, ..., n_total_bytes=25786
+                fields = dict(part.strip().split("=") for part in line[10:].split(","))
+                figures["qstrs"] = int(fields["n_qstr"])
+                figures["qstr_bytes"] = int(fields["n_total_bytes"])
+        return figures
 
     def smallest_heap(self, role: str, place: str, full: dict, link: bool) -> int | None:
         """The least heap (1 KiB steps) in which the role does the same work as with 4 MiB."""
@@ -278,6 +289,7 @@ def main() -> None:
             f"{'start KiB':>9} {'live KiB':>8} {'tap->LED median us':>18} {'max us':>8}"
         )
         needs = {}
+        qstr_rows = []
         for label in args.roles.split(","):
             role, _, nolink = label.partition("-")
             link = not nolink
@@ -297,6 +309,17 @@ def main() -> None:
                     f"{r['code'] / 1024:>9.0f} {(r['after'] - r['code']) / 1024:>8.0f} "
                     f"{r['median_us']!s:>18} {r['max_us']!s:>8}"
                 )
+                if "qstrs" in r:
+                    qstr_rows.append(
+                        f"{label} {place}: {r['qstrs']} names, {r['qstr_bytes'] / 1024:.0f} KiB"
+                    )
+        if qstr_rows:
+            print(
+                "interned names (qstr pools and their text, of the sim and bench script too): "
+                + "; ".join(qstr_rows)
+                + ". The pool grows by doubling: a few dozen more names can cost a new pool of "
+                "twice the last one. A frozen build keeps its modules' names in flash."
+            )
         tag_fs, _ = needs.get(("tag", "fs"), (None, 0))
         tag_rom, tag_sim = needs.get(("tag", "rom"), (None, 0))
         if tag_rom is not None:
