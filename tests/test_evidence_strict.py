@@ -116,3 +116,20 @@ def test_phone_taps_carry_challenge_and_answer_but_badges_do_not():
     badge = {**base, 10: {"via": "badge", "sig": bytes(64)}}
     with pytest.raises(evidence.UnknownField):
         decode_payload(canonical(badge))
+
+
+def test_a_lock_journals_a_sun_or_a_phone_answer_but_not_both():
+    base = {0: 1, 1: "lock-0201", 2: 1, 3: 1, 4: 0, 8: bytes(16), 9: bytes(32)}
+    answer = {"nonce": bytes(16), "sig": bytes(64)}
+    for event_type, via in (("unlock", "phone"), ("deny", "ntag424"), ("arrive", "lock")):
+        with_answer = {**base, 7: event_type, 10: {"via": via, **answer}}
+        with_sun = {**base, 7: event_type, 10: {"via": via, "sun": bytes(24)}}
+        if via != "phone":
+            assert decode_payload(canonical(with_sun)).x["sun"] == bytes(24)
+        assert decode_payload(canonical(with_answer)).x["nonce"] == bytes(16)
+        both = {**base, 7: event_type, 10: {"via": via, "sun": bytes(24), **answer}}
+        with pytest.raises(evidence.UnknownField):
+            decode_payload(canonical(both))
+    strange = {**base, 7: "unlock", 10: {"via": "badge", "pin": bytes(4)}}
+    with pytest.raises(evidence.UnknownField, match="'pin' is not a field of unlock"):
+        decode_payload(canonical(strange))

@@ -190,3 +190,36 @@ show()
         "door_close None None",
         "lock None None",
     ]
+
+
+def test_every_event_of_a_tap_carries_its_proof(micropython, tmp_path):
+    # An NTAG 424 SUN or a phone's nonce and answer (docs/formats-v1-additions.md): the host
+    # checks a lock's taps as it checks a tag's, including the refused ones.
+    out = run_both(
+        micropython,
+        PRELUDE
+        + f"""
+sun = {{"sun": bytes(range(24))}}
+phone = {{"nonce": b"n" * 16, "sig": b"s" * 64}}
+print(lock.tap(bytes.fromhex("{STRANGER}"), "ntag424", sun))
+print(lock.tap(bytes.fromhex("{KNOWN}"), "ntag424", sun))
+door.active = True; settle()
+print(lock.tap(bytes.fromhex("{SECOND}"), "phone", phone))
+print(lock.tap(bytes.fromhex("{KNOWN}"), "ntag424", sun))
+show()
+""",
+        tmp_path,
+    )
+    sun = ("sun", bytes(range(24)))
+    nonce, sig = ("nonce", b"n" * 16), ("sig", b"s" * 64)
+    assert out.splitlines() == [
+        "deny",
+        "unlock",
+        "arrive",
+        "depart",
+        f"deny {STRANGER} {sorted([('via', 'ntag424'), sun])}",
+        f"unlock {KNOWN} {sorted([('via', 'ntag424'), sun])}",
+        "door_open None None",
+        f"arrive {SECOND} {sorted([('via', 'lock'), nonce, sig])}",
+        f"depart {KNOWN} {sorted([('via', 'lock'), sun])}",
+    ]

@@ -233,20 +233,28 @@ def test_phone_without_an_enrolled_public_key_is_not_checked(tmp_path):
     assert "no public key for phone credential" in skipped[0]["reason"]
 
 
-def test_badges_stay_weak_and_lock_events_without_proof_are_not_checked(tmp_path):
+def test_badges_stay_weak_and_a_lock_checks_taps_as_a_tag_does(tmp_path):
+    # A lock journals each tap's proof (firmware device/lock.py): a phone's answer at the lock
+    # is checked, and a phone credential's unlock without one is refused as at a tag.
     b = phone_bundle(tmp_path)
     b.credential("s-07")
     b.device("lock-0201", "c-1001", role="lock")
     b.visit("tag-0042", "s-07", "2026-10-01T08:00", "2026-10-01T08:30")
-    b.lock_visit("lock-0201", "s-04", "2026-10-02T08:00", "2026-10-02T08:30")
+    phone_tap(b, "unlock", "2026-10-02T08:00", bytes(16), device="lock-0201")
+    phone_tap(b, "lock", "2026-10-02T08:30", bytes([1]) * 16, device="lock-0201")
+    b.lock_visit("lock-0201", "s-04", "2026-10-03T08:00", "2026-10-03T08:30")  # no answers
     claim(b, "k-1", "s-07", 1)
     claim(b, "k-2", "s-04", 2)
+    claim(b, "k-3", "s-04", 3)
     result = run(b, "haninge")
     assert rules_of(result, "k-1") == {} and rules_of(result, "k-2") == {}
+    assert rules_of(result, "k-3") == {"E7": "reject"}
+    assert "lock-0201 seq" in reasons(result, "k-3")
+    assert "without its phone answer" in reasons(result, "k-3")
     assert result.evidence is not None
-    proofs = {p.staff: p.proof for p in result.evidence.presences}
-    assert proofs == {"s-07": "weak", "s-04": "unchecked"}
-    assert [n["claim_id"] for n in result.not_checked if n["rule"] == "E7"] == ["k-2"]
+    proofs = sorted((p.staff, p.proof) for p in result.evidence.presences)
+    assert proofs == [("s-04", "refused"), ("s-04", "verified"), ("s-07", "weak")]
+    assert not [n for n in result.not_checked if n["rule"] == "E7"]
 
 
 def test_end_to_end_through_the_command(tmp_path):

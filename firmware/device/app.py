@@ -126,7 +126,7 @@ class App:
             self.visits.refuse()  # a phone without the app, a card we cannot read: red
             return
         if self.lock is not None:
-            self.lock.tap(tap.cred, tap.kind)
+            self.lock.tap(tap.cred, tap.kind, tap.extra)
         else:
             self.visits.tap(tap.cred, tap.kind, tap.extra)
 

@@ -25,6 +25,14 @@ _MAX_CREDS = const(512)
 _MAX_PRESENT = const(16)  # open visits at one door, like the tag role's cap
 
 
+def _fields(via, extra):
+    x = {"via": via}
+    if extra:
+        for key in extra:
+            x[key] = extra[key]
+    return x
+
+
 class LockError(Exception):
     """A bad allowlist command or file."""
 
@@ -108,17 +116,19 @@ class Lock:
     def door_open(self):
         return self.door.state
 
-    def tap(self, cred, via):
-        """One credential at the reader: unlock, register arrival, or deny."""
+    def tap(self, cred, via, extra=None):
+        """One credential at the reader: unlock, register arrival, or deny. `extra` is the
+        tap's proof (an NTAG 424 SUN, a phone's nonce and answer): every event of the tap
+        carries it, so the host can check a lock's taps as it checks a tag's."""
         if cred not in self.allowlist:
-            self.emit("deny", cred, {"via": via})
+            self.emit("deny", cred, _fields(via, extra))
             self._show("refused")
             return "deny"
         if cred in self.present:
             # the same credential again closes its visit (Haninge "Registrera avgång"; Phoniro
             # Lock's place receipt): leaving staff tap on the way out, no strike needed
             self.present.remove(cred)
-            self.emit("depart", cred, {"via": "lock"})
+            self.emit("depart", cred, _fields("lock", extra))
             self._show("depart")
             return "depart"
         if len(self.present) >= _MAX_PRESENT:
@@ -126,10 +136,10 @@ class Lock:
         self.present.append(cred)
         if self.door_open or not self.locked:
             # second staff while the door is open: present, but no reason to drive the strike
-            self.emit("arrive", cred, {"via": "lock"})
+            self.emit("arrive", cred, _fields("lock", extra))
             self._show("arrive")
             return "arrive"
-        self.emit("unlock", cred, {"via": via})
+        self.emit("unlock", cred, _fields(via, extra))
         self._unlock()
         self._show("arrive")
         return "unlock"

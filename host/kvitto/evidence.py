@@ -480,6 +480,16 @@ def _only(x: Mapping[str, Any], event_type: str, *names: str) -> None:
             raise UnknownField(f"payload key 10 (x): {name!r} is not a field of {event_type}")
 
 
+def _lock_tap_proof(event_type: str, x: Mapping[str, Any]) -> None:
+    """A lock journals the proof of the tap behind an event (docs/formats-v1-additions.md):
+    an NTAG 424 SUN or a phone's nonce and answer, never both."""
+    _only(x, event_type, "via", "sun", "nonce", "sig")
+    for name in ("sun", "nonce", "sig"):
+        _x_field(x, name, "bytes", required=False)
+    if "sun" in x and ("nonce" in x or "sig" in x):
+        raise UnknownField(f"payload key 10 (x): {event_type} has a SUN and a phone's answer")
+
+
 def _check_x(event_type: str, x: dict[str, Any]) -> None:
     """FORMATS.md §1's x fields per event type; boot, tamper and health are free-form maps."""
     if event_type in ("arrive", "depart"):
@@ -494,12 +504,14 @@ def _check_x(event_type: str, x: dict[str, Any]) -> None:
             _only(x, event_type, "via", "nonce", "sig")
             _x_field(x, "nonce", "bytes", required=False)
             _x_field(x, "sig", "bytes", required=False)
+        elif x["via"] == "lock":
+            _lock_tap_proof(event_type, x)
         else:
             _only(x, event_type, "via", "sun")
             _x_field(x, "sun", "bytes", required=False)
     elif event_type in ("unlock", "lock", "deny"):
-        _only(x, event_type, "via")
         _x_field(x, "via", "text", required=False)
+        _lock_tap_proof(event_type, x)
     elif event_type in ("door_open", "door_close"):
         _only(x, event_type)
     elif event_type in ("alarm_call", "alarm_checkin", "alarm_checkout"):
@@ -566,16 +578,25 @@ def _x_shapes() -> dict[str, dict[tuple[str, ...], tuple[Any, ...]]]:
         return names, tuple(kinds[name] for name in names)
 
     phone = frozenset({"phone"})
+    answered = frozenset({"phone", "lock"})  # a lock journals the phone's answer too
     visit = dict(
         [
             shape(via=VIA_CREDENTIAL),
             shape(via=VIA_CREDENTIAL - phone, sun=_BYTES),
-            shape(via=phone, nonce=_BYTES),
-            shape(via=phone, sig=_BYTES),
-            shape(via=phone, nonce=_BYTES, sig=_BYTES),
+            shape(via=answered, nonce=_BYTES),
+            shape(via=answered, sig=_BYTES),
+            shape(via=answered, nonce=_BYTES, sig=_BYTES),
         ]
     )
-    via = dict([shape(via=_TEXT)])
+    via = dict(
+        [
+            shape(via=_TEXT),
+            shape(via=_TEXT, sun=_BYTES),
+            shape(via=_TEXT, nonce=_BYTES),
+            shape(via=_TEXT, sig=_BYTES),
+            shape(via=_TEXT, nonce=_BYTES, sig=_BYTES),
+        ]
+    )
     alarm = dict([shape(alarm=_UINT)])
     return {
         "arrive": visit, "depart": visit, "unlock": via, "lock": via, "deny": via,

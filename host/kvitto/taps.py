@@ -101,9 +101,8 @@ class _Checker:
 
     def _no_proof(self, device: str, event: Event, credential: Credential, what: str) -> Proof:
         where = _where(device, event)
-        if self.device_roles.get(device) == "lock":
-            # the lock firmware journals unlock/arrive/depart without the tap's proof
-            return Proof(UNCHECKED, f"{where}: the lock's event carries no {what} to check")
+        # A lock journals each tap's proof as a tag does (firmware device/lock.py), so a
+        # missing one is refused at either door.
         return Proof(
             REFUSED,
             f"{where}: {credential.kind} credential tapped without its {what} "
