@@ -361,7 +361,7 @@ def libsodium_cost(messages: list[tuple[str, bytes]], device_ids: list[str]) -> 
     """Microseconds per Ed25519 check in libsodium (crypto_sign_verify_detached, best of
     three over the same sample as verify_cost), or None without PyNaCl."""
     try:
-        from nacl.bindings import crypto_sign_open
+        from nacl.bindings import crypto_sign_open  # pyright: ignore[reportMissingImports]
     except ImportError:
         return None
     keys = {d: device_key(d).public_key().public_bytes_raw() for d in device_ids}
