@@ -274,3 +274,17 @@ def test_a_collector_without_the_command_key_says_what_waits(store, mosquitto, c
     run_collect(store.url, mosquitto.url, output_format="json", duration=0.3)
     assert "1 queued command(s) in the outbox wait" in capsys.readouterr().err
     assert store.outbox()[0].sent_at is None  # unsigned commands are never sent
+
+
+def test_a_device_revoked_after_queueing_gets_no_more_commands(store, running):
+    queue_command(store, "lock-0201", "revoke", {"creds": [CRED]}, NOW)
+    Registry(store).revoke_device("lock-0201", "2026-10-01")
+    (lock,), _ = running("lock-0201")
+    wait_for(lambda: store.outbox()[0].done_at is not None, what="the command closed")
+    [row] = store.outbox()
+    assert (row.state, row.attempts, row.outcome) == (
+        "cancelled",
+        0,
+        "cancelled: the device was revoked",
+    )
+    assert commands_seen(lock) == []

@@ -815,7 +815,7 @@ class Collector:
     def _pump_outbox(self) -> None:
         """The store's outbox (`kvitto command`): close what the devices' events show done,
         queue what is due for sending (kvitto.outbox)."""
-        from kvitto.outbox import due, settle, wire_x
+        from kvitto.outbox import drop_revoked, due, settle, wire_x
 
         clock = time.monotonic()
         if self.org_secret is None or clock - self._outbox_checked < self.outbox_interval:
@@ -825,6 +825,7 @@ class Collector:
         if not rows:
             return
         at = now_ms()
+        rows = drop_revoked(self.store, rows, at)
         closed = {row.id for row in settle(self.store, rows, at)}
         self._stats.commands_done += len(closed)
         rows = [row for row in rows if row.id not in closed]

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kvitto.errors import KvittoError
-from kvitto.evidence import COMMAND_TYPES, sign_command, split_sign1
+from kvitto.evidence import sign_command, split_sign1
 from kvitto.registry import Registry
 from kvitto.store import OutboxRow, Store
 
@@ -44,7 +44,6 @@ def queue_command(
     if command_type not in QUEUED_TYPES:
         known = ", ".join(QUEUED_TYPES)
         raise KvittoError(f"command {command_type!r}: one of {known} can be queued")
-    assert command_type in COMMAND_TYPES
     device = Registry(store).device(device_id)
     if device is None:
         raise KvittoError(f"device {device_id!r} is not registered")
@@ -144,6 +143,17 @@ def settle(store: Store, rows: list[OutboxRow], now: int) -> list[OutboxRow]:
                     waiting.remove(row)
                     break
     return closed
+
+
+def drop_revoked(store: Store, rows: list[OutboxRow], now: int) -> list[OutboxRow]:
+    """Close the open commands of devices revoked since they were queued (a revoked device
+    has no broker login and its events no longer count: nothing is left to tell it); the
+    commands still open."""
+    revoked = {d.id for d in Registry(store).devices() if d.revoked}
+    for row in rows:
+        if row.device in revoked:
+            store.command_done(row.id, now, "cancelled: the device was revoked", None)
+    return [row for row in rows if row.device not in revoked]
 
 
 def cancel(store: Store, command_id: int, at: int) -> OutboxRow:
