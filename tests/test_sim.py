@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from app_support import missing_firmware
+from board_support import MPREMOTE, mpremote
 
 from kvitto.sim import Fleet, SimError, VirtualBoard
 
@@ -27,7 +28,6 @@ pytestmark = pytest.mark.skipif(
 
 SALT = bytes(range(16, 32))
 UID = "04a1b2c3"
-MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 
 
 def credential(uid: str) -> str:
@@ -39,17 +39,6 @@ def board(tmp_path):
     with VirtualBoard(tmp_path / "b1", "tag-0001", "tag", salt=SALT) as virtual:
         virtual.wait_ready()
         yield virtual
-
-
-def mpremote(port: str, *args: str) -> str:
-    result = subprocess.run(
-        [MPREMOTE, "connect", port, "resume", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_tap_through_the_control_channel_lands_in_the_journal(board):
@@ -192,25 +181,11 @@ needs_link = pytest.mark.skipif(
 
 @needs_link
 def test_board_publishes_signed_events_to_a_real_mosquitto(tmp_path, mosquitto):
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from board_support import PublishedEvents, board_public_key
 
     from kvitto.evidence import verify_event
 
-    received: list[bytes] = []
-    arrived = threading.Event()
-
-    def on_message(client, userdata, message):
-        received.append(message.payload)
-        if len(received) >= 2:
-            arrived.set()
-
-    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-collector")
-    subscriber.on_connect = lambda c, *a: c.subscribe("kvitto/v1/+/evt", qos=1)
-    subscriber.on_message = on_message
-    subscriber.connect(mosquitto.host, mosquitto.port)
-    subscriber.loop_start()
-    try:
+    with PublishedEvents(mosquitto, "test-collector") as published:
         with VirtualBoard(
             tmp_path / "b1",
             "tag-0001",
@@ -221,16 +196,9 @@ def test_board_publishes_signed_events_to_a_real_mosquitto(tmp_path, mosquitto):
         ) as board:
             board.wait_ready()
             board.tap("badge", UID)
-            public = bytes.fromhex(
-                mpremote(
-                    board.serial_port,
-                    "exec",
-                    "from device import identity; print(identity.public_key_hex())",
-                ).strip()
-            )
-            assert arrived.wait(60), board.log_tail()
-    finally:
-        subscriber.loop_stop()
+            public = board_public_key(board.serial_port)
+            assert published.wait(2, 60), board.log_tail()
+    received = published.messages
     events = sorted((verify_event(m, public) for m in received), key=lambda e: e.seq)
     assert [(e.seq, e.type) for e in events[:2]] == [(1, "boot"), (2, "arrive")]
     assert events[1].cred == bytes.fromhex(credential(UID))

@@ -108,51 +108,28 @@ def test_a_lock_journals_the_proof_of_each_tap_even_a_refused_one(tmp_path, mosq
     # The lock's events carry the SUN and the phone's answer as the tag's do (kvitto.taps
     # checks them), signed and published as the host's strict decoder accepts them; here
     # neither credential is on the allowlist, so both are denied.
-    import subprocess
-    import sys
-    import threading
-    from pathlib import Path
-
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from board_support import PublishedEvents, board_public_key
 
     from kvitto.evidence import verify_event
 
     masters = ntag424_masters(tmp_path / "pki")
     keys = ntag424_badge_keys(masters, UID)
     public = Ed25519PrivateKey.from_private_bytes(SEED).public_key().public_bytes_raw()
-    received: list[bytes] = []
-    three = threading.Event()
-
-    def on_message(client, userdata, message):
-        received.append(message.payload)
-        if len(received) >= 3:
-            three.set()
-
-    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-lock-taps")
-    subscriber.on_connect = lambda c, *a: c.subscribe("kvitto/v1/+/evt", qos=1)
-    subscriber.on_message = on_message
-    subscriber.connect(mosquitto.host, mosquitto.port)
-    subscriber.loop_start()
     fleet = Fleet(tmp_path / "fleet", 1, broker=(mosquitto.host, mosquitto.port),
                   roles=("lock",), salt=SALT, badges=NtagBadges(masters))  # fmt: skip
-    fleet.start()
-    try:
-        board = fleet.board("1")
-        assert fleet.command(f"tap 1 ntag424 {UID.hex()}") == "ok"
-        board.wait_events(2)
-        time.sleep(1.6)  # the card gone longer than the reader's window: the next is a new tap
-        assert fleet.command(f"tap 1 phone {SEED.hex()}") == "ok"
-        assert three.wait(60), board.log_tail()
-        mpremote = str(Path(sys.executable).parent / "mpremote")
-        script = "from device import identity; print(identity.public_key_hex())"
-        device_key = bytes.fromhex(
-            subprocess.run([mpremote, "connect", board.serial_port, "resume", "exec", script],
-                           capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-        )  # fmt: skip
-    finally:
-        fleet.stop()
-        subscriber.loop_stop()
+    with PublishedEvents(mosquitto, "test-lock-taps") as published:
+        fleet.start()
+        try:
+            board = fleet.board("1")
+            assert fleet.command(f"tap 1 ntag424 {UID.hex()}") == "ok"
+            board.wait_events(2)
+            time.sleep(1.6)  # the card gone longer than the reader's window: a new tap next
+            assert fleet.command(f"tap 1 phone {SEED.hex()}") == "ok"
+            assert published.wait(3, 60), board.log_tail()
+            device_key = board_public_key(board.serial_port)
+        finally:
+            fleet.stop()
+    received = published.messages
     events = sorted((verify_event(m, device_key) for m in received), key=lambda e: e.seq)
     badge, phone = events[1], events[2]
     assert (badge.type, badge.x["via"], phone.type) == ("deny", "ntag424", "deny")
