@@ -27,6 +27,15 @@ upper bound for the board. The sim's own objects (simulated PN532, flash, pins) 
 though a board has none of them. A last line gives the interned names (qstr pools) at the end
 of each run: ROMFS modules intern their identifiers on the heap, frozen ones do not, and the
 pool grows by doubling, so a few names more can move the figure by a whole new pool.
+
+How much of that is the 64-bit build is measured, not guessed: the firmware modules the tag role
+has loaded by the end are imported from the same ROMFS image on this unix port and on MicroPython's
+webassembly port (bench/heap32.mjs, Node.js; npm package @micropython/micropython-webassembly-
+pyscript of the same 1.29 release, installed once into ~/.cache/kvitto-bench), a 32-bit build
+with the ESP32's object sizes and 16-byte GC blocks. That port cannot run the scenario itself (no
+sockets, no littlefs, no threads for the simulated watchdog, and it collects garbage only between
+calls from JavaScript), so the last lines give a bound, not a measure: the tag role's data heap
+with only the modules' share taken at its 32-bit size. `--no-32bit` skips it.
 """
 
 from __future__ import annotations
@@ -131,9 +140,40 @@ async def script():
         "published": app.link.stats["published"] if app.link is not None else 0,
         "image": image_bytes, "code": code, "sim": sim_code + sim_objects, "after": gc.mem_alloc(),
         "median_us": delays[len(delays) // 2] if delays else None,
-        "max_us": delays[-1] if delays else None}))
+        "max_us": delays[-1] if delays else None,
+        "modules": sorted(sys.modules) if sys.argv[9:] == ["modules"] else []}))
 asyncio.run(script())
 """
+
+# The same measure as bench/heap32.mjs, on the unix port: the heap each firmware import adds.
+IMPORTS = r"""
+import gc, json, micropython, sys, vfs
+with open(sys.argv[1], "rb") as f:
+    vfs.mount(vfs.VfsRom(f.read()), "/rom")  # read onto the heap first: only deltas are taken
+sys.path.insert(0, "/rom")
+import asyncio  # before the measure: each port has its own
+def collected():
+    gc.collect()
+    return gc.mem_alloc()
+def qstr_bytes():
+    print("qstr-marker")
+    micropython.qstr_info()
+modules = {}
+qstr_bytes()
+start = collected()
+with open(sys.argv[2]) as f:
+    names = f.read().split(",")
+for name in names:
+    before = collected()
+    __import__(name)
+    modules[name] = collected() - before
+total = collected() - start
+qstr_bytes()
+print(json.dumps({"port": "unix", "modules": modules, "total": total}))
+"""
+WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
+WASM_VERSION = "1.29.0-6"  # the unix port here is 1.29.0-preview: the same object layouts
+WASM_CACHE = Path.home() / ".cache" / "kvitto-bench" / f"micropython-webassembly-{WASM_VERSION}"
 
 
 def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
@@ -162,6 +202,68 @@ def build_romfs(compiled: Path, out: Path) -> int:
         image = make_romfs(str(compiled), mpy_cross=False)
     out.write_bytes(image)
     return len(image)
+
+
+def qstr_delta(output: str) -> int:
+    """Interned names' bytes added between the two `qstr_info()` reports in `output`."""
+    pools = [line for line in output.splitlines() if line.startswith("qstr pool:")]
+    first, last = (int(line.split("n_total_bytes=")[1]) for line in (pools[0], pools[-1]))
+    return last - first
+
+
+def imports_unix(romfs: Path, modules: list[str]) -> dict:
+    """The heap each of `modules` adds once imported from `romfs`, on the unix port."""
+    script = romfs.with_name("bench_imports.py")
+    script.write_text(IMPORTS)
+    listing = romfs.with_name("bench_imports.txt")  # a long argv crashes this unix build (FATAL:
+    listing.write_text(",".join(modules))  # uncaught NLR), so the names go in a file
+    result = subprocess.run(
+        [
+            str(BIN / "micropython"),
+            "-X",
+            "heapsize=4M",
+            str(script),
+            str(romfs),
+            str(listing),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=dict(os.environ, MICROPYPATH=".frozen"),
+    )
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures["qstr_bytes"] = qstr_delta(result.stdout)
+    return figures
+
+
+def imports_wasm(romfs: Path, modules: list[str]) -> dict | str:
+    """The same on the webassembly port (32-bit), or why it could not run: it needs Node.js
+    and MicroPython's npm package, installed once into WASM_CACHE."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return "no node/npm on this machine"
+    package = WASM_CACHE / "node_modules" / WASM_PACKAGE
+    if not (package / "micropython.mjs").exists():
+        WASM_CACHE.mkdir(parents=True, exist_ok=True)
+        install = subprocess.run(
+            [npm, "install", "--no-save", "--prefix", str(WASM_CACHE),
+             f"{WASM_PACKAGE}@{WASM_VERSION}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        if install.returncode != 0:
+            return f"npm install {WASM_PACKAGE}@{WASM_VERSION} failed: {install.stderr[-200:]}"
+    result = subprocess.run(
+        [node, str(ROOT / "bench" / "heap32.mjs"), str(package), str(romfs), ",".join(modules)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        return f"the webassembly port failed: {result.stderr[-300:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:
@@ -200,8 +302,11 @@ class Runner:
         self.script = workdir / "bench_app.py"
         self.script.write_text(SCRIPT)
 
-    def run(self, role: str, place: str, heap_kib: int, link: bool) -> dict | None:
-        """One scripted run; None when it did not complete cleanly in `heap_kib` of heap."""
+    def run(
+        self, role: str, place: str, heap_kib: int, link: bool, modules: bool = False
+    ) -> dict | None:
+        """One scripted run; None when it did not complete cleanly in `heap_kib` of heap.
+        `modules`: the figures name every module loaded by the end."""
         image = self.workdir / f"{role}-{place}-{heap_kib}.img"
         image.unlink(missing_ok=True)
         path = ".frozen" if place == "rom" else f".frozen:{self.compiled}"
@@ -219,6 +324,7 @@ class Runner:
                 "link" if link else "nolink",
                 place,
                 str(self.romfs),
+                *(["modules"] if modules else []),
             ],
             capture_output=True,
             text=True,
@@ -262,6 +368,32 @@ class Runner:
         return high
 
 
+def compare_ports(romfs: Path, modules: list[str], tag_data_kib: float) -> None:
+    """The tag role's firmware modules, imported from the same ROMFS image on the 64-bit unix
+    port and on a 32-bit build of the same MicroPython, side by side; and what that says of the
+    tag role's data heap on a 32-bit port such as the ESP32's."""
+    wide = imports_unix(romfs, modules)
+    narrow = imports_wasm(romfs, modules)
+    if isinstance(narrow, str):
+        print(f"32-bit port: not measured ({narrow})")
+        return
+    a, b = wide["total"] / 1024, narrow["total"] / 1024
+    qa, qb = wide["qstr_bytes"] / 1024, narrow["qstr_bytes"] / 1024
+    print(
+        f"the tag role's {len(modules)} firmware modules, imported from the same ROMFS image "
+        f"(asyncio left out: the webassembly port has its own): 64-bit unix {a:.1f} KiB, "
+        f"32-bit webassembly ({narrow['port']}) {b:.1f} KiB, ratio {b / a:.2f}; "
+        f"interned names of them {qa:.1f} vs {qb:.1f} KiB."
+    )
+    bound = tag_data_kib - (a - b)
+    print(
+        f"tag role on a 32-bit port: at most {bound:.0f} KiB of data heap with code in ROMFS "
+        f"({tag_data_kib:.0f} KiB here less the modules' {a - b:.1f} KiB difference; buffers, "
+        "journal state, signatures in flight and the GC's slack counted at their 64-bit size), "
+        f"at most {bound - qb:.0f} KiB frozen (names in flash): goal {GOAL_TAG_KIB} KiB."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Least heap per role, tap-to-feedback time")
     parser.add_argument("--taps", type=int, default=12)
@@ -269,6 +401,12 @@ def main() -> None:
     parser.add_argument("--places", default="fs,rom")
     parser.add_argument(
         "--firmware", type=Path, default=FIRMWARE, help="another checkout's firmware/, to compare"
+    )
+    parser.add_argument(
+        "--no-32bit",
+        dest="wasm",
+        action="store_false",
+        help="skip the tag role's modules on the 32-bit webassembly port (Node.js, npm)",
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kvitto-bench-device-"))
@@ -290,15 +428,18 @@ def main() -> None:
         )
         needs = {}
         qstr_rows = []
+        tag_modules: list[str] = []
         for label in args.roles.split(","):
             role, _, nolink = label.partition("-")
             link = not nolink
             for place in args.places.split(","):
-                r = runner.run(role, place, FULL_HEAP_KIB, link)
+                r = runner.run(role, place, FULL_HEAP_KIB, link, modules=label == "tag")
                 if r is None:
                     raise SystemExit(f"{label} {place}: the scripted run failed with 4 MiB")
                 need = runner.smallest_heap(role, place, r, link)
                 needs[label, place] = need, r["sim"] / 1024
+                if label == "tag":
+                    tag_modules = [m for m in r["modules"] if m.split(".")[0] == "device"]
                 data = board = "-"
                 if need is not None and place == "rom":
                     data = f"{need - image_kib:.0f}"
@@ -331,6 +472,8 @@ def main() -> None:
                 f"share: {verdict} the {GOAL_TAG_KIB} KiB goal on this port (an ESP32's 32-bit "
                 "objects take up to half)."
             )
+        if tag_rom is not None and args.wasm:
+            compare_ports(romfs, tag_modules, tag_rom - image_kib - tag_sim)
         if tag_fs is not None:
             print(
                 f"tag role, .mpy on the filesystem (today's `kvitto image`): {tag_fs} KiB of heap "
