@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pn532_support import DEVICE_PRELUDE, firmware_modules  # type: ignore  # noqa: E402
 
 pn532, _, _ = firmware_modules()
+from device import cards  # type: ignore  # noqa: E402  (on the path firmware_modules() set)
 
 PARSERS = {
     "parse_frame": pn532.parse_frame,
@@ -33,9 +34,9 @@ PARSERS = {
     "target_a": pn532.parse_target_a,
     "check_status": lambda b: pn532.check_status(b, "x"),
     "tg_init": pn532.parse_tg_init,
-    "apdu_response": pn532.parse_apdu_response,
-    "ndef_tlv": pn532.parse_ndef_tlv,
-    "ndef_uri": pn532.parse_ndef_uri,
+    "apdu_response": cards.parse_apdu_response,
+    "ndef_tlv": cards.parse_ndef_tlv,
+    "ndef_uri": cards.parse_ndef_uri,
     "frame_end": lambda b: pn532.frame_end(b, len(b)),
 }
 

@@ -25,6 +25,7 @@ def test_every_command_over_each_transport(micropython, kind):
         micropython,
         kind,
         """
+from device import cards
 print("fw=%r" % (nfc.begin(),))
 print("sam=%r" % model.sam)
 print("retries=%d" % model.retries)
@@ -39,12 +40,12 @@ except pn532.CommandError as e:
 nfc.release(t.number)
 model.place(Ntag213(b"\\x04\\xa1\\xb2\\xc3\\xd4\\xe5\\xf6", uri_record("https://kvitto.invalid/x")))
 t = nfc.list_passive_target()
-print("ntag213=%s" % pn532.parse_ndef_uri(nfc.read_ntag21x_ndef(t.number)))
+print("ntag213=%s" % cards.parse_ndef_uri(cards.read_ntag21x_ndef(nfc, t.number)))
 nfc.release(t.number)
 model.place(Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
 t = nfc.list_passive_target()
 print("ats=%s" % t.ats.hex())
-print("ntag424=%s" % pn532.parse_ndef_uri(nfc.read_type4_ndef(t.number)))
+print("ntag424=%s" % cards.parse_ndef_uri(cards.read_type4_ndef(nfc, t.number)))
 nfc.release(t.number)
 model.remove()
 nfc.set_max_retries(0xff, 0x01, 0xff)
@@ -194,12 +195,14 @@ def test_long_response_over_i2c_is_read_again_after_nack(micropython):
         micropython,
         "i2c",
         """
+from device import cards
 nfc.begin()
 phone = HcePhone(bytes(range(16)), lambda m: bytes(64))
 model.place(phone)
 t = nfc.list_passive_target()
-print("select=%r" % (nfc.select_aid(t.number, b"\\xf0kvitto\\x01"),))
-data, sw = nfc.transceive_apdu(t.number, pn532.apdu(0x80, 0x10, 0, 0, bytes(16) + b"tag-0042", 0))
+print("select=%r" % (cards.select_aid(nfc, t.number, b"\\xf0kvitto\\x01"),))
+challenge = cards.apdu(0x80, 0x10, 0, 0, bytes(16) + b"tag-0042", 0)
+data, sw = cards.transceive_apdu(nfc, t.number, challenge)
 print("answer=%d sw=%04x" % (len(data), sw))
 print("nacks=%d" % sum(1 for op, d in bus.log if d == pn532.NACK))
 """,
@@ -217,7 +220,7 @@ def test_driver_and_simulator_under_cpython(kind):
     from kvitto.ntag424 import verify_sun
 
     pn532, sim, buses = firmware_modules()
-    from device import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+    from device import cards, pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
 
     model = sim.PN532Sim()
     if kind == "i2c":
@@ -231,7 +234,7 @@ def test_driver_and_simulator_under_cpython(kind):
     assert nfc.begin() == (0x32, 0x01, 0x06, 0x07)
     model.place(sim.Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
     target = nfc.list_passive_target()
-    url = pn532.parse_ndef_uri(nfc.read_type4_ndef(target.number))
+    url = cards.parse_ndef_uri(cards.read_type4_ndef(nfc, target.number))
     picc, mac = url.split("e=")[1].split("&c=")
     result = verify_sun(bytes.fromhex(picc + mac), bytes(16), file_key=bytes(16))
     assert (result.uid.hex(), result.counter) == ("04de5f1eacc040", 61)
@@ -244,6 +247,7 @@ def test_present_holds_a_credential_then_takes_it_away(micropython):
         "i2c",
         """
 import time
+from device import cards
 nfc.begin()
 model.present("badge", b"\\x04\\x10\\x20\\x30", hold_ms=40)
 print("held=%s" % nfc.list_passive_target().uid.hex())
@@ -252,7 +256,7 @@ time.sleep_ms(60)
 print("gone=%r" % (nfc.list_passive_target(),))
 model.present("phone", bytes(16), hold_ms=1000)
 t = nfc.list_passive_target()
-print("phone=%r" % (nfc.select_aid(t.number, b"\\xf0kvitto\\x01")[1] == 0x9000,))
+print("phone=%r" % (cards.select_aid(nfc, t.number, b"\\xf0kvitto\\x01")[1] == 0x9000,))
 """,
     )
     assert got == {"held": "04102030", "gone": "None", "phone": "True"}

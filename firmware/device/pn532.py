@@ -6,6 +6,7 @@
 
 The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
 buses). Frames are pure functions (`build_frame`, `parse_frame`) so they run under CPython too.
+Card protocols on top of InDataExchange (APDUs, NDEF) are device.cards, loaded when needed.
 """
 
 import asyncio
@@ -94,10 +95,6 @@ class CommandError(PN532Error):
     def __init__(self, status, where=""):
         super().__init__("status 0x%02x %s" % (status, where))
         self.status = status
-
-
-class CardError(PN532Error):
-    """A card answered, but not as the protocol says (APDU status, NDEF layout)."""
 
 
 class Timeout(PN532Error):
@@ -303,91 +300,6 @@ def parse_tg_init(data):
     if len(data) < 1:
         raise ResponseError("TgInitAsTarget: no mode")
     return data[0], bytes(data[1:])
-
-
-def parse_apdu_response(response):
-    """(data, SW1SW2) of an ISO/IEC 7816-4 response APDU."""
-    if len(response) < 2:
-        raise CardError("response APDU of %d bytes" % len(response))
-    return bytes(response[:-2]), (response[-2] << 8) | response[-1]
-
-
-def apdu(cla, ins, p1, p2, data=b"", le=None):
-    """A short command APDU (ISO/IEC 7816-4 §5.1)."""
-    out = bytearray((cla, ins, p1, p2))
-    if data:
-        out.append(len(data))
-        out.extend(data)
-    if le is not None:
-        out.append(le & 0xFF)
-    return bytes(out)
-
-
-def parse_ndef_tlv(memory):
-    """The NDEF message inside Type 2 tag memory from page 4 (NFC Forum T2T §2.3: TLVs)."""
-    i = 0
-    n = len(memory)
-    while i < n:
-        tag = memory[i]
-        if tag == 0x00:  # NULL TLV
-            i += 1
-            continue
-        if tag == 0xFE:  # terminator before any NDEF TLV
-            break
-        if i + 1 >= n:
-            break
-        length = memory[i + 1]
-        i += 2
-        if length == 0xFF:
-            if i + 2 > n:
-                break
-            length = (memory[i] << 8) | memory[i + 1]
-            i += 2
-        if i + length > n:
-            raise CardError("TLV runs past the read memory")
-        if tag == 0x03:
-            return bytes(memory[i : i + length])
-        i += length
-    raise CardError("no NDEF TLV")
-
-
-_URI_PREFIXES = ("", "http://www.", "https://www.", "http://", "https://")
-
-
-def parse_ndef_uri(message):
-    """The URI of the first record if it is a well-known "U" record (NFC Forum RTD URI)."""
-    if len(message) < 4:
-        raise CardError("NDEF message too short")
-    header = message[0]
-    type_length = message[1]
-    i = 2
-    if header & 0x10:  # SR: one payload-length byte
-        payload_length = message[i]
-        i += 1
-    else:
-        if len(message) < 7:
-            raise CardError("NDEF record header")
-        payload_length = (
-            (message[2] << 24) | (message[3] << 16) | (message[4] << 8) | message[5]
-        )
-        i += 4
-    id_length = 0
-    if header & 0x08:  # IL
-        if i >= len(message):
-            raise CardError("NDEF record header")
-        id_length = message[i]
-        i += 1
-    if header & 0x07 != 0x01 or type_length != 1 or i >= len(message) or message[i] != 0x55:
-        raise CardError("not a well-known URI record")
-    i += 1 + id_length
-    payload = message[i : i + payload_length]
-    if len(payload) != payload_length or payload_length < 1:
-        raise CardError("URI record payload truncated")
-    prefix = _URI_PREFIXES[payload[0]] if payload[0] < len(_URI_PREFIXES) else ""
-    try:
-        return prefix + bytes(payload[1:]).decode()
-    except UnicodeError:
-        raise CardError("URI is not UTF-8")
 
 
 # --- transports (device.pn532_i2c, _spi, _uart) ----------------------------------------
@@ -636,55 +548,3 @@ class PN532:
 
     def tg_set_data(self, data):
         check_status(self.call(_CMD_TG_SET_DATA, data), "TgSetData")
-
-    # card protocols on top of InDataExchange
-    def transceive_apdu(self, target, command):
-        """ISO-DEP: one command APDU to `target`, (data, SW). The PN532 does the 14443-4
-        chaining and the WTX itself (§7.3.8)."""
-        return parse_apdu_response(self.data_exchange(target, command))
-
-    def select_aid(self, target, aid):
-        return self.transceive_apdu(target, apdu(0x00, 0xA4, 0x04, 0x00, aid, 0x00))
-
-    def read_ntag21x_ndef(self, target, pages=36):
-        """NTAG 21x: READ (0x30) returns 4 pages (16 bytes) from page 4 on; the NDEF TLV
-        starts at page 4 (NFC Forum Type 2 Tag §2.3)."""
-        memory = bytearray()
-        page = 4
-        while page < 4 + pages:
-            chunk = self.data_exchange(target, bytes((0x30, page)))
-            if len(chunk) != 16:
-                raise CardError("NTAG READ returned %d bytes" % len(chunk))
-            memory.extend(chunk)
-            try:
-                return parse_ndef_tlv(memory)
-            except CardError:
-                pass
-            page += 4
-        return parse_ndef_tlv(memory)
-
-    def read_type4_ndef(self, target):
-        """NFC Forum Type 4 Tag: NDEF application, NDEF file E104 (NTAG 424 DNA default),
-        NLEN then the message, in plain mode (no authentication: the SUN needs none)."""
-        _, sw = self.select_aid(target, b"\xd2\x76\x00\x00\x85\x01\x01")
-        if sw != 0x9000:
-            raise CardError("no NDEF application (SW %04x)" % sw)
-        _, sw = self.transceive_apdu(target, apdu(0x00, 0xA4, 0x00, 0x0C, b"\xe1\x04"))
-        if sw != 0x9000:
-            raise CardError("no NDEF file (SW %04x)" % sw)
-        head, sw = self.transceive_apdu(target, apdu(0x00, 0xB0, 0x00, 0x00, b"", 2))
-        if sw != 0x9000 or len(head) != 2:
-            raise CardError("NLEN read failed (SW %04x)" % sw)
-        length = (head[0] << 8) | head[1]
-        message = bytearray()
-        offset = 2
-        while len(message) < length:
-            chunk = min(0x3A, length - len(message))
-            part, sw = self.transceive_apdu(
-                target, apdu(0x00, 0xB0, offset >> 8, offset & 0xFF, b"", chunk)
-            )
-            if sw != 0x9000 or not part:
-                raise CardError("NDEF read failed (SW %04x)" % sw)
-            message.extend(part)
-            offset += len(part)
-        return bytes(message[:length])

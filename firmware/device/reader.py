@@ -6,24 +6,17 @@
 
 A card held still is one tap (debounce by UID and by credential until it has been gone for
 `gone_ms`). A reader that stops answering is reset through RSTPD_N and re-initialised while the
-rest of the device runs on; each reset is reported through `on_health`. The phone protocol
-(kvitto AID, CHALLENGE) is specified in docs/nfc.md; tag mode (`tag_mode=`, a
-device.tag_mode.TagMode) is its own module, loaded only when config.json turns it on.
+rest of the device runs on; each reset is reported through `on_health`. Phones (kvitto AID,
+CHALLENGE: docs/nfc.md) and NTAG 424 SUN URLs are read by device.cards, loaded on the first
+ISO-DEP card; tag mode (`tag_mode=`, a device.tag_mode.TagMode) is its own module, loaded only
+when config.json turns it on.
 """
 
 import asyncio
 import hashlib
 import time
 
-from micropython import const
-
 from device import pn532
-
-KVITTO_AID = b"\xf0kvitto\x01"  # docs/nfc.md: proprietary RID 0xF0 (ISO/IEC 7816-5) + name + v1
-_INS_CHALLENGE = const(0x10)
-_CLA_PROPRIETARY = const(0x80)
-_NONCE_BYTES = const(16)
-_SW_OK = const(0x9000)
 
 
 def _hmac_sha256(key, message):
@@ -59,24 +52,6 @@ class Tap:
         self.uid = uid
         self.read_us = read_us  # ticks_us when the credential was read (feedback deadline base)
         self.cred = cred
-
-
-def _sun_from_url(url):
-    """PICC data ‖ SDMMAC (16 + 8 bytes) from an SDM URL's e= and c= (AN12196 §3.3)."""
-    query = url.split("?", 1)[1] if "?" in url else ""
-    picc = mac = None
-    for part in query.split("&"):
-        key, _, value = part.partition("=")
-        if key in ("e", "picc_data"):
-            picc = value
-        elif key in ("c", "cmac"):
-            mac = value
-    if picc is None or mac is None or len(picc) != 32 or len(mac) != 16:
-        raise pn532.CardError("NDEF URL carries no SUN (e=, c=)")
-    try:
-        return bytes.fromhex(picc + mac)
-    except ValueError:
-        raise pn532.CardError("SUN parameters are not hex")
 
 
 class Reader:
@@ -217,35 +192,11 @@ class Reader:
     def read_credential(self, target):
         """What the target is: a kvitto phone, an NTAG 424 with SUN, or a badge by UID."""
         if target.iso_dep:
-            # CommandError (the card left mid-read, §7.1 status 01) propagates: no tap at all
-            # rather than a weaker one; CardError (an APDU refused) tries the next kind
-            _, sw = self.nfc.select_aid(target.number, KVITTO_AID)
-            if sw == _SW_OK:
-                return self._phone(target)
-            try:
-                url = pn532.parse_ndef_uri(self.nfc.read_type4_ndef(target.number))
-                return Tap("ntag424", target.uid, {"sun": _sun_from_url(url)}, target.uid,
-                           time.ticks_us())
-            except pn532.CardError:
-                pass
-            if len(target.uid) == 4 and target.uid[0] == 0x08:
-                # ISO/IEC 14443-3 random UID (a phone without the app): identifies nobody
-                return Tap("unknown", target.uid, {}, target.uid, time.ticks_us())
+            # phones and NTAG 424 DNA: their protocols load with the first such card
+            from device.cards import read_iso_dep
+
+            found = read_iso_dep(self.nfc, target, self.rng, self.device_id)
+            if found is not None:
+                kind, raw, extra = found
+                return Tap(kind, raw, extra, target.uid, time.ticks_us())
         return Tap("badge", target.uid, {}, target.uid, time.ticks_us())
-
-    def _phone(self, target):
-        nonce = self.rng(_NONCE_BYTES) if self.rng is not None else _fallback_nonce()
-        command = pn532.apdu(_CLA_PROPRIETARY, _INS_CHALLENGE, 0x00, 0x00,
-                             nonce + self.device_id, 0x00)
-        data, sw = self.nfc.transceive_apdu(target.number, command)
-        if sw != _SW_OK or len(data) != 80:
-            raise pn532.CardError("phone answer: SW %04x, %d bytes" % (sw, len(data)))
-        # key id 16 ‖ Ed25519 signature 64 over nonce ‖ device id; the host verifies
-        return Tap("phone", bytes(data[:16]), {"nonce": nonce, "sig": bytes(data[16:])},
-                   target.uid, time.ticks_us())
-
-
-def _fallback_nonce():
-    import os
-
-    return os.urandom(_NONCE_BYTES)
