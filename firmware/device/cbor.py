@@ -34,9 +34,6 @@ class Tag:
     def __eq__(self, other):
         return isinstance(other, Tag) and other.tag == self.tag and other.value == self.value
 
-    def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
-
 
 def _head(major, value, out):
     # RFC 8949 §4.2.1: the argument in the shortest form.
@@ -91,7 +88,7 @@ def _encode(obj, out, depth):
             encoded_key = bytearray()
             _encode(key, encoded_key, depth + 1)
             items.append((bytes(encoded_key), obj[key]))
-        items.sort(key=_first)
+        items.sort()  # distinct keys have distinct encodings: the values are never compared
         _head(_MAP, len(items), out)
         for encoded_key, value in items:
             out.extend(encoded_key)
@@ -103,10 +100,6 @@ def _encode(obj, out, depth):
         raise CBORError("cannot encode %s" % type(obj).__name__)
 
 
-def _first(pair):
-    return pair[0]
-
-
 def encode(obj):
     """Deterministic encoding of int, bytes, str, list/tuple, dict, bool, None and Tag."""
     out = bytearray()
@@ -114,69 +107,66 @@ def encode(obj):
     return bytes(out)
 
 
-class _Reader:
-    def __init__(self, buf):
-        self.buf = memoryview(buf)
-        self.pos = 0
+def _take(buf, pos, count):
+    # the `count` bytes at pos, or CBORError when the input ends first
+    end = pos + count
+    if end > len(buf):
+        raise CBORError("truncated at byte %d" % pos)
+    return buf[pos:end]
 
-    def take(self, count):
-        end = self.pos + count
-        if end > len(self.buf):
-            raise CBORError("truncated at byte %d" % self.pos)
-        chunk = self.buf[self.pos : end]
-        self.pos = end
-        return chunk
 
-    def head(self):
-        start = self.pos
-        initial = self.take(1)[0]
-        major = initial >> 5
-        info = initial & 0x1F
-        if info < 24:
-            return major, info, info
+def _decode(buf, pos, depth):
+    # (the item at buf[pos], the position after it)
+    if depth > _MAX_DEPTH:
+        raise CBORError("nested too deep")
+    start = pos
+    initial = _take(buf, pos, 1)[0]
+    pos += 1
+    major = initial >> 5
+    info = value = initial & 0x1F
+    if info >= 24:
         if major == _SIMPLE:
             raise CBORError("float or simple value at byte %d" % start)
         if info > 27:
             # RFC 8949 §4.2.1: definite lengths only; 28-30 are reserved.
             raise CBORError("indefinite or reserved length at byte %d" % start)
         size = 1 << (info - 24)
-        value = int.from_bytes(bytes(self.take(size)), "big")
+        value = int.from_bytes(bytes(_take(buf, pos, size)), "big")
+        pos += size
         # RFC 8949 §4.2.1: the argument must use the shortest form.
         if (size == 1 and value < 24) or (size > 1 and value < (1 << (4 * size))):
             raise CBORError("non-shortest argument at byte %d" % start)
-        return major, info, value
-
-
-def _decode(reader, depth):
-    if depth > _MAX_DEPTH:
-        raise CBORError("nested too deep")
-    start = reader.pos
-    major, info, value = reader.head()
     if major == _UINT:
-        return value
+        return value, pos
     if major == _NINT:
-        return -1 - value
-    if major == _BYTES:
-        return bytes(reader.take(value))
-    if major == _TEXT:
+        return -1 - value, pos
+    if major == _BYTES or major == _TEXT:
+        raw = bytes(_take(buf, pos, value))
+        pos += value
+        if major == _BYTES:
+            return raw, pos
         try:
-            return str(bytes(reader.take(value)), "utf-8")
+            return str(raw, "utf-8"), pos
         except UnicodeError:
             raise CBORError("invalid UTF-8 at byte %d" % start)
     if major == _ARRAY:
         # Every item takes at least a byte: refuse a length the input cannot hold before allocating.
-        if value > len(reader.buf) - reader.pos:
+        if value > len(buf) - pos:
             raise CBORError("truncated array at byte %d" % start)
-        return [_decode(reader, depth + 1) for _ in range(value)]
+        items = []
+        for _ in range(value):
+            item, pos = _decode(buf, pos, depth + 1)
+            items.append(item)
+        return items, pos
     if major == _MAP:
-        if 2 * value > len(reader.buf) - reader.pos:
+        if 2 * value > len(buf) - pos:
             raise CBORError("truncated map at byte %d" % start)
         result = {}
         previous = None
         for _ in range(value):
-            key_start = reader.pos
-            key = _decode(reader, depth + 1)
-            encoded_key = bytes(reader.buf[key_start : reader.pos])
+            key_start = pos
+            key, pos = _decode(buf, pos, depth + 1)
+            encoded_key = bytes(buf[key_start:pos])
             if previous is not None and encoded_key <= previous:
                 if encoded_key == previous:
                     raise CBORError("duplicate map key at byte %d" % key_start)
@@ -184,24 +174,26 @@ def _decode(reader, depth):
             previous = encoded_key
             if isinstance(key, (list, dict, Tag)):
                 raise CBORError("unhashable map key at byte %d" % key_start)
-            result[key] = _decode(reader, depth + 1)
-        return result
+            item, pos = _decode(buf, pos, depth + 1)
+            result[key] = item
+        return result, pos
     if major == _TAG:
-        return Tag(value, _decode(reader, depth + 1))
+        item, pos = _decode(buf, pos, depth + 1)
+        return Tag(value, item), pos
     # major 7: only false, true and null; no floats, no undefined, no other simple values.
     if info == 20:
-        return False
+        return False, pos
     if info == 21:
-        return True
+        return True, pos
     if info == 22:
-        return None
+        return None, pos
     raise CBORError("unsupported simple value or float at byte %d" % start)
 
 
 def decode(buf):
     """The one item in buf; refuses trailing bytes and anything not deterministically encoded."""
-    reader = _Reader(buf)
-    obj = _decode(reader, 0)
-    if reader.pos != len(reader.buf):
-        raise CBORError("%d trailing bytes after the item" % (len(reader.buf) - reader.pos))
+    buf = memoryview(buf)
+    obj, end = _decode(buf, 0, 0)
+    if end != len(buf):
+        raise CBORError("%d trailing bytes after the item" % (len(buf) - end))
     return obj

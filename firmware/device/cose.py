@@ -1,9 +1,12 @@
 """COSE_Sign1 (RFC 9052 §4.2) with EdDSA/Ed25519 (alg -8): events out, commands in.
 
     from device import cose
-    message = cose.sign1(payload, b"tag-0042", secret)   # tagged, deterministic bytes
-    kid, payload = cose.verify1(message, public)          # raises COSEError
-    again = cose.assemble(payload, b"tag-0042", message[-64:])  # resend from a cached signature
+    to_sign = cose.sig_structure(cose.protected_header(b"tag-0042"), payload)  # Ed25519 signs it
+    message = cose.assemble(payload, b"tag-0042", signature)   # tagged, deterministic bytes
+    kid, payload = cose.verify1(message, public)               # raises COSEError
+
+The device signs in slices (device.link.journal_signer, device.tag_mode), so whole-message
+signing in one call lives with the tests (tests/fakes/device_signing.py), off the device heap.
 """
 
 from micropython import const
@@ -23,11 +26,8 @@ class COSEError(ValueError):
 
 def protected_header(kid):
     """The protected header bytes: {1: -8, 4: kid}, deterministic (FORMATS.md §1)."""
-    return cbor.encode({_HEADER_ALG: _ALG_EDDSA, _HEADER_KID: _kid_bytes(kid)})
-
-
-def _kid_bytes(kid):
-    return kid.encode("utf-8") if isinstance(kid, str) else bytes(kid)
+    kid = kid.encode("utf-8") if isinstance(kid, str) else bytes(kid)
+    return cbor.encode({_HEADER_ALG: _ALG_EDDSA, _HEADER_KID: kid})
 
 
 def sig_structure(protected, payload):
@@ -40,34 +40,6 @@ def assemble(payload, kid, signature):
     if len(signature) != 64:
         raise COSEError("an Ed25519 signature is 64 bytes")
     return cbor.encode(cbor.Tag(_COSE_SIGN1, [protected_header(kid), {}, payload, signature]))
-
-
-def signature(payload, kid, secret):
-    """The 64-byte Ed25519 signature over the Sig_structure of this payload and kid."""
-    return ed25519.sign(secret, sig_structure(protected_header(kid), payload))
-
-
-def sign1(payload, kid, secret):
-    return assemble(payload, kid, signature(payload, kid, secret))
-
-
-def sign1_steps(payload, kid, signer):
-    """sign1() as a generator over an ed25519.Signer: yields between slices, returns the message."""
-    sig = yield from signer.sign_steps(sig_structure(protected_header(kid), payload))
-    return assemble(payload, kid, sig)
-
-
-async def sign1_async(payload, kid, secret):
-    """sign1() that lets other asyncio tasks run between slices (≤ 20 ms each on an ESP32)."""
-    import asyncio
-
-    steps = sign1_steps(payload, kid, ed25519.signer(secret))
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-        await asyncio.sleep(0)
 
 
 def verify1(message, public):

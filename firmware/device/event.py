@@ -1,9 +1,9 @@
-"""Event payloads (FORMATS.md §1), the chain hash, credential ids, and command checks (§2).
+"""Event payloads (FORMATS.md §1), credential ids, and command checks (§2).
 
     from device import event
     cid = event.credential_id(salt, uid)   # HMAC-SHA256(salt, uid)[:16], never the raw UID
     payload = event.build_payload("tag-0042", 3, 1, 5580000, "arrive", prev, cred=cid, x={"via": "badge"})
-    prev = event.chain_hash(payload)       # goes into the next event's key 9
+    prev = hashlib.sha256(payload).digest()   # goes into the next event's key 9 (device.journal)
 """
 
 import hashlib
@@ -36,8 +36,6 @@ EVENT_TYPES = (
     "arrive", "depart", "unlock", "lock", "deny", "door_open", "door_close", "alarm_call",
     "alarm_checkin", "alarm_checkout", "tag_read", "boot", "clock_sync", "tamper", "health",
 )
-COMMAND_TYPES = ("ack", "resend", "allow", "revoke", "time", "config")
-ORG_KID = b"org"
 
 
 class EventError(ValueError):
@@ -58,22 +56,17 @@ def credential_id(salt, raw):
     key = bytes(salt)
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+    inner_key = bytearray(64)  # the key zero-padded to the block, then XOR ipad / opad
+    outer_key = bytearray(64)
+    for index in range(64):
+        byte = key[index] if index < len(key) else 0
+        inner_key[index] = byte ^ 0x36
+        outer_key[index] = byte ^ 0x5C
+    inner = hashlib.sha256(inner_key)
     inner.update(raw)
-    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    outer = hashlib.sha256(outer_key)
     outer.update(inner.digest())
     return outer.digest()[:_CRED_BYTES]
-
-
-def valid_device_id(dev):
-    # FORMATS.md §1: [a-z0-9-]{3,32}
-    if not isinstance(dev, str) or not 3 <= len(dev) <= 32:
-        return False
-    for char in dev:
-        if not ("a" <= char <= "z" or "0" <= char <= "9" or char == "-"):
-            return False
-    return True
 
 
 def _uint(name, value):
@@ -83,8 +76,12 @@ def _uint(name, value):
 
 def build_payload(dev, seq, boot, up, type, prev, t=None, sync=None, cred=None, x=None):
     """The deterministic CBOR payload of one event (FORMATS.md §1 keys 0-10)."""
-    if not valid_device_id(dev):
+    # FORMATS.md §1: dev is [a-z0-9-]{3,32}
+    if not isinstance(dev, str) or not 3 <= len(dev) <= 32:
         raise EventError("dev must match [a-z0-9-]{3,32}")
+    for char in dev:
+        if not ("a" <= char <= "z" or "0" <= char <= "9" or char == "-"):
+            raise EventError("dev must match [a-z0-9-]{3,32}")
     _uint("seq", seq)
     if seq < 1:
         raise EventError("seq starts at 1")
@@ -146,11 +143,6 @@ def _small(value, depth):
         raise EventError("x: %s is not allowed" % type(value).__name__)
 
 
-def chain_hash(payload):
-    """SHA-256 of a payload: the next event's prev (FORMATS.md §1 key 9)."""
-    return hashlib.sha256(payload).digest()
-
-
 def _command_x(type, x):
     # FORMATS.md §2: the x each command type carries; refuse anything else.
     if type == "ack":
@@ -187,7 +179,7 @@ def parse_command(message, org_public, device_id, last_seq, now):
         kid, payload = cose.verify1(message, org_public)
     except cose.COSEError as error:
         raise CommandRefused("signature", str(error))
-    if kid != ORG_KID:
+    if kid != b"org":  # FORMATS.md §2: commands are signed with the organisation's key
         raise CommandRefused("signature", "kid is not org")
     try:
         fields = cbor.decode(payload)
@@ -210,7 +202,7 @@ def parse_command(message, org_public, device_id, last_seq, now):
     for name, value in (("seq", seq), ("expires", expires)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CommandRefused("malformed", "%s must be an unsigned integer" % name)
-    if type not in COMMAND_TYPES:
+    if type not in ("ack", "resend", "allow", "revoke", "time", "config"):
         raise CommandRefused("malformed", "unknown command type %r" % (type,))
     if not isinstance(x, dict):
         raise CommandRefused("malformed", "x must be a map")
