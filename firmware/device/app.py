@@ -178,15 +178,12 @@ class App:
             handlers["revoke"] = lambda x: self.on_allowlist("revoke", x)
         return handlers
 
-    # -- tasks
-    def beat(self, name):
-        self.beats[name] = self.clock.ticks()
-
+    # -- tasks: each beats (self.beats[name] = now) once per round, for alive()
     async def _role_loop(self):
         poll = self.lock.poll if self.lock else self.alarm.poll if self.alarm else None
         while True:
             await self._role_step(poll)
-            self.beat("role")
+            self.beats["role"] = self.clock.ticks()
 
     async def _role_step(self, poll):
         if poll is not None:
@@ -243,7 +240,7 @@ class App:
                 return
         while True:
             await self.reader.step()
-            self.beat("reader")
+            self.beats["reader"] = self.clock.ticks()
 
     async def _link_loop(self):
         try:
@@ -271,17 +268,15 @@ class App:
             async with self._signing:  # never beside a tag URL's signature (device.tag_mode)
                 return await sign_event(seq, payload)
 
+        # now: FORMATS.md §2 expiry needs the time; clock.now() is None before the first sync
+        # (device.event: the sequence number alone refuses replays), so a `time` command can
+        # set the clock
         self.link = Link(self.device_id, self.journal, sign,
                          org_public=self.settings["org_public_key"], host=broker["host"],
                          port=broker["port"], user=broker["user"], password=broker["password"],
                          ssl=ssl, handlers=self.handlers(), state_path=_join(root, "link.state"),
-                         now=self._command_now)
+                         now=self.clock.now)
         await self.link.run()
-
-    def _command_now(self):
-        # FORMATS.md §2 expiry needs the time; None before the first sync (device.event: the
-        # sequence number alone refuses replays), so a `time` command can set the clock.
-        return self.clock.now()
 
     async def _clock_loop(self):
         hosts = self.settings["ntp"]
@@ -362,20 +357,16 @@ class App:
         await self._supervise(watchdog)
 
 
-async def _blink_red(board_hal):
-    while True:
-        board_hal.led.show("red")
-        await asyncio.sleep_ms(_BLINK_MS)
-        board_hal.led.show("off")
-        await asyncio.sleep_ms(_BLINK_MS)
-
-
 async def _refuse(board_hal, message):
     """Bad or missing config: say why, blink red, keep the serial console for provisioning."""
     print("kvitto: " + message)
     for coroutine in board_hal.extra_tasks():
         asyncio.create_task(coroutine)
-    await _blink_red(board_hal)
+    while True:
+        board_hal.led.show("red")
+        await asyncio.sleep_ms(_BLINK_MS)
+        board_hal.led.show("off")
+        await asyncio.sleep_ms(_BLINK_MS)
 
 
 def open_hal(board):

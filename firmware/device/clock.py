@@ -44,10 +44,6 @@ class Clock:
         """The device's idea of Unix ms; uptime alone while never set (base 0)."""
         return (self._base or 0) + self.uptime_ms()
 
-    @property
-    def is_set(self):
-        return self._base is not None
-
     def now(self):
         """Unix seconds, or None when the clock was never set in this boot."""
         if self._base is None:

@@ -17,15 +17,18 @@ from device import pn532
 
 _STATUS_RELEASED = const(0x29)
 _STATUS_DESELECTED = const(0x25)
-_T4T_AID = b"\xd2\x76\x00\x00\x85\x01\x01"  # NFC Forum Type 4 Tag §5.4.2: NDEF application
-_CC_FILE = b"\xe1\x03"
-_NDEF_FILE = b"\xe1\x04"
-_T4T_MLE = const(0x3B)  # largest READ BINARY answer we offer (fits one PN532 frame easily)
+_T4T_AID = const(b"\xd2\x76\x00\x00\x85\x01\x01")  # NFC Forum Type 4 Tag §5.4.2: NDEF application
+_CC_FILE = const(b"\xe1\x03")
+_NDEF_FILE = const(b"\xe1\x04")
+# NFC Forum T4T §5.1 CC: CCLEN 15, mapping 2.0, MLe 0x3B (the largest READ BINARY answer we
+# offer: fits one PN532 frame easily), MLc 0x34, NDEF File Control TLV (T 04, L 06, file E104,
+# max size 256, read free 00, write never FF)
+_CC = const(b"\x00\x0f\x20\x00\x3b\x00\x34\x04\x06\xe1\x04\x01\x00\x00\xff")
 
 
 def _b64url(data):
-    text = binascii.b2a_base64(data).strip().rstrip(b"=")
-    return text.replace(b"+", b"-").replace(b"/", b"_").decode()
+    text = binascii.b2a_base64(data).decode().strip().rstrip("=")
+    return text.replace("+", "-").replace("/", "_")
 
 
 def uri_record(url):
@@ -57,12 +60,13 @@ class TagMode:
         self.clock = clock if clock is not None else (lambda: int(time.time()))
         self.on_read = on_read
         self.reads = 0
-        self._params = self.target_params()  # the same every window: built once, not per search
+        # TgInitAsTarget's parameters, the same every window: built once, not per search.
+        # UM0701-02 §7.3.14: mode 0x04 = PICC only; SENS_RES 0x0004, NFCID1t (3 bytes; the
+        # PN532 forces the first UID byte to 0x08), SEL_RES 0x20 = ISO/IEC 14443-4; FeliCa
+        # (18 bytes) and NFCID3t (10) unused, no general bytes, no historical bytes
+        uid = hashlib.sha256(device_id.encode()).digest()[:3]
+        self._params = b"\x04\x04\x00" + uid + b"\x20" + bytes(18 + 10 + 2)
         self._file = None  # NLEN ‖ NDEF message for counter + 1
-        self._cc = bytes((0x00, 0x0F, 0x20, 0x00, _T4T_MLE, 0x00, 0x34, 0x04, 0x06)) + \
-            _NDEF_FILE + bytes((0x01, 0x00, 0x00, 0xFF))
-        # NFC Forum T4T §5.1 CC: CCLEN 15, mapping 2.0, MLe, MLc, NDEF File Control TLV
-        # (T 04, L 06, file E104, max size 256, read free 00, write never FF)
 
     def _signed_text(self):
         return "%s/t/%s?c=%d&t=%d" % (self.base, self.device_id, self.counter + 1, self.clock())
@@ -72,15 +76,6 @@ class TagMode:
         message = uri_record(url)
         self._file = bytes((len(message) >> 8, len(message) & 0xFF)) + message
         return url
-
-    def prepare(self):
-        """Sign the URL for the next read at once (blocking: tests and the first boot)."""
-        signed = self._signed_text()
-        if hasattr(self.sign, "sign_steps"):
-            signature = self.sign.sign(signed.encode())
-        else:
-            signature = self.sign(signed.encode())
-        return self._store(signed, signature)
 
     async def prepare_async(self):
         """Sign the next URL in ≤ 20 ms slices (device.ed25519.Signer.sign_steps), letting
@@ -118,7 +113,7 @@ class TagMode:
                 return b"\x6a\x82"
             return b"\x90\x00"
         if ins == 0xB0 and state[0] in ("cc", "ndef"):
-            content = self._cc if state[0] == "cc" else (self._file or b"")
+            content = _CC if state[0] == "cc" else (self._file or b"")
             offset = (p1 << 8) | p2
             length = command[4] if len(command) > 4 else 0
             if offset > len(content):
@@ -155,15 +150,3 @@ class TagMode:
         if self.on_read is not None:
             self.on_read(self.counter)
         return True
-
-    def target_params(self):
-        # UM0701-02 §7.3.14: SENS_RES 0x0004, NFCID1t (3 bytes; the PN532 forces the first
-        # UID byte to 0x08), SEL_RES 0x20 = ISO/IEC 14443-4; FeliCa and NFCID3t unused
-        uid = hashlib.sha256(self.device_id.encode()).digest()[:3]
-        mifare = b"\x04\x00" + uid + b"\x20"
-        params = bytearray((0x04,))  # PICC only
-        params.extend(mifare)
-        params.extend(bytes(18))
-        params.extend(bytes(10))
-        params.extend(b"\x00\x00")  # no general bytes, no historical bytes
-        return params

@@ -21,13 +21,6 @@ _LIGHT_MS = const(1500)
 _CRED_BYTES = const(16)  # FORMATS.md §1 key 8: credential ids are bstr(16)
 _MAX_OPEN = const(16)  # a door sees a few staff at once; a forgotten departure must not grow RAM
 
-# buzzer patterns: on/off durations in ms, starting with "on"
-PATTERNS = {
-    "arrive": ("green", (80,)),
-    "depart": ("blue", (80, 80, 80)),
-    "refused": ("red", (400,)),
-}
-
 
 class Feedback:
     """LED colour (hal.led.show) and buzzer pattern (hal.buzzer.set). `show` sets the light and
@@ -41,7 +34,15 @@ class Feedback:
         self._task = None
 
     def show(self, kind):
-        colour, pattern = PATTERNS[kind]
+        # the light's colour, and the buzzer's on/off durations in ms, starting with "on"
+        if kind == "arrive":
+            colour, pattern = "green", (80,)
+        elif kind == "depart":
+            colour, pattern = "blue", (80, 80, 80)
+        elif kind == "refused":
+            colour, pattern = "red", (400,)
+        else:
+            raise KeyError(kind)
         self.last = kind
         if self._task is not None:
             self._task.cancel()
