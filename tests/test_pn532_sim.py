@@ -25,13 +25,13 @@ def test_every_command_over_each_transport(micropython, kind):
         micropython,
         kind,
         """
-from device import cards
+from device import cards, pn532_diag
 print("fw=%r" % (nfc.begin(),))
 print("sam=%r" % model.sam)
 print("retries=%d" % model.retries)
-print("none=%r" % (nfc.list_passive_target(),))
+print("none=%r" % (pn532_diag.list_passive_target(nfc),))
 model.place(UidCard(b"\\x04\\x11\\x22\\x33"))
-t = nfc.list_passive_target()
+t = pn532_diag.list_passive_target(nfc)
 print("uid=%s sel=%02x iso=%r" % (t.uid.hex(), t.sel_res, t.iso_dep))
 try:
     nfc.data_exchange(t.number, b"\\x30\\x04")
@@ -39,35 +39,38 @@ except pn532.CommandError as e:
     print("classic=status %02x" % e.status)
 nfc.release(t.number)
 model.place(Ntag213(b"\\x04\\xa1\\xb2\\xc3\\xd4\\xe5\\xf6", uri_record("https://kvitto.invalid/x")))
-t = nfc.list_passive_target()
-print("ntag213=%s" % cards.parse_ndef_uri(cards.read_ntag21x_ndef(nfc, t.number)))
+t = pn532_diag.list_passive_target(nfc)
+ndef = cards.read_ntag21x_ndef(nfc, t.number)
+print("ntag213=%s" % cards.parse_ndef_uri(ndef))
 nfc.release(t.number)
 model.place(Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
-t = nfc.list_passive_target()
+t = pn532_diag.list_passive_target(nfc)
 print("ats=%s" % t.ats.hex())
 print("ntag424=%s" % cards.parse_ndef_uri(cards.read_type4_ndef(nfc, t.number)))
 nfc.release(t.number)
 model.remove()
 nfc.set_max_retries(0xff, 0x01, 0xff)
-nfc.start_list_passive_target()
+pn532_diag.start_list_passive_target(nfc)
 print("waiting=%r" % (nfc.poll(),))
 model.place(UidCard(b"\\x04\\x99\\x88\\x77"))
 print("arrived=%s" % pn532.parse_target_a(nfc.poll()).uid.hex())
 nfc.release(1)
 # PowerDown: the PN532 answers, sleeps, and takes no command until woken (§7.2.11)
-nfc.power_down(pn532.WAKE_I2C | pn532.WAKE_SPI | pn532.WAKE_HSU)
+wake = pn532_diag.WAKE_I2C | pn532_diag.WAKE_SPI | pn532_diag.WAKE_HSU
+pn532_diag.power_down(nfc, wake)
 print("asleep=%r" % model.asleep)
 try:
     nfc.firmware_version()
     print("sleeping_answered=yes")
 except pn532.PN532Error as e:
     print("sleeping_answered=no")
-nfc.wake_up()
+pn532_diag.wake_up(nfc)
 print("woken=%r fw2=%r" % (model.asleep, nfc.firmware_version()))
 # tag mode: a phone reads the PN532 as an NFC Forum Type 4 tag
 phone = TagReaderPhone()
 model.phone_reads(phone)
-mode, first = nfc.init_as_target(b"\\x04\\x00\\x12\\x34\\x56\\x20", bytes(18), bytes(10))
+mifare = b"\\x04\\x00\\x12\\x34\\x56\\x20"
+mode, first = pn532_diag.init_as_target(nfc, mifare, bytes(18), bytes(10))
 print("tg_mode=%02x first=%s nfcid1=%s" % (mode, first.hex(), model.nfcid1.hex()))
 nfc.tg_set_data(b"\\x6a\\x82")
 try:
@@ -195,11 +198,11 @@ def test_long_response_over_i2c_is_read_again_after_nack(micropython):
         micropython,
         "i2c",
         """
-from device import cards
+from device import cards, pn532_diag
 nfc.begin()
 phone = HcePhone(bytes(range(16)), lambda m: bytes(64))
 model.place(phone)
-t = nfc.list_passive_target()
+t = pn532_diag.list_passive_target(nfc)
 print("select=%r" % (cards.select_aid(nfc, t.number, b"\\xf0kvitto\\x01"),))
 challenge = cards.apdu(0x80, 0x10, 0, 0, bytes(16) + b"tag-0042", 0)
 data, sw = cards.transceive_apdu(nfc, t.number, challenge)
@@ -220,7 +223,8 @@ def test_driver_and_simulator_under_cpython(kind):
     from kvitto.ntag424 import verify_sun
 
     pn532, sim, buses = firmware_modules()
-    from device import cards, pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+    from device import cards, pn532_diag  # type: ignore[import-not-found]
+    from device import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
 
     model = sim.PN532Sim()
     if kind == "i2c":
@@ -233,7 +237,7 @@ def test_driver_and_simulator_under_cpython(kind):
     nfc = pn532.PN532(transport, reset=model.rstpd)
     assert nfc.begin() == (0x32, 0x01, 0x06, 0x07)
     model.place(sim.Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
-    target = nfc.list_passive_target()
+    target = pn532_diag.list_passive_target(nfc)
     url = cards.parse_ndef_uri(cards.read_type4_ndef(nfc, target.number))
     picc, mac = url.split("e=")[1].split("&c=")
     result = verify_sun(bytes.fromhex(picc + mac), bytes(16), file_key=bytes(16))
@@ -247,15 +251,15 @@ def test_present_holds_a_credential_then_takes_it_away(micropython):
         "i2c",
         """
 import time
-from device import cards
+from device import cards, pn532_diag
 nfc.begin()
 model.present("badge", b"\\x04\\x10\\x20\\x30", hold_ms=40)
-print("held=%s" % nfc.list_passive_target().uid.hex())
+print("held=%s" % pn532_diag.list_passive_target(nfc).uid.hex())
 nfc.release(1)
 time.sleep_ms(60)
-print("gone=%r" % (nfc.list_passive_target(),))
+print("gone=%r" % (pn532_diag.list_passive_target(nfc),))
 model.present("phone", bytes(16), hold_ms=1000)
-t = nfc.list_passive_target()
+t = pn532_diag.list_passive_target(nfc)
 print("phone=%r" % (cards.select_aid(nfc, t.number, b"\\xf0kvitto\\x01")[1] == 0x9000,))
 """,
     )

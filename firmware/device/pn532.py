@@ -2,11 +2,12 @@
 
     nfc = PN532(open_transport("i2c", i2c, irq=irq_pin), reset=rstpd_pin)  # the board's bus
     nfc.begin()                                  # SAMConfiguration + RFConfiguration
-    target = nfc.list_passive_target()           # Target or None (no card)
+    target = parse_target_a(nfc.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00"))  # or None
 
 The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
 buses). Frames are pure functions (`build_frame`, `parse_frame`) so they run under CPython too.
-Card protocols on top of InDataExchange (APDUs, NDEF) are device.cards, loaded when needed.
+Card protocols on top of InDataExchange (APDUs, NDEF) are device.cards, loaded when needed;
+commands only bring-up and tests send (PowerDown, RF field, blocking searches) device.pn532_diag.
 """
 
 import asyncio
@@ -34,7 +35,6 @@ ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
 # --- command codes (UM0701-02 §7) ----------------------------------------------------------
 CMD_GET_FIRMWARE_VERSION = const(0x02)
 _CMD_SAM_CONFIGURATION = const(0x14)
-_CMD_POWER_DOWN = const(0x16)
 _CMD_RF_CONFIGURATION = const(0x32)
 _CMD_IN_DATA_EXCHANGE = const(0x40)
 CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
@@ -43,20 +43,13 @@ _CMD_TG_GET_DATA = const(0x86)
 CMD_TG_INIT_AS_TARGET = const(0x8C)
 _CMD_TG_SET_DATA = const(0x8E)
 
-_RF_ITEM_FIELD = const(0x01)
 _RF_ITEM_MAX_RETRIES = const(0x05)  # §7.3.1 CfgItem 5: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
-_BRTY_106A = const(0x00)  # §7.3.5: 106 kbps type A (ISO/IEC 14443 Type A)
 _SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
 
 # §7.1 Table 4: status byte error codes the driver names
 _STATUS_TIMEOUT = const(0x01)
 _STATUS_RELEASED = const(0x29)  # target released by the initiator (tag mode: phone left)
 _STATUS_DESELECTED = const(0x25)  # DEP protocol: target deselected (tag mode)
-
-# PowerDown wake-up sources (§7.2.11)
-WAKE_HSU = const(0x10)
-WAKE_SPI = const(0x20)
-WAKE_I2C = const(0x80)
 
 # The PN532 stretches SCL while it wakes and while it prepares a response; the ESP32 default
 # (50 ms in MicroPython 1.2x) is enough only if it is not lowered. hal builds I2C with this.
@@ -490,17 +483,6 @@ class PN532:
         # §7.3.1 CfgItem 5; 0xFF passive = wait for a card forever
         self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, atr, psl, passive)))
 
-    def rf_field(self, on):
-        self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_FIELD, 0x01 if on else 0x00)))
-
-    def list_passive_target(self, timeout_ms=None):
-        data = self.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms)
-        return parse_target_a(data)
-
-    def start_list_passive_target(self):
-        """Non-blocking: start the search; `poll()` then gives data for `parse_target_a`."""
-        self.start(CMD_IN_LIST_PASSIVE_TARGET, bytes((0x01, _BRTY_106A)))
-
     def data_exchange(self, target, data, timeout_ms=None):
         """InDataExchange (§7.3.8): send `data` to target, return its answer."""
         reply = self.call(_CMD_IN_DATA_EXCHANGE, data, timeout_ms, target)
@@ -508,40 +490,6 @@ class PN532:
 
     def release(self, target=0):
         check_status(self.call(_CMD_IN_RELEASE, bytes((target,))), "InRelease")
-
-    def power_down(self, wake_sources):
-        # §7.2.11: the PN532 answers, then sleeps until a wake-up source fires
-        check_status(self.call(_CMD_POWER_DOWN, bytes((wake_sources,))), "PowerDown")
-        self.asleep = True
-
-    def wake_up(self):
-        self.transport.wake()
-        self.asleep = False
-
-    def init_as_target(self, mifare, felica, nfcid3, general=b"", historical=b"", mode=0x04):
-        """TgInitAsTarget (§7.3.14); mode 0x04 = PICC only. Blocks until an initiator comes:
-        use `start` + `poll` (see `start_init_as_target`) to keep the loop running."""
-        return parse_tg_init(self.call(CMD_TG_INIT_AS_TARGET, self._tg_params(
-            mode, mifare, felica, nfcid3, general, historical)))
-
-    def start_init_as_target(self, mifare, felica, nfcid3, general=b"", historical=b"",
-                             mode=0x04):
-        self.start(CMD_TG_INIT_AS_TARGET, self._tg_params(
-            mode, mifare, felica, nfcid3, general, historical))
-
-    @staticmethod
-    def _tg_params(mode, mifare, felica, nfcid3, general, historical):
-        if len(mifare) != 6 or len(felica) != 18 or len(nfcid3) != 10:
-            raise PN532Error("TgInitAsTarget: MIFARE 6, FeliCa 18, NFCID3t 10 bytes")
-        params = bytearray((mode,))
-        params.extend(mifare)
-        params.extend(felica)
-        params.extend(nfcid3)
-        params.append(len(general))
-        params.extend(general)
-        params.append(len(historical))
-        params.extend(historical)
-        return params
 
     def tg_get_data(self, timeout_ms=None):
         return check_status(self.call(_CMD_TG_GET_DATA, b"", timeout_ms), "TgGetData")
