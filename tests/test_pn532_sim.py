@@ -223,8 +223,8 @@ def test_driver_and_simulator_under_cpython(kind):
     from kvitto.ntag424 import verify_sun
 
     pn532, sim, buses = firmware_modules()
-    from device import cards, pn532_diag  # type: ignore[import-not-found]
-    from device import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+    from device import cards, pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+    from device.pn532_diag import list_passive_target  # type: ignore[import-not-found]
 
     model = sim.PN532Sim()
     if kind == "i2c":
@@ -237,7 +237,7 @@ def test_driver_and_simulator_under_cpython(kind):
     nfc = pn532.PN532(transport, reset=model.rstpd)
     assert nfc.begin() == (0x32, 0x01, 0x06, 0x07)
     model.place(sim.Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
-    target = pn532_diag.list_passive_target(nfc)
+    target = list_passive_target(nfc)
     url = cards.parse_ndef_uri(cards.read_type4_ndef(nfc, target.number))
     picc, mac = url.split("e=")[1].split("&c=")
     result = verify_sun(bytes.fromhex(picc + mac), bytes(16), file_key=bytes(16))
