@@ -79,21 +79,10 @@ class App:
         self._want_link = link
         self.lock = None
         self.alarm = None
-        if self.role == "lock":
-            from device.lock import Allowlist, Lock
+        if self.role != "tag":
+            from device import roles  # the lock's and alarm's wiring, never on a tag's heap
 
-            relay = board["relay"]
-            self.lock = Lock(board_hal.relay, board_hal.input("door"), board_hal.input("exit"),
-                             self.record, Allowlist(_join(root, "allow.bin")), self.feedback,
-                             mode=relay["mode"], pulse_ms=relay["pulse_ms"],
-                             relock_ms=settings["lock"]["relock_ms"], clock=self.clock.ticks)
-        elif self.role == "alarm":
-            from device.alarm import Alarm
-
-            self.alarm = Alarm(self.record, board_hal.input("alarm_call"),
-                               board_hal.input("green"), board_hal.input("yellow"), self.feedback,
-                               answer_ms=answer_ms or settings["alarm"]["answer_s"] * 1000,
-                               clock=self.clock.ticks)
+            roles.build(self, board, board_hal, root, answer_ms)
         self._tag_counter_path = _join(root, "tag.ctr")
         # one Ed25519 signature at a time (tag URL or event): see device.tag_mode.TagMode
         self._signing = asyncio.Lock()
@@ -161,21 +150,12 @@ class App:
             self.reader.tag_mode = self._make_tag_mode()
         self.record("health", None, {"config": x})
 
-    def on_allowlist(self, kind, x):
-        """FORMATS.md §2 `allow`/`revoke`: the lock's allowlist on flash first, then a
-        `health` event {kind: number of credentials}. The host closes the command on it
-        (kvitto.outbox), and the case shows when the door began or stopped opening."""
-        lock = self.lock
-        if lock is None:
-            return
-        (lock.on_allow if kind == "allow" else lock.on_revoke)(x)
-        self.record("health", None, {kind: len(x.get("creds", []))})
-
     def handlers(self):
         handlers = {"time": self.on_time, "config": self.on_config}
         if self.lock is not None:
-            handlers["allow"] = lambda x: self.on_allowlist("allow", x)
-            handlers["revoke"] = lambda x: self.on_allowlist("revoke", x)
+            from device import roles
+
+            roles.add_lock_commands(self, handlers)  # allow, revoke
         return handlers
 
     # -- tasks: each beats (self.beats[name] = now) once per round, for alive()

@@ -1,0 +1,42 @@
+"""The lock and alarm roles in the app: their objects built from board.json and config.json, and
+the lock's allow/revoke commands. device.app imports it only for those roles, so a tag's heap
+never holds it.
+
+    from device import roles
+    roles.build(app, board, board_hal, root)     # sets app.lock or app.alarm
+    roles.add_lock_commands(app, handlers)       # "allow"/"revoke" for device.link
+"""
+
+
+def build(app, board, board_hal, root, answer_ms=None):
+    """The role's object on `app.lock` or `app.alarm`, fed by the board's relay and inputs."""
+    settings = app.settings
+    if app.role == "lock":
+        from device.lock import Allowlist, Lock
+
+        relay = board["relay"]
+        app.lock = Lock(board_hal.relay, board_hal.input("door"), board_hal.input("exit"),
+                        app.record, Allowlist(root + "/allow.bin" if root else "allow.bin"),
+                        app.feedback, mode=relay["mode"], pulse_ms=relay["pulse_ms"],
+                        relock_ms=settings["lock"]["relock_ms"], clock=app.clock.ticks)
+    elif app.role == "alarm":
+        from device.alarm import Alarm
+
+        app.alarm = Alarm(app.record, board_hal.input("alarm_call"), board_hal.input("green"),
+                          board_hal.input("yellow"), app.feedback,
+                          answer_ms=answer_ms or settings["alarm"]["answer_s"] * 1000,
+                          clock=app.clock.ticks)
+
+
+def add_lock_commands(app, handlers):
+    """FORMATS.md §2 `allow`/`revoke`: the lock's allowlist on flash first, then a `health`
+    event {kind: number of credentials}. The host closes the command on it (kvitto.outbox),
+    and the case shows when the door began or stopped opening."""
+    lock = app.lock
+
+    def change(kind, x):
+        (lock.on_allow if kind == "allow" else lock.on_revoke)(x)
+        app.record("health", None, {kind: len(x.get("creds", []))})
+
+    handlers["allow"] = lambda x: change("allow", x)
+    handlers["revoke"] = lambda x: change("revoke", x)
