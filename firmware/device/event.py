@@ -32,10 +32,10 @@ _MAX_PAYLOAD = const(900)  # the host refuses messages over 1024 bytes (kvitto.e
 _MAX_ENTRIES = const(16)  # free-form x (boot, tamper, health): the host's limits, kept here too
 _MAX_TEXT = const(64)
 
-EVENT_TYPES = (
+_EVENT_TYPES = const((
     "arrive", "depart", "unlock", "lock", "deny", "door_open", "door_close", "alarm_call",
     "alarm_checkin", "alarm_checkout", "tag_read", "boot", "clock_sync", "tamper", "health",
-)
+))
 
 
 class EventError(ValueError):
@@ -87,7 +87,7 @@ def build_payload(dev, seq, boot, up, type, prev, t=None, sync=None, cred=None, 
         raise EventError("seq starts at 1")
     _uint("boot", boot)
     _uint("up", up)
-    if type not in EVENT_TYPES:
+    if type not in _EVENT_TYPES:
         raise EventError("unknown event type %r" % (type,))
     if not isinstance(prev, (bytes, bytearray)) or len(prev) != _HASH_BYTES:
         raise EventError("prev must be 32 bytes")

@@ -33,12 +33,9 @@ def _b64url(data):
 
 def uri_record(url):
     """A short NDEF well-known URI record (NFC Forum RTD URI), prefix 0x04 = "https://"."""
-    raw = url.encode()
-    if raw[:8] == b"https://":
-        payload = b"\x04" + raw[8:]
-    else:
-        payload = b"\x00" + raw
-    return bytes((0xD1, 0x01, len(payload), 0x55)) + payload
+    prefix = 0x04 if url.startswith("https://") else 0x00
+    raw = (url[8:] if prefix else url).encode()
+    return bytes((0xD1, 0x01, len(raw) + 1, 0x55, prefix)) + raw
 
 
 class TagMode:
