@@ -21,21 +21,18 @@ class ClockError(Exception):
 
 class Clock:
     def __init__(self, ticks=None):
-        self._ticks = ticks or time.ticks_ms
-        self._last = self._ticks()
+        # the millisecond ticks this clock runs on (time.ticks_ms, or a test's fake): ticks()
+        self.ticks = ticks or time.ticks_ms
+        self._last = self.ticks()
         self._up = 0
         self._base = None  # Unix ms at uptime 0, once set
         self._synced_up = 0
         self.source = None
         self.syncs = 0
 
-    def ticks(self):
-        """The millisecond ticks this clock runs on (time.ticks_ms, or a test's fake)."""
-        return self._ticks()
-
     def uptime_ms(self):
         """Milliseconds since this boot (FORMATS.md §1 key 4), immune to ticks wrap-around."""
-        now = self._ticks()
+        now = self.ticks()
         self._up += time.ticks_diff(now, self._last)
         self._last = now
         return self._up

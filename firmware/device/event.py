@@ -10,7 +10,7 @@ import hashlib
 
 from micropython import const
 
-from device import cbor, cose
+from device import cbor
 
 _VERSION = const(1)
 _KEY_V = const(0)
@@ -175,6 +175,8 @@ def parse_command(message, org_public, device_id, last_seq, now):
     `now` is Unix time in seconds, or None when the clock was never set: then the expiry cannot
     be judged, and the strictly increasing sequence alone stops a replay.
     """
+    from device import cose  # only a device with a link gets commands: no COSE without it
+
     try:
         kid, payload = cose.verify1(message, org_public)
     except cose.COSEError as error:
