@@ -5,10 +5,12 @@
     await client.publish(b"kvitto/v1/tag-0042/evt", message)  # waits through outages for PUBACK
 
 mqtt_as-style (Peter Hinch) but loadable on the unix port: it never imports `network`; sockets
-come from `socket`/`ssl`, so the same code runs on the ESP32 and in CI. The packet codec at the
-top is pure (runs under CPython too); every packet from the broker goes through `parse_packet`,
-which raises `MQTTProtocolError` for anything MQTT 3.1.1 does not allow. A malformed packet
-closes the connection (the client reconnects); it never ends the loop.
+come from `socket`/`ssl`, so the same code runs on the ESP32 and in CI. It waits on the socket
+through asyncio's own I/O queue, as asyncio.Stream does, without loading that module or keeping
+a Stream per connection. The packet codec at the top is pure (runs under CPython too); every
+packet from the broker goes through `parse_packet`, which raises `MQTTProtocolError` for
+anything MQTT 3.1.1 does not allow. A malformed packet closes the connection (the client
+reconnects); it never ends the loop.
 """
 
 import asyncio
@@ -246,6 +248,22 @@ def parse_packet(first_byte, body):
 # ---- the client (asyncio) ------------------------------------------------------------------
 
 
+def _readable(sock):
+    # Awaitable (a generator, as asyncio.Stream.readinto is): the loop resumes the task once
+    # `sock` can be read; asyncio.core._io_queue is the queue every Stream waits on.
+    yield asyncio.core._io_queue.queue_read(sock)  # type: ignore  (MicroPython's asyncio)
+
+
+def _write_rest(sock, packet, sent):
+    # asyncio.Stream.drain without the Stream: wait until `sock` takes more, write, repeat
+    view = memoryview(packet)
+    while sent < len(view):
+        yield asyncio.core._io_queue.queue_write(sock)  # type: ignore  (MicroPython's asyncio)
+        count = sock.write(view[sent:])
+        if count is not None:  # None: the socket took nothing this time
+            sent += count
+
+
 class MQTTClient:
     """Keeps one broker connection alive and carries QoS 1 both ways.
 
@@ -292,7 +310,7 @@ class MQTTClient:
         self._addr = None  # DNS resolved once (mqtt_as): a flaky resolver must not stall us
         self._family = socket.AF_INET
         self._sock = None
-        self._stream = None
+        self._conn = None  # the (TLS-wrapped) socket once the connection is set up
         self._reader = None
         # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
         # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
@@ -417,7 +435,7 @@ class MQTTClient:
             )
             sock.setblocking(False)
             self._sock = sock
-        self._stream = asyncio.StreamReader(sock)
+        self._conn = sock
         self._down = asyncio.Event()
         self._last_rx = time.ticks_ms()
         await self._send(
@@ -505,16 +523,21 @@ class MQTTClient:
             except OSError:
                 pass
             self._sock = None
-        self._stream = None
+        self._conn = None
 
     async def _send(self, packet):
-        stream = self._stream
-        if stream is None:
+        sock = self._conn
+        if sock is None:
             raise MQTTError("not connected")
         async with self._wlock:
             try:
-                stream.write(packet)  # type: ignore  (MicroPython: one Stream reads and writes)
-                await asyncio.wait_for_ms(stream.drain(), _WRITE_TIMEOUT_MS)  # type: ignore
+                # as asyncio.Stream.write + drain: what the socket takes now, the rest when it
+                # is writable again, within the write timeout; a whole packet costs no task
+                sent = sock.write(packet) or 0
+                if sent < len(packet):
+                    await asyncio.wait_for_ms(_write_rest(sock, packet, sent), _WRITE_TIMEOUT_MS)
+                else:
+                    await asyncio.sleep_ms(0)  # as drain does: other tasks run between packets
             except (OSError, asyncio.TimeoutError) as error:
                 self.last_error = error
                 self._lost()
@@ -536,12 +559,13 @@ class MQTTClient:
 
     async def _read_into(self, view):
         # `view` is a memoryview: slicing it does not copy, so readinto fills our buffer
-        stream = self._stream
-        if stream is None:
+        sock = self._conn
+        if sock is None:
             raise MQTTError("not connected")
         got = 0
         while got < len(view):
-            count = await stream.readinto(view[got:])
+            await _readable(sock)  # type: ignore  (a generator the loop drives, as Stream's)
+            count = sock.readinto(view[got:])
             if count is None:  # TLS wants more records
                 continue
             if count == 0:
