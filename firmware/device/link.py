@@ -178,7 +178,10 @@ class Link:
 
     async def run(self):
         """The connection, the publisher and the command worker; returns only if cancelled."""
-        self._tasks = [asyncio.create_task(self._command_loop())]
+        self._tasks = [
+            asyncio.create_task(self._command_loop()),
+            asyncio.create_task(self._tick()),
+        ]
         if not self._client_running:
             self._client_running = True
             self._tasks.append(asyncio.create_task(self.client.run()))
@@ -193,6 +196,14 @@ class Link:
             self._client_running = False
 
     # -- publishing --
+
+    async def _tick(self):
+        # The backup poll when nobody calls notify(). A task that sleeps costs a fraction of a
+        # wait_for with a timeout around every idle wait, which the publisher would hold between
+        # taps (and build again each second).
+        while True:
+            await asyncio.sleep_ms(_IDLE_POLL_MS)
+            self._wake.set()
 
     async def _publish_loop(self):
         journal = self.journal
@@ -235,10 +246,7 @@ class Link:
                 if journal.next_seq > cursor or self._replay:
                     continue
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for_ms(self._wake.wait(), _IDLE_POLL_MS)
-                except asyncio.TimeoutError:
-                    pass
+                await self._wake.wait()  # notify(), a command, a new session, or _tick
 
     async def _publish(self, seq, payload, replay):
         message = self.sign(seq, payload)

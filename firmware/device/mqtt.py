@@ -312,6 +312,7 @@ class MQTTClient:
         self._sock = None
         self._conn = None  # the (TLS-wrapped) socket once the connection is set up
         self._reader = None
+        self._ended = None  # why _keepalive ended the connection, for _serve to raise
         # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
         # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
         # block of its own size when it comes. parse_packet copies out.
@@ -494,22 +495,33 @@ class MQTTClient:
             self._pending.pop(pid, None)
 
     async def _serve(self):
-        """Keepalive: PINGREQ every keepalive/4; give up after four silent intervals."""
+        """Until the connection is lost; `_keepalive` runs beside it for the connection."""
+        self._ended = None
+        # A task that sleeps costs a fraction of a wait_for with a timeout on `_down`, which a
+        # connection would hold all its life: the device's peak heap is during a connection.
+        keepalive = asyncio.create_task(self._keepalive())
+        try:
+            await self._down.wait()
+        finally:
+            keepalive.cancel()
+        raise self._ended or MQTTError("connection lost")  # the cause is in last_error
+
+    async def _keepalive(self):
+        """PINGREQ every keepalive/4; give up after four silent intervals (mqtt_as)."""
         last_ping = time.ticks_ms()
-        while True:
-            try:
-                await asyncio.wait_for_ms(self._down.wait(), self._ping_ms // 2)
-            except asyncio.TimeoutError:
-                pass
-            if self._down.is_set():
-                raise MQTTError("connection lost")  # the cause is in last_error
-            now = time.ticks_ms()
-            if time.ticks_diff(now, self._last_rx) >= self._dead_ms:
-                raise MQTTError("broker silent for four ping intervals")
-            if time.ticks_diff(now, last_ping) >= self._ping_ms:
-                last_ping = now
-                self.stats["pings"] += 1
-                await self._send(_PINGREQ)
+        try:
+            while True:
+                await asyncio.sleep_ms(self._ping_ms // 2)
+                now = time.ticks_ms()
+                if time.ticks_diff(now, self._last_rx) >= self._dead_ms:
+                    raise MQTTError("broker silent for four ping intervals")
+                if time.ticks_diff(now, last_ping) >= self._ping_ms:
+                    last_ping = now
+                    self.stats["pings"] += 1
+                    await self._send(_PINGREQ)
+        except MQTTError as error:  # _serve raises it: run() drops the connection
+            self._ended = error
+            self._lost()
 
     def _drop(self):
         self._lost()
