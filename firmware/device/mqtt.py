@@ -27,24 +27,22 @@ except ImportError:  # CPython runs the pure codec in tests
         return value
 
 
-# MQTT 3.1.1 §2.2.1: control packet types
-CONNECT = const(1)
+# MQTT 3.1.1 §2.2.1: control packet types (public: those parse_packet returns)
+_CONNECT = const(1)
 CONNACK = const(2)
 PUBLISH = const(3)
 PUBACK = const(4)
-SUBSCRIBE = const(8)
+_SUBSCRIBE = const(8)
 SUBACK = const(9)
-PINGREQ = const(12)
 PINGRESP = const(13)
-DISCONNECT = const(14)
 
 _MAX_REMAINING = const(268435455)  # §2.2.3: four bytes of 7 bits
 _MAX_PACKET = const(4096)  # what this device accepts; commands are ~200 bytes
-_RX_BYTES = const(512)  # the receive buffer kept: acks, pings and commands up to ~18 creds fit
+_RX_BYTES = const(256)  # the receive buffer kept: acks (~150 bytes), time, config, ~6 creds fit
 _CONNECT_TIMEOUT_MS = const(5000)
 _WRITE_TIMEOUT_MS = const(5000)
-_PINGREQ = b"\xc0\x00"
-_DISCONNECT = b"\xe0\x00"
+_PINGREQ = b"\xc0\x00"  # type 12, no body (§3.12)
+_DISCONNECT = b"\xe0\x00"  # type 14, no body (§3.14)
 
 
 class MQTTError(Exception):
@@ -81,21 +79,6 @@ def encode_remaining_length(length):
             return bytes(out)
 
 
-def decode_remaining_length(data, offset=0):
-    """(length, offset after it) from `data`, or None if more bytes are needed."""
-    value = 0
-    shift = 0
-    for index in range(4):
-        if offset + index >= len(data):
-            return None
-        digit = data[offset + index]
-        value |= (digit & 0x7F) << shift
-        if not digit & 0x80:
-            return value, offset + index + 1
-        shift += 7
-    raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
-
-
 def _string(value):
     if isinstance(value, str):
         value = value.encode()
@@ -125,7 +108,7 @@ def connect_packet(client_id, keepalive, clean=False, user=None, password=None, 
     if not 0 <= keepalive <= 0xFFFF:
         raise MQTTError("keepalive out of range")
     header = b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive.to_bytes(2, "big")
-    return _packet(0x10, header + payload)
+    return _packet(_CONNECT << 4, header + payload)
 
 
 def publish_packet(topic, payload, qos=1, pid=0, retain=False, dup=False):
@@ -157,7 +140,7 @@ def subscribe_packet(pid, topics):
     body = pid.to_bytes(2, "big")
     for topic, qos in topics:
         body += _string(topic) + bytes((qos,))
-    return _packet(0x82, body)
+    return _packet(_SUBSCRIBE << 4 | 0x02, body)
 
 
 def puback_packet(pid):
