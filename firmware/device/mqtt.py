@@ -287,15 +287,13 @@ class MQTTClient:
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname or server
         self.backoff_ms = backoff_ms
-        # mqtt_as: ping at keepalive/4; broker dead after 4 silent intervals
+        # mqtt_as: ping at keepalive/4; broker dead after 4 silent intervals (_keepalive)
         self._ping_ms = max(100, keepalive * 1000 // 4)
-        self._dead_ms = 4 * self._ping_ms
         self._addr = None  # DNS resolved once (mqtt_as): a flaky resolver must not stall us
         self._family = socket.AF_INET
         self._sock = None
         self._conn = None  # the (TLS-wrapped) socket once the connection is set up
         self._reader = None
-        self._ended = None  # why _keepalive ended the connection, for _serve to raise
         # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
         # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
         # block of its own size when it comes. parse_packet copies out.
@@ -479,31 +477,31 @@ class MQTTClient:
 
     async def _serve(self):
         """Until the connection is lost; `_keepalive` runs beside it for the connection."""
-        self._ended = None
+        ended = []  # why _keepalive ended the connection, if it did
         # A task that sleeps costs a fraction of a wait_for with a timeout on `_down`, which a
         # connection would hold all its life: the device's peak heap is during a connection.
-        keepalive = asyncio.create_task(self._keepalive())
+        keepalive = asyncio.create_task(self._keepalive(ended))
         try:
             await self._down.wait()
         finally:
             keepalive.cancel()
-        raise self._ended or MQTTError("connection lost")  # the cause is in last_error
+        raise ended[0] if ended else MQTTError("connection lost")  # the cause: last_error
 
-    async def _keepalive(self):
+    async def _keepalive(self, ended):
         """PINGREQ every keepalive/4; give up after four silent intervals (mqtt_as)."""
         last_ping = time.ticks_ms()
         try:
             while True:
                 await asyncio.sleep_ms(self._ping_ms // 2)
                 now = time.ticks_ms()
-                if time.ticks_diff(now, self._last_rx) >= self._dead_ms:
+                if time.ticks_diff(now, self._last_rx) >= 4 * self._ping_ms:
                     raise MQTTError("broker silent for four ping intervals")
                 if time.ticks_diff(now, last_ping) >= self._ping_ms:
                     last_ping = now
                     self.stats["pings"] += 1
                     await self._send(_PINGREQ)
         except MQTTError as error:  # _serve raises it: run() drops the connection
-            self._ended = error
+            ended.append(error)
             self._lost()
 
     def _drop(self):
