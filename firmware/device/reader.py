@@ -13,33 +13,17 @@ when config.json turns it on.
 """
 
 import asyncio
-import hashlib
 import time
 
 from device import pn532
 
 
-def _hmac_sha256(key, message):
-    # RFC 2104 with SHA-256 (block 64): MicroPython has no hmac module
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(message)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    outer.update(inner.digest())
-    return outer.digest()
-
-
 def credential_id(salt, raw):
-    """FORMATS.md §1 key 8: HMAC-SHA256(org credential salt, raw credential)[:16]; the same
-    contract as device.event.credential_id, which it defers to when that module is there."""
-    try:
-        from device import event  # type: ignore
+    """FORMATS.md §1 key 8: HMAC-SHA256(org credential salt, raw credential)[:16], computed by
+    device.event (one implementation of the contract; the app has it loaded already)."""
+    from device import event
 
-        return event.credential_id(salt, raw)
-    except (ImportError, AttributeError):
-        return _hmac_sha256(salt, raw)[:16]
+    return event.credential_id(salt, raw)
 
 
 class Tap:
