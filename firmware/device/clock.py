@@ -21,7 +21,7 @@ class ClockError(Exception):
 
 class Clock:
     def __init__(self, ticks=None):
-        # the millisecond ticks this clock runs on (time.ticks_ms, or a test's fake): ticks()
+        # clock.ticks(): the millisecond ticks this clock runs on (time.ticks_ms or a test's fake)
         self.ticks = ticks or time.ticks_ms
         self._last = self.ticks()
         self._up = 0
