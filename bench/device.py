@@ -28,14 +28,17 @@ though a board has none of them. A last line gives the interned names (qstr pool
 of each run: ROMFS modules intern their identifiers on the heap, frozen ones do not, and the
 pool grows by doubling, so a few names more can move the figure by a whole new pool.
 
-How much of that is the 64-bit build is measured, not guessed: the firmware modules the tag role
-has loaded by the end are imported from the same ROMFS image on this unix port and on MicroPython's
-webassembly port (bench/heap32.mjs, Node.js; npm package @micropython/micropython-webassembly-
-pyscript of the same 1.29 release, installed once into ~/.cache/kvitto-bench), a 32-bit build
-with the ESP32's object sizes and 16-byte GC blocks. That port cannot run the scenario itself (no
-sockets, no littlefs, no threads for the simulated watchdog, and it collects garbage only between
-calls from JavaScript), so the last lines give a bound, not a measure: the tag role's data heap
-with only the modules' share taken at its 32-bit size. `--no-32bit` skips it.
+How much of that is the 64-bit build is measured, not guessed, on MicroPython's webassembly
+port (bench/heap32.mjs, Node.js; npm package @micropython/micropython-webassembly-pyscript of the
+same 1.29 release, installed once into ~/.cache/kvitto-bench): a 32-bit build with the ESP32's
+object sizes and 16-byte GC blocks, running the same ROMFS image. There the tag role runs the
+same scripted taps without a link (that port has no sockets; nor littlefs, so the simulated flash
+is a folder of its in-memory filesystem, nor threads for the simulated watchdog), and the
+firmware modules of the tag role with and without its link are imported alone on both ports.
+That port grows its heap rather than collect inside a call, so no least heap can be found on it:
+the last lines give bounds, the 64-bit least heap less the savings measured on 32 bits, the GC's
+slack and the link's buffers and signatures in flight counted at their 64-bit size. They need
+`--roles` to hold tag and tag-nolink and `--places` rom; `--no-32bit` skips them.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ if PLACE == "rom":
     vfs.mount(vfs.VfsRom(rom), "/rom")
     sys.path.insert(0, "/rom")
 gc.collect()
-start = gc.mem_alloc()
+start = gc.mem_alloc()  # the interpreter, asyncio and the image: the base of every figure
 import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on a real board
 gc.collect()
 sim_code = gc.mem_alloc() - start
@@ -138,7 +141,7 @@ async def script():
         "role": ROLE, "taps": len(tap_us), "feedback": len(show_us),
         "events": app.journal.next_seq - 1,
         "published": app.link.stats["published"] if app.link is not None else 0,
-        "image": image_bytes, "code": code, "sim": sim_code + sim_objects, "after": gc.mem_alloc(),
+        "image": image_bytes, "base": start, "code": code, "sim": sim_code + sim_objects, "after": gc.mem_alloc(),
         "median_us": delays[len(delays) // 2] if delays else None,
         "max_us": delays[-1] if delays else None,
         "modules": sorted(sys.modules) if sys.argv[9:] == ["modules"] else []}))
@@ -170,6 +173,62 @@ for name in names:
 total = collected() - start
 qstr_bytes()
 print(json.dumps({"port": "unix", "modules": modules, "total": total}))
+"""
+# The SCRIPT's run with no link, for the webassembly port (bench/heap32.mjs "scenario"): the
+# same simulator and firmware from the same ROMFS image, in parts that heap32.mjs measures apart.
+SCRIPT32 = r"""
+import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on a real board
+# ---
+import os, vfs
+from device import boards, config, hal, identity
+from device.app import App
+from device.reader import credential_id
+def mount_folder(path, board, mountpoint="/flash"):
+    # no littlefs on this port: the simulated flash is a folder of its in-memory filesystem
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+    vfs.mount(vfs.VfsPosix(path), mountpoint)
+    return mountpoint
+sim.hal_sim.mount_flash = mount_folder
+board = boards.load("/tmp/board.json")
+# ---
+# no os.getenv on this port, where the sim reads a reset cause the host may set
+sim = hal.open_board(board, flash="/tmp/flash", seed=b"bench", reset_cause="power")
+# ---
+import time
+SALT = bytes(range(16))
+settings = config.validate({
+    "device": ROLE + "-0001", "role": ROLE, "board": "sim",
+    "broker": {"host": "127.0.0.1", "port": 1883}, "salt": SALT.hex(),
+    "org_public_key": "11" * 32})
+identity.load_or_create(sim.urandom, sim.fs_root)
+UIDS = [bytes((4, i, 0x42, 0x99)) for i in range(8)]
+app = App(settings, board, sim, link=False)
+tap_us = []
+show_us = []
+on_tap = app.on_tap
+def timed_tap(tap):
+    tap_us.append(time.ticks_us())
+    on_tap(tap)
+app.on_tap = timed_tap
+led_show = sim.led.show
+def timed_show(colour):
+    if colour != "off" and len(show_us) < len(tap_us):
+        show_us.append(time.ticks_us())
+    led_show(colour)
+sim.led.show = timed_show
+# ---
+import json
+asyncio.create_task(app.run())
+await asyncio.sleep_ms(300)
+for i in range(TAPS):
+    sim.tap("badge", UIDS[i % len(UIDS)], hold_ms=500)
+    await asyncio.sleep_ms(600)
+    app.visits._last.clear()
+print(json.dumps({"taps": len(tap_us), "feedback": len(show_us),
+                  "events": app.journal.next_seq - 1}))
 """
 WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 WASM_VERSION = "1.29.0-6"  # the unix port here is 1.29.0-preview: the same object layouts
@@ -211,12 +270,18 @@ def qstr_delta(output: str) -> int:
     return last - first
 
 
+def module_list(romfs: Path, modules: list[str]) -> Path:
+    """The names in a file: a long argv crashes this unix build (FATAL: uncaught NLR)."""
+    listing = romfs.with_name("bench_imports.txt")
+    listing.write_text(",".join(modules))
+    return listing
+
+
 def imports_unix(romfs: Path, modules: list[str]) -> dict:
     """The heap each of `modules` adds once imported from `romfs`, on the unix port."""
     script = romfs.with_name("bench_imports.py")
     script.write_text(IMPORTS)
-    listing = romfs.with_name("bench_imports.txt")  # a long argv crashes this unix build (FATAL:
-    listing.write_text(",".join(modules))  # uncaught NLR), so the names go in a file
+    listing = module_list(romfs, modules)
     result = subprocess.run(
         [
             str(BIN / "micropython"),
@@ -237,13 +302,12 @@ def imports_unix(romfs: Path, modules: list[str]) -> dict:
     return figures
 
 
-def imports_wasm(romfs: Path, modules: list[str]) -> dict | str:
-    """The same on the webassembly port (32-bit), or why it could not run: it needs Node.js
-    and MicroPython's npm package, installed once into WASM_CACHE."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        return "no node/npm on this machine"
+def wasm_package() -> Path | str:
+    """MicroPython's webassembly port, installed once into WASM_CACHE; or why it is not here."""
+    npm = shutil.which("npm")
     package = WASM_CACHE / "node_modules" / WASM_PACKAGE
+    if shutil.which("node") is None or npm is None:
+        return "no node/npm on this machine"
     if not (package / "micropython.mjs").exists():
         WASM_CACHE.mkdir(parents=True, exist_ok=True)
         install = subprocess.run(
@@ -255,15 +319,22 @@ def imports_wasm(romfs: Path, modules: list[str]) -> dict | str:
         )  # fmt: skip
         if install.returncode != 0:
             return f"npm install {WASM_PACKAGE}@{WASM_VERSION} failed: {install.stderr[-200:]}"
+    return package
+
+
+def on_wasm(package: Path, romfs: Path, *args: str) -> tuple[dict, list[str]]:
+    """bench/heap32.mjs on the webassembly port (32-bit): its figures, and what the script
+    printed after them."""
     result = subprocess.run(
-        [node, str(ROOT / "bench" / "heap32.mjs"), str(package), str(romfs), ",".join(modules)],
+        ["node", str(ROOT / "bench" / "heap32.mjs"), str(package), str(romfs), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     if result.returncode != 0:
-        return f"the webassembly port failed: {result.stderr[-300:]}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"the webassembly port failed: {result.stderr[-600:]}")
+    figures, *printed = result.stdout.strip().splitlines()
+    return json.loads(figures), printed
 
 
 def free_port() -> int:
@@ -368,29 +439,61 @@ class Runner:
         return high
 
 
-def compare_ports(romfs: Path, modules: list[str], tag_data_kib: float) -> None:
-    """The tag role's firmware modules, imported from the same ROMFS image on the 64-bit unix
-    port and on a 32-bit build of the same MicroPython, side by side; and what that says of the
-    tag role's data heap on a 32-bit port such as the ESP32's."""
-    wide = imports_unix(romfs, modules)
-    narrow = imports_wasm(romfs, modules)
-    if isinstance(narrow, str):
-        print(f"32-bit port: not measured ({narrow})")
+def compare_ports(
+    romfs: Path, runs: dict[str, dict], tag_data_kib: float, nolink_data_kib: float
+) -> None:
+    """The tag role on the 64-bit unix port and on a 32-bit build of the same MicroPython, side
+    by side: the no-link run's heap, and the firmware modules of both runs imported alone; what
+    that says of the tag role's data heap on a 32-bit port such as the ESP32's."""
+    package = wasm_package()
+    if isinstance(package, str):
+        print(f"32-bit port: not measured ({package})")
         return
+    script = romfs.with_name("bench_app32.py")
+    script.write_text(SCRIPT32)
+    board = str(ROOT / "boards" / "sim.json")
+    run32, printed = on_wasm(package, romfs, "scenario", str(script), board, "tag", "12")
+    done = json.loads(printed[-1])
+    nolink = runs["tag-nolink"]
+    # asyncio is left out on both sides (each port has its own): here, the part of it imported
+    # before the run (the base), and the submodules it loads on first use, imported alone
+    lazy = [m for m in nolink["modules"] if m.startswith("asyncio.") and m != "asyncio.core"]
+    lazy64 = sum(imports_unix(romfs, lazy)["modules"].values()) if lazy else 0
+    after64 = (nolink["after"] - nolink["base"] - nolink["sim"] - lazy64) / 1024
+    start64 = (nolink["code"] - nolink["base"] - nolink["sim"]) / 1024
+    after32, start32 = run32["after"] / 1024, run32["start"] / 1024
+    print(
+        f"tag role, no link, on a 32-bit port ({run32['port']}, webassembly): {done['taps']} "
+        f"taps, {done['events']} events journaled; heap in use without the simulator's share, "
+        f"once built {start32:.1f} KiB (64-bit unix {start64:.1f}), after the taps "
+        f"{after32:.1f} KiB (64-bit unix {after64:.1f}): ratio {after32 / after64:.2f}."
+    )
+    # the link's modules: those the tag role has and the no-link run has not, imported last
+    firmware = [m for m in runs["tag"]["modules"] if m.split(".")[0] == "device"]
+    base = [m for m in firmware if m in nolink["modules"]]
+    order = base + [m for m in firmware if m not in base]
+    wide = imports_unix(romfs, order)
+    narrow, _ = on_wasm(package, romfs, "imports", str(module_list(romfs, order)))
+    link64 = sum(wide["modules"][m] for m in order[len(base) :]) / 1024
+    link32 = sum(narrow["modules"][m] for m in order[len(base) :]) / 1024
     a, b = wide["total"] / 1024, narrow["total"] / 1024
     qa, qb = wide["qstr_bytes"] / 1024, narrow["qstr_bytes"] / 1024
     print(
-        f"the tag role's {len(modules)} firmware modules, imported from the same ROMFS image "
-        f"(asyncio left out: the webassembly port has its own): 64-bit unix {a:.1f} KiB, "
-        f"32-bit webassembly ({narrow['port']}) {b:.1f} KiB, ratio {b / a:.2f}; "
-        f"interned names of them {qa:.1f} vs {qb:.1f} KiB."
+        f"the tag role's {len(order)} firmware modules imported alone (asyncio before them: "
+        f"each port has its own): 64-bit {a:.1f} KiB, 32-bit {b:.1f} KiB, ratio {b / a:.2f}; "
+        f"their interned names {qa:.1f} vs {qb:.1f} KiB; the {len(order) - len(base)} the link "
+        f"adds {link64:.1f} vs {link32:.1f} KiB."
     )
-    bound = tag_data_kib - (a - b)
+    # least heap on 32 bits <= 64-bit least heap less what the 32-bit port was measured to save:
+    # the GC's slack and the objects in flight (signing) are counted at their 64-bit size
+    nolink32 = nolink_data_kib - (after64 - after32)
+    tag32 = tag_data_kib - (after64 - after32) - (link64 - link32)
     print(
-        f"tag role on a 32-bit port: at most {bound:.0f} KiB of data heap with code in ROMFS "
-        f"({tag_data_kib:.0f} KiB here less the modules' {a - b:.1f} KiB difference; buffers, "
-        "journal state, signatures in flight and the GC's slack counted at their 64-bit size), "
-        f"at most {bound - qb:.0f} KiB frozen (names in flash): goal {GOAL_TAG_KIB} KiB."
+        f"so on a 32-bit port, code in ROMFS: tag role at most {tag32:.0f} KiB of data heap "
+        f"(no link {nolink32:.0f}); frozen, its names in flash: at most {tag32 - qb:.0f} KiB. "
+        f"Goal {GOAL_TAG_KIB} KiB. Bounds: the "
+        "64-bit least heap less the savings measured here; the link's buffers and signatures in "
+        "flight and the GC's slack are counted at their 64-bit size."
     )
 
 
@@ -406,7 +509,8 @@ def main() -> None:
         "--no-32bit",
         dest="wasm",
         action="store_false",
-        help="skip the tag role's modules on the 32-bit webassembly port (Node.js, npm)",
+        help="skip the tag role on the 32-bit webassembly port (Node.js, npm); it runs when the "
+        "roles include tag and tag-nolink and the places rom",
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kvitto-bench-device-"))
@@ -428,18 +532,18 @@ def main() -> None:
         )
         needs = {}
         qstr_rows = []
-        tag_modules: list[str] = []
+        rom_runs: dict[str, dict] = {}  # with 4 MiB, code in ROMFS
         for label in args.roles.split(","):
             role, _, nolink = label.partition("-")
             link = not nolink
             for place in args.places.split(","):
-                r = runner.run(role, place, FULL_HEAP_KIB, link, modules=label == "tag")
+                r = runner.run(role, place, FULL_HEAP_KIB, link, modules=role == "tag")
                 if r is None:
                     raise SystemExit(f"{label} {place}: the scripted run failed with 4 MiB")
                 need = runner.smallest_heap(role, place, r, link)
                 needs[label, place] = need, r["sim"] / 1024
-                if label == "tag":
-                    tag_modules = [m for m in r["modules"] if m.split(".")[0] == "device"]
+                if place == "rom":
+                    rom_runs[label] = r
                 data = board = "-"
                 if need is not None and place == "rom":
                     data = f"{need - image_kib:.0f}"
@@ -469,11 +573,14 @@ def main() -> None:
             print(
                 f"tag role, code in ROM (ROMFS; frozen a little less): {data:.0f} KiB of data "
                 f"heap on the 64-bit port, {data - tag_sim:.0f} KiB without the simulator's "
-                f"share: {verdict} the {GOAL_TAG_KIB} KiB goal on this port (an ESP32's 32-bit "
-                "objects take up to half)."
+                f"share: {verdict} the {GOAL_TAG_KIB} KiB goal on this 64-bit port (a 32-bit port "
+                "such as the ESP32's: the lines below)."
             )
-        if tag_rom is not None and args.wasm:
-            compare_ports(romfs, tag_modules, tag_rom - image_kib - tag_sim)
+        nolink_rom, nolink_sim = needs.get(("tag-nolink", "rom"), (None, 0))
+        if tag_rom is not None and nolink_rom is not None and args.wasm:
+            compare_ports(
+                romfs, rom_runs, tag_rom - image_kib - tag_sim, nolink_rom - image_kib - nolink_sim
+            )
         if tag_fs is not None:
             print(
                 f"tag role, .mpy on the filesystem (today's `kvitto image`): {tag_fs} KiB of heap "
