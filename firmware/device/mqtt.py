@@ -500,7 +500,7 @@ class MQTTClient:
                     last_ping = now
                     self.stats["pings"] += 1
                     await self._send(_PINGREQ)
-        except MQTTError as error:  # _serve raises it: run() drops the connection
+        except Exception as error:  # _serve raises it as its own: run() drops the connection
             ended.append(error)
             self._lost()
 
