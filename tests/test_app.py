@@ -355,3 +355,36 @@ asyncio.run(script())
     )
     reports = journal_of(out)
     assert len(reports) == 1 and '"fill", 8' in reports[0] and '"lost", 0' in reports[0]
+
+
+def test_a_failed_link_is_dropped_before_the_next_is_built(micropython, tmp_path):
+    # A link that raises (a MemoryError while signing, say) is started again by the app's
+    # guard; the failed one must be gone first, or two clients' buffers are on the heap at once.
+    out = micropython(
+        app_prelude("tag", tmp_path / "flash.img")
+        + """
+import device.link as link_module
+identity.load_or_create(sim.urandom, sim.fs_root)
+app = App(settings, board, sim, clock=Clock(ticks), link=True)
+held = []
+real_init = link_module.Link.__init__
+def init(self, *args, **kwargs):
+    held.append(app.link is None)
+    real_init(self, *args, **kwargs)
+link_module.Link.__init__ = init
+real_run = link_module.Link.run
+async def run(self):
+    if len(held) == 1:
+        raise MemoryError("signing")
+    await real_run(self)
+link_module.Link.run = run
+async def script():
+    asyncio.create_task(app.run())
+    await asyncio.sleep_ms(1600)   # the failed task waits 1 s before it starts again
+    print("built", held, "restarts", app.restarts, "linked", app.link is not None)
+    print("\\n".join(journal_lines(app)))
+asyncio.run(script())
+"""
+    )
+    assert "built [True, True] restarts 1 linked True" in out
+    assert '2 1 health - [["error", "signing"], ["task", "link"]]' in journal_of(out)

@@ -223,6 +223,9 @@ class App:
             self.beats["reader"] = self.clock.ticks()
 
     async def _link_loop(self):
+        # Started again after a failure (a MemoryError, say): the failed link's client and
+        # buffers go before the new ones are made, or both would be on the heap at once.
+        self.link = None
         try:
             from device.link import Link, journal_signer
         except ImportError:
