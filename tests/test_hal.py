@@ -74,7 +74,8 @@ def test_machine_hal_builds_parts_from_the_board(micropython, tmp_path):
         "        if v is None:\n            return self.level\n"
         "        self.level = v; log.append(('set', self.n, v))\n"
         "class WDT:\n    def __init__(self, timeout):\n        log.append(('wdt', timeout))\n"
-        "class I2C:\n    def __init__(self, i, scl, sda, freq):\n        log.append(('i2c', i, scl.n, sda.n, freq))\n"
+        "class I2C:\n    def __init__(self, i, scl, sda, freq, timeout=50000):\n"
+        "        log.append(('i2c', i, scl.n, sda.n, freq, timeout))\n"
     )
     (fake / "neopixel.py").write_text(
         "import machine\n"
@@ -103,7 +104,8 @@ def test_machine_hal_builds_parts_from_the_board(micropython, tmp_path):
     assert "('set', 26, 1)" in log  # relay active high
     assert "('px', ((64, 0, 0),))" in log
     assert "('pin', 27, 1, 2)" in log  # door contact: input with pull-up
-    assert "('i2c', 0, 22, 21, 400000)" in log
+    # 100 ms of clock stretching, not the port's 50 ms default: the PN532 wakes slowly
+    assert "('i2c', 0, 22, 21, 400000, 100000)" in log
     assert "('wdt', 8000)" in log
     assert cause == "wdt"
 

@@ -165,8 +165,10 @@ class MachineHal:
         machine = self._machine
         pin = machine.Pin
         if kind == "i2c":
+            from device.pn532 import I2C_TIMEOUT_US  # the PN532 stretches SCL (pn532.py)
+
             return machine.I2C(spec["id"], scl=pin(spec["scl"]), sda=pin(spec["sda"]),
-                               freq=spec["freq"])
+                               freq=spec["freq"], timeout=I2C_TIMEOUT_US)
         if kind == "spi":
             # PN532 UM §6.2.5: SPI mode 0, LSB first; the driver handles bit order if needed.
             return machine.SPI(spec["id"], baudrate=spec["baudrate"], sck=pin(spec["sck"]),

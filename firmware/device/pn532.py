@@ -51,8 +51,8 @@ _STATUS_TIMEOUT = const(0x01)
 _STATUS_RELEASED = const(0x29)  # target released by the initiator (tag mode: phone left)
 _STATUS_DESELECTED = const(0x25)  # DEP protocol: target deselected (tag mode)
 
-# The PN532 stretches SCL while it wakes and while it prepares a response; the ESP32 default
-# (50 ms in MicroPython 1.2x) is enough only if it is not lowered. hal builds I2C with this.
+# The PN532 stretches SCL while it wakes and while it prepares a response: hal builds the
+# board's I2C with this timeout, twice the ESP32 port's default (50 ms in MicroPython 1.2x).
 I2C_TIMEOUT_US = const(100_000)
 
 _ETIMEDOUT = const(116)  # the errno machine.I2C raises when clock stretching exceeds timeout
