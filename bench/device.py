@@ -60,7 +60,25 @@ BIN = Path(sys.executable).parent
 GOAL_TAG_KIB = 64
 FULL_HEAP_KIB = 4096
 
-SCRIPT = r"""
+# Tap-to-feedback timing: each tap the reader hands the app, and the LED's first answer to it.
+TIMED = r"""
+tap_us = []
+show_us = []
+on_tap = app.on_tap
+def timed_tap(tap):
+    tap_us.append(time.ticks_us())
+    on_tap(tap)
+app.on_tap = timed_tap
+led_show = sim.led.show
+def timed_show(colour):
+    if colour != "off" and len(show_us) < len(tap_us):
+        show_us.append(time.ticks_us())
+    led_show(colour)
+sim.led.show = timed_show
+"""
+
+SCRIPT = (
+    r"""
 import asyncio, gc, json, sys, time, vfs
 PLACE = sys.argv[7]
 image_bytes = 0
@@ -101,20 +119,9 @@ if ROLE == "lock":
 app = App(settings, board, sim, link=sys.argv[6] == "link")
 gc.collect()
 code = gc.mem_alloc()  # modules loaded and the app built, before any tap
-tap_us = []
-show_us = []
-on_tap = app.on_tap
-def timed_tap(tap):
-    tap_us.append(time.ticks_us())
-    on_tap(tap)
-app.on_tap = timed_tap
-led_show = sim.led.show
-def timed_show(colour):
-    if colour != "off" and len(show_us) < len(tap_us):
-        show_us.append(time.ticks_us())
-    led_show(colour)
-sim.led.show = timed_show
-async def script():
+"""
+    + TIMED
+    + r"""async def script():
     asyncio.create_task(app.run())
     await asyncio.sleep_ms(300)
     for i in range(TAPS):
@@ -147,6 +154,7 @@ async def script():
         "modules": sorted(sys.modules) if sys.argv[9:] == ["modules"] else []}))
 asyncio.run(script())
 """
+)
 
 # The same measure as bench/heap32.mjs, on the unix port: the heap each firmware import adds.
 IMPORTS = r"""
@@ -176,7 +184,8 @@ print(json.dumps({"port": "unix", "modules": modules, "total": total}))
 """
 # The SCRIPT's run with no link, for the webassembly port (bench/heap32.mjs "scenario"): the
 # same simulator and firmware from the same ROMFS image, in parts that heap32.mjs measures apart.
-SCRIPT32 = r"""
+SCRIPT32 = (
+    r"""
 import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on a real board
 # ---
 import os, vfs
@@ -206,20 +215,9 @@ settings = config.validate({
 identity.load_or_create(sim.urandom, sim.fs_root)
 UIDS = [bytes((4, i, 0x42, 0x99)) for i in range(8)]
 app = App(settings, board, sim, link=False)
-tap_us = []
-show_us = []
-on_tap = app.on_tap
-def timed_tap(tap):
-    tap_us.append(time.ticks_us())
-    on_tap(tap)
-app.on_tap = timed_tap
-led_show = sim.led.show
-def timed_show(colour):
-    if colour != "off" and len(show_us) < len(tap_us):
-        show_us.append(time.ticks_us())
-    led_show(colour)
-sim.led.show = timed_show
-# ---
+"""
+    + TIMED
+    + r"""# ---
 import json
 asyncio.create_task(app.run())
 await asyncio.sleep_ms(300)
@@ -230,6 +228,7 @@ for i in range(TAPS):
 print(json.dumps({"taps": len(tap_us), "feedback": len(show_us),
                   "events": app.journal.next_seq - 1}))
 """
+)
 WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 WASM_VERSION = "1.29.0-6"  # the unix port here is 1.29.0-preview: the same object layouts
 WASM_CACHE = Path.home() / ".cache" / "kvitto-bench" / f"micropython-webassembly-{WASM_VERSION}"
