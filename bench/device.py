@@ -38,7 +38,7 @@ firmware modules of the tag role with and without its link are imported alone on
 That port grows its heap rather than collect inside a call, so no least heap can be found on it:
 the last lines give bounds, the 64-bit least heap less the savings measured on 32 bits, the GC's
 slack and the link's buffers and signatures in flight counted at their 64-bit size. They need
-`--roles` to hold tag and tag-nolink and `--places` rom; `--no-32bit` skips them.
+`--roles` to hold tag and tag-nolink, and run for each place; `--no-32bit` skips them.
 """
 
 from __future__ import annotations
@@ -159,9 +159,10 @@ asyncio.run(script())
 # The same measure as bench/heap32.mjs, on the unix port: the heap each firmware import adds.
 IMPORTS = r"""
 import gc, json, micropython, sys, vfs
-with open(sys.argv[1], "rb") as f:
-    vfs.mount(vfs.VfsRom(f.read()), "/rom")  # read onto the heap first: only deltas are taken
-sys.path.insert(0, "/rom")
+if sys.argv[1] != "-":  # a ROMFS image; "-": .mpy files on MICROPYPATH
+    with open(sys.argv[1], "rb") as f:
+        vfs.mount(vfs.VfsRom(f.read()), "/rom")  # onto the heap first: only deltas are taken
+    sys.path.insert(0, "/rom")
 import asyncio  # before the measure: each port has its own
 def collected():
     gc.collect()
@@ -269,32 +270,34 @@ def qstr_delta(output: str) -> int:
     return last - first
 
 
-def module_list(romfs: Path, modules: list[str]) -> Path:
+def module_list(code: Path, modules: list[str]) -> Path:
     """The names in a file: a long argv crashes this unix build (FATAL: uncaught NLR)."""
-    listing = romfs.with_name("bench_imports.txt")
+    listing = code.with_name("bench_imports.txt")
     listing.write_text(",".join(modules))
     return listing
 
 
-def imports_unix(romfs: Path, modules: list[str]) -> dict:
-    """The heap each of `modules` adds once imported from `romfs`, on the unix port."""
-    script = romfs.with_name("bench_imports.py")
+def imports_unix(code: Path, modules: list[str]) -> dict:
+    """The heap each of `modules` adds once imported from `code` (a ROMFS image, or a folder of
+    .mpy files), on the unix port."""
+    script = code.with_name("bench_imports.py")
     script.write_text(IMPORTS)
-    listing = module_list(romfs, modules)
+    listing = module_list(code, modules)
+    path = f".frozen:{code}" if code.is_dir() else ".frozen"
     result = subprocess.run(
         [
             str(BIN / "micropython"),
             "-X",
             "heapsize=4M",
             str(script),
-            str(romfs),
+            "-" if code.is_dir() else str(code),
             str(listing),
         ],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
-        env=dict(os.environ, MICROPYPATH=".frozen"),
+        env=dict(os.environ, MICROPYPATH=path),
     )
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     figures["qstr_bytes"] = qstr_delta(result.stdout)
@@ -321,11 +324,11 @@ def wasm_package() -> Path | str:
     return package
 
 
-def on_wasm(package: Path, romfs: Path, *args: str) -> tuple[dict, list[str]]:
-    """bench/heap32.mjs on the webassembly port (32-bit): its figures, and what the script
-    printed after them."""
+def on_wasm(package: Path, code: Path, *args: str) -> tuple[dict, list[str]]:
+    """bench/heap32.mjs on the webassembly port (32-bit), with `code` a ROMFS image or a folder
+    of .mpy files: its figures, and what the script printed after them."""
     result = subprocess.run(
-        ["node", str(ROOT / "bench" / "heap32.mjs"), str(package), str(romfs), *args],
+        ["node", str(ROOT / "bench" / "heap32.mjs"), str(package), str(code), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -439,30 +442,30 @@ class Runner:
 
 
 def compare_ports(
-    romfs: Path, runs: dict[str, dict], tag_data_kib: float, nolink_data_kib: float
+    package: Path, code: Path, runs: dict[str, dict], tag_kib: float, nolink_kib: float, taps: int
 ) -> None:
     """The tag role on the 64-bit unix port and on a 32-bit build of the same MicroPython, side
-    by side: the no-link run's heap, and the firmware modules of both runs imported alone; what
-    that says of the tag role's data heap on a 32-bit port such as the ESP32's."""
-    package = wasm_package()
-    if isinstance(package, str):
-        print(f"32-bit port: not measured ({package})")
-        return
-    script = romfs.with_name("bench_app32.py")
+    by side, its code from `code` (a ROMFS image or a folder of .mpy files): the no-link run's
+    heap, and the firmware modules of both runs imported alone; what that says of the tag
+    role's least heap (`tag_kib`, `nolink_kib` here, without the image and the simulator) on a
+    32-bit port such as the ESP32's."""
+    where = "code on the heap (.mpy files)" if code.is_dir() else "code in ROMFS"
+    script = code.with_name("bench_app32.py")
     script.write_text(SCRIPT32)
     board = str(ROOT / "boards" / "sim.json")
-    run32, printed = on_wasm(package, romfs, "scenario", str(script), board, "tag", "12")
+    run32, printed = on_wasm(package, code, "scenario", str(script), board, "tag", str(taps))
     done = json.loads(printed[-1])
     nolink = runs["tag-nolink"]
     # asyncio is left out on both sides (each port has its own): here, the part of it imported
     # before the run (the base), and the submodules it loads on first use, imported alone
     lazy = [m for m in nolink["modules"] if m.startswith("asyncio.") and m != "asyncio.core"]
-    lazy64 = sum(imports_unix(romfs, lazy)["modules"].values()) if lazy else 0
+    lazy64 = sum(imports_unix(code, lazy)["modules"].values()) if lazy else 0
     after64 = (nolink["after"] - nolink["base"] - nolink["sim"] - lazy64) / 1024
     start64 = (nolink["code"] - nolink["base"] - nolink["sim"]) / 1024
     after32, start32 = run32["after"] / 1024, run32["start"] / 1024
     print(
-        f"tag role, no link, on a 32-bit port ({run32['port']}, webassembly): {done['taps']} "
+        f"tag role, no link, {where}, on a 32-bit port ({run32['port']}, webassembly): "
+        f"{done['taps']} "
         f"taps, {done['events']} events journaled; heap in use without the simulator's share, "
         f"once built {start32:.1f} KiB (64-bit unix {start64:.1f}), after the taps "
         f"{after32:.1f} KiB (64-bit unix {after64:.1f}): ratio {after32 / after64:.2f}."
@@ -471,8 +474,8 @@ def compare_ports(
     firmware = [m for m in runs["tag"]["modules"] if m.split(".")[0] == "device"]
     base = [m for m in firmware if m in nolink["modules"]]
     order = base + [m for m in firmware if m not in base]
-    wide = imports_unix(romfs, order)
-    narrow, _ = on_wasm(package, romfs, "imports", str(module_list(romfs, order)))
+    wide = imports_unix(code, order)
+    narrow, _ = on_wasm(package, code, "imports", str(module_list(code, order)))
     link64 = sum(wide["modules"][m] for m in order[len(base) :]) / 1024
     link32 = sum(narrow["modules"][m] for m in order[len(base) :]) / 1024
     a, b = wide["total"] / 1024, narrow["total"] / 1024
@@ -485,14 +488,19 @@ def compare_ports(
     )
     # least heap on 32 bits <= 64-bit least heap less what the 32-bit port was measured to save:
     # the GC's slack and the objects in flight (signing) are counted at their 64-bit size
-    nolink32 = nolink_data_kib - (after64 - after32)
-    tag32 = tag_data_kib - (after64 - after32) - (link64 - link32)
+    nolink32 = nolink_kib - (after64 - after32)
+    tag32 = tag_kib - (after64 - after32) - (link64 - link32)
+    if code.is_dir():
+        what = f"at most {tag32:.0f} KiB of heap, code included (no link {nolink32:.0f})"
+    else:
+        what = (
+            f"at most {tag32:.0f} KiB of data heap (no link {nolink32:.0f}); frozen, its names "
+            f"in flash: at most {tag32 - qb:.0f} KiB; goal {GOAL_TAG_KIB} KiB"
+        )
     print(
-        f"so on a 32-bit port, code in ROMFS: tag role at most {tag32:.0f} KiB of data heap "
-        f"(no link {nolink32:.0f}); frozen, its names in flash: at most {tag32 - qb:.0f} KiB. "
-        f"Goal {GOAL_TAG_KIB} KiB. Bounds: the "
-        "64-bit least heap less the savings measured here; the link's buffers and signatures in "
-        "flight and the GC's slack are counted at their 64-bit size."
+        f"so on a 32-bit port, {where}: tag role {what}. Bounds: the 64-bit least heap less the "
+        "savings measured here; the link's buffers and signatures in flight and the GC's slack "
+        "are counted at their 64-bit size."
     )
 
 
@@ -508,8 +516,8 @@ def main() -> None:
         "--no-32bit",
         dest="wasm",
         action="store_false",
-        help="skip the tag role on the 32-bit webassembly port (Node.js, npm); it runs when the "
-        "roles include tag and tag-nolink and the places rom",
+        help="skip the tag role on the 32-bit webassembly port (Node.js, npm); it runs for each "
+        "place when the roles include tag and tag-nolink",
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kvitto-bench-device-"))
@@ -531,7 +539,7 @@ def main() -> None:
         )
         needs = {}
         qstr_rows = []
-        rom_runs: dict[str, dict] = {}  # with 4 MiB, code in ROMFS
+        full_runs: dict[str, dict[str, dict]] = {"fs": {}, "rom": {}}  # place: label: 4 MiB run
         for label in args.roles.split(","):
             role, _, nolink = label.partition("-")
             link = not nolink
@@ -541,8 +549,7 @@ def main() -> None:
                     raise SystemExit(f"{label} {place}: the scripted run failed with 4 MiB")
                 need = runner.smallest_heap(role, place, r, link)
                 needs[label, place] = need, r["sim"] / 1024
-                if place == "rom":
-                    rom_runs[label] = r
+                full_runs[place][label] = r
                 data = board = "-"
                 if need is not None and place == "rom":
                     data = f"{need - image_kib:.0f}"
@@ -575,16 +582,21 @@ def main() -> None:
                 f"share: {verdict} the {GOAL_TAG_KIB} KiB goal on this 64-bit port (a 32-bit port "
                 "such as the ESP32's: the lines below)."
             )
-        nolink_rom, nolink_sim = needs.get(("tag-nolink", "rom"), (None, 0))
-        if tag_rom is not None and nolink_rom is not None and args.wasm:
-            compare_ports(
-                romfs, rom_runs, tag_rom - image_kib - tag_sim, nolink_rom - image_kib - nolink_sim
-            )
         if tag_fs is not None:
             print(
                 f"tag role, .mpy on the filesystem (today's `kvitto image`): {tag_fs} KiB of heap "
                 "for code and data together."
             )
+        package = wasm_package() if args.wasm else None
+        if isinstance(package, str):
+            print(f"32-bit port: not measured ({package})")
+        for place, code, image in (("rom", romfs, image_kib), ("fs", compiled, 0)):
+            tag, sim = needs.get(("tag", place), (None, 0))
+            nolink, nolink_sim = needs.get(("tag-nolink", place), (None, 0))
+            if isinstance(package, Path) and tag is not None and nolink is not None:
+                runs = full_runs[place]
+                tag_kib, nolink_kib = tag - image - sim, nolink - image - nolink_sim
+                compare_ports(package, code, runs, tag_kib, nolink_kib, args.taps)
         print(
             "min heap = least -X heapsize that ran the scenario; data = min heap - ROMFS image "
             "(rom only); sim = the simulator's modules and objects (never on a board); start = "

@@ -2,20 +2,22 @@
 // blocks of 16 bytes, as on an ESP32) of the same MicroPython release as the unix port. Used by
 // bench/device.py beside the same measures on the unix port; two of them:
 //
-//     node bench/heap32.mjs PACKAGE_DIR ROMFS_IMAGE imports LIST_FILE
+//     node bench/heap32.mjs PACKAGE_DIR CODE imports LIST_FILE
 //         the heap each module named in LIST_FILE (comma-separated) adds once imported.
 //         Prints {"port", "modules": {name: bytes}, "total", "qstr_bytes"}.
-//     node bench/heap32.mjs PACKAGE_DIR ROMFS_IMAGE scenario SCRIPT_FILE BOARD_FILE ROLE TAPS
+//     node bench/heap32.mjs PACKAGE_DIR CODE scenario SCRIPT_FILE BOARD_FILE ROLE TAPS
 //         runs SCRIPT_FILE, whose parts (split at lines "# ---") are: the simulator's imports,
 //         the firmware's, the simulated board, the app, the taps (top-level await), in the order
 //         of bench/device.py's SCRIPT, where the same figures are read. Prints {"port", "sim",
 //         "start", "after"}: the simulator's share, the heap in use once the app is built and
 //         after the taps, with the simulator's share taken off both; then what the script printed.
 //
-// Code is in the ROMFS image, mounted at /rom outside the GC heap. This build (the PyScript
-// variant) grows its heap instead of collecting in the middle of a call (gc_collect only marks a
-// collection as due, done once control is back in JavaScript), so every figure is read in a call
-// of its own, after a call that asked for the collection; and no least heap can be found here.
+// CODE is a ROMFS image, mounted at /rom outside the GC heap (bytecode used in place), or a
+// folder of .mpy files, copied into the port's filesystem (an import copies them to the heap).
+// This build (the PyScript variant) grows its heap instead of collecting in the middle of a call
+// (gc_collect only marks a collection as due, done once control is back in JavaScript), so every
+// figure is read in a call of its own, after a call that asked for the collection; and no least
+// heap can be found here.
 //
 // The port has no sockets, no threads and no AES. device.mqtt and the simulator's PN532 model
 // import them at their top but use them only for what the scenario never does (connect, answer
@@ -23,7 +25,7 @@
 // simulated watchdog starts a thread to watch for a hung loop: here it starts none, so the
 // watchdog is fed but not watched (nothing hangs in the scenario).
 
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import process from "node:process";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -38,15 +40,32 @@ process.on("unhandledRejection", (error) => {
   process.exit(1);
 });
 
-const [packageDir, imagePath, mode, ...rest] = process.argv.slice(2);
+const [packageDir, codePath, mode, ...rest] = process.argv.slice(2);
 const { loadMicroPython } = await import(pathToFileURL(join(packageDir, "micropython.mjs")).href);
 const printed = [];
+const inFiles = statSync(codePath).isDirectory(); // .mpy files, else a ROMFS image
 const mp = await loadMicroPython({
   heapsize: 4 << 20,
-  romfs: new Uint8Array(readFileSync(imagePath)),
+  romfs: inFiles ? undefined : new Uint8Array(readFileSync(codePath)),
   stdout: (line) => printed.push(line),
   stderr: (line) => process.stderr.write(`${line}\n`),
 });
+if (inFiles) {
+  // into the port's in-memory filesystem, first on sys.path: an import reads them onto the heap
+  const copy = (from, to) => {
+    mp.FS.mkdir(to);
+    for (const entry of readdirSync(from, { withFileTypes: true })) {
+      const source = join(from, entry.name);
+      if (entry.isDirectory()) {
+        copy(source, `${to}/${entry.name}`);
+      } else {
+        mp.FS.writeFile(`${to}/${entry.name}`, readFileSync(source));
+      }
+    }
+  };
+  copy(codePath, "/code");
+  mp.runPython("import sys\nsys.path.insert(0, '/code')");
+}
 mp.registerJsModule("socket", {});
 mp.registerJsModule("cryptolib", {});
 mp.registerJsModule("_thread", { start_new_thread: () => null });
