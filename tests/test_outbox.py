@@ -241,6 +241,41 @@ def test_revoking_a_credential_queues_it_for_every_lock(store, tmp_path):
     assert "cancelled already" in str(result.exception)
 
 
+def test_enrolling_with_locks_queues_allow_and_a_wrong_lock_enrolls_nothing(store, tmp_path):
+    from kvitto.pki import ensure_org
+
+    ensure_org(tmp_path / "pki")
+    pki = str(tmp_path / "pki")
+    runner = CliRunner()
+    enroll = ["enroll", "--store", store.url, "--pki", pki, "--provider", "p-1"]
+    enroll += ["--format", "json"]
+    result = runner.invoke(cli, [*enroll, "--staff", "s-07", "--badge", "04a1b2c3",
+                                 "--lock", "lock-0202"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first = json.loads(result.output)
+    assert first["locks"] == ["lock-0202"]
+    result = runner.invoke(cli, [*enroll, "--staff", "s-08", "--badge", "04a1b2c4", "--all-locks"])
+    assert result.exit_code == 0, result.output
+    second = json.loads(result.output)
+    assert second["locks"] == ["lock-0201", "lock-0202"]
+    assert [(r.device, r.type, r.x) for r in store.outbox()] == [
+        ("lock-0202", "allow", {"creds": [bytes.fromhex(first["credential"])]}),
+        ("lock-0201", "allow", {"creds": [bytes.fromhex(second["credential"])]}),
+        ("lock-0202", "allow", {"creds": [bytes.fromhex(second["credential"])]}),
+    ]
+    # A tag has no allowlist: the error names it, and neither the badge nor a command is kept.
+    result = runner.invoke(cli, [*enroll, "--staff", "s-09", "--badge", "04a1b2c5",
+                                 "--lock", "lock-0201", "--lock", "tag-0042"])  # fmt: skip
+    assert isinstance(result.exception, KvittoError)
+    assert "tag-0042" in str(result.exception) and "only a lock" in str(result.exception)
+    assert sorted(c.staff for c in Registry(store).credentials()) == ["s-07", "s-08"]
+    assert len(store.outbox()) == 3
+    # Without --lock, the text output says that no door opens for it yet.
+    result = runner.invoke(cli, [*enroll[:-2], "--staff", "s-10", "--badge", "04a1b2c6"])  # text
+    assert result.exit_code == 0, result.output
+    assert "no lock lets it in yet" in result.output
+
+
 def test_command_line_allow_by_staff_and_config_with_errors_named(store):
     registry = Registry(store)
     registry.add_credential(CRED.hex(), "s-07", "p-1", "badge")

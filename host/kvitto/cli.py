@@ -145,16 +145,22 @@ def provision(
 @click.option("--ntag424", default=None, help="NTAG 424 DNA badge UID (7 bytes hex).")
 @click.option("--phone-key", default=None, help="Phone app's Ed25519 public key (hex).")
 @click.option("--show-keys", is_flag=True, help="Print the NTAG 424 keys to personalise with.")
+@click.option(
+    "--lock", "locks", multiple=True, help="A lock it may open: `allow` is queued (repeatable)."
+)
+@click.option("--all-locks", is_flag=True, help="Queue `allow` for every registered lock.")
 @_FORMAT
 def enroll(
-    store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format
-) -> None:
+    store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, locks, all_locks,
+    output_format,
+) -> None:  # fmt: skip
     """Enroll a staff credential: badge UID, NTAG 424 DNA or provider-owned phone."""
     from kvitto.enroll import run_enroll
 
     run_enroll(
-        store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format
-    )
+        store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format,
+        locks=list(locks), all_locks=all_locks,
+    )  # fmt: skip
 
 
 @cli.command()

@@ -171,12 +171,18 @@ def run_enroll(
     phone_key: str | None,
     show_keys: bool,
     output_format: str,
+    locks: list[str] | None = None,
+    all_locks: bool = False,
 ) -> Enrolled:
-    """`kvitto enroll`: exactly one of --badge, --ntag424, --phone-key."""
+    """`kvitto enroll`: exactly one of --badge, --ntag424, --phone-key. `locks` (or every lock,
+    `all_locks`) get an `allow` for it queued, in the same transaction: a lock that is not
+    registered, revoked or no lock leaves nothing enrolled."""
     import json
+    import time
 
     import click
 
+    from kvitto.outbox import lock_devices, queue_command
     from kvitto.pki import load_org
     from kvitto.registry import Registry
     from kvitto.store import open_store
@@ -186,7 +192,7 @@ def run_enroll(
     if len(given) != 1:
         raise KvittoError("give exactly one of --badge UID, --ntag424 UID, --phone-key HEX")
     salt = load_org(Path(pki_dir)).credential_salt
-    with open_store(store_url) as store:
+    with open_store(store_url) as store, store.transaction():
         registry = Registry(store)
         if badge:
             enrolled = enroll_badge(registry, salt, badge, staff, provider)
@@ -195,8 +201,16 @@ def run_enroll(
             enrolled = enroll_ntag424(registry, salt, masters, ntag424, staff, provider)
         else:
             enrolled = enroll_phone(registry, salt, phone_key or "", staff, provider)
+        # Each lock decides from the allowlist on its own flash: the credential opens a door
+        # once the lock's journal shows the `allow` (kvitto.outbox, sent by the collector).
+        targets = lock_devices(store) if all_locks else list(dict.fromkeys(locks or []))
+        at = int(time.time() * 1000)
+        for lock in targets:
+            queue_command(store, lock, "allow", {"creds": [bytes.fromhex(enrolled.credential_id)]},
+                          at)  # fmt: skip
+        other_locks = not targets and bool(lock_devices(store))
     if output_format == "json":
-        click.echo(json.dumps(enrolled.as_dict(show_keys)))
+        click.echo(json.dumps(dict(enrolled.as_dict(show_keys), locks=targets)))
     else:
         click.echo(f"enrolled {enrolled.kind} {enrolled.credential_id} for {staff} ({provider})")
         if enrolled.kind == "badge":
@@ -204,6 +218,13 @@ def run_enroll(
         if enrolled.badge_keys and show_keys:
             for number, key in enrolled.badge_keys.items():
                 click.echo(f"  key {number}: {key.hex()}")
+        if targets:
+            click.echo(f"queued `allow` for {len(targets)} lock(s): "
+                       "`kvitto command list --open` follows them")  # fmt: skip
+        elif other_locks:
+            click.echo(
+                "no lock lets it in yet: --lock ID or --all-locks, or `kvitto command allow`"
+            )
     return enrolled
 
 
