@@ -119,6 +119,20 @@ except Exception:
     out("CUT")
 """
 
+# The start of a journal scenario that runs on both interpreters: argv[1] is a littlefs image
+# (unix port: mounted at /flash, `base`) or a directory (CPython: `base` itself).
+ON_FLASH = r"""
+import sys, os, json, hashlib
+micro = sys.implementation.name == "micropython"
+place = sys.argv[1]
+if micro:
+    from sim.flash import mount, unmount
+    mount(place, "/flash", block_count=64)
+    base = "/flash"
+else:
+    base = place
+"""
+
 
 @dataclass
 class CutStats:

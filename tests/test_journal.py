@@ -15,24 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from journal_support import ON_FLASH
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 
 # argv: place (image or directory). Prints one JSON object of named results.
-SCENARIO = r"""
-import sys, os, json, hashlib
+SCENARIO = (
+    ON_FLASH
+    + r"""
 from binascii import hexlify
 from device.journal import Journal, JournalError
-
-micro = sys.implementation.name == "micropython"
-place = sys.argv[1]
-if micro:
-    from sim.flash import mount, unmount
-    mount(place, "/flash", block_count=64)
-    base = "/flash"
-else:
-    base = place
 out = {}
 journal = None
 
@@ -171,6 +164,7 @@ for _ in range(26):
 out["interleaved"] = [all(steps), a[0], b[0], len(segs("i")) > 1]
 print(json.dumps(out))
 """
+)
 
 
 def run_scenario(command: list[str], place: Path) -> dict:

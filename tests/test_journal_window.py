@@ -10,20 +10,14 @@ import json
 import subprocess
 import sys
 
+from journal_support import ON_FLASH
+
 from conftest import FIRMWARE
 
-SCENARIO = r"""
-import sys, os, json, hashlib
+SCENARIO = (
+    ON_FLASH
+    + r"""
 from device.journal import Journal
-
-micro = sys.implementation.name == "micropython"
-place = sys.argv[1]
-if micro:
-    from sim.flash import mount
-    mount(place, "/flash", block_count=64)
-    base = "/flash"
-else:
-    base = place
 
 def payload(seq, size):
     head = b"%d:" % seq
@@ -82,6 +76,7 @@ out["after_cut"] = [j.signature(seq) is not None for seq in range(1, 11)]
 out["latest_after_cut"] = j.signature(3) == sig(99)
 print(json.dumps(out))
 """
+)
 
 EXPECTED = {
     "reopened": [8, True],
