@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kvitto.case import Claim, Credential, Customer, Device, Order, Registry
-from kvitto.evidence import read_messages, split_sign1
+from kvitto.evidence.events import read_messages, split_sign1
 from kvitto.rules import Facts, load_profile, run_rules
 from kvitto.rules.billing import billing_basis
 from kvitto.visits import Evidence, Presence, build_evidence, read_decoded

@@ -261,7 +261,7 @@ def test_bad_config_is_a_clear_error_and_a_red_blink_not_a_crash(
 
 
 def test_tag_mode_phone_reads_a_signed_url_and_it_is_journaled(micropython, tmp_path):
-    from kvitto.phone import verify_tag_url
+    from kvitto.evidence.phone import verify_tag_url
 
     script = (
         app_prelude("tag", tmp_path / "flash.img", tag_mode=True)

@@ -14,7 +14,7 @@ from link_support import ORG_PUBLIC, ORG_SEED
 
 from conftest import ROOT
 from kvitto.errors import KvittoError
-from kvitto.evidence import ORG_KID, canonical, sign1, sign_command, verify_command
+from kvitto.evidence.events import ORG_KID, canonical, sign1, sign_command, verify_command
 
 sys.path.insert(0, str(ROOT / "firmware"))
 

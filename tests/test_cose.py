@@ -1,5 +1,5 @@
 """device/cose.py and device/event.py: events byte-identical to what the host makes with cbor2 and
-cryptography, verified by kvitto.evidence; commands from the host obeyed or refused."""
+cryptography, verified by kvitto.evidence.events; commands from the host obeyed or refused."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from signing_support import device_module, fakes_module
 
-from kvitto.evidence import canonical, read_messages, sign1, sign_command, verify_event
+from kvitto.evidence.events import canonical, read_messages, sign1, sign_command, verify_event
 
 cose = device_module("cose")
 event = device_module("event")

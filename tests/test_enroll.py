@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kvitto.cli import cli
 from kvitto.enroll import credential_id, ntag424_badge_keys, ntag424_masters, parse_uid
 from kvitto.errors import KvittoError
-from kvitto.ntag424 import an10922_diversify, sdm_mac, verify_sun
-from kvitto.phone import phone_key_id
+from kvitto.evidence.ntag424 import an10922_diversify, sdm_mac, verify_sun
+from kvitto.evidence.phone import phone_key_id
 from kvitto.pki import ensure_org
 from kvitto.registry import Registry
 from kvitto.store import open_store

@@ -23,7 +23,7 @@ from signing_support import VECTORS
 
 from kvitto import evidence
 from kvitto.case import Customer, Device, Registry
-from kvitto.evidence import (
+from kvitto.evidence.events import (
     ALG_EDDSA,
     EVENT_TYPES,
     UINT_MAX,

@@ -1,4 +1,4 @@
-"""kvitto.evidence beyond the vectors: the stream checker's state, the deterministic re-encoder,
+"""kvitto.evidence.events beyond the vectors: the stream checker's state, the deterministic re-encoder,
 and the limits on free-form fields."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import cbor2
 import pytest
 
 from kvitto import evidence
-from kvitto.evidence import (
+from kvitto.evidence.events import (
     BootRegression,
     BrokenChain,
     ChainChecker,

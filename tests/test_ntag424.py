@@ -7,7 +7,7 @@ import pytest
 from pn532_support import firmware_modules
 
 from kvitto.errors import KvittoError
-from kvitto.ntag424 import (
+from kvitto.evidence.ntag424 import (
     MemoryCounters,
     SunFormatError,
     SunMacError,
@@ -88,7 +88,7 @@ def test_simulator_badges_with_diversified_keys_verify():
         seen.append(verify_sun(sun, meta, file_master=file_master, counters=counters).counter)
     assert seen == [8, 9, 10]
     # the simulator's CMAC agrees with cryptography's
-    from kvitto.ntag424 import aes_cmac
+    from kvitto.evidence.ntag424 import aes_cmac
 
     for n in (0, 1, 15, 16, 17, 32, 40):
         assert sim.aes_cmac(meta, bytes(range(n))) == aes_cmac(meta, bytes(range(n)))
@@ -99,7 +99,7 @@ def test_sun_event_checks_credential_and_counter():
     import hashlib
     import hmac
 
-    from kvitto.ntag424 import SunError, verify_sun_event
+    from kvitto.evidence.ntag424 import SunError, verify_sun_event
 
     _, sim, _ = firmware_modules()
     salt = b"s" * 32

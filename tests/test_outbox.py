@@ -14,7 +14,7 @@ from collect_support import ORG_SEED, FakeDevice, wait_for
 from kvitto.cli import cli
 from kvitto.collect import Collector
 from kvitto.errors import KvittoError
-from kvitto.evidence import split_sign1
+from kvitto.evidence.events import split_sign1
 from kvitto.outbox import due, parse_setting, queue_command
 from kvitto.registry import Registry
 from kvitto.store import open_store

@@ -7,13 +7,7 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kvitto.phone import (
-    PhoneError,
-    answer,
-    phone_key_id,
-    verify_answer,
-    verify_tag_url,
-)
+from kvitto.evidence.phone import PhoneError, answer, phone_key_id, verify_answer, verify_tag_url
 
 PHONE = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PHONE_PUBLIC = PHONE.public_key().public_bytes_raw()
@@ -67,7 +61,7 @@ def test_tag_url_verifies_and_names_device_counter_time():
 
 
 def test_phone_event_proof_and_credential_id():
-    from kvitto.phone import credential_id, verify_phone_event
+    from kvitto.evidence.phone import credential_id, verify_phone_event
 
     salt = b"s" * 32
     reply = answer(PHONE, NONCE, "tag-0042")

@@ -23,7 +23,7 @@ from kvitto.broker_config import (
 )
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
-from kvitto.evidence import sign_command, split_sign1
+from kvitto.evidence.events import sign_command, split_sign1
 from kvitto.pki import (
     broker_tls_files,
     ensure_org,
@@ -47,7 +47,7 @@ def test_org_keys_are_private_stable_and_sign_commands(tmp_path):
     # The stored key signs commands the public key (what devices get) verifies.
     command = sign_command(load_command_key(tmp_path), "tag-0042", 1, 2_000_000_000, "ack")
     _, protected, payload, signature = split_sign1(command)
-    from kvitto.evidence import sig_structure
+    from kvitto.evidence.events import sig_structure
 
     Ed25519PublicKey.from_public_bytes(org.command_public_key).verify(
         signature, sig_structure(protected, payload)

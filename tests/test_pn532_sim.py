@@ -220,7 +220,7 @@ def test_driver_and_simulator_under_cpython(kind):
     """The same driver and simulator run under CPython; the SUN read verifies on the host."""
     from pn532_support import firmware_modules
 
-    from kvitto.ntag424 import verify_sun
+    from kvitto.evidence.ntag424 import verify_sun
 
     pn532, sim, buses = firmware_modules()
     from device import cards, pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]

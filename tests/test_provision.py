@@ -24,7 +24,7 @@ from kvitto.broker_config import (
 )
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
-from kvitto.evidence import verify_event
+from kvitto.evidence.events import verify_event
 from kvitto.pki import ensure_org
 from kvitto.provision import (
     ProvisionError,

@@ -1,6 +1,6 @@
 """The tap loop on the unix port against the PN532 simulator: badges, NTAG 424 SUN, phones,
 debounce, recovery of a silent reader by RSTPD_N, and tag mode read by a phone. The host side
-(kvitto.ntag424, kvitto.phone) verifies what the device forwarded."""
+(kvitto.evidence.ntag424, kvitto.evidence.phone) verifies what the device forwarded."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pn532_support import DEVICE_PRELUDE
 
-from kvitto.ntag424 import MemoryCounters, SunReplayError, badge_file_key, verify_sun
-from kvitto.phone import answer, phone_key_id, verify_answer, verify_tag_url
+from kvitto.evidence.ntag424 import MemoryCounters, SunReplayError, badge_file_key, verify_sun
+from kvitto.evidence.phone import answer, phone_key_id, verify_answer, verify_tag_url
 
 SALT = bytes(range(32))
 

@@ -183,7 +183,7 @@ needs_link = pytest.mark.skipif(
 def test_board_publishes_signed_events_to_a_real_mosquitto(tmp_path, mosquitto):
     from board_support import PublishedEvents, board_public_key
 
-    from kvitto.evidence import verify_event
+    from kvitto.evidence.events import verify_event
 
     with PublishedEvents(mosquitto, "test-collector") as published:
         with VirtualBoard(
@@ -213,7 +213,7 @@ def test_network_cut_holds_events_until_restore(tmp_path, mosquitto):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from kvitto.evidence import decode_payload, split_sign1
+    from kvitto.evidence.events import decode_payload, split_sign1
 
     types: list[str] = []
     lock = threading.Lock()
@@ -269,7 +269,7 @@ def test_signed_commands_set_the_clock_and_the_allowlist(tmp_path, mosquitto):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from kvitto.evidence import sign_command
+    from kvitto.evidence.events import sign_command
 
     org = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
     org_secret = org.private_bytes(

@@ -1,6 +1,6 @@
 """The simulator taps with real credentials: a phone answers the door's challenge with its app
 key, an NTAG 424 badge mirrors a SUN under its own keys with a counter that rises from tap to
-tap; the host's checks (kvitto.phone, kvitto.ntag424) accept what the firmware journaled."""
+tap; the host's checks (kvitto.evidence.phone, kvitto.evidence.ntag424) accept what the firmware journaled."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from app_support import missing_firmware
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kvitto.enroll import ntag424_badge_keys, ntag424_masters
-from kvitto.ntag424 import verify_sun
-from kvitto.phone import phone_key_id, verify_answer
+from kvitto.evidence.ntag424 import verify_sun
+from kvitto.evidence.phone import phone_key_id, verify_answer
 from kvitto.sim import Fleet, NtagBadges, VirtualBoard
 
 pytestmark = pytest.mark.skipif(
@@ -48,7 +48,7 @@ def test_a_phone_with_its_seed_answers_the_challenge_the_host_verifies(board):
 
 
 def test_a_key_id_alone_still_taps_with_an_answer_that_does_not_verify(board):
-    from kvitto.phone import PhoneError
+    from kvitto.evidence.phone import PhoneError
 
     public = Ed25519PrivateKey.from_private_bytes(SEED).public_key().public_bytes_raw()
     board.tap("phone", phone_key_id(public).hex())
@@ -110,7 +110,7 @@ def test_a_lock_journals_the_proof_of_each_tap_even_a_refused_one(tmp_path, mosq
     # neither credential is on the allowlist, so both are denied.
     from board_support import PublishedEvents, board_public_key
 
-    from kvitto.evidence import verify_event
+    from kvitto.evidence.events import verify_event
 
     masters = ntag424_masters(tmp_path / "pki")
     keys = ntag424_badge_keys(masters, UID)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvitto.evidence import Event
+from kvitto.evidence.events import Event
 from kvitto.visits import anchor_boot
 
 MAX_SYNC_AGE_S = 3600

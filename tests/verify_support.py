@@ -1,5 +1,5 @@
 """A small case-bundle builder for verify tests: signs events with cryptography + cbor2 itself,
-independent of the device code and of kvitto.evidence.
+independent of the device code and of kvitto.evidence.events.
 
     b = Bundle(tmp_path); b.customer("c-1001"); b.device("tag-0042", "c-1001")
     b.visit("tag-0042", "s-07", "2026-10-01T08:00", "2026-10-01T08:30")

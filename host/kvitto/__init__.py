@@ -1,6 +1,6 @@
 """kvitto: open, verifiable evidence of home-care visits.
 
-from kvitto.evidence import verify_event
+from kvitto.evidence.events import verify_event
 payload = verify_event(message_bytes, public_key)
 print(payload.device, payload.seq, payload.type)
 """

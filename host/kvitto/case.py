@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
 from kvitto.errors import KvittoError
-from kvitto.evidence import DEVICE_ID, EvidenceError, read_messages
+from kvitto.evidence.events import DEVICE_ID, EvidenceError, read_messages
 from kvitto.registry import CREDENTIAL_ID, Customer, toml_string
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")

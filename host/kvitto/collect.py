@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kvitto.errors import KvittoError
-from kvitto.evidence import (
+from kvitto.evidence.events import (
     BadSignature,
     Event,
     EventVerifier,

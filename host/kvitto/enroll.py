@@ -90,11 +90,11 @@ def ntag424_masters(pki_dir: Path) -> Ntag424Masters:
 def ntag424_badge_keys(masters: Ntag424Masters, uid: bytes) -> dict[int, bytes]:
     """The five application keys to personalise one badge with.
 
-    Key 2 (SDM file read) is what kvitto.ntag424 re-derives to check SUN MACs; key 1 (SDM meta
+    Key 2 (SDM file read) is what kvitto.evidence.ntag424 re-derives to check SUN MACs; key 1 (SDM meta
     read) is shared because the host decrypts the PICC data before it knows the UID
     (AN12196 §3.3); keys 0, 3 and 4 are per badge and key number: M = UID ‖ key no ‖ "kvitto".
     """
-    from kvitto.ntag424 import SYSTEM_IDENTIFIER, an10922_diversify, badge_file_key
+    from kvitto.evidence.ntag424 import SYSTEM_IDENTIFIER, an10922_diversify, badge_file_key
 
     if len(uid) != NTAG424_UID_LENGTH:
         raise KvittoError(f"NTAG 424 UID is {len(uid)} bytes; these badges have 7")
@@ -148,7 +148,7 @@ def enroll_phone(
     registry: Any, salt: bytes, public_key_hex: str, staff: str, provider: str
 ) -> Enrolled:
     """A provider-owned phone by its app's Ed25519 public key (hex, 32 bytes)."""
-    from kvitto.phone import phone_key_id
+    from kvitto.evidence.phone import phone_key_id
 
     try:
         public_key = bytes.fromhex(public_key_hex.strip())

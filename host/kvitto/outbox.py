@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kvitto.errors import KvittoError
-from kvitto.evidence import sign_command, split_sign1
+from kvitto.evidence.events import sign_command, split_sign1
 from kvitto.registry import Registry
 from kvitto.store import OutboxRow, Store
 

@@ -5,10 +5,10 @@
     proofs[("tag-0042", 17)].status               # verified | weak | unchecked | refused
 
 DESIGN "Taps and credentials": a plain badge is only its UID (accepted, but weak); an NTAG 424
-DNA badge proves a fresh read with its SUN (x.sun = PICC data ‖ SDMMAC, kvitto.ntag424), whose
+DNA badge proves a fresh read with its SUN (x.sun = PICC data ‖ SDMMAC, kvitto.evidence.ntag424), whose
 read counter must go up from one accepted tap of that badge to the next, wherever it was read;
 a provider phone proves itself with an Ed25519 answer over the device's challenge
-(x.nonce ‖ device id, x.sig; kvitto.phone, docs/nfc.md). A proof that fails is no evidence: the
+(x.nonce ‖ device id, x.sig; kvitto.evidence.phone, docs/nfc.md). A proof that fails is no evidence: the
 tap is `refused` with a reason naming the event. Where the registry has no key material for
 the credential the tap is `unchecked` (reported as not checked, never passed silently).
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kvitto.case import Credential, Registry
-from kvitto.evidence import Event
-from kvitto.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
-from kvitto.phone import PhoneError, challenge_message, phone_key_id
+from kvitto.evidence.events import Event
+from kvitto.evidence.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
+from kvitto.evidence.phone import PhoneError, challenge_message, phone_key_id
 
 # How far two doors' clocks may disagree when ordering one badge's reads (synchronised
 # devices are within seconds; rule I5 reports larger differences on its own).

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.case import ORDER_FIELDS, Case, CaseError, Claim, read_case
-from kvitto.evidence import EvidenceError
+from kvitto.evidence.events import EvidenceError
 from kvitto.rules import Facts, Finding, Profile, load_profile, run_rules
 from kvitto.rules.billing import billing_basis
 from kvitto.taps import TapKeys

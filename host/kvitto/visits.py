@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.case import Registry
-from kvitto.evidence import (
+from kvitto.evidence.events import (
     Event,
     EventVerifier,
     EvidenceError,
@@ -144,7 +144,7 @@ def read_decoded(path: Path) -> Iterator[bytes]:
     """The messages of a bundle's evidence file (CBOR sequence or JSONL), for build_evidence.
 
     Kept for callers of the earlier (message, decoded envelope) form: build_evidence no longer
-    uses a decoded envelope, it matches the envelope's bytes (kvitto.evidence.EventVerifier)."""
+    uses a decoded envelope, it matches the envelope's bytes (kvitto.evidence.events.EventVerifier)."""
     for _, message in read_messages(path):
         yield message
 

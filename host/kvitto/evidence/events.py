@@ -1,6 +1,6 @@
 """Signed events and commands on the host: decode, verify and sign (FORMATS.md §1–2).
 
-    from kvitto.evidence import verify_event, read_messages
+    from kvitto.evidence.events import verify_event, read_messages
     for message in read_messages(Path("case/evidence.cbor-seq")):
         event = verify_event(message, public_key)   # raises an EvidenceError subclass
 
