@@ -41,8 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from kvitto.collect import Collector, Inbound, Intake, verify_batch
 from kvitto.evidence.events import sig_structure, split_sign1
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 ORG_SEED = bytes(range(32))
 CREDENTIAL = bytes.fromhex("198f61fa6e666ca15e852132fe1190e3")

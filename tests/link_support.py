@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from conftest import FAKES, micropython_binary, micropython_env
 from kvitto.collect import Collector
 from kvitto.netproxy import NetProxy
-from kvitto.registry import Registry
-from kvitto.store import Store, open_store
+from kvitto.store.db import Store, open_store
+from kvitto.store.registry import Registry
 
 ORG_SEED = bytes(range(32))
 ORG_PUBLIC = Ed25519PrivateKey.from_private_bytes(ORG_SEED).public_key().public_bytes_raw()

@@ -174,8 +174,8 @@ def test_cli_writes_config_from_accounts_file(tmp_path):
 
 
 def test_cli_takes_accounts_from_the_registry_and_leaves_revoked_devices_out(tmp_path):
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry
 
     url = f"sqlite:///{tmp_path / 'kvitto.db'}"
     with open_store(url) as store:

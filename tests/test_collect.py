@@ -8,8 +8,8 @@ import pytest
 from collect_support import ORG_SEED, FakeDevice, wait_for
 
 from kvitto.collect import Collector, _puback
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 
 @pytest.fixture

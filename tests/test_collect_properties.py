@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvitto.collect import Collector, Inbound, verify_batch
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 DEVICE = FakeDevice("tag-0042")
 EVENTS = DEVICE.events(24)

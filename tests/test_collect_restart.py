@@ -15,8 +15,8 @@ import pytest
 from collect_support import ORG_SEED, FakeDevice, fresh_database, postgres_cluster, wait_for
 
 from kvitto.collect import Collector
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 
 def registered(store_url: str, *device_ids: str) -> list[FakeDevice]:

@@ -208,8 +208,8 @@ def test_the_collector_sends_a_config_command_in_the_device_s_command_sequence(
     from collect_support import FakeDevice, wait_for
 
     from kvitto.collect import Collector
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry
 
     store = open_store(f"sqlite:///{tmp_path}/kvitto.db")
     registry = Registry(store)

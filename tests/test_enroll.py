@@ -16,8 +16,8 @@ from kvitto.errors import KvittoError
 from kvitto.evidence.ntag424 import an10922_diversify, sdm_mac, verify_sun
 from kvitto.evidence.phone import phone_key_id
 from kvitto.pki import ensure_org
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 
 @pytest.fixture

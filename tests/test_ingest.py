@@ -14,8 +14,8 @@ from collect_support import FakeDevice
 from kvitto.cli import main
 from kvitto.collect import export_case, ingest
 from kvitto.errors import KvittoError
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "case-minimal"
 

@@ -1,4 +1,4 @@
-"""The command outbox (`kvitto command`, kvitto.outbox): commands checked when queued, sent by
+"""The command outbox (`kvitto command`, kvitto.store.outbox): commands checked when queued, sent by
 a running collector while the device is online, again after a reconnect, and closed only by
 the device's own signed events. Against a real Mosquitto, with a CPython device."""
 
@@ -15,9 +15,9 @@ from kvitto.cli import cli
 from kvitto.collect import Collector
 from kvitto.errors import KvittoError
 from kvitto.evidence.events import split_sign1
-from kvitto.outbox import due, parse_setting, queue_command
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.outbox import due, parse_setting, queue_command
+from kvitto.store.registry import Registry
 
 CRED = bytes.fromhex("198f61fa6e666ca15e852132fe1190e3")
 OTHER = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -94,7 +94,7 @@ def test_due_waits_for_an_offline_device_and_resends_after_a_reconnect(store):
 
 
 def test_a_store_of_version_1_gains_the_outbox(tmp_path):
-    from kvitto.store import MIGRATIONS
+    from kvitto.store.db import MIGRATIONS
 
     url = f"sqlite:///{tmp_path}/old.db"
     store = open_store(url, migrate=False)

@@ -17,7 +17,7 @@ from kvitto.enroll import enroll_badge
 from kvitto.pki import ensure_org, load_command_key
 from kvitto.provision import Provisioning, provision
 from kvitto.sim import VirtualBoard
-from kvitto.store import open_store
+from kvitto.store.db import open_store
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
@@ -116,6 +116,6 @@ def test_a_revoked_badge_stops_opening_the_lock(tmp_path, mosquitto):
 
 
 def _registry(store):
-    from kvitto.registry import Registry
+    from kvitto.store.registry import Registry
 
     return Registry(store)

@@ -33,9 +33,9 @@ from kvitto.provision import (
     provision,
     read_identity,
 )
-from kvitto.registry import Registry
 from kvitto.sim import VirtualBoard, read_flash_file
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 
 UID = "04a1b2c3"
 

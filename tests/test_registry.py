@@ -8,8 +8,8 @@ import pytest
 import tomllib
 
 from kvitto.errors import KvittoError
-from kvitto.registry import Order, Registry, instant
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Order, Registry, instant
 
 KEY = bytes(range(32))
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "case-minimal"

@@ -300,8 +300,8 @@ def test_registry_key_fields_round_trip_and_are_checked():
 
 def test_the_store_exports_a_phones_public_key(tmp_path):
     from kvitto.enroll import enroll_phone
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry
 
     with open_store(f"sqlite:///{tmp_path / 'k.db'}") as store:
         registry = Registry(store)

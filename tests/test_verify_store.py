@@ -8,8 +8,8 @@ from verify_support import rules_of, standard
 
 from kvitto.cli import main
 from kvitto.collect import ingest
-from kvitto.registry import Registry
-from kvitto.store import open_store
+from kvitto.store.db import open_store
+from kvitto.store.registry import Registry
 from kvitto.verify import verify_case, verify_store
 
 

@@ -282,8 +282,8 @@ def _give_to(user: str, paths: list[Path]) -> None:
 
 def accounts_from_registry(store_url: str) -> list[DeviceAccount]:
     """The MQTT accounts of every device that is not revoked, from the registry."""
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry
 
     with open_store(store_url) as store:
         return Registry(store).mqtt_accounts()

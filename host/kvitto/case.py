@@ -27,7 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.events import DEVICE_ID, EvidenceError, read_messages
-from kvitto.registry import CREDENTIAL_ID, Customer, toml_string
+from kvitto.store.registry import CREDENTIAL_ID, Customer, toml_string
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 ORDER_FIELDS = (

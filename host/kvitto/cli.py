@@ -192,7 +192,7 @@ def command() -> None:
 @_FORMAT
 def command_allow(store_url, devices, credentials, staff, output_format) -> None:
     """Let credentials open these locks (their allowlists on flash; works offline)."""
-    from kvitto.outbox import run_command
+    from kvitto.store.outbox import run_command
 
     run_command(store_url, "allow", list(devices), None, credentials, staff, False, output_format)
 
@@ -207,7 +207,7 @@ def command_allow(store_url, devices, credentials, staff, output_format) -> None
 def command_revoke(store_url, devices, all_locks, credentials, staff, output_format) -> None:
     """Take credentials off these locks' allowlists (`kvitto revoke --credential` does this
     for every lock)."""
-    from kvitto.outbox import run_command
+    from kvitto.store.outbox import run_command
 
     run_command(
         store_url, "revoke", list(devices), None, credentials, staff, all_locks, output_format
@@ -221,7 +221,7 @@ def command_revoke(store_url, devices, all_locks, credentials, staff, output_for
 @_FORMAT
 def command_config(store_url, devices, settings, output_format) -> None:
     """Change settings, e.g. relock_ms=8000 debounce_ms=900 answer_s=1800 tag_mode=false."""
-    from kvitto.outbox import parse_setting, run_command
+    from kvitto.store.outbox import parse_setting, run_command
 
     x = dict(parse_setting(text) for text in settings)
     run_command(store_url, "config", list(devices), x, output_format=output_format)
@@ -233,7 +233,7 @@ def command_config(store_url, devices, settings, output_format) -> None:
 @_FORMAT
 def command_time(store_url, devices, output_format) -> None:
     """Set the devices' clocks from this host's (for a device that cannot reach NTP)."""
-    from kvitto.outbox import run_command
+    from kvitto.store.outbox import run_command
 
     run_command(store_url, "time", list(devices), {}, output_format=output_format)
 
@@ -245,7 +245,7 @@ def command_time(store_url, devices, output_format) -> None:
 @_FORMAT
 def command_list(store_url, device, open_only, output_format) -> None:
     """The outbox: each command, its attempts and its outcome as the device's events show it."""
-    from kvitto.outbox import run_list
+    from kvitto.store.outbox import run_list
 
     run_list(store_url, device, open_only, output_format)
 
@@ -256,7 +256,7 @@ def command_list(store_url, device, open_only, output_format) -> None:
 @_FORMAT
 def command_cancel(store_url, command_id, output_format) -> None:
     """Stop sending an open command (what a device already obeyed stays)."""
-    from kvitto.outbox import run_cancel
+    from kvitto.store.outbox import run_cancel
 
     run_cancel(store_url, command_id, output_format)
 
@@ -402,7 +402,7 @@ def ingest(file, store_url, output_format) -> None:
     from pathlib import Path
 
     from kvitto.collect import ingest as ingest_file
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
 
     with open_store(store_url) as store:
         report = ingest_file(store, Path(file))
@@ -430,7 +430,7 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     from pathlib import Path
 
     from kvitto.collect import export_case as write_case
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
 
     with open_store(store_url) as store:
         result = write_case(

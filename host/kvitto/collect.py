@@ -47,8 +47,8 @@ from kvitto.evidence.events import (
     split_sign1,
     verify_event,
 )
-from kvitto.registry import Registry
-from kvitto.store import EventRow, QuarantineRow, Store
+from kvitto.store.db import EventRow, QuarantineRow, Store
+from kvitto.store.registry import Registry
 
 EVENT_TOPIC = "kvitto/v1/+/evt"
 STATE_TOPIC = "kvitto/v1/+/state"
@@ -814,8 +814,8 @@ class Collector:
 
     def _pump_outbox(self) -> None:
         """The store's outbox (`kvitto command`): close what the devices' events show done,
-        queue what is due for sending (kvitto.outbox)."""
-        from kvitto.outbox import drop_revoked, due, settle, wire_x
+        queue what is due for sending (kvitto.store.outbox)."""
+        from kvitto.store.outbox import drop_revoked, due, settle, wire_x
 
         clock = time.monotonic()
         if self.org_secret is None or clock - self._outbox_checked < self.outbox_interval:
@@ -940,7 +940,7 @@ def month_window(month: str) -> tuple[int, int]:
     """Unix seconds [start, end) of a month in Europe/Stockholm."""
     import datetime as dt
 
-    from kvitto.registry import LOCAL
+    from kvitto.store.registry import LOCAL
 
     try:
         first = dt.datetime.strptime(month, "%Y-%m").replace(tzinfo=LOCAL)
@@ -1045,7 +1045,7 @@ def run_collect(
     import signal
     import sys
 
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
 
     org_secret = load_org_key(org_key) if org_key else None
     store = open_store(store_url)

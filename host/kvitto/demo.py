@@ -294,8 +294,8 @@ class Day:
 def _revoke_at_the_office(store: Any, credential: str, say: Callable[[str], None]) -> None:
     """`kvitto revoke --credential`: the registry, and a `revoke` queued for every lock;
     waits until the running collector has it closed by the locks' events."""
-    from kvitto.outbox import lock_devices, queue_command
-    from kvitto.registry import Registry
+    from kvitto.store.outbox import lock_devices, queue_command
+    from kvitto.store.registry import Registry
 
     with store.transaction():
         Registry(store).revoke_credential(credential)
@@ -367,11 +367,11 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     from kvitto.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
     from kvitto.pki import ensure_org, load_command_key
     from kvitto.provision import Provisioning, provision
-    from kvitto.registry import Order, Registry
     from kvitto.report import render
     from kvitto.rules import load_profile
     from kvitto.sim import NtagBadges, VirtualBoard
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Order, Registry
     from kvitto.verify import verify_store
 
     loaded_profile = load_profile(profile)  # an unknown profile fails before any board starts
@@ -509,7 +509,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     scene.tap("tag-0102", at("22:50"), "badge", BADGE_B, "s-02", ("depart",))
     # 23:00 s-02 leaves the provider and the office revokes the badge. The lock keeps its
     # allowlist on flash, so the `revoke` waits in the store's outbox until the collector has
-    # sent it and the lock's own signed health event shows it done (kvitto.outbox).
+    # sent it and the lock's own signed health event shows it done (kvitto.store.outbox).
     scene.clock("lock-0201", at("23:00"))
     _revoke_at_the_office(store, staff["s-02"].credential_id, say)
     scene.tap("lock-0201", at("23:10"), "badge", BADGE_B, "s-02", ("deny",))

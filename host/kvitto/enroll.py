@@ -182,10 +182,10 @@ def run_enroll(
 
     import click
 
-    from kvitto.outbox import lock_devices, queue_command
     from kvitto.pki import load_org
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.outbox import lock_devices, queue_command
+    from kvitto.store.registry import Registry
 
     given = [name for name, value in (("--badge", badge), ("--ntag424", ntag424),
                                        ("--phone-key", phone_key)) if value]  # fmt: skip
@@ -202,7 +202,7 @@ def run_enroll(
         else:
             enrolled = enroll_phone(registry, salt, phone_key or "", staff, provider)
         # Each lock decides from the allowlist on its own flash: the credential opens a door
-        # once the lock's journal shows the `allow` (kvitto.outbox, sent by the collector).
+        # once the lock's journal shows the `allow` (kvitto.store.outbox, sent by the collector).
         targets = lock_devices(store) if all_locks else list(dict.fromkeys(locks or []))
         at = int(time.time() * 1000)
         for lock in targets:
@@ -242,8 +242,8 @@ def run_revoke(
 
     import click
 
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry
 
     if bool(device) == bool(credential):
         raise KvittoError("give exactly one of --device ID or --credential ID")
@@ -253,12 +253,12 @@ def run_revoke(
             row = registry.revoke_device(device, when)
             result = {"device": row.id, "customer": row.customer, "revoked": row.revoked}
         else:
-            from kvitto.outbox import lock_devices, queue_command
+            from kvitto.store.outbox import lock_devices, queue_command
 
             with store.transaction():
                 row = registry.revoke_credential(credential or "", when)
                 # The registry's word does not reach a door: each lock keeps its allowlist on
-                # flash. A signed `revoke` goes to every lock (kvitto.outbox: sent by the
+                # flash. A signed `revoke` goes to every lock (kvitto.store.outbox: sent by the
                 # collector, kept until the lock's journal shows it).
                 locks = lock_devices(store)
                 at = int(time.time() * 1000)

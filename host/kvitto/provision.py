@@ -272,8 +272,8 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
     """Provision one board end to end; see the module docstring for the order of steps."""
     from kvitto.broker_config import check_device_id, new_password, password_hash
     from kvitto.image import check_config, load_board
-    from kvitto.registry import Registry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry
 
     check_device_id(request.device, "--device")
     if request.mark is not None and (len(request.mark) != 1 or not request.mark.isupper()):

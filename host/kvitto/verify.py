@@ -179,7 +179,7 @@ def read_store_case(
 ) -> tuple[Case, list[bytes], dict[tuple[str, int], tuple[int | None, int]]]:
     """A case from the collector's store (registry, orders, events) plus the provider's claims.
 
-    The store is the collector's (kvitto.store / kvitto.registry); claims are the provider's
+    The store is the collector's (kvitto.store.db / kvitto.store.registry); claims are the provider's
     file. Every stored event of the registered devices received from `received_since` (Unix
     ms; all when None) is re-verified like a bundle's.
     """
@@ -187,8 +187,8 @@ def read_store_case(
     import io
 
     from kvitto.case import parse_claims, parse_orders, parse_registry
-    from kvitto.registry import Registry as StoreRegistry
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.registry import Registry as StoreRegistry
 
     store = open_store(url, migrate=False)
     try:

@@ -20,8 +20,8 @@ from typing import Any
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.events import sign_command, split_sign1
-from kvitto.registry import Registry
-from kvitto.store import OutboxRow, Store
+from kvitto.store.db import OutboxRow, Store
+from kvitto.store.registry import Registry
 
 RESEND_AFTER_S = 60  # an open command goes again after this (it expires after 300 s)
 QUEUED_TYPES = ("allow", "revoke", "config", "time")  # ack and resend are the collector's own
@@ -232,7 +232,7 @@ def run_command(
 
     import click
 
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
 
     at = int(time.time() * 1000) if at is None else at
     with open_store(store_url) as store:
@@ -261,7 +261,7 @@ def run_list(store_url: str, device: str | None, open_only: bool, output_format:
 
     import click
 
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
 
     with open_store(store_url) as store:
         rows = store.outbox(open_only=open_only, device=device)
@@ -290,7 +290,7 @@ def run_cancel(store_url: str, command_id: int, output_format: str) -> None:
 
     import click
 
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
 
     with open_store(store_url) as store:
         row = cancel(store, command_id, int(time.time() * 1000))

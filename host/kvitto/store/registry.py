@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from kvitto.broker_config import DeviceAccount
 from kvitto.errors import KvittoError
 from kvitto.evidence.events import DEVICE_ID
-from kvitto.store import Store
+from kvitto.store.db import Store
 
 PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
