@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 from installer_support import MqttProbe, settle, unstarted_mosquitto
 
-from kvitto.broker_config import (
+from kvitto.cli import cli
+from kvitto.errors import KvittoError
+from kvitto.install.broker_config import (
     COLLECTOR_USER,
     BrokerSettings,
     DeviceAccount,
@@ -24,8 +26,6 @@ from kvitto.broker_config import (
     password_hash,
     write_broker_config,
 )
-from kvitto.cli import cli
-from kvitto.errors import KvittoError
 
 
 def broker_user() -> str | None:

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kvitto.cli import cli
-from kvitto.enroll import credential_id, ntag424_badge_keys, ntag424_masters, parse_uid
 from kvitto.errors import KvittoError
 from kvitto.evidence.ntag424 import an10922_diversify, sdm_mac, verify_sun
 from kvitto.evidence.phone import phone_key_id
-from kvitto.pki import ensure_org
+from kvitto.install.enroll import credential_id, ntag424_badge_keys, ntag424_masters, parse_uid
+from kvitto.install.pki import ensure_org
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 

@@ -17,7 +17,7 @@ from esptool.bin_image import ELFSection, ESP32FirmwareImage
 
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
-from kvitto.flash import (
+from kvitto.install.flash import (
     FlashPlan,
     _progress_logger,
     check_firmware,
@@ -28,7 +28,7 @@ from kvitto.flash import (
     run_esptool,
     run_plan,
 )
-from kvitto.image import build_image, load_board
+from kvitto.install.image import build_image, load_board
 
 
 def esp32_app_image(path: Path) -> Path:

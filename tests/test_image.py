@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
-from kvitto.image import BOARD_FILE, CONFIG_FILE, build_image, load_board, read_image
+from kvitto.install.image import BOARD_FILE, CONFIG_FILE, build_image, load_board, read_image
 from kvitto.paths import FIRMWARE
 
 
@@ -193,7 +193,7 @@ def test_virtual_board_mounts_the_image_and_runs(sim_image, tmp_path):
         events = board.wait_events(2, 30)
         assert [event["type"] for event in events[:2]] == ["boot", "arrive"]
         # credential id = HMAC-SHA256(salt from the image's config, UID)[:16]
-        from kvitto.enroll import credential_id
+        from kvitto.install.enroll import credential_id
 
         assert events[1]["cred"] == credential_id(bytes.fromhex("11" * 32), "04a1b2c3")
     finally:

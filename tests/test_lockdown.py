@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
-from kvitto.image import build_image, read_image
-from kvitto.lockdown import BOOT_PY, lock_board
+from kvitto.install.image import build_image, read_image
+from kvitto.install.lockdown import BOOT_PY, lock_board
 
 # Runs boot.py the way the port does (cwd = the board's filesystem), with machine.reset
 # recorded: the unix port has no reset, and a reset is what must end the boot.

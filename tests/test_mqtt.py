@@ -411,7 +411,7 @@ asyncio.run(main())
 
 
 def test_username_password_and_dns_resolved_once(micropython, mosquitto_factory, tmp_path):
-    from kvitto.broker_config import password_hash
+    from kvitto.install.broker_config import password_hash
 
     passwords = tmp_path / "passwords"
     passwords.write_text(f"tag-0042:{password_hash('right-password')}\n")

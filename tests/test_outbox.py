@@ -242,7 +242,7 @@ def test_revoking_a_credential_queues_it_for_every_lock(store, tmp_path):
 
 
 def test_enrolling_with_locks_queues_allow_and_a_wrong_lock_enrolls_nothing(store, tmp_path):
-    from kvitto.pki import ensure_org
+    from kvitto.install.pki import ensure_org
 
     ensure_org(tmp_path / "pki")
     pki = str(tmp_path / "pki")

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from kvitto.cli import cli
 from kvitto.collect import Collector
-from kvitto.enroll import enroll_badge
-from kvitto.pki import ensure_org, load_command_key
-from kvitto.provision import Provisioning, provision
+from kvitto.install.enroll import enroll_badge
+from kvitto.install.pki import ensure_org, load_command_key
+from kvitto.install.provision import Provisioning, provision
 from kvitto.sim import VirtualBoard
 from kvitto.store.db import open_store
 

@@ -14,17 +14,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from installer_support import MqttProbe, unstarted_mosquitto
 
 from conftest import free_port
-from kvitto.broker_config import (
+from kvitto.cli import cli
+from kvitto.errors import KvittoError
+from kvitto.evidence.events import sign_command, split_sign1
+from kvitto.install.broker_config import (
     BrokerSettings,
     DeviceAccount,
     new_password,
     password_hash,
     write_broker_config,
 )
-from kvitto.cli import cli
-from kvitto.errors import KvittoError
-from kvitto.evidence.events import sign_command, split_sign1
-from kvitto.pki import (
+from kvitto.install.pki import (
     broker_tls_files,
     ensure_org,
     issue_broker_certificate,

@@ -15,18 +15,18 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from installer_support import MqttProbe, unstarted_mosquitto
 
-from kvitto.broker_config import (
+from kvitto.cli import cli
+from kvitto.errors import KvittoError
+from kvitto.evidence.events import verify_event
+from kvitto.install.broker_config import (
     COLLECTOR_USER,
     BrokerSettings,
     accounts_from_registry,
     check_password,
     write_broker_config,
 )
-from kvitto.cli import cli
-from kvitto.errors import KvittoError
-from kvitto.evidence.events import verify_event
-from kvitto.pki import ensure_org
-from kvitto.provision import (
+from kvitto.install.pki import ensure_org
+from kvitto.install.provision import (
     ProvisionError,
     Provisioning,
     label_svg,
@@ -243,7 +243,7 @@ def test_label_carries_id_qr_and_mark_only():
 def test_tls_board_pins_the_organisation_ca_and_publishes(setup, fresh_boards):
     """--tls: the config carries the CA from `kvitto pki`; the board reaches a TLS-only broker."""
     from conftest import free_port
-    from kvitto.pki import broker_tls_files, issue_broker_certificate
+    from kvitto.install.pki import broker_tls_files, issue_broker_certificate
 
     pki, url, broker, labels = setup
     issue_broker_certificate(pki, ["localhost", "127.0.0.1"])

@@ -324,7 +324,7 @@ def test_signed_commands_set_the_clock_and_the_allowlist(tmp_path, mosquitto):
 
 
 def test_the_image_kvitto_image_builds_boots_a_virtual_board(tmp_path):
-    from kvitto.image import build_image
+    from kvitto.install.image import build_image
 
     config = {
         "device": "tag-0042",

@@ -12,9 +12,9 @@ import pytest
 from app_support import missing_firmware
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kvitto.enroll import ntag424_badge_keys, ntag424_masters
 from kvitto.evidence.ntag424 import verify_sun
 from kvitto.evidence.phone import phone_key_id, verify_answer
+from kvitto.install.enroll import ntag424_badge_keys, ntag424_masters
 from kvitto.sim import Fleet, NtagBadges, VirtualBoard
 
 pytestmark = pytest.mark.skipif(
@@ -86,7 +86,7 @@ def test_ntag424_taps_carry_suns_under_the_badges_keys_with_a_rising_counter(tmp
 
 
 def test_kvitto_sim_with_the_organisations_pki_uses_its_salt_and_badge_keys(tmp_path):
-    from kvitto.pki import ensure_org
+    from kvitto.install.pki import ensure_org
     from kvitto.sim import run_sim
 
     pki = tmp_path / "pki"

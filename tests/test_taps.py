@@ -129,8 +129,8 @@ def test_refused_tap_without_e7_is_named_by_e1(tmp_path):
 
 
 def test_without_keys_a_sun_is_not_checked_but_the_organisations_keys_check_it(tmp_path):
-    from kvitto.enroll import ntag424_badge_keys, ntag424_masters
-    from kvitto.pki import ensure_org
+    from kvitto.install.enroll import ntag424_badge_keys, ntag424_masters
+    from kvitto.install.pki import ensure_org
     from kvitto.taps import TapKeys
 
     pki = tmp_path / "pki"
@@ -299,7 +299,7 @@ def test_registry_key_fields_round_trip_and_are_checked():
 
 
 def test_the_store_exports_a_phones_public_key(tmp_path):
-    from kvitto.enroll import enroll_phone
+    from kvitto.install.enroll import enroll_phone
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry
 

@@ -73,7 +73,7 @@ def cli() -> None:
 @_FORMAT
 def image(board, out, config, lockdown, frozen, output_format) -> None:
     """Build a board's filesystem image (firmware as .mpy, board file, device config)."""
-    from kvitto.image import run_image
+    from kvitto.install.image import run_image
 
     run_image(board, out, config, output_format, lockdown, frozen)
 
@@ -92,7 +92,7 @@ def image(board, out, config, lockdown, frozen, output_format) -> None:
 @_FORMAT
 def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_format) -> None:
     """Write MicroPython and the filesystem image to a board through esptool."""
-    from kvitto.flash import run_flash
+    from kvitto.install.flash import run_flash
 
     run_flash(board, firmware, image, port, baud, erase, dry_run, merged, output_format)
 
@@ -123,8 +123,8 @@ def provision(
     """Set up a device for a customer over its serial port (mpremote) and register it."""
     from pathlib import Path
 
-    from kvitto.flash import pick_port
-    from kvitto.provision import Provisioning, run_provision
+    from kvitto.install.flash import pick_port
+    from kvitto.install.provision import Provisioning, run_provision
 
     request = Provisioning(
         port=pick_port(port), device=device, customer=customer, role=role, board=board,
@@ -155,7 +155,7 @@ def enroll(
     output_format,
 ) -> None:  # fmt: skip
     """Enroll a staff credential: badge UID, NTAG 424 DNA or provider-owned phone."""
-    from kvitto.enroll import run_enroll
+    from kvitto.install.enroll import run_enroll
 
     run_enroll(
         store_url, pki_dir, staff, provider, badge, ntag424, phone_key, show_keys, output_format,
@@ -171,7 +171,7 @@ def enroll(
 @_FORMAT
 def revoke(store_url, device, credential, when, output_format) -> None:
     """Revoke a device or a credential (kept in the registry, never deleted)."""
-    from kvitto.enroll import run_revoke
+    from kvitto.install.enroll import run_revoke
 
     run_revoke(store_url, device, credential, when, output_format)
 
@@ -284,7 +284,7 @@ def command_cancel(store_url, command_id, output_format) -> None:
 @_FORMAT
 def pki(pki_dir, broker_hosts, devices, output_format) -> None:
     """Create the CA, broker and device certificates and the organisation's command key."""
-    from kvitto.pki import run_pki
+    from kvitto.install.pki import run_pki
 
     run_pki(pki_dir, list(broker_hosts), list(devices), output_format)
 
@@ -330,7 +330,7 @@ def broker_config(
     output_format,
 ) -> None:  # fmt: skip
     """Write the Mosquitto configuration: listeners, password file, per-device ACL."""
-    from kvitto.broker_config import run_broker_config
+    from kvitto.install.broker_config import run_broker_config
 
     run_broker_config(
         out_dir, store_url, accounts_file, bind, port, pki_dir, tls_port, run_as, output_format,
@@ -344,7 +344,7 @@ def broker_config(
 @_FORMAT
 def lockdown(port, out, output_format) -> None:
     """Production boot config that disables the REPL on the UART after provisioning."""
-    from kvitto.lockdown import run_lockdown
+    from kvitto.install.lockdown import run_lockdown
 
     run_lockdown(port, out, output_format)
 

@@ -5,7 +5,7 @@
     print(outcome.report_html, outcome.result.counts)
 
 What runs is the real system: four virtual boards (the firmware under the unix port) are
-provisioned over their serial ptys the way an installer does it (kvitto.provision, mpremote's
+provisioned over their serial ptys the way an installer does it (kvitto.install.provision, mpremote's
 raw REPL), staff credentials are enrolled in a temporary registry, the boards publish signed
 events through a network proxy to an MQTT broker, the real Collector stores them, and
 kvitto.verify checks a provider's claims for the month against that evidence.
@@ -364,9 +364,9 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     from urllib.parse import urlparse
 
     from kvitto.collect import Collector, export_case
-    from kvitto.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
-    from kvitto.pki import ensure_org, load_command_key
-    from kvitto.provision import Provisioning, provision
+    from kvitto.install.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
+    from kvitto.install.pki import ensure_org, load_command_key
+    from kvitto.install.provision import Provisioning, provision
     from kvitto.report import render
     from kvitto.rules import load_profile
     from kvitto.sim import NtagBadges, VirtualBoard

@@ -36,7 +36,7 @@ from kvitto.paths import BOARDS, FIRMWARE, micropython_binary, micropython_path
 
 CONFIG_FILE = "config.json"
 BOARD_FILE = "board.json"
-# littlefs parameters of MicroPython's VfsLfs2 (the same as kvitto.image uses)
+# littlefs parameters of MicroPython's VfsLfs2 (the same as kvitto.install.image uses)
 LFS_READ_SIZE = LFS_PROG_SIZE = LFS_LOOKAHEAD = 32
 LFS_NAME_MAX = 255
 _SIGUSR1_EXIT = -signal.SIGUSR1  # the simulated watchdog's reset (firmware/sim/hal_sim.py)
@@ -451,7 +451,7 @@ def _proxy_call(proxy: Any, action: str) -> None:
 
 class NtagBadges:
     """NTAG 424 DNA badges as the simulation holds them to doors: each badge's keys derived
-    from the organisation's masters (kvitto.enroll, AN10922) and one read counter per badge,
+    from the organisation's masters (kvitto.install.enroll, AN10922) and one read counter per badge,
     kept here because a badge is one object that goes from door to door.
 
         badges = NtagBadges(ntag424_masters(pki))
@@ -463,7 +463,7 @@ class NtagBadges:
         self.counters: dict[bytes, int] = {}
 
     def card(self, uid_hex: str) -> dict[str, Any]:
-        from kvitto.enroll import ntag424_badge_keys, parse_uid
+        from kvitto.install.enroll import ntag424_badge_keys, parse_uid
 
         uid = parse_uid(uid_hex, "NTAG 424 UID")
         keys = ntag424_badge_keys(self.masters, uid)
@@ -649,8 +649,8 @@ def run_sim(
     given) and NTAG 424 master keys, so taps carry the credential ids and SUNs it enrolled."""
     badges = None
     if pki_dir is not None:
-        from kvitto.enroll import ntag424_masters
-        from kvitto.pki import load_org
+        from kvitto.install.enroll import ntag424_masters
+        from kvitto.install.pki import load_org
 
         org = load_org(pki_dir)
         salt = salt or org.credential_salt

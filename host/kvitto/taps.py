@@ -63,8 +63,8 @@ class TapKeys:
 
     @classmethod
     def from_pki(cls, pki_dir: Path | str) -> TapKeys:
-        from kvitto.enroll import NTAG424_FILE_MASTER, NTAG424_META, read_ntag424_key
-        from kvitto.pki import load_org
+        from kvitto.install.enroll import NTAG424_FILE_MASTER, NTAG424_META, read_ntag424_key
+        from kvitto.install.pki import load_org
 
         folder = Path(pki_dir)
         return cls(

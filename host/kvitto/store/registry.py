@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from kvitto.broker_config import DeviceAccount
 from kvitto.errors import KvittoError
 from kvitto.evidence.events import DEVICE_ID
+from kvitto.install.broker_config import DeviceAccount
 from kvitto.store.db import Store
 
 PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -1,6 +1,6 @@
 """The organisation's keys: command-signing key, credential salt, a CA and TLS certificates.
 
-    from kvitto.pki import ensure_org, issue_broker_certificate
+    from kvitto.install.pki import ensure_org, issue_broker_certificate
     org = ensure_org(Path("pki"))                       # created once, then reused
     issue_broker_certificate(Path("pki"), ["mqtt.example.org", "127.0.0.1"])
 
@@ -224,7 +224,7 @@ def issue_broker_certificate(pki_dir: Path, hosts: list[str]) -> tuple[Path, Pat
 def issue_device_certificate(pki_dir: Path, device_id: str) -> tuple[Path, Path]:
     """A TLS client certificate whose common name is the device id (Mosquitto's
     `use_identity_as_username`); the default login is the per-device password instead."""
-    from kvitto.broker_config import check_device_id
+    from kvitto.install.broker_config import check_device_id
 
     check_device_id(device_id)
     (pki_dir / "devices").mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,7 @@ def issue_device_certificate(pki_dir: Path, device_id: str) -> tuple[Path, Path]
 
 def broker_tls_files(pki_dir: Path):
     """CA, broker certificate and key for a TLS listener, or a KvittoError naming what is missing."""
-    from kvitto.broker_config import TlsFiles
+    from kvitto.install.broker_config import TlsFiles
 
     files = TlsFiles(
         ca=(pki_dir / CA_CERT).resolve(),

@@ -1,6 +1,6 @@
 """Production boot.py: once a board is provisioned, its serial REPL is closed for good.
 
-    from kvitto.lockdown import boot_py
+    from kvitto.install.lockdown import boot_py
     Path("boot.py").write_text(boot_py())              # or: kvitto lockdown --port /dev/ttyUSB0
     kvitto image --board esp32-devkitc --lockdown …    # the same file inside a board image
 
@@ -82,7 +82,7 @@ print(json.dumps({"ok": back == data, "provisioned": provisioned}))
 
 def lock_board(port: str) -> dict[str, Any]:
     """Write the production boot.py onto a running board through mpremote (atomic rename)."""
-    from kvitto.provision import DeviceConsole, ProvisionError
+    from kvitto.install.provision import DeviceConsole, ProvisionError
 
     console = DeviceConsole(port)
     try:

@@ -1,7 +1,7 @@
 """A board's filesystem image: the firmware compiled to .mpy, the board file and the device config
 in a littlefs2 image sized and placed per the board's flash layout (boards/*.json "flash").
 
-    from kvitto.image import build_image
+    from kvitto.install.image import build_image
     report = build_image("esp32-devkitc", Path("fs.bin"), config=Path("tag-0042.json"))
     print(report.fs_offset, report.block_count)      # where `kvitto flash` writes it
 
@@ -119,7 +119,7 @@ def load_board(board: str | Path) -> Board:
 
 def check_config(config: dict[str, Any], board: Board, source: str) -> None:
     """The device config fits the board; the message names the file and field."""
-    from kvitto.broker_config import check_device_id
+    from kvitto.install.broker_config import check_device_id
 
     for key in CONFIG_REQUIRED:
         if key not in config:
@@ -271,7 +271,7 @@ def build_image(
     frozen: bool = False,
 ) -> ImageReport:
     """Compile the firmware and write the board's littlefs2 image to `out`. With `lockdown`,
-    boot.py is the production one (kvitto.lockdown): no REPL once provisioned. With `frozen`,
+    boot.py is the production one (kvitto.install.lockdown): no REPL once provisioned. With `frozen`,
     the `device` package is left out: the MicroPython firmware flashed with the image has it
     frozen in (firmware/manifest.py), so its code is in flash, not on the heap."""
     layout = load_board(board)
@@ -282,7 +282,7 @@ def build_image(
         check_config(values, layout, source)
     files = firmware_files(layout, firmware_dir, frozen)
     if lockdown:
-        from kvitto.lockdown import boot_py
+        from kvitto.install.lockdown import boot_py
 
         files["boot.py"] = boot_py().encode()
     files[BOARD_FILE] = layout.source.read_bytes()

@@ -62,7 +62,7 @@ def read_ntag424_key(path: Path) -> bytes:
 
 
 def _ensure_key(pki_dir: Path, name: str) -> bytes:
-    from kvitto.pki import write_private
+    from kvitto.install.pki import write_private
 
     path = pki_dir / name
     if not path.exists():
@@ -182,7 +182,7 @@ def run_enroll(
 
     import click
 
-    from kvitto.pki import load_org
+    from kvitto.install.pki import load_org
     from kvitto.store.db import open_store
     from kvitto.store.outbox import lock_devices, queue_command
     from kvitto.store.registry import Registry

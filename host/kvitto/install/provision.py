@@ -195,13 +195,13 @@ def read_identity(console: DeviceConsole) -> bytes:
 
 
 def device_config(request: Provisioning, mqtt_password: str) -> dict[str, Any]:
-    from kvitto.pki import load_org
+    from kvitto.install.pki import load_org
 
     org = load_org(request.pki_dir)
     ca = request.broker_ca
     if request.broker_tls and ca is None:
         # Pin the organisation's CA (PEM text in the config: device.link accepts it inline).
-        from kvitto.pki import CA_CERT
+        from kvitto.install.pki import CA_CERT
 
         ca_path = request.pki_dir / CA_CERT
         if not ca_path.exists():
@@ -243,7 +243,7 @@ def label_svg(device: str, mark: str) -> str:
     """A printable label: QR code of the device id, the id in text, the cohabitant mark."""
     import segno
 
-    from kvitto.broker_config import check_device_id
+    from kvitto.install.broker_config import check_device_id
 
     check_device_id(device)
     qr = segno.make(LABEL_QR_PREFIX + device, error="m")
@@ -270,8 +270,8 @@ def label_svg(device: str, mark: str) -> str:
 
 def provision(request: Provisioning, console: DeviceConsole | None = None) -> Provisioned:
     """Provision one board end to end; see the module docstring for the order of steps."""
-    from kvitto.broker_config import check_device_id, new_password, password_hash
-    from kvitto.image import check_config, load_board
+    from kvitto.install.broker_config import check_device_id, new_password, password_hash
+    from kvitto.install.image import check_config, load_board
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry
 

@@ -1,6 +1,6 @@
 """Mosquitto configuration for kvitto: listeners, password file, per-device ACL, queue limits.
 
-    from kvitto.broker_config import write_broker_config, DeviceAccount
+    from kvitto.install.broker_config import write_broker_config, DeviceAccount
     written = write_broker_config(Path("/etc/mosquitto/kvitto"), [DeviceAccount("tag-0042", h)])
     # mosquitto -c /etc/mosquitto/kvitto/mosquitto.conf
 
@@ -335,7 +335,7 @@ def run_broker_config(
         raise KvittoError("no devices: give --store URL (the registry) or --accounts FILE")
     tls = None
     if pki_dir:
-        from kvitto.pki import broker_tls_files
+        from kvitto.install.pki import broker_tls_files
 
         tls = broker_tls_files(Path(pki_dir))
     if client_certificates and tls is None:

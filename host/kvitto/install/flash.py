@@ -23,7 +23,7 @@ from esp_pylib.logger import EspLog
 from esptool.logger import TemplateLogger, log
 
 from kvitto.errors import KvittoError
-from kvitto.image import Board, load_board
+from kvitto.install.image import Board, load_board
 
 # Where MicroPython's (merged) firmware image starts, per chip: ESP-IDF's bootloader offset.
 FIRMWARE_OFFSET = {
