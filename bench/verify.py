@@ -35,12 +35,12 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from kvitto.case import Claim, Credential, Customer, Device, Order, Registry
 from kvitto.evidence.events import read_messages, split_sign1
-from kvitto.rules import Facts, load_profile, run_rules
-from kvitto.rules.billing import billing_basis
-from kvitto.visits import Evidence, Presence, build_evidence, read_decoded
-from kvitto.workdays import STOCKHOLM
+from kvitto.verify.case import Claim, Credential, Customer, Device, Order, Registry
+from kvitto.verify.rules import Facts, load_profile, run_rules
+from kvitto.verify.rules.billing import billing_basis
+from kvitto.verify.visits import Evidence, Presence, build_evidence, read_decoded
+from kvitto.verify.workdays import STOCKHOLM
 
 UTC = timezone.utc
 ACTIVITY = {"norrtalje": "226", "huddinge": "omsorg", "upplands-bro": "omsorg",
@@ -51,7 +51,7 @@ VISIT_HOURS = (8, 11, 14, 18)
 def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0):
     """(registry, orders, claims, evidence) for October 2026, ~4 visits a day per customer.
 
-    Claims share equal times as kvitto.case.parse_claims makes them share (one object per
+    Claims share equal times as kvitto.verify.case.parse_claims makes them share (one object per
     distinct value), so memory is what `kvitto verify` holds for such a claims.csv."""
     rng = random.Random(seed)
     times: dict[datetime, datetime] = {}

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from verify_support import standard
 
-from kvitto.case import (
+from kvitto.verify.case import (
     CaseError,
     format_claims,
     parse_claims,
@@ -115,7 +115,7 @@ def test_broken_evidence_names_the_item(tmp_path):
     b.write()
     with open(tmp_path / "evidence.cbor-seq", "ab") as handle:
         handle.write(b"\x9f\x01")  # an indefinite array that never ends
-    from kvitto.verify import verify_case
+    from kvitto.verify.check import verify_case
 
     with pytest.raises(CaseError, match=r"evidence.cbor-seq item 3"):
         verify_case(tmp_path, "norrtalje", "2026-10")

@@ -78,7 +78,7 @@ def test_demo_command_with_the_embedded_broker(tmp_path):
     assert f"report: {out / 'report.html'}" in result.stdout.replace("\n", "")
     document = check_huddinge(out)
     # the exported case bundle, verified offline, gives the municipality the same findings
-    from kvitto.verify import verify_case
+    from kvitto.verify.check import verify_case
 
     offline = verify_case(out / "case", "huddinge", document["month"]).as_dict()
     assert offline["findings"] == document["findings"]

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from signing_support import VECTORS
 
 from kvitto import evidence
-from kvitto.case import Customer, Device, Registry
 from kvitto.evidence.events import (
     ALG_EDDSA,
     EVENT_TYPES,
@@ -40,7 +39,8 @@ from kvitto.evidence.events import (
     split_sign1,
     verify_event,
 )
-from kvitto.visits import build_evidence
+from kvitto.verify.case import Customer, Device, Registry
+from kvitto.verify.visits import build_evidence
 
 
 def public_key(secret: bytes) -> bytes:

@@ -11,8 +11,8 @@ import pytest
 from verify_support import standard
 
 from kvitto.cli import main
-from kvitto.report import render
-from kvitto.verify import verify_case
+from kvitto.verify.check import verify_case
+from kvitto.verify.report import render
 
 
 @pytest.fixture

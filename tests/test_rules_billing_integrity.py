@@ -160,7 +160,7 @@ def test_evidence_as_jsonl_reads_the_same(tmp_path):
     b.visit("tag-0042", "s-07", "2026-10-01T08:00", "2026-10-01T08:30")
     b.claim("k-1", "c-1001", "s-07", "226", "2026-10-01T08:00", "2026-10-01T08:30")
     b.write(jsonl=True)
-    from kvitto.verify import verify_case
+    from kvitto.verify.check import verify_case
 
     result = verify_case(tmp_path, "norrtalje", "2026-10")
     assert result.findings == [] and result.counts["events"] == len(b.messages)

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 from verify_support import Bundle, household, payable_of, rules_of, run, standard
 
-from kvitto.case import parse_time
-from kvitto.rules.timing import night_minutes
+from kvitto.verify.case import parse_time
+from kvitto.verify.rules.timing import night_minutes
 
 
 def elsewhere_bundle(tmp_path, activity: str) -> Bundle:

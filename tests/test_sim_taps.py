@@ -105,7 +105,7 @@ def test_kvitto_sim_with_the_organisations_pki_uses_its_salt_and_badge_keys(tmp_
 
 
 def test_a_lock_journals_the_proof_of_each_tap_even_a_refused_one(tmp_path, mosquitto):
-    # The lock's events carry the SUN and the phone's answer as the tag's do (kvitto.taps
+    # The lock's events carry the SUN and the phone's answer as the tag's do (kvitto.verify.taps
     # checks them), signed and published as the host's strict decoder accepts them; here
     # neither credential is on the allowlist, so both are denied.
     from board_support import PublishedEvents, board_public_key

@@ -1,4 +1,4 @@
-"""Tap proofs through `kvitto verify` (kvitto.taps): NTAG 424 SUN with a rising read counter,
+"""Tap proofs through `kvitto verify` (kvitto.verify.taps): NTAG 424 SUN with a rising read counter,
 phone answers over the device's exact challenge, weak badges, keys missing → not checked.
 
 SUNs come from the simulator's NTAG 424 (firmware/sim/pn532sim.py, its own AES-CMAC) and phone
@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pn532_support import firmware_modules
 from verify_support import Bundle, credential_id, rules_of, run, standard, when
 
-from kvitto.case import CaseError, format_registry, parse_registry
-from kvitto.verify import verify_case
+from kvitto.verify.case import CaseError, format_registry, parse_registry
+from kvitto.verify.check import verify_case
 
 _, pn532sim, _ = firmware_modules()
 
@@ -131,7 +131,7 @@ def test_refused_tap_without_e7_is_named_by_e1(tmp_path):
 def test_without_keys_a_sun_is_not_checked_but_the_organisations_keys_check_it(tmp_path):
     from kvitto.install.enroll import ntag424_badge_keys, ntag424_masters
     from kvitto.install.pki import ensure_org
-    from kvitto.taps import TapKeys
+    from kvitto.verify.taps import TapKeys
 
     pki = tmp_path / "pki"
     org = ensure_org(pki)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kvitto.verify import verify_case
+from kvitto.verify.check import verify_case
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 

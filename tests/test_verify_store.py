@@ -10,7 +10,7 @@ from kvitto.cli import main
 from kvitto.collect import ingest
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
-from kvitto.verify import verify_case, verify_store
+from kvitto.verify.check import verify_case, verify_store
 
 
 def test_store_gives_the_same_findings_as_the_bundle(tmp_path, capsys):
@@ -53,7 +53,7 @@ def test_store_gives_the_same_findings_as_the_bundle(tmp_path, capsys):
 
 
 def test_clock_ahead_of_receipt_is_reported():
-    from kvitto.verify import clock_ahead_issues
+    from kvitto.verify.check import clock_ahead_issues
 
     received = {("tag-0042", 1): (1_790_000_000, 1_790_000_100_000),  # received 100 s later
                 ("tag-0042", 2): (1_790_001_000, 1_790_000_200_000),  # 800 s before it happened

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvitto.evidence.events import Event
-from kvitto.visits import anchor_boot
+from kvitto.verify.visits import anchor_boot
 
 MAX_SYNC_AGE_S = 3600
 

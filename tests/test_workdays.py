@@ -6,7 +6,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from kvitto.workdays import (
+from kvitto.verify.workdays import (
     add_weekdays,
     end_of_day,
     is_weekday,

@@ -219,8 +219,8 @@ def utc(text: str) -> datetime:
 
 
 def run(bundle: Bundle, profile: str, month: str = "2026-10"):  # noqa: ANN201 (Result)
-    """Write the bundle and verify it; returns kvitto.verify.Result."""
-    from kvitto.verify import verify_case
+    """Write the bundle and verify it; returns kvitto.verify.check.Result."""
+    from kvitto.verify.check import verify_case
 
     return verify_case(bundle.write(), profile, month)
 

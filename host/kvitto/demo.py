@@ -8,7 +8,7 @@ What runs is the real system: four virtual boards (the firmware under the unix p
 provisioned over their serial ptys the way an installer does it (kvitto.install.provision, mpremote's
 raw REPL), staff credentials are enrolled in a temporary registry, the boards publish signed
 events through a network proxy to an MQTT broker, the real Collector stores them, and
-kvitto.verify checks a provider's claims for the month against that evidence.
+kvitto.verify.check checks a provider's claims for the month against that evidence.
 
 A scripted day happens in seconds of wall time, so its times come from the scenario: before
 each step the board's clock is set to the scripted moment with the organisation's signed
@@ -106,7 +106,7 @@ class DemoOutcome:
     report_json: Path
     case_dir: Path
     month: str
-    result: Any  # kvitto.verify.Result
+    result: Any  # kvitto.verify.check.Result
     journaled: dict[str, int]  # device -> events in its journal (next_seq - 1)
     stored: int  # events the collector stored
     exported: int  # events in the exported case bundle
@@ -367,12 +367,12 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     from kvitto.install.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
     from kvitto.install.pki import ensure_org, load_command_key
     from kvitto.install.provision import Provisioning, provision
-    from kvitto.report import render
-    from kvitto.rules import load_profile
     from kvitto.sim import NtagBadges, VirtualBoard
     from kvitto.store.db import open_store
     from kvitto.store.registry import Order, Registry
-    from kvitto.verify import verify_store
+    from kvitto.verify.check import verify_store
+    from kvitto.verify.report import render
+    from kvitto.verify.rules import load_profile
 
     loaded_profile = load_profile(profile)  # an unknown profile fails before any board starts
     url = urlparse(broker)
@@ -605,7 +605,7 @@ def _write_claims(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def _write_orders(path: Path, day: dt.date, codes: dict[str, str]) -> None:
-    from kvitto.verify import ORDER_HEADER
+    from kvitto.verify.check import ORDER_HEADER
 
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")

@@ -34,7 +34,7 @@ LOCAL = ZoneInfo("Europe/Stockholm")
 @dataclass(frozen=True)
 class Customer:
     """A customer pseudonym, its household and age group: one record for the store and for a
-    case bundle's registry.toml (kvitto.case reads it into this class too)."""
+    case bundle's registry.toml (kvitto.verify.case reads it into this class too)."""
 
     id: str
     household: str = ""
@@ -416,7 +416,7 @@ class Registry:
                 f"revoked = {toml_string(credential.revoked)}",
             ]
             if credential.kind == "phone" and len(credential.key_material) == 32:
-                # public: lets a verifier check the phone's answers (kvitto.taps)
+                # public: lets a verifier check the phone's answers (kvitto.verify.taps)
                 lines.append(f"public_key = {toml_string(credential.key_material.hex())}")
             lines.append("")
         return "\n".join(lines)
@@ -441,7 +441,7 @@ def _field(entry: dict, name: str, where: str) -> str:
 
 
 def toml_string(text: str) -> str:
-    """A TOML basic string (registry.toml here and in kvitto.case's bundles): backslash and
+    """A TOML basic string (registry.toml here and in kvitto.verify.case's bundles): backslash and
     quote escaped; pseudonyms and hex need nothing more."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

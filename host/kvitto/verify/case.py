@@ -66,7 +66,7 @@ class Credential:
     provider: str
     kind: str
     revoked: date | None = None
-    # Key material to check a tap's proof (kvitto.taps); empty when the bundle has none:
+    # Key material to check a tap's proof (kvitto.verify.taps); empty when the bundle has none:
     # a phone's Ed25519 public key; an NTAG 424 badge's SDM meta and file read keys.
     public_key: bytes = b""
     sdm_meta_key: bytes = b""

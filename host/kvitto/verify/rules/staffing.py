@@ -1,6 +1,6 @@
 """S — staffing (RULES.md S1–S3): double staffing ordered or not, one registers, split tasks.
 
-from kvitto.rules.staffing import shared_visits
+from kvitto.verify.rules.staffing import shared_visits
 for first, second in shared_visits(facts.claims):   # two staff, one customer, overlapping
     ...
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from kvitto.case import Claim
-from kvitto.rules import Facts, Finding, rule, span
-from kvitto.visits import credentials_present, overlap_seconds, union_seconds
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Facts, Finding, rule, span
+from kvitto.verify.visits import credentials_present, overlap_seconds, union_seconds
 
 
 def shared_visits(claims: list[Claim]) -> list[tuple[Claim, Claim]]:

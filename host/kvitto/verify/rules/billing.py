@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from kvitto.rules import Facts, Finding, rule, span
+from kvitto.verify.rules import Facts, Finding, rule, span
 
 
 @rule("B1")

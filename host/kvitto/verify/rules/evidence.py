@@ -1,12 +1,12 @@
 """E — evidence of presence (RULES.md E1–E7): does signed device evidence show the claimed visit?
 
-    from kvitto.rules.evidence import coverage
+    from kvitto.verify.rules.evidence import coverage
     seen = coverage(facts, claim, tolerance_minutes=2)
     seen.own_minutes, seen.where   # minutes of the claim covered by the customer's own door
 
 Only evidence from the customer's own tag (or the household's lock) counts (E6); with E7 only
 registered, non-revoked credentials of the claim's provider count. A visit whose tap proof was
-refused (a forged or replayed NTAG 424 SUN, a phone answer that does not verify; kvitto.taps)
+refused (a forged or replayed NTAG 424 SUN, a phone answer that does not verify; kvitto.verify.taps)
 never counts; E7 (or E1 without it) names the event and why. A proof the bundle has no keys
 for counts, and is listed as not checked.
 """
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kvitto.case import Claim
-from kvitto.rules import Facts, Finding, hhmm, rule, span
-from kvitto.taps import REFUSED, UNCHECKED
-from kvitto.visits import Presence, union_seconds
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Facts, Finding, hhmm, rule, span
+from kvitto.verify.taps import REFUSED, UNCHECKED
+from kvitto.verify.visits import Presence, union_seconds
 
 
 @dataclass(slots=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kvitto.case import Credential, Registry
 from kvitto.evidence.events import Event
 from kvitto.evidence.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
 from kvitto.evidence.phone import PhoneError, challenge_message, phone_key_id
+from kvitto.verify.case import Credential, Registry
 
 # How far two doors' clocks may disagree when ordering one badge's reads (synchronised
 # devices are within seconds; rule I5 reports larger differences on its own).

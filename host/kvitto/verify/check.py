@@ -1,6 +1,6 @@
 """The verification API: a case bundle, a municipality's profile and a month in; findings out.
 
-    from kvitto.verify import verify_case
+    from kvitto.verify.check import verify_case
     result = verify_case(Path("case/"), "norrtalje", "2026-10")
     print(result.as_json())       # FORMATS.md §4
 
@@ -16,13 +16,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kvitto.case import ORDER_FIELDS, Case, CaseError, Claim, read_case
 from kvitto.evidence.events import EvidenceError
-from kvitto.rules import Facts, Finding, Profile, load_profile, run_rules
-from kvitto.rules.billing import billing_basis
-from kvitto.taps import TapKeys
-from kvitto.visits import DEFAULT_MAX_SYNC_AGE_S, Evidence, Issue, build_evidence, read_decoded
-from kvitto.workdays import month_bounds, parse_month
+from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim, read_case
+from kvitto.verify.rules import Facts, Finding, Profile, load_profile, run_rules
+from kvitto.verify.rules.billing import billing_basis
+from kvitto.verify.taps import TapKeys
+from kvitto.verify.visits import (
+    DEFAULT_MAX_SYNC_AGE_S,
+    Evidence,
+    Issue,
+    build_evidence,
+    read_decoded,
+)
+from kvitto.verify.workdays import month_bounds, parse_month
 
 
 @dataclass
@@ -156,7 +162,7 @@ def run_verify(
     """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
     import sys
 
-    from kvitto.report import render
+    from kvitto.verify.report import render
 
     if "://" in case:
         if not claims:
@@ -186,9 +192,9 @@ def read_store_case(
     import csv
     import io
 
-    from kvitto.case import parse_claims, parse_orders, parse_registry
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry as StoreRegistry
+    from kvitto.verify.case import parse_claims, parse_orders, parse_registry
 
     store = open_store(url, migrate=False)
     try:
@@ -244,7 +250,9 @@ def clock_ahead_issues(
     return issues
 
 
-ORDER_HEADER = ORDER_FIELDS  # orders.csv's columns (FORMATS.md §3), as kvitto.case reads them
+ORDER_HEADER = (
+    ORDER_FIELDS  # orders.csv's columns (FORMATS.md §3), as kvitto.verify.case reads them
+)
 
 
 # An event is received after it happens (rule I5 reports clocks ahead of that), so a month's

@@ -16,8 +16,8 @@ import io
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
-from kvitto.verify import Result
-from kvitto.workdays import STOCKHOLM, local, month_bounds, parse_month
+from kvitto.verify.check import Result
+from kvitto.verify.workdays import STOCKHOLM, local, month_bounds, parse_month
 
 FORMATS = ("json", "csv", "html")
 

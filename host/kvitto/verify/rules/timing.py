@@ -1,6 +1,6 @@
 """T — time of day and overlap (RULES.md T1–T4).
 
-    from kvitto.rules.timing import night_minutes
+    from kvitto.verify.rules.timing import night_minutes
     night_minutes(claim.start, claim.end, 22, 7)   # minutes inside 22:00–07:00 Stockholm time
     # a claim wholly at night is rejected, partly at night adjusted to its day part
 
@@ -13,10 +13,10 @@ from collections import defaultdict
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from kvitto.case import Claim
-from kvitto.rules import Facts, Finding, rule, span
-from kvitto.visits import overlap_seconds, union_seconds
-from kvitto.workdays import local, local_at
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Facts, Finding, rule, span
+from kvitto.verify.visits import overlap_seconds, union_seconds
+from kvitto.verify.workdays import local, local_at
 
 
 def night_minutes(start: datetime, end: datetime, night_from: int, night_to: int) -> float:

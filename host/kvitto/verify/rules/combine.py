@@ -1,6 +1,6 @@
 """C — activities that must not be combined in one visit (RULES.md C1–C7).
 
-    from kvitto.rules.combine import visits
+    from kvitto.verify.rules.combine import visits
     for group in visits(facts.claims):   # claims of one customer and staff that overlap
         print([c.activity for c in group])
 
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from kvitto.case import Claim
-from kvitto.rules import Facts, Finding, rule, span
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Facts, Finding, rule, span
 
 
 def visits(claims: list[Claim]) -> list[list[Claim]]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import time, timedelta
 from typing import Any
 
-from kvitto.case import Claim
-from kvitto.rules import Facts, Finding, rule, span
-from kvitto.workdays import local, local_at
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Facts, Finding, rule, span
+from kvitto.verify.workdays import local, local_at
 
 
 def _codes(params: dict[str, Any]) -> set[str]:

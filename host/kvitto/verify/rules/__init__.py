@@ -1,6 +1,6 @@
 """Visit rules (RULES.md): one module per family, each rule a small function with its id.
 
-    from kvitto.rules import Facts, run_rules, load_profile
+    from kvitto.verify.rules import Facts, run_rules, load_profile
     profile = load_profile("norrtalje")
     findings = run_rules(Facts(profile, 2026, 10, registry, claims, orders, evidence))
 
@@ -24,9 +24,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
-from kvitto.case import Claim, Order, Registry
 from kvitto.errors import KvittoError
-from kvitto.visits import Evidence
+from kvitto.verify.case import Claim, Order, Registry
+from kvitto.verify.visits import Evidence
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 OUTCOMES = ("reject", "adjust", "follow_up")
@@ -212,14 +212,14 @@ def _rule_order(rule_id: str) -> tuple[int, int]:
 
 
 def hhmm(moment: Any) -> str:
-    from kvitto.workdays import local
+    from kvitto.verify.workdays import local
 
     return local(moment).strftime("%H:%M")
 
 
 def span(start: Any, end: Any) -> str:
     """'10:00–10:45', or with the date when the span is not within one day."""
-    from kvitto.workdays import local
+    from kvitto.verify.workdays import local
 
     a, b = local(start), local(end)
     if a.date() == b.date():
@@ -228,7 +228,7 @@ def span(start: Any, end: Any) -> str:
 
 
 # The families register their rules on import.
-from kvitto.rules import (  # noqa: E402,F401
+from kvitto.verify.rules import (  # noqa: E402,F401
     absence,
     alarm,
     billing,

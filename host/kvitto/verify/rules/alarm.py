@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from kvitto.case import Claim
-from kvitto.rules import Facts, Finding, hhmm, rule, span
-from kvitto.rules.timing import night_minutes
-from kvitto.visits import Presence, overlap_seconds
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Facts, Finding, hhmm, rule, span
+from kvitto.verify.rules.timing import night_minutes
+from kvitto.verify.visits import Presence, overlap_seconds
 
 
 def _alarm_claims(facts: Facts, params: dict[str, Any]) -> list[Claim]:

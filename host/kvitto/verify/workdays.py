@@ -1,6 +1,6 @@
 """Swedish calendar: weekdays without public holidays, lock dates, Europe/Stockholm local time.
 
-    from kvitto.workdays import nth_weekday, end_of_day
+    from kvitto.verify.workdays import nth_weekday, end_of_day
     nth_weekday(2027, 1, 3)          # date(2027, 1, 7): Epiphany (6 Jan) is not a weekday
     end_of_day(nth_weekday(2026, 11, 3))   # the last instant registrations are accepted
 

@@ -1,9 +1,9 @@
 """I — integrity of the evidence itself (RULES.md I1–I5, the project's own rules).
 
-    issues = facts.evidence.issues        # I1–I4 found while reading (kvitto.visits)
+    issues = facts.evidence.issues        # I1–I4 found while reading (kvitto.verify.visits)
     findings = RULES["I5"](facts, {})     # claims resting on unsynchronised device time
 
-I1 (signature), I2 (replay), I3 (gap) and I4 (chain) are checked in kvitto.visits while the
+I1 (signature), I2 (replay), I3 (gap) and I4 (chain) are checked in kvitto.verify.visits while the
 evidence is read; they are reported in the output's `integrity` list, never per claim.
 """
 
@@ -11,28 +11,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvitto.rules import Facts, Finding, rule, span
-from kvitto.rules.evidence import coverage
+from kvitto.verify.rules import Facts, Finding, rule, span
+from kvitto.verify.rules.evidence import coverage
 
 
 @rule("I1")
 def i1_signature(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    return []  # kvitto.visits.build_evidence: unverifiable events never become presence
+    return []  # kvitto.verify.visits.build_evidence: unverifiable events never become presence
 
 
 @rule("I2")
 def i2_replay(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    return []  # kvitto.visits.build_evidence: (device, seq) stored once
+    return []  # kvitto.verify.visits.build_evidence: (device, seq) stored once
 
 
 @rule("I3")
 def i3_gap(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    return []  # kvitto.visits.build_evidence: missing sequences in `integrity`
+    return []  # kvitto.verify.visits.build_evidence: missing sequences in `integrity`
 
 
 @rule("I4")
 def i4_chain(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    return []  # kvitto.visits.build_evidence: prev hash checked between neighbours
+    return []  # kvitto.verify.visits.build_evidence: prev hash checked between neighbours
 
 
 @rule("I5")

@@ -10,7 +10,7 @@ are re-anchored on that boot's `clock_sync` events (I5): the monotonic `up` coun
 sync and the event is trusted, the device's wall clock before its first sync is not.
 Pairs: arrive→depart per credential (tag or lock device), unlock→lock per credential (lock),
 alarm_checkin→alarm_checkout per alarm call (alarm unit). An unpaired arrival is an open visit.
-Each tap's credential proof (NTAG 424 SUN, phone answer; kvitto.taps) is checked: a visit with a
+Each tap's credential proof (NTAG 424 SUN, phone answer; kvitto.verify.taps) is checked: a visit with a
 refused end is kept with `proof = "refused"` and its reason, and the rules never count it.
 """
 
@@ -25,7 +25,6 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from kvitto.case import Registry
 from kvitto.evidence.events import (
     Event,
     EventVerifier,
@@ -34,7 +33,8 @@ from kvitto.evidence.events import (
     split_sign1,
     verify_event,
 )
-from kvitto.taps import REFUSED, Proof, TapKeys, check_taps, weakest
+from kvitto.verify.case import Registry
+from kvitto.verify.taps import REFUSED, Proof, TapKeys, check_taps, weakest
 
 UTC = timezone.utc
 DEFAULT_MAX_SYNC_AGE_S = 24 * 3600
@@ -70,7 +70,7 @@ class Presence:
     synced: bool  # both ends have synchronised device time (I5)
     alarm_call: datetime | None = None  # the call this check-in answered (A3)
     own: bool = True  # the device is this customer's own (False: a cohabitant's lock door)
-    proof: str = ""  # kvitto.taps: verified | weak | unchecked | refused ("" no credential)
+    proof: str = ""  # kvitto.verify.taps: verified | weak | unchecked | refused ("" no credential)
     proof_reason: str = ""  # why refused or unchecked, naming the event (device seq)
 
     @property

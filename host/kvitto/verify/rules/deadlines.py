@@ -1,6 +1,6 @@
 """D — deadlines and adjustments (RULES.md D1–D6), on the Swedish weekday calendar.
 
-from kvitto.workdays import nth_weekday
+from kvitto.verify.workdays import nth_weekday
 lock = nth_weekday(2026, 11, 3)     # Haninge/Upplands-Bro lock date for October 2026
 # registrations for October after the end of that day are rejected (D3)
 """
@@ -10,8 +10,15 @@ from __future__ import annotations
 from datetime import date, time, timedelta
 from typing import Any
 
-from kvitto.rules import Facts, Finding, rule, span
-from kvitto.workdays import add_weekdays, end_of_day, local, local_at, next_month, nth_weekday
+from kvitto.verify.rules import Facts, Finding, rule, span
+from kvitto.verify.workdays import (
+    add_weekdays,
+    end_of_day,
+    local,
+    local_at,
+    next_month,
+    nth_weekday,
+)
 
 
 def _stamp(moment: Any) -> str:

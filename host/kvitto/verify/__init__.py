@@ -1,0 +1,7 @@
+"""Verifying: a month of evidence held against a provider's claims under a municipality's rules.
+
+Case bundles (`case`, `case_write`, `export`), evidence presence per visit (`taps`, `visits`),
+the rules and the municipalities' profiles (`rules/`, `profiles/*.toml`), the verification
+API (`check`) and its reports (`report`), the Swedish calendar (`workdays`). Imports
+`kvitto.store`, `kvitto.evidence` and `kvitto.install` (the organisation's key folder only).
+"""
