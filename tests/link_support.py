@@ -5,7 +5,7 @@
     run = CollectorRun.start(tmp_path, broker.url, ["tag-0042"]); run.tally("tag-0042", 200)
 
 The board is tests/fakes/link_board.py: the real device modules (flash image, journal, link,
-MQTT client, Ed25519) under the unix port. The collector is kvitto.collect.Collector on SQLite.
+MQTT client, Ed25519) under the unix port. The collector is kvitto.collect.collector.Collector on SQLite.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import FAKES, micropython_binary, micropython_env
-from kvitto.collect import Collector
+from kvitto.collect.collector import Collector
 from kvitto.netproxy import NetProxy
 from kvitto.store.db import Store, open_store
 from kvitto.store.registry import Registry
@@ -180,7 +180,7 @@ class Tally:
 
 
 class CollectorRun:
-    """The real collector (kvitto.collect) on a SQLite store, with the test devices registered."""
+    """The real collector (kvitto.collect.collector) on a SQLite store, with the test devices registered."""
 
     def __init__(self, store: Store, collector: Collector):
         self.store = store

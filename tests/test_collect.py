@@ -7,7 +7,7 @@ import random
 import pytest
 from collect_support import ORG_SEED, FakeDevice, wait_for
 
-from kvitto.collect import Collector, _puback
+from kvitto.collect.collector import Collector, _puback
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 

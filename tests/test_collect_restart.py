@@ -14,7 +14,7 @@ import time
 import pytest
 from collect_support import ORG_SEED, FakeDevice, fresh_database, postgres_cluster, wait_for
 
-from kvitto.collect import Collector
+from kvitto.collect.collector import Collector
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 

@@ -207,7 +207,7 @@ def test_the_collector_sends_a_config_command_in_the_device_s_command_sequence(
 ):
     from collect_support import FakeDevice, wait_for
 
-    from kvitto.collect import Collector
+    from kvitto.collect.collector import Collector
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry
 

@@ -12,7 +12,7 @@ import tomllib
 from collect_support import FakeDevice
 
 from kvitto.cli import main
-from kvitto.collect import export_case, ingest
+from kvitto.collect.collector import export_case, ingest
 from kvitto.errors import KvittoError
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry

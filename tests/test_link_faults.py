@@ -1,5 +1,5 @@
 """Fault tests: the real firmware (journal, link, MQTT client, Ed25519 on the unix port) against a
-real Mosquitto and the real collector (kvitto.collect on SQLite), fixed seeds.
+real Mosquitto and the real collector (kvitto.collect.collector on SQLite), fixed seeds.
 
 Pass condition in each: every event the board journaled is stored exactly once, in the end, with
 no gap. bench/faults.py runs the same scenarios with larger counts.

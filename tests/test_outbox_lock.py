@@ -12,7 +12,7 @@ from app_support import missing_firmware
 from click.testing import CliRunner
 
 from kvitto.cli import cli
-from kvitto.collect import Collector
+from kvitto.collect.collector import Collector
 from kvitto.install.enroll import enroll_badge
 from kvitto.install.pki import ensure_org, load_command_key
 from kvitto.install.provision import Provisioning, provision

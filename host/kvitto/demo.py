@@ -363,7 +363,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
          stack: contextlib.ExitStack) -> DemoOutcome:  # fmt: skip
     from urllib.parse import urlparse
 
-    from kvitto.collect import Collector, export_case
+    from kvitto.collect.collector import Collector, export_case
     from kvitto.install.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
     from kvitto.install.pki import ensure_org, load_command_key
     from kvitto.install.provision import Provisioning, provision
