@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import FAKES, micropython_binary, micropython_env
 from kvitto.collect.collector import Collector
-from kvitto.netproxy import NetProxy
+from kvitto.sim.netproxy import NetProxy
 from kvitto.store.db import Store, open_store
 from kvitto.store.registry import Registry
 

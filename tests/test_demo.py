@@ -91,7 +91,7 @@ def test_demo_command_with_the_embedded_broker(tmp_path):
 def test_demo_against_a_real_mosquitto_under_upplands_bro(tmp_path, mosquitto):
     from rich.console import Console
 
-    from kvitto.demo import run_demo
+    from kvitto.sim.demo import run_demo
 
     outcome = run_demo(
         Console(width=160, record=True),

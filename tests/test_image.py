@@ -180,7 +180,7 @@ def test_cli_image_json(tmp_path):
 
 def test_virtual_board_mounts_the_image_and_runs(sim_image, tmp_path):
     """The image as a virtual board's flash: it reads config.json from it, boots and taps."""
-    from kvitto.sim import VirtualBoard
+    from kvitto.sim.board import VirtualBoard
 
     path, _ = sim_image
     (tmp_path / "flash.img").write_bytes(path.read_bytes())
@@ -229,8 +229,8 @@ exec(open("/rom/main.py").read(), {"__name__": "__main__"})
 
 
 def test_virtual_board_runs_the_compiled_firmware_from_the_image(sim_image, tmp_path, monkeypatch):
-    import kvitto.sim
-    from kvitto.sim import VirtualBoard
+    import kvitto.sim.board
+    from kvitto.sim.board import VirtualBoard
 
     path, _ = sim_image
     rom = tmp_path / "rom.img"
@@ -241,9 +241,9 @@ def test_virtual_board_runs_the_compiled_firmware_from_the_image(sim_image, tmp_
     boards = tmp_path / "boards"
     boards.mkdir()
     (boards / "sim.json").write_bytes(read_image(path, "sim")[BOARD_FILE])  # the image's own
-    monkeypatch.setattr(kvitto.sim, "FIRMWARE", launcher)
-    monkeypatch.setattr(kvitto.sim, "BOARDS", boards)
-    monkeypatch.setattr(kvitto.sim, "micropython_path", lambda *extra: ".frozen")
+    monkeypatch.setattr(kvitto.sim.board, "FIRMWARE", launcher)
+    monkeypatch.setattr(kvitto.sim.board, "BOARDS", boards)
+    monkeypatch.setattr(kvitto.sim.board, "micropython_path", lambda *extra: ".frozen")
     board_dir = tmp_path / "board"
     board_dir.mkdir()
     (board_dir / "flash.img").write_bytes(path.read_bytes())

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from kvitto.netproxy import NetProxy
+from kvitto.sim.netproxy import NetProxy
 
 
 @pytest.fixture

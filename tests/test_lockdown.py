@@ -81,7 +81,7 @@ def test_image_with_lockdown_carries_the_production_boot_py(tmp_path):
 
 
 def test_lockdown_onto_a_virtual_board_through_mpremote(tmp_path):
-    from kvitto.sim import VirtualBoard, read_flash_file
+    from kvitto.sim.board import VirtualBoard, read_flash_file
 
     board = VirtualBoard(tmp_path / "board", "tag-0042", proxy=False)
     board.start()

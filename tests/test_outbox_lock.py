@@ -16,7 +16,7 @@ from kvitto.collect.collector import Collector
 from kvitto.install.enroll import enroll_badge
 from kvitto.install.pki import ensure_org, load_command_key
 from kvitto.install.provision import Provisioning, provision
-from kvitto.sim import VirtualBoard
+from kvitto.sim.board import VirtualBoard
 from kvitto.store.db import open_store
 
 pytestmark = pytest.mark.skipif(

@@ -33,7 +33,7 @@ from kvitto.install.provision import (
     provision,
     read_identity,
 )
-from kvitto.sim import VirtualBoard, read_flash_file
+from kvitto.sim.board import VirtualBoard, read_flash_file
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 

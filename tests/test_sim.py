@@ -20,7 +20,7 @@ import pytest
 from app_support import missing_firmware
 from board_support import MPREMOTE, mpremote
 
-from kvitto.sim import Fleet, SimError, VirtualBoard
+from kvitto.sim.board import Fleet, SimError, VirtualBoard
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
@@ -206,8 +206,8 @@ def test_board_publishes_signed_events_to_a_real_mosquitto(tmp_path, mosquitto):
 
 @needs_link
 @pytest.mark.skipif(
-    not (Path(__file__).parent.parent / "host/kvitto/netproxy.py").exists(),
-    reason="kvitto.netproxy not landed yet",
+    not (Path(__file__).parent.parent / "host/kvitto/sim/netproxy.py").exists(),
+    reason="kvitto.sim.netproxy not landed yet",
 )
 def test_network_cut_holds_events_until_restore(tmp_path, mosquitto):
     import paho.mqtt.client as mqtt

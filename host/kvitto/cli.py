@@ -520,7 +520,7 @@ def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt, 
     import tempfile
     from pathlib import Path
 
-    from kvitto.sim import SimError, run_sim
+    from kvitto.sim.board import SimError, run_sim
 
     def unhex(value: str | None, name: str) -> bytes | None:
         if value is None:
@@ -571,7 +571,7 @@ def demo(broker: str | None, profile: str, out: str, keep: bool) -> None:
     """A day of home care on virtual boards, end to end."""
     from pathlib import Path
 
-    from kvitto.demo import run_demo
+    from kvitto.sim.demo import run_demo
 
     run_demo(out=Path(out), broker=broker, profile=profile, keep=keep)
 

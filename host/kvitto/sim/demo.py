@@ -1,6 +1,6 @@
 """`kvitto demo`: a day of home care on virtual boards, end to end, in one command.
 
-    from kvitto.demo import run_demo
+    from kvitto.sim.demo import run_demo
     outcome = run_demo(out=Path("kvitto-demo"))      # broker=None: the embedded amqtt broker
     print(outcome.report_html, outcome.result.counts)
 
@@ -207,7 +207,7 @@ class Day:
         self.say = say
         self.zone = _zone()
         self.last_tap: dict[tuple[str, str], float] = {}
-        self.badges: Any = None  # kvitto.sim.NtagBadges: NTAG 424 keys and read counters
+        self.badges: Any = None  # kvitto.sim.board.NtagBadges: NTAG 424 keys and read counters
         url = urlparse(broker_url)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kvitto-demo-org")
         if url.username:
@@ -367,7 +367,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     from kvitto.install.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
     from kvitto.install.pki import ensure_org, load_command_key
     from kvitto.install.provision import Provisioning, provision
-    from kvitto.sim import NtagBadges, VirtualBoard
+    from kvitto.sim.board import NtagBadges, VirtualBoard
     from kvitto.store.db import open_store
     from kvitto.store.registry import Order, Registry
     from kvitto.verify.check import verify_store

@@ -10,7 +10,7 @@ The serial port is a pty whose other end a relay thread joins to the process's s
 where firmware/sim/control.py speaks MicroPython's raw REPL; so `mpremote connect <pty> resume
 exec "..."` works as against a real board. The control socket carries one line per action
 (`tap badge 04a1b2c3`, `press green`, `door open`, `events`), answered "ok ..." or "err ...".
-Network cuts go through kvitto.netproxy.NetProxy between the board and the broker when it is
+Network cuts go through kvitto.sim.netproxy.NetProxy between the board and the broker when it is
 installed. `Fleet` runs several boards; `kvitto sim` puts a line prompt in front of one.
 """
 
@@ -247,12 +247,16 @@ class VirtualBoard:
     def network_cut(self, blackhole: bool = False) -> None:
         """Pull the cable (connections reset) or, with `blackhole`, let packets vanish."""
         if self.proxy is None:
-            raise SimError("this board has no network proxy (kvitto.netproxy or a broker missing)")
+            raise SimError(
+                "this board has no network proxy (kvitto.sim.netproxy or a broker missing)"
+            )
         _proxy_call(self.proxy, "blackhole" if blackhole else "cut")
 
     def network_restore(self) -> None:
         if self.proxy is None:
-            raise SimError("this board has no network proxy (kvitto.netproxy or a broker missing)")
+            raise SimError(
+                "this board has no network proxy (kvitto.sim.netproxy or a broker missing)"
+            )
         _proxy_call(self.proxy, "restore")
 
     def stop(self) -> None:
@@ -430,7 +434,7 @@ class VirtualBoard:
 
 def _start_proxy(broker: tuple[str, int]) -> Any:
     try:
-        from kvitto.netproxy import NetProxy  # type: ignore[import-not-found]
+        from kvitto.sim.netproxy import NetProxy  # type: ignore[import-not-found]
     except ImportError:  # the link issue's proxy not installed: the board connects directly
         return None
     return NetProxy(broker[0], broker[1]).start()
