@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kvitto.collect.collector import Collector, Inbound, Intake, verify_batch
-from kvitto.evidence.events import sig_structure, split_sign1
+from kvitto.evidence.cose import sig_structure, split_sign1
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 

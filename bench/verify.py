@@ -35,7 +35,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from kvitto.evidence.events import read_messages, split_sign1
+from kvitto.evidence.cose import read_messages, split_sign1
 from kvitto.verify.case import Claim, Credential, Customer, Device, Order, Registry
 from kvitto.verify.rules import Facts, load_profile, run_rules
 from kvitto.verify.rules.billing import billing_basis

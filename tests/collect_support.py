@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import IN_CI, free_port
-from kvitto.evidence.events import sig_structure as _sig_structure
-from kvitto.evidence.events import split_sign1
+from kvitto.evidence.cose import sig_structure as _sig_structure
+from kvitto.evidence.cose import split_sign1
 
 ORG_SEED = bytes(range(32))
 ORG_PUBLIC = Ed25519PrivateKey.from_private_bytes(ORG_SEED).public_key().public_bytes_raw()

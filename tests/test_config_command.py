@@ -14,7 +14,8 @@ from link_support import ORG_PUBLIC, ORG_SEED
 
 from conftest import ROOT
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import ORG_KID, canonical, sign1, sign_command, verify_command
+from kvitto.evidence.commands import sign_command, verify_command
+from kvitto.evidence.cose import ORG_KID, canonical, sign1
 
 sys.path.insert(0, str(ROOT / "firmware"))
 

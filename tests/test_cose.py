@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from signing_support import device_module, fakes_module
 
-from kvitto.evidence.events import canonical, read_messages, sign1, sign_command, verify_event
+from kvitto.evidence.commands import sign_command
+from kvitto.evidence.cose import canonical, read_messages, sign1
+from kvitto.evidence.events import verify_event
 
 cose = device_module("cose")
 event = device_module("event")

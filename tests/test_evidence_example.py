@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kvitto.evidence.events import BadSignature, read_messages, verify_event
+from kvitto.evidence.cose import BadSignature, read_messages
+from kvitto.evidence.events import verify_event
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "case-minimal"
 PUBLIC_KEY = bytes.fromhex("940d1ce7eabbe787882766a24cfe6464ce247965068db77ebc6f393d7562d94b")

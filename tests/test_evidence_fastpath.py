@@ -22,12 +22,10 @@ from hypothesis import strategies as st
 from signing_support import VECTORS
 
 from kvitto import evidence
-from kvitto.evidence.events import (
+from kvitto.evidence.cose import (
     ALG_EDDSA,
     EVENT_TYPES,
     UINT_MAX,
-    Event,
-    EventVerifier,
     EvidenceError,
     NonCanonical,
     _decode,
@@ -37,8 +35,8 @@ from kvitto.evidence.events import (
     sig_structure,
     sign1,
     split_sign1,
-    verify_event,
 )
+from kvitto.evidence.events import Event, EventVerifier, verify_event
 from kvitto.verify.case import Customer, Device, Registry
 from kvitto.verify.visits import build_evidence
 

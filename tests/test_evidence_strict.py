@@ -10,19 +10,17 @@ import cbor2
 import pytest
 
 from kvitto import evidence
-from kvitto.evidence.events import (
+from kvitto.evidence.chain import ChainChecker, check_stream
+from kvitto.evidence.cose import (
     BootRegression,
     BrokenChain,
-    ChainChecker,
     FieldType,
     SequenceGap,
     WrongDevice,
     canonical,
-    check_stream,
-    decode_payload,
     sign1,
-    verify_event,
 )
+from kvitto.evidence.events import decode_payload, verify_event
 
 SECRET = hashlib.sha256(b"kvitto strict test").digest()
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "case-minimal"

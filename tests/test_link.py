@@ -18,7 +18,8 @@ from link_support import DEVICE, ORG_PUBLIC, ORG_SEED, LinkBoard, device_public,
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import free_port
-from kvitto.evidence.events import sign_command, verify_event
+from kvitto.evidence.commands import sign_command
+from kvitto.evidence.events import verify_event
 
 OBEY_SCRIPT = """
 import asyncio, sys, time

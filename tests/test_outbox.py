@@ -14,7 +14,7 @@ from collect_support import ORG_SEED, FakeDevice, wait_for
 from kvitto.cli import cli
 from kvitto.collect.collector import Collector
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import split_sign1
+from kvitto.evidence.cose import split_sign1
 from kvitto.store.db import open_store
 from kvitto.store.outbox import due, parse_setting, queue_command
 from kvitto.store.registry import Registry

@@ -16,7 +16,8 @@ from installer_support import MqttProbe, unstarted_mosquitto
 from conftest import free_port
 from kvitto.cli import cli
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import sign_command, split_sign1
+from kvitto.evidence.commands import sign_command
+from kvitto.evidence.cose import split_sign1
 from kvitto.install.broker_config import (
     BrokerSettings,
     DeviceAccount,
@@ -47,7 +48,7 @@ def test_org_keys_are_private_stable_and_sign_commands(tmp_path):
     # The stored key signs commands the public key (what devices get) verifies.
     command = sign_command(load_command_key(tmp_path), "tag-0042", 1, 2_000_000_000, "ack")
     _, protected, payload, signature = split_sign1(command)
-    from kvitto.evidence.events import sig_structure
+    from kvitto.evidence.cose import sig_structure
 
     Ed25519PublicKey.from_public_bytes(org.command_public_key).verify(
         signature, sig_structure(protected, payload)

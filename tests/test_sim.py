@@ -213,7 +213,8 @@ def test_network_cut_holds_events_until_restore(tmp_path, mosquitto):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from kvitto.evidence.events import decode_payload, split_sign1
+    from kvitto.evidence.cose import split_sign1
+    from kvitto.evidence.events import decode_payload
 
     types: list[str] = []
     lock = threading.Lock()
@@ -269,7 +270,7 @@ def test_signed_commands_set_the_clock_and_the_allowlist(tmp_path, mosquitto):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from kvitto.evidence.events import sign_command
+    from kvitto.evidence.commands import sign_command
 
     org = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
     org_secret = org.private_bytes(

@@ -36,17 +36,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import (
+from kvitto.evidence.commands import sign_command
+from kvitto.evidence.cose import (
     BadSignature,
-    Event,
-    EventVerifier,
     EvidenceError,
     MalformedMessage,
     read_messages,
-    sign_command,
     split_sign1,
-    verify_event,
 )
+from kvitto.evidence.events import Event, EventVerifier, verify_event
 from kvitto.store.db import EventRow, QuarantineRow, Store
 from kvitto.store.registry import Registry
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import DEVICE_ID  # the grammar devices sign their id in (FORMATS.md)
+from kvitto.evidence.cose import DEVICE_ID  # the grammar devices sign their id in (FORMATS.md)
 
 # An underscore cannot occur in a device id, so no device can ever be named like the collector.
 COLLECTOR_USER = "kvitto_collector"

@@ -225,7 +225,7 @@ class Day:
         return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=self.zone)
 
     def command(self, device: str, kind: str, x: dict[str, Any]) -> None:
-        from kvitto.evidence.events import sign_command
+        from kvitto.evidence.commands import sign_command
 
         with self.store.transaction():
             seq = self.store.next_command_seq(device)

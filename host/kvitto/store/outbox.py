@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import sign_command, split_sign1
+from kvitto.evidence.commands import sign_command
+from kvitto.evidence.cose import split_sign1
 from kvitto.store.db import OutboxRow, Store
 from kvitto.store.registry import Registry
 

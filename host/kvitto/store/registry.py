@@ -19,7 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import DEVICE_ID
+from kvitto.evidence.cose import DEVICE_ID
 from kvitto.install.broker_config import DeviceAccount
 from kvitto.store.db import Store
 

@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.events import DEVICE_ID, EvidenceError, read_messages
+from kvitto.evidence.cose import DEVICE_ID, EvidenceError, read_messages
 from kvitto.store.registry import CREDENTIAL_ID, Customer, toml_string
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")

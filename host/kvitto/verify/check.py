@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kvitto.evidence.events import EvidenceError
+from kvitto.evidence.cose import EvidenceError
 from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim, read_case
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile, run_rules
 from kvitto.verify.rules.billing import billing_basis

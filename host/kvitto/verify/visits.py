@@ -25,14 +25,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from kvitto.evidence.events import (
-    Event,
-    EventVerifier,
-    EvidenceError,
-    read_messages,
-    split_sign1,
-    verify_event,
-)
+from kvitto.evidence.cose import EvidenceError, read_messages, split_sign1
+from kvitto.evidence.events import Event, EventVerifier, verify_event
 from kvitto.verify.case import Registry
 from kvitto.verify.taps import REFUSED, Proof, TapKeys, check_taps, weakest
 

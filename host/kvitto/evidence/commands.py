@@ -1,0 +1,125 @@
+"""Commands to devices (FORMATS.md §2): signed with the organisation's command key, and checked
+as a device would check them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvitto.errors import KvittoError
+from kvitto.evidence.cose import (
+    COMMAND_KEYS,
+    COMMAND_TYPES,
+    CONFIG_SETTINGS,
+    ORG_KID,
+    Expired,
+    FieldType,
+    KidMismatch,
+    MissingField,
+    UnknownCommandType,
+    WrongTarget,
+    _check_signature,
+    canonical,
+    sign1,
+    split_sign1,
+)
+from kvitto.evidence.events import _device_id, _fields, _only, _uint, _x_field
+
+
+@dataclass(frozen=True)
+class Command:
+    """One verified command to a device (FORMATS.md §2)."""
+
+    target: str
+    seq: int
+    expires: int
+    type: str
+    x: dict[str, Any] = field(default_factory=dict)
+    payload: bytes = b""
+    message: bytes = b""
+
+
+# -- commands (FORMATS.md §2) -------------------------------------------------------------------
+
+
+def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
+    if command_type == "ack":
+        _only(x, command_type, "upto")
+        _x_field(x, "upto", "uint")
+    elif command_type == "resend":
+        _only(x, command_type, "from", "to")
+        _x_field(x, "from", "uint")
+        _x_field(x, "to", "uint")
+        if x["from"] > x["to"]:
+            raise FieldType(f"x: resend from {x['from']} is after to {x['to']}")
+    elif command_type in ("allow", "revoke"):
+        _only(x, command_type, "creds")
+        creds = x.get("creds")
+        if not isinstance(creds, (list, tuple)):
+            raise MissingField(f"x: {command_type} needs a list 'creds'")
+        for cred in creds:
+            if not isinstance(cred, bytes) or len(cred) != 16:
+                raise FieldType(f"x: creds entry {cred!r} is not a 16-byte credential id")
+    elif command_type == "time":
+        _only(x, command_type, "t")
+        _x_field(x, "t", "uint")
+    elif command_type == "config":
+        # the settings a device lets a command change (firmware device/config_check.py COMMAND_SETTINGS)
+        if not x:
+            raise MissingField("payload key 10 (x): config names no setting")
+        _only(x, command_type, *CONFIG_SETTINGS)
+        for name, kind in CONFIG_SETTINGS.items():
+            if kind == "bool":
+                if name in x and not isinstance(x[name], bool):
+                    raise FieldType(f"payload key 10 (x): {name!r} = {x[name]!r} is not a bool")
+            else:
+                _x_field(x, name, kind, required=False)
+
+
+def sign_command(
+    org_secret: bytes,
+    target: str,
+    command_seq: int,
+    expires: int,
+    command_type: str,
+    x: dict[str, Any] | None = None,
+) -> bytes:
+    """A command to a device (FORMATS.md §2), signed with the organisation's command key."""
+    if command_type not in COMMAND_TYPES:
+        raise KvittoError(f"unknown command type {command_type!r}")
+    _device_id(target, "command target")
+    if x is not None:  # x is checked when given; a device refuses an ack or resend without it
+        _check_command_x(command_type, x)
+    fields: dict[int, Any] = {0: 1, 1: target, 2: command_seq, 3: expires, 7: command_type}
+    if x:
+        fields[10] = x
+    return sign1(org_secret, ORG_KID, canonical(fields))
+
+
+def verify_command(
+    message: bytes, org_public: bytes, target: str | None = None, now: int | None = None
+) -> Command:
+    """The host's own check of a command (as a device would make it), for tests and audits."""
+    protected, protected_bytes, payload, signature = split_sign1(message)
+    _check_signature(org_public, protected_bytes, payload, signature)
+    if protected[4] != ORG_KID:
+        raise KidMismatch(f"a command's kid must be 'org', not {protected[4]!r}")
+    fields = _fields(payload, COMMAND_KEYS, (0, 1, 2, 3, 7))
+    command_target = _device_id(fields[1], "payload key 1 (target)")
+    seq = _uint(fields, 2, COMMAND_KEYS)
+    expires = _uint(fields, 3, COMMAND_KEYS)
+    command_type = fields[7]
+    if not isinstance(command_type, str) or command_type not in COMMAND_TYPES:
+        raise UnknownCommandType(f"payload key 7 (type): {command_type!r} is not a command type")
+    x = fields.get(10, {})
+    if not isinstance(x, Mapping):
+        raise FieldType("payload key 10 (x): must be a map")
+    x = dict(x)
+    _check_command_x(command_type, x)
+    if target is not None and command_target != target:
+        raise WrongTarget(f"command for {command_target}, not {target}")
+    if now is not None and now > expires:
+        raise Expired(f"command expired at {expires}, now {now}")
+    return Command(command_target, seq, expires, command_type, x, payload, message)
