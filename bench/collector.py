@@ -39,7 +39,8 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kvitto.collect.collector import Collector, Inbound, Intake, verify_batch
+from kvitto.collect.collector import Collector
+from kvitto.collect.intake import Inbound, Intake, verify_batch
 from kvitto.evidence.cose import sig_structure, split_sign1
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry

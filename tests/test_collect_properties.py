@@ -11,7 +11,8 @@ from collect_support import FakeDevice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvitto.collect.collector import Collector, Inbound, verify_batch
+from kvitto.collect.collector import Collector
+from kvitto.collect.intake import Inbound, verify_batch
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 
@@ -73,7 +74,7 @@ OTHER = FakeDevice("tag-0043").events(2)  # registered below under its own key
 )
 def test_verify_batch_decides_every_message_as_the_message_by_message_path(picks, cut):
     """The fused fast path in verify_batch changes nothing: same accept, same reject reason."""
-    from kvitto.collect.collector import _verify_one
+    from kvitto.collect.intake import _verify_one
 
     keys = {"tag-0042": DEVICE.public_key, "tag-0043": FakeDevice("tag-0043").public_key}
     pool = [EVENTS[0], EVENTS[5], FORGED[0], OTHER[1], EVENTS[1][:cut], b"\xd2\x84" + b"\0" * 90]

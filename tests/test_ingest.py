@@ -12,10 +12,11 @@ import tomllib
 from collect_support import FakeDevice
 
 from kvitto.cli import main
-from kvitto.collect.collector import export_case, ingest
+from kvitto.collect.intake import ingest
 from kvitto.errors import KvittoError
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
+from kvitto.verify.export import export_case
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "case-minimal"
 

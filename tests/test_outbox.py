@@ -303,7 +303,7 @@ def test_command_line_allow_by_staff_and_config_with_errors_named(store):
 
 
 def test_a_collector_without_the_command_key_says_what_waits(store, mosquitto, capsys):
-    from kvitto.collect.collector import run_collect
+    from kvitto.collect.live import run_collect
 
     queue_command(store, "lock-0201", "allow", {"creds": [CRED]}, NOW)
     run_collect(store.url, mosquitto.url, output_format="json", duration=0.3)

@@ -7,7 +7,7 @@ import json
 from verify_support import rules_of, standard
 
 from kvitto.cli import main
-from kvitto.collect.collector import ingest
+from kvitto.collect.intake import ingest
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
 from kvitto.verify.check import verify_case, verify_store

@@ -385,7 +385,7 @@ def collect(broker, store_url, share_group, client_id, org_key, workers, ca_file
     """Subscribe to device events, verify, store once, acknowledge and ask for gaps."""
     from pathlib import Path
 
-    from kvitto.collect.collector import run_collect
+    from kvitto.collect.live import run_collect
 
     run_collect(
         store_url, broker, org_key=Path(org_key) if org_key else None, share_group=share_group, client_id=client_id,
@@ -401,7 +401,7 @@ def ingest(file, store_url, output_format) -> None:
     """Store offline evidence from a CBOR sequence or JSONL file."""
     from pathlib import Path
 
-    from kvitto.collect.collector import ingest as ingest_file
+    from kvitto.collect.intake import ingest as ingest_file
     from kvitto.store.db import open_store
 
     with open_store(store_url) as store:
@@ -429,8 +429,8 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     """Write the case bundle (FORMATS.md §3) for one provider's month."""
     from pathlib import Path
 
-    from kvitto.collect.collector import export_case as write_case
     from kvitto.store.db import open_store
+    from kvitto.verify.export import export_case as write_case
 
     with open_store(store_url) as store:
         result = write_case(

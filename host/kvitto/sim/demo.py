@@ -363,7 +363,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
          stack: contextlib.ExitStack) -> DemoOutcome:  # fmt: skip
     from urllib.parse import urlparse
 
-    from kvitto.collect.collector import Collector, export_case
+    from kvitto.collect.collector import Collector
     from kvitto.install.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
     from kvitto.install.pki import ensure_org, load_command_key
     from kvitto.install.provision import Provisioning, provision
@@ -371,6 +371,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     from kvitto.store.db import open_store
     from kvitto.store.registry import Order, Registry
     from kvitto.verify.check import verify_store
+    from kvitto.verify.export import export_case
     from kvitto.verify.report import render
     from kvitto.verify.rules import load_profile
 
