@@ -20,7 +20,8 @@ import pytest
 from app_support import missing_firmware
 from board_support import MPREMOTE, mpremote
 
-from kvitto.sim.board import Fleet, SimError, VirtualBoard
+from kvitto.sim.board import SimError, VirtualBoard
+from kvitto.sim.fleet import Fleet
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"

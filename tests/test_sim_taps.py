@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kvitto.evidence.ntag424 import verify_sun
 from kvitto.evidence.phone import phone_key_id, verify_answer
 from kvitto.install.enroll import ntag424_badge_keys, ntag424_masters
-from kvitto.sim.board import Fleet, NtagBadges, VirtualBoard
+from kvitto.sim.board import VirtualBoard
+from kvitto.sim.fleet import Fleet, NtagBadges
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
@@ -87,7 +88,7 @@ def test_ntag424_taps_carry_suns_under_the_badges_keys_with_a_rising_counter(tmp
 
 def test_kvitto_sim_with_the_organisations_pki_uses_its_salt_and_badge_keys(tmp_path):
     from kvitto.install.pki import ensure_org
-    from kvitto.sim.board import run_sim
+    from kvitto.sim.fleet import run_sim
 
     pki = tmp_path / "pki"
     org = ensure_org(pki)

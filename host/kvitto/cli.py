@@ -520,7 +520,8 @@ def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt, 
     import tempfile
     from pathlib import Path
 
-    from kvitto.sim.board import SimError, run_sim
+    from kvitto.sim.board import SimError
+    from kvitto.sim.fleet import run_sim
 
     def unhex(value: str | None, name: str) -> bytes | None:
         if value is None:
