@@ -11,14 +11,13 @@ from verify_support import standard
 
 from kvitto.verify.case import (
     CaseError,
-    format_claims,
     parse_claims,
     parse_orders,
     parse_registry,
     parse_time,
     read_case,
-    write_case,
 )
+from kvitto.verify.case_write import format_claims, write_case
 
 HEADER = (
     "claim_id,customer,staff,activity,start,end,registered_via,registered_at,approved_at,"

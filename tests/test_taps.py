@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pn532_support import firmware_modules
 from verify_support import Bundle, credential_id, rules_of, run, standard, when
 
-from kvitto.verify.case import CaseError, format_registry, parse_registry
+from kvitto.verify.case import CaseError, parse_registry
+from kvitto.verify.case_write import format_registry
 from kvitto.verify.check import verify_case
 
 _, pn532sim, _ = firmware_modules()

@@ -1,8 +1,8 @@
-"""Case bundles (FORMATS.md §3): read and write registry.toml, orders.csv, claims.csv, evidence.
+"""Case bundles (FORMATS.md §3): read registry.toml, orders.csv, claims.csv and evidence.
 
     case = read_case(Path("case/"))            # raises CaseError naming file, line and field
     for claim in case.claims: print(claim.claim_id, claim.minutes)
-    write_case(Path("copy/"), case.registry, case.orders, case.claims, messages)
+    write_case(Path("copy/"), ...)    # kvitto.verify.case_write: the same files written
 
 Times are ISO 8601 with offset, or local Europe/Stockholm time when the offset is left out.
 Nothing is dropped silently: the first unusable field stops the read with its location.
@@ -10,10 +10,9 @@ Nothing is dropped silently: the first unusable field stops the read with its lo
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.cose import DEVICE_ID, EvidenceError, read_messages
-from kvitto.store.registry import CREDENTIAL_ID, Customer, toml_string
+from kvitto.store.registry import CREDENTIAL_ID, Customer
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 ORDER_FIELDS = (
@@ -570,107 +569,3 @@ def check_evidence_file(case: Case) -> int:
     except EvidenceError as error:
         raise CaseError(str(error)) from None
     return count
-
-
-# -- writing ----------------------------------------------------------------------------------
-
-
-def _fmt_time(value: datetime | None) -> str:
-    return value.isoformat(timespec="minutes") if value is not None else ""
-
-
-def _fmt_date(value: date | None) -> str:
-    return value.isoformat() if value is not None else ""
-
-
-def format_registry(registry: Registry) -> str:
-    out: list[str] = []
-    for customer in registry.customers.values():
-        out.append("[[customer]]")
-        out.append(f"id = {toml_string(customer.id)}")
-        if customer.household:
-            out.append(f"household = {toml_string(customer.household)}")
-        if customer.age_group:
-            out.append(f"age_group = {toml_string(customer.age_group)}")
-        out.append("")
-    for device in registry.devices.values():
-        out += [
-            "[[device]]",
-            f"id = {toml_string(device.id)}",
-            f"customer = {toml_string(device.customer)}",
-            f"role = {toml_string(device.role)}",
-            f'public_key = "{device.public_key.hex()}"',
-            f'installed = "{_fmt_date(device.installed)}"',
-            f'revoked = "{_fmt_date(device.revoked)}"',
-            "",
-        ]
-    for credential in registry.credentials.values():
-        out += [
-            "[[credential]]",
-            f'id = "{credential.id}"',
-            f"staff = {toml_string(credential.staff)}",
-            f"provider = {toml_string(credential.provider)}",
-            f"kind = {toml_string(credential.kind)}",
-            f'revoked = "{_fmt_date(credential.revoked)}"',
-        ]
-        for name in CREDENTIAL_KEYS:
-            value = getattr(credential, name)
-            if value:
-                out.append(f'{name} = "{value.hex()}"')
-        out.append("")
-    return "\n".join(out)
-
-
-def format_orders(orders: Iterable[Order]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(ORDER_FIELDS)
-    for order in orders:
-        writer.writerow(
-            [
-                order.customer, order.activity, order.granted_minutes_month,
-                _fmt_date(order.valid_from), _fmt_date(order.valid_to),
-                int(order.double_staffing), int(order.tag_exempt),
-            ]
-        )  # fmt: skip
-    return buffer.getvalue()
-
-
-def format_claims(claims: Iterable[Claim]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CLAIM_FIELDS)
-    for claim in claims:
-        writer.writerow(
-            [
-                claim.claim_id, claim.customer, claim.staff, claim.activity,
-                _fmt_time(claim.start), _fmt_time(claim.end), claim.registered_via,
-                _fmt_time(claim.registered_at), _fmt_time(claim.approved_at),
-                _fmt_time(claim.adjusted_at), int(claim.double_staffing) or "",
-                claim.count or "", claim.reason, _fmt_time(claim.planned_start),
-                _fmt_time(claim.planned_end), _fmt_time(claim.notified_at), claim.proof,
-            ]
-        )  # fmt: skip
-    return buffer.getvalue()
-
-
-def write_case(
-    path: Path,
-    registry: Registry,
-    orders: Iterable[Order],
-    claims: Iterable[Claim],
-    messages: Iterable[bytes],
-    jsonl: bool = False,
-) -> Path:
-    """Write a bundle folder; evidence as a CBOR sequence (or JSONL of base64 when asked)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "registry.toml").write_text(format_registry(registry))
-    (path / "orders.csv").write_text(format_orders(orders))
-    (path / "claims.csv").write_text(format_claims(claims))
-    if jsonl:
-        lines = [base64.b64encode(m).decode() for m in messages]
-        (path / "evidence.jsonl").write_text("".join(line + "\n" for line in lines))
-    else:
-        (path / "evidence.cbor-seq").write_bytes(b"".join(messages))
-    return path
