@@ -25,7 +25,9 @@ import cbor2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "host"))
 
-from kvitto import evidence  # noqa: E402
+from kvitto.evidence.commands import verify_command  # noqa: E402
+from kvitto.evidence.cose import EvidenceError  # noqa: E402
+from kvitto.evidence.events import verify_event  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 L = 2**252 + 27742317777372353535851937790883648493
@@ -194,11 +196,11 @@ def run(count: int, seed: int) -> tuple[int, int, Counter[str], Counter[str]]:
         per_operator[name] += 1
         try:
             if original.kind == "event":
-                evidence.verify_event(message, public)
+                verify_event(message, public)
             else:
-                evidence.verify_command(message, public, original.target, original.now)
+                verify_command(message, public, original.target, original.now)
             taken += 1
-        except evidence.EvidenceError as error:
+        except EvidenceError as error:
             errors[type(error).__name__] += 1
     return total, taken, per_operator, errors
 

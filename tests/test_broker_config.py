@@ -20,12 +20,12 @@ from kvitto.errors import KvittoError
 from kvitto.install.broker_config import (
     COLLECTOR_USER,
     BrokerSettings,
-    DeviceAccount,
     check_password,
     new_password,
     password_hash,
     write_broker_config,
 )
+from kvitto.store.registry import DeviceAccount
 
 
 def broker_user() -> str | None:

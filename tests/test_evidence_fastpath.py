@@ -21,11 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from signing_support import VECTORS
 
-from kvitto import evidence
+from kvitto.evidence import events as events_module
 from kvitto.evidence.cose import (
     ALG_EDDSA,
     EVENT_TYPES,
     UINT_MAX,
+    BadPayload,
     EvidenceError,
     NonCanonical,
     _decode,
@@ -374,9 +375,9 @@ def test_usual_events_need_no_second_payload_check(event_type, monkeypatch):
 
     def counted(*args: Any) -> Event:
         calls.append(args)
-        raise evidence.BadPayload("counted")
+        raise BadPayload("counted")
 
-    monkeypatch.setattr(evidence, "decode_payload", counted)
+    monkeypatch.setattr(events_module, "decode_payload", counted)
     fields = valid_fields("lock-7", event_type)
     messages = [sign1(SECRETS["lock-7"], b"lock-7", canonical(fields))]
     if event_type in ("arrive", "depart"):

@@ -9,15 +9,18 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from kvitto import evidence
-from kvitto.evidence.chain import ChainChecker, check_stream
+from kvitto.evidence.chain import ChainChecker, check_stream, verify_stream
 from kvitto.evidence.cose import (
     BootRegression,
     BrokenChain,
     FieldType,
+    NonCanonical,
     SequenceGap,
+    UnknownField,
     WrongDevice,
     canonical,
+    key_id,
+    read_messages,
     sign1,
 )
 from kvitto.evidence.events import decode_payload, verify_event
@@ -46,9 +49,9 @@ def test_example_bundle_passes_the_stream_check():
     if not EXAMPLE.exists():
         pytest.skip(f"shared examples not beside the checkout ({EXAMPLE})")
     key = bytes.fromhex("940d1ce7eabbe787882766a24cfe6464ce247965068db77ebc6f393d7562d94b")
-    messages = [m for _, m in evidence.read_messages(EXAMPLE / "evidence.cbor-seq")]
-    assert len(evidence.verify_stream(messages, key)) == 6
-    assert evidence.key_id(messages[0]) == "tag-0042"
+    messages = [m for _, m in read_messages(EXAMPLE / "evidence.cbor-seq")]
+    assert len(verify_stream(messages, key)) == 6
+    assert key_id(messages[0]) == "tag-0042"
 
 
 def test_checker_resumes_from_stored_state():
@@ -97,7 +100,7 @@ def test_canonical_sorts_bytewise_unlike_cbor2_canonical():
 )
 def test_free_form_health_maps_stay_small(x):
     fields = {0: 1, 1: "tag-0042", 2: 1, 3: 1, 4: 0, 7: "health", 9: bytes(32), 10: x}
-    with pytest.raises((FieldType, evidence.NonCanonical)):
+    with pytest.raises((FieldType, NonCanonical)):
         decode_payload(canonical(fields) if "ratio" not in x else cbor2.dumps(fields))
 
 
@@ -112,7 +115,7 @@ def test_phone_taps_carry_challenge_and_answer_but_badges_do_not():
     phone = {**base, 10: {"via": "phone", "nonce": bytes(16), "sig": bytes(64)}}
     assert decode_payload(canonical(phone)).x["sig"] == bytes(64)
     badge = {**base, 10: {"via": "badge", "sig": bytes(64)}}
-    with pytest.raises(evidence.UnknownField):
+    with pytest.raises(UnknownField):
         decode_payload(canonical(badge))
 
 
@@ -126,8 +129,8 @@ def test_a_lock_journals_a_sun_or_a_phone_answer_but_not_both():
             assert decode_payload(canonical(with_sun)).x["sun"] == bytes(24)
         assert decode_payload(canonical(with_answer)).x["nonce"] == bytes(16)
         both = {**base, 7: event_type, 10: {"via": via, "sun": bytes(24), **answer}}
-        with pytest.raises(evidence.UnknownField):
+        with pytest.raises(UnknownField):
             decode_payload(canonical(both))
     strange = {**base, 7: "unlock", 10: {"via": "badge", "pin": bytes(4)}}
-    with pytest.raises(evidence.UnknownField, match="'pin' is not a field of unlock"):
+    with pytest.raises(UnknownField, match="'pin' is not a field of unlock"):
         decode_payload(canonical(strange))

@@ -215,7 +215,7 @@ def test_flash_plan_runs_through_esptool_against_a_fake_chip(files, monkeypatch)
     import esptool
     from installer_support import fake_esp32
 
-    from kvitto import flash as flash_module
+    from kvitto.install import flash as flash_module
 
     firmware, image = files
     plan = plan_flash("esp32-devkitc", firmware, image, port="/dev/ttyUSB0")

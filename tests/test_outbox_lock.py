@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from kvitto.cli import cli
 from kvitto.collect.collector import Collector
 from kvitto.install.enroll import enroll_badge
-from kvitto.install.pki import ensure_org, load_command_key
+from kvitto.install.pki import ensure_org
 from kvitto.install.provision import Provisioning, provision
 from kvitto.sim.board import VirtualBoard
 from kvitto.store.db import open_store
+from kvitto.store.keys import load_command_key
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"

@@ -20,7 +20,6 @@ from kvitto.evidence.commands import sign_command
 from kvitto.evidence.cose import split_sign1
 from kvitto.install.broker_config import (
     BrokerSettings,
-    DeviceAccount,
     new_password,
     password_hash,
     write_broker_config,
@@ -30,9 +29,10 @@ from kvitto.install.pki import (
     ensure_org,
     issue_broker_certificate,
     issue_device_certificate,
-    load_command_key,
     write_private,
 )
+from kvitto.store.keys import load_command_key
+from kvitto.store.registry import DeviceAccount
 
 
 def mode(path):

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 from signing_support import VECTORS, device_module, fakes_module
 
-from kvitto import evidence
+from kvitto.evidence import cose
+from kvitto.evidence.chain import verify_stream
+from kvitto.evidence.commands import verify_command
+from kvitto.evidence.cose import COMMAND_TYPES, EVENT_TYPES, EvidenceError
+from kvitto.evidence.events import verify_event
 
 INDEX = json.loads((VECTORS / "index.json").read_text())
 KEYS = {
@@ -32,7 +36,7 @@ def message(vector: dict) -> bytes:
 def outcome(call) -> str:
     try:
         call()
-    except evidence.EvidenceError as error:
+    except EvidenceError as error:
         return type(error).__name__
     return "valid"
 
@@ -47,41 +51,41 @@ def unhex(fields: dict) -> dict:
 def test_there_are_enough_vectors_of_each_kind():
     assert len(INDEX["vectors"]) >= 20
     valid_types = {v["fields"]["type"] for v in VALID_EVENTS}
-    assert valid_types == evidence.EVENT_TYPES
+    assert valid_types == EVENT_TYPES
     expected_failures = {v["expect"] for v in INDEX["vectors"]}
     for name in ("BadSignature", "KidMismatch", "NonCanonical", "UnknownAlgorithm", "Truncated",
                  "Oversized", "BrokenChain"):  # fmt: skip
         assert name in expected_failures
     assert {v["fields"]["7"] for v in BY_KIND["command"] if v["device"] == "obey"} == (
-        evidence.COMMAND_TYPES
+        COMMAND_TYPES
     )
 
 
 @pytest.mark.parametrize("vector", BY_KIND["event"], ids=lambda v: v["name"])
 def test_host_judges_each_event_as_the_vector_says(vector):
     public = KEYS[vector["key"]]["public"]
-    assert outcome(lambda: evidence.verify_event(message(vector), public)) == vector["expect"]
+    assert outcome(lambda: verify_event(message(vector), public)) == vector["expect"]
 
 
 @pytest.mark.parametrize("vector", BY_KIND["stream"], ids=lambda v: v["name"])
 def test_host_judges_each_stream_as_the_vector_says(vector):
     public = KEYS[vector["key"]]["public"]
     messages = [(VECTORS / name).read_bytes() for name in vector["files"]]
-    assert outcome(lambda: evidence.verify_stream(messages, public)) == vector["expect"]
+    assert outcome(lambda: verify_stream(messages, public)) == vector["expect"]
 
 
 @pytest.mark.parametrize("vector", BY_KIND["command"], ids=lambda v: v["name"])
 def test_host_judges_each_command_as_the_vector_says(vector):
     org = KEYS["org"]["public"]
-    check = lambda: evidence.verify_command(message(vector), org, vector["target"], vector["now"])  # noqa: E731
+    check = lambda: verify_command(message(vector), org, vector["target"], vector["now"])  # noqa: E731
     assert outcome(check) == vector["expect"]
 
 
 def test_every_error_class_is_distinct_and_named():
     names = {v["expect"] for v in INDEX["vectors"]} - {"valid"}
     for name in names:
-        error = getattr(evidence, name)
-        assert issubclass(error, evidence.EvidenceError) and error is not evidence.EvidenceError
+        error = getattr(cose, name)
+        assert issubclass(error, EvidenceError) and error is not EvidenceError
 
 
 def device_rebuild_script() -> str:

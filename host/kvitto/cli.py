@@ -486,7 +486,7 @@ def verify(case, profile, month, output_format, out_file, claims, orders, pki_di
 
     CASE is a case bundle folder, or a store URL (sqlite:///…, postgresql://…) with --claims.
     """
-    from kvitto.verify.check import run_verify
+    from kvitto.verify.report import run_verify
 
     run_verify(case, profile, month, output_format, out_file, claims, orders, pki_dir)
 

@@ -1,6 +1,7 @@
 """Mosquitto configuration for kvitto: listeners, password file, per-device ACL, queue limits.
 
-    from kvitto.install.broker_config import write_broker_config, DeviceAccount
+    from kvitto.install.broker_config import write_broker_config
+    from kvitto.store.registry import DeviceAccount
     written = write_broker_config(Path("/etc/mosquitto/kvitto"), [DeviceAccount("tag-0042", h)])
     # mosquitto -c /etc/mosquitto/kvitto/mosquitto.conf
 
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.cose import DEVICE_ID  # the grammar devices sign their id in (FORMATS.md)
+from kvitto.install.pki import TlsFiles
+from kvitto.store.registry import DeviceAccount, check_device_id
 
 # An underscore cannot occur in a device id, so no device can ever be named like the collector.
 COLLECTOR_USER = "kvitto_collector"
@@ -32,15 +34,6 @@ TOPIC_ROOT = "kvitto/v1"
 _PBKDF2_ITERATIONS = 101
 _SALT_BYTES = 12
 _HASH_FORMAT = re.compile(r"\$7\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
-
-
-def check_device_id(device_id: str, where: str = "device id") -> str:
-    """The id itself, or a KvittoError: ids become MQTT usernames and topic levels."""
-    if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
-        raise KvittoError(
-            f"{where}: {device_id!r} is not a device id (3 to 32 of a-z, 0-9 and '-')"
-        )
-    return device_id
 
 
 def new_password() -> str:
@@ -65,24 +58,6 @@ def check_password(password: str, stored_hash: str) -> bool:
         "sha512", password.encode(), base64.b64decode(salt), int(iterations), 64
     )
     return hmac.compare_digest(computed, base64.b64decode(digest))
-
-
-@dataclass(frozen=True)
-class DeviceAccount:
-    """One device's MQTT login as the registry holds it (there: `MqttAccount`): username =
-    device id, `$7$` hash."""
-
-    device_id: str
-    password_hash: str
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for a TLS listener (from `kvitto pki`)."""
-
-    ca: Path
-    certificate: Path
-    key: Path
 
 
 @dataclass

@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.errors import KvittoError
+from kvitto.store.keys import NTAG424_FILE_MASTER, NTAG424_MASTER, NTAG424_META, read_ntag424_key
 
 UID_LENGTHS = (4, 7, 10)  # ISO/IEC 14443-3 single, double and triple size UIDs
 NTAG424_UID_LENGTH = 7
-NTAG424_MASTER = "ntag424-master.key"  # diversifies application keys 0, 1, 3, 4
-NTAG424_FILE_MASTER = "ntag424-file.key"  # diversifies the SDM file read key (key 2)
-NTAG424_META = "ntag424-meta.key"  # SDM meta read key: shared, the UID is not known before it
 NTAG424_KEY_MATERIAL = b"an10922-v1"  # how the badge's keys derive; no key in the registry
 _SEPARATORS = re.compile(r"[\s:.-]")
 
@@ -48,17 +46,6 @@ def credential_id(salt: bytes, uid: str | bytes) -> str:
     """Hex credential id of a UID (typed text or bytes), as the device computes it."""
     raw = parse_uid(uid) if isinstance(uid, str) else uid
     return hmac.new(salt, raw, hashlib.sha256).hexdigest()[:32]
-
-
-def read_ntag424_key(path: Path) -> bytes:
-    """An NTAG 424 master or SDM key file (`kvitto pki` folder): 16 bytes as hex."""
-    try:
-        key = bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError) as error:
-        raise KvittoError(f"{path}: cannot read the NTAG 424 key: {error}") from None
-    if len(key) != 16:
-        raise KvittoError(f"{path}: an AES-128 key is 16 bytes, found {len(key)}")
-    return key
 
 
 def _ensure_key(pki_dir: Path, name: str) -> bytes:
@@ -182,8 +169,8 @@ def run_enroll(
 
     import click
 
-    from kvitto.install.pki import load_org
     from kvitto.store.db import open_store
+    from kvitto.store.keys import load_org
     from kvitto.store.outbox import lock_devices, queue_command
     from kvitto.store.registry import Registry
 

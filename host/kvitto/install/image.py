@@ -119,7 +119,7 @@ def load_board(board: str | Path) -> Board:
 
 def check_config(config: dict[str, Any], board: Board, source: str) -> None:
     """The device config fits the board; the message names the file and field."""
-    from kvitto.install.broker_config import check_device_id
+    from kvitto.store.registry import check_device_id
 
     for key in CONFIG_REQUIRED:
         if key not in config:

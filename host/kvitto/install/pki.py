@@ -25,10 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kvitto.errors import KvittoError
+from kvitto.store.keys import (
+    COMMAND_KEY,
+    COMMAND_PUBLIC,
+    CREDENTIAL_SALT,
+    OrgKeys,
+    load_org,
+)
 
-COMMAND_KEY = "org-command.key"
-COMMAND_PUBLIC = "org-command.pub"
-CREDENTIAL_SALT = "credential-salt"
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
 BROKER_KEY = "broker.key"
@@ -36,6 +40,15 @@ BROKER_CERT = "broker.crt"
 _SALT_BYTES = 32
 _CA_DAYS = 3650
 _LEAF_DAYS = 825
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS listener (from `kvitto pki`)."""
+
+    ca: Path
+    certificate: Path
+    key: Path
 
 
 def _pkcs8_pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
@@ -58,20 +71,6 @@ def write_private(path: Path, data: bytes) -> None:
         stream.write(data)
 
 
-@dataclass(frozen=True)
-class OrgKeys:
-    """The public half of the organisation's material, as devices are configured with it."""
-
-    command_public_key: bytes
-    credential_salt: bytes
-
-    def device_config(self) -> dict[str, str]:
-        return {
-            "salt": self.credential_salt.hex(),
-            "org_public_key": self.command_public_key.hex(),
-        }
-
-
 def ensure_org(pki_dir: Path) -> OrgKeys:
     """The command key and credential salt in `pki_dir`, created on first use."""
     pki_dir.mkdir(parents=True, exist_ok=True)
@@ -85,32 +84,6 @@ def ensure_org(pki_dir: Path) -> OrgKeys:
     if not salt_path.exists():
         write_private(salt_path, (secrets.token_bytes(_SALT_BYTES).hex() + "\n").encode())
     return load_org(pki_dir)
-
-
-def load_command_key(pki_dir: Path) -> bytes:
-    """The raw 32-byte Ed25519 command key (what `evidence.sign_command` takes)."""
-    path = pki_dir / COMMAND_KEY
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as error:
-        raise KvittoError(f"{path}: cannot read the command key: {error}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KvittoError(f"{path}: not an Ed25519 key")
-    return key.private_bytes_raw()
-
-
-def load_org(pki_dir: Path) -> OrgKeys:
-    """Public command key and credential salt from a `kvitto pki` folder."""
-    secret = load_command_key(pki_dir)
-    salt_path = pki_dir / CREDENTIAL_SALT
-    try:
-        salt = bytes.fromhex(salt_path.read_text().strip())
-    except (OSError, ValueError) as error:
-        raise KvittoError(f"{salt_path}: cannot read the credential salt: {error}") from None
-    if len(salt) < 16:
-        raise KvittoError(f"{salt_path}: the credential salt is shorter than 16 bytes")
-    public = Ed25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
-    return OrgKeys(command_public_key=public, credential_salt=salt)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -224,7 +197,7 @@ def issue_broker_certificate(pki_dir: Path, hosts: list[str]) -> tuple[Path, Pat
 def issue_device_certificate(pki_dir: Path, device_id: str) -> tuple[Path, Path]:
     """A TLS client certificate whose common name is the device id (Mosquitto's
     `use_identity_as_username`); the default login is the per-device password instead."""
-    from kvitto.install.broker_config import check_device_id
+    from kvitto.store.registry import check_device_id
 
     check_device_id(device_id)
     (pki_dir / "devices").mkdir(parents=True, exist_ok=True)
@@ -233,7 +206,6 @@ def issue_device_certificate(pki_dir: Path, device_id: str) -> tuple[Path, Path]
 
 def broker_tls_files(pki_dir: Path):
     """CA, broker certificate and key for a TLS listener, or a KvittoError naming what is missing."""
-    from kvitto.install.broker_config import TlsFiles
 
     files = TlsFiles(
         ca=(pki_dir / CA_CERT).resolve(),

@@ -195,7 +195,7 @@ def read_identity(console: DeviceConsole) -> bytes:
 
 
 def device_config(request: Provisioning, mqtt_password: str) -> dict[str, Any]:
-    from kvitto.install.pki import load_org
+    from kvitto.store.keys import load_org
 
     org = load_org(request.pki_dir)
     ca = request.broker_ca
@@ -243,7 +243,7 @@ def label_svg(device: str, mark: str) -> str:
     """A printable label: QR code of the device id, the id in text, the cohabitant mark."""
     import segno
 
-    from kvitto.install.broker_config import check_device_id
+    from kvitto.store.registry import check_device_id
 
     check_device_id(device)
     qr = segno.make(LABEL_QR_PREFIX + device, error="m")
@@ -270,10 +270,10 @@ def label_svg(device: str, mark: str) -> str:
 
 def provision(request: Provisioning, console: DeviceConsole | None = None) -> Provisioned:
     """Provision one board end to end; see the module docstring for the order of steps."""
-    from kvitto.install.broker_config import check_device_id, new_password, password_hash
+    from kvitto.install.broker_config import new_password, password_hash
     from kvitto.install.image import check_config, load_board
     from kvitto.store.db import open_store
-    from kvitto.store.registry import Registry
+    from kvitto.store.registry import Registry, check_device_id
 
     check_device_id(request.device, "--device")
     if request.mark is not None and (len(request.mark) != 1 or not request.mark.isupper()):

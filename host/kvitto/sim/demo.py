@@ -104,11 +104,12 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
 
     from kvitto.collect.collector import Collector
     from kvitto.install.enroll import enroll_badge, enroll_ntag424, enroll_phone, ntag424_masters
-    from kvitto.install.pki import ensure_org, load_command_key
+    from kvitto.install.pki import ensure_org
     from kvitto.install.provision import Provisioning, provision
     from kvitto.sim.board import VirtualBoard
     from kvitto.sim.fleet import NtagBadges
     from kvitto.store.db import open_store
+    from kvitto.store.keys import load_command_key
     from kvitto.store.registry import Order, Registry
     from kvitto.verify.check import verify_store
     from kvitto.verify.export import export_case

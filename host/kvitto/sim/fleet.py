@@ -220,7 +220,7 @@ def run_sim(
     badges = None
     if pki_dir is not None:
         from kvitto.install.enroll import ntag424_masters
-        from kvitto.install.pki import load_org
+        from kvitto.store.keys import load_org
 
         org = load_org(pki_dir)
         salt = salt or org.credential_salt

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.cose import DEVICE_ID
-from kvitto.install.broker_config import DeviceAccount
 from kvitto.store.db import Store
 
 PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -29,6 +28,24 @@ ROLES = ("tag", "lock", "alarm")
 KINDS = ("badge", "ntag424", "phone")
 AGE_GROUPS = ("", "65+", "<65", "<65-psych")
 LOCAL = ZoneInfo("Europe/Stockholm")
+
+
+def check_device_id(device_id: str, where: str = "device id") -> str:
+    """The id itself, or a KvittoError: ids become MQTT usernames and topic levels."""
+    if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
+        raise KvittoError(
+            f"{where}: {device_id!r} is not a device id (3 to 32 of a-z, 0-9 and '-')"
+        )
+    return device_id
+
+
+@dataclass(frozen=True)
+class DeviceAccount:
+    """One device's MQTT login as the registry holds it (there: `MqttAccount`): username =
+    device id, `$7$` hash."""
+
+    device_id: str
+    password_hash: str
 
 
 @dataclass(frozen=True)

@@ -149,34 +149,6 @@ def verify_case(
     return verify_loaded(read_case(Path(path)), loaded, month, tap_keys=_tap_keys(pki))
 
 
-def run_verify(
-    case: str,
-    profile: str,
-    month: str,
-    output_format: str,
-    out_file: str | None,
-    claims: str | None = None,
-    orders: str | None = None,
-    pki: str | None = None,
-) -> None:
-    """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
-    import sys
-
-    from kvitto.verify.report import render
-
-    if "://" in case:
-        if not claims:
-            raise CaseError(f"{case} is a store: give the provider's claims with --claims FILE")
-        result = verify_store(case, claims, profile, month, orders, pki)
-    else:
-        result = verify_case(case, profile, month, pki)
-    text = render(result, output_format)
-    if out_file:
-        Path(out_file).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-
-
 def read_store_case(
     url: str,
     claims: Path | str,

@@ -15,8 +15,10 @@ import html
 import io
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from kvitto.verify.check import Result
+from kvitto.verify.case import CaseError
+from kvitto.verify.check import Result, verify_case, verify_store
 from kvitto.verify.workdays import STOCKHOLM, local, month_bounds, parse_month
 
 FORMATS = ("json", "csv", "html")
@@ -181,3 +183,29 @@ def to_html(result: Result) -> str:
         out.append("</ul>")
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def run_verify(
+    case: str,
+    profile: str,
+    month: str,
+    output_format: str,
+    out_file: str | None,
+    claims: str | None = None,
+    orders: str | None = None,
+    pki: str | None = None,
+) -> None:
+    """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
+    import sys
+
+    if "://" in case:
+        if not claims:
+            raise CaseError(f"{case} is a store: give the provider's claims with --claims FILE")
+        result = verify_store(case, claims, profile, month, orders, pki)
+    else:
+        result = verify_case(case, profile, month, pki)
+    text = render(result, output_format)
+    if out_file:
+        Path(out_file).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)

@@ -63,8 +63,7 @@ class TapKeys:
 
     @classmethod
     def from_pki(cls, pki_dir: Path | str) -> TapKeys:
-        from kvitto.install.enroll import NTAG424_FILE_MASTER, NTAG424_META, read_ntag424_key
-        from kvitto.install.pki import load_org
+        from kvitto.store.keys import NTAG424_FILE_MASTER, NTAG424_META, load_org, read_ntag424_key
 
         folder = Path(pki_dir)
         return cls(
