@@ -82,7 +82,7 @@ print(json.dumps({"ok": back == data, "provisioned": provisioned}))
 
 def lock_board(port: str) -> dict[str, Any]:
     """Write the production boot.py onto a running board through mpremote (atomic rename)."""
-    from kvitto.install.provision import DeviceConsole, ProvisionError
+    from kvitto.install.console import DeviceConsole, ProvisionError
 
     console = DeviceConsole(port)
     try:
