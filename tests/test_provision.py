@@ -25,14 +25,9 @@ from kvitto.install.broker_config import (
     check_password,
     write_broker_config,
 )
+from kvitto.install.console import ProvisionError
 from kvitto.install.pki import ensure_org
-from kvitto.install.provision import (
-    ProvisionError,
-    Provisioning,
-    label_svg,
-    provision,
-    read_identity,
-)
+from kvitto.install.provision import Provisioning, label_svg, provision, read_identity
 from kvitto.sim.board import VirtualBoard, read_flash_file
 from kvitto.store.db import open_store
 from kvitto.store.registry import Registry
