@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check host tests bench
 	$(BIN)/pyright -p pyrightconfig.json
 	$(BIN)/python .ci/pyright_firmware.py
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV)
