@@ -83,7 +83,7 @@ def test_the_host_keeps_its_contracts(tmp_path):
             "install/pki.py",
             "import kvitto.install.broker_config",
             "No circles",
-            "kvitto.install.pki",
+            ".pki -> .broker_config",
         ),
         # the simulator used outside the CLI
         (
