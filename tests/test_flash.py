@@ -274,3 +274,85 @@ def test_merged_json_output_is_the_report_alone(files, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["merged"] == str(out)
     assert out.stat().st_size == load_board("esp32-devkitc").fs_offset + 0x200000
+
+
+# -- bad firmware files and dry runs without a board (issue #17) ----------------------------
+
+
+def _random_file(path: Path, size: int, seed: int, magic: bool) -> Path:
+    import random
+
+    data = bytearray(random.Random(seed).randbytes(size))
+    if magic:
+        data[0] = 0xE9  # esptool's image magic, so the loader reads on into the random header
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("empty.bin", b"", "the file is empty"),
+        ("two.bin", b"\xe9\x03", "2 bytes, shorter than its header (24 bytes)"),
+        ("seven.bin", b"\xe9\x03\x02\x20\x00\x10\x08", "7 bytes, shorter than its header"),
+        ("header.bin", None, "append_digest"),  # random header behind the magic byte
+        ("noise.bin", None, "magic"),  # random bytes, no magic
+    ],
+)
+def test_a_bad_firmware_file_is_one_line_exit_2_and_nothing_is_written(
+    files, tmp_path, monkeypatch, capsys, name, content, problem
+):
+    import esptool
+
+    from kvitto.cli import main
+
+    _, image = files
+    path = tmp_path / name
+    if content is None:
+        _random_file(
+            path, 4096, seed=17 if name == "header.bin" else 4, magic=name == "header.bin"
+        )
+    else:
+        path.write_bytes(content)
+    calls = []
+    monkeypatch.setattr(esptool, "main", lambda *args, **kwargs: calls.append(args))
+    argv = ["flash", "--board", "esp32-devkitc", "--firmware", str(path), "--image", str(image)]
+    for extra in ([], ["--port", "/dev/ttyUSB0"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, *extra])
+        assert exited.value.code == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        lines = err.splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"kvitto: {path}: not an esp32 firmware image: ")
+        assert problem in lines[0]
+    assert calls == []  # esptool never ran: nothing reached a board
+
+
+def test_dry_run_without_a_board_prints_the_plan(files, monkeypatch):
+    import kvitto.install.flash as flash_module
+
+    firmware, image = files
+    monkeypatch.setattr(flash_module, "esp32_ports", lambda comports=None: [])
+    result = CliRunner().invoke(
+        cli,
+        ["flash", "--board", "esp32-devkitc", "--firmware", str(firmware), "--image", str(image),
+         "--dry-run"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "board esp32-devkitc (esp32), no board plugged in (give --port):"
+    assert f"MicroPython {firmware} at 0x1000" in lines[1]
+    assert f"filesystem  {image} at 0x200000" in lines[2]
+    assert [line.split()[:3] for line in lines[3:]] == [["would", "run:", "esptool"]] * 2
+    assert "--port PORT" in lines[3] and "write-flash" in lines[3]
+    json_run = CliRunner().invoke(
+        cli,
+        ["flash", "--board", "esp32-devkitc", "--firmware", str(firmware), "--image", str(image),
+         "--dry-run", "--format", "json"],
+    )  # fmt: skip
+    assert json_run.exit_code == 0, json_run.output
+    report = json.loads(json_run.output)
+    assert report["done"] is False and report["chip"] == "esp32"
+    assert report["firmware_offset"] == 0x1000 and report["fs_offset"] == 0x200000

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ ESP32_BRIDGES = {
     (0x303A, 0x1001): "Espressif USB-JTAG/serial",
 }
 DEFAULT_BAUD = 460800
+# esptool's image header: 8 bytes, then the 16-byte extended header of the ESP32 family.
+IMAGE_HEADER_BYTES = 24
+NO_BOARD = "PORT"  # a dry run with no board plugged in: the chains name it so
 
 
 @dataclass(frozen=True)
@@ -126,16 +130,40 @@ class FlashPlan:
 
 
 def check_firmware(path: Path, chip: str) -> None:
-    """The file is an ESP firmware image for this chip (esptool's image loader decides)."""
+    """The file is an ESP firmware image for this chip (esptool's image loader decides); a file
+    that is not gets one line naming it and what is wrong, before anything reaches a board."""
     from esptool.bin_image import LoadFirmwareImage
     from esptool.util import FatalError
 
     if not path.is_file():
         raise KvittoError(f"{path}: no such firmware file")
+    size = path.stat().st_size
+    if size < IMAGE_HEADER_BYTES:
+        what = "the file is empty" if size == 0 else f"{size} bytes, shorter than its header"
+        raise KvittoError(
+            f"{path}: not an {chip} firmware image: {what} ({IMAGE_HEADER_BYTES} bytes)"
+        )
     try:
         LoadFirmwareImage(chip, str(path))
-    except (FatalError, ValueError, OSError, IndexError) as error:
-        raise KvittoError(f"{path}: not an {chip} firmware image: {error}") from None
+    except (
+        FatalError,
+        ValueError,
+        OSError,
+        IndexError,
+        EOFError,
+        RuntimeError,
+        struct.error,
+    ) as error:
+        raise KvittoError(f"{path}: not an {chip} firmware image: {_reason(error)}") from None
+
+
+def _reason(error: BaseException) -> str:
+    """esptool's message in one line; some of its errors carry a %-format and its values."""
+    args = error.args
+    if len(args) > 1 and isinstance(args[0], str) and "%" in args[0]:
+        with contextlib.suppress(TypeError, ValueError):
+            return _first_line(args[0] % args[1:])
+    return _first_line(error)
 
 
 def plan_flash(
@@ -344,6 +372,11 @@ def run_flash(
 
     if merged and not port:
         port = "(none)"  # merging needs no board
+    if dry_run and not port:  # a plan needs no board: show the one plugged in, if any
+        try:
+            port = pick_port(None)
+        except KvittoError:
+            port = NO_BOARD
     plan = plan_flash(board, Path(firmware) if firmware else None, Path(image), port, baud, erase)
     if merged:
         merge(plan, Path(merged))
@@ -359,7 +392,8 @@ def run_flash(
     if merged:
         click.echo(f"wrote {merged}: flash it at 0x0")
         return plan
-    click.echo(f"board {plan.board} ({plan.chip}) on {plan.port}:")
+    where = ", no board plugged in (give --port)" if plan.port == NO_BOARD else f" on {plan.port}"
+    click.echo(f"board {plan.board} ({plan.chip}){where}:")
     if plan.firmware:
         click.echo(f"  MicroPython {plan.firmware} at {plan.firmware_offset:#x}")
     click.echo(f"  filesystem  {plan.image} at {plan.fs_offset:#x} ({plan.fs_size} bytes)")
