@@ -2,6 +2,6 @@
 
 Case bundles (`case`, `case_write`, `export`), evidence presence per visit (`taps`, `visits`),
 the rules and the municipalities' profiles (`rules/`, `profiles/*.toml`), the verification
-API (`check`) and its reports (`report`), the Swedish calendar (`workdays`). Imports
-`kvitto.store`, `kvitto.evidence` and `kvitto.install` (the organisation's key folder only).
+API (`check`) and its reports and `kvitto verify` (`report`), the Swedish calendar
+(`workdays`). Imports `kvitto.store` and `kvitto.evidence`, never collect or install.
 """
