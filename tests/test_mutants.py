@@ -36,9 +36,9 @@ def test_the_originals_themselves_verify():
     assert {o.kind for o in originals} == {"event", "command"}
     for original in originals:
         if original.kind == "event":
-            mutation.evidence.verify_event(original.message, original.public)
+            mutation.verify_event(original.message, original.public)
         else:
-            mutation.evidence.verify_command(
+            mutation.verify_command(
                 original.message, original.public, original.target, original.now
             )
 
