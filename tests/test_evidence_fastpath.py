@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from signing_support import VECTORS
 
@@ -312,6 +312,8 @@ def test_each_envelope_deviation_is_refused_by_both_paths(device, event_type):
     deviations=st.sets(st.sampled_from(ENVELOPE_DEVIATIONS), max_size=3),
 )
 def test_envelope_byte_forms_fast_path_agrees_with_verify_event(device, event_type, deviations):
+    # A trailing byte and then one cut off again is the valid envelope: not a deviation.
+    assume(not {"cut short", "trailing byte"} <= deviations)
     payload = canonical(valid_fields(device, event_type))
     accepted = assert_agree(envelope(device, payload, sorted(deviations)))
     assert (accepted is not None) == (not deviations)
