@@ -94,7 +94,8 @@ start = gc.mem_alloc()  # the interpreter, asyncio and the image: the base of ev
 import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on a real board
 gc.collect()
 sim_code = gc.mem_alloc() - start
-from device import boards, config, hal, identity
+from device.board import boards, config, hal
+from device import identity
 from device.app import App
 from device.reader import credential_id
 ROLE = sys.argv[1]
@@ -190,7 +191,8 @@ SCRIPT32 = (
 import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on a real board
 # ---
 import os, vfs
-from device import boards, config, hal, identity
+from device.board import boards, config, hal
+from device import identity
 from device.app import App
 from device.reader import credential_id
 def mount_folder(path, board, mountpoint="/flash"):

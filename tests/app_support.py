@@ -121,7 +121,8 @@ def app_prelude(role: str, image: Path, seed: str = "t", tag_mode: bool = False)
         EVENT_STANDIN
         + f"""
 import asyncio, json, sys
-from device import boards, config, hal, identity
+from device.board import boards, config, hal
+from device import identity
 from device.app import App
 from device.clock import Clock
 from device.reader import credential_id

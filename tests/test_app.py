@@ -235,7 +235,7 @@ def test_bad_config_is_a_clear_error_and_a_red_blink_not_a_crash(
     if config_text is not None:
         micropython(
             f"""
-            from device import boards, hal
+            from device.board import boards, hal
             sim = hal.open_board(boards.load("{ROOT}/boards/sim.json"), flash="{image}")
             with open("/flash/config.json", "w") as f:
                 f.write({config_text!r})

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "firmware"))
 
-from device import config  # noqa: E402
+from device.board import config  # noqa: E402
 
 GOOD = {
     "device": "tag-0042",
@@ -87,7 +87,7 @@ def test_unix_port_agrees(micropython, tmp_path):
     (tmp_path / "good.json").write_text(json.dumps(GOOD))
     out = micropython(
         f"""
-        from device import config
+        from device.board import config
         good = config.load("{tmp_path}/good.json")
         print(good["salt"] == bytes(16), good["alarm"]["answer_s"])
         for index in range({len(CASES)}):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOARDS = sorted((ROOT / "boards").glob("*.json"))
 sys.path.insert(0, str(ROOT / "firmware"))
 
-from device import boards  # noqa: E402  (pure module: CPython runs it too)
+from device.board import boards  # noqa: E402  (pure module: CPython runs it too)
 
 
 def board(name: str) -> dict:
@@ -94,7 +94,7 @@ def test_unix_port_gives_the_same_verdicts(micropython, tmp_path):
         (tmp_path / f"case{index}.json").write_text(json.dumps(broken("esp32-lock", change)))
     out = micropython(
         f"""
-        from device import boards
+        from device.board import boards
         for path in {[str(p) for p in BOARDS]!r}:
             print("ok", boards.load(path)["name"])
         for index in range({len(CASES)}):
@@ -134,7 +134,7 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
     out = micropython(
         f"""
         import gc, sys
-        from device import boards, config
+        from device.board import boards, config
         from device.clock import Clock
         gc.collect()
         before = gc.mem_alloc()
@@ -143,17 +143,21 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
         Clock()
         loaded = sorted(m for m in sys.modules if m.startswith("device."))
         print("loaded", loaded)
-        import device
-        print("attributes", [n for n in ("board_check", "config_check", "ntp") if hasattr(device, n)])
-        from device import board_check
+        import device, device.board
+        print("attributes", [n for n in ("board_check", "config_check") if hasattr(device.board, n)]
+              + [n for n in ("ntp",) if hasattr(device.clock, n)])
+        from device.board import board_check
         gc.collect()
         with_checks = gc.mem_alloc()
-        device.forget("board_check")
+        device.forget("board.board_check")
         del board_check
         gc.collect()
         print("freed", with_checks - gc.mem_alloc() > 0)
         """
     )
-    assert "loaded ['device.boards', 'device.clock', 'device.config']" in out
+    assert (
+        "loaded ['device.board', 'device.board.boards', 'device.board.config', 'device.clock']"
+        in out
+    )
     assert "attributes []" in out
     assert "freed True" in out

@@ -19,13 +19,14 @@ from kvitto.evidence.cose import ORG_KID, canonical, sign1
 
 sys.path.insert(0, str(ROOT / "firmware"))
 
-from device import config  # noqa: E402
+from device.board import config  # noqa: E402
 
 NOW = 1790000000
 
 BOOT_SCRIPT = """
 import asyncio, json, sys
-from device import boards, cbor, config, hal
+from device.board import boards, config, hal
+from device import cbor
 from device import link as link_mod
 from device.app import App
 

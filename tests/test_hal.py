@@ -24,7 +24,7 @@ def test_only_hal_imports_machine_or_network():
 def test_board_file_selects_the_sim_hal(micropython, tmp_path):
     out = micropython(
         f"""
-        from device import boards, hal
+        from device.board import boards, hal
         board = boards.load("{ROOT}/boards/sim.json")
         h = hal.open_board(board, seed=b"s-07")
         print(type(h).__name__)
@@ -87,7 +87,7 @@ def test_machine_hal_builds_parts_from_the_board(micropython, tmp_path):
     out = micropython(
         f"""
         import machine
-        from device import boards, hal
+        from device.board import boards, hal
         h = hal.open_board(boards.load("{ROOT}/boards/esp32-lock.json"))
         machine.log.clear()
         h.relay.set(True)
@@ -114,7 +114,7 @@ def test_flash_image_keeps_files_across_power_cuts(micropython, tmp_path):
     image = tmp_path / "flash.img"
     script = f"""
         import os
-        from device import boards, hal
+        from device.board import boards, hal
         h = hal.open_board(boards.load("{ROOT}/boards/sim.json"), flash="{image}")
         print(h.fs_root, sorted(os.listdir(h.fs_root)))
         with open(h.fs_root + "/note.txt", "a") as f:
@@ -130,7 +130,7 @@ def test_sim_watchdog_resets_a_hung_interpreter(micropython, tmp_path):
     script.write_text(
         f"""
 import time
-from device import boards, hal
+from device.board import boards, hal
 h = hal.open_board(boards.load("{ROOT}/boards/sim.json"))
 w = h.watchdog(300)
 for _ in range(6):
@@ -157,7 +157,7 @@ def test_debounced_input_polling_does_not_allocate(micropython):
     out = micropython(
         """
         import micropython, time
-        from device.hal import Debounced
+        from device.board.hal import Debounced
         class Line:
             def __init__(self):
                 self.active = False

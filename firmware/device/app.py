@@ -21,7 +21,8 @@ import time
 from micropython import const
 
 import device
-from device import boards, config, hal, identity
+from device.board import boards, config, hal
+from device import identity
 from device.clock import Clock
 
 _TICK_MS = const(20)  # role inputs (door, buttons) are polled at 50 Hz

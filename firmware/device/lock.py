@@ -18,7 +18,7 @@ import time
 
 from micropython import const
 
-from device.hal import Debounced
+from device.board.hal import Debounced
 
 _CRED_BYTES = const(16)  # FORMATS.md §1 key 8: credential id is bstr(16)
 _MAX_CREDS = const(512)

@@ -1,5 +1,5 @@
 """The simulated board for the unix port: pins, buttons, relay, LED, door contact, alarm input,
-watchdog, RNG and a file-backed flash, behind the same interface as device.hal.MachineHal.
+watchdog, RNG and a file-backed flash, behind the same interface as device.board.hal.MachineHal.
 
     from sim.hal_sim import SimHal
     board_hal = SimHal(board, flash="/tmp/tag.img", seed=b"s-07")
@@ -16,7 +16,7 @@ import time
 
 from micropython import const
 
-from device.hal import COLOURS, RESET_POWER, RESET_WDT, HalError
+from device.board.hal import COLOURS, RESET_POWER, RESET_WDT, HalError
 
 _TAP_HOLD_MS = const(300)
 _HISTORY = const(64)  # changes kept per output: enough for a test, bounded for a long run
@@ -217,7 +217,7 @@ class SimHal:
         self.fs_root = mount_flash(flash, board) if flash else ""
         self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or RESET_POWER
 
-    # -- the board's parts, as device.hal offers them
+    # -- the board's parts, as device.board.hal offers them
     def input(self, name):
         if name not in self._inputs:
             raise HalError("board %s has no input '%s'" % (self.board["name"], name))

@@ -1,11 +1,11 @@
 """Board files (boards/*.json): pins, buses, roles and flash layout as data, validated.
 
-    from device import boards
+    from device.board import boards
     board = boards.load("boards/esp32-lock.json")   # raises BoardError naming file and field
     print(board["relay"]["pin"], board["flash"]["fs_offset"])
 
 A new board is a new JSON file, never a code change (like esptool's chip table). The checks
-themselves are device.board_check, loaded only while a board file is validated. Pure module:
+themselves are device.board.board_check, loaded only while a board file is validated. Pure module:
 runs under the unix port and CPython alike.
 """
 
@@ -17,15 +17,15 @@ class BoardError(ValueError):
 
 
 def validate(board, source="<board>"):
-    """Check a decoded board file (device.board_check); returns it unchanged or raises
+    """Check a decoded board file (device.board.board_check); returns it unchanged or raises
     BoardError. The checks are loaded for the call and dropped after it."""
     import device
-    from device import board_check
+    from device.board import board_check
 
     try:
         return board_check.validate(board, source)
     finally:
-        device.forget("board_check")
+        device.forget("board.board_check")
 
 
 def parse(text, source="<board>"):

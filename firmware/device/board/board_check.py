@@ -1,12 +1,12 @@
-"""The checks a board file must pass (device.boards.validate), in their own module: they run
-once at boot, and device.boards drops this module afterwards so its tables and functions leave
+"""The checks a board file must pass (device.board.boards.validate), in their own module: they run
+once at boot, and device.board.boards drops this module afterwards so its tables and functions leave
 the heap (device.forget).
 
-    from device import board_check
+    from device.board import board_check
     board_check.validate(json.loads(text), "board.json")   # raises boards.BoardError
 """
 
-from device.boards import BoardError
+from device.board.boards import BoardError
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]

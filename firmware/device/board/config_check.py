@@ -1,9 +1,9 @@
 """The checks a configuration must pass and the signed `config` command's changes
-(device.config.validate and update), in their own module: they run at boot and on a rare
-command, and device.config drops this module afterwards so its tables and functions leave the
+(device.board.config.validate and update), in their own module: they run at boot and on a rare
+command, and device.board.config drops this module afterwards so its tables and functions leave the
 heap (device.forget).
 
-    from device import config_check
+    from device.board import config_check
     settings = config_check.validate(json.loads(text), "config.json")   # raises ConfigError
 """
 
@@ -11,7 +11,7 @@ import binascii
 import json
 import os
 
-from device.config import ConfigError
+from device.board.config import ConfigError
 
 ROLES = ("tag", "lock", "alarm")
 _TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "wifi", "lock",

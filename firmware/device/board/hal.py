@@ -1,6 +1,6 @@
 """The hardware layer: the only module that imports `machine` and `network`.
 
-    from device import boards, hal
+    from device.board import boards, hal
     board_hal = hal.open_board(boards.load("boards/esp32-lock.json"))
     board_hal.led.show("green"); board_hal.relay.set(True); print(board_hal.input("door").value())
 
@@ -38,7 +38,7 @@ class HalError(Exception):
 
 
 def open_board(board, **sim_options):
-    """The HAL for a validated board dict (device.boards); sim_options go to the sim HAL."""
+    """The HAL for a validated board dict (device.board.boards); sim_options go to the sim HAL."""
     if board["hal"] == "sim":
         from sim import hal_sim  # unix port only; never in a board image
 

@@ -1,6 +1,6 @@
 """The device configuration on flash (/config.json), written by provisioning, validated here.
 
-    from device import config
+    from device.board import config
     settings = config.load("config.json")   # raises ConfigError naming the file and field
     print(settings["device"], settings["role"], settings["salt"].hex())
 
@@ -11,8 +11,8 @@ File format (hex strings in the file become bytes once loaded):
    "wifi": {"ssid", "password"} (real boards), "lock": {...}, "alarm": {...}, "visits": {...},
    "tag_mode": true|false (phones read a signed URL; default on for the tag role)}
 A signed `config` command (FORMATS.md §2) changes the few settings in
-device.config_check.COMMAND_SETTINGS through `update`, which validates the whole result and
-replaces the file atomically. The checks live in device.config_check, loaded only while they
+device.board.config_check.COMMAND_SETTINGS through `update`, which validates the whole result and
+replaces the file atomically. The checks live in device.board.config_check, loaded only while they
 run. Pure module: runs under the unix port and CPython alike.
 """
 
@@ -29,14 +29,14 @@ class ConfigError(ValueError):
 
 def validate(settings, source="config.json"):
     """Check a decoded configuration; returns a normalized copy (hex fields as bytes). The
-    checks (device.config_check) are loaded for the call and dropped after it."""
+    checks (device.board.config_check) are loaded for the call and dropped after it."""
     import device
-    from device import config_check
+    from device.board import config_check
 
     try:
         return config_check.validate(settings, source)
     finally:
-        device.forget("config_check")
+        device.forget("board.config_check")
 
 
 def parse(text, source="config.json"):
@@ -60,11 +60,11 @@ def load(path="config.json"):
 
 def update(path, changes, source="config command"):
     """Apply a `config` command's x ({setting: value}, FORMATS.md §2) to the file at `path` and
-    return the new validated settings; all or nothing (device.config_check.update)."""
+    return the new validated settings; all or nothing (device.board.config_check.update)."""
     import device
-    from device import config_check
+    from device.board import config_check
 
     try:
         return config_check.update(path, changes, source)
     finally:
-        device.forget("config_check")
+        device.forget("board.config_check")
