@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pn532_support import DEVICE_PRELUDE, firmware_modules  # type: ignore  # noqa: E402
 
 pn532, _, _ = firmware_modules()
-from device import cards  # type: ignore  # noqa: E402  (on the path firmware_modules() set)
+from device.drivers import cards  # type: ignore  # noqa: E402  (on the path firmware_modules() set)
 
 PARSERS = {
     "parse_frame": pn532.parse_frame,

@@ -32,7 +32,7 @@ def install_shims() -> None:
 
 def firmware_modules():
     install_shims()
-    from device import pn532  # type: ignore[import-not-found]
+    from device.drivers import pn532  # type: ignore[import-not-found]
     from sim import buses, pn532sim  # type: ignore[import-not-found]
 
     return pn532, pn532sim, buses
@@ -40,11 +40,11 @@ def firmware_modules():
 
 # A prelude for unix-port snippets: `make(kind)` gives (model, bus, driver) over one transport.
 DEVICE_PRELUDE = """
-from device import pn532
-from device.pn532 import PN532
-from device.pn532_i2c import I2CTransport
-from device.pn532_spi import SPITransport
-from device.pn532_uart import UARTTransport
+from device.drivers import pn532
+from device.drivers.pn532 import PN532
+from device.drivers.pn532_i2c import I2CTransport
+from device.drivers.pn532_spi import SPITransport
+from device.drivers.pn532_uart import UARTTransport
 from sim.buses import SimI2C, SimSPI, SimUART
 from sim.pn532sim import (PN532Sim, UidCard, Ntag213, Ntag424, HcePhone, TagReaderPhone,
                           uri_record, sun_message)

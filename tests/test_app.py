@@ -43,8 +43,8 @@ async def script():
         ticks.advance(5000)   # staff come back later than the visit debounce
     await asyncio.sleep_ms(100)
     print("\\n".join(journal_lines(app)))
-    print("loaded", sorted(m for m in sys.modules if m.startswith("device.pn532_")
-                           or m == "device.tag_mode"))
+    print("loaded", sorted(m for m in sys.modules if m.startswith("device.drivers.pn532_")
+                           or m == "device.drivers.tag_mode"))
 asyncio.run(script())
 """
     )
@@ -52,7 +52,7 @@ asyncio.run(script())
     leds = [line for line in out.splitlines() if line.startswith("led")]
     assert leds == ["led green", "led green", "led blue", "led blue"]
     # an I2C board without tag mode carries neither tag mode nor the other buses' transports
-    assert "loaded ['device.pn532_i2c']" in out.splitlines()
+    assert "loaded ['device.drivers.pn532_i2c']" in out.splitlines()
     assert journal_of(out) == [
         '1 1 boot - [["reset", "power"]]',
         f'2 1 arrive {a} [["via", "badge"]]',

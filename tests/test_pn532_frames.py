@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pn532_support import firmware_modules
 
 pn532, pn532sim, buses = firmware_modules()
-from device import cards  # type: ignore[import-not-found]  # noqa: E402  (path set just above)
+from device.drivers import cards  # type: ignore[import-not-found]  # noqa: E402  (path set just above)
 
 
 def h(text: str) -> bytes:

@@ -25,7 +25,7 @@ def test_every_command_over_each_transport(micropython, kind):
         micropython,
         kind,
         """
-from device import cards, pn532_diag
+from device.drivers import cards, pn532_diag
 print("fw=%r" % (nfc.begin(),))
 print("sam=%r" % model.sam)
 print("retries=%d" % model.retries)
@@ -198,7 +198,7 @@ def test_long_response_over_i2c_is_read_again_after_nack(micropython):
         micropython,
         "i2c",
         """
-from device import cards, pn532_diag
+from device.drivers import cards, pn532_diag
 nfc.begin()
 phone = HcePhone(bytes(range(16)), lambda m: bytes(64))
 model.place(phone)
@@ -223,8 +223,8 @@ def test_driver_and_simulator_under_cpython(kind):
     from kvitto.evidence.ntag424 import verify_sun
 
     pn532, sim, buses = firmware_modules()
-    from device import cards, pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
-    from device.pn532_diag import list_passive_target  # type: ignore[import-not-found]
+    from device.drivers import cards, pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+    from device.drivers.pn532_diag import list_passive_target  # type: ignore[import-not-found]
 
     model = sim.PN532Sim()
     if kind == "i2c":
@@ -251,7 +251,7 @@ def test_present_holds_a_credential_then_takes_it_away(micropython):
         "i2c",
         """
 import time
-from device import cards, pn532_diag
+from device.drivers import cards, pn532_diag
 nfc.begin()
 model.present("badge", b"\\x04\\x10\\x20\\x30", hold_ms=40)
 print("held=%s" % pn532_diag.list_passive_target(nfc).uid.hex())
@@ -292,9 +292,9 @@ def test_a_board_loads_only_its_own_bus_transport(micropython):
     out = micropython(
         """
 import sys
-from device import pn532
+from device.drivers import pn532
 from sim import pn532sim
-loaded = lambda: sorted(m for m in sys.modules if m.startswith("device.pn532_"))
+loaded = lambda: sorted(m for m in sys.modules if m.startswith("device.drivers.pn532_"))
 print("before=%r" % (loaded(),))
 model = pn532sim.PN532Sim()
 pn532.PN532(pn532.open_transport("i2c", pn532sim.bus("i2c", model))).firmware_version()
@@ -305,8 +305,10 @@ print("uart=%r" % (loaded(),))
     )
     got = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
     assert got["before"] == "[]"
-    assert got["i2c"] == "['device.pn532_i2c']"
-    assert got["uart"] == "['device.pn532_i2c', 'device.pn532_stream', 'device.pn532_uart']"
+    assert got["i2c"] == "['device.drivers.pn532_i2c']"
+    assert got["uart"] == (
+        "['device.drivers.pn532_i2c', 'device.drivers.pn532_stream', 'device.drivers.pn532_uart']"
+    )
 
 
 FAULTS = ["garbage", "drop_ack", "checksum", "silent", "none"]
@@ -323,7 +325,7 @@ def test_fault_sequences_raise_only_driver_errors_and_reset_recovers(transport, 
     from pn532_support import firmware_modules
 
     pn532, sim, buses = firmware_modules()
-    from device import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
+    from device.drivers import pn532_i2c, pn532_spi, pn532_uart  # type: ignore[import-not-found]
 
     model = sim.PN532Sim()
     if transport == "i2c":

@@ -23,7 +23,7 @@ READER_PRELUDE = (
     + """
 import asyncio, json, time
 from device.reader import Reader, credential_id
-from device.tag_mode import TagMode
+from device.drivers.tag_mode import TagMode
 
 def hexed(value):
     if isinstance(value, (bytes, bytearray)):

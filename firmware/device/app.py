@@ -85,7 +85,7 @@ class App:
 
             roles.build(self, board, board_hal, root, answer_ms)
         self._tag_counter_path = _join(root, "tag.ctr")
-        # one Ed25519 signature at a time (tag URL or event): see device.tag_mode.TagMode
+        # one Ed25519 signature at a time (tag URL or event): see device.drivers.tag_mode.TagMode
         self._signing = asyncio.Lock()
         board_hal.app = self  # the sim's control channel reads state from here
 
@@ -172,7 +172,7 @@ class App:
         await asyncio.sleep_ms(_TICK_MS)
 
     def _make_reader(self):
-        from device import pn532
+        from device.drivers import pn532
         from device.reader import Reader
 
         kind = self.board["pn532"]["bus"]
@@ -188,7 +188,7 @@ class App:
         if not self.settings.get("tag_mode"):
             return None
         from device import ed25519
-        from device.tag_mode import TagMode
+        from device.drivers.tag_mode import TagMode
 
         counter = 0
         try:
@@ -249,7 +249,7 @@ class App:
         sign_event = journal_signer(self.journal, identity.secret_for_signer(), self.device_id)
 
         async def sign(seq, payload):
-            async with self._signing:  # never beside a tag URL's signature (device.tag_mode)
+            async with self._signing:  # never beside a tag URL's signature (device.drivers.tag_mode)
                 return await sign_event(seq, payload)
 
         # now: FORMATS.md §2 expiry needs the time; clock.now() is None before the first sync

@@ -7,15 +7,15 @@
 A card held still is one tap (debounce by UID and by credential until it has been gone for
 `gone_ms`). A reader that stops answering is reset through RSTPD_N and re-initialised while the
 rest of the device runs on; each reset is reported through `on_health`. Phones (kvitto AID,
-CHALLENGE: docs/nfc.md) and NTAG 424 SUN URLs are read by device.cards, loaded on the first
-ISO-DEP card; tag mode (`tag_mode=`, a device.tag_mode.TagMode) is its own module, loaded only
+CHALLENGE: docs/nfc.md) and NTAG 424 SUN URLs are read by device.drivers.cards, loaded on the first
+ISO-DEP card; tag mode (`tag_mode=`, a device.drivers.tag_mode.TagMode) is its own module, loaded only
 when config.json turns it on.
 """
 
 import asyncio
 import time
 
-from device import pn532
+from device.drivers import pn532
 
 
 def credential_id(salt, raw):
@@ -177,7 +177,7 @@ class Reader:
         """What the target is: a kvitto phone, an NTAG 424 with SUN, or a badge by UID."""
         if target.iso_dep:
             # phones and NTAG 424 DNA: their protocols load with the first such card
-            from device.cards import read_iso_dep
+            from device.drivers.cards import read_iso_dep
 
             found = read_iso_dep(self.nfc, target, self.rng, self.device_id)
             if found is not None:

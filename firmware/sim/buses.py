@@ -2,7 +2,7 @@
 
     model = PN532Sim()
     i2c = SimI2C(model)                      # writeto / readfrom_into, clock stretching
-    nfc = PN532(I2CTransport(i2c, irq=model.irq), reset=model.rstpd)  # device.pn532_i2c
+    nfc = PN532(I2CTransport(i2c, irq=model.irq), reset=model.rstpd)  # device.drivers.pn532_i2c
 
 Each bus logs what crossed it (`.log`: list of (op, bytes)) so tests check exact bytes.
 """

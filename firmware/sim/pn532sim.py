@@ -4,7 +4,7 @@
     model.place(UidCard(b"\\x04\\x11\\x22\\x33"))          # a card in the field
     i2c = SimI2C(model)                                    # or SimSPI(model), SimUART(model)
 
-Runs under the unix port and CPython. Its frame code is written apart from device/pn532.py on
+Runs under the unix port and CPython. Its frame code is written apart from device/drivers/pn532.py on
 purpose: the driver is tested against a second implementation of the manual, not itself.
 Cards: UidCard, Ntag213 (NDEF), Ntag424 (SUN per AN12196), HcePhone (kvitto challenge);
 initiators: TagReaderPhone (a phone reading the PN532 in tag mode). Faults: garbage bytes,

@@ -165,7 +165,7 @@ class MachineHal:
         machine = self._machine
         pin = machine.Pin
         if kind == "i2c":
-            from device.pn532 import I2C_TIMEOUT_US  # the PN532 stretches SCL (pn532.py)
+            from device.drivers.pn532 import I2C_TIMEOUT_US  # the PN532 stretches SCL (pn532.py)
 
             return machine.I2C(spec["id"], scl=pin(spec["scl"]), sda=pin(spec["sda"]),
                                freq=spec["freq"], timeout=I2C_TIMEOUT_US)

@@ -1,7 +1,7 @@
 """PN532 over I2C (NXP UM0701-02 §6.2.4): the transport a board with `"pn532": {"bus": "i2c"}`
-loads, and only that board (device.pn532.open_transport imports it by the board file's name).
+loads, and only that board (device.drivers.pn532.open_transport imports it by the board file's name).
 
-    from device.pn532_i2c import I2CTransport
+    from device.drivers.pn532_i2c import I2CTransport
     nfc = PN532(I2CTransport(i2c, irq=irq_pin), reset=rstpd_pin)
 """
 
@@ -9,9 +9,9 @@ import time
 
 from micropython import const
 
-from device.pn532 import NACK, FrameError, Timeout, bus_error, frame_end
+from device.drivers.pn532 import NACK, FrameError, Timeout, bus_error, frame_end
 
-_MAX_FRAME = const(274)  # device.pn532: TFI + 264 data bytes in an extended frame, + 9
+_MAX_FRAME = const(274)  # device.drivers.pn532: TFI + 264 data bytes in an extended frame, + 9
 _I2C_ADDRESS = const(0x24)  # §6.2.4: 0x48 write / 0x49 read as 8-bit addresses
 _I2C_STATUS_READY = const(0x01)  # §6.2.4: first byte of every I2C read is the status byte
 _I2C_FIRST_READ = const(40)  # status + most responses in one transaction; longer ones re-read

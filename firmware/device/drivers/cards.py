@@ -1,7 +1,7 @@
 """Card protocols on top of the PN532's InDataExchange: ISO/IEC 7816-4 APDUs over ISO-DEP (a
 kvitto phone, an NTAG 424 DNA's SUN URL) and NDEF reads from NFC Forum Type 2 and Type 4 tags.
 
-    from device import cards
+    from device.drivers import cards
     found = cards.read_iso_dep(nfc, target, rng, b"tag-0042")  # (kind, raw, extra) or None
     url = cards.parse_ndef_uri(cards.read_type4_ndef(nfc, target.number))
 
@@ -11,7 +11,7 @@ sees UID badges never has this code on its heap. The parsers are pure (fuzzed un
 
 from micropython import const
 
-from device.pn532 import PN532Error
+from device.drivers.pn532 import PN532Error
 
 KVITTO_AID = b"\xf0kvitto\x01"  # docs/nfc.md: proprietary RID 0xF0 (ISO/IEC 7816-5) + name + v1
 _INS_CHALLENGE = const(0x10)
@@ -130,7 +130,7 @@ def sun_from_url(url):
         raise CardError("SUN parameters are not hex")
 
 
-# --- exchanges with a target (nfc: a device.pn532.PN532) ------------------------------------
+# --- exchanges with a target (nfc: a device.drivers.pn532.PN532) ------------------------------------
 
 
 def transceive_apdu(nfc, target, command):

@@ -1,7 +1,7 @@
 """Tag mode: the PN532 as an NFC Forum Type 4 tag whose NDEF URL is signed by the device
 (docs/nfc.md). Its own module, so a tag without `tag_mode` in config.json never loads it.
 
-    from device.tag_mode import TagMode
+    from device.drivers.tag_mode import TagMode
     tag = TagMode("tag-0042", ed25519.signer(secret), counter=7, on_read=save_counter)
     Reader(nfc, on_tap, "tag-0042", tag_mode=tag)    # the reader serves it between searches
 """
@@ -13,7 +13,7 @@ import time
 
 from micropython import const
 
-from device import pn532
+from device.drivers import pn532
 
 _STATUS_RELEASED = const(0x29)
 _STATUS_DESELECTED = const(0x25)

@@ -1,5 +1,5 @@
-"""Frame collection shared by the PN532's byte-stream transports, SPI and HSU (device.pn532_spi,
-device.pn532_uart); an I2C board never loads it.
+"""Frame collection shared by the PN532's byte-stream transports, SPI and HSU (device.drivers.pn532_spi,
+device.drivers.pn532_uart); an I2C board never loads it.
 
     class SPITransport(StreamTransport):
         def _fill(self, mv): self._spi.readinto(mv)      # then read_frame() -> self._collect()
@@ -7,11 +7,11 @@ device.pn532_uart); an I2C board never loads it.
 
 from micropython import const
 
-from device.pn532 import FrameError, frame_end
+from device.drivers.pn532 import FrameError, frame_end
 
 _START1 = const(0x00)  # UM0701-02 §6.2.1: start code 00 FF
 _START2 = const(0xFF)
-_MAX_FRAME = const(274)  # device.pn532: TFI + 264 data bytes in an extended frame, + 9
+_MAX_FRAME = const(274)  # device.drivers.pn532: TFI + 264 data bytes in an extended frame, + 9
 
 
 class StreamTransport:

@@ -1,15 +1,15 @@
 """PN532 over HSU, its UART (NXP UM0701-02 §6.2.3): the transport a board with
-`"pn532": {"bus": "uart"}` loads, and only that board (device.pn532.open_transport imports it
+`"pn532": {"bus": "uart"}` loads, and only that board (device.drivers.pn532.open_transport imports it
 by the board file's name).
 
-    from device.pn532_uart import UARTTransport
+    from device.drivers.pn532_uart import UARTTransport
     nfc = PN532(UARTTransport(uart), reset=rstpd_pin)
 """
 
 import time
 
-from device.pn532 import Timeout, bus_error
-from device.pn532_stream import StreamTransport
+from device.drivers.pn532 import Timeout, bus_error
+from device.drivers.pn532_stream import StreamTransport
 
 # §6.2.3 HSU wake-up: 0x55 0x55 then enough zeros for the PN532 to wake (> 1 ms at 115200)
 HSU_WAKEUP = b"\x55\x55" + bytes(14)

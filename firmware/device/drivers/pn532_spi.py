@@ -1,7 +1,7 @@
 """PN532 over SPI (NXP UM0701-02 §6.2.5): the transport a board with `"pn532": {"bus": "spi"}`
-loads, and only that board (device.pn532.open_transport imports it by the board file's name).
+loads, and only that board (device.drivers.pn532.open_transport imports it by the board file's name).
 
-    from device.pn532_spi import SPITransport
+    from device.drivers.pn532_spi import SPITransport
     nfc = PN532(SPITransport(spi, cs_pin, irq=irq_pin), reset=rstpd_pin)
 """
 
@@ -9,10 +9,10 @@ import time
 
 from micropython import const
 
-from device.pn532 import bus_error
-from device.pn532_stream import StreamTransport
+from device.drivers.pn532 import bus_error
+from device.drivers.pn532_stream import StreamTransport
 
-_MAX_FRAME = const(274)  # device.pn532: TFI + 264 data bytes in an extended frame, + 9
+_MAX_FRAME = const(274)  # device.drivers.pn532: TFI + 264 data bytes in an extended frame, + 9
 _SPI_DW = const(0x01)  # §6.2.5: data write, status read, data read
 _SPI_SR = const(0x02)
 _SPI_DR = const(0x03)

@@ -6,8 +6,8 @@
 
 The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
 buses). Frames are pure functions (`build_frame`, `parse_frame`) so they run under CPython too.
-Card protocols on top of InDataExchange (APDUs, NDEF) are device.cards, loaded when needed;
-commands only bring-up and tests send (PowerDown, RF field, blocking searches) device.pn532_diag.
+Card protocols on top of InDataExchange (APDUs, NDEF) are device.drivers.cards, loaded when needed;
+commands only bring-up and tests send (PowerDown, RF field, blocking searches) device.drivers.pn532_diag.
 """
 
 import asyncio
@@ -295,7 +295,7 @@ def parse_tg_init(data):
     return data[0], bytes(data[1:])
 
 
-# --- transports (device.pn532_i2c, _spi, _uart) ----------------------------------------
+# --- transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------------------
 
 
 def bus_error(error):
@@ -311,15 +311,15 @@ def open_transport(kind, bus, irq=None, cs=None):
     transport is its own module, imported here only for the bus the board names: a board
     carries one bus's code on its heap, not three."""
     if kind == "i2c":
-        from device.pn532_i2c import I2CTransport
+        from device.drivers.pn532_i2c import I2CTransport
 
         return I2CTransport(bus, irq)
     if kind == "spi":
-        from device.pn532_spi import SPITransport
+        from device.drivers.pn532_spi import SPITransport
 
         return SPITransport(bus, cs if cs is not None else bus.cs, irq)
     if kind in ("uart", "hsu"):
-        from device.pn532_uart import UARTTransport
+        from device.drivers.pn532_uart import UARTTransport
 
         return UARTTransport(bus)
     raise PN532Error("no PN532 transport for bus %r" % (kind,))

@@ -1,16 +1,16 @@
 """PN532 commands for bring-up and diagnostics (NXP UM0701-02 §7): the blocking card search,
 the RF field, PowerDown and TgInitAsTarget from fixed parameters. The device never sends them
-in service (device.reader searches with `acall`; device.tag_mode builds its own target
-parameters), so they live apart from device.pn532 and cost a tag no heap.
+in service (device.reader searches with `acall`; device.drivers.tag_mode builds its own target
+parameters), so they live apart from device.drivers.pn532 and cost a tag no heap.
 
-    from device import pn532_diag
-    target = pn532_diag.list_passive_target(nfc)       # nfc: a device.pn532.PN532
+    from device.drivers import pn532_diag
+    target = pn532_diag.list_passive_target(nfc)       # nfc: a device.drivers.pn532.PN532
     pn532_diag.power_down(nfc, pn532_diag.WAKE_I2C)
 """
 
 from micropython import const
 
-from device.pn532 import (
+from device.drivers.pn532 import (
     CMD_IN_LIST_PASSIVE_TARGET,
     CMD_TG_INIT_AS_TARGET,
     PN532Error,
