@@ -95,7 +95,7 @@ import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on 
 gc.collect()
 sim_code = gc.mem_alloc() - start
 from device.board import boards, config, hal
-from device import identity
+from device.evidence import identity
 from device.app import App
 from device.reader import credential_id
 ROLE = sys.argv[1]
@@ -192,7 +192,7 @@ import sim.hal_sim, sim.pn532sim, sim.buses, sim.flash, sim.control  # never on 
 # ---
 import os, vfs
 from device.board import boards, config, hal
-from device import identity
+from device.evidence import identity
 from device.app import App
 from device.reader import credential_id
 def mount_folder(path, board, mountpoint="/flash"):

@@ -3,7 +3,7 @@
     .venv/bin/python bench/ed25519.py
 
 Times are the best of five interleaved rounds (other processes only ever slow a round down).
-Prints sign and verify times of device/ed25519.py and of the RFC 8032 §6 reference code
+Prints sign and verify times of device/evidence/ed25519.py and of the RFC 8032 §6 reference code
 (tests/evidence_support.py, same port, same pure SHA-512), CPython `cryptography` for scale, the
 heap one signature needs, and the longest gap between yields of the stepwise signer. The firmware
 is precompiled with mpy-cross first, as it is on a board. No timed assertions: figures only.
@@ -28,9 +28,9 @@ MESSAGE_BYTES = 230  # about the Sig_structure of an arrive event
 
 DEVICE_SCRIPT = """
 import gc, json, sys, time, micropython
-from device import ed25519
+from device.evidence import ed25519
 import evidence_support as reference
-from device.sha512 import sha512
+from device.evidence.sha512 import sha512
 reference.use_sha512(lambda data: sha512(data).digest())
 
 secret = bytes(range(32))
@@ -103,7 +103,7 @@ print(json.dumps(result))
 
 HEAP_SCRIPT = """
 import gc
-from device import ed25519
+from device.evidence import ed25519
 signer = ed25519.Signer(bytes(range(32)))
 gc.collect()
 %s
@@ -112,13 +112,13 @@ print("ok")
 
 
 def precompile(out: Path) -> Path:
-    """device/*.py as bytecode .mpy (what a board image holds)."""
-    package = out / "device"
-    package.mkdir(parents=True)
-    for source in ("__init__", "cbor", "sha512", "ed25519", "ed25519_table", "cose", "event"):
+    """The signing modules of device/ as bytecode .mpy (what a board image holds)."""
+    for source in ("__init__", "evidence/__init__", "evidence/cbor", "evidence/sha512",
+                   "evidence/ed25519", "evidence/ed25519_table", "evidence/cose", "evidence/event"):
+        target = out / "device" / f"{source}.mpy"
+        target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [str(BIN / "mpy-cross"), "-o", str(package / f"{source}.mpy"),
-             str(FIRMWARE / "device" / f"{source}.py")],
+            [str(BIN / "mpy-cross"), "-o", str(target), str(FIRMWARE / "device" / f"{source}.py")],
             check=True,
         )  # fmt: skip
     return out

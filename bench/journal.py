@@ -25,7 +25,7 @@ from journal_support import micropython_binary  # type: ignore[import-not-found]
 DEVICE = r"""
 import sys, os, time, hashlib
 from sim.flash import mount, unmount
-from device.journal import Journal
+from device.evidence.journal import Journal
 
 workdir = sys.argv[1]
 events = int(sys.argv[2])

@@ -78,7 +78,13 @@ def run_both(micropython, code: str, tmp_path: Path | None = None) -> str:
     return device_out
 
 
-NEEDS = ("cbor.py", "journal.py", "pn532.py", "reader.py", "visits.py")
+NEEDS = (
+    "evidence/cbor.py",
+    "evidence/journal.py",
+    "drivers/pn532.py",
+    "roles/reader.py",
+    "roles/visits.py",
+)
 
 
 def missing_firmware() -> list[str]:
@@ -86,15 +92,15 @@ def missing_firmware() -> list[str]:
     return [name for name in NEEDS if not (ROOT / "firmware" / "device" / name).exists()]
 
 
-# device.event (issue "Signed evidence") builds the payload map of FORMATS.md §1; until it
-# lands, this stand-in builds the same map with device.cbor so the app can be tested.
+# device.evidence.event (issue "Signed evidence") builds the payload map of FORMATS.md §1; until it
+# lands, this stand-in builds the same map with device.evidence.cbor so the app can be tested.
 EVENT_STANDIN = """
 try:
-    from device import event
+    from device.evidence import event
     event.build_payload
 except (ImportError, AttributeError):
     import sys, device
-    from device import cbor
+    from device.evidence import cbor
     class _EventModule:
         pass
     event = _EventModule()
@@ -109,8 +115,8 @@ except (ImportError, AttributeError):
             fields[10] = x
         return cbor.encode(fields)
     event.build_payload = build_payload
-    sys.modules["device.event"] = event
-    device.event = event
+    sys.modules["device.evidence.event"] = event
+    device.evidence.event = event
 """
 
 
@@ -122,11 +128,11 @@ def app_prelude(role: str, image: Path, seed: str = "t", tag_mode: bool = False)
         + f"""
 import asyncio, json, sys
 from device.board import boards, config, hal
-from device import identity
+from device.evidence import identity
 from device.app import App
 from device.clock import Clock
 from device.reader import credential_id
-from device import cbor
+from device.evidence import cbor
 
 class FakeTicks:
     def __init__(self):

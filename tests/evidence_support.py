@@ -1,4 +1,4 @@
-"""The RFC 8032 §6 reference Ed25519, kept naive on purpose: the yardstick for device/ed25519.py.
+"""The RFC 8032 §6 reference Ed25519, kept naive on purpose: the yardstick for device/evidence/ed25519.py.
 
 Runs under CPython and the MicroPython unix port (no annotations, no f-strings), so the bench
 can time it on the same port as the device code:
@@ -7,7 +7,7 @@ can time it on the same port as the device code:
     ref.use_sha512(lambda data: hashlib.sha512(data).digest())
     signature = ref.sign(secret, b"message")
 
-`comb_table()` rebuilds device/ed25519_table.py from these affine-independent formulas.
+`comb_table()` rebuilds device/evidence/ed25519_table.py from these affine-independent formulas.
 """
 
 _sha512 = None
@@ -148,7 +148,7 @@ def verify(public, msg, signature):
 
 def comb_table(teeth=8, spacing=32):
     """Affine (x, y) of sum(bit_k(j) * 2^(spacing*k) * G) for j = 1 .. 2^teeth - 1, as bytes:
-    x then y, 32 bytes each, little-endian (the layout device/ed25519_table.py holds)."""
+    x then y, 32 bytes each, little-endian (the layout device/evidence/ed25519_table.py holds)."""
     powers = [point_mul(1 << (spacing * k), G) for k in range(teeth)]
     out = bytearray()
     for index in range(1, 1 << teeth):

@@ -34,7 +34,7 @@ CHILD = r"""
 import sys, hashlib
 from binascii import hexlify
 from sim.flash import mount
-from device.journal import Journal
+from device.evidence.journal import Journal
 
 image = sys.argv[1]
 rng = int(sys.argv[2]) or 1

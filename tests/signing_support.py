@@ -2,7 +2,7 @@
 modules run under CPython and the unix port with identical results.
 
     from signing_support import FIRMWARE, VECTORS, device_module, fakes_module
-    cbor = device_module("cbor")
+    cbor = device_module("evidence.cbor")
     device_signing = fakes_module("device_signing")   # tests/fakes/: sign1 in one call
 """
 
@@ -31,7 +31,7 @@ if "micropython" not in sys.modules:
 
 
 def device_module(name: str) -> ModuleType:
-    """firmware/device/<name>.py imported under CPython."""
+    """firmware/device/<layer>/<name>.py (name: "evidence.cbor") imported under CPython."""
     return importlib.import_module(f"device.{name}")
 
 

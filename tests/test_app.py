@@ -339,7 +339,7 @@ def test_a_filling_journal_is_reported_in_a_health_event(micropython, tmp_path):
     out = micropython(
         app_prelude("tag", tmp_path / "flash.img")
         + """
-from device.journal import Journal
+from device.evidence.journal import Journal
 journal = Journal(sim.fs_root + "/journal", max_segments=4)
 app = App(settings, board, sim, journal=journal, clock=Clock(ticks), link=False)
 async def script():

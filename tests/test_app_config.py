@@ -104,8 +104,8 @@ def test_unix_port_agrees(micropython, tmp_path):
 
 
 needs_ed25519 = pytest.mark.skipif(
-    not (ROOT / "firmware/device/ed25519.py").exists(),
-    reason="device.ed25519 has not landed yet (issue: Signed evidence)",
+    not (ROOT / "firmware/device/evidence/ed25519.py").exists(),
+    reason="device.evidence.ed25519 has not landed yet (issue: Signed evidence)",
 )
 
 
@@ -116,7 +116,7 @@ def test_identity_made_once_kept_and_proves(micropython, tmp_path):
     script = f"""
         import os
         os.chdir("{tmp_path}")
-        from device import identity
+        from device.evidence import identity
         calls = []
         def rng(n):
             calls.append(n)
@@ -142,7 +142,7 @@ def test_damaged_key_is_refused_not_replaced(micropython, tmp_path):
         f"""
         import os
         os.chdir("{tmp_path}")
-        from device import identity
+        from device.evidence import identity
         try:
             identity.load_or_create()
         except identity.IdentityError as error:

@@ -1,4 +1,4 @@
-"""device/cbor.py: deterministic encoding (RFC 8949 §4.2.1) that cbor2 agrees with, and a strict
+"""device/evidence/cbor.py: deterministic encoding (RFC 8949 §4.2.1) that cbor2 agrees with, and a strict
 decoder that accepts exactly the deterministic encodings of the supported subset."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from signing_support import device_module
 
-cbor = device_module("cbor")
+cbor = device_module("evidence.cbor")
 
 uints = st.integers(min_value=0, max_value=2**64 - 1)
 ints = st.integers(min_value=-(2**64), max_value=2**64 - 1)
@@ -129,7 +129,7 @@ def test_unix_port_encodes_and_decodes_like_cpython(micropython, tmp_path):
     out = micropython(
         f"""
         import json
-        from device.cbor import encode, decode, CBORError
+        from device.evidence.cbor import encode, decode, CBORError
         for encoded in json.load(open("samples.json")):
             print(encode(decode(bytes.fromhex(encoded))).hex())
         for bad in {sorted(REFUSED.values())!r}:

@@ -26,7 +26,7 @@ NOW = 1790000000
 BOOT_SCRIPT = """
 import asyncio, json, sys
 from device.board import boards, config, hal
-from device import cbor
+from device.evidence import cbor
 from device import link as link_mod
 from device.app import App
 

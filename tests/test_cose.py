@@ -1,4 +1,4 @@
-"""device/cose.py and device/event.py: events byte-identical to what the host makes with cbor2 and
+"""device/evidence/cose.py and device/evidence/event.py: events byte-identical to what the host makes with cbor2 and
 cryptography, verified by kvitto.evidence.events; commands from the host obeyed or refused."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from kvitto.evidence.commands import sign_command
 from kvitto.evidence.cose import canonical, read_messages, sign1
 from kvitto.evidence.events import verify_event
 
-cose = device_module("cose")
-event = device_module("event")
-ed25519 = device_module("ed25519")
+cose = device_module("evidence.cose")
+event = device_module("evidence.event")
+ed25519 = device_module("evidence.ed25519")
 device_signing = fakes_module("device_signing")
 
 DEVICE_SECRET = hashlib.sha256(b"kvitto test device tag-0042").digest()
@@ -133,7 +133,7 @@ def test_unix_port_reproduces_the_example_payloads_and_chain(micropython, tmp_pa
     out = micropython(
         """
         import hashlib, json
-        from device import event
+        from device.evidence import event
         prev = bytes(32)
         for row in json.load(open("events.json")):
             row["prev"] = bytes.fromhex(row["prev"])
@@ -158,7 +158,7 @@ def test_unix_port_signs_events_the_host_verifies(micropython):
              t=1790834520, sync=5460, cred=b"\x19" * 16, x={"via": "ntag424", "sun": b"\x01" * 48}),
     ]  # fmt: skip
     script = (
-        f"from device import event\nfrom device_signing import sign1\nsecret = {DEVICE_SECRET!r}\n"
+        f"from device.evidence import event\nfrom device_signing import sign1\nsecret = {DEVICE_SECRET!r}\n"
     )
     for case in cases:
         script += "print(sign1(event.build_payload(**{!r}), {!r}, secret).hex())\n".format(
@@ -276,7 +276,7 @@ def test_unix_port_verifies_host_commands(micropython):
     ]
     out = micropython(
         f"""
-        from device import event
+        from device.evidence import event
         for message in {cases!r}:
             try:
                 seq, type, x = event.parse_command(message, {org!r}, "tag-0042", 4, {now:d})

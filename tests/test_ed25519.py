@@ -1,4 +1,4 @@
-"""device/ed25519.py: RFC 8032 §7.1 on the unix port and CPython, agreement with cryptography,
+"""device/evidence/ed25519.py: RFC 8032 §7.1 on the unix port and CPython, agreement with cryptography,
 the checked-in comb table, and stepwise signing."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from signing_support import FIRMWARE, VECTORS, device_module
 
-ed25519 = device_module("ed25519")
+ed25519 = device_module("evidence.ed25519")
 RFC8032 = json.loads((VECTORS / "rfc8032.json").read_text())["vectors"]
 L = 2**252 + 27742317777372353535851937790883648493
 
@@ -35,7 +35,7 @@ def test_rfc8032_section_7_1_on_the_unix_port(micropython):
     out = micropython(
         """
         import json
-        from device import ed25519
+        from device.evidence import ed25519
         for v in json.load(open({!r}))["vectors"]:
             secret, public = bytes.fromhex(v["secret"]), bytes.fromhex(v["public"])
             message, signature = bytes.fromhex(v["message"]), bytes.fromhex(v["signature"])
@@ -65,7 +65,7 @@ def test_unix_port_agrees_with_cryptography(micropython):
     rng = random.Random(8032)
     cases = [(rng.randbytes(32), rng.randbytes(rng.randrange(0, 300))) for _ in range(12)]
     out = micropython(
-        "from device import ed25519\n"
+        "from device.evidence import ed25519\n"
         + "".join(
             f"print(ed25519.public_key({s!r}).hex(), ed25519.sign({s!r}, {m!r}).hex())\n"
             for s, m in cases
@@ -118,7 +118,7 @@ def test_bad_secret_size_raises_its_own_error():
 
 def test_checked_in_comb_table_matches_the_reference_arithmetic():
     reference.use_sha512(lambda data: hashlib.sha512(data).digest())
-    table = device_module("ed25519_table").TABLE
+    table = device_module("evidence.ed25519_table").TABLE
     assert len(table) == 255 * 64 <= 16 * 1024
     assert table == reference.comb_table()
 
@@ -193,7 +193,7 @@ def test_stepwise_signing_under_asyncio_on_the_unix_port(micropython):
     out = micropython(
         """
         import asyncio
-        from device import ed25519
+        from device.evidence import ed25519
         ticks = []
         async def ticker():
             while True:
@@ -216,5 +216,5 @@ def test_stepwise_signing_under_asyncio_on_the_unix_port(micropython):
 
 
 def test_firmware_table_module_is_only_data():
-    source = (FIRMWARE / "device" / "ed25519_table.py").read_text()
+    source = (FIRMWARE / "device" / "evidence" / "ed25519_table.py").read_text()
     assert "import" not in source.split('"""', 2)[2]

@@ -50,7 +50,7 @@ def test_pycose_verifies_device_made_events(pycose_python, micropython, tmp_path
     out = micropython(
         f"""
         import hashlib
-        from device import event
+        from device.evidence import event
         from device_signing import sign1
         secret = {SECRET!r}
         prev = bytes(32)

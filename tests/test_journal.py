@@ -25,7 +25,7 @@ SCENARIO = (
     ON_FLASH
     + r"""
 from binascii import hexlify
-from device.journal import Journal, JournalError
+from device.evidence.journal import Journal, JournalError
 out = {}
 journal = None
 
@@ -359,7 +359,7 @@ def test_health_fields_are_small_cbor_friendly(results):
 FILESYSTEM_FULL = r"""
 import hashlib, os
 from sim.flash import mount, unmount
-from device.journal import Journal
+from device.evidence.journal import Journal
 
 def payload(seq):
     head = b"%d:" % seq

@@ -27,7 +27,7 @@ MAX_SEGMENTS = 2
 RUNNER = r"""
 import sys, json, hashlib
 from binascii import hexlify
-from device.journal import Journal
+from device.evidence.journal import Journal
 
 micro = sys.implementation.name == "micropython"
 if micro:

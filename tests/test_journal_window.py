@@ -1,4 +1,4 @@
-"""The journal reads segments through a small window (device/journal.py _records), and keeps
+"""The journal reads segments through a small window (device/evidence/journal.py _records), and keeps
 recent signatures in a ring: records longer than the window, damage inside a long body, and the
 ring's edges. Run on the unix port over littlefs and under CPython on a directory, with the same
 results required (as tests/test_journal.py does).
@@ -17,7 +17,7 @@ from conftest import FIRMWARE
 SCENARIO = (
     ON_FLASH
     + r"""
-from device.journal import Journal
+from device.evidence.journal import Journal
 
 def payload(seq, size):
     head = b"%d:" % seq

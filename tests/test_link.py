@@ -23,7 +23,8 @@ from kvitto.evidence.events import verify_event
 
 OBEY_SCRIPT = """
 import asyncio, sys, time
-from device import journal as journal_mod, link as link_mod
+from device.evidence import journal as journal_mod
+from device import link as link_mod
 from sim import flash
 image, org_hex = sys.argv[1], sys.argv[2]
 with open(sys.argv[3]) as f:   # a file: the port's wrapper fails on arguments of ~200 chars
@@ -107,7 +108,8 @@ def test_only_signed_fresh_addressed_commands_are_obeyed_even_after_reboot(micro
 
 SIGN_SCRIPT = """
 import asyncio, sys, time
-from device import journal as journal_mod, link as link_mod, event
+from device.evidence import journal as journal_mod, event
+from device import link as link_mod
 from sim import flash
 flash.mount(sys.argv[1], "/flash")
 journal = journal_mod.Journal("/flash/journal")
@@ -279,7 +281,7 @@ MODEL_SCRIPT = """
 import asyncio, random, sys
 from device import link as link_mod
 
-class Journal:   # dict-backed, same contract as device.journal.Journal
+class Journal:   # dict-backed, same contract as device.evidence.journal.Journal
     def __init__(self):
         self.events = {}; self.next_seq = 1; self.acked = 0
     def append(self, payload):
@@ -386,7 +388,8 @@ def test_link_model_random_outages_acks_and_resends(micropython):
 
 CANCEL_SCRIPT = """
 import asyncio, sys
-from device import journal as journal_mod, link as link_mod
+from device.evidence import journal as journal_mod
+from device import link as link_mod
 from sim import flash
 flash.mount(sys.argv[1], "/flash")
 journal = journal_mod.Journal("/flash/journal")

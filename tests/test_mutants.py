@@ -53,7 +53,7 @@ def test_device_refuses_command_mutants(micropython, tmp_path):
     (tmp_path / "mutants.txt").write_text("\n".join(" ".join(map(str, row)) for row in rows))
     out = micropython(
         """
-        from device import event
+        from device.evidence import event
         obeyed = refused = 0
         for line in open("mutants.txt"):
             name, hexed, public, target, now = line.split()

@@ -275,7 +275,7 @@ def test_tag_mode_with_the_device_signer_verifies_on_the_host(micropython):
         READER_PRELUDE
         + "\nmodel, bus, nfc = make('spi')\n"
         + f"""
-from device import ed25519
+from device.evidence import ed25519
 signer = ed25519.Signer(bytes.fromhex("{secret.hex()}"))
 reads = []
 tag = TagMode("tag-0042", signer, counter=0, clock=lambda: 1790000123, on_read=reads.append)

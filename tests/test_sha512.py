@@ -1,4 +1,4 @@
-"""device/sha512.py equals hashlib's SHA-512, under CPython and on the unix port."""
+"""device/evidence/sha512.py equals hashlib's SHA-512, under CPython and on the unix port."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 from signing_support import device_module
 
-sha512 = device_module("sha512").sha512
+sha512 = device_module("evidence.sha512").sha512
 
 # Lengths around the block (128) and padding (112) boundaries, then random ones.
 BOUNDARIES = [0, 1, 55, 56, 63, 64, 110, 111, 112, 113, 127, 128, 129, 239, 240, 255, 256, 257]
@@ -71,7 +71,7 @@ def test_thousand_random_inputs_on_the_unix_port(micropython, tmp_path):
     (tmp_path / "inputs.txt").write_text("\n".join(data.hex() for data in inputs) + "\n")
     out = micropython(
         """
-        from device.sha512 import sha512
+        from device.evidence.sha512 import sha512
         with open("inputs.txt") as lines:
             for line in lines:
                 print(sha512(bytes.fromhex(line.strip())).hexdigest())

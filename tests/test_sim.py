@@ -57,7 +57,7 @@ def test_mpremote_resume_exec_works_against_the_pty(board):
     out = mpremote(
         board.serial_port,
         "exec",
-        "from device import identity; print(identity.public_key_hex());"
+        "from device.evidence import identity; print(identity.public_key_hex());"
         " print(identity.prove_hex('00112233445566778899'))",
     )
     public_hex, proof_hex = out.split()

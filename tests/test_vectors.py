@@ -92,7 +92,7 @@ def device_rebuild_script() -> str:
     rows = [{"file": v["file"], "key": v["key"], "fields": v["fields"]} for v in VALID_EVENTS]
     return f"""
 import json
-from device import event
+from device.evidence import event
 from device_signing import sign1
 keys = {json.dumps({k: v["secret"] for k, v in INDEX["keys"].items()})}
 def unhex(value):
@@ -109,7 +109,7 @@ for row in {json.dumps(rows)}:
 
 
 def test_device_builds_the_valid_events_byte_for_byte_on_cpython():
-    event, device_signing = device_module("event"), fakes_module("device_signing")
+    event, device_signing = device_module("evidence.event"), fakes_module("device_signing")
     for vector in VALID_EVENTS:
         fields = unhex(vector["fields"])
         if "x" in fields:
@@ -132,7 +132,7 @@ def test_device_obeys_and_refuses_commands_as_the_vectors_say(micropython):
             for v in BY_KIND["command"]]  # fmt: skip
     out = micropython(
         f"""
-from device import event
+from device.evidence import event
 org = bytes.fromhex({KEYS["org"]["public"].hex()!r})
 for name, hexed, target, last_seq, now in {rows!r}:
     try:
@@ -155,7 +155,7 @@ def test_device_cose_refuses_every_broken_envelope(micropython):
             and v["name"] != "non-canonical-int"]  # fmt: skip
     out = micropython(
         f"""
-from device import cose
+from device.evidence import cose
 for name, hexed, public in {rows!r}:
     try:
         cose.verify1(bytes.fromhex(hexed), bytes.fromhex(public))

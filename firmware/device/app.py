@@ -22,7 +22,7 @@ from micropython import const
 
 import device
 from device.board import boards, config, hal
-from device import identity
+from device.evidence import identity
 from device.clock import Clock
 
 _TICK_MS = const(20)  # role inputs (door, buttons) are polled at 50 Hz
@@ -50,7 +50,7 @@ class App:
     def __init__(self, settings, board, board_hal, journal=None, clock=None, watchdog_ms=None,
                  role_stale_ms=_ROLE_STALE_MS, reader_stale_ms=_READER_STALE_MS, link=True,
                  answer_ms=None):
-        from device.journal import Journal
+        from device.evidence.journal import Journal
         from device.visits import Feedback, Visits
 
         self.settings = settings
@@ -92,7 +92,7 @@ class App:
     # -- the one way in to the journal
     def record(self, kind, cred=None, x=None):
         """Journal one event now (durable on return); the link signs and publishes it later."""
-        from device import event  # type: ignore  (lands with the issue "Signed evidence")
+        from device.evidence import event  # type: ignore  (lands with the issue "Signed evidence")
 
         journal = self.journal
         t, sync = self.clock.quality()
@@ -187,7 +187,7 @@ class App:
         kept on flash so a URL is never issued twice across reboots."""
         if not self.settings.get("tag_mode"):
             return None
-        from device import ed25519
+        from device.evidence import ed25519
         from device.drivers.tag_mode import TagMode
 
         counter = 0
@@ -253,7 +253,7 @@ class App:
                 return await sign_event(seq, payload)
 
         # now: FORMATS.md §2 expiry needs the time; clock.now() is None before the first sync
-        # (device.event: the sequence number alone refuses replays), so a `time` command can
+        # (device.evidence.event: the sequence number alone refuses replays), so a `time` command can
         # set the clock
         self.link = Link(self.device_id, self.journal, sign,
                          org_public=self.settings["org_public_key"], host=broker["host"],

@@ -43,7 +43,7 @@ def journal_signer(journal, secret, device_id):
     Uses the journal's signature cache, so a resend costs no new signature; otherwise signs in
     slices (ed25519.Signer.sign_steps), yielding to the loop between them so taps are served.
     """
-    from device import cose, ed25519
+    from device.evidence import cose, ed25519
 
     signer = ed25519.signer(secret)
     to_sign_header = cose.protected_header(device_id)
@@ -117,7 +117,7 @@ class Link:
         ack_timeout_ms=_ACK_TIMEOUT_MS,
     ):
         if parse_command is None:
-            from device.event import parse_command  # type: ignore  (lands with the Signed evidence issue)
+            from device.evidence.event import parse_command  # type: ignore  (lands with the Signed evidence issue)
         if org_public is None or len(org_public) != 32:
             raise ValueError("org_public must be the organisation's 32-byte command key")
         if client is None:

@@ -20,8 +20,8 @@ from device.drivers import pn532
 
 def credential_id(salt, raw):
     """FORMATS.md §1 key 8: HMAC-SHA256(org credential salt, raw credential)[:16], computed by
-    device.event (one implementation of the contract; the app has it loaded already)."""
-    from device import event
+    device.evidence.event (one implementation of the contract; the app has it loaded already)."""
+    from device.evidence import event
 
     return event.credential_id(salt, raw)
 

@@ -48,7 +48,7 @@ async def _release(sim_hal, name, ms):
 
 
 def _events(sim_hal, first):
-    from device import cbor
+    from device.evidence import cbor
 
     app = getattr(sim_hal, "app", None)
     if app is None:
@@ -71,7 +71,7 @@ def _phone_signer(seed):
     id is SHA-256(public key)[:16], the answer signs the CHALLENGE data (nonce ‖ device id)."""
     import hashlib
 
-    from device import ed25519
+    from device.evidence import ed25519
 
     public = ed25519.public_key(seed)
     return hashlib.sha256(public).digest()[:16], lambda message: ed25519.sign(seed, message)

@@ -6,7 +6,7 @@ so they stay off its heap.
     message = sign1(payload, "tag-0042", secret)   # == cose.assemble(payload, kid, signature(...))
 """
 
-from device import cose, ed25519
+from device.evidence import cose, ed25519
 
 
 def signature(payload, kid, secret):

@@ -15,7 +15,8 @@ import hashlib
 import sys
 import time
 
-from device import cbor, journal as journal_mod, link as link_mod, mqtt
+from device.evidence import cbor, journal as journal_mod
+from device import link as link_mod, mqtt
 from sim import flash
 
 
@@ -49,7 +50,7 @@ def options(argv):
 
 def build_payload(journal, device_id, boot_ms, event_type):
     try:
-        from device import event
+        from device.evidence import event
     except ImportError:
         event = None
     up = time.ticks_diff(time.ticks_ms(), boot_ms)
@@ -57,7 +58,7 @@ def build_payload(journal, device_id, boot_ms, event_type):
         return event.build_payload(
             device_id, journal.next_seq, journal.boot, up, event_type, journal.prev_hash
         )
-    # FORMATS.md §1 directly, until device/event.py exists
+    # FORMATS.md §1 directly, until device/evidence/event.py exists
     fields = {0: 1, 1: device_id, 2: journal.next_seq, 3: journal.boot, 4: up, 7: event_type}
     fields[9] = journal.prev_hash
     return cbor.encode(fields)
@@ -65,15 +66,15 @@ def build_payload(journal, device_id, boot_ms, event_type):
 
 def command_parser():
     try:
-        from device.event import parse_command
+        from device.evidence.event import parse_command
 
         return parse_command
     except ImportError:
         pass
-    from device import ed25519
+    from device.evidence import ed25519
 
     def parse_command(message, org_public, device_id, last_seq, now):
-        # FORMATS.md §2 checks, until device/event.py exists
+        # FORMATS.md §2 checks, until device/evidence/event.py exists
         outer = cbor.decode(message)
         if not isinstance(outer, cbor.Tag) or outer.tag != 18:
             raise ValueError("not COSE_Sign1")

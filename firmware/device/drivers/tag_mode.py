@@ -42,7 +42,7 @@ class TagMode:
     """The PN532 as an NFC Forum Type 4 tag whose NDEF URL is signed by the device:
     https://HOST/t/DEVICE?c=COUNTER&t=UNIXTIME&s=SIG (docs/nfc.md). The next URL is signed
     ahead of time (`prepare_async`), so a phone's read never waits for Ed25519. `sign` is a
-    device.ed25519.Signer (stepwise) or any callable message -> 64-byte signature."""
+    device.evidence.ed25519.Signer (stepwise) or any callable message -> 64-byte signature."""
 
     def __init__(self, device_id, sign, base="https://kvitto.invalid", counter=0, clock=None,
                  on_read=None, signing=None):
@@ -75,7 +75,7 @@ class TagMode:
         return url
 
     async def prepare_async(self):
-        """Sign the next URL in ≤ 20 ms slices (device.ed25519.Signer.sign_steps), letting
+        """Sign the next URL in ≤ 20 ms slices (device.evidence.ed25519.Signer.sign_steps), letting
         taps and MQTT run between them; a plain `sign` callable is called once."""
         if not hasattr(self.sign, "sign_steps"):
             signed = self._signed_text()

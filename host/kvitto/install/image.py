@@ -170,7 +170,7 @@ def mpy_cross_command() -> list[str]:
 
 
 def compile_module(source: Path, name: str, arch: str, workdir: Path) -> bytes:
-    """The .mpy of one module; `name` (e.g. device/journal.py) is what tracebacks show."""
+    """The .mpy of one module; `name` (e.g. device/evidence/journal.py) is what tracebacks show."""
     out = workdir / (name.replace("/", "_") + ".mpy")
     result = subprocess.run(
         [*mpy_cross_command(), f"-march={arch}", "-s", name, "-o", str(out), str(source)],

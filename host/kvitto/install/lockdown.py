@@ -61,7 +61,7 @@ def boot_py() -> str:
 
 _WRITE_BOOT = """
 import binascii, json, os
-from device import identity
+from device.evidence import identity
 root = identity._default_root()
 where = root + "/" if root else ""
 data = binascii.unhexlify(%r)

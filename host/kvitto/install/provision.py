@@ -8,7 +8,7 @@
 Steps, in the order that keeps a failure harmless:
 1. mpremote's serial transport enters the raw REPL without a reset (`resume`), so a running
    board keeps its state; the device makes its Ed25519 key from its own RNG if it has none
-   (device.identity): the private key never leaves the board.
+   (device.evidence.identity): the private key never leaves the board.
 2. The host reads the public key and sends a fresh 32-byte nonce; the device signs
    b"kvitto-provision" + nonce and the host verifies it (proof of possession).
 3. The registry binds device ↔ customer (once: another customer is refused, a revoked device
@@ -33,24 +33,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from kvitto.errors import KvittoError
 from kvitto.install.console import DeviceConsole, ProvisionError
 
-PROOF_CONTEXT = b"kvitto-provision"  # device.identity.PROOF_CONTEXT
+PROOF_CONTEXT = b"kvitto-provision"  # device.evidence.identity.PROOF_CONTEXT
 NONCE_BYTES = 32
 LABEL_QR_PREFIX = "kvitto:"
 
 
 _IDENTITY = """
 import json
-from device import identity
+from device.evidence import identity
 print(json.dumps({"public_key": identity.public_key_hex()}))
 """
 _PROVE = """
 import json
-from device import identity
+from device.evidence import identity
 print(json.dumps({"proof": identity.prove_hex(%r)}))
 """
 _WRITE_CONFIG = """
 import binascii, json, os
-from device import identity
+from device.evidence import identity
 root = identity._default_root()
 path = (root + "/" if root else "") + "config.json"
 data = binascii.unhexlify(%r)

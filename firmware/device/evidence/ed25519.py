@@ -1,19 +1,19 @@
 """Ed25519 signatures (RFC 8032 §5.1) in pure MicroPython, fast enough for a door device.
 
-    from device import ed25519
+    from device.evidence import ed25519
     signature = ed25519.sign(secret, b"message")          # secret: 32 bytes from the RNG
     assert ed25519.verify(ed25519.public_key(secret), b"message", signature)
 
 Speed: a fixed-base comb (8 teeth, spacing 32) over a 16,320-byte table of affine multiples of
-the base point (device/ed25519_table.py) makes [r]B cost 31 doublings and 32 mixed additions in
+the base point (device/evidence/ed25519_table.py) makes [r]B cost 31 doublings and 32 mixed additions in
 extended coordinates (Hisil-Wong-Carter-Dawson 2008). The public key is cached per secret.
 `Signer.sign_steps(msg)` is a generator that yields between slices of work, so an asyncio loop
 keeps serving taps and buttons while a signature runs. Not constant-time: MicroPython integers
 are not; the key is the device's own and timing is not observable from the network.
 """
 
-from device.ed25519_table import TABLE
-from device.sha512 import sha512
+from device.evidence.ed25519_table import TABLE
+from device.evidence.sha512 import sha512
 
 from micropython import const  # CPython runs this module with a stand-in (tests/signing_support.py)
 
@@ -28,7 +28,7 @@ _MASK255 = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF
 _TEETH = const(8)
 _SPACING = const(32)
 _ROUNDS_PER_STEP = const(4)  # comb rounds between yields: a few ms on an ESP32 at 240 MHz
-_SCHEDULE_WORDS = const(16)  # device.sha512's message schedule window
+_SCHEDULE_WORDS = const(16)  # device.evidence.sha512's message schedule window
 _KEY_ENTRY = const(128)  # bytes per point of a _key_table: four 32-byte numbers
 
 
@@ -314,7 +314,7 @@ class Signer:
         self._prefix = digest[32:]
         self.public = _encode_point(_run(_comb_steps(self._scalar)))
         self.signature = None
-        # SHA-512's message schedule window (16 words, device.sha512) for this key's signatures,
+        # SHA-512's message schedule window (16 words, device.evidence.sha512) for this key's signatures,
         # allocated once while the heap is young rather than once per signature.
         self._schedule = [0] * _SCHEDULE_WORDS
 

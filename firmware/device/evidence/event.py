@@ -1,16 +1,16 @@
 """Event payloads (FORMATS.md §1), credential ids, and command checks (§2).
 
-    from device import event
+    from device.evidence import event
     cid = event.credential_id(salt, uid)   # HMAC-SHA256(salt, uid)[:16], never the raw UID
     payload = event.build_payload("tag-0042", 3, 1, 5580000, "arrive", prev, cred=cid, x={"via": "badge"})
-    prev = hashlib.sha256(payload).digest()   # goes into the next event's key 9 (device.journal)
+    prev = hashlib.sha256(payload).digest()   # goes into the next event's key 9 (device.evidence.journal)
 """
 
 import hashlib
 
 from micropython import const
 
-from device import cbor
+from device.evidence import cbor
 
 _VERSION = const(1)
 _KEY_V = const(0)
@@ -175,7 +175,7 @@ def parse_command(message, org_public, device_id, last_seq, now):
     `now` is Unix time in seconds, or None when the clock was never set: then the expiry cannot
     be judged, and the strictly increasing sequence alone stops a replay.
     """
-    from device import cose  # only a device with a link gets commands: no COSE without it
+    from device.evidence import cose  # only a device with a link gets commands: no COSE without it
 
     try:
         kid, payload = cose.verify1(message, org_public)

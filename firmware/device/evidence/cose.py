@@ -1,6 +1,6 @@
 """COSE_Sign1 (RFC 9052 §4.2) with EdDSA/Ed25519 (alg -8): events out, commands in.
 
-    from device import cose
+    from device.evidence import cose
     to_sign = cose.sig_structure(cose.protected_header(b"tag-0042"), payload)  # Ed25519 signs it
     message = cose.assemble(payload, b"tag-0042", signature)   # tagged, deterministic bytes
     kid, payload = cose.verify1(message, public)               # raises COSEError
@@ -11,7 +11,7 @@ signing in one call lives with the tests (tests/fakes/device_signing.py), off th
 
 from micropython import const
 
-from device import cbor, ed25519
+from device.evidence import cbor, ed25519
 
 _COSE_SIGN1 = const(18)  # RFC 9052 §2: CBOR tag of COSE_Sign1
 _HEADER_ALG = const(1)  # RFC 9052 §3.1: header label "alg"

@@ -1,7 +1,7 @@
 """The device's Ed25519 identity: created on first boot from the board's RNG, kept in /key.bin,
 never leaving the device. Provisioning reads the public key and asks for a proof of possession.
 
-    from device import identity
+    from device.evidence import identity
     identity.load_or_create(board_hal.urandom)          # first boot: makes key.bin
     print(identity.public_key_hex()); proof = identity.prove(nonce)   # over the serial port
 
@@ -57,7 +57,7 @@ def load_or_create(rng=None, root=None):
         with open(temporary, "wb") as file:
             file.write(secret)
         os.rename(temporary, path)  # littlefs rename is atomic: a power cut leaves old or new
-    from device import ed25519
+    from device.evidence import ed25519
 
     _secret = secret
     _public = ed25519.public_key(secret)
@@ -97,7 +97,7 @@ def public_key_hex():
 
 def sign(message):
     """Ed25519 signature by the device key (used by the event signer)."""
-    from device import ed25519
+    from device.evidence import ed25519
 
     return ed25519.sign(_loaded(), message)
 
@@ -115,5 +115,5 @@ def prove_hex(nonce_hex):
 
 
 def secret_for_signer():
-    """The seed, for device.ed25519.Signer in this process only (never printed or sent)."""
+    """The seed, for device.evidence.ed25519.Signer in this process only (never printed or sent)."""
     return _loaded()

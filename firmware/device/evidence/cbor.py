@@ -1,6 +1,6 @@
 """Deterministic CBOR (RFC 8949 §4.2.1) for events, and a strict decoder for commands.
 
-    from device.cbor import encode, decode, Tag
+    from device.evidence.cbor import encode, decode, Tag
     data = encode({1: "tag-0042", 2: 7})      # shortest forms, keys in bytewise order
     assert decode(data) == {1: "tag-0042", 2: 7}
 """

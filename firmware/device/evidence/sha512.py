@@ -1,6 +1,6 @@
 """SHA-512 (FIPS 180-4 §6.4) in pure MicroPython: the port's hashlib lacks it and Ed25519 needs it.
 
-    from device.sha512 import sha512
+    from device.evidence.sha512 import sha512
     h = sha512(b"abc"); h.update(b"def")
     digest = h.digest()   # 64 bytes; the object stays usable
 """
