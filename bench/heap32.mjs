@@ -19,7 +19,7 @@
 // figure is read in a call of its own, after a call that asked for the collection; and no least
 // heap can be found here.
 //
-// The port has no sockets, no threads and no AES. device.mqtt and the simulator's PN532 model
+// The port has no sockets, no threads and no AES. device.link.mqtt and the simulator's PN532 model
 // import them at their top but use them only for what the scenario never does (connect, answer
 // an NTAG 424 card): empty modules let the imports run, and a call would fail loudly. The
 // simulated watchdog starts a thread to watch for a hung loop: here it starts none, so the

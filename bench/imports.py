@@ -27,10 +27,10 @@ import device as device_bench  # noqa: E402  (bench/device.py: the same compile 
 # The tag role's modules, in the order the app and its link load them (the simulator first,
 # as bench/device.py does, so its share is not charged to a device module).
 TAG_MODULES = (
-    "device device.board.boards device.board.config device.board.hal device.evidence.identity device.clock device.evidence.journal "
+    "device device.board.boards device.board.config device.board.hal device.evidence.identity device.link.clock device.evidence.journal "
     "device.visits device.app device.drivers.pn532 device.drivers.pn532_i2c device.reader device.drivers.tag_mode "
     "device.evidence.cbor device.evidence.sha512 device.evidence.ed25519_table device.evidence.ed25519 device.evidence.cose device.evidence.event "
-    "device.mqtt device.link"
+    "device.link.mqtt device.link.collector"
 ).split()
 
 SCRIPT = r"""

@@ -130,7 +130,7 @@ import asyncio, json, sys
 from device.board import boards, config, hal
 from device.evidence import identity
 from device.app import App
-from device.clock import Clock
+from device.link.clock import Clock
 from device.reader import credential_id
 from device.evidence import cbor
 

@@ -363,7 +363,7 @@ def test_a_failed_link_is_dropped_before_the_next_is_built(micropython, tmp_path
     out = micropython(
         app_prelude("tag", tmp_path / "flash.img")
         + """
-import device.link as link_module
+import device.link.collector as link_module
 identity.load_or_create(sim.urandom, sim.fs_root)
 app = App(settings, board, sim, clock=Clock(ticks), link=True)
 held = []

@@ -135,7 +135,7 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
         f"""
         import gc, sys
         from device.board import boards, config
-        from device.clock import Clock
+        from device.link.clock import Clock
         gc.collect()
         before = gc.mem_alloc()
         board = boards.load("{ROOT}/boards/sim.json")
@@ -143,9 +143,9 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
         Clock()
         loaded = sorted(m for m in sys.modules if m.startswith("device."))
         print("loaded", loaded)
-        import device, device.board
+        import device, device.board, device.link
         print("attributes", [n for n in ("board_check", "config_check") if hasattr(device.board, n)]
-              + [n for n in ("ntp",) if hasattr(device.clock, n)])
+              + [n for n in ("ntp",) if hasattr(device.link, n)])
         from device.board import board_check
         gc.collect()
         with_checks = gc.mem_alloc()
@@ -156,8 +156,8 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
         """
     )
     assert (
-        "loaded ['device.board', 'device.board.boards', 'device.board.config', 'device.clock']"
-        in out
+        "loaded ['device.board', 'device.board.boards', 'device.board.config', 'device.link',"
+        " 'device.link.clock']" in out
     )
     assert "attributes []" in out
     assert "freed True" in out

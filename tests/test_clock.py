@@ -18,8 +18,8 @@ def test_offset_math_and_best_sample(micropython, tmp_path):
     out = run_both(
         micropython,
         """
-from device.ntp import offset_and_delay, best_offset, ntp_to_unix_ms, unix_ms_to_ntp
-from device.clock import ClockError
+from device.link.ntp import offset_and_delay, best_offset, ntp_to_unix_ms, unix_ms_to_ntp
+from device.link.clock import ClockError
 # server 5 s ahead, 40 ms each way, 2 ms in the server
 print(offset_and_delay(1000, 6040, 6042, 1082))
 print(best_offset([(0, 5100, 5101, 300), (1000, 6040, 6042, 1082), (0, 4990, 4991, 100)]))
@@ -29,7 +29,7 @@ try:
 except ClockError as error:
     print("refused", error)
 clock = FakeClock()
-from device.clock import Clock
+from device.link.clock import Clock
 c = Clock(clock)
 print(c.quality(), c.now(), c.now() is not None)
 clock.advance(2500)
@@ -88,7 +88,7 @@ def test_sntp_against_a_server(micropython, skew_ms):
     out = micropython(
         f"""
         import asyncio, time
-        from device.clock import Clock
+        from device.link.clock import Clock
         c = Clock()
         import socket
         class Net:
@@ -116,7 +116,7 @@ def test_sntp_refuses_bad_answers(micropython, server, problem):
     out = micropython(
         f"""
         import asyncio, socket
-        from device.clock import Clock, ClockError
+        from device.link.clock import Clock, ClockError
         class Net:
             AF_INET = socket.AF_INET
             SOCK_DGRAM = socket.SOCK_DGRAM

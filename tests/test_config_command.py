@@ -27,7 +27,7 @@ BOOT_SCRIPT = """
 import asyncio, json, sys
 from device.board import boards, config, hal
 from device.evidence import cbor
-from device import link as link_mod
+from device.link import collector as link_mod
 from device.app import App
 
 image, role, commands_path = sys.argv[1], sys.argv[2], sys.argv[3]

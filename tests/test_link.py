@@ -24,7 +24,7 @@ from kvitto.evidence.events import verify_event
 OBEY_SCRIPT = """
 import asyncio, sys, time
 from device.evidence import journal as journal_mod
-from device import link as link_mod
+from device.link import collector as link_mod
 from sim import flash
 image, org_hex = sys.argv[1], sys.argv[2]
 with open(sys.argv[3]) as f:   # a file: the port's wrapper fails on arguments of ~200 chars
@@ -109,7 +109,7 @@ def test_only_signed_fresh_addressed_commands_are_obeyed_even_after_reboot(micro
 SIGN_SCRIPT = """
 import asyncio, sys, time
 from device.evidence import journal as journal_mod, event
-from device import link as link_mod
+from device.link import collector as link_mod
 from sim import flash
 flash.mount(sys.argv[1], "/flash")
 journal = journal_mod.Journal("/flash/journal")
@@ -219,8 +219,8 @@ def _pki(tmp_path):
 
 TLS_SCRIPT = """
 import asyncio, sys
-from device.mqtt import MQTTClient
-from device.link import tls_context
+from device.link.mqtt import MQTTClient
+from device.link.collector import tls_context
 port, ca_path = int(sys.argv[1]), sys.argv[2]
 async def main():
     c = MQTTClient("tag-0042", "127.0.0.1", port, keepalive=5, seed=1,
@@ -272,14 +272,14 @@ def test_tls_context_takes_pem_or_der(micropython, tmp_path, pem):
     if not pem:
         data = x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
     out = micropython(
-        f"from device.link import tls_context\nprint(type(tls_context({data!r})).__name__)"
+        f"from device.link.collector import tls_context\nprint(type(tls_context({data!r})).__name__)"
     )
     assert out.strip() == "SSLContext"
 
 
 MODEL_SCRIPT = """
 import asyncio, random, sys
-from device import link as link_mod
+from device.link import collector as link_mod
 
 class Journal:   # dict-backed, same contract as device.evidence.journal.Journal
     def __init__(self):
@@ -389,7 +389,7 @@ def test_link_model_random_outages_acks_and_resends(micropython):
 CANCEL_SCRIPT = """
 import asyncio, sys
 from device.evidence import journal as journal_mod
-from device import link as link_mod
+from device.link import collector as link_mod
 from sim import flash
 flash.mount(sys.argv[1], "/flash")
 journal = journal_mod.Journal("/flash/journal")

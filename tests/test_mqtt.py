@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import FIRMWARE
 
 sys.path.insert(0, str(FIRMWARE))
-from device import mqtt  # noqa: E402  (the firmware module, run under CPython)
+from device.link import mqtt  # noqa: E402  (the firmware module, run under CPython)
 
 sys.path.remove(str(FIRMWARE))
 
@@ -147,7 +147,7 @@ def test_codec_is_the_same_on_the_unix_port(micropython):
         except mqtt.MQTTProtocolError:
             outcomes.append("refused")
     script = f"""
-from device import mqtt
+from device.link import mqtt
 packets = [
     mqtt.connect_packet("tag-0042", 60, False, "tag-0042", "pw",
                         (b"kvitto/v1/tag-0042/state", b"offline", 1, 1)),
@@ -177,7 +177,7 @@ print(",".join(outcomes))
 
 CLIENT_SCRIPT = """
 import asyncio, sys, time
-from device.mqtt import MQTTClient
+from device.link.mqtt import MQTTClient
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 got = []
 async def main():
@@ -208,7 +208,7 @@ def test_qos1_both_ways_against_mosquitto(micropython, mosquitto):
 
 SIZES_SCRIPT = """
 import asyncio, sys
-from device.mqtt import MQTTClient
+from device.link.mqtt import MQTTClient
 host, port = sys.argv[1], int(sys.argv[2])
 sizes = [int(size) for size in sys.argv[3].split(",")]
 got = []
@@ -328,7 +328,7 @@ class FakeBroker:
 
 ROBUST_SCRIPT = """
 import asyncio, sys, time
-from device.mqtt import MQTTClient
+from device.link.mqtt import MQTTClient
 port = int(sys.argv[1])
 async def main():
     c = MQTTClient("tag-0042", "127.0.0.1", port, keepalive=1, seed=7, backoff_ms=(20, 200),
@@ -380,7 +380,7 @@ def test_a_silent_broker_is_dropped_after_four_ping_intervals(micropython):
 def test_backoff_is_jittered_exponential_and_bounded(micropython):
     out = micropython(
         """
-from device.mqtt import MQTTClient
+from device.link.mqtt import MQTTClient
 c = MQTTClient("tag-0042", "127.0.0.1", 1, backoff_ms=(100, 3000), seed=3)
 print([[c._backoff(n) for n in range(1, 9)] for _ in range(20)])
 """
@@ -395,7 +395,7 @@ print([[c._backoff(n) for n in range(1, 9)] for _ in range(20)])
 
 AUTH_SCRIPT = """
 import asyncio, sys
-from device.mqtt import MQTTClient
+from device.link.mqtt import MQTTClient
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 async def main():
     c = MQTTClient(user, "localhost", port, user=user, password=password, keepalive=5, seed=1,
@@ -426,7 +426,7 @@ def test_username_password_and_dns_resolved_once(micropython, mosquitto_factory,
 
 STREAM_SCRIPT = """
 import asyncio, sys
-from device.mqtt import MQTTClient
+from device.link.mqtt import MQTTClient
 port = int(sys.argv[1])
 async def main():
     c = MQTTClient("tag-0042", "127.0.0.1", port, keepalive=5, seed=7, backoff_ms=(20, 100))

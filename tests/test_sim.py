@@ -176,7 +176,7 @@ needs_link = pytest.mark.skipif(
         (Path(__file__).parent.parent / "firmware/device" / name).exists()
         for name in ("link.py", "mqtt.py", "event.py", "ed25519.py")
     ),
-    reason="device.link / mqtt / event / ed25519 not landed yet",
+    reason="device.link.collector / mqtt / event / ed25519 not landed yet",
 )
 
 

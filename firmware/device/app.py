@@ -23,7 +23,7 @@ from micropython import const
 import device
 from device.board import boards, config, hal
 from device.evidence import identity
-from device.clock import Clock
+from device.link.clock import Clock
 
 _TICK_MS = const(20)  # role inputs (door, buttons) are polled at 50 Hz
 _SUPERVISE_MS = const(500)
@@ -228,9 +228,9 @@ class App:
         # buffers go before the new ones are made, or both would be on the heap at once.
         self.link = None
         try:
-            from device.link import Link, journal_signer
+            from device.link.collector import Link, journal_signer
         except ImportError:
-            self.log("no device.link in this firmware: events stay in the journal")
+            self.log("no device.link.collector in this firmware: events stay in the journal")
             return
         wifi = self.settings.get("wifi")
         if wifi is not None:

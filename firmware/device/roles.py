@@ -4,7 +4,7 @@ never holds it.
 
     from device import roles
     roles.build(app, board, board_hal, root)     # sets app.lock or app.alarm
-    roles.add_lock_commands(app, handlers)       # "allow"/"revoke" for device.link
+    roles.add_lock_commands(app, handlers)       # "allow"/"revoke" for device.link.collector
 """
 
 

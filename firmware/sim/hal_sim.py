@@ -260,7 +260,7 @@ class SimHal:
         return out[:count]
 
     def set_rtc(self, unix_seconds):
-        pass  # the unix port's clock is the host's; device.clock keeps the offset
+        pass  # the unix port's clock is the host's; device.link.clock keeps the offset
 
     def reset(self):
         raise SimReset()

@@ -1,5 +1,5 @@
 """Whole COSE_Sign1 messages signed in one call, for tests under the unix port and CPython alike.
-The device signs in slices (device.link.journal_signer, device.drivers.tag_mode) and never needs these,
+The device signs in slices (device.link.collector.journal_signer, device.drivers.tag_mode) and never needs these,
 so they stay off its heap.
 
     from device_signing import sign1, signature

@@ -16,7 +16,7 @@ import sys
 import time
 
 from device.evidence import cbor, journal as journal_mod
-from device import link as link_mod, mqtt
+from device.link import collector as link_mod, mqtt
 from sim import flash
 
 

@@ -157,7 +157,7 @@ def device_config(request: Provisioning, mqtt_password: str) -> dict[str, Any]:
     org = load_org(request.pki_dir)
     ca = request.broker_ca
     if request.broker_tls and ca is None:
-        # Pin the organisation's CA (PEM text in the config: device.link accepts it inline).
+        # Pin the organisation's CA (PEM text in the config: device.link.collector accepts it inline).
         from kvitto.install.pki import CA_CERT
 
         ca_path = request.pki_dir / CA_CERT

@@ -1,8 +1,8 @@
-"""SNTP (RFC 5905 / RFC 4330) for device.clock: packets, checks, the best of a few samples.
+"""SNTP (RFC 5905 / RFC 4330) for device.link.clock: packets, checks, the best of a few samples.
 Its own module, loaded only while a sync runs (Clock.sync_ntp), so a device without NTP hosts
 in config.json never carries it on the heap.
 
-    from device import ntp
+    from device.link import ntp
     offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # applied to clock, returned
 """
 
@@ -12,7 +12,7 @@ import time
 
 from micropython import const
 
-from device.clock import ClockError
+from device.link.clock import ClockError
 
 _NTP_PORT = const(123)
 _NTP_PACKET = const(48)
@@ -87,7 +87,7 @@ def best_offset(samples):
 
 async def sync(clock, hosts, samples=4, rng=None, timeout_ms=1000, socket_module=None):
     """Query the hosts for up to `samples` good answers, apply the best offset to `clock` (a
-    device.clock.Clock), return it. Raises ClockError when no host gave a usable answer."""
+    device.link.clock.Clock), return it. Raises ClockError when no host gave a usable answer."""
     if socket_module is None:
         import socket as socket_module
     import os

@@ -121,7 +121,7 @@ class Link:
         if org_public is None or len(org_public) != 32:
             raise ValueError("org_public must be the organisation's 32-byte command key")
         if client is None:
-            from device.mqtt import MQTTClient
+            from device.link.mqtt import MQTTClient
 
             if host is None:
                 raise ValueError("give a client or the broker host")

@@ -9,7 +9,7 @@ No floats: milliseconds as integers throughout. Time is kept as "Unix ms at upti
 base + u, so it never depends on the port's epoch (the ESP32's `time` starts in 2000).
 The `ticks` clock is injectable for tests; call uptime_ms() at least every few days (the app
 does on every event and supervisor tick) so ticks_ms wrap-around is never missed. The SNTP
-packets and checks are device.ntp, loaded only while a sync runs.
+packets and checks are device.link.ntp, loaded only while a sync runs.
 """
 
 import time
@@ -71,11 +71,11 @@ class Clock:
     async def sync_ntp(self, hosts, samples=4, rng=None, timeout_ms=1000, socket_module=None):
         """Query the hosts for up to `samples` good answers, apply the best offset, return it.
         Raises ClockError when no host gave a usable answer. The SNTP code
-        (device.ntp) is loaded for the sync and dropped after it."""
+        (device.link.ntp) is loaded for the sync and dropped after it."""
         import device
-        from device import ntp
+        from device.link import ntp
 
         try:
             return await ntp.sync(self, hosts, samples, rng, timeout_ms, socket_module)
         finally:
-            device.forget("ntp")
+            device.forget("link.ntp")
