@@ -97,7 +97,7 @@ sim_code = gc.mem_alloc() - start
 from device.board import boards, config, hal
 from device.evidence import identity
 from device.app import App
-from device.reader import credential_id
+from device.roles.reader import credential_id
 ROLE = sys.argv[1]
 TAPS = int(sys.argv[2])
 PORT = int(sys.argv[3])
@@ -115,7 +115,7 @@ settings = config.validate({
 identity.load_or_create(sim.urandom, sim.fs_root)
 UIDS = [bytes((4, i, 0x42, 0x99)) for i in range(8)]
 if ROLE == "lock":
-    from device.lock import Allowlist
+    from device.roles.lock import Allowlist
     Allowlist(sim.fs_root + "/allow.bin").allow([credential_id(SALT, u) for u in UIDS])
 app = App(settings, board, sim, link=sys.argv[6] == "link")
 gc.collect()
@@ -194,7 +194,7 @@ import os, vfs
 from device.board import boards, config, hal
 from device.evidence import identity
 from device.app import App
-from device.reader import credential_id
+from device.roles.reader import credential_id
 def mount_folder(path, board, mountpoint="/flash"):
     # no littlefs on this port: the simulated flash is a folder of its in-memory filesystem
     try:

@@ -127,8 +127,8 @@ def hypothesis_fuzz(examples: int) -> int:
 
 LATENCY_SNIPPET = """
 import asyncio, json, time
-from device.reader import Reader
-from device.visits import Visits, Feedback
+from device.roles.reader import Reader
+from device.roles.visits import Visits, Feedback
 
 class Led:
     def show(self, colour):

@@ -2,7 +2,7 @@
 provides natively) and insist on the same output: the pure role modules behave the same.
 
 from app_support import run_both
-out = run_both(micropython, "from device.lock import Lock\\nprint('ok')")
+out = run_both(micropython, "from device.roles.lock import Lock\\nprint('ok')")
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ from device.board import boards, config, hal
 from device.evidence import identity
 from device.app import App
 from device.link.clock import Clock
-from device.reader import credential_id
+from device.roles.reader import credential_id
 from device.evidence import cbor
 
 class FakeTicks:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from app_support import run_both
 
 PRELUDE = """
-from device.alarm import Alarm
+from device.roles.alarm import Alarm
 clock = FakeClock()
 call, green, yellow = Line(), Line(), Line()
 alarm = Alarm(emit, call, green, yellow, clock=clock)

@@ -24,7 +24,7 @@ def journal_of(out: str) -> list[str]:
 
 def cred(micropython, uid: str) -> str:
     return micropython(
-        f"from device.reader import credential_id\n"
+        f"from device.roles.reader import credential_id\n"
         f"print(credential_id(bytes(range(16)), bytes.fromhex('{uid}')).hex())"
     ).strip()
 
@@ -66,7 +66,7 @@ def test_lock_role(micropython, tmp_path):
     out = micropython(
         app_prelude("lock", tmp_path / "flash.img")
         + f"""
-from device.lock import Allowlist
+from device.roles.lock import Allowlist
 Allowlist(sim.fs_root + "/allow.bin").allow([cred_of("{A}"), cred_of("{B}")])
 app = App(settings, board, sim, clock=Clock(ticks), link=False)
 async def script():

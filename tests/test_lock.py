@@ -10,7 +10,7 @@ SECOND = "bb" * 16
 STRANGER = "cc" * 16
 
 PRELUDE = f"""
-from device.lock import Lock, Allowlist, LockError
+from device.roles.lock import Lock, Allowlist, LockError
 clock = FakeClock()
 door, exit_button, relay = Line(), Line(), Relay()
 allow = Allowlist("allow.bin")
@@ -159,7 +159,7 @@ def test_hold_mode_keeps_the_relay_until_the_door_closes(micropython, tmp_path):
     out = run_both(
         micropython,
         f"""
-from device.lock import Lock, Allowlist
+from device.roles.lock import Lock, Allowlist
 clock = FakeClock()
 door, exit_button, relay = Line(), Line(), Relay()
 allow = Allowlist("allow.bin")

@@ -22,7 +22,7 @@ READER_PRELUDE = (
     DEVICE_PRELUDE
     + """
 import asyncio, json, time
-from device.reader import Reader, credential_id
+from device.roles.reader import Reader, credential_id
 from device.drivers.tag_mode import TagMode
 
 def hexed(value):

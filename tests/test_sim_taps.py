@@ -70,7 +70,7 @@ def test_ntag424_taps_carry_suns_under_the_badges_keys_with_a_rising_counter(tmp
         board = fleet.board("1")
         assert fleet.command(f"tap 1 ntag424 {UID.hex()}") == "ok"
         board.wait_events(2)
-        time.sleep(3.5)  # firmware/device/visits.py: a second tap within 3 s is the same tap
+        time.sleep(3.5)  # firmware/device/roles/visits.py: a second tap within 3 s is the same tap
         assert fleet.command(f"tap 1 ntag424 {UID.hex()}") == "ok"
         events = board.wait_events(3)[1:]
     finally:

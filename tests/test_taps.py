@@ -2,7 +2,7 @@
 phone answers over the device's exact challenge, weak badges, keys missing → not checked.
 
 SUNs come from the simulator's NTAG 424 (firmware/sim/pn532sim.py, its own AES-CMAC) and phone
-answers from cryptography's Ed25519 over nonce ‖ device id, as firmware/device/reader.py sends it.
+answers from cryptography's Ed25519 over nonce ‖ device id, as firmware/device/roles/reader.py sends it.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def phone_bundle(root: Path, public_key: bytes | None = PHONE_PUBLIC) -> Bundle:
 def phone_tap(b: Bundle, kind: str, at: str, nonce: bytes, signed_nonce: bytes | None = None,
               key: Ed25519PrivateKey = PHONE, device: str = "tag-0042",
               signed_device: str | None = None) -> None:  # fmt: skip
-    # firmware/device/reader.py: CHALLENGE data = nonce(16) ‖ device id; answer signs it
+    # firmware/device/roles/reader.py: CHALLENGE data = nonce(16) ‖ device id; answer signs it
     message = (signed_nonce or nonce) + (signed_device or device).encode()
     x = {"via": "phone", "nonce": nonce, "sig": key.sign(message)}
     b.event(device, kind, at, "s-04", x)
@@ -235,7 +235,7 @@ def test_phone_without_an_enrolled_public_key_is_not_checked(tmp_path):
 
 
 def test_badges_stay_weak_and_a_lock_checks_taps_as_a_tag_does(tmp_path):
-    # A lock journals each tap's proof (firmware device/lock.py): a phone's answer at the lock
+    # A lock journals each tap's proof (firmware device/roles/lock.py): a phone's answer at the lock
     # is checked, and a phone credential's unlock without one is refused as at a tag.
     b = phone_bundle(tmp_path)
     b.credential("s-07")

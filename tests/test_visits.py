@@ -9,7 +9,7 @@ import pytest
 from pn532_support import DEVICE_PRELUDE, install_shims
 
 install_shims()
-from device import visits as visits_module  # type: ignore[import-not-found]  # noqa: E402
+from device.roles import visits as visits_module  # type: ignore[import-not-found]  # noqa: E402
 
 A = b"\x01" * 16
 B = b"\x02" * 16
@@ -98,7 +98,7 @@ def test_feedback_patterns_on_the_unix_port(run):
     got = run(
         """
 import asyncio, json, time
-from device.visits import Visits, Feedback
+from device.roles.visits import Visits, Feedback
 
 class Out:
     def __init__(self):
@@ -138,8 +138,8 @@ def test_reader_to_visits_feedback_is_set_inside_the_tap_call(run):
     got = run(
         """
 import asyncio, json, time
-from device.reader import Reader
-from device.visits import Visits, Feedback
+from device.roles.reader import Reader
+from device.roles.visits import Visits, Feedback
 
 class Led:
     colour = "off"
@@ -175,7 +175,7 @@ def test_irq_handler_does_not_allocate(run):
     got = run(
         """
 import json, micropython
-from device.reader import Reader
+from device.roles.reader import Reader
 model, bus, nfc = make("i2c-irq")
 reader = Reader(nfc, lambda tap: None, "tag-0042", irq=model.irq)
 handler = reader._irq_handler

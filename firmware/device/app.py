@@ -51,7 +51,7 @@ class App:
                  role_stale_ms=_ROLE_STALE_MS, reader_stale_ms=_READER_STALE_MS, link=True,
                  answer_ms=None):
         from device.evidence.journal import Journal
-        from device.visits import Feedback, Visits
+        from device.roles.visits import Feedback, Visits
 
         self.settings = settings
         self.board = board
@@ -81,9 +81,9 @@ class App:
         self.lock = None
         self.alarm = None
         if self.role != "tag":
-            from device import roles  # the lock's and alarm's wiring, never on a tag's heap
+            from device.roles import wiring  # the lock's and alarm's, never on a tag's heap
 
-            roles.build(self, board, board_hal, root, answer_ms)
+            wiring.build(self, board, board_hal, root, answer_ms)
         self._tag_counter_path = _join(root, "tag.ctr")
         # one Ed25519 signature at a time (tag URL or event): see device.drivers.tag_mode.TagMode
         self._signing = asyncio.Lock()
@@ -154,9 +154,9 @@ class App:
     def handlers(self):
         handlers = {"time": self.on_time, "config": self.on_config}
         if self.lock is not None:
-            from device import roles
+            from device.roles import wiring
 
-            roles.add_lock_commands(self, handlers)  # allow, revoke
+            wiring.add_lock_commands(self, handlers)  # allow, revoke
         return handlers
 
     # -- tasks: each beats (self.beats[name] = now) once per round, for alive()
@@ -173,7 +173,7 @@ class App:
 
     def _make_reader(self):
         from device.drivers import pn532
-        from device.reader import Reader
+        from device.roles.reader import Reader
 
         kind = self.board["pn532"]["bus"]
         irq, reset = self.hal.pn532_pins()

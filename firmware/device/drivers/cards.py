@@ -5,7 +5,7 @@ kvitto phone, an NTAG 424 DNA's SUN URL) and NDEF reads from NFC Forum Type 2 an
     found = cards.read_iso_dep(nfc, target, rng, b"tag-0042")  # (kind, raw, extra) or None
     url = cards.parse_ndef_uri(cards.read_type4_ndef(nfc, target.number))
 
-Its own module: device.reader imports it on the first ISO-DEP card, so a tag that only ever
+Its own module: device.roles.reader imports it on the first ISO-DEP card, so a tag that only ever
 sees UID badges never has this code on its heap. The parsers are pure (fuzzed under CPython).
 """
 
@@ -188,7 +188,7 @@ def read_type4_ndef(nfc, target):
     return bytes(message[:length])
 
 
-# --- credentials (device.reader) -------------------------------------------------------------
+# --- credentials (device.roles.reader) -------------------------------------------------------------
 
 
 def read_iso_dep(nfc, target, rng, device_id):

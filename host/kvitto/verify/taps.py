@@ -100,7 +100,7 @@ class _Checker:
 
     def _no_proof(self, device: str, event: Event, credential: Credential, what: str) -> Proof:
         where = _where(device, event)
-        # A lock journals each tap's proof as a tag does (firmware device/lock.py), so a
+        # A lock journals each tap's proof as a tag does (firmware device/roles/lock.py), so a
         # missing one is refused at either door.
         return Proof(
             REFUSED,
@@ -159,7 +159,7 @@ class _Checker:
             public = Ed25519PublicKey.from_public_bytes(credential.public_key)
             self.phone_keys[credential.id] = public
         try:
-            # the exact bytes the device sent (firmware/device/reader.py Reader._phone)
+            # the exact bytes the device sent (firmware/device/roles/reader.py Reader._phone)
             message = challenge_message(nonce, device)
             public.verify(signature, message)
         except PhoneError as error:

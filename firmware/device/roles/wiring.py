@@ -2,9 +2,9 @@
 the lock's allow/revoke commands. device.app imports it only for those roles, so a tag's heap
 never holds it.
 
-    from device import roles
-    roles.build(app, board, board_hal, root)     # sets app.lock or app.alarm
-    roles.add_lock_commands(app, handlers)       # "allow"/"revoke" for device.link.collector
+    from device.roles import wiring
+    wiring.build(app, board, board_hal, root)     # sets app.lock or app.alarm
+    wiring.add_lock_commands(app, handlers)       # "allow"/"revoke" for device.link.collector
 """
 
 
@@ -12,7 +12,7 @@ def build(app, board, board_hal, root, answer_ms=None):
     """The role's object on `app.lock` or `app.alarm`, fed by the board's relay and inputs."""
     settings = app.settings
     if app.role == "lock":
-        from device.lock import Allowlist, Lock
+        from device.roles.lock import Allowlist, Lock
 
         relay = board["relay"]
         app.lock = Lock(board_hal.relay, board_hal.input("door"), board_hal.input("exit"),
@@ -20,7 +20,7 @@ def build(app, board, board_hal, root, answer_ms=None):
                         app.feedback, mode=relay["mode"], pulse_ms=relay["pulse_ms"],
                         relock_ms=settings["lock"]["relock_ms"], clock=app.clock.ticks)
     elif app.role == "alarm":
-        from device.alarm import Alarm
+        from device.roles.alarm import Alarm
 
         app.alarm = Alarm(app.record, board_hal.input("alarm_call"), board_hal.input("green"),
                           board_hal.input("yellow"), app.feedback,
