@@ -104,7 +104,7 @@ PORT = int(sys.argv[3])
 board = boards.load(sys.argv[4])
 gc.collect()
 before_sim = gc.mem_alloc()
-sim = hal.open_board(board, flash=sys.argv[5], seed=b"bench")
+sim = boards.open_hal(board, flash=sys.argv[5], seed=b"bench")
 gc.collect()
 sim_objects = gc.mem_alloc() - before_sim  # simulated PN532, pins, file-backed flash
 SALT = bytes(range(16))
@@ -207,7 +207,7 @@ sim.hal_sim.mount_flash = mount_folder
 board = boards.load("/tmp/board.json")
 # ---
 # no os.getenv on this port, where the sim reads a reset cause the host may set
-sim = hal.open_board(board, flash="/tmp/flash", seed=b"bench", reset_cause="power")
+sim = boards.open_hal(board, flash="/tmp/flash", seed=b"bench", reset_cause="power")
 # ---
 import time
 SALT = bytes(range(16))

@@ -146,7 +146,7 @@ class FakeTicks:
         self.jump += ms
 
 board = boards.load({str(ROOT / "boards" / "sim.json")!r})
-sim = hal.open_board(board, flash={str(image)!r}, seed={seed.encode()!r})
+sim = boards.open_hal(board, flash={str(image)!r}, seed={seed.encode()!r})
 SALT = bytes(range(16))
 settings = config.validate({{
     "device": "{role}-0042", "role": {role!r}, "board": "sim",

@@ -44,7 +44,7 @@ async def script():
     await asyncio.sleep_ms(100)
     print("\\n".join(journal_lines(app)))
     print("loaded", sorted(m for m in sys.modules if m.startswith("device.drivers.pn532_")
-                           or m == "device.drivers.tag_mode"))
+                           and m != "device.drivers.pn532_bus" or m == "device.drivers.tag_mode"))
 asyncio.run(script())
 """
     )
@@ -135,7 +135,7 @@ def test_failing_reader_never_stops_the_alarm_buttons(micropython, tmp_path):
     out = micropython(
         app_prelude("alarm", tmp_path / "flash.img")
         + """
-def broken(kind):
+def broken(kind, i2c_timeout_us=50_000):
     raise OSError(19)  # ENODEV: no PN532 answers on the bus
 sim.bus = broken
 app = App(settings, board, sim, clock=Clock(ticks), link=False)
@@ -236,7 +236,7 @@ def test_bad_config_is_a_clear_error_and_a_red_blink_not_a_crash(
         micropython(
             f"""
             from device.board import boards, hal
-            sim = hal.open_board(boards.load("{ROOT}/boards/sim.json"), flash="{image}")
+            sim = boards.open_hal(boards.load("{ROOT}/boards/sim.json"), flash="{image}")
             with open("/flash/config.json", "w") as f:
                 f.write({config_text!r})
             """

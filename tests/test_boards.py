@@ -156,8 +156,8 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
         """
     )
     assert (
-        "loaded ['device.board', 'device.board.boards', 'device.board.config', 'device.link',"
-        " 'device.link.clock']" in out
+        "loaded ['device.board', 'device.board.boards', 'device.board.config',"
+        " 'device.board.errors', 'device.link', 'device.link.clock']" in out
     )
     assert "attributes []" in out
     assert "freed True" in out

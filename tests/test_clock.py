@@ -88,6 +88,7 @@ def test_sntp_against_a_server(micropython, skew_ms):
     out = micropython(
         f"""
         import asyncio, time
+        from device.link import ntp
         from device.link.clock import Clock
         c = Clock()
         import socket
@@ -96,7 +97,7 @@ def test_sntp_against_a_server(micropython, skew_ms):
             SOCK_DGRAM = socket.SOCK_DGRAM
             socket = socket.socket
             getaddrinfo = staticmethod(lambda host, port: socket.getaddrinfo("127.0.0.1", {server.port}))
-        offset = asyncio.run(c.sync_ntp(["ntp.test"], samples=4, socket_module=Net))
+        offset = asyncio.run(ntp.sync(c, ["ntp.test"], samples=4, socket_module=Net))
         t, age = c.quality()
         print(t - int(time.time()), age, c.source)
         """
@@ -116,6 +117,7 @@ def test_sntp_refuses_bad_answers(micropython, server, problem):
     out = micropython(
         f"""
         import asyncio, socket
+        from device.link import ntp
         from device.link.clock import Clock, ClockError
         class Net:
             AF_INET = socket.AF_INET
@@ -124,7 +126,7 @@ def test_sntp_refuses_bad_answers(micropython, server, problem):
             getaddrinfo = staticmethod(lambda host, port: socket.getaddrinfo("127.0.0.1", {fake.port}))
         c = Clock()
         try:
-            asyncio.run(c.sync_ntp(["ntp.test"], samples=2, socket_module=Net))
+            asyncio.run(ntp.sync(c, ["ntp.test"], samples=2, socket_module=Net))
         except ClockError as error:
             print("refused", error)
         print(c.now() is not None)

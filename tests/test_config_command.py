@@ -32,7 +32,7 @@ from device.app import App
 
 image, role, commands_path = sys.argv[1], sys.argv[2], sys.argv[3]
 board = boards.load(sys.argv[4])
-sim = hal.open_board(board, flash=image, seed=b"t")
+sim = boards.open_hal(board, flash=image, seed=b"t")
 path = sim.fs_root + "/config.json"
 try:
     open(path).close()

@@ -26,7 +26,7 @@ def test_board_file_selects_the_sim_hal(micropython, tmp_path):
         f"""
         from device.board import boards, hal
         board = boards.load("{ROOT}/boards/sim.json")
-        h = hal.open_board(board, seed=b"s-07")
+        h = boards.open_hal(board, seed=b"s-07")
         print(type(h).__name__)
         h.led.show("green"); h.led.show("blue")
         print(h.led.colour, [c for _, c in h.led.history])
@@ -42,8 +42,8 @@ def test_board_file_selects_the_sim_hal(micropython, tmp_path):
         except hal.HalError as error:
             print("refused", error)
         a = h.urandom(40)
-        h2 = hal.open_board(board, seed=b"s-07")
-        print(len(a), a == h2.urandom(40), a != hal.open_board(board, seed=b"s-08").urandom(40))
+        h2 = boards.open_hal(board, seed=b"s-07")
+        print(len(a), a == h2.urandom(40), a != boards.open_hal(board, seed=b"s-08").urandom(40))
         print(h.reset_cause())
         """
     )
@@ -88,12 +88,13 @@ def test_machine_hal_builds_parts_from_the_board(micropython, tmp_path):
         f"""
         import machine
         from device.board import boards, hal
-        h = hal.open_board(boards.load("{ROOT}/boards/esp32-lock.json"))
+        h = boards.open_hal(boards.load("{ROOT}/boards/esp32-lock.json"))
         machine.log.clear()
         h.relay.set(True)
         h.led.show("red")
         print(h.input("door").value())
-        h.bus("i2c"); h.watchdog(8000)
+        from device.drivers.pn532 import I2C_TIMEOUT_US   # what the app passes (device.app)
+        h.bus("i2c", I2C_TIMEOUT_US); h.watchdog(8000)
         print(machine.log)
         print(h.reset_cause())
         """,
@@ -115,7 +116,7 @@ def test_flash_image_keeps_files_across_power_cuts(micropython, tmp_path):
     script = f"""
         import os
         from device.board import boards, hal
-        h = hal.open_board(boards.load("{ROOT}/boards/sim.json"), flash="{image}")
+        h = boards.open_hal(boards.load("{ROOT}/boards/sim.json"), flash="{image}")
         print(h.fs_root, sorted(os.listdir(h.fs_root)))
         with open(h.fs_root + "/note.txt", "a") as f:
             f.write("x")
@@ -131,7 +132,7 @@ def test_sim_watchdog_resets_a_hung_interpreter(micropython, tmp_path):
         f"""
 import time
 from device.board import boards, hal
-h = hal.open_board(boards.load("{ROOT}/boards/sim.json"))
+h = boards.open_hal(boards.load("{ROOT}/boards/sim.json"))
 w = h.watchdog(300)
 for _ in range(6):
     time.sleep_ms(100)

@@ -271,13 +271,14 @@ def test_open_transport_for_each_board_bus(micropython):
         micropython,
         "i2c",
         """
+from device.drivers import pn532_bus
 from sim import pn532sim
 for kind in ("i2c", "spi", "uart"):
     model = PN532Sim()
-    transport = pn532.open_transport(kind, pn532sim.bus(kind, model), irq=None)
+    transport = pn532_bus.open_transport(kind, pn532sim.bus(kind, model), irq=None)
     print("%s=%r" % (kind, PN532(transport).firmware_version()))
 try:
-    pn532.open_transport("can", None)
+    pn532_bus.open_transport("can", None)
 except pn532.PN532Error as e:
     print("can=%s" % e)
 """,
@@ -287,19 +288,21 @@ except pn532.PN532Error as e:
 
 
 def test_a_board_loads_only_its_own_bus_transport(micropython):
-    """open_transport imports the one transport module the board file names: an I2C board
+    """pn532_bus.open_transport imports the one transport module the board file names: an I2C board
     never has the SPI, HSU or stream code on its heap."""
     out = micropython(
         """
 import sys
-from device.drivers import pn532
+from device.drivers import pn532, pn532_bus
 from sim import pn532sim
-loaded = lambda: sorted(m for m in sys.modules if m.startswith("device.drivers.pn532_"))
+TRANSPORT = ("device.drivers.pn532_i2c", "device.drivers.pn532_spi", "device.drivers.pn532_uart",
+             "device.drivers.pn532_stream")
+loaded = lambda: sorted(m for m in sys.modules if m in TRANSPORT)
 print("before=%r" % (loaded(),))
 model = pn532sim.PN532Sim()
-pn532.PN532(pn532.open_transport("i2c", pn532sim.bus("i2c", model))).firmware_version()
+pn532.PN532(pn532_bus.open_transport("i2c", pn532sim.bus("i2c", model))).firmware_version()
 print("i2c=%r" % (loaded(),))
-pn532.open_transport("uart", pn532sim.bus("uart", pn532sim.PN532Sim()))
+pn532_bus.open_transport("uart", pn532sim.bus("uart", pn532sim.PN532Sim()))
 print("uart=%r" % (loaded(),))
 """
     )

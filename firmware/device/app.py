@@ -172,12 +172,13 @@ class App:
         await asyncio.sleep_ms(_TICK_MS)
 
     def _make_reader(self):
-        from device.drivers import pn532
+        from device.drivers import pn532, pn532_bus
         from device.roles.reader import Reader
 
         kind = self.board["pn532"]["bus"]
         irq, reset = self.hal.pn532_pins()
-        nfc = pn532.PN532(pn532.open_transport(kind, self.hal.bus(kind), irq), reset=reset)
+        bus = self.hal.bus(kind, pn532.I2C_TIMEOUT_US)  # the PN532 stretches SCL (pn532.py)
+        nfc = pn532.PN532(pn532_bus.open_transport(kind, bus, irq), reset=reset)
         return Reader(nfc, self.on_tap, self.device_id, irq=irq, rng=self.hal.urandom,
                       salt=self.settings["salt"], on_health=self.on_health,
                       tag_mode=self._make_tag_mode())
@@ -268,13 +269,22 @@ class App:
             return
         while True:
             try:
-                offset = await self.clock.sync_ntp(hosts, rng=self.hal.urandom)
+                offset = await self._sync_ntp(hosts)
                 self.record("clock_sync", None, {"offset_ms": offset, "src": "ntp"})
                 self.hal.set_rtc(self.clock.now())
                 await asyncio.sleep_ms(_NTP_EVERY_MS)
             except Exception as error:
                 self.log("ntp: %s" % error)
                 await asyncio.sleep_ms(_NTP_RETRY_MS)
+
+    async def _sync_ntp(self, hosts):
+        """One NTP sync of the clock; the SNTP code is loaded for it and dropped after it."""
+        from device.link import ntp
+
+        try:
+            return await ntp.sync(self.clock, hosts, rng=self.hal.urandom)
+        finally:
+            device.forget("link.ntp")
 
     async def _guard(self, name, factory):
         """Run a task; if it raises, report it and start it again (the others run on)."""
@@ -356,8 +366,8 @@ async def _refuse(board_hal, message):
 def open_hal(board):
     """The board's HAL; on the unix port the sim options come from the environment."""
     if board["hal"] != "sim":
-        return hal.open_board(board)
-    return hal.open_board(board, flash=_getenv("KVITTO_FLASH"),
+        return boards.open_hal(board)
+    return boards.open_hal(board, flash=_getenv("KVITTO_FLASH"),
                           control=_getenv("KVITTO_CONTROL"),
                           serial=_getenv("KVITTO_SERIAL") == "stdio")
 

@@ -226,7 +226,8 @@ class SimHal:
     def has_input(self, name):
         return name in self._inputs
 
-    def bus(self, kind):
+    def bus(self, kind, i2c_timeout_us=50_000):
+        # the simulated I2C bus keeps the PN532's own clock-stretching limit (sim.pn532sim.bus)
         if kind not in self.board["buses"]:
             raise HalError("board %s has no %s bus" % (self.board["name"], kind))
         try:

@@ -3,10 +3,10 @@ once at boot, and device.board.boards drops this module afterwards so its tables
 the heap (device.forget).
 
     from device.board import board_check
-    board_check.validate(json.loads(text), "board.json")   # raises boards.BoardError
+    board_check.validate(json.loads(text), "board.json")   # raises errors.BoardError
 """
 
-from device.board.boards import BoardError
+from device.board.errors import BoardError
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]

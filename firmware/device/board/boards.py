@@ -11,9 +11,7 @@ runs under the unix port and CPython alike.
 
 import json
 
-
-class BoardError(ValueError):
-    """A board file that cannot drive a board: the message names the file and the field."""
+from device.board.errors import BoardError
 
 
 def validate(board, source="<board>"):
@@ -50,3 +48,17 @@ def load(path):
 def supports(board, role):
     """True when the board lists `role` (validate checked it has the parts the role needs)."""
     return role in board["roles"]
+
+
+def open_hal(board, **sim_options):
+    """The HAL the validated board names: device.board.hal.MachineHal for `"hal": "machine"`,
+    the unix port's simulated board for `"hal": "sim"` (sim_options go to it). The one place
+    device/ reaches sim/: a board image has no sim/ and its board file never takes that branch.
+    Here rather than in hal.py, which sim.hal_sim imports for the HAL's names."""
+    if board["hal"] == "sim":
+        from sim import hal_sim  # unix port only; never in a board image
+
+        return hal_sim.SimHal(board, **sim_options)
+    from device.board.hal import MachineHal
+
+    return MachineHal(board)

@@ -18,13 +18,7 @@ run. Pure module: runs under the unix port and CPython alike.
 
 import json
 
-
-class ConfigError(ValueError):
-    """A configuration the device cannot run with: the message names the file and field
-    (also kept apart in `field` and `problem` where there is one)."""
-
-    field = None
-    problem = None
+from device.board.errors import ConfigError
 
 
 def validate(settings, source="config.json"):

@@ -11,7 +11,7 @@ import binascii
 import json
 import os
 
-from device.board.config import ConfigError
+from device.board.errors import ConfigError
 
 ROLES = ("tag", "lock", "alarm")
 _TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "wifi", "lock",

@@ -1,12 +1,13 @@
 """The hardware layer: the only module that imports `machine` and `network`.
 
-    from device.board import boards, hal
-    board_hal = hal.open_board(boards.load("boards/esp32-lock.json"))
+    from device.board import boards
+    board_hal = boards.open_hal(boards.load("boards/esp32-lock.json"))
     board_hal.led.show("green"); board_hal.relay.set(True); print(board_hal.input("door").value())
 
-`open_board(board)` picks the implementation the board file names (`"hal": "machine"` for a real ESP32,
-`"hal": "sim"` for the unix port's simulated board in firmware/sim/hal_sim.py). Both offer the
-same interface, so role logic never knows which it drives:
+`boards.open_hal(board)` picks the implementation the board file names (`"hal": "machine"`:
+MachineHal here, for a real ESP32; `"hal": "sim"`: the unix port's simulated board in
+firmware/sim/hal_sim.py, which imports this module's names). Both offer the same interface, so
+role logic never knows which it drives:
 
     led.show(colour)       colour in COLOURS ("off", "green", "blue", "red", "yellow", "white")
     buzzer.set(on)         relay.set(on)        input(name).value() -> active?
@@ -35,15 +36,6 @@ RESET_OTHER = "other"
 
 class HalError(Exception):
     """A board part that cannot be set up (missing in the board file, or refused by the chip)."""
-
-
-def open_board(board, **sim_options):
-    """The HAL for a validated board dict (device.board.boards); sim_options go to the sim HAL."""
-    if board["hal"] == "sim":
-        from sim import hal_sim  # unix port only; never in a board image
-
-        return hal_sim.SimHal(board, **sim_options)
-    return MachineHal(board)
 
 
 class _Output:
@@ -158,17 +150,17 @@ class MachineHal:
     def has_input(self, name):
         return name in self.board["inputs"]
 
-    def bus(self, kind):
+    def bus(self, kind, i2c_timeout_us=50_000):
+        """The board's bus of `kind`; the driver on it names its I2C clock-stretching limit
+        (device.drivers.pn532.I2C_TIMEOUT_US), the app passes it in: 50 ms is the port's."""
         spec = self.board["buses"].get(kind)
         if spec is None:
             raise HalError("board %s has no %s bus" % (self.board["name"], kind))
         machine = self._machine
         pin = machine.Pin
         if kind == "i2c":
-            from device.drivers.pn532 import I2C_TIMEOUT_US  # the PN532 stretches SCL (pn532.py)
-
             return machine.I2C(spec["id"], scl=pin(spec["scl"]), sda=pin(spec["sda"]),
-                               freq=spec["freq"], timeout=I2C_TIMEOUT_US)
+                               freq=spec["freq"], timeout=i2c_timeout_us)
         if kind == "spi":
             # PN532 UM §6.2.5: SPI mode 0, LSB first; the driver handles bit order if needed.
             return machine.SPI(spec["id"], baudrate=spec["baudrate"], sck=pin(spec["sck"]),

@@ -1,6 +1,7 @@
-"""PN532 NFC controller: frames and commands (NXP UM0701-02); transports in pn532_i2c/_spi/_uart.
+"""PN532 NFC controller: frames and commands (NXP UM0701-02); transports in pn532_i2c/_spi/_uart,
+the one for a board's bus picked by device.drivers.pn532_bus.
 
-    nfc = PN532(open_transport("i2c", i2c, irq=irq_pin), reset=rstpd_pin)  # the board's bus
+    nfc = PN532(pn532_bus.open_transport("i2c", i2c, irq=irq_pin), reset=rstpd_pin)
     nfc.begin()                                  # SAMConfiguration + RFConfiguration
     target = parse_target_a(nfc.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00"))  # or None
 
@@ -295,7 +296,7 @@ def parse_tg_init(data):
     return data[0], bytes(data[1:])
 
 
-# --- transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------------------
+# --- shared by the transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------------------
 
 
 def bus_error(error):
@@ -303,26 +304,6 @@ def bus_error(error):
     if error.args and error.args[0] == _ETIMEDOUT:
         return TransportError("bus timeout (clock stretching beyond the I2C timeout)")
     return TransportError("bus error %r" % (error,))
-
-
-def open_transport(kind, bus, irq=None, cs=None):
-    """The transport for a board file's `pn532.bus` ("i2c", "spi", "uart") over the bus hal
-    built; SPI needs its CS pin (`cs`, or the bus's own `.cs` as the simulator offers). Each
-    transport is its own module, imported here only for the bus the board names: a board
-    carries one bus's code on its heap, not three."""
-    if kind == "i2c":
-        from device.drivers.pn532_i2c import I2CTransport
-
-        return I2CTransport(bus, irq)
-    if kind == "spi":
-        from device.drivers.pn532_spi import SPITransport
-
-        return SPITransport(bus, cs if cs is not None else bus.cs, irq)
-    if kind in ("uart", "hsu"):
-        from device.drivers.pn532_uart import UARTTransport
-
-        return UARTTransport(bus)
-    raise PN532Error("no PN532 transport for bus %r" % (kind,))
 
 
 # --- the driver ----------------------------------------------------------------------------

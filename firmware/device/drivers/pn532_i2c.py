@@ -1,5 +1,5 @@
 """PN532 over I2C (NXP UM0701-02 §6.2.4): the transport a board with `"pn532": {"bus": "i2c"}`
-loads, and only that board (device.drivers.pn532.open_transport imports it by the board file's name).
+loads, and only that board (device.drivers.pn532_bus imports it by the board file's name).
 
     from device.drivers.pn532_i2c import I2CTransport
     nfc = PN532(I2CTransport(i2c, irq=irq_pin), reset=rstpd_pin)

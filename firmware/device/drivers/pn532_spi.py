@@ -1,5 +1,5 @@
 """PN532 over SPI (NXP UM0701-02 §6.2.5): the transport a board with `"pn532": {"bus": "spi"}`
-loads, and only that board (device.drivers.pn532.open_transport imports it by the board file's name).
+loads, and only that board (device.drivers.pn532_bus imports it by the board file's name).
 
     from device.drivers.pn532_spi import SPITransport
     nfc = PN532(SPITransport(spi, cs_pin, irq=irq_pin), reset=rstpd_pin)

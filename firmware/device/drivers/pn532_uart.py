@@ -1,5 +1,5 @@
 """PN532 over HSU, its UART (NXP UM0701-02 §6.2.3): the transport a board with
-`"pn532": {"bus": "uart"}` loads, and only that board (device.drivers.pn532.open_transport imports it
+`"pn532": {"bus": "uart"}` loads, and only that board (device.drivers.pn532_bus imports it
 by the board file's name).
 
     from device.drivers.pn532_uart import UARTTransport

@@ -2,14 +2,15 @@
 and the time quality every event carries (FORMATS.md §1 keys 4-6: up, t, sync).
 
     clock = Clock()
-    offset_ms = await clock.sync_ntp(["pool.ntp.org"])   # or clock.set(t_ms, "cmd")
+    offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # device.link.ntp; or clock.set(t_ms, "cmd")
     up, t, sync_age = clock.uptime_ms(), *clock.quality()   # t, sync_age None until set
 
 No floats: milliseconds as integers throughout. Time is kept as "Unix ms at uptime u" =
 base + u, so it never depends on the port's epoch (the ESP32's `time` starts in 2000).
 The `ticks` clock is injectable for tests; call uptime_ms() at least every few days (the app
 does on every event and supervisor tick) so ticks_ms wrap-around is never missed. The SNTP
-packets and checks are device.link.ntp, loaded only while a sync runs.
+packets and checks are device.link.ntp, which adjusts a Clock it is given; the app loads it only
+while a sync runs, so this module never imports it.
 """
 
 import time
@@ -67,15 +68,3 @@ class Clock:
         """Set the time outright (the org's signed `time` command). Returns the offset applied
         against the previous device time (against uptime alone when it was never set)."""
         return self.adjust(unix_ms - self.local_ms(), source)
-
-    async def sync_ntp(self, hosts, samples=4, rng=None, timeout_ms=1000, socket_module=None):
-        """Query the hosts for up to `samples` good answers, apply the best offset, return it.
-        Raises ClockError when no host gave a usable answer. The SNTP code
-        (device.link.ntp) is loaded for the sync and dropped after it."""
-        import device
-        from device.link import ntp
-
-        try:
-            return await ntp.sync(self, hosts, samples, rng, timeout_ms, socket_module)
-        finally:
-            device.forget("link.ntp")

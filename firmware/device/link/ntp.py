@@ -1,5 +1,5 @@
 """SNTP (RFC 5905 / RFC 4330) for device.link.clock: packets, checks, the best of a few samples.
-Its own module, loaded only while a sync runs (Clock.sync_ntp), so a device without NTP hosts
+Its own module, loaded only while a sync runs (device.app drops it after each), so a device without NTP hosts
 in config.json never carries it on the heap.
 
     from device.link import ntp
