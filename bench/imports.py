@@ -3,7 +3,7 @@
 qstr pool entries an import adds, not bytecode.
 
     .venv/bin/python bench/imports.py                       # the modules a tag loads, in order
-    .venv/bin/python bench/imports.py device.drivers.pn532 device.roles.reader --firmware ../other/firmware
+    .venv/bin/python bench/imports.py device.drivers.pn532 device.roles.reader --firmware ../a/firmware
 
 Each figure is gc.mem_alloc() after gc.collect() around one import, in the order given, so a
 module's figure leaves out what the ones before it imported. The qstr pool grows by doubling:
@@ -27,10 +27,13 @@ import device as device_bench  # noqa: E402  (bench/device.py: the same compile 
 # The tag role's modules, in the order the app and its link load them (the simulator first,
 # as bench/device.py does, so its share is not charged to a device module).
 TAG_MODULES = (
-    "device device.board.boards device.board.config device.board.hal device.evidence.identity device.link.clock device.evidence.journal "
-    "device.roles.visits device.app device.drivers.pn532 device.drivers.pn532_i2c device.roles.reader device.drivers.tag_mode "
-    "device.evidence.cbor device.evidence.sha512 device.evidence.ed25519_table device.evidence.ed25519 device.evidence.cose device.evidence.event "
-    "device.link.mqtt device.link.collector"
+    "device device.board device.board.errors device.board.boards device.board.config "
+    "device.board.hal device.evidence device.evidence.identity device.link device.link.clock "
+    "device.evidence.journal device.roles device.roles.visits device.app device.drivers "
+    "device.drivers.pn532 device.drivers.pn532_bus device.drivers.pn532_i2c device.roles.reader "
+    "device.drivers.tag_mode device.evidence.cbor device.evidence.sha512 "
+    "device.evidence.ed25519_table device.evidence.ed25519 device.evidence.cose "
+    "device.evidence.event device.link.mqtt device.link.collector"
 ).split()
 
 SCRIPT = r"""
