@@ -113,8 +113,16 @@ print("ok")
 
 def precompile(out: Path) -> Path:
     """The signing modules of device/ as bytecode .mpy (what a board image holds)."""
-    for source in ("__init__", "evidence/__init__", "evidence/cbor", "evidence/sha512",
-                   "evidence/ed25519", "evidence/ed25519_table", "evidence/cose", "evidence/event"):
+    for source in (
+        "__init__",
+        "evidence/__init__",
+        "evidence/cbor",
+        "evidence/sha512",
+        "evidence/ed25519",
+        "evidence/ed25519_table",
+        "evidence/cose",
+        "evidence/event",
+    ):
         target = out / "device" / f"{source}.mpy"
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(

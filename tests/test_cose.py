@@ -157,9 +157,7 @@ def test_unix_port_signs_events_the_host_verifies(micropython):
         dict(dev="lock-0007", seq=77, boot=3, up=5, type="arrive", prev=b"\x07" * 32,
              t=1790834520, sync=5460, cred=b"\x19" * 16, x={"via": "ntag424", "sun": b"\x01" * 48}),
     ]  # fmt: skip
-    script = (
-        f"from device.evidence import event\nfrom device_signing import sign1\nsecret = {DEVICE_SECRET!r}\n"
-    )
+    script = f"from device.evidence import event\nfrom device_signing import sign1\nsecret = {DEVICE_SECRET!r}\n"
     for case in cases:
         script += "print(sign1(event.build_payload(**{!r}), {!r}, secret).hex())\n".format(
             case,

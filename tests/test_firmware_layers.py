@@ -62,7 +62,9 @@ def _is_package(name: str, known: set[str]) -> bool:
 
 def firmware_graph(root: Path = FIRMWARE) -> dict[str, set[str]]:
     """Module -> the modules and outside names it imports, for every .py under `root`."""
-    files = {module_name(p, root): p for p in sorted(root.rglob("*.py")) if p.name != "manifest.py"}
+    files = {
+        module_name(p, root): p for p in sorted(root.rglob("*.py")) if p.name != "manifest.py"
+    }
     known = set(files)
     return {name: imports_of(path.read_text(), name, known) for name, path in files.items()}
 
@@ -155,9 +157,7 @@ def test_a_cycle_is_found():
         "device.drivers.cards": {"device.drivers.pn532"},
     }
     assert cycles(graph) == [["device.drivers.pn532", "device.drivers.pn532_i2c"]]
-    assert problems(graph) == [
-        "import cycle: device.drivers.pn532 <-> device.drivers.pn532_i2c"
-    ]
+    assert problems(graph) == ["import cycle: device.drivers.pn532 <-> device.drivers.pn532_i2c"]
 
 
 def test_an_import_from_a_higher_layer_is_refused():

@@ -174,7 +174,12 @@ def test_fleet_command_lines(tmp_path):
 needs_link = pytest.mark.skipif(
     not all(
         (Path(__file__).parent.parent / "firmware/device" / name).exists()
-        for name in ("link/collector.py", "link/mqtt.py", "evidence/event.py", "evidence/ed25519.py")
+        for name in (
+            "link/collector.py",
+            "link/mqtt.py",
+            "evidence/event.py",
+            "evidence/ed25519.py",
+        )
     ),
     reason="device.link.collector / mqtt / event / ed25519 not landed yet",
 )
