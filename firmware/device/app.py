@@ -250,12 +250,12 @@ class App:
         sign_event = journal_signer(self.journal, identity.secret_for_signer(), self.device_id)
 
         async def sign(seq, payload):
-            async with self._signing:  # never beside a tag URL's signature (device.drivers.tag_mode)
+            async with self._signing:  # never beside a tag URL's signature (drivers.tag_mode)
                 return await sign_event(seq, payload)
 
         # now: FORMATS.md §2 expiry needs the time; clock.now() is None before the first sync
-        # (device.evidence.event: the sequence number alone refuses replays), so a `time` command can
-        # set the clock
+        # (device.evidence.event: the sequence number alone refuses replays), so a `time`
+        # command can set the clock
         self.link = Link(self.device_id, self.journal, sign,
                          org_public=self.settings["org_public_key"], host=broker["host"],
                          port=broker["port"], user=broker["user"], password=broker["password"],

@@ -1,6 +1,6 @@
-"""The checks a board file must pass (device.board.boards.validate), in their own module: they run
-once at boot, and device.board.boards drops this module afterwards so its tables and functions leave
-the heap (device.forget).
+"""The checks a board file must pass (device.board.boards.validate), in their own module: they
+run once at boot, and device.board.boards drops this module afterwards so its tables and
+functions leave the heap (device.forget).
 
     from device.board import board_check
     board_check.validate(json.loads(text), "board.json")   # raises errors.BoardError

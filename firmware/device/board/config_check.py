@@ -20,7 +20,7 @@ _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Defaults for the role sections; every value may be overridden in the file.
 LOCK_DEFAULTS = {"relock_ms": 8000}  # unlocked but the door never opened: lock again
 ALARM_DEFAULTS = {"answer_s": 1800}  # Upplands-Bro §8: an alarm is answered within 30 minutes
-VISITS_DEFAULTS = {"debounce_ms": 3000}  # device.roles.visits: a second tap this soon is the same tap
+VISITS_DEFAULTS = {"debounce_ms": 3000}  # roles.visits: a second tap this soon is the same tap
 # FORMATS.md §2 `config`, x = {setting: value}: what a signed command may change, the section of
 # config.json it lives in (None: top level) and the roles it means something to. Identity, keys,
 # broker and Wi-Fi are not here: a wrong value sent over the air would cut the device off.

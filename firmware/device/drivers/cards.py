@@ -130,7 +130,7 @@ def sun_from_url(url):
         raise CardError("SUN parameters are not hex")
 
 
-# --- exchanges with a target (nfc: a device.drivers.pn532.PN532) ------------------------------------
+# --- exchanges with a target (nfc: a device.drivers.pn532.PN532) ---------------------------------
 
 
 def transceive_apdu(nfc, target, command):
@@ -188,7 +188,7 @@ def read_type4_ndef(nfc, target):
     return bytes(message[:length])
 
 
-# --- credentials (device.roles.reader) -------------------------------------------------------------
+# --- credentials (device.roles.reader) -----------------------------------------------------------
 
 
 def read_iso_dep(nfc, target, rng, device_id):

@@ -7,8 +7,9 @@ the one for a board's bus picked by device.drivers.pn532_bus.
 
 The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
 buses). Frames are pure functions (`build_frame`, `parse_frame`) so they run under CPython too.
-Card protocols on top of InDataExchange (APDUs, NDEF) are device.drivers.cards, loaded when needed;
-commands only bring-up and tests send (PowerDown, RF field, blocking searches) device.drivers.pn532_diag.
+Card protocols on top of InDataExchange (APDUs, NDEF) are device.drivers.cards, loaded when
+needed; commands only bring-up and tests send (PowerDown, RF field, blocking searches)
+device.drivers.pn532_diag.
 """
 
 import asyncio
@@ -296,7 +297,7 @@ def parse_tg_init(data):
     return data[0], bytes(data[1:])
 
 
-# --- shared by the transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------------------
+# --- shared by the transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------
 
 
 def bus_error(error):

@@ -1,7 +1,7 @@
 """PN532 commands for bring-up and diagnostics (NXP UM0701-02 §7): the blocking card search,
 the RF field, PowerDown and TgInitAsTarget from fixed parameters. The device never sends them
-in service (device.roles.reader searches with `acall`; device.drivers.tag_mode builds its own target
-parameters), so they live apart from device.drivers.pn532 and cost a tag no heap.
+in service (device.roles.reader searches with `acall`; device.drivers.tag_mode builds its own
+target parameters), so they live apart from device.drivers.pn532 and cost a tag no heap.
 
     from device.drivers import pn532_diag
     target = pn532_diag.list_passive_target(nfc)       # nfc: a device.drivers.pn532.PN532

@@ -1,5 +1,5 @@
-"""Frame collection shared by the PN532's byte-stream transports, SPI and HSU (device.drivers.pn532_spi,
-device.drivers.pn532_uart); an I2C board never loads it.
+"""Frame collection shared by the PN532's byte-stream transports, SPI and HSU
+(device.drivers.pn532_spi, device.drivers.pn532_uart); an I2C board never loads it.
 
     class SPITransport(StreamTransport):
         def _fill(self, mv): self._spi.readinto(mv)      # then read_frame() -> self._collect()

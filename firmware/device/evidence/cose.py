@@ -5,8 +5,9 @@
     message = cose.assemble(payload, b"tag-0042", signature)   # tagged, deterministic bytes
     kid, payload = cose.verify1(message, public)               # raises COSEError
 
-The device signs in slices (device.link.collector.journal_signer, device.drivers.tag_mode), so whole-message
-signing in one call lives with the tests (tests/fakes/device_signing.py), off the device heap.
+The device signs in slices (device.link.collector.journal_signer, device.drivers.tag_mode), so
+whole-message signing in one call lives with the tests (tests/fakes/device_signing.py), off the
+device heap.
 """
 
 from micropython import const

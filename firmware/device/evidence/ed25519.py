@@ -5,8 +5,9 @@
     assert ed25519.verify(ed25519.public_key(secret), b"message", signature)
 
 Speed: a fixed-base comb (8 teeth, spacing 32) over a 16,320-byte table of affine multiples of
-the base point (device/evidence/ed25519_table.py) makes [r]B cost 31 doublings and 32 mixed additions in
-extended coordinates (Hisil-Wong-Carter-Dawson 2008). The public key is cached per secret.
+the base point (device/evidence/ed25519_table.py) makes [r]B cost 31 doublings and 32 mixed
+additions in extended coordinates (Hisil-Wong-Carter-Dawson 2008). The public key is cached per
+secret.
 `Signer.sign_steps(msg)` is a generator that yields between slices of work, so an asyncio loop
 keeps serving taps and buttons while a signature runs. Not constant-time: MicroPython integers
 are not; the key is the device's own and timing is not observable from the network.
@@ -314,7 +315,7 @@ class Signer:
         self._prefix = digest[32:]
         self.public = _encode_point(_run(_comb_steps(self._scalar)))
         self.signature = None
-        # SHA-512's message schedule window (16 words, device.evidence.sha512) for this key's signatures,
+        # SHA-512's message schedule window (16 words, evidence.sha512) for this key's signatures,
         # allocated once while the heap is young rather than once per signature.
         self._schedule = [0] * _SCHEDULE_WORDS
 

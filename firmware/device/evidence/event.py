@@ -3,7 +3,7 @@
     from device.evidence import event
     cid = event.credential_id(salt, uid)   # HMAC-SHA256(salt, uid)[:16], never the raw UID
     payload = event.build_payload("tag-0042", 3, 1, 5580000, "arrive", prev, cred=cid, x={"via": "badge"})
-    prev = hashlib.sha256(payload).digest()   # goes into the next event's key 9 (device.evidence.journal)
+    prev = hashlib.sha256(payload).digest()   # the next event's key 9 (evidence.journal)
 """
 
 import hashlib

@@ -115,5 +115,5 @@ def prove_hex(nonce_hex):
 
 
 def secret_for_signer():
-    """The seed, for device.evidence.ed25519.Signer in this process only (never printed or sent)."""
+    """The seed, for evidence.ed25519.Signer in this process only (never printed or sent)."""
     return _loaded()

@@ -2,7 +2,7 @@
 and the time quality every event carries (FORMATS.md §1 keys 4-6: up, t, sync).
 
     clock = Clock()
-    offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # device.link.ntp; or clock.set(t_ms, "cmd")
+    offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # link.ntp; or clock.set(t_ms, "cmd")
     up, t, sync_age = clock.uptime_ms(), *clock.quality()   # t, sync_age None until set
 
 No floats: milliseconds as integers throughout. Time is kept as "Unix ms at uptime u" =

@@ -1,6 +1,6 @@
 """SNTP (RFC 5905 / RFC 4330) for device.link.clock: packets, checks, the best of a few samples.
-Its own module, loaded only while a sync runs (device.app drops it after each), so a device without NTP hosts
-in config.json never carries it on the heap.
+Its own module, loaded only while a sync runs (device.app drops it after each), so a device
+without NTP hosts in config.json never carries it on the heap.
 
     from device.link import ntp
     offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # applied to clock, returned

@@ -8,8 +8,8 @@ A card held still is one tap (debounce by UID and by credential until it has bee
 `gone_ms`). A reader that stops answering is reset through RSTPD_N and re-initialised while the
 rest of the device runs on; each reset is reported through `on_health`. Phones (kvitto AID,
 CHALLENGE: docs/nfc.md) and NTAG 424 SUN URLs are read by device.drivers.cards, loaded on the first
-ISO-DEP card; tag mode (`tag_mode=`, a device.drivers.tag_mode.TagMode) is its own module, loaded only
-when config.json turns it on.
+ISO-DEP card; tag mode (`tag_mode=`, a device.drivers.tag_mode.TagMode) is its own module,
+loaded only when config.json turns it on.
 """
 
 import asyncio
