@@ -1,5 +1,5 @@
 """The kvitto device package: one subpackage per layer, one module per concern
-(docs/architecture.md, Firmware).
+(docs/firmware-layout.md).
 
     import device
     print(device.VERSION)
