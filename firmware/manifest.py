@@ -11,4 +11,4 @@ it would shadow the frozen copy (sys.path looks in / before .frozen). sim/ is ne
 """
 
 include("$(PORT_DIR)/boards/manifest.py")  # type: ignore  # noqa: F821  (manifest builtin)
-package("device")  # type: ignore  # noqa: F821  (relative to this file: firmware/device)
+package("device")  # type: ignore  # noqa: F821  (firmware/device, its subpackages recursively)
