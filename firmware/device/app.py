@@ -21,7 +21,7 @@ import time
 from micropython import const
 
 import device
-from device.board import boards, config, hal
+from device.board import boards, config
 from device.evidence import identity
 from device.link.clock import Clock
 
