@@ -66,7 +66,7 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
         _only(x, command_type, "t")
         _x_field(x, "t", "uint")
     elif command_type == "config":
-        # the settings a device lets a command change (firmware device/config_check.py COMMAND_SETTINGS)
+        # the settings a device lets a command change (firmware device/board/config_check.py COMMAND_SETTINGS)
         if not x:
             raise MissingField("payload key 10 (x): config names no setting")
         _only(x, command_type, *CONFIG_SETTINGS)

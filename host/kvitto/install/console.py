@@ -53,4 +53,4 @@ class DeviceConsole:
         self.transport.close()
 
 
-# Device-side snippets: small, and only device.identity's public functions plus the filesystem.
+# Device-side snippets: small, and only device.evidence.identity's public functions plus the filesystem.

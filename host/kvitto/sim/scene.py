@@ -24,7 +24,7 @@ from kvitto.errors import KvittoError
 PROVIDER = "p-1"
 COMMAND_LIFETIME = 600
 STEP_TIMEOUT = 20.0
-DEBOUNCE_S = 3.3  # firmware/device/visits.py: a second tap within 3 s is the same tap
+DEBOUNCE_S = 3.3  # firmware/device/roles/visits.py: a second tap within 3 s is the same tap
 
 # The cast: pseudonyms only. Credentials: two badges (UID), an NTAG 424 badge, a phone.
 BADGE_A = "04a1b2c3"  # s-01
