@@ -1,5 +1,5 @@
 """The firmware's layers hold: no import cycle, no layer importing one above it, hardware only in
-the HAL (issue #17; docs/firmware-layout.md).
+the HAL (issue #17; docs/architecture.md, The firmware).
 
 Imports are read with ast from every firmware/**/*.py, those inside functions included: the
 firmware imports lazily to keep its heap small, and a lazy import is still a dependency.

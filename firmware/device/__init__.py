@@ -1,5 +1,5 @@
 """The kvitto device package: one subpackage per layer, one module per concern
-(docs/firmware-layout.md).
+(docs/architecture.md, The firmware).
 
     import device
     print(device.VERSION)

@@ -1,5 +1,5 @@
 """The edge of the firmware: board files, the device configuration and the HAL
-(docs/firmware-layout.md).
+(docs/architecture.md, The firmware).
 
     from device.board import boards
     board_hal = boards.open_hal(boards.load("boards/esp32-lock.json"))
