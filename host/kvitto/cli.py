@@ -417,6 +417,23 @@ def ingest(file, store_url, output_format) -> None:
     )
 
 
+@cli.group()
+def quarantine() -> None:
+    """Messages the collector or `kvitto ingest` refused, kept whole with the reason."""
+
+
+@quarantine.command("list")
+@_STORE
+@click.option("--device", default=None, help="Only messages that named this device.")
+@click.option("--last", "limit", type=click.IntRange(1), default=None, help="Only the newest N.")
+@_FORMAT
+def quarantine_list(store_url, device, limit, output_format) -> None:
+    """Each quarantined message: when, from where (topic or file and item), device, reason."""
+    from kvitto.store.quarantine import run_quarantine_list
+
+    run_quarantine_list(store_url, device, limit, output_format)
+
+
 @cli.command("export-case")
 @_STORE
 @click.option("--month", required=True, help="YYYY-MM")

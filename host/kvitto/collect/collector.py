@@ -16,6 +16,7 @@ the broker redelivers what was not acknowledged, and the primary key absorbs the
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import ssl
 import struct
@@ -36,6 +37,8 @@ from kvitto.collect.intake import Inbound, Intake, Outcome, now_ms, verify_batch
 from kvitto.errors import KvittoError
 from kvitto.evidence.commands import sign_command
 from kvitto.store.db import QuarantineRow, Store
+
+log = logging.getLogger("kvitto.collect")
 
 EVENT_TOPIC = "kvitto/v1/+/evt"
 STATE_TOPIC = "kvitto/v1/+/state"
@@ -109,6 +112,40 @@ class Stats:
         return dict(self.__dict__, reasons=dict(self.reasons))
 
 
+class QuarantineLog:
+    """One log line per quarantined message (reason, device, topic), at most `burst` lines per
+    `window` seconds: a flood of forgeries must not flood the log. What the limit held back is
+    counted in one line when lines are allowed again; `kvitto quarantine list` has them all."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0, clock=time.monotonic):
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        self._window_start = -window
+        self._lines = 0
+        self.held_back = 0
+
+    def __call__(self, rows: list[QuarantineRow]) -> None:
+        for row in rows:
+            now = self.clock()
+            if now - self._window_start >= self.window:
+                if self.held_back:
+                    log.warning(
+                        "%d more quarantined messages were not logged (at most %d lines per "
+                        "%g s); `kvitto quarantine list` shows them",
+                        self.held_back, self.burst, self.window,
+                    )  # fmt: skip
+                self._window_start, self._lines, self.held_back = now, 0, 0
+            if self._lines >= self.burst:
+                self.held_back += 1
+                continue
+            self._lines += 1
+            log.warning(
+                "quarantined: %s (device %s, topic %s)",
+                row.reason, row.device or "unknown", row.source,
+            )  # fmt: skip
+
+
 @dataclass
 class _Gap:
     first: int
@@ -180,6 +217,7 @@ class Collector:
         self._outbox_lock = threading.Lock()  # send_command() is called from other threads
         self.error: BaseException | None = None
         self.on_batch: Callable[[Outcome], None] | None = None
+        self.log_quarantined = QuarantineLog()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -412,28 +450,30 @@ class Collector:
         states = [i for i in batch if i.source.endswith("/state")]
         others = [i for i in batch if not i.source.endswith(("/evt", "/state"))]
         outcome = self.intake.store_batch(events, results)
+        odd = [
+            QuarantineRow(
+                i.received_at, i.source, None, None, "topic-mismatch: unexpected topic", i.message
+            )
+            for i in others
+        ]  # fmt: skip
         for item in states:
             state = item.message.decode("utf-8", "replace").strip()
-            if item.topic_device:
+            if item.topic_device and state in ("online", "offline"):
                 self.store.set_device_state(item.topic_device, state, item.received_at)
                 if state == "online" and self._online.get(item.topic_device) != "online":
                     self._online_at[item.topic_device] = item.received_at
                     self._outbox_checked = 0.0  # what waits for it goes now
                 self._online[item.topic_device] = state
-        if others:
-            self.store.quarantine(
-                [
+            else:
+                reason = f"bad-state: {state[:40]!r} is neither 'online' nor 'offline'"
+                odd.append(
                     QuarantineRow(
-                        i.received_at,
-                        i.source,
-                        None,
-                        None,
-                        "topic-mismatch: unexpected topic",
-                        i.message,
+                        item.received_at, item.source, item.topic_device, None, reason,
+                        item.message,
                     )
-                    for i in others
-                ]
-            )
+                )  # fmt: skip
+        if odd:
+            self.store.quarantine(odd)
         # Committed: now the broker may forget these messages.
         client = self._client
         mids = [item.mid for item in batch if item.mid is not None]
@@ -444,10 +484,14 @@ class Collector:
         stats.received += len(events)
         stats.stored += outcome.stored
         stats.duplicates += outcome.duplicates
-        stats.rejected += outcome.rejected + len(others)
+        stats.rejected += outcome.rejected + len(odd)
         stats.chain_broken += outcome.chain_broken
         for reason, count in outcome.reasons.items():
             stats.reasons[reason] = stats.reasons.get(reason, 0) + count
+        for row in odd:
+            kind = row.reason.split(":")[0]
+            stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
+        self.log_quarantined(outcome.quarantined + odd)
         self._rate_window.append((time.monotonic(), stats.stored))
         for device, saw_duplicate in outcome.touched.items():
             self._advance(device, announce=saw_duplicate)

@@ -21,6 +21,7 @@ from kvitto.errors import KvittoError
 from kvitto.evidence.cose import (
     BadSignature,
     EvidenceError,
+    STORED_UINT_MAX,
     MalformedMessage,
     read_messages,
     split_sign1,
@@ -55,12 +56,20 @@ def verify_batch(
     fast = EventVerifier(keys.get)
     results: list[tuple[Any, ...]] = []
     for message, topic_device in items:
-        event = fast.event(message)
-        if event is not None and (topic_device is None or event.dev == topic_device):
-            results.append(_accepted(event))
-        else:
-            results.append(_verify_one(message, topic_device, keys))
+        try:
+            event = fast.event(message)
+            if event is not None and (topic_device is None or event.dev == topic_device):
+                results.append(_accepted(event))
+            else:
+                results.append(_verify_one(message, topic_device, keys))
+        except Exception as error:  # no message may stop the collector: it is quarantined
+            results.append(("reject", _error_reason(error), topic_device, None))
     return results
+
+
+def _error_reason(error: BaseException) -> str:
+    """The quarantine reason for a message whose handling raised what no check foresaw."""
+    return f"error: {type(error).__name__}: {str(error)[:200]}"
 
 
 def _verify_one(message: bytes, topic_device: str | None, keys: dict[str, bytes]) -> tuple:
@@ -139,6 +148,21 @@ class Outcome:
     touched: dict[str, bool] = field(default_factory=dict)  # device -> saw a duplicate
     reasons: dict[str, int] = field(default_factory=dict)
     stored_by_device: dict[str, int] = field(default_factory=dict)
+    quarantined: list[QuarantineRow] = field(default_factory=list)  # for the operator's log
+
+    def add(self, other: Outcome) -> None:
+        """Fold another part of the same batch into this one."""
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.chain_broken += other.chain_broken
+        for device, saw_duplicate in other.touched.items():
+            self.touched[device] = self.touched.get(device, False) or saw_duplicate
+        for reason, count in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+        for device, count in other.stored_by_device.items():
+            self.stored_by_device[device] = self.stored_by_device.get(device, 0) + count
+        self.quarantined += other.quarantined
 
 
 @dataclass(frozen=True)
@@ -179,7 +203,36 @@ class Intake:
     def store_batch(self, batch: Sequence[Inbound], results: Sequence[tuple]) -> Outcome:
         """Write one batch in one transaction (the caller commits acknowledgements after).
 
-        A deadlock or serialization failure against another collector retries the batch."""
+        A deadlock or serialization failure against another collector retries the batch. Any
+        other exception is one message's doing until shown otherwise: the batch is halved until
+        the message that raises is alone, and that one is quarantined with the error as its
+        reason, so no single message stops the collector. If even its quarantine row cannot be
+        written, the store itself is failing and the error goes up (nothing is acknowledged)."""
+        try:
+            return self._store_retrying(batch, results)
+        except Exception as error:
+            if self.store.is_retryable(error):
+                raise
+            if len(batch) > 1:
+                half = len(batch) // 2
+                outcome = self.store_batch(batch[:half], results[:half])
+                outcome.add(self.store_batch(batch[half:], results[half:]))
+                return outcome
+            item, result = batch[0], results[0]
+            device = result[2] if result[0] == "reject" else result[1]
+            row = QuarantineRow(
+                item.received_at,
+                item.source,
+                device if isinstance(device, str) else None,
+                None,
+                _error_reason(error),
+                item.message,
+            )
+            with self.store.transaction():
+                self.store.quarantine([row])
+            return Outcome(rejected=1, reasons={"error": 1}, quarantined=[row])
+
+    def _store_retrying(self, batch: Sequence[Inbound], results: Sequence[tuple]) -> Outcome:
         for attempt in range(8):
             try:
                 return self._store_batch(batch, results)
@@ -263,6 +316,7 @@ class Intake:
             if rejects:
                 self.store.quarantine(rejects)
         outcome.rejected = len(rejects)
+        outcome.quarantined = rejects
         for reject in rejects:
             kind = reject.reason.split(":")[0]
             outcome.reasons[kind] = outcome.reasons.get(kind, 0) + 1
@@ -273,6 +327,7 @@ class Intake:
         neighbours = {s - 1 for s in new} | {s + 1 for s in new}
         neighbours -= set(new)
         neighbours.discard(0)
+        neighbours.discard(STORED_UINT_MAX + 1)  # the store holds no such number (cose.py)
         hashes = {seq: row.payload_hash for seq, row in new.items()}
         hashes.update(self.store.stored_hashes(device, neighbours))
         statuses: dict[int, bool] = {}

@@ -1,7 +1,11 @@
-"""The `kvitto collect` loop: a collector until SIGTERM, with a live view or JSON lines."""
+"""The `kvitto collect` loop: a collector until SIGTERM, with a live view or JSON lines.
+
+Each quarantined message is one log line on stderr (rate-limited, collector.QuarantineLog);
+output that is not a terminal gets plain lines, each flushed as it is written."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -27,8 +31,9 @@ def run_collect(
 ) -> Stats:
     """Collect until SIGTERM/SIGINT (or `duration` seconds); returns the final statistics.
 
-    text: a live table (rich) on the terminal; json: one statistics object per `interval`
-    seconds on stdout, and a last one after the clean shutdown.
+    text: a live table (rich) on a terminal, else one flushed summary line per `interval`
+    seconds; json: one statistics object per `interval` seconds on stdout, and a last one after
+    the clean shutdown. Quarantined messages: log lines on stderr.
     """
     import json
     import signal
@@ -36,6 +41,7 @@ def run_collect(
 
     from kvitto.store.db import open_store
 
+    _log_to_stderr()
     org_secret = load_org_key(org_key) if org_key else None
     store = open_store(store_url)
     if org_secret is None:
@@ -72,8 +78,10 @@ def run_collect(
                 if collector.error or (deadline and time.monotonic() > deadline):
                     break
                 print(json.dumps(collector.stats().as_dict()), flush=True)
-        else:
+        elif sys.stdout.isatty():
             _live_view(collector, stop, deadline)
+        else:
+            _plain_lines(collector, stop, deadline, interval)
     finally:
         collector.stop()
         for sig, handler in previous.items():
@@ -87,6 +95,41 @@ def run_collect(
     if output_format == "json":
         print(json.dumps(dict(final.as_dict(), final=True)), flush=True)
     return final
+
+
+def _log_to_stderr() -> None:
+    """kvitto's log lines (one per quarantined message) on stderr, unless the program embedding
+    the collector set up logging itself. A StreamHandler flushes after every line."""
+    logger = logging.getLogger("kvitto")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _summary(stats: Stats) -> str:
+    rejected = ", ".join(f"{k} {v}" for k, v in stats.reasons.items()) or "0"
+    return (
+        f"{'connected' if stats.connected else 'connecting'}, {stats.devices_online} devices "
+        f"online, {stats.stored} stored, {stats.duplicates} duplicates, {stats.gaps_open} gaps "
+        f"open, {stats.acks_sent} acks, {stats.chain_broken} chain breaks, rejected {rejected}"
+    )
+
+
+def _plain_lines(
+    collector: Collector, stop: threading.Event, deadline: float | None, interval: float
+) -> None:
+    """The live view for a file or pipe: one flushed line per `interval` seconds."""
+    print(f"kvitto collect: {collector.broker_address}", flush=True)
+    while not stop.wait(interval if deadline is None else min(interval, 0.2)):
+        if collector.error or (deadline and time.monotonic() > deadline):
+            break
+        print(time.strftime("%H:%M:%S ") + _summary(collector.stats()), flush=True)
+    print(time.strftime("%H:%M:%S ") + _summary(collector.stats()), flush=True)
 
 
 def _live_view(collector: Collector, stop: threading.Event, deadline: float | None) -> None:

@@ -48,6 +48,10 @@ EVENT_KEYS = {
 }  # fmt: skip
 COMMAND_KEYS = {0: "v", 1: "target", 2: "seq", 3: "expires", 7: "type", 10: "x"}
 UINT_MAX = 2**64 - 1
+# An event's seq, boot, up, t and sync are stored as signed 64-bit integers (SQLite INTEGER,
+# PostgreSQL BIGINT): larger values are refused at decode (docs/formats-v1-additions.md), so no
+# validly signed event carries a number the store cannot keep.
+STORED_UINT_MAX = 2**63 - 1
 # Which events carry a credential id (FORMATS.md §1: "events with a credential only").
 CRED_REQUIRED = frozenset({"arrive", "depart"})
 CRED_OPTIONAL = frozenset({"unlock", "lock", "deny", "alarm_checkin", "alarm_checkout"})

@@ -29,6 +29,7 @@ from kvitto.evidence.cose import (
     EVENT_KEYS,
     EVENT_TYPES,
     MAX_MESSAGE_BYTES,
+    STORED_UINT_MAX,
     UINT_MAX,
     VIA_CREDENTIAL,
     BadPayload,
@@ -87,9 +88,20 @@ def verify_event(message: bytes, public_key: bytes) -> Event:
 # -- payload fields (FORMATS.md §1) -------------------------------------------------------------
 
 
-def _uint(fields: Mapping[Any, Any], key: int, names: Mapping[int, str], lowest: int = 0) -> int:
+def _uint(
+    fields: Mapping[Any, Any],
+    key: int,
+    names: Mapping[int, str],
+    lowest: int = 0,
+    highest: int = UINT_MAX,
+) -> int:
     value = fields[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= UINT_MAX:
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        if isinstance(value, int) and not isinstance(value, bool) and value > highest:
+            raise FieldType(
+                f"payload key {key} ({names[key]}): {value} is above {highest}, "
+                "the largest the store keeps"
+            )
         raise FieldType(f"payload key {key} ({names[key]}): {value!r} is not an unsigned integer")
     return value
 
@@ -127,17 +139,17 @@ def decode_payload(payload: bytes, message: bytes = b"") -> Event:
     """An event payload checked field by field against FORMATS.md §1."""
     fields = _fields(payload, EVENT_KEYS, (0, 1, 2, 3, 4, 7, 9))
     dev = _device_id(fields[1], "payload key 1 (dev)")
-    seq = _uint(fields, 2, EVENT_KEYS, lowest=1)
-    boot = _uint(fields, 3, EVENT_KEYS)
-    up = _uint(fields, 4, EVENT_KEYS)
+    seq = _uint(fields, 2, EVENT_KEYS, lowest=1, highest=STORED_UINT_MAX)
+    boot = _uint(fields, 3, EVENT_KEYS, highest=STORED_UINT_MAX)
+    up = _uint(fields, 4, EVENT_KEYS, highest=STORED_UINT_MAX)
     event_type = fields[7]
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         raise UnknownEventType(f"payload key 7 (type): {event_type!r} is not an event type")
     prev = _bstr(fields, 9, 32)
     if (5 in fields) != (6 in fields):
         raise MissingField("payload keys 5 (t) and 6 (sync) go together")
-    t = _uint(fields, 5, EVENT_KEYS) if 5 in fields else None
-    sync = _uint(fields, 6, EVENT_KEYS) if 6 in fields else None
+    t = _uint(fields, 5, EVENT_KEYS, highest=STORED_UINT_MAX) if 5 in fields else None
+    sync = _uint(fields, 6, EVENT_KEYS, highest=STORED_UINT_MAX) if 6 in fields else None
     cred = _bstr(fields, 8, 16) if 8 in fields else None
     if cred is None and event_type in CRED_REQUIRED:
         raise MissingField(f"payload key 8 (cred): a {event_type} event names its credential")
@@ -420,16 +432,16 @@ class EventVerifier:
         x: dict[str, Any] = {}
         ok = (
             fields[1] == device_id
-            and type(seq) is int and 1 <= seq <= UINT_MAX
-            and type(boot) is int and 0 <= boot <= UINT_MAX
-            and type(up) is int and 0 <= up <= UINT_MAX
+            and type(seq) is int and 1 <= seq <= STORED_UINT_MAX
+            and type(boot) is int and 0 <= boot <= STORED_UINT_MAX
+            and type(up) is int and 0 <= up <= STORED_UINT_MAX
             and type(event_type) is str and event_type in EVENT_TYPES
             and type(prev) is bytes and len(prev) == 32
         )  # fmt: skip
         if ok and has_time:
             t, sync = fields[5], fields[6]
-            ok = type(t) is int and 0 <= t <= UINT_MAX and type(sync) is int
-            ok = ok and 0 <= sync <= UINT_MAX
+            ok = type(t) is int and 0 <= t <= STORED_UINT_MAX and type(sync) is int
+            ok = ok and 0 <= sync <= STORED_UINT_MAX
         if ok:
             if has_cred:
                 cred = fields[8]

@@ -424,6 +424,24 @@ class Store:
             "SELECT source, device, seq, reason, message FROM quarantine ORDER BY id"
         )
 
+    def quarantine_rows(
+        self, device: str | None = None, limit: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """(id, received_at, source, device, seq, reason, message), the newest `limit` (all if
+        None) in arrival order; `device`: only those the message named."""
+        where = "WHERE device = ? " if device is not None else ""
+        params: list[Any] = [device] if device is not None else []
+        tail = ""
+        if limit is not None:
+            tail = " LIMIT ?"
+            params.append(limit)
+        rows = self.execute(
+            "SELECT id, received_at, source, device, seq, reason, message FROM quarantine "
+            f"{where}ORDER BY id DESC{tail}",
+            tuple(params),
+        )
+        return rows[::-1]
+
     # -- commands and device state --------------------------------------------------------
 
     def next_command_seq(self, device: str, now_ms: int | None = None) -> int:
