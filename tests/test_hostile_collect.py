@@ -154,7 +154,9 @@ def test_a_message_whose_handling_raises_is_quarantined_alone(store_url):
         intake.reload_keys()
         messages = [*genuine.events(4), attacker.next_event(), *genuine.events(3)]
         batch = [Inbound(m, f"test {n}", None, 1) for n, m in enumerate(messages)]
-        results = verify_batch([(m, None) for m in messages], intake.keys(["tag-0042", "tag-0666"]))
+        results = verify_batch(
+            [(m, None) for m in messages], intake.keys(["tag-0042", "tag-0666"])
+        )
         outcome = intake.store_batch(batch, results)
         assert (outcome.stored, outcome.rejected, outcome.reasons) == (7, 1, {"error": 1})
         assert store.event_count("tag-0042") == 7 and store.event_count("tag-0666") == 0
@@ -234,8 +236,9 @@ def test_quarantine_list_shows_each_refused_message(tmp_path, store_url, capsys)
         (f"{path} item 2", "tag-0777", "unknown-device"),
         (f"{path} item 3", None, "malformed"),
     ]
-    assert hashlib.sha256(bytes.fromhex(rows[0]["message"])).digest() == hashlib.sha256(
-        stranger.journal[1]
-    ).digest()
+    assert (
+        hashlib.sha256(bytes.fromhex(rows[0]["message"])).digest()
+        == hashlib.sha256(stranger.journal[1]).digest()
+    )
     code, out, _ = run(["quarantine", "list", "--store", store_url, "--last", "1"], capsys)
     assert code == 0 and out.count("\n") == 1 and "item 3" in out and "malformed" in out

@@ -19,9 +19,9 @@ import cbor2
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.cose import (
+    STORED_UINT_MAX,
     BadSignature,
     EvidenceError,
-    STORED_UINT_MAX,
     MalformedMessage,
     read_messages,
     split_sign1,
