@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -187,9 +188,26 @@ class Case:
 # -- field parsers: each names where the bad value is ------------------------------------------
 
 
+# FORMATS.md §3's times: a date, T or a space, hours and minutes with a colon, optional seconds
+# and fraction, optional offset. Python's fromisoformat takes far more (week dates, basic
+# format, fractions of an hour: "07.30" was 07:00:00.3, the Swedish 07:30 misread), so a value
+# must match this first; anything else is refused with file, line and field.
+_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2})?"
+)
+_SWEDISH_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{1,2}\.\d{2}(?:\.\d{2})?")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def parse_time(text: str) -> datetime:
-    """ISO 8601 with offset (or Z), or local Europe/Stockholm wall time without one."""
+    """ISO 8601 with offset (or Z), or local Europe/Stockholm wall time without one:
+    YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|+HH:MM] (a space for the T is fine). ValueError with
+    what is wrong otherwise."""
     text = text.strip()
+    if not _TIME.fullmatch(text):
+        if _SWEDISH_TIME.fullmatch(text):
+            raise ValueError("hours and minutes go with a colon (07:30), not a dot (07.30)")
+        raise ValueError("expected YYYY-MM-DDTHH:MM[:SS][+HH:MM]")
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     value = datetime.fromisoformat(text)
@@ -213,9 +231,9 @@ def _time(text: str, source: str, line: int, name: str, required: bool = False) 
         return None
     try:
         return parse_time(text)
-    except ValueError:
+    except ValueError as error:
         raise CaseError(
-            f"{_where(source, line, name)}: {text!r} is not an ISO 8601 time"
+            f"{_where(source, line, name)}: {text!r} is not an ISO 8601 time ({error})"
         ) from None
 
 
@@ -236,6 +254,8 @@ def _date(text: Any, source: str, line: int, name: str, required: bool = False) 
             raise CaseError(f"{_where(source, line, name)}: missing")
         return None
     try:
+        if not _DATE.fullmatch(text.strip()):
+            raise ValueError("not YYYY-MM-DD")  # fromisoformat also takes 20261111, 2026-W45
         return date.fromisoformat(text.strip())
     except ValueError:
         raise CaseError(
@@ -532,6 +552,15 @@ def _read_text(path: Path) -> str:
         raise CaseError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
+def read_claims(path: Path) -> list[Claim]:
+    """claims.csv on its own (kvitto export-case checks it before copying it into a bundle)."""
+    return parse_claims(_read_text(path), str(path))
+
+
+def read_orders(path: Path) -> list[Order]:
+    return parse_orders(_read_text(path), str(path))
+
+
 def read_case(path: Path) -> Case:
     """Read a case bundle folder; raises CaseError for anything unusable."""
     path = Path(path)
@@ -557,6 +586,13 @@ def read_case(path: Path) -> Case:
         if (path / name).exists():
             evidence = path / name
             break
+    if evidence is None:
+        # Without it every claim would be judged as unproven: a missing file is an incomplete
+        # bundle, not a month without events (that is an empty file).
+        raise CaseError(
+            f"{path / 'evidence.cbor-seq'}: missing from the case bundle (nor is there an "
+            "evidence.jsonl); a case without events has an empty evidence file"
+        )
     return Case(path=path, registry=registry, orders=orders, claims=claims, evidence_path=evidence)
 
 

@@ -80,10 +80,17 @@ def export_case(
     are theirs; credentials are the provider's (all, if none is named). Evidence is every event
     of those devices from each boot that has an event within the month (±1 day, by device time
     or else receive time), so the verifier can re-anchor every boot's clock from its own sync
-    events. claims.csv and orders.csv are copied unchanged.
+    events. claims.csv and orders.csv are checked as `kvitto verify` reads them (a bad time or
+    date: CaseError with file, line and field) and copied unchanged.
     """
     import shutil
 
+    from kvitto.verify.case import read_claims, read_orders
+
+    if claims is not None:
+        read_claims(claims)
+    if orders is not None:
+        read_orders(orders)
     registry = Registry(store)
     start, end = month_window(month)
     wanted: set[str] | None = None
