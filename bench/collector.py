@@ -302,7 +302,7 @@ def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
     broker = Broker(workdir, args.inflight)
     try:
         configs = [(w, b) for w in args.workers for b in args.max_batch]
-        names = [f"bench-collector-w{w}-b{b}" for w, b in configs]
+        names = [f"bench_collector_w{w}_b{b}" for w, b in configs]
         raw = raw_session(broker.port, "bench-raw")
         raw.disconnect()
         raw.loop_stop()

@@ -29,13 +29,16 @@ class MqttProbe:
         password: str | None,
         client_id: str | None = None,
         tls_ca: Path | None = None,
+        clean_session: bool = True,
     ):
         self.host = host
         self.port = port
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"probe-{username}-{time.monotonic_ns()}",
+            clean_session=clean_session,
         )
+        self.disconnects = 0  # times the broker closed the connection before close()
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls_ca is not None:
@@ -47,6 +50,10 @@ class MqttProbe:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.disconnects += 1
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.connack = reason_code.value
@@ -75,6 +82,7 @@ class MqttProbe:
         info.wait_for_publish(timeout)
 
     def close(self) -> None:
+        self.client.on_disconnect = None
         self.client.loop_stop()
         self.client.disconnect()
 

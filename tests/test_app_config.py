@@ -62,6 +62,8 @@ CASES = [
     (dict(org_public_key=None), "org_public_key", "is missing"),
     (dict(colour="red"), "colour", "unknown field"),
     (dict(tag_mode="yes"), "tag_mode", "true or false"),
+    # The broker names the session by the username; the device's client id is its id.
+    (dict(broker={"host": "b", "user": "tag-0002"}), "broker.user", "must be the device id"),
 ]
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from collect_support import wait_for
 from installer_support import MqttProbe, settle, unstarted_mosquitto
 
 from kvitto.cli import cli
+from kvitto.collect.collector import Collector
 from kvitto.errors import KvittoError
 from kvitto.install.broker_config import (
     COLLECTOR_USER,
@@ -25,6 +27,8 @@ from kvitto.install.broker_config import (
     password_hash,
     write_broker_config,
 )
+from kvitto.install.pki import TlsFiles
+from kvitto.store.db import open_store
 from kvitto.store.registry import DeviceAccount
 
 
@@ -91,17 +95,65 @@ def test_device_a_cannot_reach_device_b(broker):
 
 
 def test_a_device_cannot_publish_commands_to_itself(broker):
-    mosquitto, passwords, _, _ = broker
+    # One session per device (the broker names it by the username), so the device listens to
+    # its own command topic itself; the collector's command shows the zero means something.
+    mosquitto, passwords, collector_password, _ = broker
     device_a = probe(mosquitto, "tag-0001", passwords["tag-0001"])
-    listener = probe(mosquitto, "tag-0001", passwords["tag-0001"])
+    collector = probe(mosquitto, COLLECTOR_USER, collector_password)
     try:
-        listener.subscribe("kvitto/v1/tag-0001/cmd")
+        device_a.subscribe("kvitto/v1/tag-0001/cmd")
         device_a.publish("kvitto/v1/tag-0001/cmd", b"self-command")
+        collector.publish("kvitto/v1/tag-0001/cmd", b"a-command")
         settle()
-        assert listener.messages == []
+        assert device_a.messages == [("kvitto/v1/tag-0001/cmd", b"a-command")]
     finally:
         device_a.close()
-        listener.close()
+        collector.close()
+
+
+def test_no_login_can_take_another_clients_session(broker, tmp_path):
+    """A client id names a session, and a second connection with the same id closes the first:
+    device A tries the collector's ids and device B's, with clean and persistent sessions."""
+    mosquitto, passwords, collector_password, _ = broker
+    store = open_store(f"sqlite:///{tmp_path}/kvitto.db")
+    url = f"mqtt://{COLLECTOR_USER}:{collector_password}@{mosquitto.host}:{mosquitto.port}"
+    collector = Collector(store, url, None)
+    collector.start()
+    collector.wait_ready()
+    device_b = MqttProbe(
+        mosquitto.host, mosquitto.port, "tag-0002", passwords["tag-0002"], client_id="tag-0002"
+    )
+    try:
+        assert device_b.connect() == 0
+        device_b.subscribe("kvitto/v1/tag-0002/cmd")
+        for taken in (COLLECTOR_USER, "kvitto-collector", "tag-0002"):
+            for clean in (True, False):
+                attacker = MqttProbe(
+                    mosquitto.host, mosquitto.port, "tag-0001", passwords["tag-0001"],
+                    client_id=taken, clean_session=clean,
+                )  # fmt: skip
+                attacker.connect()
+                settle(0.3)
+                attacker.close()
+        device_b.publish("kvitto/v1/tag-0002/evt", b"b-event")
+        wait_for(lambda: collector.stats().received == 1, what="B's message at the collector")
+        stats = collector.stats()
+        assert (stats.disconnects, stats.connected, stats.subscribed) == (0, True, True)
+        assert device_b.disconnects == 0
+        assert collector.error is None
+    finally:
+        device_b.close()
+        collector.stop()
+        store.close()
+
+
+def test_every_listener_names_the_session_by_the_username(tmp_path):
+    tls = TlsFiles(tmp_path / "ca.crt", tmp_path / "broker.crt", tmp_path / "broker.key")
+    settings = BrokerSettings(tls=tls, client_certificates=True)
+    written = write_broker_config(tmp_path / "etc", [], settings)
+    listeners = written.config.read_text().split("\nlistener ")[1:]
+    assert len(listeners) == 2
+    assert all("\nuse_username_as_clientid true\n" in text for text in listeners)
 
 
 @pytest.mark.parametrize(

@@ -150,7 +150,7 @@ def test_two_collectors_sharing_a_subscription_store_each_event_once_in_postgres
     devices = registered(url, "tag-0042", "tag-0043", "lock-0007")
     per_device = 400
     collectors = [
-        start(url, mosquitto.url, client_id=f"collector-{name}", share_group="kvitto")
+        start(url, mosquitto.url, client_id=f"collector_{name}", share_group="kvitto")
         for name in "ab"
     ]
     try:

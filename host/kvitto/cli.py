@@ -353,7 +353,13 @@ def lockdown(port, out, output_format) -> None:
 @click.option("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://…")
 @_STORE
 @click.option("--share", "share_group", help="Shared subscription group ($share/GROUP/…).")
-@click.option("--client-id", default="kvitto-collector", show_default=True)
+@click.option(
+    "--client-id",
+    default="kvitto_collector",
+    show_default=True,
+    help="MQTT client id; needs a character no device id has ('_'). A broker from "
+    "`kvitto broker-config` uses the username instead.",
+)
 @click.option(
     "--org-key",
     type=click.Path(exists=True, dir_okay=False),

@@ -106,6 +106,10 @@ def validate(settings, source):
     _string(source, "broker.", "host", broker.get("host"))
     _integer(source, "broker.port", broker["port"], 1, 65535)
     _string(source, "broker.", "user", broker["user"], optional=True)
+    if broker["user"] is not None and broker["user"] != device:
+        # The device's MQTT client id is its id, and the broker (kvitto broker-config) names
+        # each session by the username: any other login would not be this device's session.
+        _fail(source, "broker.user", "must be the device id %r, got %r" % (device, broker["user"]))
     _string(source, "broker.", "password", broker["password"], optional=True)
     if not isinstance(broker["tls"], bool):
         _fail(source, "broker.tls", "must be true or false, got %r" % (broker["tls"],))

@@ -36,10 +36,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kvitto.collect.intake import Inbound, Intake, Outcome, now_ms, verify_batch
 from kvitto.errors import KvittoError
 from kvitto.evidence.commands import sign_command
+from kvitto.evidence.cose import DEVICE_ID
 from kvitto.store.db import QuarantineRow, Store
 
 log = logging.getLogger("kvitto.collect")
 
+# The underscore keeps it out of the device ids' [a-z0-9-]{3,32}: no device's session can be
+# named like the collector's. A broker configured by `kvitto broker-config` names each session
+# by its username instead (kvitto_collector), for the same reason.
+COLLECTOR_CLIENT_ID = "kvitto_collector"
 EVENT_TOPIC = "kvitto/v1/+/evt"
 STATE_TOPIC = "kvitto/v1/+/state"
 COMMAND_LIFETIME = 300  # seconds a command stays valid (FORMATS.md §2 `expires`)
@@ -104,6 +109,7 @@ class Stats:
     gaps_open: int = 0
     connected: bool = False
     subscribed: bool = False
+    disconnects: int = 0  # connections lost (a broker that closed ours: another took the id?)
     reasons: dict[str, int] = field(default_factory=dict)
     devices_online: int = 0
     events_per_second: float = 0.0
@@ -163,7 +169,7 @@ class Collector:
         broker_url: str,
         org_secret: bytes | None,
         *,
-        client_id: str = "kvitto-collector",
+        client_id: str = COLLECTOR_CLIENT_ID,
         share_group: str | None = None,
         workers: int = 0,
         max_batch: int = 1000,
@@ -175,6 +181,12 @@ class Collector:
         outbox_interval: float = 1.0,
         outbox_resend: float = 60.0,
     ):
+        if DEVICE_ID.fullmatch(client_id):
+            # A session is named by its client id: a device with this id would log us off.
+            raise KvittoError(
+                f"client id {client_id!r} could be a device's id ([a-z0-9-]): give the "
+                "collector one with a character no device id has, such as '_'"
+            )
         self.store = store
         self.intake = Intake(store)
         self.broker_url = broker_url
@@ -340,6 +352,8 @@ class Collector:
             raise KvittoError(f"broker {self.broker_address} did not confirm the subscription")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self._stopping.is_set():
+            self._stats.disconnects += 1
         self._stats.connected = False
         self._stats.subscribed = False
 

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from kvitto.collect.collector import Collector, Stats, load_org_key
+from kvitto.collect.collector import COLLECTOR_CLIENT_ID, Collector, Stats, load_org_key
 from kvitto.errors import KvittoError
 
 # -- the `kvitto collect` loop: live view or JSON lines, until SIGTERM --------------------
@@ -22,7 +22,7 @@ def run_collect(
     *,
     org_key: Path | None = None,
     share_group: str | None = None,
-    client_id: str = "kvitto-collector",
+    client_id: str = COLLECTOR_CLIENT_ID,
     output_format: str = "text",
     workers: int = 0,
     ca_file: str | None = None,

@@ -9,6 +9,11 @@ Each device logs in with its own username (its device id) and a random password 
 provisioning; the registry keeps only the password hash, in the PBKDF2-SHA512 `$7$` format that
 `mosquitto_passwd` writes, so this module copies hashes and never sees a device's password.
 The ACL gives every device only `kvitto/v1/<its id>/…` through `pattern` lines on `%u`.
+
+Every listener takes the username as the MQTT client id (`use_username_as_clientid`): a client
+id names a session, and a second connection with the same id closes the first, so a device
+that could choose its client id could log the collector (or another device) off the broker.
+The collector's username has an underscore, which no device id has.
 """
 
 from __future__ import annotations
@@ -174,12 +179,16 @@ def render_config(
         "connection_messages true",
         "",
     ]
+    # A listener option (mosquitto.conf(5)): on every listener, so that no login can take
+    # another's client id and with it the other's session.
+    same_id = "use_username_as_clientid true"
     if settings.plain_listener:
-        lines += [f"listener {settings.port} {settings.bind}", "protocol mqtt", ""]
+        lines += [f"listener {settings.port} {settings.bind}", "protocol mqtt", same_id, ""]
     if settings.tls is not None:
         lines += [
             f"listener {settings.tls_port} {settings.bind}",
             "protocol mqtt",
+            same_id,
             f"cafile {settings.tls.ca}",
             f"certfile {settings.tls.certificate}",
             f"keyfile {settings.tls.key}",

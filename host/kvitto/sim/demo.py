@@ -191,7 +191,7 @@ def _run(console: Console, say: Progress, out: Path, workdir: Path, broker: str,
     scene.clock("lock-0201", at("01:00"))
     say("lock-0201 allowlist: s-01, s-02 (signed `allow`)")
 
-    collector = Collector(store, broker, org_secret, client_id="kvitto-demo-collector")
+    collector = Collector(store, broker, org_secret, client_id="kvitto_demo_collector")
     collector.start()
     stack.callback(collector.stop)
     collector.wait_ready(20)
