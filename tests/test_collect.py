@@ -181,12 +181,16 @@ def test_a_revoked_device_counts_only_before_its_revocation(
     store, registry, devices, collector_factory
 ):
     device = devices()
-    registry.revoke_device("tag-0042", "2026-09-21T14:13:25+00:00")
     collector = collector_factory()
-    # Device times 1790000000 + seq: revoked at 1790000005, so seq 5 onwards is refused.
     device.events(8)
+    device.publish_seqs(range(1, 5))
+    wait_for(lambda: collector.stats().stored == 4, what="the events before the revocation")
+    # Device times 1790000000 + seq: revoked at 1790000005, so seq 5 onwards is refused (and
+    # is beyond #4, the last the device had reached when it was revoked).
+    registry.revoke_device("tag-0042", "2026-09-21T14:13:25+00:00")
+    collector.intake.reload_keys()
     device.publish_seqs(range(1, 9))
-    wait_for(lambda: collector.stats().received == 8, what="all received")
+    wait_for(lambda: collector.stats().received == 12, what="all received")
     assert stored_seqs(store) == [1, 2, 3, 4]
     rejected = [(seq, reason.split(":")[0]) for _, _, seq, reason, _ in store.quarantined()]
     assert rejected == [(5, "revoked"), (6, "revoked"), (7, "revoked"), (8, "revoked")]

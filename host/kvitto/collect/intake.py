@@ -169,6 +169,9 @@ class Outcome:
 class DeviceKey:
     public_key: bytes
     revoked_at: int | None
+    # Revoked: the highest sequence it may still deliver (stored + reported backlog at the
+    # revocation; store `revocations`); None where the revocation left no record.
+    seq_bound: int | None = None
 
 
 class Intake:
@@ -190,7 +193,14 @@ class Intake:
         return {d: self._keys[d].public_key for d in wanted if d in self._keys}
 
     def reload_keys(self) -> None:
-        self._keys = {d.id: DeviceKey(d.public_key, d.revoked_at) for d in self.registry.devices()}
+        bounds = {
+            device: last_seq + (backlog or 0)
+            for device, (_, last_seq, backlog) in self.store.revocations().items()
+        }
+        self._keys = {
+            d.id: DeviceKey(d.public_key, d.revoked_at, bounds.get(d.id) if d.revoked else None)
+            for d in self.registry.devices()
+        }
         self._keys_loaded = time.monotonic()
 
     def claimed_device(self, message: bytes) -> str | None:
@@ -253,16 +263,26 @@ class Intake:
                 key = self._keys.get(dev)
                 revoked_at = key.revoked_at if key else None
                 at = t if isinstance(t, int) else item.received_at // 1000
+                reason = None
                 if revoked_at is not None and at >= revoked_at:
                     moment = "device time" if isinstance(t, int) else "receive time"
+                    reason = (
+                        f"revoked: device {dev} was revoked before this event "
+                        f"({moment} {at}, revoked at {revoked_at})"
+                    )
+                elif key is not None and key.seq_bound is not None and seq > key.seq_bound:
+                    # Dated before the revocation, yet beyond what the device had reached
+                    # then: only a key used after the revocation could have signed it.
+                    reason = (
+                        f"revoked: {dev}#{seq} is beyond #{key.seq_bound}, the last sequence "
+                        "the device had reached when it was revoked"
+                    )
+                if reason is not None:
                     rejects.append(
                         QuarantineRow(
-                            item.received_at, item.source, dev, seq,
-                            f"revoked: device {dev} was revoked before this event "
-                            f"({moment} {at}, revoked at {revoked_at})",
-                            item.message,
+                            item.received_at, item.source, dev, seq, reason, item.message
                         )
-                    )  # fmt: skip
+                    )
                     continue
                 rows.append(
                     EventRow(

@@ -31,12 +31,14 @@ _TYPES = {
         "bigint": "INTEGER",
         "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "clustered": "WITHOUT ROWID",
+        "now_ms": "(CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
     },
     "postgresql": {
         "blob": "BYTEA",
         "bigint": "BIGINT",
         "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         "clustered": "",
+        "now_ms": "(CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT))",
     },
 }
 
@@ -129,6 +131,26 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 done_seq {bigint},
                 outcome TEXT NOT NULL DEFAULT '')""",
             "CREATE INDEX outbox_open ON outbox (done_at, device)",
+        ],
+    ),
+    (
+        3,
+        "revocations: how far a revoked device's sequence may still reach",
+        [
+            # A revoked device's key may be in a thief's hands: recorded at revocation, the
+            # highest sequence stored and the backlog the device last reported (events in its
+            # journal not yet delivered; NULL: unknown) bound what is accepted afterwards
+            # (Registry.revoke_device, kvitto.collect.intake). recorded_at: Unix ms.
+            """CREATE TABLE revocations (
+                device TEXT PRIMARY KEY REFERENCES devices(id),
+                recorded_at {bigint} NOT NULL,
+                last_seq {bigint} NOT NULL,
+                backlog {bigint})""",
+            # Devices revoked before this table existed: bounded from now on.
+            """INSERT INTO revocations (device, recorded_at, last_seq, backlog)
+                SELECT d.id, {now_ms}, COALESCE(MAX(e.seq), 0), NULL
+                FROM devices d LEFT JOIN events e ON e.device = d.id
+                WHERE d.revoked <> '' GROUP BY d.id""",
         ],
     ),
 ]
@@ -441,6 +463,25 @@ class Store:
             tuple(params),
         )
         return rows[::-1]
+
+    # -- revocations ----------------------------------------------------------------------
+
+    def record_revocation(self, device: str, recorded_at: int) -> None:
+        """Note the device's highest stored sequence now (once: the first record stands)."""
+        self.execute(
+            "INSERT INTO revocations (device, recorded_at, last_seq, backlog) "
+            "SELECT ?, ?, COALESCE(MAX(seq), 0), NULL FROM events WHERE device = ? "
+            "ON CONFLICT (device) DO NOTHING",
+            (device, recorded_at, device),
+        )
+
+    def revocations(self) -> dict[str, tuple[int, int, int | None]]:
+        """device -> (recorded_at ms, last stored seq, reported backlog or None)."""
+        rows = self.execute("SELECT device, recorded_at, last_seq, backlog FROM revocations")
+        return {
+            row[0]: (int(row[1]), int(row[2]), None if row[3] is None else int(row[3]))
+            for row in rows
+        }
 
     # -- commands and device state --------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -204,7 +205,9 @@ class Registry:
         return Device(device_id, customer, role, public_key, installed)
 
     def revoke_device(self, device_id: str, when: str | None = None) -> Device:
-        """Mark a device revoked from `when` (default today); its earlier evidence still counts."""
+        """Mark a device revoked from `when` (default today); its earlier evidence still counts,
+        but only up to the sequence it had reached now (its highest stored, plus the backlog
+        it last reported): a stolen key cannot add to its past (store `revocations`)."""
         when = _checked_moment("revoked", when or _today())
         with self.store.transaction():
             device = self.device(device_id)
@@ -213,6 +216,7 @@ class Registry:
             if device.revoked:
                 return device
             self.store.execute("UPDATE devices SET revoked = ? WHERE id = ?", (when, device_id))
+            self.store.record_revocation(device_id, int(time.time() * 1000))
         return Device(**{**device.__dict__, "revoked": when})
 
     def device(self, device_id: str) -> Device | None:

@@ -222,6 +222,37 @@ def clock_ahead_issues(
     return issues
 
 
+def revoked_arrival_issues(
+    url: str, received: dict[tuple[str, int], tuple[int | None, int]]
+) -> list[Issue]:
+    """I1 marks on events that reached the collector after their device was revoked. They are
+    stored only if dated before the revocation and within the sequence the device had reached
+    then (kvitto.collect.intake): genuine offline evidence, or a stolen key that reused the
+    range. The verdict names each one, so a reader can check it against the device's journal."""
+    import datetime as dt
+
+    from kvitto.store.db import open_store
+
+    with open_store(url, migrate=False) as store:
+        revocations = store.revocations() if store.schema_version() >= 3 else {}
+    issues = []
+    for (device, seq), (_, received_at) in sorted(received.items()):
+        revocation = revocations.get(device)
+        if revocation is None or received_at <= revocation[0]:
+            continue
+        recorded_at, last_seq, backlog = revocation
+        when = dt.datetime.fromtimestamp(recorded_at / 1000, dt.timezone.utc)
+        reach = f"#{last_seq}" + (f" + backlog {backlog}" if backlog else "")
+        issues.append(
+            Issue(
+                "I1", device, seq,
+                f"received after the device was revoked ({when:%Y-%m-%d %H:%M}Z); accepted as "
+                f"within the sequence it had reached then ({reach})",
+            )
+        )  # fmt: skip
+    return issues
+
+
 ORDER_HEADER = (
     ORDER_FIELDS  # orders.csv's columns (FORMATS.md §3), as kvitto.verify.case reads them
 )
@@ -257,6 +288,7 @@ def verify_store(
     evidence = build_evidence(case.registry, messages, max_sync_age, _tap_keys(pki))
     tolerance = int(loaded.rules.get("I5", {}).get("receive_tolerance_s", 300))
     evidence.issues.extend(clock_ahead_issues(received, tolerance))
+    evidence.issues.extend(revoked_arrival_issues(url, received))
     result = verify_loaded(case, loaded, month, evidence)
     result.not_checked = [e for e in result.not_checked if not (
         e["rule"] == "I5" and "receive times" in e["reason"])]  # fmt: skip
