@@ -209,7 +209,7 @@ def test_kvitto_collect_into_a_file_writes_lines_while_it_runs(tmp_path, store_u
     with out.open("w") as stdout, err.open("w") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=dict(os.environ))
     try:
-        wait_for(lambda: "connected," in out.read_text(), what="a status line in the file")
+        wait_for(lambda: "connected (lost 0)" in out.read_text(), what="a status line in the file")
         time.sleep(0.3)  # the subscription is confirmed right after the connection
         attacker.publish(attacker.next_event(), wait=True)
         wait_for(lambda: "quarantined: unknown-device" in err.read_text(), what="the log line")

@@ -114,7 +114,8 @@ def _log_to_stderr() -> None:
 def _summary(stats: Stats) -> str:
     rejected = ", ".join(f"{k} {v}" for k, v in stats.reasons.items()) or "0"
     return (
-        f"{'connected' if stats.connected else 'connecting'}, {stats.devices_online} devices "
+        f"{'connected' if stats.connected else 'connecting'} (lost {stats.disconnects}), "
+        f"{stats.devices_online} devices "
         f"online, {stats.stored} stored, {stats.duplicates} duplicates, {stats.gaps_open} gaps "
         f"open, {stats.acks_sent} acks, {stats.chain_broken} chain breaks, rejected {rejected}"
     )
@@ -141,6 +142,7 @@ def _live_view(collector: Collector, stop: threading.Event, deadline: float | No
         view = Table(title=f"kvitto collect · {collector.broker_address}", show_header=False)
         rows = [
             ("broker", "connected" if stats.connected else "connecting…"),
+            ("connections lost", str(stats.disconnects)),
             ("devices online", str(stats.devices_online)),
             ("events/s", f"{stats.events_per_second:.0f}"),
             ("stored", str(stats.stored)),
