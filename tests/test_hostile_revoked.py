@@ -7,7 +7,7 @@ from __future__ import annotations
 from collect_support import FakeDevice
 
 from kvitto.collect.intake import ingest
-from kvitto.store.db import open_store
+from kvitto.store.db import REVOCATIONS_SINCE, open_store
 from kvitto.store.registry import Registry
 from kvitto.verify.check import verify_store
 
@@ -80,6 +80,6 @@ def test_devices_revoked_before_the_record_existed_are_bounded_by_the_migration(
         Registry(store).revoke_device("tag-0042", REVOKED)
         # As an older store had it: the revocation without its record, schema version 2.
         store.execute("DROP TABLE revocations")
-        store.execute("DELETE FROM schema_version WHERE version = 3")
-    with open_store(url) as store:  # migrates to 3
+        store.execute("DELETE FROM schema_version WHERE version = ?", (REVOCATIONS_SINCE,))
+    with open_store(url) as store:  # migrates again
         assert store.revocations()["tag-0042"][1] == 2

@@ -112,7 +112,7 @@ def test_a_store_of_version_1_gains_the_outbox(tmp_path):
     )
     store.close()
     upgraded = open_store(url)
-    assert upgraded.schema_version() == 2
+    assert upgraded.schema_version() == MIGRATIONS[-1][0]  # and every later one
     assert upgraded.outbox() == []
     upgraded.close()
 

@@ -42,6 +42,9 @@ _TYPES = {
     },
 }
 
+# The schema version that adds the `revocations` table (readers of an older store skip it).
+REVOCATIONS_SINCE = 3
+
 # (version, what it does, statements). Append new versions; never edit a released one.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -134,7 +137,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
-        3,
+        REVOCATIONS_SINCE,
         "revocations: how far a revoked device's sequence may still reach",
         [
             # A revoked device's key may be in a thief's hands: recorded at revocation, the

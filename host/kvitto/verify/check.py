@@ -231,10 +231,13 @@ def revoked_arrival_issues(
     range. The verdict names each one, so a reader can check it against the device's journal."""
     import datetime as dt
 
-    from kvitto.store.db import open_store
+    from kvitto.store.db import REVOCATIONS_SINCE, open_store
 
     with open_store(url, migrate=False) as store:
-        revocations = store.revocations() if store.schema_version() >= 3 else {}
+        done = store.execute(
+            "SELECT 1 FROM schema_version WHERE version = ?", (REVOCATIONS_SINCE,)
+        )
+        revocations = store.revocations() if done else {}
     issues = []
     for (device, seq), (_, received_at) in sorted(received.items()):
         revocation = revocations.get(device)
