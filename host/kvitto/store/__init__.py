@@ -2,6 +2,7 @@
 
 The database and its migrations (`db`: SQLite or PostgreSQL, the same schema in both), the
 registry of customers, devices, credentials and MQTT accounts (`registry`), the outbox of
-commands waiting for their device (`outbox`), and the organisation's key folder as readers
-need it (`keys`). Imports `kvitto.evidence` and nothing above.
+commands waiting for their device (`outbox`), the refused messages for an operator
+(`quarantine`: `kvitto quarantine list`), and the organisation's key folder as readers need it
+(`keys`). Imports `kvitto.evidence` and nothing above.
 """
