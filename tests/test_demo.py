@@ -53,7 +53,8 @@ def check_huddinge(out: Path) -> dict:
     assert found["k-08"] == {"E1": "adjust"}  # claimed 15:00-16:10, evidence 15:00-15:45
     adjusted = [f for f in document["findings"] if f["claim_id"] == "k-08"][0]
     assert adjusted["payable_minutes"] == 45
-    assert found["k-09"] == {"E1": "reject"}  # manual claim, no evidence at all
+    # manual claim, no evidence, no reason: follow_up naming the missing reason (RULES.md E5)
+    assert found["k-09"] == {"E5": "follow_up"}
     assert found["k-12"] == {"E1": "reject", "T4": "reject"}  # not ordered, no evidence
     assert found["k-11"] == {"E1": "reject"}  # night alarm claimed as a home visit
     # claims the boards' evidence supports: the cohabitants (NTAG 424 back to back), the

@@ -46,13 +46,16 @@ def test_csv_carries_the_same_findings_and_billing(result):
     findings = [r for r in rows if r and r[0] == "finding"]
     assert {(r[3], r[5], r[6], r[7]) for r in findings} == {
         ("k-2", "E1", "reject", "0"),
-        ("k-2", "T1", "reject", "0"),
+        ("k-2", "T1", "follow_up", "13"),  # 000 §1.2.9: written documentation, not reject
         ("k-3", "E1", "adjust", "35"),
     }
     billing = [r for r in rows if r and r[0] == "billing"]
     assert billing == [
         ["billing", "norrtalje", "2026-10", "c-1001", "hemtjanst", "62", "0", "0", "0"]
     ]
+    # RULES.md "not_checked": what the profile leaves to people, with its source
+    not_checked = [r for r in rows if r and r[0] == "not_checked"]
+    assert ["not_checked", "X2", ""] == not_checked[1][:3] and not_checked[1][4] == "000 §1.2.6.2"
 
 
 def test_html_is_offline_and_marks_deviations_on_the_timeline(result):

@@ -88,7 +88,9 @@ def test_c6_home_and_away_apart_haninge(tmp_path):
 
 def test_c7_simplified_assessment_is_its_own_visit_huddinge(tmp_path):
     b = home(tmp_path, ["omsorg", "forenklad-stad"])
-    b.visit("tag-0042", "s-07", "2026-10-01T08:00", "2026-10-01T08:40")
+    # two presences at the door, back to back: two visits (C0: one visit = one presence)
+    b.visit("tag-0042", "s-07", "2026-10-01T08:00", "2026-10-01T08:20")
+    b.visit("tag-0042", "s-07", "2026-10-01T08:20", "2026-10-01T08:40")
     b.claim("k-1", "c-1001", "s-07", "forenklad-stad", "2026-10-01T08:00", "2026-10-01T08:20")
     b.claim("k-2", "c-1001", "s-07", "omsorg", "2026-10-01T08:20", "2026-10-01T08:40")
     visit_with(b, "2026-10-02", "forenklad-stad", "omsorg", ids=("k-3", "k-4"))
@@ -144,16 +146,21 @@ def test_s2_huddinge_no_double_registration_only_one_registers(tmp_path):
     result = run(b, "huddinge")
     assert rules_of(result, "k-1") == {}
     assert rules_of(result, "k-2") == {"S2": "reject"}
-    assert rules_of(result, "k-3") == {"S2": "reject"}
+    # one staff member alone flagged double staffing: the visit was given, it is paid once
+    # (001 Dubbelbemanning: no extra pay); the flag is followed up, never a reject
+    assert rules_of(result, "k-3") == {"S2": "follow_up"}
+    assert payable_of(result, "k-3", "S2") == 30
     assert rules_of(result, "k-4") == {}
 
 
 def test_s3_two_staff_splitting_a_task_share_its_time_upplands_bro(tmp_path):
+    # both registered the whole hour of a task assessed at 60 min: shared down to the 60
     b = home(tmp_path, ["omsorg"])
     b.visit("tag-0042", "s-07", "2026-10-01T10:00", "2026-10-01T11:00")
     b.visit("tag-0042", "s-08", "2026-10-01T10:00", "2026-10-01T11:00")
-    b.claim("k-1", "c-1001", "s-07", "omsorg", "2026-10-01T10:00", "2026-10-01T11:00")
-    b.claim("k-2", "c-1001", "s-08", "omsorg", "2026-10-01T10:00", "2026-10-01T11:00")
+    plan = {"planned_start": "2026-10-01T10:00", "planned_end": "2026-10-01T11:00"}
+    b.claim("k-1", "c-1001", "s-07", "omsorg", "2026-10-01T10:00", "2026-10-01T11:00", **plan)
+    b.claim("k-2", "c-1001", "s-08", "omsorg", "2026-10-01T10:00", "2026-10-01T11:00", **plan)
     b.visit("tag-0042", "s-07", "2026-10-02T10:00", "2026-10-02T11:00")
     b.claim("k-3", "c-1001", "s-07", "omsorg", "2026-10-02T10:00", "2026-10-02T11:00")
     result = run(b, "upplands-bro")

@@ -37,7 +37,7 @@ def test_d2_adjustment_within_72_hours_of_approval_huddinge(tmp_path):
 
 
 @pytest.mark.parametrize(("profile", "activity"),
-                         [("haninge", "franvaro"), ("upplands-bro", "avlosning")])  # fmt: skip
+                         [("haninge", "franvaro"), ("upplands-bro", "omsorg")])  # fmt: skip
 @pytest.mark.parametrize(
     ("month", "day", "ok", "late"),
     [
@@ -110,4 +110,5 @@ def test_d6_adjustments_outside_frame_time_within_five_working_days(tmp_path):
     result = run(b, "norrkoping")
     assert rules_of(result, "k-1") == {}
     assert rules_of(result, "k-2") == {"D6": "follow_up"}
-    assert rules_of(result, "k-3") == {"D6": "reject"}
+    # 004 Förändring av behov (RULES.md D6 corrected): a changed need is reported, not refused
+    assert rules_of(result, "k-3") == {"D6": "follow_up"}

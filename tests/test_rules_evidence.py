@@ -126,7 +126,9 @@ def test_e5_manual_with_reason_is_follow_up_and_counted(tmp_path, profile):
     result = run(b, profile)
     assert rules_of(result, "k-1") == {}
     assert rules_of(result, "k-2") == {"E5": "follow_up"}
-    assert rules_of(result, "k-3") == {"E1": "reject"}
+    # RULES.md E5 (corrected): a missing reason is named, it does not by itself reject
+    assert rules_of(result, "k-3") == {"E5": "follow_up"}
+    assert "reason missing" in result.findings_for("k-3")[0].reason
     assert result.counts["manual_registrations"] == {"p-1": 2}
 
 
@@ -161,5 +163,6 @@ def test_e7_unregistered_or_other_providers_credential_is_not_evidence(tmp_path,
     b.claim("k-3", "c-1001", "s-10", "omsorg", "2026-10-03T08:00", "2026-10-03T08:30")
     result = run(b, profile)
     assert rules_of(result, "k-1") == {}
-    assert rules_of(result, "k-2") == {"E7": "reject"}
-    assert rules_of(result, "k-3") == {"E7": "reject"}
+    # unknown or revoked: I6 (every profile); another provider's: E7
+    assert rules_of(result, "k-2") == {"I6": "reject"}
+    assert rules_of(result, "k-3") == {"I6": "reject"}

@@ -19,15 +19,13 @@ def elsewhere_bundle(tmp_path, activity: str) -> Bundle:
     return b
 
 
-@pytest.mark.parametrize(
-    ("profile", "activity"), [("norrtalje", "506"), ("upplands-bro", "avlosning")]
-)
-def test_t1_night_rejected_partly_adjusted_day_passes(tmp_path, profile, activity):
-    b = elsewhere_bundle(tmp_path, activity)
-    b.claim("k-1", "c-1001", "s-07", activity, "2026-10-01T10:00", "2026-10-01T10:30")
-    b.claim("k-2", "c-1001", "s-07", activity, "2026-10-01T22:41", "2026-10-01T22:54")
-    b.claim("k-3", "c-1001", "s-07", activity, "2026-10-02T06:30", "2026-10-02T07:30")
-    result = run(b, profile)
+def test_t1_upplands_bro_night_rejected_partly_adjusted_day_passes(tmp_path):
+    # 002 §1.2: "Hemtjänst nattetid (22:00-07:00) ingår inte i LOV-uppdraget"
+    b = elsewhere_bundle(tmp_path, "avlosning")
+    b.claim("k-1", "c-1001", "s-07", "avlosning", "2026-10-01T10:00", "2026-10-01T10:30")
+    b.claim("k-2", "c-1001", "s-07", "avlosning", "2026-10-01T22:41", "2026-10-01T22:54")
+    b.claim("k-3", "c-1001", "s-07", "avlosning", "2026-10-02T06:30", "2026-10-02T07:30")
+    result = run(b, "upplands-bro")
     assert rules_of(result, "k-1") == {}
     assert rules_of(result, "k-2") == {"T1": "reject"}
     assert rules_of(result, "k-3") == {"T1": "adjust"}
@@ -36,9 +34,9 @@ def test_t1_night_rejected_partly_adjusted_day_passes(tmp_path, profile, activit
 
 def test_t1_night_across_the_october_dst_change_has_nine_hours(tmp_path):
     # 25 Oct 2026 03:00 CEST → 02:00 CET: 21:30–07:30 is 11 hours, 10 of them at night
-    b = elsewhere_bundle(tmp_path, "506")
-    b.claim("k-1", "c-1001", "s-07", "506", "2026-10-24T21:30", "2026-10-25T07:30")
-    result = run(b, "norrtalje")
+    b = elsewhere_bundle(tmp_path, "avlosning")
+    b.claim("k-1", "c-1001", "s-07", "avlosning", "2026-10-24T21:30", "2026-10-25T07:30")
+    result = run(b, "upplands-bro")
     claim = result.claims[0]
     assert claim.minutes == 11 * 60
     assert payable_of(result, "k-1", "T1") == 60

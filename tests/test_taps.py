@@ -231,7 +231,7 @@ def test_phone_without_an_enrolled_public_key_is_not_checked(tmp_path):
     assert rules_of(result, "k-1") == {}
     skipped = [n for n in result.not_checked if n["rule"] == "E7"]
     assert [n["claim_id"] for n in skipped] == ["k-1"]
-    assert "no public key for phone credential" in skipped[0]["reason"]
+    assert "no public key enrolled for phone credential" in skipped[0]["reason"]
 
 
 def test_badges_stay_weak_and_a_lock_checks_taps_as_a_tag_does(tmp_path):

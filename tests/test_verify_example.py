@@ -49,14 +49,15 @@ def test_example_through_the_command(tmp_path):
     assert document["profile"] == "norrtalje" and document["month"] == "2026-10"
     assert {(f["claim_id"], f["rule"], f["outcome"]) for f in document["findings"]} == {
         ("e-2", "E1", "reject"),
-        ("e-3", "T1", "reject"),
+        ("e-3", "T1", "follow_up"),  # RULES.md T1 corrected: Norrtälje 000 §1.2.9
     }
     for finding in document["findings"]:
         assert set(finding) == {
             "claim_id", "customer", "rule", "outcome", "payable_minutes", "reason",
         }  # fmt: skip
     assert document["billing"] == [
-        {"customer": "c-1001", "category": "hemtjanst", "payable_minutes": 27, "count": 0,
+        # e-1 27 min + e-3 13 min: e-3's night visit is follow_up, payable (RULES.md T1)
+        {"customer": "c-1001", "category": "hemtjanst", "payable_minutes": 27 + 13, "count": 0,
          "double_staffing_minutes": 0, "absence_minutes": 0}
     ]  # fmt: skip
 

@@ -108,6 +108,9 @@ class Order:
     double_staffing: bool = False
     tag_exempt: bool = False
     line: int = 0
+    # Optional column `ended_at`: when the end (valid_to: service ended, customer died) was
+    # registered (004 Uppehåll, verkställighet och avslut; RULES.md X5 with D5).
+    ended_at: datetime | None = None
 
     def valid_on(self, day: date) -> bool:
         return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
@@ -468,6 +471,7 @@ def parse_orders(raw: str, source: str = "orders.csv") -> list[Order]:
                 double_staffing=_flag(row["double_staffing"], source, line, "double_staffing"),
                 tag_exempt=_flag(row["tag_exempt"], source, line, "tag_exempt"),
                 line=line,
+                ended_at=_time(row.get("ended_at", ""), source, line, "ended_at"),
             )
         )
     return orders

@@ -114,7 +114,9 @@ def verify_loaded(
     counts["events"] = evidence.events
     counts["open_visits"] = len(evidence.open_visits())
     unique_not_checked, seen = [], set()
-    for entry in facts.not_checked:
+    # RULES.md "not_checked": what the profile's document states and kvitto leaves to people
+    # comes first, with its source; then what the rules could not check in this bundle.
+    for entry in [*profile.not_checked, *facts.not_checked]:
         key = tuple(sorted(entry.items()))
         if key not in seen:
             seen.add(key)

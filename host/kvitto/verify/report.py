@@ -52,11 +52,10 @@ def to_csv(result: Result) -> str:
                          row.get("absence_minutes", 0)])  # fmt: skip
     if result.not_checked:
         writer.writerow([])
-        writer.writerow(["section", "rule", "claim_id", "reason"])
+        writer.writerow(["section", "rule", "claim_id", "reason", "source"])
         for entry in result.not_checked:
-            writer.writerow(
-                ["not_checked", entry["rule"], entry.get("claim_id", ""), entry["reason"]]
-            )
+            writer.writerow(["not_checked", entry["rule"], entry.get("claim_id", ""),
+                             entry["reason"], entry.get("source", "")])  # fmt: skip
     return buffer.getvalue()
 
 
@@ -172,8 +171,9 @@ def to_html(result: Result) -> str:
     if result.not_checked:
         out.append("<h2>Not checked</h2><ul>")
         for entry in result.not_checked:
+            source = f" ({html.escape(entry['source'])})" if entry.get("source") else ""
             out.append(f"<li>{entry['rule']} {html.escape(entry.get('claim_id', ''))}: "
-                       f"{html.escape(entry['reason'])}</li>")  # fmt: skip
+                       f"{html.escape(entry['reason'])}{source}</li>")  # fmt: skip
         out.append("</ul>")
     if result.integrity:
         out.append("<h2>Evidence issues</h2><ul>")

@@ -149,11 +149,17 @@ class _Checker:
 
     def _phone(self, device: str, event: Event, credential: Credential) -> Proof:
         where = _where(device, event)
+        if len(credential.public_key) != 32:
+            # RULES.md E7/I6: a registered phone without an enrolled key is weak evidence, like
+            # a badge UID; its answer (if any) cannot be checked, so it is not asked for.
+            return Proof(
+                UNCHECKED,
+                f"{where}: no public key enrolled for phone credential {credential.id}: the "
+                "phone proof is not checked, the tap counts as weak evidence",
+            )
         nonce, signature = event.x.get("nonce"), event.x.get("sig")
         if not isinstance(nonce, bytes) or not isinstance(signature, bytes):
             return self._no_proof(device, event, credential, "phone answer")
-        if len(credential.public_key) != 32:
-            return Proof(UNCHECKED, f"{where}: no public key for phone credential {credential.id}")
         public = self.phone_keys.get(credential.id)
         if public is None:
             public = Ed25519PublicKey.from_public_bytes(credential.public_key)

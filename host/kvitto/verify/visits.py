@@ -58,7 +58,7 @@ class Presence:
     credential: str  # hex credential id; "" for alarm-unit buttons (no credential)
     staff: str  # from the registry; "" when the credential is unknown
     provider: str
-    registered: bool  # credential registered and not revoked (E7)
+    registered: bool  # credential registered and not revoked before the visit (I6)
     start: datetime
     end: datetime | None
     synced: bool  # both ends have synchronised device time (I5)
@@ -274,6 +274,21 @@ def build_evidence(
     for device_id, usable in usable_of.items():
         for presence in _pair(registry, device_id, usable, evidence, proofs):
             evidence.presences.append(presence)
+            if presence.credential and not presence.registered:
+                # I6, in every profile: not evidence of staff presence, and said so here
+                # whether or not a claim rests on it.
+                known = presence.credential in registry.credentials
+                evidence.issues.append(
+                    Issue(
+                        "I6",
+                        device_id,
+                        None,
+                        f"visit {presence.start:%Y-%m-%d %H:%M} UTC by credential "
+                        f"{presence.credential[:8]}…: "
+                        + ("revoked before the visit" if known else "not in the registry")
+                        + ", not evidence",
+                    )
+                )
 
     customers_of_household: dict[str, list[str]] = defaultdict(list)
     for customer in registry.customers.values():
@@ -433,6 +448,7 @@ def credentials_present(
         for p in presences
         if p.end is not None
         and p.credential
+        and p.registered  # I6: an unknown or revoked credential is nobody's presence
         and p.start <= end + slack
         and p.end >= start - slack
         and overlap_seconds(p.start, p.end, start, end) > 0

@@ -77,6 +77,9 @@ class Profile:
     activities: dict[str, Activity]
     rules: dict[str, dict[str, Any]]
     path: Path | None = None
+    # Rules the profile's document states that kvitto does not judge (RULES.md "not_checked"):
+    # each {rule, source, reason}, always in the report.
+    not_checked: list[dict[str, str]] = field(default_factory=list)
 
     def active(self, rule: str) -> bool:
         return rule in self.rules
@@ -102,31 +105,31 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> Profile:
+    """A profile by name or .toml path, checked against the schema below: a value of the wrong
+    type or shape is a ProfileError naming the file, the key, what was expected and what was
+    found (issue #25.3), never a traceback."""
     path = _profile_path(name)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ProfileError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    check_profile(data, str(path))
     activities = {}
     for code, entry in data.get("activity", {}).items():
-        where = entry.get("where", "tag")
-        if where not in WHERE or "category" not in entry:
-            raise ProfileError(
-                f"{path}: activity {code}: needs category and where in {sorted(WHERE)}"
-            )
         activities[str(code)] = Activity(
             code=str(code),
             name=entry.get("name", str(code)),
             category=entry["category"],
-            where=where,
+            where=entry.get("where", "tag"),
             arrive_and_depart=bool(entry.get("arrive_and_depart", False)),
             frame=bool(entry.get("frame", False)),
             service=bool(entry.get("service", False)),
         )
     rules = {str(rule): dict(params) for rule, params in data.get("rules", {}).items()}
-    unknown = sorted(set(rules) - set(RULES))
-    if unknown:
-        raise ProfileError(f"{path}: unknown rule(s) {', '.join(unknown)}")
     return Profile(
         name=data.get("name", path.stem),
         municipality=data.get("municipality", path.stem),
@@ -134,7 +137,147 @@ def load_profile(name: str) -> Profile:
         activities=activities,
         rules=rules,
         path=path,
+        not_checked=[dict(entry) for entry in data.get("not_checked", [])],
     )
+
+
+# -- the profile schema (issue #25.3) ----------------------------------------------------------
+# A parameter's kind: int, number (int or float), str, bool, strings (a list of str), hhmm
+# ("HH:MM"), or a tuple of the allowed strings.
+_OUTCOME = ("reject", "adjust", "follow_up")
+_ACTIVITIES = {"activities": "strings"}
+PARAMS: dict[str, dict[str, Any]] = {
+    "E1": {"tolerance_minutes": "number", "arrival_only": "strings"},
+    "T1": {"night_from": "int", "night_to": "int", "outcome": ("follow_up", "reject"),
+           "except": "strings"},
+    "T2": {"tolerance_minutes": "number"},
+    "T3": {"without_reason": ("follow_up", "adjust"), "categories": "strings"},
+    "T4": {"except": "strings"},
+    "D1": {"days": "int"},
+    "D2": {"hours": "int"},
+    "D3": {"weekday": "int", "fields": "strings", "time_sheet_activities": "strings",
+           "time_sheet_day": "int"},
+    "D4": {"at": "hhmm", "outcome": _OUTCOME},
+    "D5": {"day": "int"},
+    "D6": {"weekdays": "int"},
+    "C1": {"outcome": _OUTCOME},
+    "C2": _ACTIVITIES, "C3": _ACTIVITIES, "C4": _ACTIVITIES, "C7": _ACTIVITIES,
+    "C5": {"activities": "strings", "category": "str"},
+    "S1": {"tolerance_minutes": "number"},
+    "S2": {"mode": ("one_registers", "one_marks_double")},
+    "A1": {"activities": "strings", "tolerance_minutes": "number"},
+    "A2": {"activities": "strings", "standard_minutes": "int"},
+    "A3": {"activities": "strings", "minutes": "int", "tolerance_minutes": "number"},
+    "A4": _ACTIVITIES,
+    "X1": {"activities": "strings", "mode": ("planned_day", "days"), "max_days": "int",
+           "end_days": "int", "notice_hours": "int", "month_days": "number"},
+    "X2": {"activities": "strings", "max_per_month": "int"},
+    "X3": {"activities": "strings", "cutoff_hour": "int", "hospital_share": "number",
+           "hospital_hours": "number"},
+    "X5": {"day": "int"},
+    "X6": {"reason": "str", "unpaid_days": "int"},
+    "B1": {"activities": "strings", "minutes_per_customer_month": "int",
+           "count_required": "bool"},
+    "B2": _ACTIVITIES,
+    "B3": {"activities": "strings", "minutes": "int"},
+    "I5": {"max_sync_age_s": "int", "receive_tolerance_s": "int"},
+}  # fmt: skip
+_TOP = {"name": "str", "municipality": "str", "source": "str"}
+_ACTIVITY_KEYS = {"name": "str", "category": "str", "where": tuple(sorted(WHERE)),
+                  "arrive_and_depart": "bool", "frame": "bool", "service": "bool"}  # fmt: skip
+_NOT_CHECKED_KEYS = {"rule": "str", "source": "str", "reason": "str"}
+
+
+def _shown(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+            dict: "table"}.get(type(value), type(value).__name__)  # fmt: skip
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _fits(kind: Any, value: Any) -> bool:
+    if isinstance(kind, tuple):
+        return isinstance(value, str) and value in kind
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "strings":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind == "hhmm":
+        if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
+            return False
+        hour, minute = value[:2], value[3:]
+        return hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60
+    raise AssertionError(kind)
+
+
+_EXPECTED = {"bool": "true or false", "int": "a whole number", "number": "a number",
+             "str": "a string", "strings": "an array of strings",
+             "hhmm": 'a time "HH:MM" (00:00–23:59)'}  # fmt: skip
+
+
+def _expect(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return "one of " + ", ".join(repr(k) for k in kind)
+    return _EXPECTED[kind]
+
+
+def check_profile(data: dict[str, Any], source: str) -> None:
+    """Raise ProfileError for the first key of a profile that does not fit the schema."""
+
+    def fail(key: str, expected: str, value: Any) -> None:
+        raise ProfileError(f"{source}: key {key}: expected {expected}, found {_shown(value)}")
+
+    def keys(table: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            where = f"{prefix}.{key}" if prefix else key
+            if key not in schema:
+                known = ", ".join(sorted(schema)) or "none"
+                raise ProfileError(f"{source}: key {where}: not a known key (known: {known})")
+            if not _fits(schema[key], value):
+                fail(where, _expect(schema[key]), value)
+
+    known_top = set(_TOP) | {"activity", "rules", "not_checked"}
+    for key in data:
+        if key not in known_top:
+            raise ProfileError(
+                f"{source}: key {key}: not a known key (known: {', '.join(sorted(known_top))})"
+            )
+    keys({k: v for k, v in data.items() if k in _TOP}, _TOP, "")
+    activity = data.get("activity", {})
+    if not isinstance(activity, dict):
+        fail("activity", "a table of activities ([activity.CODE])", activity)
+    for code, entry in activity.items():
+        if not isinstance(entry, dict):
+            fail(f"activity.{code}", "a table (name, category, where)", entry)
+        if "category" not in entry:
+            raise ProfileError(f"{source}: key activity.{code}.category: missing")
+        keys(entry, _ACTIVITY_KEYS, f"activity.{code}")
+    rules = data.get("rules", {})
+    if not isinstance(rules, dict):
+        fail("rules", "a table of rules ([rules.ID])", rules)
+    for rule_id, params in rules.items():
+        if rule_id not in RULES:
+            raise ProfileError(f"{source}: key rules.{rule_id}: not a rule of RULES.md")
+        if not isinstance(params, dict):
+            fail(f"rules.{rule_id}", "a table of the rule's parameters", params)
+        keys(params, PARAMS.get(rule_id, {}), f"rules.{rule_id}")
+    not_checked = data.get("not_checked", [])
+    if not isinstance(not_checked, list):
+        fail("not_checked", "an array of tables ([[not_checked]])", not_checked)
+    for index, entry in enumerate(not_checked):
+        where = f"not_checked[{index}]"
+        if not isinstance(entry, dict):
+            fail(where, "a table (rule, source, reason)", entry)
+        for name in _NOT_CHECKED_KEYS:
+            if name not in entry:
+                raise ProfileError(f"{source}: key {where}.{name}: missing")
+        keys(entry, _NOT_CHECKED_KEYS, where)
 
 
 @dataclass

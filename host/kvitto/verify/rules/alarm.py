@@ -12,7 +12,7 @@ from typing import Any
 from kvitto.verify.case import Claim
 from kvitto.verify.rules import Facts, Finding, hhmm, rule, span
 from kvitto.verify.rules.timing import night_minutes
-from kvitto.verify.visits import Presence, overlap_seconds
+from kvitto.verify.visits import Presence, overlap_seconds, union_seconds
 
 
 def _alarm_claims(facts: Facts, params: dict[str, Any]) -> list[Claim]:
@@ -25,8 +25,10 @@ def _on_site(facts: Facts, claim: Claim, slack: timedelta) -> list[Presence]:
     for p in facts.evidence.for_customer(claim.customer):
         if p.end is None:
             continue
-        if p.kind != "alarm" and p.staff and claim.staff and p.staff != claim.staff:
-            continue
+        if p.kind != "alarm" and (
+            not p.registered or (p.staff and claim.staff and p.staff != claim.staff)
+        ):
+            continue  # I6: an unknown or revoked credential's tap is not presence
         if overlap_seconds(p.start - slack, p.end + slack, claim.start, claim.end) > 0 or (
             claim.minutes == 0 and p.start - slack <= claim.start <= p.end + slack
         ):
@@ -36,12 +38,15 @@ def _on_site(facts: Facts, claim: Claim, slack: timedelta) -> list[Presence]:
 
 @rule("A1")
 def a1_alarm_on_site(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    """Alarm visits registered at the alarm unit or tag: check-in and check-out (000 §1.2.3;
-    002 §8.2)."""
-    slack = timedelta(minutes=float(params.get("tolerance_minutes", 2)))
+    """Alarm visits registered at the alarm unit or tag: check-in on arrival, check-out on
+    departure (000 §1.2.3; 002 §8.2). The payable time is bounded by that presence: a claim
+    longer than check-in→check-out (within the tolerance) is adjusted to it."""
+    tolerance = float(params.get("tolerance_minutes", 2))
+    slack = timedelta(minutes=tolerance)
     findings = []
     for claim in _alarm_claims(facts, params):
-        if not _on_site(facts, claim, slack):
+        present = _on_site(facts, claim, slack)
+        if not present:
             findings.append(
                 Finding(
                     claim.claim_id,
@@ -53,6 +58,33 @@ def a1_alarm_on_site(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "check-out at the alarm unit or tag",
                 )  # fmt: skip
             )
+            continue
+        shown = union_seconds(
+            (max(p.start - slack, claim.start), min(p.end + slack, claim.end))
+            for p in present
+            if p.end is not None and min(p.end + slack, claim.end) > max(p.start - slack, claim.start)
+        ) / 60
+        if claim.minutes - shown <= tolerance:
+            continue
+        payable = min(claim.minutes, round(union_seconds(
+            (max(p.start, claim.start), min(p.end, claim.end))
+            for p in present
+            if p.end is not None and min(p.end, claim.end) > max(p.start, claim.start)
+        ) / 60))  # fmt: skip
+        first = min(p.start for p in present)
+        last = max(p.end for p in present if p.end is not None)
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "A1",
+                "adjust",
+                payable,
+                f"alarm visit claimed {span(claim.start, claim.end)} ({claim.minutes} min), "
+                f"check-in→check-out {hhmm(first)}–{hhmm(last)}: {payable} min payable / "
+                "tiden begränsas av närvaron",
+            )  # fmt: skip
+        )
     return findings
 
 

@@ -80,13 +80,36 @@ def d2_adjustment_window(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 @rule("D3")
 def d3_lock_date(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """No registrations or changes after the lock date, the Nth weekday of M+1 (003
-    Spärrdatum; 002 §3.1, §6.1 p.3); weekdays skip Swedish public holidays."""
+    Spärrdatum; 002 §3.1, §6.1 p.3); weekdays skip Swedish public holidays. Activities on
+    time sheets (`time_sheet_activities`, 002 §6.3: escort and relief, signed by the customer,
+    entered "senast den 15:e/månad") have that day of M+1 as their deadline instead."""
     year, month = next_month(facts.year, facts.month)
     lock = nth_weekday(year, month, int(params.get("weekday", 3)))
     deadline = end_of_day(lock)
+    sheets = set(params.get("time_sheet_activities", []))
+    sheet_day = date(year, month, int(params.get("time_sheet_day", 15)))
+    sheet_deadline = end_of_day(sheet_day)
     fields = params.get("fields", ["registered_at", "adjusted_at"])
     findings = []
     for claim in facts.claims:
+        if claim.activity in sheets:
+            late = [(name, getattr(claim, name)) for name in ("registered_at", "adjusted_at")]
+            late = [(n, v) for n, v in late if v is not None and v >= sheet_deadline]
+            if late:
+                name, value = late[0]
+                findings.append(
+                    Finding(
+                        claim.claim_id,
+                        claim.customer,
+                        "D3",
+                        "reject",
+                        0,
+                        f"{claim.activity} time sheet: {name} {_stamp(value)} is after "
+                        f"{sheet_day} (the 15th of the next month) / tidrapporten senast den "
+                        "15:e",
+                    )  # fmt: skip
+                )
+            continue
         late = [(name, getattr(claim, name)) for name in fields]
         late = [(name, value) for name, value in late if value is not None and value >= deadline]
         if "approved_at" in fields and claim.approved_at is None:
@@ -194,15 +217,18 @@ def d6_adjustable_activities(facts: Facts, params: dict[str, Any]) -> list[Findi
             continue
         activity = facts.activity(claim.activity)
         if activity is not None and activity.frame:
+            # 004 Förändring av behov: no adjustment "om behovet inte förändrats"; a changed
+            # need is reported to the needs assessor, so the claim is looked at, not refused.
             findings.append(
                 Finding(
                     claim.claim_id,
                     claim.customer,
                     "D6",
-                    "reject",
-                    0,
-                    f"{claim.activity} is within the frame time: no time adjustments "
-                    f"(adjusted {_stamp(claim.adjusted_at)})",
+                    "follow_up",
+                    claim.minutes,
+                    f"{claim.activity} is within the frame time and was adjusted "
+                    f"({_stamp(claim.adjusted_at)}): only a changed need allows that, which the "
+                    "provider must report to the needs assessor / förändrat behov meddelas",
                 )  # fmt: skip
             )
             continue

@@ -36,7 +36,8 @@ class Coverage:
     own_minutes: float = 0.0
     household_minutes: float = 0.0  # own + cohabitants' tags (same staff)
     foreign: tuple[Presence, ...] = ()  # cohabitants' tags only
-    unregistered: tuple[Presence, ...] = ()  # E7 would refuse these
+    unknown: tuple[Presence, ...] = ()  # I6: credential unknown or revoked, in every profile
+    unregistered: tuple[Presence, ...] = ()  # E7: another provider's credential
     refused: tuple[Presence, ...] = ()  # tap proof refused: never counted
     unsynced: bool = False
 
@@ -77,6 +78,7 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     e7 = facts.profile.active("E7")
     provider = facts.registry.staff_provider(claim.staff) if e7 else ""
     result = Coverage(claimed_minutes=claim.minutes)
+    unknown: list[Presence] = []
     unregistered: list[Presence] = []
     refused: list[Presence] = []
     cohabitants = [c for c in _households(facts).get(
@@ -87,7 +89,12 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
             return False
         if p.kind == "alarm":
             return False  # alarm-unit buttons carry no credential: only A1 uses them
-        if e7 and (not p.registered or (provider and p.provider != provider)):
+        if not p.registered:
+            # I6 (every profile): a credential the registry does not know, or revoked before
+            # the event, is not evidence of staff presence.
+            unknown.append(p)
+            return False
+        if e7 and provider and p.provider != provider:
             unregistered.append(p)
             return False
         if p.proof == REFUSED:
@@ -119,6 +126,8 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
         result.foreign = tuple(foreign)
     else:  # the same presences clipped the same way: the same figure, kept once
         result.household_minutes = result.own_minutes
+    if unknown:
+        result.unknown = tuple(unknown)
     if unregistered:
         result.unregistered = tuple(unregistered)
     if refused:
@@ -178,7 +187,9 @@ def _exempt(facts: Facts, claim: Claim) -> bool:
 
 
 def _explained_manual(facts: Facts, claim: Claim) -> bool:
-    return facts.profile.active("E5") and claim.registered_via == "manual" and bool(claim.reason)
+    """A manual registration where E5 applies: E5's follow_up, with or without a reason (a
+    missing reason is named there; it does not by itself make the claim a reject)."""
+    return facts.profile.active("E5") and claim.registered_via == "manual"
 
 
 def _cohabitant_back_to_back(cover: Coverage, claim: Claim, tolerance: float) -> bool:
@@ -260,8 +271,11 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 
 
 def _foreign_or_unregistered(facts: Facts, cover: Coverage) -> bool:
-    return (facts.profile.active("E6") and bool(cover.foreign)) or (
-        facts.profile.active("E7") and bool(cover.unregistered or cover.refused)
+    """Whether E6, E7 or I6 names why the door shows nothing usable (E1 then stays quiet)."""
+    return (
+        (facts.profile.active("E6") and bool(cover.foreign))
+        or (facts.profile.active("E7") and bool(cover.unregistered or cover.refused))
+        or (facts.profile.active("I6") and bool(cover.unknown))
     )
 
 
@@ -346,8 +360,11 @@ def e5_manual_followed_up(facts: Facts, params: dict[str, Any]) -> list[Finding]
             continue
         provider = facts.registry.staff_provider(claim.staff) or "?"
         per_provider[provider] = per_provider.get(provider, 0) + 1
-        if not claim.reason:
-            continue  # unexplained: E1 decides on the evidence alone
+        why = (
+            f"reason {claim.reason!r}"
+            if claim.reason
+            else "reason missing / orsak saknas: the technical failure must be explained"
+        )
         findings.append(
             Finding(
                 claim.claim_id,
@@ -355,8 +372,8 @@ def e5_manual_followed_up(facts: Facts, params: dict[str, Any]) -> list[Finding]
                 "E5",
                 "follow_up",
                 claim.minutes,
-                f"claimed {span(claim.start, claim.end)} registered manually "
-                f"(reason {claim.reason!r}); the municipality follows it up",
+                f"claimed {span(claim.start, claim.end)} registered manually ({why}); "
+                "the municipality follows it up / manuell registrering följs upp",
             )  # fmt: skip
         )
     facts.counts["manual_registrations"] = per_provider
@@ -410,7 +427,7 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         if cover.unregistered:
             shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
             reasons.append(
-                f"the tag shows credential(s) {shown}… not registered to the provider or revoked"
+                f"the tag shows credential(s) {shown}… registered to another provider"
             )
         if cover.refused:
             # a forged or replayed proof (DESIGN "Taps and credentials"): not evidence
@@ -423,6 +440,33 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "reject",
                 0,
                 f"claimed {span(claim.start, claim.end)}: {'; '.join(reasons)}",
+            )  # fmt: skip
+        )
+    return findings
+
+
+@rule("I6")
+def i6_known_credential(facts: Facts, params: dict[str, Any]) -> list[Finding]:
+    """In every profile a tap by a credential the registry does not know, or revoked before
+    the event, is not evidence of staff presence (RULES.md I6; 001 Arbetsprocess, 003 Mobiler
+    add the provider's own phones, E7)."""
+    findings = []
+    for claim, cover in _claims_needing_own_evidence(facts):
+        if cover.own or not cover.unknown:
+            continue
+        if facts.profile.active("E6") and cover.foreign:
+            continue  # E6 names the cohabitant's tag
+        shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unknown}))
+        findings.append(
+            Finding(
+                claim.claim_id,
+                claim.customer,
+                "I6",
+                "reject",
+                0,
+                f"claimed {span(claim.start, claim.end)}: the door shows only credential(s) "
+                f"{shown}… that the registry does not know or that were revoked before the "
+                "visit / okänd eller spärrad legitimation är inget bevis",
             )  # fmt: skip
         )
     return findings

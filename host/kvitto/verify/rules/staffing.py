@@ -1,41 +1,55 @@
 """S — staffing (RULES.md S1–S3): double staffing ordered or not, one registers, split tasks.
 
 from kvitto.verify.rules.staffing import shared_visits
-for first, second in shared_visits(facts.claims):   # two staff, one customer, overlapping
+for group in shared_visits(facts.claims):   # claims of 2+ staff at one customer, overlapping
     ...
+
+Groups come from one sort and a sweep per customer (never pairwise: a file of a million
+overlapping rows stays linear after the sort, issue #25.6).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
 from kvitto.verify.rules import Facts, Finding, rule, span
-from kvitto.verify.visits import credentials_present, overlap_seconds, union_seconds
+from kvitto.verify.visits import credentials_present, union_seconds
 
 
-def shared_visits(claims: list[Claim]) -> list[tuple[Claim, Claim]]:
-    """Pairs of claims by different staff at one customer whose times overlap; the second is
-    the one registered later (or later in the file)."""
-    by_customer: dict[str, list[Claim]] = {}
+def shared_visits(claims: list[Claim]) -> list[list[Claim]]:
+    """Groups of overlapping claims (chained) at one customer with two or more staff, each in
+    registration order: earliest registered (then file line) first."""
+    by_customer: dict[str, list[Claim]] = defaultdict(list)
     for claim in claims:
         if claim.minutes > 0:
-            by_customer.setdefault(claim.customer, []).append(claim)
-    pairs = []
+            by_customer[claim.customer].append(claim)
+    groups = []
     for items in by_customer.values():
         items.sort(key=lambda c: c.start)
-        for index, first in enumerate(items):
-            for second in items[index + 1 :]:
-                if second.start >= first.end:
-                    break
-                if second.staff == first.staff:
-                    continue
-                if overlap_seconds(first.start, first.end, second.start, second.end) <= 0:
-                    continue
-                order = sorted((first, second), key=lambda c: (c.registered_at or c.end, c.line))
-                pairs.append((order[0], order[1]))
-    return pairs
+        current: list[Claim] = []
+        end: datetime | None = None
+        for claim in items:
+            if current and end is not None and claim.start < end:
+                current.append(claim)
+                end = max(end, claim.end)
+                continue
+            if len(current) > 1:
+                groups.append(current)
+            current, end = [claim], claim.end
+        if len(current) > 1:
+            groups.append(current)
+    return [
+        sorted(group, key=_registered_order)
+        for group in groups
+        if len({c.staff for c in group}) > 1
+    ]
+
+
+def _registered_order(claim: Claim) -> tuple[datetime, int]:
+    return (claim.registered_at or claim.end, claim.line)
 
 
 @rule("S1")
@@ -81,75 +95,97 @@ def s1_double_ordered(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 
 @rule("S2")
 def s2_double_one_registers(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    """Only one of two staff registers (001 Dubbelbemanning: the other registers nothing;
-    002 §7 / 003: only one marks double staffing). A second full claim is rejected."""
+    """Only one of two staff registers the double-staffed visit (001 Dubbelbemanning: no extra
+    pay, the other registers nothing; 002 §7 / 003: only one marks double staffing). Of two
+    claims for the same visit exactly one is payable, the one registered first; the second
+    registration is rejected. Never both."""
     mode = params.get("mode", "one_marks_double")
     findings = []
+    for group in shared_visits(facts.claims):
+        first_of: dict[Any, Claim] = {}
+        for claim in group:  # in registration order
+            if mode == "one_registers":
+                key: Any = claim.activity  # the other staff registers nothing at all
+            elif claim.double_staffing:
+                key = "double"  # only one marks double staffing
+            else:
+                continue  # the other registers what they did: a claim of its own
+            first = first_of.setdefault(key, claim)
+            if first is claim or first.staff == claim.staff:
+                continue
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "S2",
+                    "reject",
+                    0,
+                    f"{claim.staff} claimed {span(claim.start, claim.end)} for the visit "
+                    f"{first.staff} already registered ({first.claim_id}): only one of the two "
+                    "staff registers it, the second registration is not paid / endast en "
+                    "personal registrerar",
+                )  # fmt: skip
+            )
     if mode == "one_registers":
+        # 001 Dubbelbemanning: "personalen inte ska registrera dubbelbemanning": a flag is
+        # followed up; the visit itself was given and is paid once, no extra.
+        rejected = {f.claim_id for f in findings}
         for claim in facts.claims:
-            if claim.double_staffing:
+            if claim.double_staffing and claim.claim_id not in rejected:
                 findings.append(
                     Finding(
                         claim.claim_id,
                         claim.customer,
                         "S2",
-                        "reject",
-                        0,
-                        f"double staffing registered {span(claim.start, claim.end)}: no "
-                        "extra pay, only one of the staff registers the visit",
+                        "follow_up",
+                        claim.minutes,
+                        f"double staffing registered {span(claim.start, claim.end)}: no extra "
+                        "pay, the visit is paid once; double staffing is not registered / "
+                        "ingen extra ersättning för dubbelbemanning",
                     )  # fmt: skip
                 )
-    rejected = {f.claim_id for f in findings}
-    for first, second in shared_visits(facts.claims):
-        if second.claim_id in rejected:
-            continue
-        if mode == "one_registers":
-            duplicate = first.activity == second.activity
-        else:
-            duplicate = first.double_staffing and second.double_staffing
-        if duplicate:
-            rejected.add(second.claim_id)
-            findings.append(
-                Finding(
-                    second.claim_id,
-                    second.customer,
-                    "S2",
-                    "reject",
-                    0,
-                    f"{second.staff} claimed {span(second.start, second.end)} for the visit "
-                    f"{first.staff} already registered ({first.claim_id}): only one registers",
-                )  # fmt: skip
-            )
     return findings
 
 
 @rule("S3")
 def s3_two_staff_not_double(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    """Two staff splitting an ordinary task each register their part; the assessed time is
-    not doubled (002 §7): each is paid its share of the time the task took."""
+    """Two staff splitting an ordinary task each register their part (002 §7 "Brukarens
+    bedömda tid delas på två personal och besöket tar halva tiden"): each part is paid as
+    registered; only when both parts together exceed the visit's planned (assessed) time are
+    they shared down to it, by each one's registered time. Never halved on top of that."""
     findings = []
-    seen: set[str] = set()
-    for first, second in shared_visits(facts.claims):
-        if first.double_staffing or second.double_staffing or first.activity != second.activity:
-            continue
-        if first.claim_id in seen or second.claim_id in seen:
-            continue
-        seen |= {first.claim_id, second.claim_id}
-        took = union_seconds([(first.start, first.end), (second.start, second.end)]) / 60
-        claimed = first.minutes + second.minutes
-        for claim in (first, second):
-            share = round(took * claim.minutes / claimed)
-            findings.append(
-                Finding(
-                    claim.claim_id,
-                    claim.customer,
-                    "S3",
-                    "adjust",
-                    share,
-                    f"{first.staff} and {second.staff} both claimed {claim.activity} "
-                    f"({span(min(first.start, second.start), max(first.end, second.end))}, "
-                    f"{claimed} min for {round(took)} min): not double staffing, "
-                    f"{share} min each share",
-                )  # fmt: skip
-            )
+    for group in shared_visits(facts.claims):
+        by_activity: dict[str, list[Claim]] = defaultdict(list)
+        for claim in group:
+            if not claim.double_staffing:
+                by_activity[claim.activity].append(claim)
+        for activity, parts in by_activity.items():
+            if len({c.staff for c in parts}) < 2:
+                continue
+            claimed = sum(c.minutes for c in parts)
+            planned = [c.planned_minutes for c in parts if c.planned_minutes is not None]
+            assessed = max(planned) if planned else None
+            took = round(union_seconds((c.start, c.end) for c in parts) / 60)
+            staff = " and ".join(sorted({c.staff for c in parts}))
+            where = span(min(c.start for c in parts), max(c.end for c in parts))
+            if assessed is None:
+                facts.skip("S3", f"{activity} split by {staff} at {where}: no planned time in "
+                           "the claims, the assessed time is not known", parts[0].claim_id)  # fmt: skip
+                continue
+            if claimed <= assessed:
+                continue
+            for claim in parts:
+                share = round(assessed * claim.minutes / claimed)
+                findings.append(
+                    Finding(
+                        claim.claim_id,
+                        claim.customer,
+                        "S3",
+                        "adjust",
+                        share,
+                        f"{staff} split {activity} ({where}, {took} min at the door): "
+                        f"{claimed} min registered for {assessed} min assessed; the assessed "
+                        f"time is not doubled, {share} min for this part / bedömd tid delas",
+                    )  # fmt: skip
+                )
     return findings

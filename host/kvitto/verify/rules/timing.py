@@ -42,37 +42,43 @@ def night_minutes(start: datetime, end: datetime, night_from: int, night_to: int
 
 @rule("T1")
 def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    """No registration 22:00–07:00 (000 §1.2.9; 002 §1.2): night patrol's time."""
+    """Night 22:00–07:00; the profile's `outcome` says what the document does with it.
+
+    follow_up (000 §1.2.9 "När registrering inte ska ske"): nothing is registered at night, the
+    provider shows written documentation of the time another way; the claim stays payable.
+    reject (002 §1.2, §8): night is not in the provider's contract: the night part is not paid
+    (the whole claim when all of it is at night, else adjusted to its day part)."""
     night_from = int(params.get("night_from", 22))
     night_to = int(params.get("night_to", 7))
+    outcome = params.get("outcome", "follow_up")
     skip = set(params.get("except", []))
     if facts.profile.active("A4"):
         skip |= set(facts.profile.rules["A4"].get("activities", []))
+    window = f"{night_from:02d}:00–{night_to:02d}:00"
     findings = []
     for claim in facts.claims:
         if claim.activity in skip:
             continue
-        if claim.minutes == 0:
-            inside = night_minutes(
-                claim.start, claim.start + timedelta(seconds=1), night_from, night_to
-            )
-            if inside:
-                findings.append(
-                    Finding(
-                        claim.claim_id,
-                        claim.customer,
-                        "T1",
-                        "reject",
-                        0,
-                        f"registered at {span(claim.start, claim.end)}, night time "
-                        f"{night_from:02d}:00–{night_to:02d}:00",
-                    )  # fmt: skip
-                )
-            continue
-        night = night_minutes(claim.start, claim.end, night_from, night_to)
+        end = claim.end if claim.minutes else claim.start + timedelta(seconds=1)
+        night = night_minutes(claim.start, end, night_from, night_to)
         if night <= 0:
             continue
-        day = round(claim.minutes - night)
+        claimed = f"claimed {span(claim.start, claim.end)}"
+        if outcome == "follow_up":
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "T1",
+                    "follow_up",
+                    claim.minutes,
+                    f"{claimed}: {round(night) if claim.minutes else 0} min in {window}, when "
+                    "nothing is registered: the provider must show written documentation of "
+                    "the time / skriftligt underlag för utförd tid nattetid",
+                )  # fmt: skip
+            )
+            continue
+        day = round(claim.minutes - night) if claim.minutes else 0
         if day <= 0:
             findings.append(
                 Finding(
@@ -81,8 +87,8 @@ def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "T1",
                     "reject",
                     0,
-                    f"claimed {span(claim.start, claim.end)} is night time "
-                    f"({night_from:02d}:00–{night_to:02d}:00): the night patrol's",
+                    f"{claimed} is night time ({window}): not part of the provider's "
+                    "contract, the municipality's night patrol's / ingår inte i uppdraget",
                 )  # fmt: skip
             )
         else:
@@ -93,8 +99,8 @@ def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "T1",
                     "adjust",
                     day,
-                    f"claimed {span(claim.start, claim.end)}: {round(night)} min fall in "
-                    f"{night_from:02d}:00–{night_to:02d}:00, {day} min payable",
+                    f"{claimed}: {round(night)} min fall in {window}, not part of the "
+                    f"provider's contract; {day} min payable",
                 )  # fmt: skip
             )
     return findings
@@ -162,9 +168,12 @@ def t2_sixty_per_hour(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 
 @rule("T3")
 def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    """Performed time above granted time needs the assessor's approval (003 Justerad tid;
-    002 §5). The bundle carries no approvals, so the excess is always reported."""
-    outcome = params.get("outcome", "follow_up")
+    """Performed time above granted time needs the needs assessor's approval and a journal
+    note (003 Tidbaserat ersättningssystem, Justerad tid; 002 §5). The excess is follow_up
+    asking for the reason, never cut silently; `without_reason = "adjust"` (002 §5 "Om
+    motivering uteblir nekas ersättning") pays only the granted part of a claim that gives no
+    reason (the bundle is read after the lock date, when the reason was due)."""
+    without_reason = params.get("without_reason", "follow_up")
     categories = set(params.get("categories", ["hemtjanst"]))
     used: dict[tuple[str, str], int] = defaultdict(int)
     findings = []
@@ -181,19 +190,36 @@ def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding
             continue
         within = max(0, order.granted_minutes_month - before)
         excess = claim.minutes - within
-        payable = claim.minutes if outcome == "follow_up" else within
-        findings.append(
-            Finding(
-                claim.claim_id,
-                claim.customer,
-                "T3",
-                outcome,
-                payable,
-                f"{claim.activity}: {used[key]} min performed this month, "
-                f"{order.granted_minutes_month} granted; {excess} min of this claim are "
-                "beyond the grant and need the needs assessor's approval",
-            )  # fmt: skip
+        numbers = (
+            f"{claim.activity}: {used[key]} min performed this month, "
+            f"{order.granted_minutes_month} granted; {excess} min of this claim are beyond the "
+            "grant"
         )
+        if claim.reason or without_reason == "follow_up":
+            given = f"reason given: {claim.reason!r}" if claim.reason else "reason missing"
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "T3",
+                    "follow_up",
+                    claim.minutes,
+                    f"{numbers}: the needs assessor asks for the reason ({given}) / utförd tid "
+                    "utöver beviljad tid ska godkännas",
+                )  # fmt: skip
+            )
+        else:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "T3",
+                    "adjust",
+                    within,
+                    f"{numbers}: no reason given by the lock date, the excess is not paid "
+                    f"({within} of {claim.minutes} min) / motivering uteblev",
+                )  # fmt: skip
+            )
     if findings:
         facts.skip("T3", "the bundle has no assessor approvals: every excess is reported")
     return findings
