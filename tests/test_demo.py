@@ -55,7 +55,7 @@ def check_huddinge(out: Path) -> dict:
     assert adjusted["payable_minutes"] == 45
     # manual claim, no evidence, no reason: follow_up naming the missing reason (RULES.md E5)
     assert found["k-09"] == {"E5": "follow_up"}
-    assert found["k-12"] == {"E1": "reject", "T4": "reject"}  # not ordered, no evidence
+    assert found["k-12"] == {"E5": "follow_up", "T4": "reject"}  # not ordered, manual
     assert found["k-11"] == {"E1": "reject"}  # night alarm claimed as a home visit
     # claims the boards' evidence supports: the cohabitants (NTAG 424 back to back), the
     # visit declined at the door, the late visit, the visit across the network outage

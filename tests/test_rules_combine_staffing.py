@@ -57,7 +57,9 @@ def test_c3_alarm_alone_and_c4_meal_alone_upplands_bro(tmp_path):
     b.claims[-2]["count"] = 2
     result = run(b, "upplands-bro")
     assert rules_of(result, "k-1") == {}
-    assert rules_of(result, "k-2")["C3"] == "reject"
+    # 002 §6.1: the time goes to the ordinary activity, no alarm is registered
+    assert rules_of(result, "k-2")["C3"] == "adjust"
+    assert next(f for f in result.findings_for("k-2") if f.rule == "C3").category == "hemtjanst"
     assert rules_of(result, "k-3") == {}
     assert rules_of(result, "k-4") == {"C4": "follow_up"}
 

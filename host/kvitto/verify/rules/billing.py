@@ -176,7 +176,8 @@ def billing_basis(facts: Facts, findings: list[Finding]) -> list[dict[str, Any]]
         if claim.activity in meal_codes:
             entry["count"] += claim.count
             meal_customers.add(claim.customer)
-        if "B2" in rules and claim.activity in alarm_codes:
+        moved = any(f.category for f in own)  # C3: the time went to an ordinary activity
+        if "B2" in rules and claim.activity in alarm_codes and not moved:
             entry["count"] += 1
         if "B3" in rules and claim.activity in startup_codes:
             row(claim.customer, "uppstart")["payable_minutes"] += startup_minutes

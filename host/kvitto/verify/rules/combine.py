@@ -173,11 +173,34 @@ def c2_supervision_alone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 
 @rule("C3")
 def c3_alarm_alone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
-    """An alarm visit alone; if it concerned an ordinary activity, no alarm is registered
-    (002 §6.1): the alarm claim is rejected, the ordinary activity keeps the time."""
+    """An alarm visit alone; "if the alarm concerned an ordinary activity, the time goes to
+    that activity and no alarm is registered" (002 §6.1): the alarm claim is paid as that
+    activity (its category), and is not counted as an alarm call-out."""
     alone = set(params.get("activities", []))
-    return _apart(facts, "C3", "reject", lambda c: c.activity in alone,
-                  "the time belongs to the ordinary activity, no alarm is registered")  # fmt: skip
+    findings = []
+    for group in visits(facts):
+        alarms = [c for c in group if c.activity in alone]
+        others = [c for c in group if c.activity not in alone]
+        if not alarms or not others:
+            continue
+        ordinary = others[0]
+        category = facts.profile.category(ordinary.activity)
+        for claim in alarms:
+            findings.append(
+                Finding(
+                    claim.claim_id,
+                    claim.customer,
+                    "C3",
+                    "adjust",
+                    claim.minutes,
+                    f"{claim.activity} at {span(claim.start, claim.end)} registered in one "
+                    f"visit with {ordinary.activity}: the time goes to {ordinary.activity} "
+                    f"({category}), no alarm is registered / tiden läggs på den ordinarie "
+                    "insatsen",
+                    category,
+                )  # fmt: skip
+            )
+    return findings
 
 
 @rule("C4")
