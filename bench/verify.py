@@ -5,6 +5,13 @@ re-check rate of an offline case bundle against raw `cryptography` verification.
     .venv/bin/python bench/verify.py --customers 1000 10000 --events 5000
     .venv/bin/python bench/verify.py --profile huddinge
     .venv/bin/python bench/verify.py --only signatures --events 20000 --rounds 9
+    .venv/bin/python bench/verify.py --only overlapping --overlapping 1000000
+
+Part 3 (`--overlapping N`, issue #25.6) writes a case bundle whose claims.csv is the demo
+day's 12 claims repeated to N rows (every row overlapping its copies) and times
+`verify_case` on it: as shipped (the file is refused while it is read: more rows for one
+customer-day than a day holds), and with that bound lifted for `--uncapped` rows, to show the
+rules' own work stays linear (sort and sweep, never pairwise).
 
 Part 1 builds claims, orders and presence intervals for N customers (~4 visits a day, a month,
 a few cohabiting households, some missing and short evidence) as plain data, then times
@@ -301,6 +308,88 @@ def bench_signatures(events: int, rounds: int, parts: int) -> None:
     print(f"  the same by wall clock, / verify-only:  {ratio(wall, 'raw_verify_only')}")
 
 
+# The demo day's claims (kvitto demo, Huddinge): cohabitants, double staffing, a decline, a
+# long visit, manual ones, a night visit; every copy overlaps the others.
+DEMO_DAY = [
+    ("c-2001", "s-01", "omsorg", "07:30", "08:15", "lock", ""),
+    ("c-2001", "s-02", "omsorg", "07:32", "08:15", "lock", "1"),
+    ("c-1001", "s-03", "omsorg", "09:00", "09:40", "tag", ""),
+    ("c-1002", "s-03", "omsorg", "09:40", "10:05", "tag", ""),
+    ("c-2001", "s-04", "tillsyn", "11:14", "11:35", "alarm_unit", ""),
+    ("c-1001", "s-01", "avbojt-besok", "12:00", "12:01", "tag", ""),
+    ("c-1002", "s-04", "omsorg", "13:00", "13:30", "tag", ""),
+    ("c-1001", "s-02", "omsorg", "15:00", "16:10", "tag", ""),
+    ("c-1002", "s-01", "omsorg", "16:30", "17:00", "manual", ""),
+    ("c-1002", "s-02", "omsorg", "22:30", "22:50", "tag", ""),
+    ("c-2001", "s-02", "tillsyn", "02:31", "02:48", "alarm_unit", ""),
+    ("c-1001", "s-01", "paklaedning", "19:00", "19:20", "manual", ""),
+]
+
+
+def overlapping_case(root: Path, rows: int) -> Path:
+    """A bundle (registry, orders, claims; no evidence) of `rows` claims: DEMO_DAY repeated."""
+    root.mkdir(parents=True, exist_ok=True)
+    registry = []
+    for customer, household in (("c-1001", "h-1"), ("c-1002", "h-1"), ("c-2001", "")):
+        registry += ["[[customer]]", f'id = "{customer}"']
+        registry += [f'household = "{household}"'] if household else []
+    for number in range(1, 5):
+        registry += ["[[credential]]", f'id = "{number:032x}"', f'staff = "s-0{number}"',
+                     'provider = "p-1"', 'kind = "badge"']  # fmt: skip
+    (root / "registry.toml").write_text("\n".join(registry) + "\n")
+    orders = ["customer,activity,granted_minutes_month,valid_from,valid_to,double_staffing,"
+              "tag_exempt"]  # fmt: skip
+    for customer in ("c-1001", "c-1002", "c-2001"):
+        for activity in ("omsorg", "tillsyn", "paklaedning"):
+            orders.append(f"{customer},{activity},3000,2026-01-01,,1,0")
+    (root / "orders.csv").write_text("\n".join(orders) + "\n")
+    with open(root / "claims.csv", "w") as out:
+        out.write("claim_id,customer,staff,activity,start,end,registered_via,registered_at,"
+                  "approved_at,adjusted_at,double_staffing,count,reason,planned_start,"
+                  "planned_end,notified_at,proof\n")  # fmt: skip
+        for number in range(rows):
+            customer, staff, activity, start, end, via, double = DEMO_DAY[number % 12]
+            day = "2026-11-11T"
+            out.write(f"x{number:07d},{customer},{staff},{activity},{day}{start},{day}{end},"
+                      f"{via},{day}{end},{day}18:00,,{double},,,,,,\n")  # fmt: skip
+    return root
+
+
+def overlapping_run(rows: int, cap: int | None) -> tuple[float, str, int]:
+    """(seconds, outcome, peak RSS bytes) of verify_case over `rows` overlapping claims, in a
+    fresh process; `cap` replaces kvitto.case.MAX_CLAIMS_PER_CUSTOMER_DAY when given."""
+    import kvitto.case
+    from kvitto.errors import KvittoError
+    from kvitto.verify import verify_case
+
+    if cap is not None:
+        kvitto.case.MAX_CLAIMS_PER_CUSTOMER_DAY = cap
+    with tempfile.TemporaryDirectory() as folder:
+        case = overlapping_case(Path(folder), rows)
+        started = time.perf_counter()
+        try:
+            result = verify_case(case, "huddinge", "2026-11")
+            outcome = f"verified: {len(result.findings)} findings"
+        except KvittoError as error:
+            outcome = f"refused: {str(error).split(': ', 1)[1][:60]}…"
+        elapsed = time.perf_counter() - started
+    return elapsed, outcome, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_overlapping(rows: int, uncapped: list[int]) -> None:
+    print("\noverlapping claims (issue #25.6): the demo day's 12 claims repeated, verify_case "
+          "on one core")  # fmt: skip
+    print(f"{'rows':>9} {'bound':>10} {'seconds':>8} {'peak MB':>8}  outcome")
+    spawn = multiprocessing.get_context("spawn")
+    runs = [(rows, None)] + [(count, 10**9) for count in uncapped]
+    for count, cap in runs:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            elapsed, outcome, peak = pool.submit(overlapping_run, count, cap).result()
+        bound = "as shipped" if cap is None else "lifted"
+        print(f"{count:>9} {bound:>10} {elapsed:>8.2f} {peak / 1e6:>8.0f}  {outcome}")
+        sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=" ".join((__doc__ or "").split("\n\n")[0].split())
@@ -314,15 +403,22 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=7, help="interleaved rounds of the signature re-check"
     )
-    parser.add_argument("--only", choices=["rules", "signatures"], help="run one part only")
+    parser.add_argument("--only", choices=["rules", "signatures", "overlapping"],
+                        help="run one part only")  # fmt: skip
+    parser.add_argument("--overlapping", type=int, default=1_000_000,
+                        help="rows of the overlapping claims file (part 3)")  # fmt: skip
+    parser.add_argument("--uncapped", type=int, nargs="*", default=[20_000, 100_000],
+                        help="rows verified with the per-day bound lifted (part 3)")  # fmt: skip
     parser.add_argument(
         "--parts", type=int, default=10, help="evidence files the bundle is split into (≤ 50)"
     )
     args = parser.parse_args()
-    if args.only != "signatures":
+    if args.only in (None, "rules"):
         bench_rules(args.customers, args.profile, args.batch)
-    if args.only != "rules":
+    if args.only in (None, "signatures"):
         bench_signatures(args.events, args.rounds, args.parts)
+    if args.only in (None, "overlapping"):
+        bench_overlapping(args.overlapping, args.uncapped)
 
 
 if __name__ == "__main__":

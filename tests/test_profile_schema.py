@@ -47,7 +47,7 @@ def test_malformed_profile_value_exits_2_naming_file_and_key(tmp_path, body, key
 
 def test_a_profile_that_is_not_utf8_exits_2(tmp_path):
     profile = tmp_path / "prov.toml"
-    profile.write_bytes(HEAD.encode() + b'# Norrt\xe4lje in Latin-1\n')
+    profile.write_bytes(HEAD.encode() + b"# Norrt\xe4lje in Latin-1\n")
     case = standard(tmp_path / "case").write()
     run = subprocess.run(
         [sys.executable, "-m", "kvitto", "verify", str(case), "--profile", str(profile),

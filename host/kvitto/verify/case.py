@@ -433,10 +433,21 @@ def _credential_keys(item: dict[str, Any], kind: str, source: str, line: int) ->
 # -- orders.csv and claims.csv ----------------------------------------------------------------
 
 
+def _lines(raw: str) -> Iterator[str]:
+    """The lines of a file's text, one at a time, ends kept (what csv reads from a file): a
+    StringIO of a large claims file held four bytes a character beside the text."""
+    start, size = 0, len(raw)
+    while start < size:
+        end = raw.find("\n", start)
+        end = size if end < 0 else end + 1
+        yield raw[start:end]
+        start = end
+
+
 def _rows(
     raw: str, source: str, required: tuple[str, ...]
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(raw))
+    reader = csv.DictReader(_lines(raw))
     header = reader.fieldnames or []
     missing = [name for name in required if name not in header]
     if missing:
@@ -477,9 +488,21 @@ def parse_orders(raw: str, source: str = "orders.csv") -> list[Order]:
     return orders
 
 
+# No customer has this many claim rows on one day (a busy day is tens: visits × activities,
+# double staffed). A file with more is refused while it is read, before any rule runs: one
+# uploaded file of a million overlapping rows must not hold the verifier (issue #25.6).
+MAX_CLAIMS_PER_CUSTOMER_DAY = 500
+
+
 def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
     claims = []
     seen: dict[str, int] = {}
+    # Rows per customer, and per customer and local day once a customer has more rows than a
+    # day may hold (most never do: a month of 4 visits a day is 124 rows), so the count costs
+    # one int per customer. Counting per day starts late, so it never refuses a file wrongly.
+    cap = MAX_CLAIMS_PER_CUSTOMER_DAY
+    rows_of: dict[str, int] = {}
+    per_day: dict[tuple[str, date], int] = {}
     # A month's claims repeat a few thousand customers, staff, activities and times of day
     # over a million rows: each distinct value is kept once, shared by the claims that have
     # it (issue #10: 50k customers' month in one process). Values are immutable, so sharing
@@ -516,6 +539,16 @@ def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
         end = required_when(row, line, "end")
         if end < start:
             raise CaseError(f"{_where(source, line, 'end')}: {row['end']} is before start")
+        customer = _text(row, source, line, "customer")
+        rows = rows_of[customer] = rows_of.get(customer, 0) + 1
+        if rows > cap:
+            day = start.astimezone(STOCKHOLM).date()
+            count = per_day[(customer, day)] = per_day.get((customer, day), 0) + 1
+            if count > cap:
+                raise CaseError(
+                    f"{_where(source, line, 'customer')}: more than {cap} claim rows for "
+                    f"{customer} on {day}; no day holds that many visits: the file is refused"
+                )
         via = (row["registered_via"] or "").strip() or "manual"
         if via not in REGISTERED_VIA:
             raise CaseError(
@@ -525,7 +558,7 @@ def parse_claims(raw: str, source: str = "claims.csv") -> list[Claim]:
         claims.append(
             Claim(
                 claim_id=claim_id,
-                customer=shared(_text(row, source, line, "customer")),
+                customer=shared(customer),
                 staff=shared((row["staff"] or "").strip()),
                 activity=shared(_text(row, source, line, "activity")),
                 start=start,

@@ -294,8 +294,12 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 0,
                 f"{claim.activity} on {day} is after the service ended {order.valid_to}: no "
                 "visit is payable after the end / ingen ersättning efter avslut"
-                + (f" (end registered {_stamp(order.ended_at)}, after the {day_limit}th: "
-                   "billing is contacted by hand)" if late else ""),
+                + (
+                    f" (end registered {_stamp(order.ended_at)}, after the {day_limit}th: "
+                    "billing is contacted by hand)"
+                    if late
+                    else ""
+                ),
             )  # fmt: skip
         )
     return findings

@@ -59,11 +59,15 @@ def a1_alarm_on_site(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 )  # fmt: skip
             )
             continue
-        shown = union_seconds(
-            (max(p.start - slack, claim.start), min(p.end + slack, claim.end))
-            for p in present
-            if p.end is not None and min(p.end + slack, claim.end) > max(p.start - slack, claim.start)
-        ) / 60
+        shown = (
+            union_seconds(
+                (max(p.start - slack, claim.start), min(p.end + slack, claim.end))
+                for p in present
+                if p.end is not None
+                and min(p.end + slack, claim.end) > max(p.start - slack, claim.start)
+            )
+            / 60
+        )
         if claim.minutes - shown <= tolerance:
             continue
         payable = min(claim.minutes, round(union_seconds(

@@ -426,9 +426,7 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         reasons = []
         if cover.unregistered:
             shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
-            reasons.append(
-                f"the tag shows credential(s) {shown}… registered to another provider"
-            )
+            reasons.append(f"the tag shows credential(s) {shown}… registered to another provider")
         if cover.refused:
             # a forged or replayed proof (DESIGN "Taps and credentials"): not evidence
             reasons.append(f"tap proof refused: {cover.refusals()}")
