@@ -384,12 +384,18 @@ def _claims_needing_own_evidence(facts: Facts) -> Iterator[tuple[Any, Any]]:
     """(claim, its door coverage) for each claim that needs the customer's own evidence and is
     neither exempt (E3) nor an explained manual registration: what E6 and E7 look at."""
     tolerance = float(facts.profile.rules.get("E1", {}).get("tolerance_minutes", 2))
+    arrival_only = set(facts.profile.rules.get("E1", {}).get("arrival_only", []))
     for claim in facts.claims:
         if not _tag_required(facts, claim) or _explained_manual(facts, claim):
             continue
         if facts.profile.active("E3") and _exempt(facts, claim):
             continue
-        yield claim, coverage(facts, claim, tolerance)
+        cover = coverage(facts, claim, tolerance)
+        if claim.activity not in arrival_only and (
+            cover.claimed_minutes - cover.own_minutes <= tolerance
+        ):
+            continue  # nothing missing (E1's test): what else is at the door takes nothing
+        yield claim, cover
 
 
 @rule("E6")
