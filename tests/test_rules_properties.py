@@ -96,14 +96,21 @@ def month(profile_name: str, rows: list, presences: list):
         }  # fmt: skip
         claims.append(
             Claim(
-                claim_id=f"k-{number}", customer=customer, staff=staff,
-                activity=codes[index % len(codes)], start=begin,
-                end=begin + timedelta(minutes=minutes), registered_via=via,
+                claim_id=f"k-{number}",
+                customer=customer,
+                staff=staff,
+                activity=codes[index % len(codes)],
+                start=begin,
+                end=begin + timedelta(minutes=minutes),
+                registered_via=via,
                 registered_at=begin + timedelta(minutes=minutes),
-                approved_at=begin + timedelta(hours=2), double_staffing=double, count=1,
+                approved_at=begin + timedelta(hours=2),
+                double_staffing=double,
+                count=1,
                 reason=reason,
                 notified_at=None if notice is None else begin + timedelta(minutes=notice),
-                line=number + 2, **planned,
+                line=number + 2,
+                **planned,
             )  # fmt: skip
         )
     return profile, registry, orders, claims, [presence(registry, *p) for p in presences]
