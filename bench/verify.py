@@ -357,13 +357,13 @@ def overlapping_case(root: Path, rows: int) -> Path:
 
 def overlapping_run(rows: int, cap: int | None) -> tuple[float, str, int]:
     """(seconds, outcome, peak RSS bytes) of verify_case over `rows` overlapping claims, in a
-    fresh process; `cap` replaces kvitto.case.MAX_CLAIMS_PER_CUSTOMER_DAY when given."""
-    import kvitto.case
+    fresh process; `cap` replaces kvitto.verify.case.MAX_CLAIMS_PER_CUSTOMER_DAY when given."""
+    import kvitto.verify.case
     from kvitto.errors import KvittoError
-    from kvitto.verify import verify_case
+    from kvitto.verify.check import verify_case
 
     if cap is not None:
-        kvitto.case.MAX_CLAIMS_PER_CUSTOMER_DAY = cap
+        kvitto.verify.case.MAX_CLAIMS_PER_CUSTOMER_DAY = cap
     with tempfile.TemporaryDirectory() as folder:
         case = overlapping_case(Path(folder), rows)
         started = time.perf_counter()

@@ -8,7 +8,7 @@ import sys
 import pytest
 from verify_support import standard
 
-from kvitto.rules import ProfileError, available_profiles, load_profile
+from kvitto.verify.rules import ProfileError, available_profiles, load_profile
 
 HEAD = 'name = "prov"\nmunicipality = "Prov"\nsource = "000_f7498ea13147d56b.txt"\n'
 ACTIVITY = '[activity.226]\nname = "Omsorg"\ncategory = "hemtjanst"\nwhere = "tag"\n'

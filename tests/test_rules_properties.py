@@ -15,11 +15,11 @@ from datetime import date, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvitto.case import Claim, Credential, Customer, Device, Order, Registry
-from kvitto.rules import Facts, available_profiles, load_profile, run_rules
-from kvitto.rules.billing import claim_payable
-from kvitto.visits import Evidence, Presence
-from kvitto.workdays import STOCKHOLM
+from kvitto.verify.case import Claim, Credential, Customer, Device, Order, Registry
+from kvitto.verify.rules import Facts, available_profiles, load_profile, run_rules
+from kvitto.verify.rules.billing import claim_payable
+from kvitto.verify.visits import Evidence, Presence
+from kvitto.verify.workdays import STOCKHOLM
 
 PROFILES = {name: load_profile(name) for name in available_profiles()}
 CUSTOMERS = ("c-1", "c-2", "c-3")  # c-1 and c-2 live together

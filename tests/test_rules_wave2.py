@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from verify_support import Bundle, rules_of, run
 
-from kvitto.report import render
-from kvitto.rules import load_profile
-from kvitto.rules.billing import claim_payable
-from kvitto.verify import verify_case
+from kvitto.verify.check import verify_case
+from kvitto.verify.report import render
+from kvitto.verify.rules import load_profile
+from kvitto.verify.rules.billing import claim_payable
 
 Build = Callable[[Bundle], None]
 

@@ -11,7 +11,6 @@ Nothing is dropped silently: the first unusable field stops the read with its lo
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
