@@ -419,3 +419,18 @@ def test_not_checked_from_the_profile_is_in_the_json_with_its_source(tmp_path):
     assert ("B4", "003 Tidbaserat ersättningssystem") in sources
     page = render(run(b, "upplands-bro"), "html")
     assert "Den 7:e vardagen" in page and "002 §3.1, §3.2" in page
+
+
+def test_orders_ended_at_survives_writing_the_bundle():
+    """The optional orders.csv column `ended_at` (X5 with D5) is written back, never dropped."""
+    from kvitto.verify.case import parse_orders
+    from kvitto.verify.case_write import format_orders
+
+    text = (
+        "customer,activity,granted_minutes_month,valid_from,valid_to,double_staffing,"
+        "tag_exempt,ended_at\nc-1001,omsorg,3000,2026-01-01,2026-10-15,0,0,2026-11-06T09:00\n"
+    )
+    orders = parse_orders(text)
+    assert parse_orders(format_orders(orders)) == orders
+    plain = parse_orders(text.replace(",ended_at", "").replace(",2026-11-06T09:00", ""))
+    assert "ended_at" not in format_orders(plain)

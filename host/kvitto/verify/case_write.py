@@ -62,17 +62,19 @@ def format_registry(registry: Registry) -> str:
 
 
 def format_orders(orders: Iterable[Order]) -> str:
+    """orders.csv; the optional `ended_at` column (RULES.md X5) only when an order has it."""
+    orders = list(orders)
+    ended = any(order.ended_at is not None for order in orders)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(ORDER_FIELDS)
+    writer.writerow([*ORDER_FIELDS, "ended_at"] if ended else ORDER_FIELDS)
     for order in orders:
-        writer.writerow(
-            [
-                order.customer, order.activity, order.granted_minutes_month,
-                _fmt_date(order.valid_from), _fmt_date(order.valid_to),
-                int(order.double_staffing), int(order.tag_exempt),
-            ]
-        )  # fmt: skip
+        row = [
+            order.customer, order.activity, order.granted_minutes_month,
+            _fmt_date(order.valid_from), _fmt_date(order.valid_to),
+            int(order.double_staffing), int(order.tag_exempt),
+        ]  # fmt: skip
+        writer.writerow([*row, _fmt_time(order.ended_at)] if ended else row)
     return buffer.getvalue()
 
 
