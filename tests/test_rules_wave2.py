@@ -434,3 +434,25 @@ def test_orders_ended_at_survives_writing_the_bundle():
     assert parse_orders(format_orders(orders)) == orders
     plain = parse_orders(text.replace(",ended_at", "").replace(",2026-11-06T09:00", ""))
     assert "ended_at" not in format_orders(plain)
+
+
+@pytest.mark.parametrize("name", ["norrtalje", "huddinge", "upplands-bro", "haninge",
+                                  "norrkoping"])  # fmt: skip
+def test_every_rule_of_a_profile_names_its_source(name):
+    """Every finding keeps its rule id and the section of the document it comes from."""
+    profile = load_profile(name)
+    for rule_id, params in profile.rules.items():
+        source = params.get("source", "")
+        expected = "RULES.md" if rule_id.startswith("I") else profile.source[:3]
+        assert source.startswith(expected) or source == f"RULES.md {rule_id}", (rule_id, source)
+
+
+def test_findings_carry_source_and_a_swedish_reason(tmp_path):
+    b = bundle(tmp_path, {"226": 6000})
+    b.claim("k-1", "c-1001", "s-07", "226", "2026-10-01T10:00", "2026-10-01T10:30")
+    (finding,) = run(b, "norrtalje").findings_for("k-1")
+    assert finding.rule == "E1" and finding.outcome == "reject"
+    assert finding.source.startswith("000 §1.2.1")
+    english, swedish = finding.reason.split(" / ")
+    assert "needs the customer's tag or lock" in english
+    assert swedish == "besöket ska kvitteras på kundens tagg eller lås"

@@ -52,9 +52,14 @@ def test_example_through_the_command(tmp_path):
         ("e-3", "T1", "follow_up"),  # RULES.md T1 corrected: Norrtälje 000 §1.2.9
     }
     for finding in document["findings"]:
+        # FORMATS.md §4's keys, and the section of the profile's document (issue #18)
         assert set(finding) == {
-            "claim_id", "customer", "rule", "outcome", "payable_minutes", "reason",
+            "claim_id", "customer", "rule", "outcome", "payable_minutes", "reason", "source",
         }  # fmt: skip
+    assert {f["rule"]: f["source"] for f in document["findings"]} == {
+        "E1": "000 §1.2.1, §1.2.2.1, §1.2.2.4, §1.2.3.1, §1.2.4.2.1, §1.2.5.2.1",
+        "T1": "000 §1.2.9",
+    }
     assert document["billing"] == [
         # e-1 27 min + e-3 13 min: e-3's night visit is follow_up, payable (RULES.md T1)
         {"customer": "c-1001", "category": "hemtjanst", "payable_minutes": 27 + 13, "count": 0,

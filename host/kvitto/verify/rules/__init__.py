@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ class Finding:
     outcome: str
     payable_minutes: int
     reason: str
-    category: str = ""  # set when the rule moves the claim to another category (C5)
+    category: str = ""  # set when the rule moves the claim to another category (C3, C5)
+    source: str = ""  # the section of the profile's document the rule comes from
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class Finding:
             "outcome": self.outcome,
             "payable_minutes": self.payable_minutes,
             "reason": self.reason,
+            "source": self.source,
         }
 
 
@@ -266,7 +268,7 @@ def check_profile(data: dict[str, Any], source: str) -> None:
             raise ProfileError(f"{source}: key rules.{rule_id}: not a rule of RULES.md")
         if not isinstance(params, dict):
             fail(f"rules.{rule_id}", "a table of the rule's parameters", params)
-        keys(params, PARAMS.get(rule_id, {}), f"rules.{rule_id}")
+        keys(params, {"source": "str", **PARAMS.get(rule_id, {})}, f"rules.{rule_id}")
     not_checked = data.get("not_checked", [])
     if not isinstance(not_checked, list):
         fail("not_checked", "an array of tables ([[not_checked]])", not_checked)
@@ -344,10 +346,71 @@ def run_rules(facts: Facts) -> list[Finding]:
     gc.freeze()
     try:
         for rule_id in sorted(facts.profile.rules, key=_rule_order):
-            findings.extend(RULES[rule_id](facts, facts.profile.rules[rule_id]))
+            params = facts.profile.rules[rule_id]
+            found = RULES[rule_id](facts, params)
+            source = params.get("source", "")
+            swedish = SWEDISH.get(rule_id, "")
+            findings.extend(_stamped(f, source, swedish) for f in found)
     finally:
         gc.unfreeze()
     return findings
+
+
+# Each rule's name as the municipal documents say it: a finding's reason is English with the
+# numbers, then this in Swedish (unless the rule wrote its own Swedish after " / ").
+SWEDISH = {
+    "E1": "besöket ska kvitteras på kundens tagg eller lås",
+    "E2": "insatsen får registreras utanför bostaden",
+    "E3": "undantag beviljat av biståndshandläggare",
+    "E4": "ankomst och avfärd registreras på tagg, inga korrigeringar",
+    "E5": "manuell registrering följs upp",
+    "E6": "varje kund har sin egen tagg",
+    "E7": "endast utförarens registrerade telefoner och brickor",
+    "T1": "ingen registrering mellan 22:00 och 07:00",
+    "T2": "högst 60 minuter per arbetad timme",
+    "T3": "utförd tid utöver beviljad tid ska godkännas",
+    "T4": "insatsen finns inte i beställningen",
+    "D1": "efterregistrering inom utsatt tid",
+    "D2": "justering inom utsatt tid efter godkännande",
+    "D3": "inga registreringar efter spärrdatum",
+    "D4": "besöken godkänns senast första vardagen",
+    "D5": "rättelser efter den 4:e går till debiteringen",
+    "D6": "tidsjustering endast utanför ramtiden",
+    "C1": "varje kategori rapporteras separat",
+    "C2": "tillsyn registreras som enskild insats",
+    "C3": "larm registreras aldrig tillsammans med andra insatser",
+    "C4": "matlåda registreras aldrig tillsammans med andra insatser",
+    "C5": "ledsagning, avlösning och boendestöd registreras separat",
+    "C6": "insatser utanför hemmet slås inte samman med insatser i hemmet",
+    "C7": "förenklad biståndshandläggning är en egen kategori",
+    "S1": "dubbelbemanning endast enligt beställning",
+    "S2": "endast en personal registrerar",
+    "S3": "brukarens bedömda tid delas, den fördubblas inte",
+    "A1": "larmbesöket kvitteras på plats",
+    "A2": "schablontid för larmbesök",
+    "A3": "larmet besvaras inom utsatt tid",
+    "A4": "nattens larm besvaras av nattpatrullen",
+    "X1": "oplanerad frånvaro",
+    "X2": "avböjt besök",
+    "X3": "avbokat besök",
+    "X4": "uppehåll",
+    "X5": "ingen ersättning efter avslut",
+    "X6": "brådskande behov under begränsad tid",
+    "B1": "antal matlådor",
+    "B3": "ersättning vid uppstart",
+    "I5": "enhetens klocka är inte synkroniserad",
+    "I6": "okänd eller spärrad legitimation är inget bevis",
+}
+
+
+def _stamped(finding: Finding, source: str, swedish: str) -> Finding:
+    """The finding with its rule's source section and, if it has none, its Swedish name."""
+    reason = finding.reason
+    if swedish and " / " not in reason:
+        reason = f"{reason} / {swedish}"
+    if reason == finding.reason and (finding.source or not source):
+        return finding
+    return replace(finding, reason=reason, source=finding.source or source)
 
 
 def _rule_order(rule_id: str) -> tuple[int, int]:
