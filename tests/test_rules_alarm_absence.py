@@ -55,7 +55,7 @@ def test_a1_to_a4_upplands_bro(tmp_path):
     assert rules_of(result, "k-7") == {"A4": "reject"}
     assert rules_of(result, "k-8") == {}
     assert {"rule": "A3", "reason": "no alarm call with a check-in in the evidence",
-            "claim_id": "k-8"} in result.not_checked  # fmt: skip
+            "claim_id": "k-8", "source": "002 §8, §8.2"} in result.not_checked  # fmt: skip
     larm = next(r for r in result.billing if r["category"] == "larm")
     assert larm["count"] == 6  # B2: call-outs not rejected (k-2 and k-7 are)
 

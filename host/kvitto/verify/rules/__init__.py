@@ -324,6 +324,9 @@ class Facts:
         entry: dict[str, Any] = {"rule": rule, "reason": reason}
         if claim_id:
             entry["claim_id"] = claim_id
+        source = self.profile.rules.get(rule, {}).get("source", "")
+        if source:
+            entry["source"] = source
         self.not_checked.append(entry)
 
 
