@@ -28,6 +28,12 @@ ACTIVITY = '[activity.226]\nname = "Omsorg"\ncategory = "hemtjanst"\nwhere = "ta
         (ACTIVITY + "[rules.E1]\ntolerance = 2\n", "key rules.E1.tolerance:", "not a known key"),
         (ACTIVITY + "[[not_checked]]\nrule = 'X1'\nsource = '000'\n", "not_checked[0].reason",
          "missing"),
+        (ACTIVITY + "[rules.X1]\nmonth_days = 0\n", "key rules.X1.month_days:",
+         "expected a number from 1 to 31"),
+        (ACTIVITY + "[rules.C2]\nactivities = ['tillsynx']\n", "key rules.C2.activities:",
+         "['tillsynx']"),
+        (ACTIVITY + "[rules.D3]\nfields = ['registred_at']\n", "key rules.D3.fields:",
+         "expected names among registered_at"),
     ],
 )  # fmt: skip
 def test_malformed_profile_value_exits_2_naming_file_and_key(tmp_path, body, key, found):

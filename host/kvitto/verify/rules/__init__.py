@@ -184,6 +184,20 @@ PARAMS: dict[str, dict[str, Any]] = {
     "B3": {"activities": "strings", "minutes": "int"},
     "I5": {"max_sync_age_s": "int", "receive_tolerance_s": "int"},
 }  # fmt: skip
+# Numbers a rule divides by, counts days with or reads as a clock hour: (least, most).
+RANGES: dict[str, tuple[float, float]] = {
+    "tolerance_minutes": (0, 1440), "night_from": (0, 23), "night_to": (0, 23),
+    "days": (0, 366), "hours": (0, 8760), "weekday": (1, 20), "time_sheet_day": (1, 28),
+    "day": (1, 28), "weekdays": (0, 60), "standard_minutes": (0, 1440), "minutes": (0, 100000),
+    "max_days": (1, 31), "end_days": (1, 31), "notice_hours": (0, 8760),
+    "month_days": (1, 31), "max_per_month": (0, 1000), "cutoff_hour": (0, 23),
+    "hospital_share": (0, 1), "hospital_hours": (0, 8760), "unpaid_days": (0, 31),
+    "minutes_per_customer_month": (0, 100000), "max_sync_age_s": (0, 10**8),
+    "receive_tolerance_s": (0, 10**8),
+}  # fmt: skip
+# Parameters that name activity codes of the profile's own catalogue.
+ACTIVITY_LISTS = frozenset({"activities", "arrival_only", "except", "time_sheet_activities"})
+CLAIM_TIMES = ("registered_at", "approved_at", "adjusted_at")
 _TOP = {"name": "str", "municipality": "str", "source": "str"}
 _ACTIVITY_KEYS = {"name": "str", "category": "str", "where": tuple(sorted(WHERE)),
                   "arrive_and_depart": "bool", "frame": "bool", "service": "bool"}  # fmt: skip
@@ -269,6 +283,18 @@ def check_profile(data: dict[str, Any], source: str) -> None:
         if not isinstance(params, dict):
             fail(f"rules.{rule_id}", "a table of the rule's parameters", params)
         keys(params, {"source": "str", **PARAMS.get(rule_id, {})}, f"rules.{rule_id}")
+        for key, value in params.items():
+            where = f"rules.{rule_id}.{key}"
+            if key in RANGES and not isinstance(value, (str, list)):
+                low, high = RANGES[key]
+                if not low <= value <= high:
+                    fail(where, f"a number from {low:g} to {high:g}", value)
+            if key in ACTIVITY_LISTS:
+                unknown = [code for code in value if code not in activity]
+                if unknown:
+                    fail(where, "activity codes of this profile's [activity] tables", unknown)
+            if key == "fields" and any(name not in CLAIM_TIMES for name in value):
+                fail(where, "names among " + ", ".join(CLAIM_TIMES), value)
     not_checked = data.get("not_checked", [])
     if not isinstance(not_checked, list):
         fail("not_checked", "an array of tables ([[not_checked]])", not_checked)
