@@ -186,7 +186,7 @@ def _exempt(facts: Facts, claim: Claim) -> bool:
     return any(o.tag_exempt for o in facts.orders_on(claim.customer, claim.local_start.date()))
 
 
-def _explained_manual(facts: Facts, claim: Claim) -> bool:
+def _manual_followed_up(facts: Facts, claim: Claim) -> bool:
     """A manual registration where E5 applies: E5's follow_up, with or without a reason (a
     missing reason is named there; it does not by itself make the claim a reject)."""
     return facts.profile.active("E5") and claim.registered_via == "manual"
@@ -207,7 +207,7 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     for claim in facts.claims:
         if not _tag_required(facts, claim):
             continue
-        if (facts.profile.active("E3") and _exempt(facts, claim)) or _explained_manual(
+        if (facts.profile.active("E3") and _exempt(facts, claim)) or _manual_followed_up(
             facts, claim
         ):
             continue
@@ -386,7 +386,7 @@ def _claims_needing_own_evidence(facts: Facts) -> Iterator[tuple[Any, Any]]:
     tolerance = float(facts.profile.rules.get("E1", {}).get("tolerance_minutes", 2))
     arrival_only = set(facts.profile.rules.get("E1", {}).get("arrival_only", []))
     for claim in facts.claims:
-        if not _tag_required(facts, claim) or _explained_manual(facts, claim):
+        if not _tag_required(facts, claim) or _manual_followed_up(facts, claim):
             continue
         if facts.profile.active("E3") and _exempt(facts, claim):
             continue
