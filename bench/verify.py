@@ -352,6 +352,7 @@ def overlapping_case(root: Path, rows: int) -> Path:
             day = "2026-11-11T"
             out.write(f"x{number:07d},{customer},{staff},{activity},{day}{start},{day}{end},"
                       f"{via},{day}{end},{day}18:00,,{double},,,,,,\n")  # fmt: skip
+    (root / "evidence.cbor-seq").write_bytes(b"")  # no events: the claims alone are the load
     return root
 
 

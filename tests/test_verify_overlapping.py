@@ -51,6 +51,7 @@ def case(root: Path, rows: int) -> Path:
         lines.append(f"x{number:07d},{customer},{staff},{activity},{day}{start},{day}{end},"
                      f"{via},{day}{end},{day}18:00,,{double},,,,,,")  # fmt: skip
     (root / "claims.csv").write_text("\n".join(lines) + "\n")
+    (root / "evidence.cbor-seq").write_bytes(b"")  # no events: the claims alone are the load
     return root
 
 
