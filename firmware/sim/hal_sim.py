@@ -194,6 +194,15 @@ def mount_flash(path, board, mountpoint="/flash"):
     return mountpoint
 
 
+def _install_esp32():
+    """`import esp32` on the unix port: the heap figures of sim.esp32 (issue #26)."""
+    try:
+        from sim import esp32
+    except ImportError:  # a trimmed sim without it: code that asks for esp32 sees no module
+        return
+    esp32.install()
+
+
 class SimHal:
     """The `sim` board. `flash`: image file to mount at /flash (None: use the cwd as-is).
     `seed`: deterministic RNG for tests. `ticks`: injectable millisecond clock for outputs."""
@@ -216,6 +225,8 @@ class SimHal:
         self.watchdogs = []
         self.fs_root = mount_flash(flash, board) if flash else ""
         self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or RESET_POWER
+        _install_esp32()
+
 
     # -- the board's parts, as device.board.hal offers them
     def input(self, name):
