@@ -24,6 +24,7 @@ def board(name: str) -> dict:
 def test_every_shipped_board_is_valid():
     names = {path.stem for path in BOARDS}
     assert {"esp32-devkitc", "esp32-lock", "esp32-alarm", "sim"} <= names
+    assert {"esp32s3-devkitc", "esp32-wrover"} <= names
     for path in BOARDS:
         loaded = boards.load(str(path))
         assert loaded["name"] == path.stem, "a board's name is its file name"
@@ -80,6 +81,77 @@ def test_broken_board_names_file_and_field(field, change, problem, tmp_path):
     assert problem in message
 
 
+def partition(data: dict, name: str) -> dict:
+    return next(entry for entry in data["partitions"] if entry["name"] == name)
+
+
+# The PSRAM boards' new fields: the partition table, PSRAM, the firmware to flash, the S3's pins.
+S3_CASES = [
+    ("buses.i2c.sda", lambda b: b["buses"]["i2c"].update(sda=22), "absent on the ESP32-S3"),
+    ("led.pin", lambda b: b["led"].update(pin=30), "SPI flash and PSRAM"),
+    ("buzzer.pin", lambda b: b["buzzer"].update(pin=49), "between 0 and 48"),
+    ("partitions.4.offset", lambda b: partition(b, "ota_1").update(offset=0x270000), "overlaps"),
+    ("partitions.3.offset", lambda b: partition(b, "ota_0").update(offset=0x11000), "64 KiB"),
+    ("partitions.5.size", lambda b: partition(b, "vfs").update(size=0x400000), "past flash.size"),
+    ("partitions.5", lambda b: b["flash"].update(fs_size=0x300000), "flash.fs_offset"),
+    ("partitions", lambda b: b["partitions"].pop(1), "OTA needs ota_0, ota_1 and otadata"),
+    ("partitions", lambda b: b["partitions"].pop(), "no 'vfs' partition"),
+    ("partitions.0.subtype", lambda b: partition(b, "nvs").update(subtype="ota_0"), "one of"),
+    ("partitions.2.name", lambda b: partition(b, "phy_init").update(name="nvs"), "already"),
+    ("partitions.0.flags", lambda b: partition(b, "nvs").update(flags="encrypted"), "unknown"),
+    ("firmware.build", lambda b: b["firmware"].update(build="custom"), "stock, frozen"),
+    ("psram", lambda b: b.update(psram=-1), "between 0 and"),
+]
+
+
+@pytest.mark.parametrize(
+    "field,change,problem", S3_CASES, ids=[c[0] + ":" + c[2] for c in S3_CASES]
+)
+def test_broken_psram_board_names_file_and_field(field, change, problem, tmp_path):
+    path = tmp_path / "esp32s3-devkitc.json"
+    path.write_text(json.dumps(broken("esp32s3-devkitc", change)))
+    with pytest.raises(boards.BoardError) as error:
+        boards.load(str(path))
+    message = str(error.value)
+    assert message.startswith(str(path) + ": field '" + field + "'"), message
+    assert problem in message
+
+
+def test_wrover_keeps_the_psram_pins_free(tmp_path):
+    path = tmp_path / "esp32-wrover.json"
+    path.write_text(json.dumps(broken("esp32-wrover", lambda b: b["buzzer"].update(pin=16))))
+    with pytest.raises(boards.BoardError, match="'buzzer.pin': GPIO16 is not free.*PSRAM"):
+        boards.load(str(path))
+    # the same pin on a plain ESP32 (no PSRAM) is free
+    board_data = broken("esp32-devkitc", lambda b: b["buzzer"].update(pin=16))
+    assert boards.validate(board_data, "esp32-devkitc.json")["buzzer"]["pin"] == 16
+
+
+def test_psram_boards_are_ota_ready_and_run_stock_firmware():
+    for name, download in (("esp32s3-devkitc", "ESP32_GENERIC_S3"),
+                           ("esp32-wrover", "ESP32_GENERIC-SPIRAM")):  # fmt: skip
+        data = board(name)
+        assert data["psram"] >= 2 * 1024 * 1024
+        assert data["firmware"] == {"build": "stock", "download": download}
+        table = {entry["name"]: entry for entry in data["partitions"]}
+        # MicroPython's partitions-8MiBplus-ota.csv, its implicit vfs made explicit
+        assert [(e["subtype"], e["offset"], e["size"]) for e in data["partitions"][:5]] == [
+            ("nvs", 0x9000, 0x4000), ("ota", 0xD000, 0x2000), ("phy", 0xF000, 0x1000),
+            ("ota_0", 0x10000, 0x270000), ("ota_1", 0x280000, 0x270000),
+        ]  # fmt: skip
+        vfs = table["vfs"]
+        assert (vfs["offset"], vfs["size"]) == (
+            data["flash"]["fs_offset"],
+            data["flash"]["fs_size"],
+        )
+        assert vfs["offset"] + vfs["size"] == data["flash"]["size"] == 8 * 1024 * 1024
+        # the device never reads the table (esp32.Partition does): dropped once checked
+        assert "partitions" not in boards.load(str(ROOT / "boards" / f"{name}.json"))
+    for name in ("esp32-devkitc", "esp32-lock", "esp32-alarm"):
+        assert board(name)["firmware"]["build"] == "frozen" and board(name)["psram"] == 0
+        assert "frozen build" in board(name)["description"]
+
+
 def test_unreadable_and_non_json_boards(tmp_path):
     with pytest.raises(boards.BoardError, match="cannot read the board file"):
         boards.load(str(tmp_path / "nope.json"))
@@ -90,14 +162,16 @@ def test_unreadable_and_non_json_boards(tmp_path):
 
 
 def test_unix_port_gives_the_same_verdicts(micropython, tmp_path):
-    for index, (_, change, _) in enumerate(CASES):
-        (tmp_path / f"case{index}.json").write_text(json.dumps(broken("esp32-lock", change)))
+    cases = [("esp32-lock", *case) for case in CASES]
+    cases += [("esp32s3-devkitc", *case) for case in S3_CASES]
+    for index, (name, _, change, _) in enumerate(cases):
+        (tmp_path / f"case{index}.json").write_text(json.dumps(broken(name, change)))
     out = micropython(
         f"""
         from device.board import boards
         for path in {[str(p) for p in BOARDS]!r}:
             print("ok", boards.load(path)["name"])
-        for index in range({len(CASES)}):
+        for index in range({len(cases)}):
             try:
                 boards.load("{tmp_path}/case%d.json" % index)
                 print("accepted", index)
@@ -108,13 +182,16 @@ def test_unix_port_gives_the_same_verdicts(micropython, tmp_path):
     lines = out.strip().splitlines()
     assert lines[: len(BOARDS)] == [f"ok {p.stem}" for p in BOARDS]
     expected = []
-    for index, (_, change, _) in enumerate(CASES):
+    for index, (name, _, change, _) in enumerate(cases):
         try:
-            boards.validate(broken("esp32-lock", change), f"{tmp_path}/case{index}.json")
+            boards.validate(broken(name, change), f"{tmp_path}/case{index}.json")
         except boards.BoardError as error:
             expected.append(str(error))
+    assert len(expected) == len(cases) == len(lines) - len(BOARDS)
     # MicroPython prints reprs a little differently; the file, field and problem must agree
-    for device_line, host_line, (field, _, problem) in zip(lines[len(BOARDS) :], expected, CASES):
+    for device_line, host_line, (_, field, _, problem) in zip(
+        lines[len(BOARDS) :], expected, cases
+    ):
         assert device_line.split(":")[:2] == host_line.split(":")[:2]
         assert f"'{field}'" in device_line and problem in device_line
 

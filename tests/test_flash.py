@@ -356,3 +356,71 @@ def test_dry_run_without_a_board_prints_the_plan(files, monkeypatch):
     report = json.loads(json_run.output)
     assert report["done"] is False and report["chip"] == "esp32"
     assert report["firmware_offset"] == 0x1000 and report["fs_offset"] == 0x200000
+
+
+def merged_s3_firmware(path: Path, app_bytes: int = 0x1000) -> Path:
+    """A stock-style merged ESP32-S3 firmware: bootloader at 0x0, MicroPython's own partition
+    table (factory app, vfs) at 0x8000, the app at 0x10000."""
+    from esptool.bin_image import ESP32S3FirmwareImage
+
+    from kvitto.install.flash import partition_table
+
+    loader = ESP32S3FirmwareImage()
+    loader.entrypoint = 0x40380000
+    loader.segments = [ELFSection(b".iram0.text", 0x40380000, b"\x02" * 128, 0)]
+    loader.save(str(path))
+    stock = partition_table([
+        {"name": "nvs", "type": "data", "subtype": "nvs", "offset": 0x9000, "size": 0x6000},
+        {"name": "phy_init", "type": "data", "subtype": "phy", "offset": 0xF000, "size": 0x1000},
+        {"name": "factory", "type": "app", "subtype": "factory", "offset": 0x10000,
+         "size": 0x1F0000},
+        {"name": "vfs", "type": "data", "subtype": "fat", "offset": 0x200000, "size": 0x600000},
+    ])  # fmt: skip
+    data = bytearray(path.read_bytes().ljust(0x8000, b"\xff")) + stock
+    data = data.ljust(0x10000, b"\xff") + b"\xe9" + bytes(range(256)) * (app_bytes // 256)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_psram_board_gets_its_ota_partition_table(tmp_path):
+    """The S3 board's OTA layout replaces the stock table in a copy of the firmware; the app
+    stays at 0x10000 (ota_0), the filesystem goes where the table's vfs says."""
+    import hashlib
+    import struct
+
+    firmware = merged_s3_firmware(tmp_path / "ESP32_GENERIC_S3.bin")
+    image = tmp_path / "fs.bin"
+    build_image("esp32s3-devkitc", image)
+    plan = plan_flash("esp32s3-devkitc", firmware, image, port="/dev/ttyACM0")
+    board = load_board("esp32s3-devkitc")
+    assert plan.firmware == str(tmp_path / "ESP32_GENERIC_S3.esp32s3-devkitc.bin")
+    assert plan.firmware_offset == 0 and plan.fs_offset == 0x4F0000 == board.fs_offset
+    write = plan.esptool_chains()[0]
+    assert write[write.index("--flash-size") + 1] == "8MB"
+    written = Path(plan.firmware).read_bytes()
+    original = firmware.read_bytes()
+    assert written[:0x8000] == original[:0x8000] and written[0x9000:] == original[0x9000:]
+    table = written[0x8000 : 0x8000 + 0xC00]
+    entries = [struct.unpack("<2sBBLL16sL", table[i : i + 32]) for i in range(0, 6 * 32, 32)]
+    assert [(e[5].rstrip(b"\0").decode(), e[1], e[2], e[3], e[4]) for e in entries] == [
+        ("nvs", 1, 0x02, 0x9000, 0x4000), ("otadata", 1, 0x00, 0xD000, 0x2000),
+        ("phy_init", 1, 0x01, 0xF000, 0x1000), ("ota_0", 0, 0x10, 0x10000, 0x270000),
+        ("ota_1", 0, 0x11, 0x280000, 0x270000), ("vfs", 1, 0x81, 0x4F0000, 0x310000),
+    ]  # fmt: skip
+    # ESP-IDF's MD5 entry closes the table, the rest is erased flash
+    assert table[192:208] == b"\xeb\xeb" + b"\xff" * 14
+    assert table[208:224] == hashlib.md5(table[:192]).digest()
+    assert table[224:] == b"\xff" * (0xC00 - 224)
+
+
+def test_psram_board_refuses_an_app_only_or_oversized_firmware(tmp_path):
+    image = tmp_path / "fs.bin"
+    build_image("esp32s3-devkitc", image)
+    app_only = tmp_path / "app.bin"
+    merged = merged_s3_firmware(tmp_path / "s3.bin")
+    app_only.write_bytes(merged.read_bytes()[:0x1000])  # the image loader still accepts it
+    with pytest.raises(KvittoError, match="no partition table at 0x8000.*whole firmware file"):
+        plan_flash("esp32s3-devkitc", app_only, image, port="/dev/ttyACM0")
+    too_big = merged_s3_firmware(tmp_path / "big.bin", app_bytes=0x270000 + 0x100)
+    with pytest.raises(KvittoError, match="does not fit partition ota_0"):
+        plan_flash("esp32s3-devkitc", too_big, image, port="/dev/ttyACM0")

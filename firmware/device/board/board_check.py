@@ -18,6 +18,10 @@ except ImportError:  # CPython: the same module, checked by the same tests
 
 _ESP32_LAST_PIN = const(39)
 _ESP32_FIRST_INPUT_ONLY = const(34)  # ESP32 datasheet §2.2: GPIO34-39 are input only
+_S3_LAST_PIN = const(48)
+_APP_ALIGN = const(0x10000)  # ESP-IDF: app partitions start on a 64 KiB boundary
+_SECTOR = const(0x1000)
+_FIRST_PARTITION = const(0x9000)  # after the bootloader and the partition table at 0x8000
 _MIN_WATCHDOG_MS = const(1000)
 _MAX_WATCHDOG_MS = const(60000)
 
@@ -32,7 +36,20 @@ ROLE_NEEDS = {
     "alarm": ("inputs.alarm_call", "inputs.green", "inputs.yellow"),
 }
 _TOP = ("name", "description", "chip", "hal", "roles", "flash", "buses", "pn532", "led",
-        "buzzer", "relay", "inputs", "watchdog_ms")
+        "buzzer", "relay", "inputs", "watchdog_ms", "psram", "firmware", "partitions")
+# Pins a chip does not offer for wiring: absent, or taken by the module's flash and PSRAM
+# (ESP32: GPIO6-11 flash, GPIO16-17 PSRAM on WROVER; ESP32-S3: GPIO22-25 absent, 26-32 flash
+# and PSRAM, 33-37 octal PSRAM only: not refused here).
+_NOT_WIRED = {
+    "esp32": ((6, 11, "the module's SPI flash"),),
+    "esp32s3": ((22, 25, "absent on the ESP32-S3"), (26, 32, "the module's SPI flash and PSRAM")),
+}
+_PSRAM_PINS = ((16, 17, "the PSRAM of an ESP32 module with PSRAM (WROVER)"),)
+_PARTITION_TYPES = {
+    "app": ("factory", "ota_0", "ota_1"),
+    "data": ("nvs", "phy", "ota", "fat", "spiffs", "littlefs"),
+}
+_FIRMWARE_BUILDS = ("stock", "frozen")
 _BUS_PINS = {
     "i2c": ("scl", "sda"),
     "spi": ("sck", "mosi", "miso", "cs"),
@@ -53,6 +70,9 @@ class _Check:
     def get(self, field, required=True):
         node = self.board
         for part in field.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]  # partitions.3.offset
+                continue
             if not isinstance(node, dict) or part not in node:
                 if required:
                     self.fail(field, "is missing")
@@ -88,9 +108,16 @@ class _Check:
 
     def pin(self, field, output=False):
         chip = self.board.get("chip")
-        number = self.integer(field, 0, _ESP32_LAST_PIN if chip != "sim" else 255)
+        last = 255 if chip == "sim" else _S3_LAST_PIN if chip == "esp32s3" else _ESP32_LAST_PIN
+        number = self.integer(field, 0, last)
         if output and chip == "esp32" and number >= _ESP32_FIRST_INPUT_ONLY:
             self.fail(field, "GPIO%d is input only on the ESP32 (GPIO34-39)" % number)
+        taken = _NOT_WIRED.get(chip, ())
+        if chip == "esp32" and self.board.get("psram"):
+            taken = taken + _PSRAM_PINS
+        for low, high, why in taken:
+            if low <= number <= high:
+                self.fail(field, "GPIO%d is not free: GPIO%d-%d are %s" % (number, low, high, why))
         if number in self.pins:
             self.fail(field, "pin %d is already used by '%s'" % (number, self.pins[number]))
         self.pins[number] = field
@@ -184,9 +211,73 @@ def validate(board, source):
         check.choice("inputs.%s.pull" % input_name, ("up", "down", None), False)
 
     check.integer("watchdog_ms", _MIN_WATCHDOG_MS, _MAX_WATCHDOG_MS)
+    if check.has("psram"):
+        check.integer("psram", 0, 1 << 26)
+    if check.has("firmware"):
+        check.mapping("firmware")
+        check.choice("firmware.build", _FIRMWARE_BUILDS)
+        download = check.get("firmware.download")
+        if not isinstance(download, str) or not download:
+            check.fail("firmware.download", "must name MicroPython's board build, got %r"
+                       % (download,))
+    if check.has("partitions"):
+        _partitions(check, size, offset, fs_size)
 
     for role in roles:
         for needed in ROLE_NEEDS[role]:
             if check.get(needed, False) is None:
                 check.fail(needed, "is missing, and role '%s' needs it" % role)
     return board
+
+
+def _partitions(check, flash_size, fs_offset, fs_size):
+    """The board's partition table (ESP-IDF's CSV as data): in flash order, aligned, inside the
+    flash, no overlap; two OTA app slots come with otadata; the `vfs` entry is where the
+    filesystem is (flash.fs_offset and fs_size say the same)."""
+    table = check.get("partitions")
+    if not isinstance(table, list) or not table:
+        check.fail("partitions", "must be a non-empty list of partitions")
+    names = {}
+    end = _FIRST_PARTITION
+    for index, entry in enumerate(table):
+        where = "partitions.%d" % index
+        if not isinstance(entry, dict):
+            check.fail(where, "must be an object, got %r" % (entry,))
+        for key in sorted(entry):
+            if key not in ("name", "type", "subtype", "offset", "size"):
+                check.fail(where + "." + key, "unknown field (known: name, type, subtype, "
+                           "offset, size)")
+        name = entry.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= 16:
+            check.fail(where + ".name", "must be a label of 1-16 characters, got %r" % (name,))
+        if name in names:
+            check.fail(where + ".name", "'%s' is already partition %d" % (name, names[name]))
+        names[name] = index
+        kind = check.choice(where + ".type", ("app", "data"))
+        check.choice(where + ".subtype", _PARTITION_TYPES[kind])
+        start = check.integer(where + ".offset", 0, flash_size)
+        length = check.integer(where + ".size", _SECTOR, flash_size)
+        align = _APP_ALIGN if kind == "app" else _SECTOR
+        if start % align or length % _SECTOR:
+            check.fail(where + ".offset", "'%s' must start on a %d KiB boundary and be whole "
+                       "4 KiB sectors" % (name, align // 1024))
+        if start < end:
+            check.fail(where + ".offset", "'%s' at 0x%x overlaps what comes before it (free "
+                       "from 0x%x)" % (name, start, end))
+        end = start + length
+        if end > flash_size:
+            check.fail(where + ".size", "'%s' ends at 0x%x, past flash.size (0x%x)"
+                       % (name, end, flash_size))
+    subtypes = [entry["subtype"] for entry in table]
+    apps = [s for s in subtypes if s in ("factory", "ota_0", "ota_1")]
+    if not apps:
+        check.fail("partitions", "has no app partition (factory or ota_0)")
+    if ("ota_0" in apps) != ("ota_1" in apps) or ("ota_0" in apps) != ("ota" in subtypes):
+        check.fail("partitions", "OTA needs ota_0, ota_1 and otadata (subtype ota) together")
+    vfs = names.get("vfs")
+    if vfs is None:
+        check.fail("partitions", "has no 'vfs' partition (MicroPython's filesystem)")
+    if (table[vfs]["offset"], table[vfs]["size"]) != (fs_offset, fs_size):
+        check.fail("partitions.%d" % vfs, "'vfs' is at 0x%x, 0x%x bytes, but flash.fs_offset "
+                   "and fs_size say 0x%x, 0x%x" % (table[vfs]["offset"], table[vfs]["size"],
+                                                   fs_offset, fs_size))

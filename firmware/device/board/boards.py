@@ -27,12 +27,15 @@ def validate(board, source="<board>"):
 
 
 def parse(text, source="<board>"):
-    """Decode and validate board JSON text."""
+    """Decode and validate board JSON text. The partition table is checked and dropped: it is
+    the flasher's (kvitto flash), and on the board esp32.Partition reads it from flash."""
     try:
         board = json.loads(text)
     except ValueError as error:
         raise BoardError("%s: not valid JSON (%s)" % (source, error))
-    return validate(board, source)
+    board = validate(board, source)
+    board.pop("partitions", None)
+    return board
 
 
 def load(path):

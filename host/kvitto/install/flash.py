@@ -8,6 +8,8 @@ esptool is driven through its documented command chains (`esptool.main([...])`, 
 arguments as its command line) and its image API (`bin_image.LoadFirmwareImage`); its
 human-readable output is never parsed. Offsets come from the board file: the filesystem at
 flash.fs_offset, MicroPython at the chip's image offset (0x1000 on the ESP32, 0x0 on later chips).
+A board file with a partition table (the OTA-ready PSRAM boards) gets it written at 0x8000 in
+place of the stock one (`with_partition_table`), and esptool is told the board's flash size.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ FIRMWARE_OFFSET = {
     "esp32s3": 0x0,
     "esp32c3": 0x0,
     "esp32c6": 0x0,
+}
+# ESP-IDF's partition table (gen_esp32part.py's binary format): at 0x8000, 32 bytes an entry,
+# then an MD5 entry over the entries, padded with 0xFF to 0xC00 bytes.
+PARTITION_TABLE_OFFSET = 0x8000
+PARTITION_TABLE_BYTES = 0xC00
+_ENTRY_MAGIC = b"\xaa\x50"
+_MD5_MAGIC = b"\xeb\xeb" + b"\xff" * 14
+PARTITION_TYPES = {"app": 0x00, "data": 0x01}
+PARTITION_SUBTYPES = {
+    "app": {"factory": 0x00, "ota_0": 0x10, "ota_1": 0x11},
+    "data": {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "fat": 0x81, "spiffs": 0x82, "littlefs": 0x83},
 }
 # USB-serial bridges on ESP32 boards (VID, PID) -> name; ports with other ids are not offered.
 ESP32_BRIDGES = {
@@ -99,6 +112,7 @@ class FlashPlan:
     fs_size: int
     erase: bool = True
     connect_attempts: int = 7
+    flash_size: str = "keep"  # the board's size ("8MB") when its own partition table is written
 
     def _connection(self, after: str) -> list[str]:
         return [
@@ -119,7 +133,7 @@ class FlashPlan:
         write = [*self._connection("no-reset"), "write-flash"]
         if self.erase:
             write.append("--erase-all")
-        write += ["--flash-size", "keep", *self.regions()]
+        write += ["--flash-size", self.flash_size, *self.regions()]
         verify = [*self._connection("hard-reset"), "verify-flash", *self.regions()]
         return [write, verify]
 
@@ -157,6 +171,62 @@ def check_firmware(path: Path, chip: str) -> None:
         raise KvittoError(f"{path}: not an {chip} firmware image: {_reason(error)}") from None
 
 
+def partition_table(partitions: list[dict[str, Any]]) -> bytes:
+    """The board file's partition table in ESP-IDF's binary form (what gen_esp32part.py makes
+    of the same CSV): the bootloader and MicroPython's esp32.Partition read it at 0x8000."""
+    import hashlib
+
+    entries = b"".join(
+        struct.pack(
+            "<2sBBLL16sL",
+            _ENTRY_MAGIC,
+            PARTITION_TYPES[entry["type"]],
+            PARTITION_SUBTYPES[entry["type"]][entry["subtype"]],
+            entry["offset"],
+            entry["size"],
+            entry["name"].encode(),
+            0,
+        )
+        for entry in partitions
+    )
+    table = entries + _MD5_MAGIC + hashlib.md5(entries).digest()
+    return table + b"\xff" * (PARTITION_TABLE_BYTES - len(table))
+
+
+def with_partition_table(firmware: Path, layout: Board, out: Path) -> Path:
+    """A copy of MicroPython's merged firmware (bootloader, partition table, app) with the
+    board's own partition table in place of the stock one, written to `out`: the stock app lands
+    in ota_0 and, with otadata erased, the bootloader starts it. Refused with one line when the
+    file has no partition table where it should, or its app does not fit the app slot."""
+    offset = FIRMWARE_OFFSET[layout.chip]
+    data = bytearray(firmware.read_bytes())
+    at = PARTITION_TABLE_OFFSET - offset
+    if data[at : at + 2] != _ENTRY_MAGIC:
+        raise KvittoError(
+            f"{firmware}: no partition table at {PARTITION_TABLE_OFFSET:#x}: board "
+            f"{layout.name} needs MicroPython's whole firmware file (bootloader, partition table "
+            "and app, as micropython.org/download has it), not the app alone"
+        )
+    table = layout.data["partitions"]
+    try:
+        app = next(e for e in table if e["type"] == "app")
+        binary = partition_table(table)
+    except (KeyError, TypeError, StopIteration, struct.error, AttributeError):
+        raise KvittoError(
+            f"{layout.source}: field 'partitions' is not a partition table the board check "
+            "accepts (name, type, subtype, offset, size; an app partition)"
+        ) from None
+    app_bytes = len(data) - (app["offset"] - offset)
+    if app_bytes > app["size"]:
+        raise KvittoError(
+            f"{firmware}: its app ({app_bytes} bytes from {app['offset']:#x}) does not fit "
+            f"partition {app['name']} of board {layout.name} ({app['size']} bytes)"
+        )
+    data[at : at + PARTITION_TABLE_BYTES] = binary
+    out.write_bytes(bytes(data))
+    return out
+
+
 def _reason(error: BaseException) -> str:
     """esptool's message in one line; some of its errors carry a %-format and its values."""
     args = error.args
@@ -187,8 +257,15 @@ def plan_flash(
             f"{layout.fs_size} bytes (build it with `kvitto image --board {layout.name}`)"
         )
     offset = FIRMWARE_OFFSET[layout.chip]
+    flash_size = "keep"
     if firmware is not None:
         check_firmware(firmware, layout.chip)
+        if "partitions" in layout.data:
+            # the board's OTA layout replaces the stock table, in a copy beside the image
+            firmware = with_partition_table(
+                firmware, layout, image.with_name(f"{firmware.stem}.{layout.name}.bin")
+            )
+            flash_size = f"{layout.flash_size // 0x100000}MB"
         if offset + firmware.stat().st_size > layout.fs_offset:
             raise KvittoError(
                 f"{firmware}: {firmware.stat().st_size} bytes from {offset:#x} would overwrite "
@@ -207,6 +284,7 @@ def plan_flash(
         fs_offset=layout.fs_offset,
         fs_size=layout.fs_size,
         erase=erase,
+        flash_size=flash_size,
     )
 
 
