@@ -8,9 +8,10 @@ virtual board. sim.hal_sim.SimHal installs it as `esp32` (sys.modules); never in
 Heap (issue #26; `idf_heap_info`, `HEAP_DATA`, `HEAP_EXEC`): ESP-IDF's own heap, the RAM outside
 MicroPython's GC heap that Wi-Fi and TLS allocate from, as the real function reports it: one
 4-tuple per heap region that has the capabilities asked for. A virtual board's figures come from
-`KVITTO_IDF_HEAP` (set by kvitto.sim.board.VirtualBoard): "INTERNAL_KIB" or
-"INTERNAL_KIB,PSRAM_KIB" free, so a test can play a plain ESP32 whose internal RAM is nearly
-gone or a board with PSRAM. Without it: 110 KiB internal free, no PSRAM.
+`KVITTO_IDF_HEAP` (set by kvitto.sim.board.VirtualBoard): "INTERNAL_KIB" free, or
+"INTERNAL_KIB,PSRAM_KIB" with a PSRAM region of that size, all of it free; so a test can play
+a plain ESP32 whose internal RAM is nearly gone, or a board with PSRAM. Without it: 110 KiB
+internal free, no PSRAM.
 
 Partitions (`esp32.Partition`, issue #22) are the fleet's: their own module in sim/, hooked in
 by `install()` below when present; this file's heap part does not touch them.
@@ -27,7 +28,6 @@ HEAP_DATA = const(4)  # MALLOC_CAP_8BIT
 
 _DEFAULT_INTERNAL_KIB = const(110)
 _REGION_BYTES = const(0x10000)  # an ESP32's internal DRAM comes in regions of up to ~100 KiB
-_PSRAM_TOTAL = const(0x400000)  # a 4 MiB PSRAM region (ESP32-WROVER-E, ESP32-S3 N8R2: 2 MiB)
 
 
 def _configured():
@@ -50,8 +50,7 @@ def idf_heap_info(capabilities):
         regions.append((_REGION_BYTES + 2048, free, free - 16 if free > 16 else 0, free))
         internal -= free
     if psram and capabilities & HEAP_DATA and not capabilities & HEAP_EXEC:
-        total = max(psram, _PSRAM_TOTAL)
-        regions.append((total, psram, psram - 16, psram))
+        regions.append((psram, psram, psram - 16, psram))
     return regions
 
 

@@ -80,7 +80,7 @@ def image(board, out, config, lockdown, frozen, output_format) -> None:
 
 @cli.command()
 @_BOARD
-@click.option("--image", required=True, type=click.Path(dir_okay=False), help="`kvitto image`.")
+@click.option("--image", default=None, type=click.Path(dir_okay=False), help="`kvitto image`.")
 @click.option(
     "--firmware", default=None, type=click.Path(dir_okay=False), help="MicroPython .bin."
 )
@@ -89,12 +89,26 @@ def image(board, out, config, lockdown, frozen, output_format) -> None:
 @click.option("--erase/--no-erase", default=True, show_default=True, help="Erase all first.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the esptool chains only.")
 @click.option("--merged", default=None, help="Write one image for offset 0x0 instead.")
+@click.option(
+    "--check", is_flag=True, help="Then ask the board if it has the memory for --role (alone: "
+    "only ask)."
+)  # fmt: skip
+@click.option("--role", default="tag", show_default=True,
+              type=click.Choice(["tag", "lock", "alarm"]), help="The role --check checks for.")  # fmt: skip
+@click.option("--tls", is_flag=True, help="--check keeps ESP-IDF's RAM for TLS too.")
 @_FORMAT
-def flash(board, image, firmware, port, baud, erase, dry_run, merged, output_format) -> None:
+def flash(
+    board, image, firmware, port, baud, erase, dry_run, merged, check, role, tls, output_format
+) -> None:
     """Write MicroPython and the filesystem image to a board through esptool."""
-    from kvitto.install.flash import run_flash
+    from kvitto.install.flash import run_check, run_flash
 
-    run_flash(board, firmware, image, port, baud, erase, dry_run, merged, output_format)
+    if image is None and not check:
+        raise KvittoError("--image is required (build it with `kvitto image`), unless --check")
+    if image is not None:
+        run_flash(board, firmware, image, port, baud, erase, dry_run, merged, output_format)
+    if check and not dry_run and not merged:
+        run_check(board, port, role, tls, output_format)
 
 
 @cli.command()

@@ -29,6 +29,7 @@ class DeviceConsole:
         except (TransportError, OSError) as error:
             raise ProvisionError(f"serial port {port}: no MicroPython console: {error}") from None
         self.port = port
+        self.last_output = ""  # all the last run printed (micropython.mem_info(), say)
 
     def run(self, code: str, timeout: int = 60) -> Any:
         """Run `code` on the board; it prints one JSON line, returned decoded."""
@@ -37,6 +38,7 @@ class DeviceConsole:
         except self._transport_error as error:
             raise ProvisionError(f"{self.port}: the board did not answer: {error}") from None
         output, error_output = out
+        self.last_output = output.decode(errors="replace")
         if error_output:
             last = error_output.decode(errors="replace").strip().splitlines()
             raise ProvisionError(f"{self.port}: the board said: {last[-1] if last else '?'}")

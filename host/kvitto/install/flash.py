@@ -478,3 +478,20 @@ def run_flash(
     for chain in plan.esptool_chains():
         click.echo(f"  {verb}: esptool {' '.join(chain)}")
     return plan
+
+
+def run_check(board: str, port: str | None, role: str, tls: bool, output_format: str) -> None:
+    """`kvitto flash --check`: the memory pre-flight (kvitto.install.preflight) on a running
+    board; one line either way, KvittoError (exit 2) when the board is short."""
+    import click
+
+    from kvitto.install.console import DeviceConsole
+    from kvitto.install.preflight import preflight
+
+    layout = load_board(board)
+    console = DeviceConsole(pick_port(port))
+    try:
+        result = preflight(console, role, layout, wifi=True, tls=tls)  # boards reach out by Wi-Fi
+    finally:
+        console.close()
+    click.echo(json.dumps(result.as_dict()) if output_format == "json" else result.line())

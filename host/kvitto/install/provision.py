@@ -96,6 +96,7 @@ class Provisioning:
     mark: str | None = None
     label_dir: Path | None = None
     reset: bool = True
+    preflight: bool = True  # kvitto.install.preflight: refuse a board short of memory first
 
 
 @dataclass
@@ -242,6 +243,11 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
     own_console = console is None
     console = console or DeviceConsole(request.port)
     try:
+        if request.preflight:  # enough memory for the role, before anything is registered
+            from kvitto.install.preflight import preflight
+
+            preflight(console, request.role, layout, wifi=bool(request.wifi_ssid),
+                      tls=request.broker_tls)  # fmt: skip
         public_key = read_identity(console)
         with open_store(request.store_url) as store:
             registry = Registry(store)

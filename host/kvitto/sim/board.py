@@ -130,12 +130,16 @@ class VirtualBoard:
         proxy: bool = True,
         heap: str = "2M",
         flash: Path | None = None,
+        idf_heap: str | None = None,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.role = role
         self.heap = heap
+        # ESP-IDF's heap as the board's esp32.idf_heap_info reports it (firmware/sim/esp32.py):
+        # "INTERNAL_KIB" or "INTERNAL_KIB,PSRAM_KIB" free
+        self.idf_heap = idf_heap
         # an existing image (e.g. from `kvitto image`) is mounted as it is, like a flashed board
         self.flash = Path(flash) if flash is not None else self.workdir / "flash.img"
         self.log_path = self.workdir / "board.log"
@@ -192,6 +196,8 @@ class VirtualBoard:
             KVITTO_SERIAL="stdio",
             KVITTO_RESET_CAUSE=reset_cause,
         )
+        if self.idf_heap is not None:
+            env["KVITTO_IDF_HEAP"] = self.idf_heap
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self._connected.clear()
         self.process = subprocess.Popen(
