@@ -238,7 +238,19 @@ WASM_CACHE = Path.home() / ".cache" / "kvitto-bench" / f"micropython-webassembly
 
 
 def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
-    """Every firmware module as bytecode .mpy, the way the image builder ships them."""
+    """Every firmware module as bytecode .mpy, the way the image builder ships them, with the
+    constant tables it writes as files beside them (kvitto.install.image.data_files)."""
+    if (firmware / "device" / "evidence" / "ed25519_table.py").exists():
+        from kvitto.install.image import data_files
+
+        try:
+            tables = data_files(firmware)
+        except Exception:  # an older checkout's firmware, compared with --firmware: none
+            tables = {}
+        for name, data in tables.items():
+            if (firmware / name).with_suffix(".py").exists():
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                (out / name).write_bytes(data)
     for source in sorted(firmware.rglob("*.py")):
         relative = source.relative_to(firmware)
         if relative.parts[0] not in ("device", "sim") or "__pycache__" in relative.parts:

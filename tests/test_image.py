@@ -264,3 +264,57 @@ def test_virtual_board_runs_the_compiled_firmware_from_the_image(sim_image, tmp_
         assert out.decode().split() == ["/rom/device/__init__.mpy", "/rom/sim/hal_sim.mpy"]
     finally:
         board.stop()
+
+
+SIGN_FROM_IMAGE = """
+import gc, os, sys, vfs
+from sim.flash import FileBlockDevice
+
+image = sys.argv[1]
+device = FileBlockDevice(image, block_size=4096, block_count=os.stat(image)[6] // 4096)
+vfs.mount(vfs.VfsLfs2(device), "/flash")
+sys.path[:] = ["/flash", ".frozen"]
+for name in list(sys.modules):
+    if name == "device" or name.startswith("device.") or name.startswith("sim"):
+        del sys.modules[name]
+from device.evidence import ed25519
+print("from", ed25519.__file__)
+print("signature", ed25519.sign(bytes(range(32)), b"kvitto").hex())
+print("table module loaded", "device.evidence.ed25519_table" in sys.modules)
+"""
+
+
+def test_stock_image_reads_the_ed25519_table_from_a_file_not_the_heap(
+    micropython, sim_image, tmp_path
+):
+    """On a stock firmware an imported .mpy copies its bytes constants into the heap; the image
+    carries the 16 KiB comb table as a file too, and signing reads it from there, giving the
+    same signatures as the table constant does."""
+    from kvitto.install.image import TABLE_MODULE
+
+    path, _ = sim_image
+    files = read_image(path, "sim")
+    table = files["device/evidence/ed25519_table.bin"]
+    namespace: dict = {}
+    exec((FIRMWARE / TABLE_MODULE).read_text(), namespace)
+    assert table == namespace["TABLE"] and len(table) == 255 * 64
+    copy = tmp_path / "flash.bin"
+    copy.write_bytes(path.read_bytes())
+    out = micropython(SIGN_FROM_IMAGE, args=[str(copy)])
+    assert "from /flash/device/evidence/ed25519.mpy" in out
+    assert "table module loaded False" in out
+    # the same signature from the source tree, where the constant is used (frozen builds too)
+    source = micropython(
+        "from device.evidence import ed25519\n"
+        "import sys\n"
+        "print('signature', ed25519.sign(bytes(range(32)), b'kvitto').hex())\n"
+        "print('table module loaded', 'device.evidence.ed25519_table' in sys.modules)\n"
+    )
+    signature = [line for line in out.splitlines() if line.startswith("signature")]
+    assert signature == [line for line in source.splitlines() if line.startswith("signature")]
+    assert "table module loaded True" in source
+    # and RFC 8032 as the cryptography package computes it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    expected = Ed25519PrivateKey.from_private_bytes(bytes(range(32))).sign(b"kvitto").hex()
+    assert signature == [f"signature {expected}"]

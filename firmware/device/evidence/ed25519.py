@@ -7,13 +7,15 @@
 Speed: a fixed-base comb (8 teeth, spacing 32) over a 16,320-byte table of affine multiples of
 the base point (device/evidence/ed25519_table.py) makes [r]B cost 31 doublings and 32 mixed
 additions in extended coordinates (Hisil-Wong-Carter-Dawson 2008). The public key is cached per
-secret.
+secret. Where the table lives: frozen into the firmware or in ROMFS, the bytes constant is used
+in place; on a stock firmware an imported .mpy would copy its 16 KiB into the heap, so
+`kvitto image` writes the table beside this module as ed25519_table.bin as well, and it is read
+from there 64 bytes at a time (32 reads a signature).
 `Signer.sign_steps(msg)` is a generator that yields between slices of work, so an asyncio loop
 keeps serving taps and buttons while a signature runs. Not constant-time: MicroPython integers
 are not; the key is the device's own and timing is not observable from the network.
 """
 
-from device.evidence.ed25519_table import TABLE
 from device.evidence.sha512 import sha512
 
 from micropython import const  # CPython runs this module with a stand-in (tests/signing_support.py)
@@ -37,14 +39,34 @@ class Ed25519Error(ValueError):
     """A key or signature of the wrong size."""
 
 
-_TABLE_VIEW = memoryview(TABLE)  # slices of a memoryview do not copy the 64-byte entries
+_TABLE_FILE = "/ed25519_table.bin"  # beside this module, in an image of .mpy files
+_table = []  # [file, 64-byte buffer] or [memoryview of the bytes constant]: set on first use
+
+
+def _open_table():
+    folder = globals().get("__file__", "").rpartition("/")[0]
+    try:
+        _table.extend((open(folder + _TABLE_FILE, "rb"), memoryview(bytearray(64))))
+    except OSError:  # frozen, ROMFS or source: the constant stays where the code is
+        from device.evidence.ed25519_table import TABLE
+
+        _table.append(memoryview(TABLE))  # slices of a memoryview do not copy the entries
 
 
 def _table_point(index):
     # Entry index (1..255): affine x, y -> the (y+x, y-x, 2d·x·y) form a mixed addition needs.
+    if not _table:
+        _open_table()
     offset = (index - 1) * 64
-    x = int.from_bytes(_TABLE_VIEW[offset : offset + 32], "little")
-    y = int.from_bytes(_TABLE_VIEW[offset + 32 : offset + 64], "little")
+    if len(_table) == 2:
+        table_file, entry = _table
+        table_file.seek(offset)
+        table_file.readinto(entry)
+        offset = 0
+    else:
+        entry = _table[0]
+    x = int.from_bytes(entry[offset : offset + 32], "little")
+    y = int.from_bytes(entry[offset + 32 : offset + 64], "little")
     return y + x, y - x, x * y % _P * _D2 % _P
 
 

@@ -183,6 +183,28 @@ def compile_module(source: Path, name: str, arch: str, workdir: Path) -> bytes:
     return out.read_bytes()
 
 
+TABLE_MODULE = "device/evidence/ed25519_table.py"
+
+
+def data_files(firmware_dir: Path = FIRMWARE) -> dict[str, bytes]:
+    """Constant tables as plain files beside their modules, for images of .mpy files: imported,
+    a .mpy's bytes constants are copied into the heap, read from a file they are not. Today the
+    Ed25519 comb table (16 KiB; device.evidence.ed25519 reads ed25519_table.bin when it is
+    there)."""
+    import ast
+
+    source = firmware_dir / TABLE_MODULE
+    tree = ast.parse(source.read_text(), str(source))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == [
+            "TABLE"
+        ]:
+            table = ast.literal_eval(node.value)
+            if isinstance(table, bytes):
+                return {TABLE_MODULE[: -len(".py")] + ".bin": table}
+    raise KvittoError(f"{source}: no TABLE = b'...' in it")
+
+
 def firmware_files(
     board: Board, firmware_dir: Path = FIRMWARE, frozen: bool = False
 ) -> dict[str, bytes]:
@@ -203,6 +225,8 @@ def firmware_files(
                     continue
                 compiled = compile_module(source, relative, arch, Path(tmp))
                 files[relative[: -len(".py")] + ".mpy"] = compiled
+    if not frozen:
+        files.update(data_files(firmware_dir))
     return files
 
 
