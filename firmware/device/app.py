@@ -21,7 +21,7 @@ import time
 from micropython import const
 
 import device
-from device.board import boards, config
+from device.board import boards, config, memory
 from device.evidence import identity
 from device.link.clock import Clock
 
@@ -75,6 +75,7 @@ class App:
         self.beats = {}
         self.tasks = {}
         self.restarts = 0
+        self.shedding = False  # memory low: tag mode and log lines are off (device.board.memory)
         self.reader = None
         self.link = None
         self._want_link = link
@@ -91,7 +92,17 @@ class App:
 
     # -- the one way in to the journal
     def record(self, kind, cred=None, x=None):
-        """Journal one event now (durable on return); the link signs and publishes it later."""
+        """Journal one event now (durable on return); the link signs and publishes it later. Out
+        of memory, optional work is shed and the event tried once more before the error goes
+        up (the journal itself never leaves a half-written record behind: Journal.append)."""
+        try:
+            return self._record(kind, cred, x)
+        except MemoryError:
+            memory.exhausted()
+            self.shed()
+            return self._record(kind, cred, x)
+
+    def _record(self, kind, cred, x):
         from device.evidence import event  # type: ignore  (lands with the issue "Signed evidence")
 
         journal = self.journal
@@ -108,7 +119,37 @@ class App:
         return seq
 
     def log(self, line):
+        if self.shedding:
+            return  # low on memory: a log line is optional work
         self.hal.log(line) if hasattr(self.hal, "log") else print(line)
+
+    # -- low memory: optional work goes first, before anything the evidence needs fails
+    def shed(self):
+        """Drop optional work while memory is low: tag mode (its module and signer) and log
+        lines. Taps, the journal and the link go on."""
+        if self.shedding:
+            return
+        self.shedding = True
+        if self.reader is not None and self.reader.tag_mode is not None:
+            self.reader.tag_mode = None
+            device.forget("drivers.tag_mode")
+        memory.exhausted() if memory.low() else None
+        try:
+            self.record("health", None, {"mem": "low", "least": memory.least_free()})
+        except MemoryError:
+            pass  # the event is optional; the taps' are not
+
+    def _watch_memory(self):
+        """The supervisor's look at the heap: shed below memory.LOW_BYTES, take the work back
+        up above memory.RESUME_BYTES."""
+        if not self.shedding:
+            if memory.low():
+                self.shed()
+        elif memory.free() > memory.RESUME_BYTES:
+            self.shedding = False
+            if self.reader is not None and self.reader.tag_mode is None:
+                self.reader.tag_mode = self._make_tag_mode()
+            self.record("health", None, {"mem": "ok", "least": memory.least_free()})
 
     # -- taps, from the reader
     def on_tap(self, tap):
@@ -215,6 +256,8 @@ class App:
         if self.reader is None:
             try:
                 self.reader = self._make_reader()
+            except MemoryError:
+                raise  # not a missing reader: _guard sheds optional work and tries again
             except Exception as error:
                 # no reader: the rest of the device (buttons, lock, publishing) runs on
                 self.stale_ms.pop("reader", None)
@@ -301,6 +344,9 @@ class App:
                     self.record("health", None, {"task": name, "error": str(error)[:40]})
                 except Exception:
                     pass  # the journal itself failing: the watchdog decides
+                if isinstance(error, MemoryError):
+                    memory.exhausted()
+                    self.shed()
                 await asyncio.sleep_ms(_RESTART_PAUSE_MS)
 
     def alive(self):
@@ -320,6 +366,10 @@ class App:
             if self.alive():
                 watchdog.feed()
             self.clock.uptime_ms()  # keeps uptime exact across ticks_ms wrap-around
+            try:
+                self._watch_memory()
+            except MemoryError:
+                memory.exhausted()
             try:
                 if self.journal.health_due():
                     # 80 % full, or events lost while full: the host must hear of it

@@ -274,10 +274,10 @@ def _partitions(check, flash_size, fs_offset, fs_size):
         check.fail("partitions", "has no app partition (factory or ota_0)")
     if ("ota_0" in apps) != ("ota_1" in apps) or ("ota_0" in apps) != ("ota" in subtypes):
         check.fail("partitions", "OTA needs ota_0, ota_1 and otadata (subtype ota) together")
-    vfs = names.get("vfs")
-    if vfs is None:
+    if "vfs" not in names:
         check.fail("partitions", "has no 'vfs' partition (MicroPython's filesystem)")
-    if (table[vfs]["offset"], table[vfs]["size"]) != (fs_offset, fs_size):
+    vfs = names["vfs"]
+    where, length = table[vfs]["offset"], table[vfs]["size"]
+    if (where, length) != (fs_offset, fs_size):
         check.fail("partitions.%d" % vfs, "'vfs' is at 0x%x, 0x%x bytes, but flash.fs_offset "
-                   "and fs_size say 0x%x, 0x%x" % (table[vfs]["offset"], table[vfs]["size"],
-                                                   fs_offset, fs_size))
+                   "and fs_size say 0x%x, 0x%x" % (where, length, fs_offset, fs_size))

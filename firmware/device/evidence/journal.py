@@ -27,6 +27,7 @@ The journal stores opaque payload bytes: it knows nothing of CBOR or signatures.
 MicroPython (littlefs, VfsLfs2) and under CPython (a plain directory, with fsync).
 """
 
+import gc
 import hashlib
 import os
 import struct
@@ -268,9 +269,9 @@ class Journal:
         seq = self.next_seq
         stored = False
         need = _OVERHEAD + length + self._sig_unsynced * _SIG_RECORD
-        # A failed write (the filesystem itself full, a flash error) is retried once in a
-        # fresh segment, after releasing acknowledged ones: the record that failed may have
-        # left a torn tail, which is never appended to.
+        # A failed write (the filesystem itself full, a flash error, the heap out of memory in
+        # the middle of it) is retried once in a fresh segment, after releasing acknowledged
+        # ones: the record that failed may have left a torn tail, which is never appended to.
         for _ in range(2):
             if not self._make_room(need):
                 break
@@ -280,8 +281,9 @@ class Journal:
                 _sync(self._active)
                 stored = True
                 break
-            except OSError:
+            except (OSError, MemoryError):
                 self._drop_active()
+                gc.collect()
         self.next_seq = seq + 1
         self.prev_hash = _sha256(payload)
         if stored:
