@@ -38,7 +38,10 @@ firmware modules of the tag role with and without its link are imported alone on
 That port grows its heap rather than collect inside a call, so no least heap can be found on it:
 the last lines give bounds, the 64-bit least heap less the savings measured on 32 bits, the GC's
 slack and the link's buffers and signatures in flight counted at their 64-bit size. They need
-`--roles` to hold tag and tag-nolink, and run for each place; `--no-32bit` skips them.
+`--roles` to hold tag and tag-nolink, and run for each place; `--no-32bit` skips them. The lock
+and alarm roles get the same kind of bound (their own extra modules imported alone on both
+ports), and one line sums up the stock-firmware figure per role (.mpy files on the filesystem,
+32-bit): what provisioning's pre-flight (kvitto.install.preflight.ROLE_HEAP_KIB) asks of a board.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BIN = Path(sys.executable).parent
 GOAL_TAG_KIB = 64
+GOAL_STOCK_TAG_KIB = 96  # issue #26: the tag role on stock MicroPython, .mpy files, 32-bit
 FULL_HEAP_KIB = 4096
 
 # Tap-to-feedback timing: each tap the reader hands the app, and the LED's first answer to it.
@@ -457,9 +461,10 @@ class Runner:
 
 def compare_ports(
     package: Path, code: Path, runs: dict[str, dict], tag_kib: float, nolink_kib: float, taps: int
-) -> None:
+) -> tuple[float, float]:
     """The tag role on the 64-bit unix port and on a 32-bit build of the same MicroPython, side
-    by side, its code from `code` (a ROMFS image or a folder of .mpy files): the no-link run's
+    by side (returned: the heap the 32-bit port saved in the no-link run, and the tag role's
+    bound there), its code from `code` (a ROMFS image or a folder of .mpy files): the no-link run's
     heap, and the firmware modules of both runs imported alone; what that says of the tag
     role's least heap (`tag_kib`, `nolink_kib` here, without the image and the simulator) on a
     32-bit port such as the ESP32's."""
@@ -516,6 +521,29 @@ def compare_ports(
         "savings measured here; the link's buffers and signatures in flight and the GC's slack "
         "are counted at their 64-bit size."
     )
+    return after64 - after32, tag32
+
+
+def other_roles_32(
+    package: Path, code: Path, runs: dict[str, dict], needs: dict[str, float], saving: float
+) -> dict[str, float]:
+    """The lock and alarm roles on a 32-bit port, bounded as the tag's is: their 64-bit least
+    heap (`needs`, without the image and the simulator) less what the tag's no-link run saved
+    on 32 bits (`saving`) and less what their own modules beyond it save, imported alone on
+    both ports (the webassembly port runs no lock or alarm scenario)."""
+    bounds = {}
+    base = [m for m in runs["tag-nolink"]["modules"] if m.split(".")[0] == "device"]
+    for label, need in needs.items():
+        extra = [
+            m for m in runs[label]["modules"] if m.split(".")[0] == "device" and m not in base
+        ]
+        order = base + extra
+        wide = imports_unix(code, order)
+        narrow, _ = on_wasm(package, code, "imports", str(module_list(code, order)))
+        extra64 = sum(wide["modules"][m] for m in extra) / 1024
+        extra32 = sum(narrow["modules"][m] for m in extra) / 1024
+        bounds[label] = need - saving - (extra64 - extra32)
+    return bounds
 
 
 def main() -> None:
@@ -558,7 +586,7 @@ def main() -> None:
             role, _, nolink = label.partition("-")
             link = not nolink
             for place in args.places.split(","):
-                r = runner.run(role, place, FULL_HEAP_KIB, link, modules=role == "tag")
+                r = runner.run(role, place, FULL_HEAP_KIB, link, modules=True)
                 if r is None:
                     raise SystemExit(f"{label} {place}: the scripted run failed with 4 MiB")
                 need = runner.smallest_heap(role, place, r, link)
@@ -604,13 +632,31 @@ def main() -> None:
         package = wasm_package() if args.wasm else None
         if isinstance(package, str):
             print(f"32-bit port: not measured ({package})")
+        stock32: dict[str, float] = {}  # role: 32-bit bound, .mpy files on the filesystem
         for place, code, image in (("rom", romfs, image_kib), ("fs", compiled, 0)):
             tag, sim = needs.get(("tag", place), (None, 0))
             nolink, nolink_sim = needs.get(("tag-nolink", place), (None, 0))
             if isinstance(package, Path) and tag is not None and nolink is not None:
                 runs = full_runs[place]
                 tag_kib, nolink_kib = tag - image - sim, nolink - image - nolink_sim
-                compare_ports(package, code, runs, tag_kib, nolink_kib, args.taps)
+                saving, tag32 = compare_ports(package, code, runs, tag_kib, nolink_kib, args.taps)
+                others = {
+                    label: needs[label, place][0] - image - needs[label, place][1]
+                    for label in ("lock", "alarm")
+                    if needs.get((label, place), (None, 0))[0] is not None
+                }
+                bounds = other_roles_32(package, code, runs, others, saving)
+                if place == "fs":
+                    stock32 = {"tag": tag32, **bounds}
+        if stock32:
+            verdict = "meets" if stock32["tag"] <= GOAL_STOCK_TAG_KIB else "misses"
+            print(
+                "stock firmware (.mpy files on the filesystem), 32-bit port, heap per role at "
+                "most: "
+                + ", ".join(f"{label} {kib:.0f} KiB" for label, kib in stock32.items())
+                + f"; the tag role {verdict} the {GOAL_STOCK_TAG_KIB} KiB goal "
+                "(kvitto.install.preflight.ROLE_HEAP_KIB keeps these figures)."
+            )
         print(
             "min heap = least -X heapsize that ran the scenario; data = min heap - ROMFS image "
             "(rom only); sim = the simulator's modules and objects (never on a board); start = "
