@@ -1,9 +1,9 @@
 """A forced low-memory run of the real firmware on the unix port (issue #26): the tag role under a
 small `-X heapsize` is squeezed further mid-run, down to a few KiB free, while badges are tapped.
-It sheds tag mode (with a `health` event when one still fits), its reader task fails with MemoryError and is
-started again, taps keep being journaled, and once memory is back it takes tag mode up again.
-Afterwards the flash is opened by a fresh process: every event the squeezed run was told was
-journaled is there, in one unbroken hash chain. Fixed taps, no timing asserted."""
+It sheds tag mode (with a `health` event when one still fits), its reader task fails with
+MemoryError and is started again, taps keep being journaled, and once memory is back it takes
+tag mode up again. Afterwards the flash is opened by a fresh process: every event the squeezed
+run was told was journaled is there, in one unbroken hash chain. Fixed taps, no timing asserted."""
 
 from __future__ import annotations
 
