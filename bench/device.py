@@ -646,6 +646,9 @@ def main() -> None:
                     if needs.get((label, place), (None, 0))[0] is not None
                 }
                 bounds = other_roles_32(package, code, runs, others, saving)
+                where = "code on the heap (.mpy files)" if place == "fs" else "code in ROMFS"
+                for label, bound in bounds.items():
+                    print(f"{label} role on a 32-bit port, {where}: at most {bound:.0f} KiB")
                 if place == "fs":
                     stock32 = {"tag": tag32, **bounds}
         if stock32:
