@@ -23,14 +23,14 @@ KIB = 1024
 # ESP-IDF's free internal RAM in several regions, device/ as .mpy files on the filesystem.
 PLAIN_STOCK = {
     "version": [1, 25, 0], "machine": "Generic ESP32 module with ESP32", "free": 60 * KIB,
-    "alloc": 4 * KIB, "device": "device/__init__.mpy",
+    "alloc": 4 * KIB, "device": "device",
     "idf": [[7288, 0, 0, 0], [16648, 4, 4, 4], [94608, 60 * KIB, 30 * KIB, 50 * KIB],
             [113840, 50 * KIB, 40 * KIB, 45 * KIB]],
 }  # fmt: skip
 # An ESP32-S3 N8R2 on ESP32_GENERIC_S3: the GC heap in PSRAM, internal RAM left to ESP-IDF.
 S3_STOCK = {
     "version": [1, 25, 0], "machine": "Generic ESP32S3 module with Octal-SPIRAM with ESP32S3",
-    "free": 1900 * KIB, "alloc": 100 * KIB, "device": "/device/__init__.mpy",
+    "free": 1900 * KIB, "alloc": 100 * KIB, "device": "/device",
     "idf": [[250000, 180 * KIB, 110 * KIB, 170 * KIB], [2 * KIB * KIB, 40 * KIB, 30 * KIB, 0]],
 }  # fmt: skip
 
@@ -47,7 +47,7 @@ def test_plain_esp32_on_stock_firmware_is_refused_with_what_to_do_instead():
     assert "frozen build" in line and "esp32s3-devkitc" in line
     assert "\n" not in line
     # the same board with device/ frozen in: its smaller need fits
-    frozen = dict(PLAIN_STOCK, device=".frozen/device/__init__.py")
+    frozen = dict(PLAIN_STOCK, device=".frozen/device")  # its __path__; __file__ has no prefix
     assert judge(frozen, "tag", "p", load_board("esp32-devkitc"), True, True).ok
 
 
@@ -152,3 +152,14 @@ def test_virtual_boards_small_refused_large_accepted(tmp_path, capsys, small_and
     report = json.loads(out)
     assert report["ok"] and report["psram_kib"] == 2048 and report["gc_total_kib"] >= 2000
     assert report["version"].startswith("1.") and report["firmware"] == "stock"
+
+
+def test_frozen_is_told_by_the_package_path_the_port_reports(micropython):
+    """The unix port has asyncio frozen in: its `__path__` carries the `.frozen` entry it was
+    found under (its `__file__` does not), as a frozen `device` does on a board."""
+    from kvitto.install.preflight import firmware_kind
+
+    out = micropython("import asyncio, device\nprint(asyncio.__path__)\nprint(device.__path__)")
+    frozen, from_files = out.split()
+    assert firmware_kind(frozen) == "frozen" and firmware_kind(from_files) == "stock"
+    assert firmware_kind(None) is None

@@ -9,7 +9,7 @@ What the board is asked (mpremote's raw REPL, no reset): MicroPython's version a
 `gc.mem_free()` and `gc.mem_alloc()`, `micropython.mem_info()` (its largest free block),
 `esp32.idf_heap_info(esp32.HEAP_DATA)` (ESP-IDF's own heap: internal RAM regions, and PSRAM when
 there is some) and where the `device` package comes from (frozen into the firmware, or .mpy files
-on the filesystem as with a stock MicroPython). A virtual board answers the same questions
+on the filesystem as with a stock MicroPython: its `__path__`). A virtual board answers the same questions
 (firmware/sim/esp32.py).
 
 The rule. On an ESP32 MicroPython's garbage-collected heap grows from the same internal RAM that
@@ -63,7 +63,7 @@ except ImportError:
     pass
 try:
     import device
-    info["device"] = getattr(device, "__file__", ".frozen")
+    info["device"] = getattr(device, "__path__", "")  # where the import found the package
 except ImportError:
     pass
 print(json.dumps(info))
@@ -108,12 +108,14 @@ class Preflight:
         return f"{self.port}: pre-flight refused for {self.role}: {found}; {self.problem}"
 
 
-def firmware_kind(device_file: str | None) -> str | None:
-    """Where the board's `device` package comes from: "frozen" in the firmware (or a ROMFS
-    partition: its code stays in flash too), "stock" (.py/.mpy on the filesystem), None."""
-    if device_file is None:
+def firmware_kind(device_path: str | None) -> str | None:
+    """Where the board's `device` package comes from, by its `__path__` (the sys.path entry the
+    import matched, then /device; a frozen module's `__file__` has no such prefix): "frozen" in
+    the firmware (".frozen/device"; or a ROMFS partition, "/rom/device": its code stays in
+    flash too), "stock" (.mpy files on the filesystem), None (not there)."""
+    if device_path is None:
         return None
-    return "frozen" if device_file.startswith((".frozen", "/rom")) else "stock"
+    return "frozen" if device_path.startswith((".frozen", "/rom")) else "stock"
 
 
 def judge(
