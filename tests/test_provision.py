@@ -211,17 +211,11 @@ def test_a_board_without_its_private_key_is_refused_before_registration(setup):
     console = LyingConsole()
     with pytest.raises(ProvisionError, match="proof of possession failed"):
         read_identity(console)  # type: ignore[arg-type]
+    # no memory pre-flight: the lying console answers only the identity questions
     request = Provisioning(
-        port="fake",
-        device="tag-0301",
-        customer="c-1001",
-        role="tag",
-        board="sim",
-        store_url=url,
-        pki_dir=pki,
-        broker_host="127.0.0.1",
-        preflight=False,
-    )  # fmt: skip  (the lying console answers only the identity questions)
+        port="fake", device="tag-0301", customer="c-1001", role="tag", board="sim",
+        store_url=url, pki_dir=pki, broker_host="127.0.0.1", preflight=False,
+    )  # fmt: skip
     with pytest.raises(ProvisionError):
         provision(request, console=console)  # type: ignore[arg-type]
     assert Registry(open_store(url)).device("tag-0301") is None
