@@ -614,6 +614,16 @@ def demo(broker: str | None, profile: str, out: str, keep: bool) -> None:
     run_demo(out=Path(out), broker=broker, profile=profile, keep=keep)
 
 
+def _web_commands() -> None:
+    """serve, user, provider, import-claims, import-plan, judge: kvitto.web's commands."""
+    from kvitto.web.commands import register
+
+    register(cli)
+
+
+_web_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="kvitto", standalone_mode=False)

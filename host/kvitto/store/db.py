@@ -156,6 +156,121 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 WHERE d.revoked <> '' GROUP BY d.id""",
         ],
     ),
+    (
+        4,
+        "kvitto serve: providers, users, sessions, claims, plan, people's records, verdicts",
+        [
+            # A provider [utförare] works in one municipality, whose profile judges it.
+            """CREATE TABLE providers (
+                id TEXT PRIMARY KEY,
+                municipality TEXT NOT NULL)""",
+            # Which provider serves a customer (the customer's choice under LOV): the one
+            # relation the web's scoping (kvitto.web.scope) follows from a user to data.
+            """CREATE TABLE customer_providers (
+                customer TEXT PRIMARY KEY REFERENCES customers(id),
+                provider TEXT NOT NULL REFERENCES providers(id))""",
+            "CREATE INDEX customer_providers_provider ON customer_providers (provider)",
+            # Role accounts or pseudonyms, never names. password_hash: Argon2id (argon2-cffi).
+            """CREATE TABLE users (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                provider TEXT NOT NULL DEFAULT '',
+                municipality TEXT NOT NULL DEFAULT '',
+                password_hash TEXT NOT NULL,
+                created_at {bigint} NOT NULL,
+                disabled INTEGER NOT NULL DEFAULT 0)""",
+            # Server-side sessions: the cookie carries a random id (signed), the store its
+            # SHA-256, so a logout or idle timeout ends the session for good.
+            """CREATE TABLE sessions (
+                id_hash TEXT PRIMARY KEY,
+                username TEXT NOT NULL REFERENCES users(name),
+                created_at {bigint} NOT NULL,
+                last_seen {bigint} NOT NULL)""",
+            """CREATE TABLE login_failures (
+                id {serial},
+                username TEXT NOT NULL,
+                at {bigint} NOT NULL)""",
+            "CREATE INDEX login_failures_user ON login_failures (username, at)",
+            # The provider's claims as imported (claims.csv rows, FORMATS.md §3), never
+            # changed afterwards: corrections are records on top of them.
+            """CREATE TABLE claims (
+                provider TEXT NOT NULL,
+                claim_id TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                month TEXT NOT NULL,
+                start_at {bigint} NOT NULL,
+                end_at {bigint} NOT NULL,
+                via TEXT NOT NULL,
+                fields TEXT NOT NULL,
+                imported_at {bigint} NOT NULL,
+                PRIMARY KEY (provider, claim_id))""",
+            "CREATE INDEX claims_month ON claims (provider, month, customer)",
+            "CREATE INDEX claims_start ON claims (provider, start_at)",
+            # The day board and a visit's timeline read one customer's devices by time.
+            "CREATE INDEX events_time ON events (device, t)",
+            # Planned visits from the provider's planning system (docs/formats.md, plan.csv).
+            """CREATE TABLE plan (
+                id {serial},
+                provider TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                start_at {bigint} NOT NULL,
+                end_at {bigint} NOT NULL,
+                activities TEXT NOT NULL,
+                imported_at {bigint} NOT NULL)""",
+            "CREATE INDEX plan_day ON plan (provider, start_at)",
+            # People's actions (DESIGN.md): append-only, hash-chained per chain (a provider,
+            # a municipality or the admins), never updated or deleted.
+            """CREATE TABLE records (
+                chain TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                at {bigint} NOT NULL,
+                actor TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                provider TEXT NOT NULL DEFAULT '',
+                municipality TEXT NOT NULL DEFAULT '',
+                customer TEXT NOT NULL DEFAULT '',
+                claim_id TEXT NOT NULL DEFAULT '',
+                month TEXT NOT NULL DEFAULT '',
+                body TEXT NOT NULL,
+                prev {blob} NOT NULL,
+                hash {blob} NOT NULL,
+                PRIMARY KEY (chain, seq))""",
+            "CREATE INDEX records_claim ON records (provider, month, customer)",
+            # Derived, rebuilt by every judgement: the verdict of the rules on the claims as
+            # corrected (kvitto.web.judge).
+            """CREATE TABLE verdicts (
+                provider TEXT NOT NULL,
+                month TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                claim_id TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                payable_minutes INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                activity TEXT NOT NULL,
+                staff TEXT NOT NULL,
+                start_at {bigint} NOT NULL,
+                end_at {bigint} NOT NULL,
+                deadline_rule TEXT NOT NULL,
+                deadline_at {bigint} NOT NULL)""",
+            "CREATE INDEX verdicts_month ON verdicts (provider, month, customer)",
+            "CREATE INDEX verdicts_deadline ON verdicts (provider, deadline_at)",
+            """CREATE TABLE billing (
+                provider TEXT NOT NULL,
+                month TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                category TEXT NOT NULL,
+                payable_minutes INTEGER NOT NULL,
+                count INTEGER NOT NULL)""",
+            "CREATE INDEX billing_month ON billing (provider, month, customer)",
+            """CREATE TABLE judged (
+                provider TEXT NOT NULL,
+                month TEXT NOT NULL,
+                judged_at {bigint} NOT NULL,
+                counts TEXT NOT NULL,
+                PRIMARY KEY (provider, month))""",
+        ],
+    ),
 ]
 
 

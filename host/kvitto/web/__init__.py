@@ -1,0 +1,13 @@
+"""`kvitto serve`: the web application where providers and municipalities close the month.
+
+    from kvitto.web.app import create_app
+    app = create_app("sqlite:///kvitto.db", secret=b"...")     # a Starlette ASGI app
+    # kvitto serve --store sqlite:///kvitto.db  runs it under uvicorn
+
+It owns the web's tables in the store (users, sessions, imported claims, the plan, people's
+records, verdicts), the scoped data layer every page reads through (`scope.py`: provider and
+municipality isolation in one place), corrections as hash-chained records (`records.py`,
+`corrections.py`), re-judging with kvitto's rules (`judge.py`), and the pages (`pages.py`,
+templates/, static/, translations/). It imports the store, registry, case and verify modules;
+none of them imports it.
+"""

@@ -1,0 +1,172 @@
+"""A provider's claims in the store: imported once, then seen through people's records.
+
+    count = import_claims(store, "p-1", Path("claims.csv"), profile)   # CaseError names line/field
+    rows = effective_claims(store, "p-1", "2026-11", customers=["c-1001"])   # as corrected
+
+The imported rows (FORMATS.md §3 claims.csv) are never changed. What the rules see is each row
+with the records on top, in chain order: `explain` sets the claim's reason code; `correct`
+replaces fields and stamps `adjusted_at` with the correction's time (so D2, D3 and D5 judge the
+correction's time, not the visit's); `register` adds an after-the-fact claim registered
+manually at the record's time (D1); `withdraw` takes the claim out; `attest` approves the
+month's claims that had no approval at the attestation's time (D4).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kvitto.case import CLAIM_FIELDS, CaseError, Claim, parse_claims, parse_time
+from kvitto.rules import Profile
+from kvitto.store import Store
+from kvitto.web.personnummer import find_personnummer
+from kvitto.web.records import Record
+from kvitto.workdays import local
+
+# Fields a correction may change (the rest identify the claim or record how it was made).
+CORRECTABLE = ("activity", "start", "end", "double_staffing", "count")
+
+
+def month_of(moment: datetime) -> str:
+    return f"{local(moment):%Y-%m}"
+
+
+def iso(ms: int) -> str:
+    """Unix milliseconds as ISO 8601 with offset, Stockholm time (claims.csv style)."""
+    return local(datetime.fromtimestamp(ms / 1000, timezone.utc)).isoformat(timespec="seconds")
+
+
+def _csv_text(rows: Iterable[dict[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CLAIM_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def import_claims(
+    store: Store, provider: str, path: Path, profile: Profile, now_ms: int = 0
+) -> int:
+    """Store a provider's claims.csv; a claim id already stored for the provider is refused
+    (a change is a correction, made in `kvitto serve`). All or nothing."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise CaseError(f"{path}: {error.strerror or error}") from None
+    claims = parse_claims(text, str(path))
+    raw = list(csv.DictReader(io.StringIO(text)))
+    known = {
+        row[0] for row in store.execute("SELECT id FROM customers")
+    }  # the registry's customers
+    for claim, row in zip(claims, raw):
+        where = f"{path} line {claim.line}"
+        if claim.activity not in profile.activities:
+            raise CaseError(
+                f"{where}, field activity: {claim.activity!r} is not an activity of "
+                f"profile {profile.name}"
+            )
+        if claim.customer not in known:
+            raise CaseError(f"{where}, field customer: {claim.customer!r} is not in the registry")
+        for name in ("reason", "claim_id", "staff"):
+            if find_personnummer(row.get(name) or ""):
+                raise CaseError(f"{where}, field {name}: a personal identity number")
+    with store.transaction():
+        for claim, row in zip(claims, raw):
+            if store.execute(
+                "SELECT 1 FROM claims WHERE provider = ? AND claim_id = ?",
+                (provider, claim.claim_id),
+            ):
+                raise CaseError(
+                    f"{path} line {claim.line}, field claim_id: {claim.claim_id!r} is stored "
+                    "already; correct it in kvitto serve instead"
+                )
+            fields = {name: (row.get(name) or "") for name in CLAIM_FIELDS}
+            store.execute(
+                "INSERT INTO claims (provider, claim_id, customer, month, start_at, end_at, "
+                "via, fields, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (provider, claim.claim_id, claim.customer, month_of(claim.start),
+                 int(claim.start.timestamp() * 1000), int(claim.end.timestamp() * 1000),
+                 claim.registered_via, json.dumps(fields, ensure_ascii=False), now_ms),
+            )  # fmt: skip
+    return len(claims)
+
+
+def stored_rows(
+    store: Store, provider: str, month: str, customers: list[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """claim_id → the imported claims.csv fields, in import order."""
+    sql = "SELECT claim_id, fields FROM claims WHERE provider = ? AND month = ?"
+    params: list[Any] = [provider, month]
+    if customers is not None:
+        if not customers:
+            return {}
+        sql += f" AND customer IN ({', '.join('?' * len(customers))})"
+        params += customers
+    rows = store.execute(sql + " ORDER BY imported_at, start_at, claim_id", tuple(params))
+    return {str(row[0]): json.loads(row[1]) for row in rows}
+
+
+def apply_records(
+    originals: dict[str, dict[str, str]], month_records: list[Record]
+) -> dict[str, dict[str, str]]:
+    """The claims.csv rows as the records make them (see the module docstring)."""
+    rows = {claim_id: dict(fields) for claim_id, fields in originals.items()}
+    for record in sorted(month_records, key=lambda r: (r.at, r.chain, r.seq)):
+        body = record.body
+        if record.kind == "register" and record.claim_id not in rows:
+            row = {name: "" for name in CLAIM_FIELDS}
+            row.update({k: str(v) for k, v in body.get("after", {}).items()})
+            row.update(claim_id=record.claim_id, customer=record.customer,
+                       registered_via="manual", registered_at=iso(record.at),
+                       reason=body.get("reason_code", ""))  # fmt: skip
+            rows[record.claim_id] = row
+            continue
+        if record.kind == "attest":
+            for row in rows.values():
+                if not row.get("approved_at"):
+                    row["approved_at"] = iso(record.at)
+            continue
+        row = rows.get(record.claim_id)
+        if row is None:
+            continue
+        if record.kind == "explain":
+            row["reason"] = body.get("reason_code", "")
+        elif record.kind == "correct":
+            for name, value in body.get("after", {}).items():
+                if name in CORRECTABLE:
+                    row[name] = str(value)
+            row["adjusted_at"] = iso(record.at)
+            if body.get("reason_code"):
+                row["reason"] = body["reason_code"]
+        elif record.kind == "withdraw":
+            rows.pop(record.claim_id)
+    return rows
+
+
+def to_claims(rows: dict[str, dict[str, str]], source: str) -> list[Claim]:
+    """Parse effective rows with the case bundle's own parser (the same checks)."""
+    return parse_claims(_csv_text(rows.values()), source)
+
+
+def claims_csv(rows: dict[str, dict[str, str]]) -> str:
+    return _csv_text(rows.values())
+
+
+def check_times(start: str, end: str) -> tuple[datetime, datetime]:
+    """A correction's new start and end; CaseError with the field when unusable."""
+    try:
+        begins = parse_time(start)
+    except ValueError:
+        raise CaseError("start: not a time (YYYY-MM-DDTHH:MM)") from None
+    try:
+        ends = parse_time(end)
+    except ValueError:
+        raise CaseError("end: not a time (YYYY-MM-DDTHH:MM)") from None
+    if ends < begins:
+        raise CaseError("end: before start")
+    return begins, ends

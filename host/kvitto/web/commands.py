@@ -1,0 +1,180 @@
+"""The web's subcommands of `kvitto`: serve, user, provider, import-claims, import-plan, judge.
+
+    kvitto provider add p-1 --municipality huddinge --store sqlite:///kvitto.db
+    kvitto user add samordnare-p1 --role coordinator --provider p-1 --store …   # asks a password
+    kvitto serve --store sqlite:///kvitto.db --port 8000
+
+kvitto.cli adds these to the `kvitto` group (`register(cli)`); each is a thin layer over the
+functions of kvitto.web, and a domain error is one line and exit status 2 as everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+
+_STORE = click.option(
+    "--store", "store_url", default="sqlite:///kvitto.db", show_default=True,
+    help="sqlite:///path.db or postgresql://…",
+)  # fmt: skip
+_FORMAT = click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@click.command()
+@_STORE
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--behind-tls", is_flag=True,
+    help="A TLS reverse proxy is in front: Secure cookies and HSTS (see docs/web.md).",
+)  # fmt: skip
+def serve(store_url: str, host: str, port: int, behind_tls: bool) -> None:
+    """Serve the web application on the store (Ctrl-C to stop).
+
+    The cookie-signing secret comes from KVITTO_WEB_SECRET (hex or text); without it a random
+    one is made at start, so everyone logs in again after a restart."""
+    run_server(store_url, host, port, behind_tls)
+
+
+def run_server(store_url: str, host: str, port: int, behind_tls: bool = False) -> None:
+    import uvicorn
+
+    from kvitto.web.app import create_app
+
+    secret = os.environ.get("KVITTO_WEB_SECRET") or None
+    app = create_app(store_url, secret=secret, secure=behind_tls)
+    click.echo(f"kvitto serve: http://{host}:{port}/  (store {store_url}; Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                proxy_headers=behind_tls, forwarded_allow_ips="127.0.0.1")  # fmt: skip
+
+
+@click.group()
+def user() -> None:
+    """Users of kvitto serve: role accounts or pseudonyms, never a person's name."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["coordinator", "auditor", "admin"]), required=True)
+@click.option("--provider", default="", help="The coordinator's provider.")
+@click.option("--municipality", default="", help="The auditor's municipality (profile name).")
+@click.option(
+    "--password", prompt=True, hide_input=True, confirmation_prompt=True,
+    envvar="KVITTO_PASSWORD", help="Asked for when not given (or KVITTO_PASSWORD).",
+)  # fmt: skip
+@_STORE
+@_FORMAT
+def user_add(name, role, provider, municipality, password, store_url, output_format) -> None:
+    """Add a user (the password is hashed with Argon2id)."""
+    from kvitto.store import open_store
+    from kvitto.web.accounts import add_user
+    from kvitto.web.records import append
+
+    with open_store(store_url) as store:
+        added = add_user(store, name, role, password, provider=provider,
+                         municipality=municipality, now_ms=_now_ms())  # fmt: skip
+        append(store, chain="admin", actor="kvitto user add", kind="user_add", at=_now_ms(),
+               body={"name": added.name, "role": added.role, "provider": added.provider,
+                     "municipality": added.municipality})  # fmt: skip
+    if output_format == "json":
+        click.echo(json.dumps(added.__dict__))
+    else:
+        click.echo(f"user {added.name}: {added.role} {added.provider or added.municipality}")
+
+
+@user.command("list")
+@_STORE
+@_FORMAT
+def user_list(store_url, output_format) -> None:
+    from kvitto.store import open_store
+    from kvitto.web.accounts import users
+
+    with open_store(store_url) as store:
+        found = users(store)
+    if output_format == "json":
+        click.echo(json.dumps([u.__dict__ for u in found]))
+    for u in found if output_format == "text" else []:
+        click.echo(f"{u.name}\t{u.role}\t{u.provider or u.municipality}")
+
+
+@click.group()
+def provider() -> None:
+    """Providers [utförare] and their customers."""
+
+
+@provider.command("add")
+@click.argument("provider_id")
+@click.option("--municipality", required=True, help="Profile name: huddinge, norrtalje, …")
+@click.option("--customer", "customers", multiple=True, help="A customer it serves (repeatable).")
+@_STORE
+def provider_add(provider_id, municipality, customers, store_url) -> None:
+    """Add a provider (or move it to another municipality) and assign customers to it."""
+    from kvitto.store import open_store
+    from kvitto.web.accounts import add_provider, assign_customers
+
+    with open_store(store_url) as store:
+        add_provider(store, provider_id, municipality)
+        assign_customers(store, provider_id, list(customers))
+    click.echo(f"provider {provider_id}: {municipality}, {len(customers)} customers assigned")
+
+
+@click.command("import-claims")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--provider", "provider_id", required=True)
+@_STORE
+def import_claims_command(file, provider_id, store_url) -> None:
+    """Store a provider's claims.csv (FORMATS.md §3) and judge its months."""
+    from kvitto.store import open_store
+    from kvitto.web.claims import import_claims
+    from kvitto.web.judge import judge, judged_months, provider_profile
+
+    with open_store(store_url) as store:
+        count = import_claims(store, provider_id, Path(file), provider_profile(store, provider_id),
+                              _now_ms())  # fmt: skip
+        for month in judged_months(store, provider_id):
+            judge(store, provider_id, month, _now_ms())
+    click.echo(f"{file}: {count} claims stored for {provider_id}")
+
+
+@click.command("import-plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--provider", "provider_id", required=True)
+@_STORE
+def import_plan_command(file, provider_id, store_url) -> None:
+    """Store the provider's planned visits (docs/formats.md, plan.csv v1)."""
+    from kvitto.store import open_store
+    from kvitto.web.plan import import_plan
+
+    with open_store(store_url) as store:
+        count = import_plan(store, provider_id, Path(file), _now_ms())
+    click.echo(f"{file}: {count} planned visits stored for {provider_id}")
+
+
+@click.command("judge")
+@click.option("--provider", "provider_id", required=True)
+@click.option("--month", required=True, help="YYYY-MM")
+@_STORE
+def judge_command(provider_id, month, store_url) -> None:
+    """Judge a provider's whole month again (every rule across every household)."""
+    from kvitto.store import open_store
+    from kvitto.web.judge import judge
+
+    with open_store(store_url) as store:
+        count = judge(store, provider_id, month, _now_ms())
+    click.echo(f"{provider_id} {month}: {count} findings")
+
+
+def register(group: click.Group) -> None:
+    for command in (serve, user, provider, import_claims_command, import_plan_command,
+                    judge_command):  # fmt: skip
+        group.add_command(command)

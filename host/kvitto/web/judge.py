@@ -1,0 +1,212 @@
+"""Judge a provider's month from the store: the claims as corrected, the stored evidence, the
+municipality's rules; the verdict is written to the store for the pages to read.
+
+    judge(store, "p-1", "2026-11", now_ms)                          # the whole month
+    judge(store, "p-1", "2026-11", now_ms, customers=["c-1001"])    # after a correction
+
+A correction re-judges that customer's month at once, together with its household (E6 and T2
+share a household's time). Rules that compare claims across households (T2 by one staff member
+at two homes, S2 across customers) see the other households' claims only when the whole month
+is judged (`kvitto judge`, or a page's "judge the month"). An auditor's decision on a
+`follow_up` is applied on top: `reject` makes it not payable, `accept` keeps it payable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kvitto.case import Case, CaseError, Claim, parse_orders, parse_registry
+from kvitto.registry import Registry as StoreRegistry
+from kvitto.rules import Facts, Finding, Profile, load_profile
+from kvitto.rules.billing import billing_basis
+from kvitto.store import Store
+from kvitto.verify import (
+    ORDER_HEADER,
+    STORE_WINDOW_MARGIN,
+    clock_ahead_issues,
+    verify_loaded,
+)
+from kvitto.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
+from kvitto.web.claims import apply_records, stored_rows, to_claims
+from kvitto.web.deadlines import nearest
+from kvitto.web.records import CLAIM_KINDS, records
+from kvitto.workdays import month_bounds, parse_month
+
+
+def provider_profile(store: Store, provider: str) -> Profile:
+    rows = store.execute("SELECT municipality FROM providers WHERE id = ?", (provider,))
+    if not rows:
+        raise CaseError(f"provider {provider!r} is not in the store")
+    return load_profile(str(rows[0][0]))
+
+
+def provider_customers(store: Store, provider: str) -> list[str]:
+    rows = store.execute(
+        "SELECT customer FROM customer_providers WHERE provider = ? ORDER BY customer", (provider,)
+    )
+    return [str(row[0]) for row in rows]
+
+
+def with_households(store: Store, provider: str, customers: list[str]) -> list[str]:
+    """`customers` and their cohabitants served by the same provider."""
+    marks = ", ".join("?" * len(customers))
+    rows = store.execute(
+        "SELECT c.id FROM customers c JOIN customer_providers p ON p.customer = c.id "
+        f"WHERE p.provider = ? AND (c.id IN ({marks}) OR (c.household <> '' AND c.household IN "
+        f"(SELECT household FROM customers WHERE id IN ({marks}))))",
+        (provider, *customers, *customers),
+    )
+    return sorted({str(row[0]) for row in rows} | set(customers))
+
+
+def effective_rows(
+    store: Store, provider: str, month: str, customers: list[str] | None
+) -> dict[str, dict[str, str]]:
+    """The month's claims of `customers` (all when None) with the provider's records applied."""
+    originals = stored_rows(store, provider, month, customers)
+    month_records = [
+        r
+        for r in records(store, chains=[provider], month=month, kinds=(*CLAIM_KINDS, "attest"))
+        if r.kind == "attest" or customers is None or r.customer in customers
+    ]
+    return apply_records(originals, month_records)
+
+
+def decisions(store: Store, provider: str, month: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(claim_id, rule) → the latest decision record's body (decision, reason, actor, at)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records(store, chains=[provider], month=month, kinds=("decide",)):
+        found[(record.claim_id, record.body.get("rule", ""))] = {
+            **record.body, "actor": record.actor, "at": record.at,
+        }  # fmt: skip
+    return found
+
+
+def judge(
+    store: Store, provider: str, month: str, now_ms: int, customers: list[str] | None = None
+) -> int:
+    """Re-judge and store the verdict; returns how many findings the judged customers have."""
+    profile = provider_profile(store, provider)
+    year, month_number = parse_month(month)
+    scope = (
+        provider_customers(store, provider)
+        if customers is None
+        else with_households(store, provider, customers)
+    )
+    rows = effective_rows(store, provider, month, None if customers is None else scope)
+    claims = to_claims(rows, f"store claims of {provider} {month}")
+    registry_rows = StoreRegistry(store)
+    wanted = set(scope)
+    chosen_customers = [c for c in registry_rows.customers() if c.id in wanted]
+    devices = [d for d in registry_rows.devices() if d.customer in wanted]
+    registry = parse_registry(
+        registry_rows.to_toml(chosen_customers, devices, registry_rows.credentials()),
+        f"store registry of {provider}",
+    )
+    order_lines = [",".join(ORDER_HEADER)]
+    for order in registry_rows.orders():
+        if order.customer in wanted:
+            order_lines.append(
+                f"{order.customer},{order.activity},{order.granted_minutes_month},"
+                f"{order.valid_from},{order.valid_to or ''},{int(bool(order.double_staffing))},"
+                f"{int(bool(order.tag_exempt))}"
+            )
+    orders = parse_orders("\n".join(order_lines) + "\n", f"store orders of {provider}")
+    start, _ = month_bounds(year, month_number)
+    since = int((start - STORE_WINDOW_MARGIN).timestamp() * 1000)
+    messages: list[bytes] = []
+    received: dict[tuple[str, int], tuple[int | None, int]] = {}
+    for device in devices:
+        for row in store.events(device=device.id, received_since=since):
+            messages.append(bytes(row[6]))
+            received[(row[0], row[1])] = (row[3], row[4])
+    i5 = profile.rules.get("I5", {})
+    evidence = build_evidence(registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S)))
+    evidence.issues.extend(clock_ahead_issues(received, int(i5.get("receive_tolerance_s", 300))))
+    case = Case(path=Path("."), registry=registry, orders=orders, claims=claims,
+                evidence_path=None)  # fmt: skip
+    result = verify_loaded(case, profile, month, evidence)
+    decided = decisions(store, provider, month)
+    findings: list[Finding] = []
+    for finding in result.findings:
+        decision = decided.get((finding.claim_id, finding.rule), {}).get("decision")
+        if finding.outcome == "follow_up" and decision == "reject":
+            finding = replace(finding, outcome="reject", payable_minutes=0)
+        findings.append(finding)
+    facts = Facts(profile, year, month_number, registry, result.claims, orders, evidence)
+    billing = billing_basis(facts, findings)
+    by_id = {claim.claim_id: claim for claim in result.claims}
+    now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
+    with store.transaction():
+        _delete(store, "verdicts", provider, month, None if customers is None else scope)
+        _delete(store, "billing", provider, month, None if customers is None else scope)
+        store.executemany(
+            "INSERT INTO verdicts (provider, month, customer, claim_id, rule, outcome, "
+            "payable_minutes, reason, activity, staff, start_at, end_at, deadline_rule, "
+            "deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_verdict_row(provider, month, f, by_id.get(f.claim_id), profile, now)
+             for f in findings],
+        )  # fmt: skip
+        store.executemany(
+            "INSERT INTO billing (provider, month, customer, category, payable_minutes, count) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(provider, month, row["customer"], row["category"], int(row["payable_minutes"]),
+              int(row.get("count", 0))) for row in billing],
+        )  # fmt: skip
+        counts = dict(result.counts)
+        counts["not_checked"] = result.not_checked
+        counts["integrity"] = len(result.integrity)
+        if customers is None or not store.execute(
+            "SELECT 1 FROM judged WHERE provider = ? AND month = ?", (provider, month)
+        ):
+            store.execute(
+                "INSERT INTO judged (provider, month, judged_at, counts) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (provider, month) DO UPDATE SET judged_at = excluded.judged_at, "
+                "counts = excluded.counts",
+                (provider, month, now_ms, json.dumps(counts, default=str)),
+            )
+        else:
+            store.execute(
+                "UPDATE judged SET judged_at = ? WHERE provider = ? AND month = ?",
+                (now_ms, provider, month),
+            )
+    return len(findings)
+
+
+def _verdict_row(
+    provider: str, month: str, finding: Finding, claim: Claim | None, profile: Profile,
+    now: datetime,
+) -> tuple[Any, ...]:
+    """A finding with what the deviation queue shows and sorts by: the claim's activity, staff
+    and times, and its nearest deadline as of the judgement."""
+    if claim is None:
+        return (provider, month, finding.customer, finding.claim_id, finding.rule,
+                finding.outcome, finding.payable_minutes, finding.reason, "", "", 0, 0, "", 0)  # fmt: skip
+    deadline = nearest(profile, claim, month, now)
+    return (
+        provider, month, finding.customer, finding.claim_id, finding.rule, finding.outcome,
+        finding.payable_minutes, finding.reason, claim.activity, claim.staff,
+        int(claim.start.timestamp() * 1000), int(claim.end.timestamp() * 1000),
+        deadline.rule if deadline else "",
+        int(deadline.moment.timestamp() * 1000) if deadline else 0,
+    )  # fmt: skip
+
+
+def _delete(store: Store, table: str, provider: str, month: str, customers: list[str] | None):
+    sql = f"DELETE FROM {table} WHERE provider = ? AND month = ?"
+    params: list[Any] = [provider, month]
+    if customers is not None:
+        sql += f" AND customer IN ({', '.join('?' * len(customers))})"
+        params += customers
+    store.execute(sql, tuple(params))
+
+
+def judged_months(store: Store, provider: str) -> list[str]:
+    rows = store.execute(
+        "SELECT DISTINCT month FROM claims WHERE provider = ? ORDER BY month", (provider,)
+    )
+    return [str(row[0]) for row in rows]

@@ -1,0 +1,606 @@
+"""The scoped data layer: every page reads and writes through a Scope built from the session's
+user, and only a Scope decides what that user may see. Provider isolation lives here, once.
+
+    scope = Scope(store, user, now)                # user: kvitto.web.accounts.User
+    scope.providers                                 # coordinator: [own]; auditor: the municipality's
+    claim = scope.claim("p-1", "k-08")              # NotFound unless p-1 is visible to the user
+    scope.correct("p-1", "k-08", "annan-tid", "…", start=…, end=…)   # a record, then re-judged
+
+A coordinator sees one provider, an auditor every provider of one municipality (read-only on
+evidence and claims; decides follow-ups), an admin users and the registry but no claims. An id
+the user may not see is NotFound, the same answer as an id that does not exist: a page turns it
+into 404, so no page can tell a foreign id from a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from kvitto.case import CaseError, Claim
+from kvitto.errors import KvittoError
+from kvitto.rules import Profile, load_profile
+from kvitto.store import Store
+from kvitto.web import records as chain
+from kvitto.web.accounts import User
+from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, iso, to_claims
+from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
+from kvitto.web.judge import decisions, effective_rows, judge
+from kvitto.web.personnummer import find_personnummer
+from kvitto.workdays import STOCKHOLM, local, local_at, month_bounds, parse_month
+
+PAGE = 100  # rows per page of a long list
+MAX_TEXT = 500
+
+
+class NotFound(KvittoError):
+    """Not there, or not the user's to see (the two are one answer on purpose)."""
+
+
+class Refused(KvittoError):
+    """An action the form must say no to, with the reason for the person (shown in the page)."""
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def moment(value_ms: int) -> datetime:
+    return datetime.fromtimestamp(value_ms / 1000, timezone.utc)
+
+
+@dataclass
+class Row:
+    """One deviation: a finding on a claim, with its nearest deadline."""
+
+    provider: str
+    month: str
+    customer: str
+    claim_id: str
+    rule: str
+    outcome: str
+    payable_minutes: int
+    reason: str
+    activity: str
+    staff: str
+    start: datetime | None
+    end: datetime | None
+    deadline: Deadline | None = None
+    decision: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EventView:
+    device: str
+    role: str
+    seq: int
+    type: str
+    at: datetime | None
+    credential: str
+    staff: str
+    via: str
+    chain: int | None
+    signature: str  # "ok", "bad", "unchecked"
+
+
+class Scope:
+    def __init__(self, store: Store, user: User, now: datetime):
+        self.store = store
+        self.user = user
+        self.now = now
+        if user.role == "coordinator":
+            self.providers = [user.provider]
+        elif user.role == "auditor":
+            rows = store.execute(
+                "SELECT id FROM providers WHERE municipality = ? ORDER BY id", (user.municipality,)
+            )
+            self.providers = [str(row[0]) for row in rows]
+        else:
+            self.providers = []
+        self._profiles: dict[str, Profile] = {}
+
+    # -- the one gate -------------------------------------------------------------------
+
+    def provider(self, provider: str) -> str:
+        if provider not in self.providers:
+            raise NotFound(provider)
+        return provider
+
+    def customer_provider(self, customer: str) -> str:
+        marks = ", ".join("?" * len(self.providers)) or "''"
+        rows = self.store.execute(
+            f"SELECT provider FROM customer_providers WHERE customer = ? AND provider IN ({marks})",
+            (customer, *self.providers),
+        )
+        if not rows:
+            raise NotFound(customer)
+        return str(rows[0][0])
+
+    def profile(self, provider: str) -> Profile:
+        self.provider(provider)
+        if provider not in self._profiles:
+            rows = self.store.execute(
+                "SELECT municipality FROM providers WHERE id = ?", (provider,)
+            )
+            self._profiles[provider] = load_profile(str(rows[0][0]))
+        return self._profiles[provider]
+
+    @property
+    def own(self) -> str:
+        """The coordinator's provider (NotFound for anyone else: the page does not exist)."""
+        if self.user.role != "coordinator":
+            raise NotFound("coordinator pages")
+        return self.user.provider
+
+    # -- months -------------------------------------------------------------------------
+
+    def months(self, provider: str) -> list[str]:
+        rows = self.store.execute(
+            "SELECT DISTINCT month FROM claims WHERE provider = ? ORDER BY month DESC",
+            (self.provider(provider),),
+        )
+        return [str(row[0]) for row in rows]
+
+    def open_months(self, provider: str) -> list[str]:
+        """This month and the one before (its deadlines run into this one)."""
+        today = local(self.now).date()
+        first = today.replace(day=1)
+        previous = (first - timedelta(days=1)).replace(day=1)
+        wanted = {f"{first:%Y-%m}", f"{previous:%Y-%m}"}
+        return [m for m in self.months(provider) if m in wanted]
+
+    def month(self, provider: str, month: str) -> str:
+        if month not in self.months(provider):
+            raise NotFound(month)
+        return month
+
+    # -- deviations ---------------------------------------------------------------------
+
+    def _rows(self, sql_rows: list[tuple[Any, ...]]) -> list[Row]:
+        out = []
+        for r in sql_rows:
+            start = moment(int(r[10])) if r[10] else None
+            end = moment(int(r[11])) if r[11] else None
+            deadline = Deadline(str(r[12]), "", moment(int(r[13]))) if r[12] else None
+            out.append(Row(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]),
+                           int(r[6]), str(r[7]), str(r[8]), str(r[9]), start, end, deadline))  # fmt: skip
+        return out
+
+    _VERDICT = (
+        "provider, month, customer, claim_id, rule, outcome, payable_minutes, reason, "
+        "activity, staff, start_at, end_at, deadline_rule, deadline_at"
+    )
+
+    def queue(self, offset: int = 0) -> tuple[list[Row], int]:
+        """The coordinator's findings in the open months, nearest deadline first."""
+        provider = self.own
+        months = self.open_months(provider)
+        if not months:
+            return [], 0
+        marks = ", ".join("?" * len(months))
+        total = int(
+            self.store.execute(
+                f"SELECT COUNT(*) FROM verdicts WHERE provider = ? AND month IN ({marks})",
+                (provider, *months),
+            )[0][0]
+        )
+        rows = self._rows(
+            self.store.execute(
+                f"SELECT {self._VERDICT} FROM verdicts WHERE provider = ? AND month IN ({marks}) "
+                "ORDER BY deadline_at, start_at, claim_id, rule LIMIT ? OFFSET ?",
+                (provider, *months, PAGE, max(0, offset)),
+            )
+        )
+        profile = self.profile(provider)
+        claims = self._claims(provider, {(r.month, r.customer) for r in rows})
+        for row in rows:
+            claim = claims.get(row.claim_id)
+            if claim is not None:
+                row.deadline = nearest(profile, claim, row.month, self.now)
+        return rows, total
+
+    def _claims(self, provider: str, keys: set[tuple[str, str]]) -> dict[str, Claim]:
+        by_month: dict[str, list[str]] = {}
+        for month, customer in keys:
+            by_month.setdefault(month, []).append(customer)
+        found: dict[str, Claim] = {}
+        for month, customers in by_month.items():
+            rows = effective_rows(self.store, provider, month, sorted(set(customers)))
+            for claim in to_claims(rows, "store"):
+                found[claim.claim_id] = claim
+        return found
+
+    def findings(self, provider: str, month: str, customer: str | None = None) -> list[Row]:
+        self.provider(provider)
+        sql = f"SELECT {self._VERDICT} FROM verdicts WHERE provider = ? AND month = ?"
+        params: list[Any] = [provider, month]
+        if customer is not None:
+            sql += " AND customer = ?"
+            params.append(customer)
+        rows = self._rows(self.store.execute(sql + " ORDER BY start_at, claim_id, rule", params))
+        decided = decisions(self.store, provider, month)
+        for row in rows:
+            row.decision = decided.get((row.claim_id, row.rule), {})
+        return rows
+
+    def claim(self, provider: str, claim_id: str) -> tuple[str, Claim, dict[str, str]]:
+        """(month, the claim as corrected, its effective claims.csv row); NotFound if the
+        claim is not the provider's, the provider not the user's, or it was withdrawn."""
+        self.provider(provider)
+        rows = self.store.execute(
+            "SELECT month, customer FROM claims WHERE provider = ? AND claim_id = ?",
+            (provider, claim_id),
+        )
+        if not rows:
+            registered = chain.records(
+                self.store, chains=[provider], kinds=("register",), provider=provider
+            )
+            match = [r for r in registered if r.claim_id == claim_id]
+            if not match:
+                raise NotFound(claim_id)
+            month, customer = match[0].month, match[0].customer
+        else:
+            month, customer = str(rows[0][0]), str(rows[0][1])
+        effective = effective_rows(self.store, provider, month, [customer])
+        if claim_id not in effective:
+            raise NotFound(claim_id)
+        claim = to_claims({claim_id: effective[claim_id]}, "store")[0]
+        return month, claim, effective[claim_id]
+
+    def history(self, provider: str, claim_id: str) -> list[chain.Record]:
+        self.provider(provider)
+        return [
+            r
+            for r in chain.records(self.store, chains=[provider], provider=provider)
+            if r.claim_id == claim_id
+        ]
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def evidence(self, customer: str, start: datetime, end: datetime) -> list[EventView]:
+        """The signed events of the customer's devices between start and end, each checked
+        against its device's key again (signature status for the auditor)."""
+        from kvitto.evidence import EvidenceError, verify_event
+
+        self.customer_provider(customer)
+        devices = {
+            str(row[0]): (str(row[1]), bytes(row[2]))
+            for row in self.store.execute(
+                "SELECT id, role, public_key FROM devices WHERE customer = ?", (customer,)
+            )
+        }
+        if not devices:
+            return []
+        staff_of = {
+            str(row[0]): str(row[1])
+            for row in self.store.execute("SELECT id, staff FROM credentials")
+        }
+        marks = ", ".join("?" * len(devices))
+        rows = self.store.execute(
+            f"SELECT device, seq, type, t, cred, chain, message FROM events "
+            f"WHERE device IN ({marks}) AND t >= ? AND t <= ? ORDER BY t, device, seq",
+            (*devices, int(start.timestamp()), int(end.timestamp())),
+        )
+        out = []
+        for device, seq, kind, t, cred, chain_ok, message in rows:
+            role, key = devices[device]
+            via = ""
+            try:
+                event = verify_event(bytes(message), key)
+                signature = "ok"
+                x = getattr(event, "x", None) or {}
+                via = str(x.get("via", "")) if isinstance(x, dict) else ""
+            except EvidenceError:
+                signature = "bad"
+            credential = bytes(cred).hex() if cred else ""
+            out.append(EventView(device, role, int(seq), str(kind),
+                                 moment(int(t) * 1000) if t is not None else None,
+                                 credential[:8], staff_of.get(credential, ""), via,
+                                 None if chain_ok is None else int(chain_ok), signature))  # fmt: skip
+        return out
+
+    # -- the day board ------------------------------------------------------------------
+
+    def day(self, day: date, offset: int = 0) -> dict[str, Any]:
+        """Today's visits per customer: plan, claims, evidence, and what needs attention."""
+        provider = self.own
+        profile = self.profile(provider)
+        begin = local_at(day, time(0))
+        end = local_at(day + timedelta(days=1), time(0))
+        plan = self.store.execute(
+            "SELECT customer, start_at, end_at, activities FROM plan WHERE provider = ? "
+            "AND start_at >= ? AND start_at < ? ORDER BY start_at",
+            (provider, ms(begin), ms(end)),
+        )
+        claims = self.store.execute(
+            "SELECT customer, claim_id, start_at, end_at, fields FROM claims WHERE provider = ? "
+            "AND start_at >= ? AND start_at < ? ORDER BY start_at",
+            (provider, ms(begin), ms(end)),
+        )
+        customers = sorted({str(r[0]) for r in plan} | {str(r[0]) for r in claims})
+        total = len(customers)
+        shown = customers[offset : offset + PAGE]
+        response = int(profile.rules.get("A3", {}).get("minutes", 30))
+        late_after = timedelta(minutes=30)
+        board = []
+        for customer in shown:
+            events = self.evidence(customer, begin, end)
+            visits = [
+                {"start": moment(int(r[1])), "end": moment(int(r[2])), "activities": r[3]}
+                for r in plan
+                if r[0] == customer
+            ]
+            arrivals = [e.at for e in events if e.type in ("arrive", "unlock") and e.at]
+            flags = []
+            for visit in visits:
+                due = visit["start"] + late_after
+                arrived = any(visit["start"] - late_after <= a <= visit["end"] for a in arrivals)
+                visit["arrived"] = arrived
+                if not arrived and self.now > due:
+                    flags.append(("late", visit["start"]))
+            calls = [e for e in events if e.type == "alarm_call" and e.at]
+            checkins = [e.at for e in events if e.type == "alarm_checkin" and e.at]
+            for call in calls:
+                assert call.at is not None
+                answered = any(call.at <= c <= call.at + timedelta(minutes=response)
+                               for c in checkins)  # fmt: skip
+                if not answered and (self.now > call.at + timedelta(minutes=response)
+                                     or any(c > call.at for c in checkins)):  # fmt: skip
+                    flags.append(("alarm", call.at))
+            board.append({
+                "customer": customer,
+                "plan": visits,
+                "claims": [
+                    {"claim_id": r[1], "start": moment(int(r[2])), "end": moment(int(r[3])),
+                     "activity": json.loads(r[4]).get("activity", "")}
+                    for r in claims if r[0] == customer
+                ],
+                "events": events,
+                "flags": flags,
+            })  # fmt: skip
+        return {"rows": board, "total": total, "response_minutes": response}
+
+    def last_event(self) -> int:
+        """The newest receive time (Unix ms) among the coordinator's customers' devices: the
+        live board refreshes when it changes."""
+        provider = self.own
+        rows = self.store.execute(
+            "SELECT MAX(e.received_at) FROM events e JOIN devices d ON d.id = e.device "
+            "JOIN customer_providers p ON p.customer = d.customer WHERE p.provider = ?",
+            (provider,),
+        )
+        return int(rows[0][0] or 0)
+
+    # -- month --------------------------------------------------------------------------
+
+    def billing(self, provider: str, month: str) -> list[dict[str, Any]]:
+        self.provider(provider)
+        rows = self.store.execute(
+            "SELECT customer, category, payable_minutes, count FROM billing "
+            "WHERE provider = ? AND month = ? ORDER BY customer, category",
+            (provider, month),
+        )
+        return [
+            {"customer": r[0], "category": r[1], "payable_minutes": int(r[2]), "count": int(r[3])}
+            for r in rows
+        ]
+
+    def summary(self, provider: str, month: str) -> dict[str, Any]:
+        """Payable minutes per category, findings per rule, the share of manual claims."""
+        self.provider(provider)
+        categories = self.store.execute(
+            "SELECT category, SUM(payable_minutes), SUM(count), COUNT(DISTINCT customer) "
+            "FROM billing WHERE provider = ? AND month = ? GROUP BY category ORDER BY category",
+            (provider, month),
+        )
+        per_rule = self.store.execute(
+            "SELECT rule, outcome, COUNT(*) FROM verdicts WHERE provider = ? AND month = ? "
+            "GROUP BY rule, outcome ORDER BY rule, outcome",
+            (provider, month),
+        )
+        counts = self.store.execute(
+            "SELECT COUNT(*), SUM(CASE WHEN via = 'manual' THEN 1 ELSE 0 END) FROM claims "
+            "WHERE provider = ? AND month = ?",
+            (provider, month),
+        )
+        registered = len(
+            chain.records(self.store, chains=[provider], month=month, kinds=("register",))
+        )
+        claims, manual = int(counts[0][0] or 0) + registered, int(counts[0][1] or 0) + registered
+        judged = self.store.execute(
+            "SELECT judged_at FROM judged WHERE provider = ? AND month = ?", (provider, month)
+        )
+        return {
+            "categories": [
+                {"category": r[0], "payable_minutes": int(r[1] or 0), "count": int(r[2] or 0),
+                 "customers": int(r[3])} for r in categories
+            ],
+            "rules": [{"rule": r[0], "outcome": r[1], "count": int(r[2])} for r in per_rule],
+            "claims": claims,
+            "manual": manual,
+            "manual_share": (manual / claims) if claims else 0.0,
+            "attested": self.attested(provider, month),
+            "judged_at": moment(int(judged[0][0])) if judged else None,
+        }  # fmt: skip
+
+    def attested(self, provider: str, month: str) -> chain.Record | None:
+        found = chain.records(self.store, chains=[provider], month=month, kinds=("attest",))
+        return found[-1] if found else None
+
+    def follow_ups(self, provider: str, month: str) -> list[Row]:
+        return [r for r in self.findings(provider, month) if r.outcome == "follow_up"
+                or r.decision]  # fmt: skip
+
+    def claims_csv(self, provider: str, month: str) -> str:
+        return claims_csv(effective_rows(self.store, self.provider(provider), month, None))
+
+    # -- writes: people's actions as records --------------------------------------------
+
+    def _text(self, text: str) -> str:
+        text = (text or "").strip()
+        if len(text) > MAX_TEXT:
+            raise Refused(f"text: at most {MAX_TEXT} characters")
+        if find_personnummer(text):
+            raise Refused("personnummer")
+        return text
+
+    def _reason(self, code: str) -> str:
+        if code not in REASON_CODES:
+            raise Refused("reason_code")
+        return code
+
+    def _claim_record(self, kind: str, claim_id: str, body: dict[str, Any]) -> chain.Record:
+        provider = self.own
+        month, claim, _ = self.claim(provider, claim_id)
+        record = chain.append(
+            self.store, chain=provider, actor=self.user.name, kind=kind, at=ms(self.now),
+            body=body, provider=provider, municipality=self.user.municipality,
+            customer=claim.customer, claim_id=claim_id, month=month,
+        )  # fmt: skip
+        judge(self.store, provider, month, ms(self.now), customers=[claim.customer])
+        return record
+
+    def explain(self, claim_id: str, reason_code: str, text: str) -> chain.Record:
+        body = {"reason_code": self._reason(reason_code), "text": self._text(text)}
+        return self._claim_record("explain", claim_id, body)
+
+    def withdraw(self, claim_id: str, reason_code: str, text: str) -> chain.Record:
+        body = {"reason_code": self._reason(reason_code), "text": self._text(text)}
+        return self._claim_record("withdraw", claim_id, body)
+
+    def correct(
+        self, claim_id: str, reason_code: str, text: str, changes: dict[str, str]
+    ) -> chain.Record:
+        provider = self.own
+        month, claim, row = self.claim(provider, claim_id)
+        reason, note = self._reason(reason_code), self._text(text)
+        after = {k: v.strip() for k, v in changes.items() if k in CORRECTABLE and v.strip()}
+        for name, value in after.items():
+            if find_personnummer(value):
+                raise Refused("personnummer")
+        try:
+            begins, ends = check_times(after.get("start", row["start"]), after.get("end", row["end"]))
+            was_start, was_end = check_times(row["start"], row["end"])
+        except CaseError as error:
+            raise Refused(str(error)) from None
+        if "activity" in after and after["activity"] not in self.profile(provider).activities:
+            raise Refused("activity")
+        after.pop("start", None)
+        after.pop("end", None)
+        if begins != was_start:
+            after["start"] = local(begins).isoformat(timespec="minutes")
+        if ends != was_end:
+            after["end"] = local(ends).isoformat(timespec="minutes")
+        after = {k: v for k, v in after.items() if v != row.get(k, "")}
+        if not after:
+            raise Refused("no_change")
+        before = {k: row.get(k, "") for k in after}
+        body = {"reason_code": reason, "text": note, "before": before, "after": after}
+        return self._claim_record("correct", claim_id, body)
+
+    def register(
+        self, customer: str, activity: str, start: str, end: str, staff: str,
+        reason_code: str, text: str,
+    ) -> chain.Record:  # fmt: skip
+        """An after-the-fact registration: a new claim, registered manually now (D1)."""
+        provider = self.own
+        if self.customer_provider(customer) != provider:
+            raise NotFound(customer)
+        if activity not in self.profile(provider).activities:
+            raise Refused("activity")
+        try:
+            begins, ends = check_times(start, end)
+        except CaseError as error:
+            raise Refused(str(error)) from None
+        if find_personnummer(staff):
+            raise Refused("personnummer")
+        month = f"{local(begins):%Y-%m}"
+        count = len(chain.records(self.store, chains=[provider], kinds=("register",))) + 1
+        claim_id = f"e-{local(self.now):%Y%m%d}-{count}"
+        after = {"activity": activity, "staff": staff.strip(),
+                 "start": local(begins).isoformat(timespec="minutes"),
+                 "end": local(ends).isoformat(timespec="minutes")}  # fmt: skip
+        record = chain.append(
+            self.store, chain=provider, actor=self.user.name, kind="register", at=ms(self.now),
+            body={"reason_code": self._reason(reason_code), "text": self._text(text),
+                  "after": after},
+            provider=provider, municipality=self.user.municipality, customer=customer,
+            claim_id=claim_id, month=month,
+        )  # fmt: skip
+        judge(self.store, provider, month, ms(self.now), customers=[customer])
+        return record
+
+    def attest(self, month: str, text: str = "") -> chain.Record:
+        provider = self.own
+        self.month(provider, month)
+        record = chain.append(
+            self.store, chain=provider, actor=self.user.name, kind="attest", at=ms(self.now),
+            body={"text": self._text(text)}, provider=provider,
+            municipality=self.user.municipality, month=month,
+        )  # fmt: skip
+        judge(self.store, provider, month, ms(self.now))
+        return record
+
+    def decide(
+        self, provider: str, claim_id: str, rule: str, decision: str, text: str
+    ) -> chain.Record:
+        if self.user.role != "auditor":
+            raise NotFound("decide")
+        month, claim, _ = self.claim(provider, claim_id)
+        if decision not in DECISIONS:
+            raise Refused("decision")
+        note = self._text(text)
+        if decision == "reject" and not note:
+            raise Refused("reason_missing")
+        if not any(r.rule == rule and r.outcome == "follow_up"
+                   for r in self.findings(provider, month, claim.customer)):  # fmt: skip
+            raise NotFound(rule)
+        record = chain.append(
+            self.store, chain=provider, actor=self.user.name, kind="decide", at=ms(self.now),
+            body={"rule": rule, "decision": decision, "text": note}, provider=provider,
+            municipality=self.user.municipality, customer=claim.customer, claim_id=claim_id,
+            month=month,
+        )  # fmt: skip
+        judge(self.store, provider, month, ms(self.now), customers=[claim.customer])
+        return record
+
+    def log_export(self, provider: str, month: str, what: str) -> None:
+        self.provider(provider)
+        chain.append(
+            self.store, chain=provider, actor=self.user.name, kind="export", at=ms(self.now),
+            body={"what": what, "role": self.user.role}, provider=provider,
+            municipality=self.user.municipality, month=month,
+        )  # fmt: skip
+
+    # -- the audit log ------------------------------------------------------------------
+
+    def log_chains(self) -> list[str]:
+        if self.user.role == "admin":
+            rows = self.store.execute("SELECT DISTINCT chain FROM records ORDER BY chain")
+            return [str(row[0]) for row in rows]
+        if self.user.role == "auditor":
+            return [*self.providers, f"m:{self.user.municipality}"]
+        raise NotFound("log")
+
+    def log(self, offset: int = 0) -> tuple[list[chain.Record], list[str]]:
+        chains = self.log_chains()
+        every = chain.records(self.store, chains=chains)
+        problems = chain.verify_chain(every)
+        every.sort(key=lambda r: (r.at, r.chain, r.seq), reverse=True)
+        return every[offset : offset + PAGE], problems
+
+
+def month_range(month: str) -> tuple[datetime, datetime]:
+    start, end = month_bounds(*parse_month(month))
+    return start, end
+
+
+def local_day(text: str | None, now: datetime) -> date:
+    if text:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise NotFound(text) from None
+    return now.astimezone(STOCKHOLM).date()
