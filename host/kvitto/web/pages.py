@@ -59,6 +59,13 @@ NAV = {
     "auditor": [("/uppfoljning", "Uppföljning"), ("/logg", "Logg")],
     "admin": [("/admin", "Användare och register"), ("/logg", "Logg")],
 }
+ROLES = {"coordinator": "samordnare", "auditor": "uppföljare", "admin": "administratör"}
+KIND_LABELS = {
+    "login": "inloggning", "logout": "utloggning", "explain": "förklaring", "correct": "rättelse",
+    "register": "efterregistrering", "withdraw": "återkallelse", "attest": "attest",
+    "decide": "beslut", "export": "export", "user_add": "ny användare",
+    "accept": "godkänd", "reject": "avslagen",
+}  # fmt: skip
 OUTCOMES = {"reject": "Avvisas", "adjust": "Justeras", "follow_up": "Följs upp"}
 Handler = Callable[..., Any]
 
@@ -94,6 +101,8 @@ def render(
         share=lambda v: format_share(v, lang),
         left=lambda m: _left(m, now, gettext),
         outcomes=OUTCOMES,
+        roles=ROLES,
+        kinds=KIND_LABELS,
         reasons=REASON_CODES,
         now=now,
         **context,

@@ -319,7 +319,15 @@ class Scope:
             "AND start_at >= ? AND start_at < ? ORDER BY start_at",
             (provider, ms(begin), ms(end)),
         )
-        customers = sorted({str(r[0]) for r in plan} | {str(r[0]) for r in claims})
+        alarms = self.store.execute(
+            "SELECT DISTINCT d.customer FROM devices d JOIN customer_providers p "
+            "ON p.customer = d.customer JOIN events e ON e.device = d.id WHERE p.provider = ? "
+            "AND d.role = 'alarm' AND e.type = 'alarm_call' AND e.t >= ? AND e.t < ?",
+            (provider, int(begin.timestamp()), int(end.timestamp())),
+        )
+        customers = sorted(
+            {str(r[0]) for r in plan} | {str(r[0]) for r in claims} | {str(r[0]) for r in alarms}
+        )
         total = len(customers)
         shown = customers[offset : offset + PAGE]
         response = int(profile.rules.get("A3", {}).get("minutes", 30))
