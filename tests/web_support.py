@@ -98,9 +98,14 @@ class World:
                           **options)  # fmt: skip
 
     def client(self, **options):  # noqa: ANN201 (a TestClient)
-        from starlette.testclient import TestClient
+        import warnings
 
-        return TestClient(self.app(**options), follow_redirects=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Starlette 1.x would rather have httpx2
+            from starlette.testclient import TestClient
+
+            base = "https://testserver" if options.get("secure") else "http://testserver"
+            return TestClient(self.app(**options), base_url=base, follow_redirects=False)
 
 
 def build_world(root: Path, url: str | None = None) -> World:
