@@ -157,3 +157,20 @@ def test_the_records_are_a_hash_chain(world):
     assert chain.verify_chain(chain.records(world.store, chains=["p-1"]))[0].startswith(
         "p-1: record 1 missing"
     )
+
+
+def test_every_page_string_has_an_english_translation():
+    import re
+    from pathlib import Path
+
+    from kvitto.web.i18n import catalogue
+
+    english = catalogue("en")
+    folder = Path(__file__).parent.parent / "host" / "kvitto" / "web" / "templates"
+    missing = []
+    for template in sorted(folder.glob("*.html")):
+        for match in re.finditer(r"""_\((["'])(.*?)\1\)""", template.read_text()):
+            if english.gettext(match.group(2)) == match.group(2) and match.group(2) not in (
+                "Start", "Export", "Hash", "Live"):  # fmt: skip
+                missing.append(f"{template.name}: {match.group(2)}")
+    assert missing == []

@@ -46,7 +46,7 @@ FOREIGN = {
 }
 
 
-def _p1(root: Path) -> Path:
+def _p1(root: Path) -> Bundle:
     b = Bundle(root, start_boot_at="2026-11-01T06:00")
     b.customer("c-1001")
     b.customer("c-1002")
@@ -70,7 +70,8 @@ def _p1(root: Path) -> Path:
     # today: an alarm at c-1003 at 08:00 that nobody checked in to; s-07 at c-1002 at 07:30
     b.event("alarm-1003", "alarm_call", "2026-11-30T08:00", None, {"alarm": 1})
     b.visit("tag-1002", "s-08", "2026-11-30T07:30", "2026-11-30T07:55")
-    return b.write()
+    b.write()
+    return b
 
 
 def _single(root: Path, provider: str, customer: str, device: str, staff: str, claim: str,
@@ -90,6 +91,16 @@ class World:
     store: Store
     url: str
     root: Path
+    p1: Bundle  # p-1's devices, to sign more events while a page is open
+
+    def arrive(self, device: str, staff: str, at: str) -> None:
+        """A new signed arrival, stored as the collector would (kvitto.collect.ingest)."""
+        from kvitto.collect import ingest
+
+        message = self.p1.event(device, "arrive", at, staff, {"via": "badge"})
+        path = self.root / f"live-{len(self.p1.messages)}.cbor-seq"
+        path.write_bytes(message)
+        ingest(self.store, path)
 
     def app(self, **options):  # noqa: ANN201 (an ASGI app)
         from kvitto.web.app import create_app
@@ -112,7 +123,8 @@ def build_world(root: Path, url: str | None = None) -> World:
     url = url or f"sqlite:///{root / 'kvitto.db'}"
     store = open_store(url)
     now_ms = int(NOW.timestamp() * 1000)
-    load_case(store, _p1(root / "p-1"), provider="p-1", municipality="huddinge", now_ms=now_ms)
+    p1 = _p1(root / "p-1")
+    load_case(store, p1.root, provider="p-1", municipality="huddinge", now_ms=now_ms)
     load_case(store, _single(root / "p-2", "p-2", "c-2001", "tag-2001", "s-20", "k-201", "omsorg"),
               provider="p-2", municipality="huddinge", now_ms=now_ms)  # fmt: skip
     load_case(store, _single(root / "p-3", "p-3", "c-3001", "tag-3001", "s-30", "k-301", "226"),
@@ -128,7 +140,7 @@ def build_world(root: Path, url: str | None = None) -> World:
         judge(store, provider, MONTH, now_ms)
     for name, (role, provider, municipality) in USERS.items():
         add_user(store, name, role, PASSWORD, provider=provider, municipality=municipality)
-    return World(store, url, root)
+    return World(store, url, root, p1)
 
 
 def csrf_of(html: str) -> str:
