@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check clean setup
+.PHONY: demo test lint check clean setup screenshots
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "kvitto needs Python >= 3.10")'
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The web pages at 1280 and 390 px, as the browser tests see them (needs /usr/bin/chromium).
+screenshots: $(STAMP)
+	KVITTO_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:cacheprovider tests/test_web_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check host tests bench

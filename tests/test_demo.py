@@ -68,7 +68,7 @@ def check_huddinge(out: Path) -> dict:
 def test_demo_command_with_the_embedded_broker(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "kvitto", "demo", "--out", str(out)],
+        [sys.executable, "-m", "kvitto", "demo", "--no-serve", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -87,6 +87,15 @@ def test_demo_command_with_the_embedded_broker(tmp_path):
     assert sorted(p.name for p in (out / "labels").iterdir()) == [
         "alarm-0202.svg", "lock-0201.svg", "tag-0101.svg", "tag-0102.svg",
     ]  # fmt: skip
+    # what `kvitto demo` serves without --no-serve: the month in kvitto serve's store
+    from kvitto.store import open_store
+    from kvitto.web.demo import prepare_demo
+
+    url, logins = prepare_demo(out, "p-1", "huddinge")
+    assert [role for _, role, _ in logins] == ["coordinator", "auditor", "admin"]
+    with open_store(url) as store:
+        served = store.execute("SELECT claim_id, rule, outcome FROM verdicts WHERE claim_id = 'k-08'")
+    assert ("k-08", "E1", "adjust") in served
 
 
 def test_demo_against_a_real_mosquitto_under_upplands_bro(tmp_path, mosquitto):

@@ -605,13 +605,23 @@ def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt, 
     help="folder for report.html, report.json, the case bundle and labels",
 )
 @click.option("--keep", is_flag=True, help="keep the boards, store and keys in OUT/work")
-def demo(broker: str | None, profile: str, out: str, keep: bool) -> None:
-    """A day of home care on virtual boards, end to end."""
+@click.option(
+    "--no-serve", is_flag=True, help="end after the report (CI); else serve it on the web"
+)
+@click.option("--port", default=8000, show_default=True, type=int, help="kvitto serve's port")
+def demo(
+    broker: str | None, profile: str, out: str, keep: bool, no_serve: bool, port: int
+) -> None:
+    """A day of home care on virtual boards, end to end; then the month in `kvitto serve`."""
     from pathlib import Path
 
-    from kvitto.sim.demo import run_demo
+    from kvitto.sim.demo import PROVIDER, run_demo
 
-    run_demo(out=Path(out), broker=broker, profile=profile, keep=keep)
+    outcome = run_demo(out=Path(out), broker=broker, profile=profile, keep=keep)
+    if not no_serve:
+        from kvitto.web.demo import serve_after_demo
+
+        serve_after_demo(outcome, PROVIDER, profile, "127.0.0.1", port)
 
 
 def _web_commands() -> None:
