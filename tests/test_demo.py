@@ -94,7 +94,9 @@ def test_demo_command_with_the_embedded_broker(tmp_path):
     url, logins = prepare_demo(out, "p-1", "huddinge")
     assert [role for _, role, _ in logins] == ["coordinator", "auditor", "admin"]
     with open_store(url) as store:
-        served = store.execute("SELECT claim_id, rule, outcome FROM verdicts WHERE claim_id = 'k-08'")
+        served = store.execute(
+            "SELECT claim_id, rule, outcome FROM verdicts WHERE claim_id = 'k-08'"
+        )
     assert ("k-08", "E1", "adjust") in served
 
 

@@ -13,13 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, free_port
 from web_support import MONTH, PASSWORD, World, build_world
+
+from conftest import IN_CI, free_port
 
 CHROMIUM = Path(os.environ.get("KVITTO_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
-SHOTS = Path(os.environ.get("KVITTO_SCREENSHOTS", Path(__file__).parent.parent / ".artifacts" / "screenshots"))
+SHOTS = Path(
+    os.environ.get(
+        "KVITTO_SCREENSHOTS", Path(__file__).parent.parent / ".artifacts" / "screenshots"
+    )
+)
 
 if not CHROMIUM.exists():
     if IN_CI:
@@ -41,8 +46,9 @@ def base_url(world) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(world.app(live_interval_s=0.2), host="127.0.0.1", port=port,
-                       log_level="warning")  # fmt: skip
+        uvicorn.Config(
+            world.app(live_interval_s=0.2), host="127.0.0.1", port=port, log_level="warning"
+        )  # fmt: skip
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

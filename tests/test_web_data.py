@@ -83,9 +83,12 @@ def test_a_correction_is_a_record_judged_at_once(world):
     assert record.body["before"] == {"end": "2026-11-27T08:50"}
     assert record.body["after"] == {"end": "2026-11-27T08:30+01:00"}
     # the imported claim is unchanged; the rules see the correction (E1 holds now) at its time
-    assert world.store.execute(
-        "SELECT fields FROM claims WHERE provider = 'p-1' AND claim_id = 'k-1'"
-    ) == before
+    assert (
+        world.store.execute(
+            "SELECT fields FROM claims WHERE provider = 'p-1' AND claim_id = 'k-1'"
+        )
+        == before
+    )
     assert rules_of(p1, "p-1", "k-1") == {"D4": "reject"}
     month, claim, _ = p1.claim("p-1", "k-1")
     assert claim.adjusted_at == NOW and claim.minutes == 30

@@ -81,7 +81,11 @@ def test_an_auditor_gets_404_for_another_municipality(world):
     client = world.client()
     login(client, "uppfoljare-huddinge")
     assert client.get("/besok/p-2/k-201").status_code == 200
-    for path in ("/besok/p-3/k-301", f"/uppfoljning/p-3/{MONTH}", f"/uppfoljning/p-3/{MONTH}/underlag.csv"):
+    for path in (
+        "/besok/p-3/k-301",
+        f"/uppfoljning/p-3/{MONTH}",
+        f"/uppfoljning/p-3/{MONTH}/underlag.csv",
+    ):
         assert client.get(path).status_code == 404, path
     assert client.get("/avvikelser").status_code == 404  # a coordinator's page
 
@@ -91,7 +95,10 @@ def test_every_state_change_needs_the_csrf_token(world):
     login(client, "samordnare-p1")
     data = {"reason_code": "teknikfel", "text": "", "end": "2026-11-27 08:30"}
     assert client.post("/avvikelser/k-1/ratta", data=data).status_code == 403
-    assert client.post("/avvikelser/k-1/ratta", data={**data, "csrftoken": "forged"}).status_code == 403
+    assert (
+        client.post("/avvikelser/k-1/ratta", data={**data, "csrftoken": "forged"}).status_code
+        == 403
+    )
     assert client.post(f"/manad/{MONTH}/attestera", data={}).status_code == 403
     assert client.post("/logout", data={}).status_code == 403
     assert world.store.execute("SELECT COUNT(*) FROM records WHERE kind <> 'login'")[0][0] == 0

@@ -160,9 +160,7 @@ def session_user(store: Store, session_id: str, now_ms: int) -> User | None:
     if not session_id:
         return None
     digest = _digest(session_id)
-    rows = store.execute(
-        "SELECT username, last_seen FROM sessions WHERE id_hash = ?", (digest,)
-    )
+    rows = store.execute("SELECT username, last_seen FROM sessions WHERE id_hash = ?", (digest,))
     if not rows:
         return None
     username, last_seen = str(rows[0][0]), int(rows[0][1])

@@ -128,7 +128,10 @@ def create_app(
         live_interval_s=live_interval_s,
     )
     app = Starlette(
-        routes=[*routes(), Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
+        routes=[
+            *routes(),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
         exception_handlers={404: not_found, 405: not_found},
         middleware=[
             Middleware(

@@ -43,7 +43,9 @@ def iso(ms: int) -> str:
 
 def _csv_text(rows: Iterable[dict[str, str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, CLAIM_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, list[str](CLAIM_FIELDS), lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

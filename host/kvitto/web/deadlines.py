@@ -59,11 +59,15 @@ def deadlines(profile: Profile, claim: Claim, month: str) -> list[Deadline]:
         found.append(Deadline("D2", "justering", claim.approved_at + timedelta(hours=hours)))
     if "D3" in rules:
         if claim.activity in TIME_SHEET_ACTIVITIES.get(profile.name, ()):
-            found.append(Deadline("D3", "tidrapport", end_of_day(date(next_year, next_number, 15))))
+            found.append(
+                Deadline("D3", "tidrapport", end_of_day(date(next_year, next_number, 15)))
+            )
         else:
             weekday = int(rules["D3"].get("weekday", 3))
             found.append(
-                Deadline("D3", "spärrdatum", end_of_day(nth_weekday(next_year, next_number, weekday)))
+                Deadline(
+                    "D3", "spärrdatum", end_of_day(nth_weekday(next_year, next_number, weekday))
+                )
             )
     if "D4" in rules:
         first = nth_weekday(next_year, next_number, 1)

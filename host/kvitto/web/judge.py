@@ -125,7 +125,9 @@ def judge(
             messages.append(bytes(row[6]))
             received[(row[0], row[1])] = (row[3], row[4])
     i5 = profile.rules.get("I5", {})
-    evidence = build_evidence(registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S)))
+    evidence = build_evidence(
+        registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
+    )
     evidence.issues.extend(clock_ahead_issues(received, int(i5.get("receive_tolerance_s", 300))))
     case = Case(path=Path("."), registry=registry, orders=orders, claims=claims,
                 evidence_path=None)  # fmt: skip
@@ -178,7 +180,11 @@ def judge(
 
 
 def _verdict_row(
-    provider: str, month: str, finding: Finding, claim: Claim | None, profile: Profile,
+    provider: str,
+    month: str,
+    finding: Finding,
+    claim: Claim | None,
+    profile: Profile,
     now: datetime,
 ) -> tuple[Any, ...]:
     """A finding with what the deviation queue shows and sorts by: the claim's activity, staff

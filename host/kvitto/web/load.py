@@ -66,13 +66,13 @@ def _date(value: date | None) -> str:
 
 
 def _bundle_customers(path: Path) -> set[str]:
-    import tomllib
+    from kvitto.case import parse_registry
 
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
+        text = path.read_text()
+    except OSError as error:
         raise CaseError(f"{path}: {error}") from None
-    return {str(entry.get("id", "")) for entry in data.get("customer", [])}
+    return set(parse_registry(text, str(path)).customers)
 
 
 def _import_registry(registry: Registry, path: Path) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import csv
 import io
 import json
-import secrets
 import shutil
 import tempfile
 import zipfile
@@ -30,14 +29,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
 )
 from starlette.routing import Route
 
-from kvitto.errors import KvittoError
 from kvitto.web import records as chain
 from kvitto.web.accounts import (
     Throttled,
@@ -47,10 +44,16 @@ from kvitto.web.accounts import (
     session_user,
     start_session,
 )
-from kvitto.web.app import CSRF_COOKIE, Settings
+from kvitto.web.app import Settings
 from kvitto.web.deadlines import REASON_CODES, describe_left
-from kvitto.web.i18n import DEFAULT, LANGUAGES, catalogue, format_moment, format_number, format_share
-from kvitto.web.personnummer import find_personnummer
+from kvitto.web.i18n import (
+    DEFAULT,
+    LANGUAGES,
+    catalogue,
+    format_moment,
+    format_number,
+    format_share,
+)
 from kvitto.web.scope import NotFound, Refused, Scope, local_day, ms
 
 HOME = {"coordinator": "/avvikelser", "auditor": "/uppfoljning", "admin": "/admin"}
@@ -607,6 +610,3 @@ def routes() -> list[Route]:
         Route("/logg", audit_log),
         Route("/admin", admin),
     ]
-
-
-__all__ = ["routes", "not_found", "CSRF_COOKIE", "find_personnummer", "secrets", "timezone"]

@@ -31,7 +31,9 @@ def import_plan(store: Store, provider: str, path: Path, now_ms: int = 0) -> int
     reader = csv.DictReader(io.StringIO(text))
     missing = [name for name in PLAN_FIELDS if name not in (reader.fieldnames or [])]
     if missing:
-        raise CaseError(f"{path} line 1: missing column {missing[0]} (need {','.join(PLAN_FIELDS)})")
+        raise CaseError(
+            f"{path} line 1: missing column {missing[0]} (need {','.join(PLAN_FIELDS)})"
+        )
     served = {
         str(row[0])
         for row in store.execute(
@@ -46,7 +48,9 @@ def import_plan(store: Store, provider: str, path: Path, now_ms: int = 0) -> int
                 raise CaseError(f"{where}, field {name}: a personal identity number")
         customer = (row.get("customer") or "").strip()
         if customer not in served:
-            raise CaseError(f"{where}, field customer: {customer!r} is not a customer of {provider}")
+            raise CaseError(
+                f"{where}, field customer: {customer!r} is not a customer of {provider}"
+            )
         try:
             start = parse_time(row.get("start") or "")
         except ValueError:
@@ -57,7 +61,9 @@ def import_plan(store: Store, provider: str, path: Path, now_ms: int = 0) -> int
             raise CaseError(f"{where}, field end: not a time (YYYY-MM-DDTHH:MM)") from None
         if end < start:
             raise CaseError(f"{where}, field end: before start")
-        activities = ";".join(a.strip() for a in (row.get("activities") or "").split(";") if a.strip())
+        activities = ";".join(
+            a.strip() for a in (row.get("activities") or "").split(";") if a.strip()
+        )
         rows.append((customer, start, end, activities))
     days = sorted({local(start).date() for _, start, _, _ in rows})
     with store.transaction():

@@ -52,7 +52,9 @@ class Record:
             "customer": self.customer, "claim_id": self.claim_id, "month": self.month,
             "body": self.body,
         }  # fmt: skip
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(
+            fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,7 @@ from kvitto.rules import Profile, load_profile
 from kvitto.store import Store
 from kvitto.web import records as chain
 from kvitto.web.accounts import User
-from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, iso, to_claims
+from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, to_claims
 from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
 from kvitto.web.judge import decisions, effective_rows, judge
 from kvitto.web.personnummer import find_personnummer
@@ -485,11 +485,13 @@ class Scope:
         month, claim, row = self.claim(provider, claim_id)
         reason, note = self._reason(reason_code), self._text(text)
         after = {k: v.strip() for k, v in changes.items() if k in CORRECTABLE and v.strip()}
-        for name, value in after.items():
+        for value in after.values():
             if find_personnummer(value):
                 raise Refused("personnummer")
         try:
-            begins, ends = check_times(after.get("start", row["start"]), after.get("end", row["end"]))
+            begins, ends = check_times(
+                after.get("start", row["start"]), after.get("end", row["end"])
+            )
             was_start, was_end = check_times(row["start"], row["end"])
         except CaseError as error:
             raise Refused(str(error)) from None
