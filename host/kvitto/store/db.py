@@ -205,9 +205,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 imported_at {bigint} NOT NULL,
                 PRIMARY KEY (provider, claim_id))""",
             "CREATE INDEX claims_month ON claims (provider, month, customer)",
+            "CREATE INDEX claims_via ON claims (provider, month, via)",
             "CREATE INDEX claims_start ON claims (provider, start_at)",
             # The day board and a visit's timeline read one customer's devices by time.
             "CREATE INDEX events_time ON events (device, t)",
+            # The live day board asks for events received since its last look.
+            "CREATE INDEX events_received ON events (received_at)",
             # Planned visits from the provider's planning system (docs/formats.md, plan.csv).
             """CREATE TABLE plan (
                 id {serial},

@@ -99,16 +99,23 @@ def import_claims(
 
 
 def stored_rows(
-    store: Store, provider: str, month: str, customers: list[str] | None = None
+    store: Store,
+    provider: str,
+    month: str,
+    customers: list[str] | None = None,
+    claim_ids: list[str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """claim_id → the imported claims.csv fields, in import order."""
+    """claim_id → the imported claims.csv fields, in import order (of `customers`' claims, or
+    only `claim_ids`, when given)."""
     sql = "SELECT claim_id, fields FROM claims WHERE provider = ? AND month = ?"
     params: list[Any] = [provider, month]
-    if customers is not None:
-        if not customers:
+    for column, values in (("customer", customers), ("claim_id", claim_ids)):
+        if values is None:
+            continue
+        if not values:
             return {}
-        sql += f" AND customer IN ({', '.join('?' * len(customers))})"
-        params += customers
+        sql += f" AND {column} IN ({', '.join('?' * len(values))})"
+        params += values
     rows = store.execute(sql + " ORDER BY imported_at, start_at, claim_id", tuple(params))
     return {str(row[0]): json.loads(row[1]) for row in rows}
 

@@ -64,16 +64,27 @@ def with_households(store: Store, provider: str, customers: list[str]) -> list[s
 
 
 def effective_rows(
-    store: Store, provider: str, month: str, customers: list[str] | None
+    store: Store,
+    provider: str,
+    month: str,
+    customers: list[str] | None,
+    claim_ids: list[str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """The month's claims of `customers` (all when None) with the provider's records applied."""
-    originals = stored_rows(store, provider, month, customers)
+    """The month's claims of `customers` (all when None; only `claim_ids` when given) with the
+    provider's records applied."""
+    originals = stored_rows(store, provider, month, customers, claim_ids)
+    wanted = None if claim_ids is None else set(claim_ids)
     month_records = [
         r
         for r in records(store, chains=[provider], month=month, kinds=(*CLAIM_KINDS, "attest"))
-        if r.kind == "attest" or customers is None or r.customer in customers
+        if r.kind == "attest"
+        or (
+            (customers is None or r.customer in customers)
+            and (wanted is None or r.claim_id in wanted)
+        )
     ]
-    return apply_records(originals, month_records)
+    rows = apply_records(originals, month_records)
+    return rows if wanted is None else {k: v for k, v in rows.items() if k in wanted}
 
 
 def decisions(store: Store, provider: str, month: str) -> dict[tuple[str, str], dict[str, Any]]:

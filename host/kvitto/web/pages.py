@@ -54,7 +54,7 @@ from kvitto.web.i18n import (
     format_number,
     format_share,
 )
-from kvitto.web.scope import NotFound, Refused, Scope, local_day, ms
+from kvitto.web.scope import DAY_PAGE, PAGE, NotFound, Refused, Scope, local_day, ms
 
 HOME = {"coordinator": "/avvikelser", "auditor": "/uppfoljning", "admin": "/admin"}
 NAV = {
@@ -104,6 +104,7 @@ def render(
         share=lambda v: format_share(v, lang),
         left=lambda m: _left(m, now, gettext),
         outcomes=OUTCOMES,
+        page_size=DAY_PAGE if template.startswith("day") else PAGE,
         roles=ROLES,
         kinds=KIND_LABELS,
         reasons=REASON_CODES,
@@ -244,7 +245,7 @@ def deviations(request: Request, scope: Scope) -> Response:
     offset = _int(request.query_params.get("fran"), 0)
     rows, total = scope.queue(offset)
     return render(request, "deviations.html", scope.user, rows=rows, total=total, offset=offset,
-                  months=scope.open_months(scope.own), page_size=100)  # fmt: skip
+                  months=scope.open_months(scope.own))  # fmt: skip
 
 
 def _int(text: str | None, default: int) -> int:
@@ -333,14 +334,8 @@ def month_page(request: Request, scope: Scope) -> Response:
     provider = scope.own
     month = scope.month(provider, request.path_params["month"])
     profile = scope.profile(provider)
-    customers = sorted(
-        str(r[0])
-        for r in scope.store.execute(
-            "SELECT customer FROM customer_providers WHERE provider = ?", (provider,)
-        )
-    )
     return render(request, "month.html", scope.user, month=month, months=scope.months(provider),
-                  summary=scope.summary(provider, month), customers=customers,
+                  summary=scope.summary(provider, month),
                   activities=profile.activities, provider=provider)  # fmt: skip
 
 
@@ -469,7 +464,7 @@ async def day_live(request: Request) -> Response:
         for _ in range(int(600 / settings.live_interval_s)):
             if await request.is_disconnected():
                 return
-            newest = await run_in_threadpool(scope.last_event)
+            newest = await run_in_threadpool(scope.last_event, last)
             if newest > last:
                 last = newest
                 yield f"event: changed\ndata: {newest}\n\n"

@@ -14,6 +14,7 @@ into 404, so no page can tell a foreign id from a missing one.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -31,7 +32,8 @@ from kvitto.web.judge import decisions, effective_rows, judge
 from kvitto.web.personnummer import find_personnummer
 from kvitto.workdays import STOCKHOLM, local, local_at, month_bounds, parse_month
 
-PAGE = 100  # rows per page of a long list
+PAGE = 50  # rows per page of a long list (customers on the day board: DAY_PAGE)
+DAY_PAGE = 25
 MAX_TEXT = 500
 
 
@@ -124,7 +126,7 @@ class Scope:
             rows = self.store.execute(
                 "SELECT municipality FROM providers WHERE id = ?", (provider,)
             )
-            self._profiles[provider] = load_profile(str(rows[0][0]))
+            self._profiles[provider] = _profile(str(rows[0][0]))
         return self._profiles[provider]
 
     @property
@@ -137,8 +139,10 @@ class Scope:
     # -- months -------------------------------------------------------------------------
 
     def months(self, provider: str) -> list[str]:
+        # every month with claims is judged on import (and on every record): `judged` lists
+        # them in a row each, where the claims table would be scanned by the million
         rows = self.store.execute(
-            "SELECT DISTINCT month FROM claims WHERE provider = ? ORDER BY month DESC",
+            "SELECT month FROM judged WHERE provider = ? ORDER BY month DESC",
             (self.provider(provider),),
         )
         return [str(row[0]) for row in rows]
@@ -194,7 +198,7 @@ class Scope:
             )
         )
         profile = self.profile(provider)
-        claims = self._claims(provider, {(r.month, r.customer) for r in rows})
+        claims = self._claims(provider, {(r.month, r.claim_id) for r in rows})
         for row in rows:
             claim = claims.get(row.claim_id)
             if claim is not None:
@@ -202,12 +206,13 @@ class Scope:
         return rows, total
 
     def _claims(self, provider: str, keys: set[tuple[str, str]]) -> dict[str, Claim]:
+        """The claims (month, claim_id) as corrected: only those, however long the month."""
         by_month: dict[str, list[str]] = {}
-        for month, customer in keys:
-            by_month.setdefault(month, []).append(customer)
+        for month, claim_id in keys:
+            by_month.setdefault(month, []).append(claim_id)
         found: dict[str, Claim] = {}
-        for month, customers in by_month.items():
-            rows = effective_rows(self.store, provider, month, sorted(set(customers)))
+        for month, claim_ids in by_month.items():
+            rows = effective_rows(self.store, provider, month, None, sorted(set(claim_ids)))
             for claim in to_claims(rows, "store"):
                 found[claim.claim_id] = claim
         return found
@@ -243,7 +248,7 @@ class Scope:
             month, customer = match[0].month, match[0].customer
         else:
             month, customer = str(rows[0][0]), str(rows[0][1])
-        effective = effective_rows(self.store, provider, month, [customer])
+        effective = effective_rows(self.store, provider, month, [customer], [claim_id])
         if claim_id not in effective:
             raise NotFound(claim_id)
         claim = to_claims({claim_id: effective[claim_id]}, "store")[0]
@@ -259,9 +264,12 @@ class Scope:
 
     # -- evidence -----------------------------------------------------------------------
 
-    def evidence(self, customer: str, start: datetime, end: datetime) -> list[EventView]:
+    def evidence(
+        self, customer: str, start: datetime, end: datetime, verify: bool = True
+    ) -> list[EventView]:
         """The signed events of the customer's devices between start and end, each checked
-        against its device's key again (signature status for the auditor)."""
+        against its device's key again when `verify` (signature status for the auditor; the
+        day board shows the stored events, which the collector verified on arrival)."""
         from kvitto.evidence import EvidenceError, verify_event
 
         self.customer_provider(customer)
@@ -273,27 +281,36 @@ class Scope:
         }
         if not devices:
             return []
-        staff_of = {
-            str(row[0]): str(row[1])
-            for row in self.store.execute("SELECT id, staff FROM credentials")
-        }
         marks = ", ".join("?" * len(devices))
         rows = self.store.execute(
             f"SELECT device, seq, type, t, cred, chain, message FROM events "
             f"WHERE device IN ({marks}) AND t >= ? AND t <= ? ORDER BY t, device, seq",
             (*devices, int(start.timestamp()), int(end.timestamp())),
         )
+        creds = sorted({bytes(row[4]).hex() for row in rows if row[4]})
+        staff_of = {
+            str(row[0]): str(row[1])
+            for row in (
+                self.store.execute(
+                    f"SELECT id, staff FROM credentials WHERE id IN ({', '.join('?' * len(creds))})",
+                    tuple(creds),
+                )
+                if creds
+                else []
+            )
+        }
         out = []
         for device, seq, kind, t, cred, chain_ok, message in rows:
             role, key = devices[device]
-            via = ""
-            try:
-                event = verify_event(bytes(message), key)
-                signature = "ok"
-                x = getattr(event, "x", None) or {}
-                via = str(x.get("via", "")) if isinstance(x, dict) else ""
-            except EvidenceError:
-                signature = "bad"
+            via, signature = "", "unchecked"
+            if verify:
+                try:
+                    event = verify_event(bytes(message), key)
+                    signature = "ok"
+                    x = getattr(event, "x", None) or {}
+                    via = str(x.get("via", "")) if isinstance(x, dict) else ""
+                except EvidenceError:
+                    signature = "bad"
             credential = bytes(cred).hex() if cred else ""
             out.append(EventView(device, role, int(seq), str(kind),
                                  moment(int(t) * 1000) if t is not None else None,
@@ -329,16 +346,21 @@ class Scope:
             {str(r[0]) for r in plan} | {str(r[0]) for r in claims} | {str(r[0]) for r in alarms}
         )
         total = len(customers)
-        shown = customers[offset : offset + PAGE]
+        shown = customers[offset : offset + DAY_PAGE]
         response = int(profile.rules.get("A3", {}).get("minutes", 30))
         late_after = timedelta(minutes=30)
         board = []
+        plan_of: dict[str, list[tuple[Any, ...]]] = {}
+        for r in plan:
+            plan_of.setdefault(str(r[0]), []).append(r)
+        claims_of: dict[str, list[tuple[Any, ...]]] = {}
+        for r in claims:
+            claims_of.setdefault(str(r[0]), []).append(r)
         for customer in shown:
-            events = self.evidence(customer, begin, end)
+            events = self.evidence(customer, begin, end, verify=False)
             visits = [
                 {"start": moment(int(r[1])), "end": moment(int(r[2])), "activities": r[3]}
-                for r in plan
-                if r[0] == customer
+                for r in plan_of.get(customer, [])
             ]
             arrivals = [e.at for e in events if e.type in ("arrive", "unlock") and e.at]
             flags = []
@@ -363,23 +385,29 @@ class Scope:
                 "claims": [
                     {"claim_id": r[1], "start": moment(int(r[2])), "end": moment(int(r[3])),
                      "activity": json.loads(r[4]).get("activity", "")}
-                    for r in claims if r[0] == customer
+                    for r in claims_of.get(customer, [])
                 ],
                 "events": events,
                 "flags": flags,
             })  # fmt: skip
         return {"rows": board, "total": total, "response_minutes": response}
 
-    def last_event(self) -> int:
-        """The newest receive time (Unix ms) among the coordinator's customers' devices: the
-        live board refreshes when it changes."""
+    def last_event(self, since: int | None = None) -> int:
+        """The newest receive time (Unix ms) among the coordinator's customers' events received
+        after `since` (or `since` itself when none was): the live board refreshes when it
+        grows. Without `since`, the store's newest receive time overall, a cursor to start from
+        (a time, no data)."""
         provider = self.own
+        if since is None:
+            rows = self.store.execute("SELECT MAX(received_at) FROM events")
+            return int(rows[0][0] or 0)
         rows = self.store.execute(
             "SELECT MAX(e.received_at) FROM events e JOIN devices d ON d.id = e.device "
-            "JOIN customer_providers p ON p.customer = d.customer WHERE p.provider = ?",
-            (provider,),
+            "JOIN customer_providers p ON p.customer = d.customer "
+            "WHERE e.received_at > ? AND p.provider = ?",
+            (since, provider),
         )
-        return int(rows[0][0] or 0)
+        return max(since, int(rows[0][0] or 0))
 
     # -- month --------------------------------------------------------------------------
 
@@ -408,15 +436,18 @@ class Scope:
             "GROUP BY rule, outcome ORDER BY rule, outcome",
             (provider, month),
         )
-        counts = self.store.execute(
-            "SELECT COUNT(*), SUM(CASE WHEN via = 'manual' THEN 1 ELSE 0 END) FROM claims "
-            "WHERE provider = ? AND month = ?",
+        total = self.store.execute(
+            "SELECT COUNT(*) FROM claims WHERE provider = ? AND month = ?", (provider, month)
+        )
+        manual_rows = self.store.execute(
+            "SELECT COUNT(*) FROM claims WHERE provider = ? AND month = ? AND via = 'manual'",
             (provider, month),
         )
         registered = len(
             chain.records(self.store, chains=[provider], month=month, kinds=("register",))
         )
-        claims, manual = int(counts[0][0] or 0) + registered, int(counts[0][1] or 0) + registered
+        claims = int(total[0][0] or 0) + registered
+        manual = int(manual_rows[0][0] or 0) + registered
         judged = self.store.execute(
             "SELECT judged_at FROM judged WHERE provider = ? AND month = ?", (provider, month)
         )
@@ -600,6 +631,12 @@ class Scope:
         problems = chain.verify_chain(every)
         every.sort(key=lambda r: (r.at, r.chain, r.seq), reverse=True)
         return every[offset : offset + PAGE], problems
+
+
+@functools.cache
+def _profile(name: str) -> Profile:
+    """Profiles are files of the installed package: read once per process."""
+    return load_profile(name)
 
 
 def month_range(month: str) -> tuple[datetime, datetime]:
