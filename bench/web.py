@@ -47,13 +47,13 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
     import cbor2
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from kvitto.case import CLAIM_FIELDS
-    from kvitto.rules import Facts, load_profile, run_rules
-    from kvitto.rules.billing import billing_basis
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
+    from kvitto.verify.case import CLAIM_FIELDS
+    from kvitto.verify.rules import Facts, load_profile, run_rules
+    from kvitto.verify.rules.billing import billing_basis
+    from kvitto.verify.workdays import local
     from kvitto.web.accounts import add_provider, add_user, assign_customers
     from kvitto.web.deadlines import nearest
-    from kvitto.workdays import local
 
     profile = load_profile(profile_name)
     store = open_store(url)
@@ -204,7 +204,7 @@ def client(base: str):  # noqa: ANN201 (an httpx.Client, logged in)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--users", type=int, default=20, help="concurrent clients")
     parser.add_argument("--requests", type=int, default=200, help="per page")

@@ -88,7 +88,7 @@ def test_demo_command_with_the_embedded_broker(tmp_path):
         "alarm-0202.svg", "lock-0201.svg", "tag-0101.svg", "tag-0102.svg",
     ]  # fmt: skip
     # what `kvitto demo` serves without --no-serve: the month in kvitto serve's store
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.demo import prepare_demo
 
     url, logins = prepare_demo(out, "p-1", "huddinge")

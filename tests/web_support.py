@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from verify_support import Bundle
 
-from kvitto.store import Store, open_store
+from kvitto.store.db import Store, open_store
 from kvitto.web.accounts import add_user
 from kvitto.web.judge import judge
 from kvitto.web.load import load_case
@@ -95,7 +95,7 @@ class World:
 
     def arrive(self, device: str, staff: str, at: str) -> None:
         """A new signed arrival, stored as the collector would (kvitto.collect.ingest)."""
-        from kvitto.collect import ingest
+        from kvitto.collect.intake import ingest
 
         message = self.p1.event(device, "arrive", at, staff, {"via": "badge"})
         path = self.root / f"live-{len(self.p1.messages)}.cbor-seq"

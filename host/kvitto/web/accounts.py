@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from kvitto.errors import KvittoError
-from kvitto.store import Store
+from kvitto.store.db import Store
 from kvitto.web.personnummer import find_personnummer
 
 ROLES = ("coordinator", "auditor", "admin")
@@ -179,7 +179,7 @@ def end_session(store: Store, session_id: str) -> None:
 
 def add_provider(store: Store, provider: str, municipality: str) -> None:
     """A provider and the municipality (profile name) whose rules judge it."""
-    from kvitto.rules import load_profile
+    from kvitto.verify.rules import load_profile
 
     load_profile(municipality)  # an unknown profile fails here, with the profile's message
     store.execute(

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from asgi_csrf import asgi_csrf
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -28,27 +25,15 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvitto.store import Store, open_store
+from kvitto.store.db import Store, open_store
+from kvitto.web.settings import CSRF_COOKIE, HERE, SESSION_COOKIE, Settings, templates
 
-HERE = Path(__file__).resolve().parent
-SESSION_COOKIE = "kvitto_session"
-CSRF_COOKIE = "kvitto_csrf"
+__all__ = ["CSRF_COOKIE", "SESSION_COOKIE", "create_app"]
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-@dataclass
-class Settings:
-    """What the pages need from the server: the store, the clock, whether TLS is in front."""
-
-    store: Store
-    clock: Callable[[], datetime]
-    secure: bool
-    templates: Environment
-    live_interval_s: float = 1.0
 
 
 class SecurityHeaders:
@@ -93,15 +78,6 @@ class _EveryPath:
 
     def __contains__(self, path: object) -> bool:
         return True
-
-
-def templates() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(("html",)),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 def create_app(

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kvitto.case import CLAIM_FIELDS, CaseError, Claim, parse_claims, parse_time
-from kvitto.rules import Profile
-from kvitto.store import Store
+from kvitto.store.db import Store
+from kvitto.verify.case import CLAIM_FIELDS, CaseError, Claim, parse_claims, parse_time
+from kvitto.verify.rules import Profile
+from kvitto.verify.workdays import local
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.records import Record
-from kvitto.workdays import local
 
 # Fields a correction may change (the rest identify the claim or record how it was made).
 CORRECTABLE = ("activity", "start", "end", "double_staffing", "count")

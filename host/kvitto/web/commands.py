@@ -76,7 +76,7 @@ def user() -> None:
 @_FORMAT
 def user_add(name, role, provider, municipality, password, store_url, output_format) -> None:
     """Add a user (the password is hashed with Argon2id)."""
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.accounts import add_user
     from kvitto.web.records import append
 
@@ -96,7 +96,7 @@ def user_add(name, role, provider, municipality, password, store_url, output_for
 @_STORE
 @_FORMAT
 def user_list(store_url, output_format) -> None:
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.accounts import users
 
     with open_store(store_url) as store:
@@ -119,7 +119,7 @@ def provider() -> None:
 @_STORE
 def provider_add(provider_id, municipality, customers, store_url) -> None:
     """Add a provider (or move it to another municipality) and assign customers to it."""
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.accounts import add_provider, assign_customers
 
     with open_store(store_url) as store:
@@ -134,7 +134,7 @@ def provider_add(provider_id, municipality, customers, store_url) -> None:
 @_STORE
 def import_claims_command(file, provider_id, store_url) -> None:
     """Store a provider's claims.csv (FORMATS.md §3) and judge its months."""
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.claims import import_claims
     from kvitto.web.judge import judge, judged_months, provider_profile
 
@@ -152,7 +152,7 @@ def import_claims_command(file, provider_id, store_url) -> None:
 @_STORE
 def import_plan_command(file, provider_id, store_url) -> None:
     """Store the provider's planned visits (docs/formats.md, plan.csv v1)."""
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.plan import import_plan
 
     with open_store(store_url) as store:
@@ -166,7 +166,7 @@ def import_plan_command(file, provider_id, store_url) -> None:
 @_STORE
 def judge_command(provider_id, month, store_url) -> None:
     """Judge a provider's whole month again (every rule across every household)."""
-    from kvitto.store import open_store
+    from kvitto.store.db import open_store
     from kvitto.web.judge import judge
 
     with open_store(store_url) as store:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from kvitto.case import Claim
-from kvitto.rules import Profile
-from kvitto.workdays import end_of_day, is_weekday, local, local_at, next_month, nth_weekday
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import Profile
+from kvitto.verify.workdays import end_of_day, is_weekday, local, local_at, next_month, nth_weekday
 
 # Upplands-Bro 002 §6.3: escort and relief come on time sheets, entered by the 15th of M+1.
 TIME_SHEET_ACTIVITIES = {"upplands-bro": ("ledsagning", "avlosning")}

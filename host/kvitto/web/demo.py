@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from kvitto.store import open_store
+from kvitto.store.db import open_store
 from kvitto.web.accounts import add_user
 from kvitto.web.judge import judge
 from kvitto.web.load import load_case

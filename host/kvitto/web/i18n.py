@@ -20,7 +20,7 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
 from babel.support import NullTranslations, Translations
 
-from kvitto.workdays import STOCKHOLM
+from kvitto.verify.workdays import STOCKHOLM
 
 LANGUAGES = ("sv", "en")
 DEFAULT = "sv"

@@ -19,22 +19,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kvitto.case import Case, CaseError, Claim, parse_orders, parse_registry
-from kvitto.registry import Registry as StoreRegistry
-from kvitto.rules import Facts, Finding, Profile, load_profile
-from kvitto.rules.billing import billing_basis
-from kvitto.store import Store
-from kvitto.verify import (
+from kvitto.store.db import Store
+from kvitto.store.registry import Registry as StoreRegistry
+from kvitto.verify.case import Case, CaseError, Claim, parse_orders, parse_registry
+from kvitto.verify.check import (
     ORDER_HEADER,
     STORE_WINDOW_MARGIN,
     clock_ahead_issues,
     verify_loaded,
 )
-from kvitto.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
+from kvitto.verify.rules import Facts, Finding, Profile, load_profile
+from kvitto.verify.rules.billing import billing_basis
+from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
+from kvitto.verify.workdays import month_bounds, parse_month
 from kvitto.web.claims import apply_records, stored_rows, to_claims
 from kvitto.web.deadlines import nearest
 from kvitto.web.records import CLAIM_KINDS, records
-from kvitto.workdays import month_bounds, parse_month
 
 
 def provider_profile(store: Store, provider: str) -> Profile:

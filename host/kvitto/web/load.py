@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from kvitto.case import CaseError, parse_orders
-from kvitto.collect import ingest
-from kvitto.registry import Order, Registry
-from kvitto.store import Store
+from kvitto.collect.intake import ingest
+from kvitto.store.db import Store
+from kvitto.store.registry import Order, Registry
+from kvitto.verify.case import CaseError, parse_orders
 from kvitto.web.accounts import add_provider, assign_customers
 from kvitto.web.claims import import_claims
 from kvitto.web.judge import judged_months, provider_profile
@@ -66,7 +66,7 @@ def _date(value: date | None) -> str:
 
 
 def _bundle_customers(path: Path) -> set[str]:
-    from kvitto.case import parse_registry
+    from kvitto.verify.case import parse_registry
 
     try:
         text = path.read_text()

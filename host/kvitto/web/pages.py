@@ -44,7 +44,6 @@ from kvitto.web.accounts import (
     session_user,
     start_session,
 )
-from kvitto.web.app import Settings
 from kvitto.web.deadlines import REASON_CODES, describe_left
 from kvitto.web.i18n import (
     DEFAULT,
@@ -55,6 +54,7 @@ from kvitto.web.i18n import (
     format_share,
 )
 from kvitto.web.scope import DAY_PAGE, PAGE, NotFound, Refused, Scope, local_day, ms
+from kvitto.web.settings import Settings
 
 HOME = {"coordinator": "/avvikelser", "auditor": "/uppfoljning", "admin": "/admin"}
 NAV = {
@@ -393,7 +393,7 @@ def billing_export(request: Request, scope: Scope) -> Response:
 @page("coordinator", "auditor")
 def case_export(request: Request, scope: Scope) -> Response:
     """The case bundle (FORMATS.md §3) with the records (docs/formats.md: records.jsonl)."""
-    from kvitto.collect import export_case
+    from kvitto.verify.export import export_case
 
     provider = request.path_params.get("provider") or scope.own
     month = scope.month(scope.provider(provider), request.path_params["month"])
@@ -405,7 +405,7 @@ def case_export(request: Request, scope: Scope) -> Response:
         customers = {str(r[0]) for r in scope.store.execute(
             "SELECT customer FROM customer_providers WHERE provider = ?", (provider,))}  # fmt: skip
         orders = work / "in" / "orders.csv"
-        from kvitto.registry import Registry
+        from kvitto.store.registry import Registry
 
         lines = ["customer,activity,granted_minutes_month,valid_from,valid_to,double_staffing,"
                  "tag_exempt"]  # fmt: skip

@@ -15,10 +15,10 @@ import io
 from datetime import time, timedelta
 from pathlib import Path
 
-from kvitto.case import CaseError, parse_time
-from kvitto.store import Store
+from kvitto.store.db import Store
+from kvitto.verify.case import CaseError, parse_time
+from kvitto.verify.workdays import local, local_at
 from kvitto.web.personnummer import find_personnummer
-from kvitto.workdays import local, local_at
 
 PLAN_FIELDS = ("customer", "start", "end", "activities")
 

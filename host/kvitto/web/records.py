@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvitto.store import Store
+from kvitto.store.db import Store
 
 KINDS = (
     "login", "logout", "login_failed", "explain", "correct", "register", "withdraw",

@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from kvitto.case import CaseError, Claim
 from kvitto.errors import KvittoError
-from kvitto.rules import Profile, load_profile
-from kvitto.store import Store
+from kvitto.store.db import Store
+from kvitto.verify.case import CaseError, Claim
+from kvitto.verify.rules import Profile, load_profile
+from kvitto.verify.workdays import STOCKHOLM, local, local_at, month_bounds, parse_month
 from kvitto.web import records as chain
 from kvitto.web.accounts import User
 from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, to_claims
 from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
 from kvitto.web.judge import decisions, effective_rows, judge
 from kvitto.web.personnummer import find_personnummer
-from kvitto.workdays import STOCKHOLM, local, local_at, month_bounds, parse_month
 
 PAGE = 50  # rows per page of a long list (customers on the day board: DAY_PAGE)
 DAY_PAGE = 25
@@ -270,7 +270,8 @@ class Scope:
         """The signed events of the customer's devices between start and end, each checked
         against its device's key again when `verify` (signature status for the auditor; the
         day board shows the stored events, which the collector verified on arrival)."""
-        from kvitto.evidence import EvidenceError, verify_event
+        from kvitto.evidence.cose import EvidenceError
+        from kvitto.evidence.events import verify_event
 
         self.customer_provider(customer)
         devices = {
