@@ -53,6 +53,7 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
     from kvitto.verify.rules.billing import billing_basis
     from kvitto.verify.workdays import local
     from kvitto.web.accounts import add_provider, add_user, assign_customers
+    from kvitto.web.claims import add_counts
     from kvitto.web.deadlines import nearest
 
     profile = load_profile(profile_name)
@@ -108,6 +109,7 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
                 "fields, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            add_counts(store, "p-1", MONTH, len(rows), 0)
             verdicts = []
             for f in findings:
                 claim = by_id[f.claim_id]

@@ -205,8 +205,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 imported_at {bigint} NOT NULL,
                 PRIMARY KEY (provider, claim_id))""",
             "CREATE INDEX claims_month ON claims (provider, month, customer)",
-            "CREATE INDEX claims_via ON claims (provider, month, via)",
-            "CREATE INDEX claims_start ON claims (provider, start_at)",
+            "CREATE INDEX claims_start ON claims (provider, start_at, customer)",
+            # Claims and manual claims per provider and month, kept by the import: a month
+            # page must not count a million rows.
+            """CREATE TABLE claim_counts (
+                provider TEXT NOT NULL,
+                month TEXT NOT NULL,
+                claims {bigint} NOT NULL,
+                manual {bigint} NOT NULL,
+                PRIMARY KEY (provider, month))""",
+            # A customer's devices, for the evidence of one visit.
+            "CREATE INDEX devices_customer ON devices (customer)",
             # The day board and a visit's timeline read one customer's devices by time.
             "CREATE INDEX events_time ON events (device, t)",
             # The live day board asks for events received since its last look.
@@ -220,7 +229,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 end_at {bigint} NOT NULL,
                 activities TEXT NOT NULL,
                 imported_at {bigint} NOT NULL)""",
-            "CREATE INDEX plan_day ON plan (provider, start_at)",
+            "CREATE INDEX plan_day ON plan (provider, start_at, customer)",
             # People's actions (DESIGN.md): append-only, hash-chained per chain (a provider,
             # a municipality or the admins), never updated or deleted.
             """CREATE TABLE records (

@@ -95,7 +95,24 @@ def import_claims(
                  int(claim.start.timestamp() * 1000), int(claim.end.timestamp() * 1000),
                  claim.registered_via, json.dumps(fields, ensure_ascii=False), now_ms),
             )  # fmt: skip
+        per_month: dict[str, list[int]] = {}
+        for claim in claims:
+            counts = per_month.setdefault(month_of(claim.start), [0, 0])
+            counts[0] += 1
+            counts[1] += claim.registered_via == "manual"
+        for month, (count, manual) in per_month.items():
+            add_counts(store, provider, month, count, manual)
     return len(claims)
+
+
+def add_counts(store: Store, provider: str, month: str, claims: int, manual: int) -> None:
+    """Count imported claims (and the manual ones among them) per provider and month."""
+    store.execute(
+        "INSERT INTO claim_counts (provider, month, claims, manual) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (provider, month) DO UPDATE SET claims = claim_counts.claims + "
+        "excluded.claims, manual = claim_counts.manual + excluded.manual",
+        (provider, month, claims, manual),
+    )
 
 
 def stored_rows(

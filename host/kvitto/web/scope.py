@@ -32,6 +32,7 @@ from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
 from kvitto.web.judge import decisions, effective_rows, judge
 from kvitto.web.personnummer import find_personnummer
 
+EVIDENCE_MARGIN = timedelta(hours=1)  # around a claimed visit in the deviation queue
 PAGE = 50  # rows per page of a long list (customers on the day board: DAY_PAGE)
 DAY_PAGE = 25
 MAX_TEXT = 500
@@ -71,6 +72,7 @@ class Row:
     end: datetime | None
     deadline: Deadline | None = None
     decision: dict[str, Any] = field(default_factory=dict)
+    timeline: list[EventView] = field(default_factory=list)
 
 
 @dataclass
@@ -203,6 +205,12 @@ class Scope:
             claim = claims.get(row.claim_id)
             if claim is not None:
                 row.deadline = nearest(profile, claim, row.month, self.now)
+            if row.start is not None and row.end is not None:
+                # the visit's evidence timeline, as the collector stored it (checked again on
+                # the claim's own page)
+                row.timeline = self.evidence(
+                    row.customer, row.start - EVIDENCE_MARGIN, row.end + EVIDENCE_MARGIN, False
+                )
         return rows, total
 
     def _claims(self, provider: str, keys: set[tuple[str, str]]) -> dict[str, Claim]:
@@ -283,8 +291,9 @@ class Scope:
         if not devices:
             return []
         marks = ", ".join("?" * len(devices))
+        message = "message" if verify else "NULL"
         rows = self.store.execute(
-            f"SELECT device, seq, type, t, cred, chain, message FROM events "
+            f"SELECT device, seq, type, t, cred, chain, {message} FROM events "
             f"WHERE device IN ({marks}) AND t >= ? AND t <= ? ORDER BY t, device, seq",
             (*devices, int(start.timestamp()), int(end.timestamp())),
         )
@@ -327,27 +336,43 @@ class Scope:
         profile = self.profile(provider)
         begin = local_at(day, time(0))
         end = local_at(day + timedelta(days=1), time(0))
-        plan = self.store.execute(
-            "SELECT customer, start_at, end_at, activities FROM plan WHERE provider = ? "
-            "AND start_at >= ? AND start_at < ? ORDER BY start_at",
-            (provider, ms(begin), ms(end)),
+        window = (provider, ms(begin), ms(end))
+        # the day's customers first (covering indexes: no row is read), then only the rows of
+        # the page's customers
+        planned = self.store.execute(
+            "SELECT DISTINCT customer FROM plan WHERE provider = ? AND start_at >= ? "
+            "AND start_at < ?",
+            window,
         )
-        claims = self.store.execute(
-            "SELECT customer, claim_id, start_at, end_at, fields FROM claims WHERE provider = ? "
-            "AND start_at >= ? AND start_at < ? ORDER BY start_at",
-            (provider, ms(begin), ms(end)),
+        claimed = self.store.execute(
+            "SELECT DISTINCT customer FROM claims WHERE provider = ? AND start_at >= ? "
+            "AND start_at < ?",
+            window,
         )
         alarms = self.store.execute(
-            "SELECT DISTINCT d.customer FROM devices d JOIN customer_providers p "
-            "ON p.customer = d.customer JOIN events e ON e.device = d.id WHERE p.provider = ? "
-            "AND d.role = 'alarm' AND e.type = 'alarm_call' AND e.t >= ? AND e.t < ?",
+            "SELECT d.customer FROM devices d JOIN customer_providers p "
+            "ON p.customer = d.customer WHERE p.provider = ? AND d.role = 'alarm' AND EXISTS "
+            "(SELECT 1 FROM events e WHERE e.device = d.id AND e.t >= ? AND e.t < ? "
+            "AND e.type = 'alarm_call')",
             (provider, int(begin.timestamp()), int(end.timestamp())),
         )
         customers = sorted(
-            {str(r[0]) for r in plan} | {str(r[0]) for r in claims} | {str(r[0]) for r in alarms}
-        )
+            {str(r[0]) for r in planned} | {str(r[0]) for r in claimed}
+            | {str(r[0]) for r in alarms}
+        )  # fmt: skip
         total = len(customers)
         shown = customers[offset : offset + DAY_PAGE]
+        marks = ", ".join("?" * len(shown)) or "''"
+        plan = self.store.execute(
+            "SELECT customer, start_at, end_at, activities FROM plan WHERE provider = ? "
+            f"AND start_at >= ? AND start_at < ? AND customer IN ({marks}) ORDER BY start_at",
+            (*window, *shown),
+        )
+        claims = self.store.execute(
+            "SELECT customer, claim_id, start_at, end_at, fields FROM claims WHERE provider = ? "
+            f"AND start_at >= ? AND start_at < ? AND customer IN ({marks}) ORDER BY start_at",
+            (*window, *shown),
+        )
         response = int(profile.rules.get("A3", {}).get("minutes", 30))
         late_after = timedelta(minutes=30)
         board = []
@@ -437,18 +462,19 @@ class Scope:
             "GROUP BY rule, outcome ORDER BY rule, outcome",
             (provider, month),
         )
-        total = self.store.execute(
-            "SELECT COUNT(*) FROM claims WHERE provider = ? AND month = ?", (provider, month)
-        )
-        manual_rows = self.store.execute(
-            "SELECT COUNT(*) FROM claims WHERE provider = ? AND month = ? AND via = 'manual'",
+        counted = self.store.execute(
+            "SELECT claims, manual FROM claim_counts WHERE provider = ? AND month = ?",
             (provider, month),
         )
-        registered = len(
-            chain.records(self.store, chains=[provider], month=month, kinds=("register",))
+        imported, imported_manual = (int(counted[0][0]), int(counted[0][1])) if counted else (0, 0)
+        # as imported, plus the after-the-fact registrations (manual), less the withdrawn
+        changed = chain.records(
+            self.store, chains=[provider], month=month, kinds=("register", "withdraw")
         )
-        claims = int(total[0][0] or 0) + registered
-        manual = int(manual_rows[0][0] or 0) + registered
+        registered = sum(r.kind == "register" for r in changed)
+        withdrawn = len(changed) - registered
+        claims = imported + registered - withdrawn
+        manual = imported_manual + registered
         judged = self.store.execute(
             "SELECT judged_at FROM judged WHERE provider = ? AND month = ?", (provider, month)
         )
