@@ -124,8 +124,14 @@ def stored_rows(
 ) -> dict[str, dict[str, str]]:
     """claim_id → the imported claims.csv fields, in import order (of `customers`' claims, or
     only `claim_ids`, when given)."""
-    sql = "SELECT claim_id, fields FROM claims WHERE provider = ? AND month = ?"
-    params: list[Any] = [provider, month]
+    if claim_ids is not None:
+        # a claim id is the provider's own: look it up by the primary key (a month condition
+        # would let the planner walk the month's million claims instead)
+        sql = "SELECT claim_id, fields, month FROM claims WHERE provider = ?"
+        params: list[Any] = [provider]
+    else:
+        sql = "SELECT claim_id, fields, month FROM claims WHERE provider = ? AND month = ?"
+        params = [provider, month]
     for column, values in (("customer", customers), ("claim_id", claim_ids)):
         if values is None:
             continue
@@ -134,7 +140,7 @@ def stored_rows(
         sql += f" AND {column} IN ({', '.join('?' * len(values))})"
         params += values
     rows = store.execute(sql + " ORDER BY imported_at, start_at, claim_id", tuple(params))
-    return {str(row[0]): json.loads(row[1]) for row in rows}
+    return {str(row[0]): json.loads(row[1]) for row in rows if row[2] == month}
 
 
 def apply_records(
