@@ -169,7 +169,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """CREATE TABLE customer_providers (
                 customer TEXT PRIMARY KEY REFERENCES customers(id),
                 provider TEXT NOT NULL REFERENCES providers(id))""",
-            "CREATE INDEX customer_providers_provider ON customer_providers (provider)",
+            "CREATE INDEX customer_providers_provider ON customer_providers (provider, customer)",
             # Role accounts or pseudonyms, never names. password_hash: Argon2id (argon2-cffi).
             """CREATE TABLE users (
                 name TEXT PRIMARY KEY,
@@ -205,7 +205,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 imported_at {bigint} NOT NULL,
                 PRIMARY KEY (provider, claim_id))""",
             "CREATE INDEX claims_month ON claims (provider, month, customer)",
-            "CREATE INDEX claims_start ON claims (provider, start_at, customer)",
+            # the day board: does this customer have claims, planned visits that day?
+            "CREATE INDEX claims_day ON claims (provider, customer, start_at)",
             # Claims and manual claims per provider and month, kept by the import: a month
             # page must not count a million rows.
             """CREATE TABLE claim_counts (
@@ -229,7 +230,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 end_at {bigint} NOT NULL,
                 activities TEXT NOT NULL,
                 imported_at {bigint} NOT NULL)""",
-            "CREATE INDEX plan_day ON plan (provider, start_at, customer)",
+            "CREATE INDEX plan_day ON plan (provider, start_at)",
+            "CREATE INDEX plan_customer ON plan (provider, customer, start_at)",
             # People's actions (DESIGN.md): append-only, hash-chained per chain (a provider,
             # a municipality or the admins), never updated or deleted.
             """CREATE TABLE records (

@@ -441,9 +441,9 @@ def case_export(request: Request, scope: Scope) -> Response:
 @page("coordinator")
 def day_board(request: Request, scope: Scope) -> Response:
     day = local_day(request.query_params.get("dag"), scope.now)
-    offset = _int(request.query_params.get("fran"), 0)
-    board = scope.day(day, offset)
-    return render(request, "day.html", scope.user, day=day, board=board, offset=offset,
+    after = request.query_params.get("efter", "")
+    board = scope.day(day, after)
+    return render(request, "day.html", scope.user, day=day, board=board,
                   stamp=scope.last_event(),
                   day_start=datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc))  # fmt: skip
 
@@ -477,9 +477,9 @@ async def day_live(request: Request) -> Response:
 @page("coordinator")
 def day_fragment(request: Request, scope: Scope) -> Response:
     day = local_day(request.query_params.get("dag"), scope.now)
-    offset = _int(request.query_params.get("fran"), 0)
+    after = request.query_params.get("efter", "")
     return render(request, "day_board.html", scope.user, day=day,
-                  board=scope.day(day, offset), offset=offset)  # fmt: skip
+                  board=scope.day(day, after))  # fmt: skip
 
 
 # -- auditor ----------------------------------------------------------------------------------

@@ -330,38 +330,31 @@ class Scope:
 
     # -- the day board ------------------------------------------------------------------
 
-    def day(self, day: date, offset: int = 0) -> dict[str, Any]:
-        """Today's visits per customer: plan, claims, evidence, and what needs attention."""
+    def day(self, day: date, after: str = "") -> dict[str, Any]:
+        """The day's visits per customer (customers in id order after `after`, a page at a
+        time): plan, claims, evidence, and what needs attention."""
         provider = self.own
         profile = self.profile(provider)
         begin = local_at(day, time(0))
         end = local_at(day + timedelta(days=1), time(0))
         window = (provider, ms(begin), ms(end))
-        # the day's customers first (covering indexes: no row is read), then only the rows of
-        # the page's customers
-        planned = self.store.execute(
-            "SELECT DISTINCT customer FROM plan WHERE provider = ? AND start_at >= ? "
-            "AND start_at < ?",
-            window,
-        )
-        claimed = self.store.execute(
-            "SELECT DISTINCT customer FROM claims WHERE provider = ? AND start_at >= ? "
-            "AND start_at < ?",
-            window,
-        )
-        alarms = self.store.execute(
-            "SELECT d.customer FROM devices d JOIN customer_providers p "
-            "ON p.customer = d.customer WHERE p.provider = ? AND d.role = 'alarm' AND EXISTS "
-            "(SELECT 1 FROM events e WHERE e.device = d.id AND e.t >= ? AND e.t < ? "
-            "AND e.type = 'alarm_call')",
-            (provider, int(begin.timestamp()), int(end.timestamp())),
-        )
-        customers = sorted(
-            {str(r[0]) for r in planned} | {str(r[0]) for r in claimed}
-            | {str(r[0]) for r in alarms}
+        # the provider's customers in order, those with a plan, a claim or an alarm call that
+        # day, one page (indexes by customer and time: the page costs the same on any day)
+        found = self.store.execute(
+            "SELECT p.customer FROM customer_providers p WHERE p.provider = ? AND p.customer > ? "
+            "AND (EXISTS (SELECT 1 FROM plan l WHERE l.provider = p.provider "
+            "AND l.customer = p.customer AND l.start_at >= ? AND l.start_at < ?) "
+            "OR EXISTS (SELECT 1 FROM claims c WHERE c.provider = p.provider "
+            "AND c.customer = p.customer AND c.start_at >= ? AND c.start_at < ?) "
+            "OR EXISTS (SELECT 1 FROM devices d JOIN events e ON e.device = d.id "
+            "WHERE d.customer = p.customer AND d.role = 'alarm' AND e.t >= ? AND e.t < ? "
+            "AND e.type = 'alarm_call')) ORDER BY p.customer LIMIT ?",
+            (provider, after, ms(begin), ms(end), ms(begin), ms(end),
+             int(begin.timestamp()), int(end.timestamp()), DAY_PAGE + 1),
         )  # fmt: skip
-        total = len(customers)
-        shown = customers[offset : offset + DAY_PAGE]
+        customers = [str(r[0]) for r in found]
+        shown = customers[:DAY_PAGE]
+        more = shown[-1] if len(customers) > DAY_PAGE else ""
         marks = ", ".join("?" * len(shown)) or "''"
         plan = self.store.execute(
             "SELECT customer, start_at, end_at, activities FROM plan WHERE provider = ? "
@@ -416,7 +409,7 @@ class Scope:
                 "events": events,
                 "flags": flags,
             })  # fmt: skip
-        return {"rows": board, "total": total, "response_minutes": response}
+        return {"rows": board, "more": more, "after": after, "response_minutes": response}
 
     def last_event(self, since: int | None = None) -> int:
         """The newest receive time (Unix ms) among the coordinator's customers' events received
