@@ -269,6 +269,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 deadline_at {bigint} NOT NULL)""",
             "CREATE INDEX verdicts_month ON verdicts (provider, month, customer)",
             "CREATE INDEX verdicts_deadline ON verdicts (provider, deadline_at)",
+            "CREATE INDEX verdicts_rule ON verdicts (provider, month, rule, outcome)",
             """CREATE TABLE billing (
                 provider TEXT NOT NULL,
                 month TEXT NOT NULL,

@@ -358,14 +358,16 @@ class Scope:
         marks = ", ".join("?" * len(shown)) or "''"
         plan = self.store.execute(
             "SELECT customer, start_at, end_at, activities FROM plan WHERE provider = ? "
-            f"AND start_at >= ? AND start_at < ? AND customer IN ({marks}) ORDER BY start_at",
+            f"AND start_at >= ? AND start_at < ? AND customer IN ({marks})",
             (*window, *shown),
-        )
+        )  # no ORDER BY: it would steer the planner to the day's whole index range
+        plan.sort(key=lambda r: r[1])
         claims = self.store.execute(
             "SELECT customer, claim_id, start_at, end_at, fields FROM claims WHERE provider = ? "
-            f"AND start_at >= ? AND start_at < ? AND customer IN ({marks}) ORDER BY start_at",
+            f"AND start_at >= ? AND start_at < ? AND customer IN ({marks})",
             (*window, *shown),
         )
+        claims.sort(key=lambda r: r[2])
         response = int(profile.rules.get("A3", {}).get("minutes", 30))
         late_after = timedelta(minutes=30)
         board = []
