@@ -133,3 +133,13 @@ def create_app(
     outer.state = app.state  # tests and `kvitto serve` reach the settings here
     outer.inner = app
     return outer
+
+
+def app_from_environment() -> Any:
+    """The application as `kvitto serve --workers N` starts it in each worker process:
+    KVITTO_WEB_STORE, KVITTO_WEB_SECRET (the same in every worker) and KVITTO_WEB_SECURE."""
+    return create_app(
+        os.environ["KVITTO_WEB_STORE"],
+        secret=os.environ["KVITTO_WEB_SECRET"],
+        secure=os.environ.get("KVITTO_WEB_SECURE") == "1",
+    )

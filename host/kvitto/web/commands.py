@@ -38,24 +38,36 @@ def _now_ms() -> int:
     "--behind-tls", is_flag=True,
     help="A TLS reverse proxy is in front: Secure cookies and HSTS (see docs/web.md).",
 )  # fmt: skip
-def serve(store_url: str, host: str, port: int, behind_tls: bool) -> None:
+@click.option(
+    "--workers", default=1, show_default=True, type=int,
+    help="Server processes sharing the port (one per core).",
+)  # fmt: skip
+def serve(store_url: str, host: str, port: int, behind_tls: bool, workers: int) -> None:
     """Serve the web application on the store (Ctrl-C to stop).
 
     The cookie-signing secret comes from KVITTO_WEB_SECRET (hex or text); without it a random
     one is made at start, so everyone logs in again after a restart."""
-    run_server(store_url, host, port, behind_tls)
+    run_server(store_url, host, port, behind_tls, workers)
 
 
-def run_server(store_url: str, host: str, port: int, behind_tls: bool = False) -> None:
+def run_server(
+    store_url: str, host: str, port: int, behind_tls: bool = False, workers: int = 1
+) -> None:
+    import secrets
+
     import uvicorn
 
-    from kvitto.web.app import create_app
+    from kvitto.store.db import open_store
 
-    secret = os.environ.get("KVITTO_WEB_SECRET") or None
-    app = create_app(store_url, secret=secret, secure=behind_tls)
+    open_store(store_url).close()  # create or upgrade the store once, before any worker
+    # every worker must sign cookies with the same secret
+    os.environ.setdefault("KVITTO_WEB_SECRET", secrets.token_hex(32))
+    os.environ["KVITTO_WEB_STORE"] = store_url
+    os.environ["KVITTO_WEB_SECURE"] = "1" if behind_tls else "0"
     click.echo(f"kvitto serve: http://{host}:{port}/  (store {store_url}; Ctrl-C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning",
-                proxy_headers=behind_tls, forwarded_allow_ips="127.0.0.1")  # fmt: skip
+    uvicorn.run("kvitto.web.app:app_from_environment", factory=True, host=host, port=port,
+                workers=max(1, workers), log_level="warning", proxy_headers=behind_tls,
+                forwarded_allow_ips="127.0.0.1")  # fmt: skip
 
 
 @click.group()
