@@ -183,7 +183,9 @@ def test_auditor_accepts_a_follow_up(page):
     page.get_by_role("link", name="p-1").first.click()
     check(page, "utforare-manad")
     page.goto("/uppfoljning")
-    page.get_by_role("listitem").filter(has_text="E5").get_by_role("link", name="k-2").click()
+    page.get_by_role("listitem").filter(has_text="E5").get_by_role(
+        "link", name="k-2", exact=True
+    ).click()
     expect(page.locator("#timeline")).to_contain_text("giltig")
     check(page, "besok")
     page.get_by_label("Godkänn: betalas").check()
