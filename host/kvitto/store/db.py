@@ -286,6 +286,61 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 PRIMARY KEY (provider, month))""",
         ],
     ),
+    (
+        4,
+        "staff phones without an app: passkeys, enrolment links, stickers, door reads and proofs",
+        [
+            # A passkey (WebAuthn) of a `phone` credential in `credentials`: its COSE public key
+            # (credential id = SHA-256 of it, first 16 bytes), the authenticator's own id.
+            """CREATE TABLE passkeys (
+                credential TEXT PRIMARY KEY,
+                raw_id TEXT NOT NULL UNIQUE,
+                public_key {blob} NOT NULL,
+                sign_count {bigint} NOT NULL,
+                enrolled_at {bigint} NOT NULL)""",
+            # One-time enrolment links a coordinator made: the SHA-256 of the token only.
+            """CREATE TABLE enrolments (
+                token_hash TEXT PRIMARY KEY,
+                provider TEXT NOT NULL,
+                staff TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at {bigint} NOT NULL,
+                expires_at {bigint} NOT NULL,
+                challenge {blob} NOT NULL,
+                used_at {bigint})""",
+            # A passive NTAG 424 DNA sticker at a customer's door, with its own SDM keys.
+            """CREATE TABLE stickers (
+                id TEXT PRIMARY KEY,
+                customer TEXT NOT NULL REFERENCES customers(id),
+                meta_key {blob} NOT NULL,
+                file_key {blob} NOT NULL,
+                installed TEXT NOT NULL,
+                revoked TEXT NOT NULL DEFAULT '')""",
+            # Every door URL a phone opened that verified: the counter only grows per door.
+            """CREATE TABLE door_reads (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                door TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                counter {bigint} NOT NULL,
+                device_time {bigint},
+                url TEXT NOT NULL,
+                read_at {bigint} NOT NULL,
+                UNIQUE (kind, door, counter))""",
+            # A door read confirmed by a passkey: arrive or depart, with what re-checks it.
+            """CREATE TABLE door_proofs (
+                id {serial},
+                read_id TEXT NOT NULL UNIQUE,
+                provider TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                credential TEXT NOT NULL,
+                action TEXT NOT NULL,
+                at {bigint} NOT NULL,
+                proof TEXT NOT NULL)""",
+            "CREATE INDEX door_proofs_open ON door_proofs (credential, customer, at)",
+            "CREATE INDEX door_proofs_month ON door_proofs (provider, at)",
+        ],
+    ),
 ]
 
 

@@ -91,6 +91,7 @@ def create_app(
     """The application on one store. `secret` signs session and CSRF cookies (random per
     process when None: everyone logs in again after a restart). `secure`: TLS in front (the
     reverse proxy), so cookies get Secure and responses HSTS."""
+    from kvitto.web.door import routes as door_routes
     from kvitto.web.pages import not_found, routes
 
     store = open_store(store_url) if isinstance(store_url, str) else store_url
@@ -106,6 +107,7 @@ def create_app(
     app = Starlette(
         routes=[
             *routes(),
+            *door_routes(),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         exception_handlers={404: not_found, 405: not_found},

@@ -153,8 +153,11 @@ def apply_records(
         if record.kind == "register" and record.claim_id not in rows:
             row = {name: "" for name in CLAIM_FIELDS}
             row.update({k: str(v) for k, v in body.get("after", {}).items()})
+            # at the door by a phone (kvitto.web.door: body["via"] = "door", the door proofs
+            # in body["proofs"]) the claim was registered by a tap; otherwise after the fact
+            via = "tag" if body.get("via") == "door" else "manual"
             row.update(claim_id=record.claim_id, customer=record.customer,
-                       registered_via="manual", registered_at=iso(record.at),
+                       registered_via=via, registered_at=iso(record.at),
                        reason=body.get("reason_code", ""))  # fmt: skip
             rows[record.claim_id] = row
             continue

@@ -58,7 +58,8 @@ from kvitto.web.settings import Settings
 
 HOME = {"coordinator": "/avvikelser", "auditor": "/uppfoljning", "admin": "/admin"}
 NAV = {
-    "coordinator": [("/dag", "Dagsöversikt"), ("/avvikelser", "Avvikelser"), ("/manad", "Månad")],
+    "coordinator": [("/dag", "Dagsöversikt"), ("/avvikelser", "Avvikelser"), ("/manad", "Månad"),
+                    ("/telefoner", "Telefoner")],
     "auditor": [("/uppfoljning", "Uppföljning"), ("/logg", "Logg")],
     "admin": [("/admin", "Användare och register"), ("/logg", "Logg")],
 }

@@ -467,9 +467,10 @@ class Scope:
             self.store, chains=[provider], month=month, kinds=("register", "withdraw")
         )
         registered = sum(r.kind == "register" for r in changed)
+        at_door = sum(r.kind == "register" and r.body.get("via") == "door" for r in changed)
         withdrawn = len(changed) - registered
         claims = imported + registered - withdrawn
-        manual = imported_manual + registered
+        manual = imported_manual + registered - at_door
         judged = self.store.execute(
             "SELECT judged_at FROM judged WHERE provider = ? AND month = ?", (provider, month)
         )

@@ -1,0 +1,203 @@
+"""Staff phones at the door without an app (issue #20), through the web app's routes: enrol a
+passkey from a coordinator's one-time link, open a door URL signed by the real firmware's tag
+mode (unix port) or read from a simulated NTAG 424 sticker, confirm with the passkey, arrive,
+depart, tick activities → claims; and every refusal, each with its page and quarantine row.
+The passkey is tests/door_support.SoftPasskey here; test_door_browser.py uses Chromium's."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from datetime import timedelta
+
+import pytest
+from door_support import SoftPasskey, Sticker, device_urls, options_of
+from web_support import NOW, build_world, csrf_of, login, post
+
+from kvitto.store.registry import Registry
+
+BASE = "http://testserver"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self):  # noqa: ANN204
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):  # noqa: ANN201
+    return build_world(tmp_path_factory.mktemp("door"))
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+def client_for(world, clock):  # noqa: ANN001, ANN201
+    from kvitto.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        app = create_app(world.store, secret=b"door-secret-door-secret-door-se", clock=clock)
+        return TestClient(app, base_url=BASE, follow_redirects=False)
+
+
+def secret_of(device: str) -> bytes:
+    return hashlib.sha256(device.encode()).digest()  # verify_support.Bundle's device keys
+
+
+def enrol(world, clock, coordinator: str, staff: str) -> SoftPasskey:  # noqa: ANN001
+    office = client_for(world, clock)
+    login(office, coordinator)
+    page = post(office, "/telefoner/lank", {"staff": staff}, page="/telefoner")
+    assert page.status_code == 200, page.text
+    link = page.text.split('id="enrol-link">')[1].split("<")[0]
+    assert link.startswith(f"{BASE}/telefon/")
+    phone = client_for(world, clock)
+    form = phone.get(link)
+    assert form.status_code == 200
+    passkey = SoftPasskey("testserver", BASE)
+    done = phone.post(link, data={"csrftoken": csrf_of(form.text),
+                                  "credential": passkey.register(options_of(form.text))})  # fmt: skip
+    assert done.status_code == 200 and "Telefonen är registrerad" in done.text, done.text
+    # one time only
+    assert phone.get(link).status_code == 410
+    return passkey
+
+
+def tap(world, clock, url: str, passkey: SoftPasskey, phone=None):  # noqa: ANN001, ANN201
+    """Open the door URL on the phone and confirm with the passkey: (phone, response)."""
+    phone = phone or client_for(world, clock)
+    page = phone.get(url)
+    if page.status_code != 200:
+        return phone, page
+    answer = passkey.assert_(options_of(page.text))
+    read = page.text.split('name="read" value="')[1].split('"')[0]
+    return phone, phone.post("/t/bekrafta", data={"csrftoken": csrf_of(page.text),
+                                                  "read": read, "credential": answer})  # fmt: skip
+
+
+def quarantined(world, code: str) -> int:
+    return sum(1 for row in world.store.quarantined() if f"{code}:" in str(row))
+
+
+@pytest.fixture(scope="module")
+def urls(world, micropython):  # noqa: ANN001, ANN201
+    when = int(NOW.timestamp())
+    return device_urls(micropython, secret_of("tag-1001"), "tag-1001", BASE, when, count=6)
+
+
+def test_enrol_arrive_depart_activities_make_a_claim_the_coordinator_sees(world, urls):
+    clock = Clock()
+    passkey = enrol(world, clock, "samordnare-p1", "s-41")
+    phones = [c for c in Registry(world.store).credentials("p-1") if c.staff == "s-41"]
+    assert [c.kind for c in phones] == ["phone"]
+
+    phone, arrived = tap(world, clock, urls[0], passkey)
+    assert arrived.status_code == 200 and "Ankomst registrerad" in arrived.text
+    assert 'class="door arrive"' in arrived.text
+    clock.now = NOW + timedelta(minutes=3)  # the second URL is still within the tolerance
+    phone, departed = tap(world, clock, urls[1], passkey, phone)
+    assert "Avgång registrerad" in departed.text and 'class="door depart"' in departed.text
+    assert 'value="omsorg"' in departed.text and "Omsorg" in departed.text
+    proof = departed.text.split('name="proof" value="')[1].split('"')[0]
+    done = phone.post("/t/insatser", data={"csrftoken": csrf_of(departed.text), "proof": proof,
+                                           "insats": "omsorg"})  # fmt: skip
+    assert done.status_code == 200 and "Registrerat" in done.text
+    claim_id = f"d-{proof}-omsorg"
+
+    office = client_for(world, clock)
+    login(office, "samordnare-p1")
+    claim = office.get(f"/avvikelser/{claim_id}")
+    assert claim.status_code == 200 and "s-41" in claim.text
+    # the form is good once: the session held the depart
+    again = phone.post("/t/insatser", data={"csrftoken": csrf_of(departed.text), "proof": proof,
+                                            "insats": "omsorg"})  # fmt: skip
+    assert again.status_code == 403
+
+
+def test_refusals_each_with_a_page_and_a_quarantine_row(world, urls, micropython):
+    clock = Clock()
+    passkey = enrol(world, clock, "samordnare-p1", "s-42")
+    # the same URL opened twice (counter)
+    _, replay = tap(world, clock, urls[0], passkey)
+    assert replay.status_code == 403 and "redan använts" in replay.text
+    assert quarantined(world, "replayed") >= 1
+    # a URL forwarded to another provider's phone
+    other = enrol(world, clock, "samordnare-p2", "s-43")
+    _, forwarded = tap(world, clock, urls[2], other)
+    assert forwarded.status_code == 403 and quarantined(world, "not_enrolled") == 1
+    # a passkey nobody enrolled
+    _, stranger = tap(world, clock, urls[3], SoftPasskey("testserver", BASE))
+    assert stranger.status_code == 403 and quarantined(world, "not_enrolled") == 2
+    # a stale URL: signed an hour before the server's time
+    old = device_urls(micropython, secret_of("tag-1002"), "tag-1002", BASE,
+                      int((NOW - timedelta(hours=1)).timestamp()))  # fmt: skip
+    _, stale = tap(world, clock, old[0], passkey)
+    assert stale.status_code == 403 and quarantined(world, "stale") == 1
+    # a URL whose signature was altered
+    _, forged = tap(world, clock, urls[4][:-3] + ("AAA" if urls[4][-3:] != "AAA" else "BBB"),
+                    passkey)  # fmt: skip
+    assert forged.status_code == 403 and quarantined(world, "bad_signature") == 1
+    # a revoked phone
+    office = client_for(world, clock)
+    login(office, "samordnare-p1")
+    credential = [c for c in Registry(world.store).credentials("p-1") if c.staff == "s-42"][0]
+    revoked = post(office, f"/telefoner/{credential.id}/sparra", {}, page="/telefoner")
+    assert revoked.status_code == 303
+    clock.now = NOW + timedelta(seconds=1)
+    _, refused = tap(world, clock, urls[5], passkey)
+    assert refused.status_code == 403 and quarantined(world, "revoked") == 1
+    # another provider's coordinator cannot revoke p-1's phone
+    foreign = client_for(world, clock)
+    login(foreign, "samordnare-p2")
+    assert post(foreign, f"/telefoner/{credential.id}/sparra", {},
+                page="/telefoner").status_code == 404  # fmt: skip
+
+
+def test_a_sticker_arrives_and_departs_and_a_wrong_cmac_is_refused(world):
+    clock = Clock()
+    passkey = enrol(world, clock, "samordnare-p1", "s-44")
+    sticker = Sticker("st-1002", BASE)
+    world.store.execute(
+        "INSERT INTO stickers (id, customer, meta_key, file_key, installed, revoked) "
+        "VALUES (?, ?, ?, ?, ?, '')",
+        ("st-1002", "c-1002", sticker.meta_key, sticker.file_key, "2026-11-01"),
+    )
+    phone, arrived = tap(world, clock, sticker.read(), passkey)
+    assert "Ankomst registrerad" in arrived.text and "klistermärke" in arrived.text
+    clock.now = NOW + timedelta(minutes=20)
+    url = sticker.read()
+    phone, departed = tap(world, clock, url, passkey, phone)
+    assert "Avgång registrerad" in departed.text
+    _, replay = tap(world, clock, url, passkey)
+    assert replay.status_code == 403
+    wrong = sticker.read()
+    wrong = wrong[:-1] + ("0" if wrong[-1] != "0" else "1")
+    _, bad = tap(world, clock, wrong, passkey)
+    assert bad.status_code == 403 and "Klistermärkets kod stämmer inte" in bad.text
+    assert quarantined(world, "bad_sun") == 1
+
+
+def test_enrolment_link_expires_and_refuses_personnummer(world):
+    clock = Clock()
+    office = client_for(world, clock)
+    login(office, "samordnare-p1")
+    refused = post(office, "/telefoner/lank", {"staff": "19121212-1212"}, page="/telefoner")
+    assert refused.status_code == 400 and "personnummer" in refused.text
+    page = post(office, "/telefoner/lank", {"staff": "s-45"}, page="/telefoner")
+    link = page.text.split('id="enrol-link">')[1].split("<")[0]
+    clock.now = NOW + timedelta(minutes=16)
+    assert client_for(world, clock).get(link).status_code == 410
+
+
+def test_door_posts_need_the_pages_csrf_token(world, urls):
+    phone = client_for(world, Clock())
+    assert phone.post("/t/bekrafta", data={"read": "x", "credential": "{}"}).status_code == 403
+    assert phone.post("/t/insatser", data={"proof": "1"}).status_code == 403
