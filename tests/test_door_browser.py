@@ -1,0 +1,162 @@
+"""Staff phones at the door in a real browser (issue #20): Debian's Chromium via Playwright
+with a virtual WebAuthn authenticator (Chrome DevTools Protocol: WebAuthn.enable and
+addVirtualAuthenticator, ctap2, internal, resident key, user verification). The coordinator
+makes an enrolment link; the phone (390 px) registers a passkey, opens URLs signed by the real
+firmware's tag mode under the unix port (and read from a simulated NTAG 424 sticker), confirms,
+departs, ticks an activity; the claim and its findings are in the coordinator's deviation
+queue. axe-core finds 0 violations on every page; screenshots go to $KVITTO_SCREENSHOTS.
+WebAuthn needs a secure context: http://localhost is one, so the server is reached as
+localhost (the RP id)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from door_support import Sticker, device_urls
+from test_web_browser import AXE, SHOTS, browser, check, log_in  # noqa: F401 (fixture)
+from web_support import NOW, World, build_world
+
+from conftest import free_port
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+Page = playwright_api.Page
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("door-web"))
+
+
+@pytest.fixture(scope="module")
+def base_url(world) -> Iterator[str]:
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(world.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://localhost:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def office(browser, base_url) -> Iterator[Page]:  # noqa: F811 (the imported fixture)
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900},
+                                  accept_downloads=True, locale="sv-SE")  # fmt: skip
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def phone(browser, base_url) -> Iterator[Page]:  # noqa: F811
+    """A phone: 390 px wide, with a platform authenticator that verifies its user."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 390, "height": 844},
+                                  locale="sv-SE", is_mobile=True, has_touch=True)  # fmt: skip
+    opened = context.new_page()
+    cdp = context.new_cdp_session(opened)
+    cdp.send("WebAuthn.enable")
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True,
+        "automaticPresenceSimulation": True,
+    }})  # fmt: skip
+    opened.cdp = cdp  # type: ignore[attr-defined]
+    yield opened
+    context.close()
+
+
+def phone_check(page: Page, name: str) -> None:
+    """axe-core 0 violations; a screenshot at the phone's 390 px."""
+    results = AXE.run(page)
+    violations = [(v["id"], [n["target"] for n in v["nodes"]][:3])
+                  for v in results.response["violations"]]  # fmt: skip
+    assert violations == [], f"{name}: {violations}"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+
+
+def enrol(office: Page, phone: Page, staff: str, shots: bool = False) -> None:
+    log_in(office, "samordnare-p1")
+    office.get_by_role("link", name="Telefoner").click()
+    office.get_by_label("Personalens pseudonym").fill(staff)
+    office.get_by_role("button", name="Skapa registreringslänk").click()
+    link = office.locator("#enrol-link").inner_text()
+    expect(office.get_by_role("img", name="QR-kod för registreringslänken")).to_be_visible()
+    if shots:
+        check(office, "telefoner")
+    phone.goto(link)
+    if shots:
+        phone_check(phone, "telefon-registrera")
+    phone.get_by_role("button", name="Skapa nyckel").click()
+    expect(phone.get_by_role("status")).to_contain_text("Telefonen är registrerad")
+    if shots:
+        phone_check(phone, "telefon-registrerad")
+
+
+def confirm(phone: Page, url: str) -> None:
+    phone.goto(url)
+    phone.get_by_role("button", name="Bekräfta med nyckel").click()
+
+
+def secret_of(device: str) -> bytes:
+    return hashlib.sha256(device.encode()).digest()
+
+
+def test_enrol_arrive_depart_activities_claim_with_a_tag_mode_device(office, phone, world,
+                                                                      base_url, micropython):  # fmt: skip
+    enrol(office, phone, "s-51", shots=True)
+    urls = device_urls(micropython, secret_of("tag-1001"), "tag-1001", base_url,
+                       int(NOW.timestamp()), count=2)  # fmt: skip
+    phone.goto(urls[0])
+    expect(phone.get_by_role("heading", level=1)).to_have_text("Bekräfta besöket")
+    phone_check(phone, "dorr")
+    phone.get_by_role("button", name="Bekräfta med nyckel").click()
+    expect(phone.locator(".door.arrive")).to_contain_text("Ankomst registrerad")
+    phone_check(phone, "dorr-ankomst")
+
+    confirm(phone, urls[1])
+    expect(phone.locator(".door.depart")).to_contain_text("Avgång registrerad")
+    phone_check(phone, "dorr-avgang")
+    phone.get_by_label("Omsorg").check()
+    phone.get_by_role("button", name="Registrera insatserna").click()
+    expect(phone.get_by_role("status")).to_contain_text("Registrerat")
+    phone_check(phone, "dorr-registrerat")
+
+    # the same URL again: refused, with a page that says so
+    phone.goto(urls[1])
+    expect(phone.get_by_role("alert")).to_contain_text("Länken har redan använts")
+    phone_check(phone, "dorr-nekad")
+
+    proof = world.store.execute("SELECT MAX(id) FROM door_proofs WHERE action = 'depart'")[0][0]
+    office.goto("/avvikelser")
+    office.goto(f"/avvikelser/d-{proof}-omsorg")
+    expect(office.locator("main")).to_contain_text("s-51")
+    expect(office.locator("#findings")).to_be_visible()
+    check(office, "dorr-registrering")
+
+
+def test_a_sticker_at_the_door_says_its_evidence_is_weaker(office, phone, world, base_url):
+    enrol(office, phone, "s-52")
+    sticker = Sticker("st-1002", base_url)
+    world.store.execute(
+        "INSERT INTO stickers (id, customer, meta_key, file_key, installed, revoked) "
+        "VALUES (?, ?, ?, ?, ?, '')",
+        ("st-1002", "c-1002", sticker.meta_key, sticker.file_key, "2026-11-01"),
+    )
+    confirm(phone, sticker.read())
+    expect(phone.locator(".door.arrive")).to_contain_text("klistermärke: svagare bevis")
+    confirm(phone, sticker.read())
+    expect(phone.locator(".door.depart")).to_contain_text("Avgång registrerad")
+    phone.get_by_label("Omsorg").check()
+    phone.get_by_role("button", name="Registrera insatserna").click()
+    expect(phone.get_by_role("status")).to_contain_text("Registrerat")
