@@ -33,8 +33,9 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def device_urls(micropython, secret: bytes, device: str, base: str, when: int,
-                count: int = 1, counter: int = 0) -> list[str]:  # noqa: ANN001
+def device_urls(
+    micropython, secret: bytes, device: str, base: str, when: int, count: int = 1, counter: int = 0
+) -> list[str]:  # noqa: ANN001
     """URLs a phone reads from a door device in tag mode: the firmware's Reader and TagMode
     under the unix port, signing with the device's Ed25519 `secret`, read by the PN532
     simulator's TagReaderPhone."""
@@ -66,8 +67,14 @@ print(json.dumps(urls))
 class Sticker:
     """A passive NTAG 424 DNA sticker: the firmware simulator's Ntag424, read by a phone."""
 
-    def __init__(self, sticker_id: str, base: str, uid: bytes = bytes.fromhex("04A1B2C3D4E5F6"),
-                 meta_key: bytes = bytes(range(16)), file_key: bytes = bytes(range(16, 32))):
+    def __init__(
+        self,
+        sticker_id: str,
+        base: str,
+        uid: bytes = bytes.fromhex("04A1B2C3D4E5F6"),
+        meta_key: bytes = bytes(range(16)),
+        file_key: bytes = bytes(range(16, 32)),
+    ):
         _, sim, _ = firmware_modules()
         self.sim = sim
         self.id = sticker_id

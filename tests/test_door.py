@@ -201,3 +201,61 @@ def test_door_posts_need_the_pages_csrf_token(world, urls):
     phone = client_for(world, Clock())
     assert phone.post("/t/bekrafta", data={"read": "x", "credential": "{}"}).status_code == 403
     assert phone.post("/t/insatser", data={"proof": "1"}).status_code == 403
+
+
+def _bundle(world, tmp_path):  # noqa: ANN001, ANN201
+    import io
+    import zipfile
+
+    office = client_for(world, Clock())
+    login(office, "samordnare-p1")
+    answer = office.get("/manad/2026-11/arende.zip")
+    assert answer.status_code == 200
+    zipfile.ZipFile(io.BytesIO(answer.content)).extractall(tmp_path)
+    return tmp_path / "case-p-1-2026-11"
+
+
+def test_case_bundle_door_proofs_verify_offline_and_a_flipped_bit_is_found(world, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    # after the tests above: s-41's device visit and s-44's sticker visit are in November
+    case = _bundle(world, tmp_path)
+    lines = (case / "door.jsonl").read_text().splitlines()
+    kinds = sorted({json.loads(line)["proof"]["kind"] for line in lines})
+    assert kinds == ["device", "sticker"]
+    assert any(json.loads(line)["claims"] for line in lines)
+    kvitto = [sys.executable, "-m", "kvitto", "verify", str(case), "--profile", "huddinge",
+              "--month", "2026-11"]  # fmt: skip
+    report = json.loads(subprocess.run(kvitto, capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    assert report["counts"]["door_proofs"] == len(lines)
+    assert report["counts"]["door_verified"] == len(lines)
+    assert [i for i in report["integrity"] if i["rule"] == "door"] == []
+    sticker_notes = [n for n in report["not_checked"] if n["rule"] == "door-sticker"]
+    assert sticker_notes and "weaker evidence" in sticker_notes[0]["reason"]
+
+    # one bit of one stored assertion's signature flipped: found, named by file and line
+    entry = json.loads(lines[0])
+    signature = bytearray(base64url_decode(entry["proof"]["signature"]))
+    signature[10] ^= 0x04
+    entry["proof"]["signature"] = base64url_encode(bytes(signature))
+    (case / "door.jsonl").write_text("\n".join([json.dumps(entry), *lines[1:]]) + "\n")
+    report = json.loads(subprocess.run(kvitto, capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    refused = [i for i in report["integrity"] if i["rule"] == "door"]
+    assert len(refused) == 1 and "door.jsonl line 1" in refused[0]["reason"]
+    assert report["counts"]["door_refused"] == 1
+
+
+def base64url_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def base64url_encode(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")

@@ -147,8 +147,17 @@ def verify_case(
 
     `pki`: the organisation's `kvitto pki` folder (or its TapKeys), to check the SUN of NTAG 424
     badges that registry.toml carries no keys for; without it such taps are not checked."""
+    from kvitto.verify.door_proofs import DOOR_FILE, check_door_file
+
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
-    return verify_loaded(read_case(Path(path)), loaded, month, tap_keys=_tap_keys(pki))
+    case = read_case(Path(path))
+    result = verify_loaded(case, loaded, month, tap_keys=_tap_keys(pki))
+    if (case.path / DOOR_FILE).exists():  # staff phones at the door (docs/formats.md)
+        door = check_door_file(case.path / DOOR_FILE, case.registry, case.claims)
+        result.integrity += door.integrity
+        result.not_checked += door.not_checked
+        result.counts.update(door.counts)
+    return result
 
 
 def read_store_case(

@@ -175,8 +175,8 @@ def revoke_phone(request: Request, scope: Scope, form: FormData) -> Response:
     credential = registry.credential(credential_id)
     if credential is None or credential.provider != scope.own or credential.kind != "phone":
         raise HTTPException(404)
-    registry.revoke_credential(credential.id, scope.now.astimezone(STOCKHOLM).isoformat("T",
-                               "seconds"))  # fmt: skip
+    # a date, as registry.toml carries it (RULES I6: revoked from that day's start)
+    registry.revoke_credential(credential.id, scope.now.astimezone(STOCKHOLM).date().isoformat())
     return back("/telefoner", klart="sparrad")
 
 
@@ -429,7 +429,9 @@ def confirm_read(
         new_count = verify_assertion(proof, sign_count)
     except DoorError as error:
         raise DoorRefused("bad_assertion", str(error)) from None
-    action = "depart" if _open_arrive(store, credential, str(read["customer"]), now_ms) else "arrive"
+    action = (
+        "depart" if _open_arrive(store, credential, str(read["customer"]), now_ms) else "arrive"
+    )
     with store.transaction():
         store.execute("UPDATE passkeys SET sign_count = ? WHERE credential = ?",
                       (new_count, credential_id))  # fmt: skip
@@ -490,7 +492,10 @@ async def confirm(request: Request) -> Response:
             return _refused(request, store, refused, str(form.get("credential", ""))[:4000])
         activities: list[tuple[str, str]] = []
         if result["action"] == "depart":
-            request.session["door"] = {"proof": result["id"], "until": ms(now) + DOOR_SESSION_S * 1000}
+            request.session["door"] = {
+                "proof": result["id"],
+                "until": ms(now) + DOOR_SESSION_S * 1000,
+            }
             day = now.astimezone(STOCKHOLM).date().isoformat()
             activities = activities_for(store, result["provider"], result["customer"], day)
         return render(request, "door_done.html", None, result=result, activities=activities,
@@ -520,7 +525,9 @@ def register_activities(
     )
     arrive_id, arrive_at = int(arrive[0][0]), int(arrive[0][1])
     day = datetime.fromtimestamp(depart_at / 1000, timezone.utc).astimezone(STOCKHOLM)
-    allowed = {code for code, _ in activities_for(store, provider, customer, day.date().isoformat())}
+    allowed = {
+        code for code, _ in activities_for(store, provider, customer, day.date().isoformat())
+    }
     chosen = [code for code in dict.fromkeys(codes) if code in allowed]
     if not chosen:
         return []
@@ -578,4 +585,3 @@ def routes() -> list[Route]:
         Route("/t/s/{door}", _door_page("sticker")),
         Route("/t/{door}", _door_page("device")),
     ]
-

@@ -45,6 +45,7 @@ from kvitto.web.accounts import (
     start_session,
 )
 from kvitto.web.deadlines import REASON_CODES, describe_left
+from kvitto.web.door_bundle import door_lines
 from kvitto.web.i18n import (
     DEFAULT,
     LANGUAGES,
@@ -424,6 +425,9 @@ def case_export(request: Request, scope: Scope) -> Response:
             "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in month_records),
             encoding="utf-8",
         )
+        door = door_lines(scope.store, provider, month)
+        if door:  # staff phones at the door (docs/formats.md, door.jsonl v1)
+            (out / "door.jsonl").write_text(door, encoding="utf-8")
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(out.rglob("*")):

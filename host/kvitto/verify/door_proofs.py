@@ -1,0 +1,119 @@
+"""A case bundle's door proofs (`door.jsonl`, docs/formats.md): staff phones at the door.
+
+    checks = check_door_file(case.path / "door.jsonl", case.registry, case.claims)
+    checks.integrity, checks.not_checked, checks.counts      # into the verification Result
+
+Each line is one arrive or depart confirmed with a passkey (kvitto.web.door): the door's URL
+and the WebAuthn assertion over it with the passkey's public key. Offline, with the bundle's
+registry.toml only, this re-checks: the device's Ed25519 signature over a tag-mode URL with the
+registered device key, that the device is the customer's; the assertion's signature, that its
+challenge is the URL's (kvitto.evidence.door.door_challenge), user verification; that the
+public key is the registered phone credential's (its id is the key's hash) of the claim's
+provider, not revoked before the visit; and that every claim the line names is in claims.csv
+for that customer. A sticker's CMAC needs the sticker's AES keys, which a bundle does not
+carry: it is listed as not checked, and a sticker proves no time at the door.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from kvitto.errors import KvittoError
+from kvitto.evidence.door import DoorError, DoorProof, verify_door_proof
+from kvitto.verify.case import CaseError, Claim, Registry
+
+DOOR_FILE = "door.jsonl"
+
+
+@dataclass
+class DoorChecks:
+    integrity: list[dict[str, Any]] = field(default_factory=list)
+    not_checked: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _line(text: str, where: str) -> dict[str, Any]:
+    try:
+        entry = json.loads(text)
+    except ValueError as error:
+        raise CaseError(f"{where}: not JSON ({error})") from None
+    if not isinstance(entry, dict):
+        raise CaseError(f"{where}: not a JSON object")
+    for name, kind in (("id", int), ("action", str), ("at", int), ("customer", str),
+                       ("claims", list), ("proof", dict)):  # fmt: skip
+        if not isinstance(entry.get(name), kind):
+            raise CaseError(f"{where}, field {name}: missing or not {kind.__name__}")
+    return entry
+
+
+def check_door_file(path: Path, registry: Registry, claims: list[Claim]) -> DoorChecks:
+    """Re-check every door proof of a bundle (see the module docstring)."""
+    checks = DoorChecks(counts={"door_proofs": 0, "door_verified": 0, "door_refused": 0,
+                                "door_sticker": 0})  # fmt: skip
+    if not path.exists():
+        return checks
+    by_id = {claim.claim_id: claim for claim in claims}
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        where = f"{path} line {number}"
+        entry = _line(text, where)
+        checks.counts["door_proofs"] += 1
+        problem = _problem(entry, registry, by_id, where)
+        if problem:
+            checks.counts["door_refused"] += 1
+            checks.integrity.append({"rule": "door", "device": entry["customer"],
+                                     "seq": entry["id"], "reason": problem})  # fmt: skip
+            continue
+        checks.counts["door_verified"] += 1
+        if entry["proof"].get("kind") == "sticker":
+            checks.counts["door_sticker"] += 1
+            for claim_id in entry["claims"] or [""]:
+                checks.not_checked.append({
+                    "rule": "door-sticker", "claim_id": claim_id,
+                    "reason": f"door proof {entry['id']} ({entry['action']}): the sticker's CMAC "
+                    "needs its AES keys (not in a bundle); a sticker gives no time at the door, "
+                    "weaker evidence than a device",
+                })  # fmt: skip
+    return checks
+
+
+def _problem(
+    entry: dict[str, Any], registry: Registry, claims: dict[str, Claim], where: str
+) -> str:
+    try:
+        proof = DoorProof.from_json(entry["proof"])
+    except (DoorError, KvittoError) as error:
+        return f"{where}: {error}"
+    device_key = None
+    if proof.kind == "device":
+        path = urlsplit(proof.url.partition("&s=")[0]).path.split("/")
+        device = registry.devices.get(path[-1]) if len(path) >= 3 else None
+        if device is None:
+            return f"{where}: device {path[-1]!r} is not in registry.toml"
+        if device.customer != entry["customer"]:
+            return f"{where}: device {device.id} is {device.customer}'s, not {entry['customer']}'s"
+        device_key = device.public_key
+    try:
+        verify_door_proof(proof, device_key=device_key)
+    except KvittoError as error:
+        return f"{where}: {error}"
+    credential = registry.credentials.get(proof.credential)
+    if credential is None or credential.kind != "phone":
+        return f"{where}: passkey {proof.credential} is not a phone credential in registry.toml"
+    at = datetime.fromtimestamp(entry["at"] / 1000, timezone.utc)
+    if credential.revoked is not None and credential.revoked <= at.date():
+        return f"{where}: phone {credential.id} was revoked on {credential.revoked}"
+    for claim_id in entry["claims"]:
+        claim = claims.get(str(claim_id))
+        if claim is None:
+            continue  # withdrawn later: the proof still stands, the claim is not billed
+        if claim.customer != entry["customer"] or claim.staff != credential.staff:
+            return (f"{where}: claim {claim_id} is {claim.staff} at {claim.customer}, the proof "
+                    f"{credential.staff} at {entry['customer']}")  # fmt: skip
+    return ""
