@@ -287,7 +287,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
-        4,
+        5,
         "staff phones without an app: passkeys, enrolment links, stickers, door reads and proofs",
         [
             # A passkey (WebAuthn) of a `phone` credential in `credentials`: its COSE public key
