@@ -116,6 +116,11 @@ def test_enrol_arrive_depart_activities_make_a_claim_the_coordinator_sees(world,
     login(office, "samordnare-p1")
     claim = office.get(f"/avvikelser/{claim_id}")
     assert claim.status_code == 200 and "s-41" in claim.text
+    assert 'id="door"' in claim.text and "giltiga" in claim.text
+    # the door proofs are the visit's tap evidence: no E-rule finding, the 3 minutes payable
+    rules = {r[0]: r[1] for r in world.store.execute(
+        "SELECT rule, outcome FROM verdicts WHERE claim_id = ?", (claim_id,))}  # fmt: skip
+    assert not [rule for rule in rules if rule.startswith("E")], rules
     # the form is good once: the session held the depart
     again = phone.post("/t/insatser", data={"csrftoken": csrf_of(departed.text), "proof": proof,
                                             "insats": "omsorg"})  # fmt: skip
@@ -176,6 +181,14 @@ def test_a_sticker_arrives_and_departs_and_a_wrong_cmac_is_refused(world):
     url = sticker.read()
     phone, departed = tap(world, clock, url, passkey, phone)
     assert "Avgång registrerad" in departed.text
+    proof = departed.text.split('name="proof" value="')[1].split('"')[0]
+    phone.post("/t/insatser", data={"csrftoken": csrf_of(departed.text), "proof": proof,
+                                    "insats": "omsorg"})  # fmt: skip
+    # a sticker gives no time at the door: the verdict follows the visit up (I5)
+    rules = {r[0]: r[1] for r in world.store.execute(
+        "SELECT rule, outcome FROM verdicts WHERE claim_id = ?", (f"d-{proof}-omsorg",))}  # fmt: skip
+    assert rules.get("I5") == "follow_up", rules
+    assert not [rule for rule in rules if rule.startswith("E")], rules
     _, replay = tap(world, clock, url, passkey)
     assert replay.status_code == 403
     wrong = sticker.read()
@@ -233,6 +246,9 @@ def test_case_bundle_door_proofs_verify_offline_and_a_flipped_bit_is_found(world
     assert report["counts"]["door_proofs"] == len(lines)
     assert report["counts"]["door_verified"] == len(lines)
     assert [i for i in report["integrity"] if i["rule"] == "door"] == []
+    door_findings = [f for f in report["findings"] if f["claim_id"].startswith("d-")]
+    assert door_findings and not [f for f in door_findings if f["rule"].startswith("E")]
+    assert "I5" in {f["rule"] for f in door_findings}  # the sticker's visit
     sticker_notes = [n for n in report["not_checked"] if n["rule"] == "door-sticker"]
     assert sticker_notes and "weaker evidence" in sticker_notes[0]["reason"]
 

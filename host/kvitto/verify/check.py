@@ -147,16 +147,31 @@ def verify_case(
 
     `pki`: the organisation's `kvitto pki` folder (or its TapKeys), to check the SUN of NTAG 424
     badges that registry.toml carries no keys for; without it such taps are not checked."""
-    from kvitto.verify.door_proofs import DOOR_FILE, check_door_file
+    from kvitto.verify.door_proofs import (
+        DOOR_FILE,
+        add_presences,
+        check_door_file,
+        door_presences,
+    )
 
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
     case = read_case(Path(path))
-    result = verify_loaded(case, loaded, month, tap_keys=_tap_keys(pki))
-    if (case.path / DOOR_FILE).exists():  # staff phones at the door (docs/formats.md)
-        door = check_door_file(case.path / DOOR_FILE, case.registry, case.claims)
-        result.integrity += door.integrity
-        result.not_checked += door.not_checked
-        result.counts.update(door.counts)
+    if not (case.path / DOOR_FILE).exists():
+        return verify_loaded(case, loaded, month, tap_keys=_tap_keys(pki))
+    # staff phones at the door (docs/formats.md, door.jsonl): the proofs that verify are
+    # visits like a device's, the rest integrity issues
+    door = check_door_file(case.path / DOOR_FILE, case.registry, case.claims)
+    max_sync_age = int(loaded.rules.get("I5", {}).get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
+    try:
+        messages = read_decoded(case.evidence_path) if case.evidence_path else iter(())
+        evidence = build_evidence(case.registry, messages, max_sync_age, _tap_keys(pki))
+    except EvidenceError as error:
+        raise CaseError(str(error)) from None
+    add_presences(evidence, door_presences(door.verified, case.registry))
+    result = verify_loaded(case, loaded, month, evidence)
+    result.integrity += door.integrity
+    result.not_checked += door.not_checked
+    result.counts.update(door.counts)
     return result
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.door import DoorError, DoorProof, verify_door_proof
 from kvitto.verify.case import CaseError, Claim, Registry
+from kvitto.verify.taps import VERIFIED
+from kvitto.verify.visits import Evidence, Presence
 
 DOOR_FILE = "door.jsonl"
 
@@ -35,6 +37,57 @@ class DoorChecks:
     integrity: list[dict[str, Any]] = field(default_factory=list)
     not_checked: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    verified: list[dict[str, Any]] = field(default_factory=list)  # lines that passed
+
+
+def door_time(entry: dict[str, Any]) -> datetime:
+    """When the door was read: a device's signed time (t=), within the server's tolerance of
+    the server's clock when it was confirmed; a sticker has no clock, so the server's."""
+    proof = entry["proof"]
+    if proof.get("kind") == "device":
+        query = parse_qs(urlsplit(str(proof.get("url", "")).partition("&s=")[0]).query)
+        try:
+            return datetime.fromtimestamp(int(query["t"][0]), timezone.utc)
+        except (KeyError, ValueError):
+            pass
+    return datetime.fromtimestamp(int(entry["at"]) / 1000, timezone.utc)
+
+
+def door_presences(entries: list[dict[str, Any]], registry: Registry) -> list[Presence]:
+    """Visits at the door by phone (arrive, then that phone's next depart at that customer) as
+    presences for the rules: tap evidence of the phone's staff, `verified`; a sticker's visit
+    is not `synced` (no time from the door), so I5 follows it up."""
+    out: list[Presence] = []
+    open_arrive: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in sorted(entries, key=lambda e: (int(e["at"]), int(e["id"]))):
+        key = (str(entry["credential"]), str(entry["customer"]))
+        if entry["action"] == "arrive":
+            open_arrive[key] = entry
+            continue
+        arrive = open_arrive.pop(key, None)
+        if arrive is None:
+            continue
+        credential = registry.credentials.get(key[0])
+        url = str(arrive["proof"].get("url", "")).partition("?")[0]
+        sticker = (
+            arrive["proof"].get("kind") == "sticker" or entry["proof"].get("kind") == "sticker"
+        )
+        out.append(Presence(
+            customer=key[1], device=url.rsplit("/", 1)[-1], role="tag", kind="visit",
+            credential=key[0], staff=credential.staff if credential else "",
+            provider=credential.provider if credential else "",
+            registered=credential is not None, start=door_time(arrive), end=door_time(entry),
+            synced=not sticker, proof=VERIFIED,
+        ))  # fmt: skip
+    return out
+
+
+def add_presences(evidence: Evidence, presences: list[Presence]) -> None:
+    for presence in presences:
+        evidence.presences.append(presence)
+        evidence.by_customer.setdefault(presence.customer, []).append(presence)
+    for found in evidence.by_customer.values():
+        found.sort(key=lambda p: p.start)
 
 
 def _line(text: str, where: str) -> dict[str, Any]:
@@ -71,6 +124,7 @@ def check_door_file(path: Path, registry: Registry, claims: list[Claim]) -> Door
                                      "seq": entry["id"], "reason": problem})  # fmt: skip
             continue
         checks.counts["door_verified"] += 1
+        checks.verified.append(entry)
         if entry["proof"].get("kind") == "sticker":
             checks.counts["door_sticker"] += 1
             for claim_id in entry["claims"] or [""]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +51,7 @@ from kvitto.evidence.door import (
 )
 from kvitto.store.db import QuarantineRow, Store
 from kvitto.store.registry import PSEUDONYM, Credential, Registry, instant
+from kvitto.verify.door_proofs import door_time
 from kvitto.verify.workdays import STOCKHOLM
 from kvitto.web import records as chain
 from kvitto.web.judge import judge
@@ -510,24 +511,26 @@ def register_activities(
     """The claims of a depart: one per activity ticked, from the arrive to the depart, each a
     `register` record (via door) in the provider's chain with both proofs; then re-judged."""
     rows = store.execute(
-        "SELECT provider, customer, credential, at FROM door_proofs WHERE id = ? AND "
+        "SELECT provider, customer, credential, at, proof FROM door_proofs WHERE id = ? AND "
         "action = 'depart'",
         (proof_id,),
     )
     if not rows:
         raise HTTPException(404)
-    provider, customer, credential_id, depart_at = (str(rows[0][0]), str(rows[0][1]),
-                                                    str(rows[0][2]), int(rows[0][3]))  # fmt: skip
+    provider, customer, credential_id = str(rows[0][0]), str(rows[0][1]), str(rows[0][2])
+    depart_at = int(rows[0][3])
     arrive = store.execute(
-        "SELECT id, at FROM door_proofs WHERE credential = ? AND customer = ? AND "
+        "SELECT id, at, proof FROM door_proofs WHERE credential = ? AND customer = ? AND "
         "action = 'arrive' AND at <= ? ORDER BY at DESC, id DESC LIMIT 1",
         (credential_id, customer, depart_at),
     )
-    arrive_id, arrive_at = int(arrive[0][0]), int(arrive[0][1])
-    day = datetime.fromtimestamp(depart_at / 1000, timezone.utc).astimezone(STOCKHOLM)
-    allowed = {
-        code for code, _ in activities_for(store, provider, customer, day.date().isoformat())
-    }
+    arrive_id = int(arrive[0][0])
+    # the times the rules see too (kvitto.verify.door_proofs.door_time): a device's signed
+    # time, a sticker's server time
+    start = door_time({"at": int(arrive[0][1]), "proof": json.loads(arrive[0][2])})
+    end = door_time({"at": depart_at, "proof": json.loads(rows[0][4])})
+    start, day = start.astimezone(STOCKHOLM), end.astimezone(STOCKHOLM)
+    allowed = {c for c, _ in activities_for(store, provider, customer, day.date().isoformat())}
     chosen = [code for code in dict.fromkeys(codes) if code in allowed]
     if not chosen:
         return []
@@ -535,7 +538,6 @@ def register_activities(
     assert credential is not None
     municipality = str(store.execute("SELECT municipality FROM providers WHERE id = ?",
                                      (provider,))[0][0])  # fmt: skip
-    start = datetime.fromtimestamp(arrive_at / 1000, timezone.utc).astimezone(STOCKHOLM)
     month = f"{day:%Y-%m}"
     made = []
     for code in chosen:

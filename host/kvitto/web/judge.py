@@ -28,12 +28,14 @@ from kvitto.verify.check import (
     clock_ahead_issues,
     verify_loaded,
 )
+from kvitto.verify.door_proofs import add_presences, door_presences
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile
 from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
 from kvitto.verify.workdays import month_bounds, parse_month
 from kvitto.web.claims import apply_records, stored_rows, to_claims
 from kvitto.web.deadlines import nearest
+from kvitto.web.door_bundle import door_entries
 from kvitto.web.records import CLAIM_KINDS, records
 
 
@@ -140,6 +142,8 @@ def judge(
         registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
     )
     evidence.issues.extend(clock_ahead_issues(received, int(i5.get("receive_tolerance_s", 300))))
+    # staff phones at the door (kvitto.web.door): their visits, verified when confirmed
+    add_presences(evidence, door_presences(door_entries(store, provider, month), registry))
     case = Case(path=Path("."), registry=registry, orders=orders, claims=claims,
                 evidence_path=None)  # fmt: skip
     result = verify_loaded(case, profile, month, evidence)

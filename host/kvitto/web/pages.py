@@ -59,8 +59,12 @@ from kvitto.web.settings import Settings
 
 HOME = {"coordinator": "/avvikelser", "auditor": "/uppfoljning", "admin": "/admin"}
 NAV = {
-    "coordinator": [("/dag", "Dagsöversikt"), ("/avvikelser", "Avvikelser"), ("/manad", "Månad"),
-                    ("/telefoner", "Telefoner")],
+    "coordinator": [
+        ("/dag", "Dagsöversikt"),
+        ("/avvikelser", "Avvikelser"),
+        ("/manad", "Månad"),
+        ("/telefoner", "Telefoner"),
+    ],
     "auditor": [("/uppfoljning", "Uppföljning"), ("/logg", "Logg")],
     "admin": [("/admin", "Användare och register"), ("/logg", "Logg")],
 }
@@ -268,7 +272,8 @@ def _claim_page(request: Request, scope: Scope, claim_id: str, provider: str, **
         request, "claim.html", scope.user, status=extra.pop("status", 200), provider=provider,
         month=month, claim=claim, row=row, findings=own, events=events,
         history=scope.history(provider, claim_id), activities=profile.activities,
-        deadline=_deadline(scope, provider, claim, month), **extra,
+        deadline=_deadline(scope, provider, claim, month),
+        door=scope.door_evidence(provider, claim_id), **extra,
     )  # fmt: skip
 
 
@@ -536,7 +541,8 @@ def _visit_page(request: Request, scope: Scope, provider: str, claim_id: str, **
                             claim.end + timedelta(hours=2))  # fmt: skip
     return render(request, "visit.html", scope.user, status=extra.pop("status", 200),
                   provider=provider, month=month, claim=claim, row=row, findings=findings,
-                  events=events, history=scope.history(provider, claim_id), **extra)  # fmt: skip
+                  events=events, history=scope.history(provider, claim_id),
+                  door=scope.door_evidence(provider, claim_id), **extra)  # fmt: skip
 
 
 @page("coordinator", "auditor")

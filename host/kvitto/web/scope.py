@@ -328,6 +328,49 @@ class Scope:
                                  None if chain_ok is None else int(chain_ok), signature))  # fmt: skip
         return out
 
+    def door_evidence(self, provider: str, claim_id: str) -> list[dict[str, Any]]:
+        """The door proofs a claim registered at the door rests on (kvitto.web.door), each
+        re-checked now: the door's URL with its device's key or its sticker's keys, and the
+        passkey's assertion bound to it."""
+        from kvitto.evidence.door import DoorProof, verify_door_proof
+
+        ids = sorted({int(p) for r in self.history(provider, claim_id)
+                      if r.kind == "register" and r.body.get("via") == "door"
+                      for p in r.body.get("proofs", [])})  # fmt: skip
+        if not ids:
+            return []
+        rows = self.store.execute(
+            "SELECT id, action, at, customer, credential, proof FROM door_proofs WHERE "
+            f"provider = ? AND id IN ({', '.join('?' * len(ids))}) ORDER BY at, id",
+            (provider, *ids),
+        )
+        out = []
+        for proof_id, action, at, customer, credential, text in rows:
+            proof = DoorProof.from_json(json.loads(text))
+            door = proof.url.partition("?")[0].rsplit("/", 1)[-1]
+            status = "ok"
+            try:
+                if proof.kind == "device":
+                    key = self.store.execute(
+                        "SELECT public_key FROM devices WHERE id = ? AND customer = ?",
+                        (door, customer),
+                    )
+                    verify_door_proof(proof, device_key=bytes(key[0][0]) if key else None)
+                else:
+                    keys = self.store.execute(
+                        "SELECT meta_key, file_key FROM stickers WHERE id = ? AND customer = ?",
+                        (door, customer),
+                    )
+                    if not keys:
+                        raise KvittoError(f"sticker {door} is not {customer}'s")
+                    verify_door_proof(proof, sticker_keys=(bytes(keys[0][0]), bytes(keys[0][1])))
+            except KvittoError:
+                status = "bad"
+            out.append({"id": int(proof_id), "action": str(action), "at": moment(int(at)),
+                        "kind": proof.kind, "door": door, "credential": str(credential),
+                        "status": status})  # fmt: skip
+        return out
+
     # -- the day board ------------------------------------------------------------------
 
     def day(self, day: date, after: str = "") -> dict[str, Any]:
