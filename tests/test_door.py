@@ -37,7 +37,7 @@ def clock() -> Clock:
     return Clock()
 
 
-def client_for(world, clock):  # noqa: ANN001, ANN201
+def client_for(world, clock, base: str = BASE):  # noqa: ANN001, ANN201
     from kvitto.web.app import create_app
 
     with warnings.catch_warnings():
@@ -45,7 +45,7 @@ def client_for(world, clock):  # noqa: ANN001, ANN201
         from starlette.testclient import TestClient
 
         app = create_app(world.store, secret=b"door-secret-door-secret-door-se", clock=clock)
-        return TestClient(app, base_url=BASE, follow_redirects=False)
+        return TestClient(app, base_url=base, follow_redirects=False)
 
 
 def secret_of(device: str) -> bytes:
@@ -275,3 +275,63 @@ def base64url_encode(data: bytes) -> str:
     import base64
 
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def test_provision_sticker_records_it_and_its_sun_template_reads_at_the_door(world, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from kvitto.cli import cli
+
+    https = "https://testserver"
+    made = CliRunner().invoke(cli, [
+        "provision-sticker", "--sticker", "st-1001", "--customer", "c-1001",
+        "--uid", "04:11:22:33:44:55:66", "--url-base", https, "--store", world.url,
+        "--pki", str(tmp_path / "pki"), "--show-keys", "--format", "json",
+    ])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    out = json.loads(made.output)
+    assert out["url_template"] == f"{https}/t/s/st-1001?e={'0' * 32}&c={'0' * 16}"
+    sticker = Sticker("st-1001", https, uid=bytes.fromhex("04112233445566"),
+                      meta_key=bytes.fromhex(out["keys"]["1"]),
+                      file_key=bytes.fromhex(out["keys"]["2"]))  # fmt: skip
+    url = sticker.read()
+    # the offsets point at e= and c= in the NDEF file (NLEN, record header, URL after https://)
+    ndef = bytes(2) + bytes((0xD1, 0x01, 0, 0x55, 0x04)) + url[len("https://") :].encode()
+    picc, mac = out["offsets"]["picc_data"], out["offsets"]["sdm_mac"]
+    assert ndef[picc : picc + 32].decode() == url.split("e=")[1][:32]
+    assert ndef[mac : mac + 16].decode() == url.split("c=")[1]
+    clock = Clock()
+    office = client_for(world, clock, https)
+    login(office, "samordnare-p1")
+    page = post(office, "/telefoner/lank", {"staff": "s-46"}, page="/telefoner")
+    link = page.text.split('id="enrol-link">')[1].split("<")[0]
+    phone = client_for(world, clock, https)
+    form = phone.get(link)
+    passkey = SoftPasskey("testserver", https)
+    phone.post(link, data={"csrftoken": csrf_of(form.text),
+                           "credential": passkey.register(options_of(form.text))})  # fmt: skip
+    _, arrived = tap(world, clock, url, passkey, phone)
+    assert "Ankomst registrerad" in arrived.text
+    import subprocess
+    import sys
+
+    again = subprocess.run([sys.executable, "-m", "kvitto",
+        "provision-sticker", "--sticker", "st-1001", "--customer", "c-1002",
+        "--uid", "04:11:22:33:44:55:67", "--url-base", https, "--store", world.url,
+        "--pki", str(tmp_path / "pki"),
+    ], capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 2 and "c-1001's already" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_phone_pages_are_the_coordinators_only(world):
+    clock = Clock()
+    anonymous = client_for(world, clock)
+    assert anonymous.get("/telefoner").status_code == 303
+    for name in ("uppfoljare-huddinge", "admin"):
+        other = client_for(world, clock)
+        login(other, name)
+        assert other.get("/telefoner").status_code == 404
+        assert post(other, "/telefoner/lank", {"staff": "s-99"}, page="/logg").status_code == 404

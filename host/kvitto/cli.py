@@ -150,6 +150,24 @@ def provision(
     run_provision(request, output_format)
 
 
+@cli.command("provision-sticker")
+@click.option("--sticker", "sticker_id", required=True, help="Sticker id, e.g. st-1002.")
+@click.option("--customer", required=True, help="Customer pseudonym, e.g. c-1002.")
+@click.option("--uid", required=True, help="The NTAG 424 DNA's 7-byte UID (hex).")
+@click.option("--url-base", required=True, help="kvitto serve's public https:// address.")
+@_REGISTRY
+@click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder.")
+@click.option("--show-keys", is_flag=True, help="Print the keys to personalise the sticker.")
+@_FORMAT
+def provision_sticker(sticker_id, customer, uid, url_base, store_url, pki_dir, show_keys,
+                      output_format) -> None:  # fmt: skip
+    """Record an NTAG 424 DNA sticker as a customer's door tag; print its SUN URL template."""
+    from kvitto.install.sticker import run_provision_sticker
+
+    run_provision_sticker(store_url, pki_dir, sticker_id, customer, uid, url_base, show_keys,
+                          output_format)  # fmt: skip
+
+
 @cli.command()
 @_REGISTRY
 @click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder (credential salt).")
