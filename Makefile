@@ -32,7 +32,8 @@ test: setup lint
 
 # The web pages at 1280 and 390 px, as the browser tests see them (needs /usr/bin/chromium).
 screenshots: $(STAMP)
-	KVITTO_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:cacheprovider tests/test_web_browser.py
+	KVITTO_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:cacheprovider tests/test_web_browser.py \
+	  tests/test_door_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check host tests bench
