@@ -335,3 +335,45 @@ def test_phone_pages_are_the_coordinators_only(world):
         login(other, name)
         assert other.get("/telefoner").status_code == 404
         assert post(other, "/telefoner/lank", {"staff": "s-99"}, page="/logg").status_code == 404
+
+
+def test_an_activity_allowed_away_is_registered_without_a_tap(world):
+    from kvitto.store.registry import Order
+
+    Registry(world.store).add_order(Order("c-1003", "ledsagning", 600, "2026-11-01", ""))
+    clock = Clock()
+    passkey = enrol(world, clock, "samordnare-p1", "s-47")
+    phone = client_for(world, clock)
+    page = phone.get("/borta")
+    assert page.status_code == 200
+    confirmed = phone.post("/borta", data={"csrftoken": csrf_of(page.text),
+                                           "credential": passkey.assert_(options_of(page.text))})  # fmt: skip
+    assert confirmed.status_code == 200 and "s-47" in confirmed.text
+    assert 'value="ledsagning"' in confirmed.text and 'value="omsorg"' not in confirmed.text
+    token = csrf_of(confirmed.text)
+    # an activity that needs the door is not offered, and refused when posted
+    refused = phone.post("/borta", data={"csrftoken": token, "customer": "c-1001",
+                                         "insats": "omsorg", "start": "08:00", "end": "09:00"})  # fmt: skip
+    assert refused.status_code == 400
+    later = phone.post("/borta", data={"csrftoken": token, "customer": "c-1003",
+                                       "insats": "ledsagning", "start": "09:00", "end": "11:00"})  # fmt: skip
+    assert later.status_code == 400  # ends after now (10:00)
+    done = phone.post("/borta", data={"csrftoken": token, "customer": "c-1003",
+                                      "insats": "ledsagning", "start": "08:00", "end": "09:30"})  # fmt: skip
+    assert done.status_code == 200 and "Registrerat" in done.text
+    claim = world.store.execute(
+        "SELECT claim_id FROM records WHERE kind = 'register' AND customer = 'c-1003'"
+    )[-1][0]
+    rules = {r[0] for r in world.store.execute(
+        "SELECT rule FROM verdicts WHERE claim_id = ?", (claim,))}  # fmt: skip
+    assert not [rule for rule in rules if rule.startswith("E")], rules  # E2: no tap needed
+    # the session is spent: the form is good once
+    again = phone.post("/borta", data={"csrftoken": token, "customer": "c-1003",
+                                       "insats": "ledsagning", "start": "08:00", "end": "09:30"})  # fmt: skip
+    assert again.status_code == 403
+    # a passkey nobody enrolled gets no form
+    stranger = client_for(world, clock)
+    page = stranger.get("/borta")
+    answer = SoftPasskey("testserver", BASE).assert_(options_of(page.text))
+    no = stranger.post("/borta", data={"csrftoken": csrf_of(page.text), "credential": answer})
+    assert no.status_code == 403

@@ -192,3 +192,21 @@ def test_a_sticker_at_the_door_says_its_evidence_is_weaker(office, phone, world,
     phone.get_by_label("Omsorg").check()
     phone.get_by_role("button", name="Registrera insatserna").click()
     expect(phone.get_by_role("status")).to_contain_text("Registrerat")
+
+
+def test_an_activity_allowed_away_is_registered_by_passkey_without_a_tap(office, phone, world):
+    from kvitto.store.registry import Order, Registry
+
+    CLOCK.now = NOW + timedelta(hours=2)
+    Registry(world.store).add_order(Order("c-1003", "ledsagning", 600, "2026-11-01", ""))
+    enrol(office, phone, "s-53")
+    phone.goto("/borta")
+    phone_check(phone, "borta")
+    phone.get_by_role("button", name="Bekräfta med nyckel").click()
+    phone.get_by_label("Kund").select_option("c-1003")
+    phone.get_by_label("Insats").select_option("ledsagning")
+    phone.get_by_label("Start").fill("10:00")
+    phone.get_by_label("Slut").fill("11:30")
+    phone_check(phone, "borta-formular")
+    phone.get_by_role("button", name="Registrera").click()
+    expect(phone.get_by_role("status")).to_contain_text("Registrerat")
