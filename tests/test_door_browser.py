@@ -134,7 +134,8 @@ def secret_of(device: str) -> bytes:
 
 
 def test_enrol_arrive_depart_activities_claim_with_a_tag_mode_device(office, phone, world,
-                                                                      base_url, micropython):  # fmt: skip
+                                                                      base_url, micropython,
+                                                                      tmp_path):  # fmt: skip
     enrol(office, phone, "s-51", shots=True)
     CLOCK.now = NOW
     urls = device_urls(micropython, secret_of("tag-1001"), "tag-1001", base_url,
@@ -174,6 +175,25 @@ def test_enrol_arrive_depart_activities_claim_with_a_tag_mode_device(office, pho
     expect(office.locator("#door")).to_contain_text("giltiga")
     expect(office.locator(".history")).to_contain_text("registrerad vid dörren med telefon")
     check(office, "dorr-registrering")
+
+    # the month's case bundle carries the phone proofs: kvitto verify re-checks them offline
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    office.goto("/manad/2026-11")
+    with office.expect_download() as download:
+        office.get_by_role("link", name="Ärendepaket för kommunen (zip)").click()
+    zipfile.ZipFile(download.value.path()).extractall(tmp_path)
+    case = tmp_path / "case-p-1-2026-11"
+    report = json.loads(subprocess.run(
+        [sys.executable, "-m", "kvitto", "verify", str(case), "--profile", "huddinge",
+         "--month", "2026-11"], capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert report["counts"]["door_verified"] == report["counts"]["door_proofs"] == 2
+    assert [f["rule"] for f in report["findings"] if f["claim_id"] == f"d-{proof}-omsorg"] == [
+        "D4"
+    ]
 
 
 def test_a_sticker_at_the_door_says_its_evidence_is_weaker(office, phone, world, base_url):
