@@ -17,6 +17,7 @@ from web_support import NOW, build_world, csrf_of, login, post
 from kvitto.store.registry import Registry
 
 BASE = "http://testserver"
+LAST_POST: dict = {}  # the last confirmation tap() posted, to post it again
 
 
 class Clock:
@@ -79,6 +80,7 @@ def tap(world, clock, url: str, passkey: SoftPasskey, phone=None):  # noqa: ANN0
         return phone, page
     answer = passkey.assert_(options_of(page.text))
     read = page.text.split('name="read" value="')[1].split('"')[0]
+    LAST_POST["data"] = {"csrftoken": csrf_of(page.text), "read": read, "credential": answer}
     return phone, phone.post("/t/bekrafta", data={"csrftoken": csrf_of(page.text),
                                                   "read": read, "credential": answer})  # fmt: skip
 
@@ -102,6 +104,9 @@ def test_enrol_arrive_depart_activities_make_a_claim_the_coordinator_sees(world,
     phone, arrived = tap(world, clock, urls[0], passkey)
     assert arrived.status_code == 200 and "Ankomst registrerad" in arrived.text
     assert 'class="door arrive"' in arrived.text
+    # the same confirmation posted again: that read has its proof already
+    again = phone.post("/t/bekrafta", data=LAST_POST["data"])
+    assert again.status_code == 403 and "Ankomst registrerad" not in again.text
     clock.now = NOW + timedelta(minutes=3)  # the second URL is still within the tolerance
     phone, departed = tap(world, clock, urls[1], passkey, phone)
     assert "Avgång registrerad" in departed.text and 'class="door depart"' in departed.text
