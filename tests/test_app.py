@@ -388,3 +388,57 @@ asyncio.run(script())
     )
     assert "built [True, True] restarts 1 linked True" in out
     assert '2 1 health - [["error", "signing"], ["task", "link"]]' in journal_of(out)
+
+
+def test_health_reports_at_boot_and_each_interval_and_one_unsent_at_most(micropython, tmp_path):
+    """Issue #22: a health report at boot and every health_s; while the last one is unsent the
+    next waits (reports never fill the journal that visits need), then the freshest one goes."""
+    out = micropython(
+        app_prelude("tag", tmp_path / "flash.img")
+        + """
+settings["health_s"] = 60
+app = App(settings, board, sim, clock=Clock(ticks), link=False)
+class Online:  # the link's face the report needs: connected or not (test_link runs the real one)
+    def __init__(self):
+        self.client = self
+        self.connected = False
+    def notify(self):
+        pass
+def reports():
+    out = []
+    for seq in range(app.journal.acked + 1, app.journal.next_seq):
+        fields = cbor.decode(app.journal.get(seq))
+        if fields[7] == "health" and "fw" in fields.get(10, {}):
+            out.append((seq, fields[10]))
+    return out
+async def script():
+    asyncio.create_task(app.run())
+    await asyncio.sleep_ms(300)
+    app.link = Online()
+    ticks.advance(5000)
+    await asyncio.sleep_ms(600)
+    print("offline", len(reports()))
+    app.link.connected = True
+    await asyncio.sleep_ms(600)
+    [(seq, x)] = reports()
+    print("first", sorted(x))
+    print("values", x["fw"], x["reset"], x["reader"], x["resets"], x["backlog"], x["fill"])
+    print("heap", x["heap_min"] <= x["heap"] or x["heap_min"] > 0)
+    ticks.advance(120000)
+    await asyncio.sleep_ms(600)
+    print("unsent", len(reports()))
+    app.journal.ack(seq)
+    await asyncio.sleep_ms(600)
+    fresh = app._report_seq
+    print("after ack", fresh > seq, "fw" in cbor.decode(app.journal.get(fresh))[10])
+asyncio.run(script())
+"""
+    )
+    assert "offline 0" in out
+    assert (
+        "first ['backlog', 'fill', 'fw', 'heap', 'heap_min', 'reader', 'reset', 'resets']" in out
+    )
+    assert "values 0.1.0 power ok 0 1 0" in out or "values 0.1.0 power ok 0 1 1" in out, out
+    assert "heap True" in out
+    assert "unsent 1" in out
+    assert "after ack True True" in out

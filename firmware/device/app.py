@@ -33,6 +33,8 @@ _NTP_EVERY_MS = const(21600000)  # 6 h
 _NTP_RETRY_MS = const(60000)
 _RESTART_PAUSE_MS = const(1000)
 _BLINK_MS = const(500)
+_FIRST_REPORT_MS = const(5000)  # the boot's health report, once the reader has had its start
+_REPORT_FILL = const(50)  # a journal this full keeps its room for visits: no health reports
 
 
 def _join(root, name):
@@ -76,6 +78,9 @@ class App:
         self.tasks = {}
         self.restarts = 0
         self.shedding = False  # memory low: tag mode and log lines are off (device.board.memory)
+        self.health_ms = settings["health_s"] * 1000
+        self._report_seq = 0  # the last health report journaled (the next waits for its ack)
+        self._report_next = time.ticks_add(self.clock.ticks(), _FIRST_REPORT_MS)
         self.reader = None
         self.link = None
         self._want_link = link
@@ -188,9 +193,54 @@ class App:
             self.lock.relock_ms = settings["lock"]["relock_ms"]
         if self.alarm is not None:
             self.alarm.answer_ms = settings["alarm"]["answer_s"] * 1000
+        self.health_ms = settings["health_s"] * 1000
         if "tag_mode" in x and self.reader is not None:
             self.reader.tag_mode = self._make_tag_mode()
         self.record("health", None, {"config": x})
+
+    # -- the health report (issue #22; docs/formats-v1-additions.md, `health` with `fw`)
+    def health_report(self):
+        """The fields of a periodic `health` event: firmware, reset cause, heap (free and the
+        least seen), journal backlog and fill, seconds since the last clock sync (absent: never
+        synced in this boot), reader state and recoveries; Wi-Fi signal, tamper input and supply
+        voltage where the board has them."""
+        journal = self.journal
+        reader = self.reader
+        if reader is not None:
+            state, resets = reader.state(), reader.resets
+        else:
+            state, resets = ("starting" if "reader" in self.stale_ms else "failed"), 0
+        report = {"fw": device.VERSION, "reset": self.hal.reset_cause(), "heap": memory.free(),
+                  "heap_min": memory.least_free(), "backlog": journal.next_seq - 1 - journal.acked,
+                  "fill": journal.fill(), "reader": state, "resets": resets}
+        sync = self.clock.quality()[1]
+        if sync is not None:
+            report["sync_s"] = sync
+        for name in ("rssi", "supply_mv"):
+            read = getattr(self.hal, name, None)
+            value = read() if read is not None else None
+            if value is not None:
+                report[name] = value
+        if self.hal.has_input("tamper"):
+            report["tamper"] = bool(self.hal.input("tamper").value())
+        return report
+
+    def _report_due(self):
+        """At boot and every health_s, while the link is connected. Reports never crowd visits
+        out of the journal: none while offline or while the journal is half full, and at most
+        one unsent (the next waits for the collector's ack of the last, and is the freshest one
+        then)."""
+        now = self.clock.ticks()
+        if time.ticks_diff(now, self._report_next) < 0:
+            return False
+        link = self.link
+        if link is None or not link.client.connected:
+            return False
+        journal = self.journal
+        if self._report_seq > journal.acked or journal.fill() >= _REPORT_FILL:
+            return False
+        self._report_next = time.ticks_add(now, self.health_ms)
+        return True
 
     def handlers(self):
         handlers = {"time": self.on_time, "config": self.on_config}
@@ -371,7 +421,9 @@ class App:
             except MemoryError:
                 memory.exhausted()
             try:
-                if self.journal.health_due():
+                if self._report_due():
+                    self._report_seq = self.record("health", None, self.health_report())
+                elif self.journal.health_due():
                     # 80 % full, or events lost while full: the host must hear of it
                     self.record("health", None, self.journal.health())
             except Exception as error:

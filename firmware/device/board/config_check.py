@@ -15,7 +15,7 @@ from device.board.errors import ConfigError
 
 ROLES = ("tag", "lock", "alarm")
 _TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "wifi", "lock",
-        "alarm", "visits", "tag_mode")
+        "alarm", "visits", "tag_mode", "health_s")
 _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Defaults for the role sections; every value may be overridden in the file.
 LOCK_DEFAULTS = {"relock_ms": 8000}  # unlocked but the door never opened: lock again
@@ -29,7 +29,9 @@ COMMAND_SETTINGS = {
     "relock_ms": ("lock", ("lock",)),
     "answer_s": ("alarm", ("alarm",)),
     "tag_mode": (None, ROLES),
+    "health_s": (None, ROLES),
 }
+HEALTH_S = 900  # a health report every 15 minutes (issue #22), and one at boot
 
 
 def _fail(source, field, problem):
@@ -147,6 +149,7 @@ def validate(settings, source):
     if not isinstance(tag_mode, bool):
         _fail(source, "tag_mode", "must be true or false, got %r" % (tag_mode,))
     out["tag_mode"] = tag_mode
+    out["health_s"] = _integer(source, "health_s", settings.get("health_s", HEALTH_S), 60, 86400)
     return out
 
 

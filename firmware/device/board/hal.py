@@ -221,6 +221,16 @@ class MachineHal:
         station = getattr(self, "_station", None)
         return station is not None and station.isconnected()
 
+    def rssi(self):
+        """The Wi-Fi signal in dBm, None while not joined (or on wired Ethernet)."""
+        station = getattr(self, "_station", None)
+        if station is None or not station.isconnected():
+            return None
+        try:
+            return station.status("rssi")
+        except Exception:
+            return None
+
 
 class Debounced:
     """An input read by polling, reporting a change only once it has held for `stable_ms`

@@ -15,7 +15,11 @@ loaded only when config.json turns it on.
 import asyncio
 import time
 
+from micropython import const
+
 from device.drivers import pn532
+
+_FAILED_BACKOFF_MS = const(60000)  # resets keep failing: try once a minute, report "failed"
 
 
 def credential_id(salt, raw):
@@ -82,6 +86,13 @@ class Reader:
             except Exception:
                 pass  # a failing reporter must not stop the reader
 
+    def state(self):
+        """"ok"; "recovering" while the PN532 is being reset; "failed" once resets keep failing
+        and the reader waits the longest back-off (a minute) between attempts."""
+        if self.ready:
+            return "ok"
+        return "failed" if self._backoff_ms >= _FAILED_BACKOFF_MS else "recovering"
+
     # life cycle
     def start(self):
         """Initialise the PN532 (firmware version, SAM, bounded retries)."""
@@ -97,7 +108,7 @@ class Reader:
             self.nfc.hard_reset()
             self.start()
         except Exception as error:
-            self._backoff_ms = min(60000, max(1000, self._backoff_ms * 2))
+            self._backoff_ms = min(_FAILED_BACKOFF_MS, max(1000, self._backoff_ms * 2))
             self._health({"reader": "down", "resets": self.resets, "error": str(error)[:40]})
             return False
         self._backoff_ms = 0

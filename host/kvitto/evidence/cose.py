@@ -39,6 +39,7 @@ CONFIG_SETTINGS = {
     "relock_ms": "uint",
     "answer_s": "uint",
     "tag_mode": "bool",
+    "health_s": "uint",
 }
 VIA_CREDENTIAL = frozenset({"badge", "ntag424", "phone", "lock"})
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")

@@ -33,6 +33,7 @@ CONFIG_ROLES = {
     "relock_ms": ("lock",),
     "answer_s": ("alarm",),
     "tag_mode": ("tag", "lock", "alarm"),
+    "health_s": ("tag", "lock", "alarm"),
 }
 
 
