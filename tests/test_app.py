@@ -436,7 +436,8 @@ asyncio.run(script())
     )
     assert "offline 0" in out
     assert (
-        "first ['backlog', 'fill', 'fw', 'heap', 'heap_min', 'reader', 'reset', 'resets']" in out
+        "first ['backlog', 'every_s', 'fill', 'fw', 'heap', 'heap_min', 'reader', 'reset', "
+        "'resets']" in out
     )
     assert "values 0.1.0 power ok 0 1 0" in out or "values 0.1.0 power ok 0 1 1" in out, out
     assert "heap True" in out

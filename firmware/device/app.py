@@ -200,10 +200,11 @@ class App:
 
     # -- the health report (issue #22; docs/formats-v1-additions.md, `health` with `fw`)
     def health_report(self):
-        """The fields of a periodic `health` event: firmware, reset cause, heap (free and the
-        least seen), journal backlog and fill, seconds since the last clock sync (absent: never
-        synced in this boot), reader state and recoveries; Wi-Fi signal, tamper input and supply
-        voltage where the board has them."""
+        """The fields of a periodic `health` event: firmware, the report interval (the host's
+        "silent" alert counts in it), reset cause, heap (free and the least seen), journal
+        backlog and fill, seconds since the last clock sync (absent: never synced in this boot),
+        reader state and recoveries; Wi-Fi signal, tamper input and supply voltage where the
+        board has them."""
         journal = self.journal
         reader = self.reader
         if reader is not None:
@@ -212,7 +213,8 @@ class App:
             state, resets = ("starting" if "reader" in self.stale_ms else "failed"), 0
         report = {"fw": device.VERSION, "reset": self.hal.reset_cause(), "heap": memory.free(),
                   "heap_min": memory.least_free(), "backlog": journal.next_seq - 1 - journal.acked,
-                  "fill": journal.fill(), "reader": state, "resets": resets}
+                  "fill": journal.fill(), "reader": state, "resets": resets,
+                  "every_s": self.health_ms // 1000}
         sync = self.clock.quality()[1]
         if sync is not None:
             report["sync_s"] = sync

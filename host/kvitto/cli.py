@@ -652,6 +652,25 @@ def _web_commands() -> None:
 _web_commands()
 
 
+@cli.command()
+@_STORE
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json", "prometheus"]), default="text"
+)
+@click.option("--current", default=None, help="The current release (default: the newest any "
+              "device reports); a device behind it is in alert.")  # fmt: skip
+@click.option("--backlog", "backlog_limit", type=int, default=100, show_default=True,
+              help="Unsent events in a device's journal above this: alert.")  # fmt: skip
+def fleet(store_url, output_format, current, backlog_limit) -> None:
+    """One line per device from its signed health reports; exit status 1 if any is in alert
+    (silent, reader failed, backlog, clock unsynced > 24 h, version behind)."""
+    from kvitto.collect.intake import now_ms
+    from kvitto.fleet.status import run_fleet
+
+    if run_fleet(store_url, output_format, current, backlog_limit, now_ms()):
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="kvitto", standalone_mode=False)
