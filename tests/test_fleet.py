@@ -66,9 +66,10 @@ def alerts(store, now_s: int, **options) -> dict[str, list[str]]:
 
 
 def received_s(store, device: str) -> int:
-    return store.execute("SELECT MAX(received_at) FROM events WHERE device = ?", (device,))[0][
-        0
-    ] // 1000
+    return (
+        store.execute("SELECT MAX(received_at) FROM events WHERE device = ?", (device,))[0][0]
+        // 1000
+    )
 
 
 def test_each_alert_is_raised_by_a_report_and_cleared_by_the_next(store, fleet):

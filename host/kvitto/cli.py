@@ -671,6 +671,35 @@ def fleet(store_url, output_format, current, backlog_limit) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def release() -> None:
+    """Signed firmware releases: the offline release key, and signing an image with it."""
+
+
+@release.command("key")
+@click.option("--pki", "pki_dir", required=True, help="The organisation's key folder.")
+@_FORMAT
+def release_key(pki_dir, output_format) -> None:
+    """Create the release key (0600); its public half goes to devices at provisioning."""
+    from kvitto.fleet.release import run_release_key
+
+    run_release_key(pki_dir, output_format)
+
+
+@release.command("sign")
+@click.argument("image")
+@click.option("--pki", "pki_dir", required=True, help="The folder with release.key.")
+@click.option("--version", "version", required=True, help="The image's version, e.g. 0.2.0.")
+@click.option("--chip", default="esp32", show_default=True, help="The chip the image is for.")
+@click.option("--out", default=None, help="Manifest file (default: IMAGE.release).")
+@_FORMAT
+def release_sign(image, pki_dir, version, chip, out, output_format) -> None:
+    """Sign IMAGE: a manifest with its version, size, SHA-256 and chip."""
+    from kvitto.fleet.release import run_release_sign
+
+    run_release_sign(pki_dir, image, version, chip, out, output_format)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="kvitto", standalone_mode=False)

@@ -15,7 +15,7 @@ from device.board.errors import ConfigError
 
 ROLES = ("tag", "lock", "alarm")
 _TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "wifi", "lock",
-        "alarm", "visits", "tag_mode", "health_s")
+        "alarm", "visits", "tag_mode", "health_s", "release_public_key")
 _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Defaults for the role sections; every value may be overridden in the file.
 LOCK_DEFAULTS = {"relock_ms": 8000}  # unlocked but the door never opened: lock again
@@ -120,6 +120,9 @@ def validate(settings, source):
 
     out["salt"] = _hex(source, "salt", settings["salt"], 16, 64)
     out["org_public_key"] = _hex(source, "org_public_key", settings["org_public_key"], 32, 32)
+    release_key = settings.get("release_public_key")  # signed firmware updates (issue #22)
+    out["release_public_key"] = (None if release_key is None else
+                                 _hex(source, "release_public_key", release_key, 32, 32))
 
     ntp = settings.get("ntp", [])
     if not isinstance(ntp, list):

@@ -53,7 +53,7 @@ class DeviceStatus:
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """"1.2.3" -> (1, 2, 3); KvittoError for anything else (a release names a plain version)."""
+    """ "1.2.3" -> (1, 2, 3); KvittoError for anything else (a release names a plain version)."""
     parts = text.split(".")
     if not 1 <= len(parts) <= 4 or not all(part.isdigit() for part in parts):
         raise KvittoError(f"version {text!r}: write it as numbers with dots, e.g. 0.2.0")

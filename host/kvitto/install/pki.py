@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from kvitto.store.keys import (
     CREDENTIAL_SALT,
     OrgKeys,
     load_org,
+    write_private,
 )
 
 CA_KEY = "ca.key"
@@ -58,17 +58,6 @@ def _pkcs8_pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 (never briefly readable by others); refuse to overwrite."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KvittoError(f"{path}: exists already; refusing to overwrite a key") from None
-    with os.fdopen(fd, "wb") as stream:
-        os.fchmod(stream.fileno(), 0o600)  # umask could have narrowed it; never widened
-        stream.write(data)
 
 
 def ensure_org(pki_dir: Path) -> OrgKeys:
