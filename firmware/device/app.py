@@ -35,6 +35,7 @@ _RESTART_PAUSE_MS = const(1000)
 _BLINK_MS = const(500)
 _FIRST_REPORT_MS = const(5000)  # the boot's health report, once the reader has had its start
 _REPORT_FILL = const(50)  # a journal this full keeps its room for visits: no health reports
+_TRIAL_MS = const(600000)  # an updated firmware not confirmed in 10 min: reset, roll back
 
 
 def _join(root, name):
@@ -82,6 +83,10 @@ class App:
         self._report_seq = 0  # the last health report journaled (the next waits for its ack)
         self._report_next = time.ticks_add(self.clock.ticks(), _FIRST_REPORT_MS)
         self.reader = None
+        self.trial = None  # device.link.ota.Trial while an updated firmware is on trial
+        self._ota_state = _join(root, "ota.state")
+        self._boot_seq = 0
+        self._trial_since = 0
         self.link = None
         self._want_link = link
         self.lock = None
@@ -243,6 +248,40 @@ class App:
             return False
         self._report_next = time.ticks_add(now, self.health_ms)
         return True
+
+    # -- firmware updates (issue #22; device.link.ota, loaded only when needed)
+    def _trial_at_boot(self):
+        """After an update: the new firmware on trial, or a rollback to journal. The OTA code is
+        loaded only when its state file says an update happened."""
+        try:
+            os.stat(self._ota_state)
+        except OSError:
+            return
+        from device.link import ota
+
+        trial = ota.Trial.at_boot(self.hal.partitions(), self._ota_state, self.record)
+        if trial is None or trial.done:
+            device.forget("link.ota")
+            return
+        self.trial = trial
+        self._trial_since = self.clock.ticks()
+
+    def _judge_trial(self):
+        """The updated firmware keeps itself only once its self-test passes (reader running,
+        link up, this boot's first event journaled, sent and acknowledged by the collector);
+        a trial that does not get there in _TRIAL_MS resets the board and the bootloader rolls
+        back to the firmware before."""
+        reader = self.reader
+        reader_ok = "reader" not in self.stale_ms or (reader is not None and reader.ready)
+        link = self.link
+        if (reader_ok and link is not None and link.client.connected
+                and self.journal.acked >= self._boot_seq):
+            self.trial.confirm()  # type: ignore
+            self.trial = None
+            device.forget("link.ota")
+        elif time.ticks_diff(self.clock.ticks(), self._trial_since) > _TRIAL_MS:
+            self.log("update on trial failed its self-test: reset, the bootloader rolls back")
+            self.hal.reset()
 
     def handlers(self):
         handlers = {"time": self.on_time, "config": self.on_config}
@@ -422,6 +461,8 @@ class App:
                 self._watch_memory()
             except MemoryError:
                 memory.exhausted()
+            if self.trial is not None:
+                self._judge_trial()
             try:
                 if self._report_due():
                     self._report_seq = self.record("health", None, self.health_report())
@@ -440,7 +481,9 @@ class App:
         loop = asyncio.get_event_loop()
         loop.set_exception_handler(self._exception_handler)
         watchdog = self.hal.watchdog(self.watchdog_ms)
-        self.record("boot", None, {"reset": self.hal.reset_cause(), "fw": device.VERSION})
+        self._boot_seq = self.record("boot", None, {"reset": self.hal.reset_cause(),
+                                                    "fw": device.VERSION})
+        self._trial_at_boot()
         now = self.clock.ticks()
         for name in self.stale_ms:
             self.beats[name] = now

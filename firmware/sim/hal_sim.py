@@ -168,6 +168,14 @@ def _is_blank(path, block_size):
         return True
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 def mount_flash(path, board, mountpoint="/flash"):
     """Mount the board's littlefs image file at `mountpoint` (formatting a new or blank one)."""
     import vfs
@@ -226,6 +234,10 @@ class SimHal:
         self.fs_root = mount_flash(flash, board) if flash else ""
         self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or RESET_POWER
         _install_esp32()
+        self._ota_path = flash + ".ota" if flash else None
+        self._partitions = None
+        if self._ota_path and _exists(self._ota_path):
+            self.partitions()  # updated before: the bootloader chooses the slot at every start
 
 
     # -- the board's parts, as device.board.hal offers them
@@ -295,6 +307,29 @@ class SimHal:
 
     def reset_cause(self):
         return self._reset_cause if self._reset_cause in (RESET_POWER, RESET_WDT) else "other"
+
+    def partitions(self):
+        """sim.partition's esp32.Partition on `<flash image>.ota` (otadata and two app slots,
+        the board's partition table or a default one); the bootloader runs on first use."""
+        if self._partitions is None:
+            from sim import partition
+            from sim.flash import FileBlockDevice
+
+            table = self.board.get("partitions") or partition.DEFAULT_TABLE
+            slots = [entry for entry in table if entry["type"] == "app" or
+                     entry["subtype"] == "ota"]  # fmt: skip
+            end = max(entry["offset"] + entry["size"] for entry in slots)
+            base = min(entry["offset"] for entry in slots)
+            device = FileBlockDevice(self._ota_path, 4096, (end - base) // 4096)
+            partition.attach(device, slots)
+            partition.boot()
+            version = partition.running_version()
+            if version:
+                import device as firmware
+
+                firmware.VERSION = version  # the simulated image's: the sim "runs" it
+            self._partitions = partition.Partition
+        return self._partitions
 
     def network_start(self, ssid, password):
         pass  # the unix port's network is the host's (cut it with kvitto.netproxy)

@@ -221,6 +221,12 @@ class MachineHal:
         station = getattr(self, "_station", None)
         return station is not None and station.isconnected()
 
+    def partitions(self):
+        """esp32.Partition: the app slots and otadata for updates (device.link.ota)."""
+        import esp32
+
+        return esp32.Partition
+
     def rssi(self):
         """The Wi-Fi signal in dBm, None while not joined (or on wired Ethernet)."""
         station = getattr(self, "_station", None)
