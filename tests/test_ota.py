@@ -1,0 +1,151 @@
+"""Firmware updates on the device (issue #22), the real firmware code under the unix port on the
+simulated esp32.Partition: a tampered image, the wrong key, an older version, a truncated
+transfer, a replayed or skipped chunk are each refused with a journaled `health` event and leave
+the running firmware untouched; an update that never confirms itself is rolled back by the
+bootloader at the next reset, and one whose self-test passes is kept."""
+
+from __future__ import annotations
+
+import json
+
+from ota_support import RELEASE_PUBLIC, RELEASE_SEED, sim_image
+
+from kvitto.evidence.release import sign_release
+
+SIZE = 20_000
+OLD = sim_image("0.1.0", SIZE, 1)
+NEW = sim_image("0.2.0", SIZE, 2)
+
+PRELUDE = """
+import json, os, vfs, device
+from sim import partition
+from sim.flash import FileBlockDevice
+from device.evidence.journal import Journal
+from device.evidence import cbor, event
+from device.link import ota
+
+WORK = {work!r}
+TABLE = [
+    {{"name": "otadata", "type": "data", "subtype": "ota", "offset": 0, "size": 8192}},
+    {{"name": "ota_0", "type": "app", "subtype": "ota_0", "offset": 8192, "size": 32768}},
+    {{"name": "ota_1", "type": "app", "subtype": "ota_1", "offset": 40960, "size": 32768}},
+]
+PUBLIC = bytes.fromhex({public!r})
+OLD = {old!r}
+STATE = WORK + "/ota.state"
+partition.attach(FileBlockDevice(WORK + "/parts.img", 4096, 18), TABLE)
+Partition = partition.Partition
+for block in range(0, len(OLD), 4096):
+    Partition("ota_0").writeblocks(block // 4096, OLD[block:block + 4096])
+journal = Journal(WORK + "/journal")
+def record(kind, cred=None, x=None):
+    payload = event.build_payload("tag-0001", journal.next_seq, journal.boot, 0, kind,
+                                  journal.prev_hash, x=x)
+    return journal.append(payload)
+def events(first=1):
+    out = []
+    for seq in range(first, journal.next_seq):
+        fields = cbor.decode(journal.get(seq))
+        out.append([fields[7], fields.get(10)])
+    return out
+def boot():
+    partition.boot()
+    device.VERSION = partition.running_version()
+    return Partition(Partition.RUNNING).info()[4], device.VERSION
+def untouched():
+    running = Partition(Partition.RUNNING)
+    return (running.info()[4] == "ota_0" and ota.sha256_of(running, len(OLD)) ==
+            ota.sha256_of(Partition("ota_0"), len(OLD)) and partition._entries() == [])
+print("boot", boot())
+def update(manifest, image, chunks=None):
+    up = ota.Update(Partition, PUBLIC, "esp32", STATE, record)
+    try:
+        up.offer(manifest)
+        for index in (chunks if chunks is not None else range(up.chunks)):
+            up.chunk(index, image[index * ota.CHUNK:(index + 1) * ota.CHUNK])
+        up.finish()
+        return "installed"
+    except ota.Refused as error:
+        return "refused " + error.reason
+"""
+
+
+def run(micropython, tmp_path, body: str) -> list[str]:
+    work = tmp_path / "dev"
+    work.mkdir()
+    code = PRELUDE.format(work=str(work), public=RELEASE_PUBLIC.hex(), old=OLD) + body
+    return micropython(code).splitlines()
+
+
+def test_each_bad_update_is_refused_with_an_event_and_the_firmware_untouched(
+    micropython, tmp_path
+):
+    good = sign_release(RELEASE_SEED, NEW, "0.2.0", "esp32")
+    tampered = NEW[:5000] + bytes([NEW[5000] ^ 1]) + NEW[5001:]
+    cases = {
+        "tampered": (good, tampered, None),
+        "wrong key": (sign_release(bytes(32), NEW, "0.2.0", "esp32"), NEW, None),
+        "older": (sign_release(RELEASE_SEED, OLD, "0.0.9", "esp32"), OLD, None),
+        "truncated": (good, NEW, [0, 1, 2, 3]),
+        "replay": (good, NEW, [0, 1, 1]),
+        "gap": (good, NEW, [0, 2]),
+    }
+    body = ""
+    for name, (manifest, image, chunks) in cases.items():
+        body += (
+            f"first = journal.next_seq\n"
+            f"print({name!r} + '|' + update({manifest!r}, {image!r}, {chunks!r}) + '|' + "
+            f"json.dumps(events(first)) + '|' + str(untouched()))\n"
+            f"os.remove(STATE) if 'ota.state' in os.listdir(WORK) else None\n"
+        )
+    lines = run(micropython, tmp_path, body)
+    assert lines[0] == "boot ('ota_0', '0.1.0')"
+    results = {line.split("|")[0]: line.split("|")[1:] for line in lines[1:]}
+    expected = {"tampered": "hash", "wrong key": "signature", "older": "version",
+                "truncated": "truncated", "replay": "replay", "gap": "gap"}  # fmt: skip
+    for name, reason in expected.items():
+        outcome, journaled, untouched = results[name]
+        assert outcome == f"refused {reason}", name
+        [[kind, x]] = json.loads(journaled)  # exactly one event: the refusal
+        assert kind == "health" and x["ota"] == "refused" and x["reason"] == reason, name
+        assert untouched == "True", name  # running slot, its bytes and otadata as they were
+
+
+def test_an_update_that_never_confirms_is_rolled_back_and_one_that_does_is_kept(
+    micropython, tmp_path
+):
+    manifest = sign_release(RELEASE_SEED, NEW, "0.2.0", "esp32")
+    body = f"""
+print("install", update({manifest!r}, {NEW!r}))
+print("trial", boot(), partition.states[-1])
+trial = ota.Trial.at_boot(Partition, STATE, record)
+print("on trial", trial is not None and not trial.done)
+# the self-test never passes (no ack from the collector): the watchdog or the trial limit resets
+print("reset", boot(), partition.states[-1])
+trial = ota.Trial.at_boot(Partition, STATE, record)
+print("after", trial.done)
+print(json.dumps(events(journal.next_seq - 1)))
+print("again", update({manifest!r}, {NEW!r}))
+print("trial", boot())
+trial = ota.Trial.at_boot(Partition, STATE, record)
+trial.confirm()
+print("kept", boot(), partition.states[-1])
+print(json.dumps(events(journal.next_seq - 1)))
+print("floor", ota.floor(STATE))
+"""
+    lines = run(micropython, tmp_path, body)
+    assert json.loads(lines[6]) == [
+        ["health", {"fw": "0.1.0", "ota": "rolled-back", "refused": "0.2.0"}]
+    ]
+    assert json.loads(lines[10]) == [["health", {"fw": "0.2.0", "ota": "valid"}]]
+    assert lines[1:6] + lines[7:10] + lines[11:] == [
+        "install installed",
+        "trial ('ota_1', '0.2.0') ota_1 pending",
+        "on trial True",
+        "reset ('ota_0', '0.1.0') ota_0 rollback",  # the bootloader found it still pending
+        "after True",
+        "again installed",
+        "trial ('ota_1', '0.2.0')",
+        "kept ('ota_1', '0.2.0') ota_1",  # confirmed: no rollback at this reset
+        "floor 0.2.0",
+    ]
