@@ -84,6 +84,7 @@ class App:
         self._report_next = time.ticks_add(self.clock.ticks(), _FIRST_REPORT_MS)
         self.reader = None
         self.trial = None  # device.link.ota.Trial while an updated firmware is on trial
+        self.update = None  # device.link.ota.Update while an image arrives
         self._ota_state = _join(root, "ota.state")
         self._boot_seq = 0
         self._trial_since = 0
@@ -283,8 +284,67 @@ class App:
             self.log("update on trial failed its self-test: reset, the bootloader rolls back")
             self.hal.reset()
 
+    async def on_ota(self, x):
+        """FORMATS additions `ota`: a signed release manifest; the image's chunks follow on the
+        cmd topic. Progress and refusals go back on the state topic (`ota N`, `ota refused R`);
+        a refusal is journaled too (device.link.ota)."""
+        from device.link import ota
+
+        update = self.update
+        if update is None:
+            update = ota.Update(self.hal.partitions(), self.settings.get("release_public_key"),
+                                self.board["chip"], self._ota_state, self.record)
+        try:
+            wanted = update.offer(x["manifest"])
+        except ota.Refused as error:
+            await self._say("ota refused " + error.reason)
+            return
+        self.update = update
+        await self._say("ota %d" % wanted)
+
+    async def on_ota_chunk(self, message):
+        update = self.update
+        if update is None:
+            await self._say("ota refused order")
+            return
+        from device.link import ota
+
+        index = int.from_bytes(message[4:8], "big")
+        try:
+            wanted = update.chunk(index, memoryview(message)[8:])
+        except ota.Refused as error:
+            if error.reason != "replay":
+                self.update = None
+            await self._say("ota refused %s %d" % (error.reason, update.next))
+            return
+        if wanted < update.chunks:
+            await self._say("ota %d" % wanted)  # acknowledged chunk by chunk
+            return
+        self.update = None
+        try:
+            version = update.finish()
+        except ota.Refused as error:
+            await self._say("ota refused " + error.reason)
+            return
+        await self._say("ota installed " + version)
+        asyncio.create_task(self._restart_soon())
+
+    async def _say(self, text):
+        link = self.link
+        if link is not None:
+            try:
+                await link.say(text)
+            except Exception as error:
+                self.log("state topic: %r" % (error,))
+
+    async def _restart_soon(self):
+        await asyncio.sleep_ms(_RESTART_PAUSE_MS)  # the state line and the event go out first
+        self.journal.close()
+        self.hal.reset()  # the bootloader starts the new image on trial
+
     def handlers(self):
-        handlers = {"time": self.on_time, "config": self.on_config}
+        handlers = {"time": self.on_time, "config": self.on_config, "ota": self.on_ota,
+                    "ota_chunk": self.on_ota_chunk}
         if self.lock is not None:
             from device.roles import wiring
 

@@ -287,6 +287,12 @@ class SimHal:
         pass  # the unix port's clock is the host's; device.link.clock keeps the offset
 
     def reset(self):
+        if self._control:
+            # a virtual board's process (kvitto.sim.board): end it as a reset ends the chip's
+            # run, from any task; the host starts it again on the same flash
+            sys.stderr.write("reset\n")
+            os.system("kill -TERM $PPID")
+            time.sleep_ms(1000)
         raise SimReset()
 
     def extra_tasks(self):

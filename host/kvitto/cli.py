@@ -700,6 +700,34 @@ def release_sign(image, pki_dir, version, chip, out, output_format) -> None:
     run_release_sign(pki_dir, image, version, chip, out, output_format)
 
 
+@cli.group()
+def ota() -> None:
+    """Firmware updates over the air (docs/fleet.md)."""
+
+
+@ota.command("push")
+@_STORE
+@click.option("--broker", required=True, help="mqtt://user:password@host:port (the collector's).")
+@click.option("--pki", "pki_dir", required=True, help="Key folder: command key, release.pub.")
+@click.option("--image", required=True, help="The firmware image.")
+@click.option("--manifest", default=None, help="Its signed manifest (default: IMAGE.release).")
+@_DEVICES
+@click.option("--all", "all_devices", is_flag=True, help="Every registered device.")
+@click.option("--canary", type=int, default=0, help="Update this many first; the rest only "
+              "once they run the new firmware, confirmed.")  # fmt: skip
+@click.option("--rate", type=float, default=200.0, show_default=True,
+              help="Chunks (2 KiB) a second in all: room for visit events meanwhile.")  # fmt: skip
+@_FORMAT
+def ota_push(store_url, broker, pki_dir, image, manifest, devices, all_devices, canary, rate,
+             output_format) -> None:  # fmt: skip
+    """Send a signed image; exit status 1 unless every device ends on it, confirmed."""
+    from kvitto.fleet.ota import run_push
+
+    if not run_push(store_url, broker, pki_dir, image, manifest, list(devices), all_devices,
+                    canary, rate, output_format):  # fmt: skip
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="kvitto", standalone_mode=False)

@@ -161,6 +161,11 @@ def _command_x(type, x):
                 raise CommandRefused("malformed", "each cred must be 16 bytes")
     elif type == "time":
         _x_uint(x, "t")
+    elif type == "ota":
+        # issue #22: x = {"manifest": the release manifest (device.evidence.release)}
+        manifest = x.get("manifest")
+        if not isinstance(manifest, bytes) or len(manifest) > 512:
+            raise CommandRefused("malformed", "manifest must be at most 512 bytes")
 
 
 def _x_uint(x, key):
@@ -204,7 +209,7 @@ def parse_command(message, org_public, device_id, last_seq, now):
     for name, value in (("seq", seq), ("expires", expires)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CommandRefused("malformed", "%s must be an unsigned integer" % name)
-    if type not in ("ack", "resend", "allow", "revoke", "time", "config"):
+    if type not in ("ack", "resend", "allow", "revoke", "time", "config", "ota"):
         raise CommandRefused("malformed", "unknown command type %r" % (type,))
     if not isinstance(x, dict):
         raise CommandRefused("malformed", "x must be a map")

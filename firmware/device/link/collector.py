@@ -172,6 +172,11 @@ class Link:
             "handler_errors": 0,
         }
 
+    async def say(self, text):
+        """A line on the device's state topic, not retained, QoS 0: an update's progress
+        (`ota 17`: chunk 17 wanted next), which the collector leaves alone."""
+        await self.client.publish(self.state_topic, text.encode(), False, 0)
+
     def notify(self):
         """Call after journal.append(): the publisher wakes at once instead of at its poll."""
         self._wake.set()
@@ -281,6 +286,15 @@ class Link:
 
     async def obey(self, message):
         """Verify and act on one command message; True if obeyed."""
+        if message[:4] == b"KVO1":
+            # a firmware chunk (device.link.ota): not a command, its bytes are checked against
+            # the signed release manifest before they are ever booted
+            handler = self.handlers.get("ota_chunk")
+            if handler is None:
+                self.stats["refused"] += 1
+                return False
+            await handler(message)
+            return True
         now = self.now()  # None before the first clock sync: the sequence alone stops replays
         try:
             seq, kind, x = self.parse_command(

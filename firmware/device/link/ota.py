@@ -26,8 +26,10 @@ from micropython import const
 import device
 from device.evidence import release
 
-CHUNK = const(4096)  # one flash sector per chunk: a chunk is erased and written whole
-_SAVE_EVERY = const(8)  # the resume point is saved every 8 chunks (32 KiB): wear versus redo
+CHUNK = const(2048)  # per MQTT message: the device takes packets of at most 4 KiB (link.mqtt)
+_SECTOR = const(4096)  # erased as the first chunk in it arrives
+_SAVE_EVERY = const(16)  # the resume point is saved every 16 chunks (32 KiB): wear versus redo
+MAGIC = b"KVO1"  # a chunk message on the cmd topic: MAGIC, index u32 big-endian, data
 
 
 class Refused(Exception):
@@ -126,9 +128,12 @@ class Update:
         expected = self.manifest.size - index * CHUNK if last else CHUNK
         if index >= self.chunks or len(data) != expected:
             self._refuse("size", "chunk %d of %d bytes" % (index, len(data)))
-        if last and len(data) < CHUNK:
-            data = bytes(data) + b"\xff" * (CHUNK - len(data))  # the sector's erased rest
-        self.target.writeblocks(index * CHUNK // self.target.ioctl(5, 0), data)
+        target = self.target
+        block_size = target.ioctl(5, 0)
+        address = index * CHUNK
+        if address % _SECTOR == 0:
+            target.ioctl(6, address // block_size)  # erase: the sector's old content goes
+        target.writeblocks(address // block_size, data, address % block_size)
         self.next = index + 1
         if self.next % _SAVE_EVERY == 0 or self.next == self.chunks:
             state = load_state(self.state_path) or {}
@@ -147,8 +152,9 @@ class Update:
         buffer = bytearray(CHUNK)
         block_size = self.target.ioctl(5, 0)
         for index in range(self.chunks):
-            self.target.readblocks(index * CHUNK // block_size, buffer)
-            size = min(CHUNK, self.manifest.size - index * CHUNK)
+            address = index * CHUNK
+            self.target.readblocks(address // block_size, buffer, address % block_size)
+            size = min(CHUNK, self.manifest.size - address)
             digest.update(memoryview(buffer)[:size])
         try:
             digest.verify()
@@ -211,7 +217,7 @@ def sha256_of(partition, size):
     block_size = partition.ioctl(5, 0)
     offset = 0
     while offset < size:
-        partition.readblocks(offset // block_size, buffer)
+        partition.readblocks(offset // block_size, buffer, offset % block_size)
         digest.update(memoryview(buffer)[:min(CHUNK, size - offset)])
         offset += CHUNK
     return digest.digest()

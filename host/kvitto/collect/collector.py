@@ -472,6 +472,8 @@ class Collector:
         ]  # fmt: skip
         for item in states:
             state = item.message.decode("utf-8", "replace").strip()
+            if state.startswith("ota "):
+                continue  # an update's progress, for `kvitto ota push`: not the connection
             if item.topic_device and state in ("online", "offline"):
                 self.store.set_device_state(item.topic_device, state, item.received_at)
                 if state == "online" and self._online.get(item.topic_device) != "online":

@@ -65,6 +65,12 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
     elif command_type == "time":
         _only(x, command_type, "t")
         _x_field(x, "t", "uint")
+    elif command_type == "ota":
+        # issue #22: the signed release manifest (kvitto.evidence.release) of the image to come
+        _only(x, command_type, "manifest")
+        manifest = x.get("manifest")
+        if not isinstance(manifest, bytes) or not 0 < len(manifest) <= 512:
+            raise FieldType("payload key 10 (x): 'manifest' must be 1 to 512 bytes")
     elif command_type == "config":
         # the settings a device lets a command change (firmware device/board/config_check.py COMMAND_SETTINGS)
         if not x:

@@ -32,7 +32,7 @@ EVENT_TYPES = frozenset(
         "alarm_checkin", "alarm_checkout", "tag_read", "boot", "clock_sync", "tamper", "health",
     }
 )  # fmt: skip
-COMMAND_TYPES = frozenset({"ack", "resend", "allow", "revoke", "time", "config"})
+COMMAND_TYPES = frozenset({"ack", "resend", "allow", "revoke", "time", "config", "ota"})
 # FORMATS.md §2 `config`: x = {setting: value}; the device checks ranges and roles itself.
 CONFIG_SETTINGS = {
     "debounce_ms": "uint",
