@@ -35,7 +35,6 @@ _RESTART_PAUSE_MS = const(1000)
 _BLINK_MS = const(500)
 _FIRST_REPORT_MS = const(5000)  # the boot's health report, once the reader has had its start
 _REPORT_FILL = const(50)  # a journal this full keeps its room for visits: no health reports
-_TRIAL_MS = const(600000)  # an updated firmware not confirmed in 10 min: reset, roll back
 
 
 def _join(root, name):
@@ -267,80 +266,17 @@ class App:
         self.trial = trial
         self._trial_since = self.clock.ticks()
 
-    def _judge_trial(self):
-        """The updated firmware keeps itself only once its self-test passes (reader running,
-        link up, this boot's first event journaled, sent and acknowledged by the collector);
-        a trial that does not get there in _TRIAL_MS resets the board and the bootloader rolls
-        back to the firmware before."""
-        reader = self.reader
-        reader_ok = "reader" not in self.stale_ms or (reader is not None and reader.ready)
-        link = self.link
-        if (reader_ok and link is not None and link.client.connected
-                and self.journal.acked >= self._boot_seq):
-            self.trial.confirm()  # type: ignore
-            self.trial = None
-            device.forget("link.ota")
-        elif time.ticks_diff(self.clock.ticks(), self._trial_since) > _TRIAL_MS:
-            self.log("update on trial failed its self-test: reset, the bootloader rolls back")
-            self.hal.reset()
-
     async def on_ota(self, x):
-        """FORMATS additions `ota`: a signed release manifest; the image's chunks follow on the
-        cmd topic. Progress and refusals go back on the state topic (`ota N`, `ota refused R`);
-        a refusal is journaled too (device.link.ota)."""
+        """FORMATS additions `ota`: an update offered (device.link.ota, loaded for it)."""
         from device.link import ota
 
-        update = self.update
-        if update is None:
-            update = ota.Update(self.hal.partitions(), self.settings.get("release_public_key"),
-                                self.board["chip"], self._ota_state, self.record)
-        try:
-            wanted = update.offer(x["manifest"])
-        except ota.Refused as error:
-            await self._say("ota refused " + error.reason)
-            return
-        self.update = update
-        await self._say("ota %d" % wanted)
+        await ota.offer(self, x)
 
     async def on_ota_chunk(self, message):
-        update = self.update
-        if update is None:
-            await self._say("ota refused order")
-            return
-        from device.link import ota
+        if self.update is not None:  # no offer: nothing to write into, nothing to load
+            from device.link import ota
 
-        index = int.from_bytes(message[4:8], "big")
-        try:
-            wanted = update.chunk(index, memoryview(message)[8:])
-        except ota.Refused as error:
-            if error.reason != "replay":
-                self.update = None
-            await self._say("ota refused %s %d" % (error.reason, update.next))
-            return
-        if wanted < update.chunks:
-            await self._say("ota %d" % wanted)  # acknowledged chunk by chunk
-            return
-        self.update = None
-        try:
-            version = update.finish()
-        except ota.Refused as error:
-            await self._say("ota refused " + error.reason)
-            return
-        await self._say("ota installed " + version)
-        asyncio.create_task(self._restart_soon())
-
-    async def _say(self, text):
-        link = self.link
-        if link is not None:
-            try:
-                await link.say(text)
-            except Exception as error:
-                self.log("state topic: %r" % (error,))
-
-    async def _restart_soon(self):
-        await asyncio.sleep_ms(_RESTART_PAUSE_MS)  # the state line and the event go out first
-        self.journal.close()
-        self.hal.reset()  # the bootloader starts the new image on trial
+            await ota.take_chunk(self, message)
 
     def handlers(self):
         handlers = {"time": self.on_time, "config": self.on_config, "ota": self.on_ota,
@@ -522,7 +458,7 @@ class App:
             except MemoryError:
                 memory.exhausted()
             if self.trial is not None:
-                self._judge_trial()
+                self.trial.judge(self)
             try:
                 if self._report_due():
                     self._report_seq = self.record("health", None, self.health_report())

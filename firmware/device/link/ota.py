@@ -17,9 +17,11 @@ goes into the other slot, and its state is one small file written aside and rena
 {"ota": "refused", "reason": ...} and leaves the running firmware as it was.
 """
 
+import asyncio
 import hashlib
 import json
 import os
+import time
 
 from micropython import const
 
@@ -28,6 +30,8 @@ from device.evidence import release
 
 CHUNK = const(2048)  # per MQTT message: the device takes packets of at most 4 KiB (link.mqtt)
 _SECTOR = const(4096)  # erased as the first chunk in it arrives
+_TRIAL_MS = const(600000)  # an update not confirmed in 10 min: reset, the bootloader rolls back
+_RESTART_PAUSE_MS = const(1000)
 _SAVE_EVERY = const(16)  # the resume point is saved every 16 chunks (32 KiB): wear versus redo
 MAGIC = b"KVO1"  # a chunk message on the cmd topic: MAGIC, index u32 big-endian, data
 
@@ -199,6 +203,23 @@ class Trial:
             trial.done = True
         return trial
 
+    def judge(self, app):
+        """The updated firmware keeps itself only once its self-test passes (reader running,
+        link up, this boot's first event journaled, sent and acknowledged by the collector);
+        a trial that does not get there in _TRIAL_MS resets the board and the bootloader rolls
+        back to the firmware before. Called by the app's supervisor while on trial."""
+        reader = app.reader
+        reader_ok = "reader" not in app.stale_ms or (reader is not None and reader.ready)
+        link = app.link
+        if (reader_ok and link is not None and link.client.connected
+                and app.journal.acked >= app._boot_seq):
+            self.confirm()
+            app.trial = None
+            device.forget("link.ota")
+        elif time.ticks_diff(app.clock.ticks(), app._trial_since) > _TRIAL_MS:
+            app.log("update on trial failed its self-test: reset, the bootloader rolls back")
+            app.hal.reset()
+
     def confirm(self):
         """Self-test passed and the collector acknowledged this boot's first event: keep it."""
         if self.done:
@@ -221,3 +242,58 @@ def sha256_of(partition, size):
         digest.update(memoryview(buffer)[:min(CHUNK, size - offset)])
         offset += CHUNK
     return digest.digest()
+
+
+# -- the app's side of an update: its `ota` command and the chunks after it -----------------
+
+
+async def offer(app, x):
+    """An `ota` command: check the manifest, get ready (or resume); say the chunk wanted, or
+    why not, on the state topic (`ota N`, `ota refused R`; a refusal is journaled too)."""
+    update = app.update
+    if update is None:
+        update = Update(app.hal.partitions(), app.settings.get("release_public_key"),
+                        app.board["chip"], app._ota_state, app.record)
+    try:
+        wanted = update.offer(x["manifest"])
+    except Refused as error:
+        await say(app, "ota refused " + error.reason)
+        return
+    app.update = update
+    await say(app, "ota %d" % wanted)
+
+
+async def take_chunk(app, message):
+    """One chunk message (MAGIC, index, data): written, acknowledged; the last one finishes
+    the update and restarts the board on trial."""
+    update = app.update
+    index = int.from_bytes(message[4:8], "big")
+    try:
+        wanted = update.chunk(index, memoryview(message)[8:])
+    except Refused as error:
+        if error.reason != "replay":
+            app.update = None
+        await say(app, "ota refused %s %d" % (error.reason, update.next))
+        return
+    if wanted < update.chunks:
+        await say(app, "ota %d" % wanted)  # acknowledged chunk by chunk
+        return
+    app.update = None
+    try:
+        version = update.finish()
+    except Refused as error:
+        await say(app, "ota refused " + error.reason)
+        return
+    await say(app, "ota installed " + version)
+    await asyncio.sleep_ms(_RESTART_PAUSE_MS)  # the state line goes out first
+    app.journal.close()
+    app.hal.reset()  # the bootloader starts the new image on trial
+
+
+async def say(app, text):
+    link = app.link
+    if link is not None:
+        try:
+            await link.say(text)
+        except Exception as error:
+            app.log("state topic: %r" % (error,))
