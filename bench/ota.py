@@ -5,10 +5,11 @@ tap at every board meanwhile, and every visit event the boards journaled must re
     .venv/bin/python bench/ota.py                       # 1 and 20 boards, 1.5 MB
     .venv/bin/python bench/ota.py --boards 1,4 --size 300000 --rate 400
 
-Per fleet size it prints the update's time (the offer to every board running the new image,
-confirmed: written, hashed, restarted, self-tested, acknowledged), the raw time (the same
-chunks published at QoS 1 by one paho client to one paho subscriber per board topic, until the
-last arrives) and their ratio, and `visits=<stored>/<journaled> lost=<n>`. The boards are the
+Per fleet size it prints the transfer time (the offer until the last board has the image
+written and its hash checked), the raw time (the same chunks published at QoS 1 by one paho
+client to one paho subscriber per board topic, until the last arrives) and their ratio; the
+time until every board runs the new image, confirmed (restarted, self-tested, its first event
+acknowledged); the visit events stored, and `events=<stored>/<journaled> lost=<n>`. The boards are the
 real firmware on the unix port (kvitto.sim.board.VirtualBoard) with simulated partitions
 (sim.partition); chunks are 2 KiB, acknowledged one by one, at most `--window` in flight per
 board and `--rate` a second in all (kvitto.fleet.ota).
@@ -138,6 +139,7 @@ def update(workdir: Path, broker: Broker, count: int, size: int, rate: float,
         started = time.perf_counter()
         results = pusher.push(devices)
         elapsed = time.perf_counter() - started
+        transfer = max(t.installed - t.started for t in results.values() if t.installed)
         stop.set()
         tapper.join()
         states = sorted({target.state for target in results.values()})
@@ -156,7 +158,7 @@ def update(workdir: Path, broker: Broker, count: int, size: int, rate: float,
             1 for device in devices for row in store.events(device)
             if row[2] in ("arrive", "depart")
         )  # fmt: skip
-        return {"seconds": elapsed, "states": ",".join(states), "journaled": journaled,
+        return {"seconds": elapsed, "transfer": transfer, "states": ",".join(states), "journaled": journaled,
                 "stored": stored, "visits": visit_events}  # fmt: skip
     finally:
         stop.set()
@@ -188,8 +190,9 @@ def main() -> None:
                 broker.stop()
             lost = int(result["journaled"]) - int(result["stored"])
             print(
-                f"boards={count} image={args.size} update={result['seconds']:.1f}s "
-                f"raw={raw:.2f}s ratio={float(result['seconds']) / raw:.1f} "
+                f"boards={count} image={args.size} transfer={result['transfer']:.1f}s "
+                f"raw={raw:.2f}s ratio={float(result['transfer']) / raw:.1f} "
+                f"confirmed={result['seconds']:.1f}s "
                 f"outcome={result['states']} visits={result['visits']} "
                 f"events={result['stored']}/{result['journaled']} lost={lost}",
                 flush=True,

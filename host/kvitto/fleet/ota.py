@@ -60,6 +60,7 @@ class Target:
     detail: str = ""
     chunks_sent: int = 0
     started: float = 0.0
+    installed: float = 0.0  # when the device said the image was written and checked
     finished: float = 0.0
     last_progress: float = field(default=0.0, repr=False)
     offers: int = field(default=0, repr=False)
@@ -132,7 +133,7 @@ class Pusher:
                     target.finished = now
             elif len(words) >= 2 and words[1] == "installed":
                 target.state, target.wanted = "installed", self.chunks
-                target.last_progress = now  # the confirmation is awaited from here
+                target.installed = target.last_progress = now  # confirmation awaited from here
         self._wake.set()
 
     # -- the push --------------------------------------------------------------------------
