@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from board_support import board_public_key  # noqa: E402
+from board_support import board_public_key  # type: ignore[import-not-found]  # noqa: E402
 from collector import Broker  # noqa: E402
-from ota_support import sim_image  # noqa: E402
+from ota_support import sim_image  # type: ignore[import-not-found]  # noqa: E402
 
 from kvitto.collect.collector import Collector  # noqa: E402
 from kvitto.fleet.ota import CHUNK, MAGIC, Pusher  # noqa: E402
@@ -68,7 +68,11 @@ def raw_transfer(port: int, devices: list[str], image: bytes, window: int) -> fl
 
         client.on_message = on_message
         client.on_subscribe = lambda *args, ready=ready: ready.set()
-        client.on_connect = lambda c, *args, device=device: c.subscribe(f"raw/{device}/cmd", 1)
+
+        def on_connect(client, userdata, flags, reason_code, properties, device=device):
+            client.subscribe(f"raw/{device}/cmd", 1)
+
+        client.on_connect = on_connect
         client.connect("127.0.0.1", port)
         client.loop_start()
         ready.wait(10)
@@ -170,7 +174,7 @@ def update(workdir: Path, broker: Broker, count: int, size: int, rate: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--boards", default="1,20")
     parser.add_argument("--size", type=int, default=1_500_000)
     parser.add_argument("--rate", type=float, default=2000.0, help="chunks a second in all")

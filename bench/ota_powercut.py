@@ -17,13 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from ota_support import run_ota_cuts  # noqa: E402
+from ota_support import run_ota_cuts  # type: ignore[import-not-found]  # noqa: E402
 
 from kvitto.paths import micropython_binary  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cuts", type=int, default=2000)
     parser.add_argument("--size", type=int, default=40_000, help="image bytes")
     args = parser.parse_args()
