@@ -92,9 +92,10 @@ class Update:
         self.chunks = 0
 
     def _refuse(self, reason, detail=""):
+        """Journal the refusal; the Refused for the caller to raise."""
         self.record("health", None, {"ota": "refused", "reason": reason,
                                      "detail": str(detail)[:48]})
-        raise Refused(reason, detail)
+        return Refused(reason, str(detail))
 
     def offer(self, message):
         """Check a release manifest and get ready for its image; the chunk to send next."""
@@ -102,11 +103,11 @@ class Update:
             manifest = release.parse(message, self.release_public, floor(self.state_path),
                                      self.chip)
         except release.ReleaseRefused as error:
-            self._refuse(error.reason, error.detail)
+            raise self._refuse(error.reason, error.detail)
         target = self.partitions(self.partitions.RUNNING).get_next_update()
         capacity = target.ioctl(4, 0) * target.ioctl(5, 0)
         if manifest.size > capacity:
-            self._refuse("size", "%d bytes, the slot holds %d" % (manifest.size, capacity))
+            raise self._refuse("size", "%d bytes, the slot holds %d" % (manifest.size, capacity))
         self.manifest, self.message, self.target = manifest, bytes(message), target
         self.chunks = (manifest.size + CHUNK - 1) // CHUNK
         self.next = 0
@@ -122,17 +123,17 @@ class Update:
     def chunk(self, index, data):
         """Write chunk `index`; the chunk wanted next. A chunk already written (a resend, a
         replay) is not written again."""
-        if self.manifest is None:
-            self._refuse("order", "chunk before an offer")
+        target = self.target
+        if self.manifest is None or target is None:
+            raise self._refuse("order", "chunk before an offer")
         if index < self.next:
-            self._refuse("replay", "chunk %d again" % index)
+            raise self._refuse("replay", "chunk %d again" % index)
         if index > self.next:
-            self._refuse("gap", "chunk %d, expected %d" % (index, self.next))
+            raise self._refuse("gap", "chunk %d, expected %d" % (index, self.next))
         last = index == self.chunks - 1
         expected = self.manifest.size - index * CHUNK if last else CHUNK
         if index >= self.chunks or len(data) != expected:
-            self._refuse("size", "chunk %d of %d bytes" % (index, len(data)))
-        target = self.target
+            raise self._refuse("size", "chunk %d of %d bytes" % (index, len(data)))
         block_size = target.ioctl(5, 0)
         address = index * CHUNK
         if address % _SECTOR == 0:
@@ -148,30 +149,31 @@ class Update:
     def finish(self):
         """Read the written image back, check its size and SHA-256 against the signed manifest
         and boot it on trial. The caller resets the board afterwards."""
-        if self.manifest is None:
-            self._refuse("order", "finish before an offer")
+        target = self.target
+        if self.manifest is None or target is None:
+            raise self._refuse("order", "finish before an offer")
         if self.next < self.chunks:
-            self._refuse("truncated", "%d of %d chunks" % (self.next, self.chunks))
+            raise self._refuse("truncated", "%d of %d chunks" % (self.next, self.chunks))
         digest = release.Digest(self.manifest)
         buffer = bytearray(CHUNK)
-        block_size = self.target.ioctl(5, 0)
+        block_size = target.ioctl(5, 0)
         for index in range(self.chunks):
             address = index * CHUNK
-            self.target.readblocks(address // block_size, buffer, address % block_size)
+            target.readblocks(address // block_size, buffer, address % block_size)
             size = min(CHUNK, self.manifest.size - address)
             digest.update(memoryview(buffer)[:size])
         try:
             digest.verify()
         except release.ReleaseRefused as error:
             _clear(self.state_path)  # start over: the slot's content is not the image
-            self._refuse(error.reason, error.detail)
-        _save(self.state_path, {"trial": self.manifest.version, "slot": self.target.info()[4],
+            raise self._refuse(error.reason, error.detail)
+        _save(self.state_path, {"trial": self.manifest.version, "slot": target.info()[4],
                                 "from": device.VERSION})
         try:
-            self.target.set_boot()
+            target.set_boot()
         except OSError as error:
             _clear(self.state_path)
-            self._refuse("boot", error)
+            raise self._refuse("boot", str(error))
         self.record("health", None, {"ota": "installed", "fw": self.manifest.version})
         return self.manifest.version
 
