@@ -21,6 +21,7 @@ from kvitto.collect.collector import Collector
 from kvitto.errors import KvittoError
 from kvitto.install.broker_config import (
     COLLECTOR_USER,
+    OTA_USER,
     BrokerSettings,
     check_password,
     new_password,
@@ -91,6 +92,31 @@ def test_device_a_cannot_reach_device_b(broker):
         assert device_a.messages == [("kvitto/v1/tag-0001/cmd", b"a-command")]
     finally:
         for client in (device_a, device_b, collector):
+            client.close()
+
+
+def test_the_ota_login_sends_commands_reads_state_and_leaves_the_collector_alone(broker):
+    # issue #22: `kvitto ota push` has a login of its own, so it never takes the collector's
+    # session (the broker names sessions by username), and may do only what an update needs
+    mosquitto, passwords, collector_password, written = broker
+    device_a = probe(mosquitto, "tag-0001", passwords["tag-0001"])
+    collector = probe(mosquitto, COLLECTOR_USER, collector_password)
+    pusher = probe(mosquitto, OTA_USER, written.ota_password_file.read_text().strip())
+    try:
+        device_a.subscribe("kvitto/v1/tag-0001/cmd")
+        collector.subscribe("kvitto/v1/+/evt")
+        pusher.subscribe("kvitto/v1/+/state")
+        pusher.subscribe("kvitto/v1/+/evt")  # not its business: nothing arrives
+        pusher.publish("kvitto/v1/tag-0001/cmd", b"KVO1-chunk")
+        pusher.publish("kvitto/v1/tag-0001/evt", b"forged-event")
+        device_a.publish("kvitto/v1/tag-0001/state", b"ota 3")
+        device_a.publish("kvitto/v1/tag-0001/evt", b"a-event")
+        settle(1.0)
+        assert device_a.messages == [("kvitto/v1/tag-0001/cmd", b"KVO1-chunk")]
+        assert pusher.messages == [("kvitto/v1/tag-0001/state", b"ota 3")]
+        assert collector.messages == [("kvitto/v1/tag-0001/evt", b"a-event")]  # still on
+    finally:
+        for client in (device_a, collector, pusher):
             client.close()
 
 
@@ -243,7 +269,7 @@ def test_cli_takes_accounts_from_the_registry_and_leaves_revoked_devices_out(tmp
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["devices"] == ["tag-0001"]
     users = [line.split(":")[0] for line in (tmp_path / "etc" / "passwords").read_text().split()]
-    assert users == [COLLECTOR_USER, "tag-0001"]
+    assert users == [COLLECTOR_USER, OTA_USER, "tag-0001"]
 
 
 def test_the_brokers_window_fits_the_collectors_batches(broker):

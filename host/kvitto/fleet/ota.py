@@ -5,9 +5,10 @@ topics and ACL the collector already has (issue #22; docs/fleet.md).
     results = pusher.push(["tag-0001", "tag-0002"], canary=1)    # device -> Target
 
 Why MQTT and not a download from `kvitto serve`: the device already holds a connection to the
-broker, the ACL already lets the organisation write to `kvitto/v1/<device>/cmd` and read
-`kvitto/v1/<device>/state`, and nothing new listens on the device or needs the web app, a
-certificate for it, or a second TLS stack in a heap that has room for one.
+broker and reads `kvitto/v1/<device>/cmd`, writes `…/state`; nothing new listens on the device
+or needs the web app, a certificate for it, or a second TLS stack in a heap that has room for
+one. The push logs in as `kvitto_ota` (kvitto.install.broker_config: write commands, read
+state), never as the collector, whose session the broker would otherwise hand over.
 
 The wire: the offer is a signed command (FORMATS.md §2, type `ota`, x = {"manifest": the
 release manifest}) with the next command sequence from the store, so it never collides with

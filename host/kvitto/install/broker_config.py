@@ -13,7 +13,9 @@ The ACL gives every device only `kvitto/v1/<its id>/…` through `pattern` lines
 Every listener takes the username as the MQTT client id (`use_username_as_clientid`): a client
 id names a session, and a second connection with the same id closes the first, so a device
 that could choose its client id could log the collector (or another device) off the broker.
-The collector's username has an underscore, which no device id has.
+The collector's username has an underscore, which no device id has; so has `kvitto ota push`'s
+(`kvitto_ota`, issue #22), its own login so that it never takes the collector's session: it may
+write commands and read the devices' state lines, nothing else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from kvitto.store.registry import DeviceAccount, check_device_id
 
 # An underscore cannot occur in a device id, so no device can ever be named like the collector.
 COLLECTOR_USER = "kvitto_collector"
+OTA_USER = "kvitto_ota"  # `kvitto ota push` (kvitto.fleet.ota): offers and chunks, progress
 TOPIC_ROOT = "kvitto/v1"
 # mosquitto 2.0 `mosquitto_passwd`: PBKDF2-HMAC-SHA512, 12-byte salt, 101 iterations, 64 bytes.
 _PBKDF2_ITERATIONS = 101
@@ -103,6 +106,7 @@ class BrokerConfig:
     acl_file: Path
     collector_password_file: Path
     devices: list[str] = field(default_factory=list)
+    ota_password_file: Path | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -111,6 +115,8 @@ class BrokerConfig:
             "acl_file": str(self.acl_file),
             "collector_user": COLLECTOR_USER,
             "collector_password_file": str(self.collector_password_file),
+            "ota_user": OTA_USER,
+            "ota_password_file": str(self.ota_password_file),
             "devices": self.devices,
         }
 
@@ -129,11 +135,20 @@ def render_acl() -> str:
         f"topic read {TOPIC_ROOT}/+/evt\n"
         f"topic read {TOPIC_ROOT}/+/state\n"
         f"topic write {TOPIC_ROOT}/+/cmd\n"
+        "\n"
+        "# kvitto ota push writes update offers and chunks and reads the devices' progress.\n"
+        f"user {OTA_USER}\n"
+        f"topic read {TOPIC_ROOT}/+/state\n"
+        f"topic write {TOPIC_ROOT}/+/cmd\n"
     )
 
 
-def render_passwords(accounts: Iterable[DeviceAccount], collector_hash: str) -> str:
+def render_passwords(
+    accounts: Iterable[DeviceAccount], collector_hash: str, ota_hash: str | None = None
+) -> str:
     lines = [f"{COLLECTOR_USER}:{collector_hash}"]
+    if ota_hash is not None:
+        lines.append(f"{OTA_USER}:{ota_hash}")
     seen: set[str] = set()
     for number, account in enumerate(accounts, start=1):
         check_device_id(account.device_id, f"device account {number}")
@@ -210,13 +225,14 @@ def _write_private(path: Path, text: str) -> None:
         stream.write(text)
 
 
-def collector_password(out_dir: Path) -> str:
-    """The collector's password: made once (256 bits) and kept beside the config, mode 0600."""
-    path = out_dir / "collector.password"
+def collector_password(out_dir: Path, name: str = "collector") -> str:
+    """The collector's (or `ota`'s) password: made once (256 bits) and kept beside the config,
+    mode 0600."""
+    path = out_dir / f"{name}.password"
     if path.exists():
         password = path.read_text().strip()
         if len(password) < 22:  # 22 URL-safe characters carry 128 bits
-            raise KvittoError(f"{path}: the collector password is shorter than 128 bits")
+            raise KvittoError(f"{path}: the {name} password is shorter than 128 bits")
         return password
     password = new_password()
     _write_private(path, password + "\n")
@@ -236,10 +252,14 @@ def write_broker_config(
     data_dir.mkdir(exist_ok=True)
     accounts = list(accounts)
     password = collector_password(out_dir)
+    ota_password = collector_password(out_dir, "ota")
     password_file = out_dir / "passwords"
     acl_file = out_dir / "acl"
     config_file = out_dir / "mosquitto.conf"
-    _write_private(password_file, render_passwords(accounts, password_hash(password)))
+    _write_private(
+        password_file,
+        render_passwords(accounts, password_hash(password), password_hash(ota_password)),
+    )
     _write_private(acl_file, render_acl())
     _write_private(config_file, render_config(settings, password_file, acl_file, data_dir))
     if settings.run_as and os.geteuid() == 0:
@@ -250,6 +270,7 @@ def write_broker_config(
         acl_file=acl_file,
         collector_password_file=out_dir / "collector.password",
         devices=[account.device_id for account in accounts],
+        ota_password_file=out_dir / "ota.password",
     )
 
 
@@ -340,5 +361,6 @@ def run_broker_config(
         click.echo(
             f"collector login: {COLLECTOR_USER}, password in {written.collector_password_file}"
         )
+        click.echo(f"kvitto ota push login: {OTA_USER}, password in {written.ota_password_file}")
         click.echo(f"run: mosquitto -c {written.config}")
     return written
