@@ -119,7 +119,9 @@ def test_fleet_command_text_json_prometheus_and_exit_status(store, fleet):
     assert document["versions"] == {"0.1.0": 1, "0.2.0": 1}
 
     text = runner.invoke(cli, base).output.splitlines()
-    assert text[0].split() == ["device", "customer", "role", "last", "seen", "version", "alerts"]
+    assert text[0].split() == [
+        "device", "customer", "role", "last", "seen", "version", "update", "alerts"
+    ]  # fmt: skip
     assert any(line.startswith("lock-0002") and line.endswith("reader, version") for line in text)
     assert text[-1] == "2 devices, 1 in alert; versions 0.1.0: 1, 0.2.0: 1"
 
@@ -138,6 +140,33 @@ def test_fleet_command_text_json_prometheus_and_exit_status(store, fleet):
     result = runner.invoke(cli, [*base, "--format", "json"])
     assert result.exit_code == 0, result.output
     assert render(fleet_status(store, 0), "text", 0)  # renders with any clock
+
+
+def test_a_rollout_shows_each_devices_last_update_step(store, fleet):
+    report, devices = fleet
+    report("tag-0001", fw="0.1.0")
+    report("lock-0002", fw="0.1.0")
+    for device_id, x in (
+        ("tag-0001", {"ota": "installed", "fw": "0.2.0"}),
+        ("tag-0001", {"ota": "valid", "fw": "0.2.0"}),
+        ("lock-0002", {"ota": "installed", "fw": "0.2.0"}),
+        ("lock-0002", {"ota": "rolled-back", "fw": "0.1.0", "refused": "0.2.0"}),
+    ):  # the devices' own steps, as device.link.ota journals them
+        device = devices[device_id]
+        device.next_event("health", **x)
+        device.publish_seqs([device.seq])
+        wait_for(lambda d=device, i=device_id: store.event_count(i) == d.seq, what="stored")
+    report("tag-0001", fw="0.2.0")
+    now = received_s(store, "tag-0001") * 1000
+    rows = {d.device: d for d in fleet_status(store, now)}
+    assert (rows["tag-0001"].version, rows["tag-0001"].update) == ("0.2.0", "valid 0.2.0")
+    assert (rows["lock-0002"].version, rows["lock-0002"].update) == ("0.1.0", "rolled-back 0.2.0")
+    assert rows["lock-0002"].alerts == ["version"] and rows["tag-0001"].alerts == []
+    assert (
+        render(list(rows.values()), "text", now)
+        .splitlines()[-1]
+        .endswith("versions 0.1.0: 1, 0.2.0: 1")
+    )
 
 
 def test_a_device_that_never_reported_is_silent(store):

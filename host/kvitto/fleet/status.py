@@ -46,6 +46,7 @@ class DeviceStatus:
     report_seq: int | None = None
     report_at: int | None = None
     report_up_s: int | None = None
+    update: str = ""  # the newest update step the device journaled: "valid 0.2.0", "refused hash"
     alerts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,19 +61,27 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-def _newest_report(store: Store, device: str) -> tuple[int, int, int, dict[str, Any]] | None:
-    """(seq, received_at ms, up ms, x) of the device's newest health report, or None."""
+def _newest(store: Store, device: str) -> tuple[tuple[int, int, int, dict[str, Any]] | None, str]:
+    """((seq, received_at ms, up ms, x) of the device's newest health report, or None; its
+    newest update step: `ota` and `fw`/`refused`/`reason`, e.g. "rolled-back 0.2.0")."""
     rows = store.execute(
         "SELECT seq, received_at, message FROM events WHERE device = ? AND type = 'health' "
         "ORDER BY seq DESC LIMIT ?",
         (device, _LOOK_BACK),
     )
+    report, update = None, ""
     for seq, received_at, message in rows:
         payload = split_sign1(bytes(message))[2]
         event = decode_payload(payload)  # verified when it was stored (kvitto.collect.intake)
-        if "fw" in event.x:
-            return int(seq), int(received_at), event.up, event.x
-    return None
+        x = event.x
+        if "ota" in x and not update:
+            detail = x.get("reason") or x.get("refused") or x.get("fw") or ""
+            update = f"{x['ota']} {detail}".strip()
+        elif "ota" not in x and "fw" in x and report is None:
+            report = int(seq), int(received_at), event.up, x
+        if report is not None and update:
+            break
+    return report, update
 
 
 def alerts_of(status: DeviceStatus, now: int, current: tuple[int, ...] | None,
@@ -122,7 +131,7 @@ def fleet_status(store: Store, now_ms: int, current: str | None = None,
         status = DeviceStatus(device.id, device.customer, device.role)
         if device.id in seen:
             status.last_seen = seen[device.id] // 1000
-        newest = _newest_report(store, device.id)
+        newest, status.update = _newest(store, device.id)
         if newest is not None:
             seq, received_at, up_ms, x = newest
             status.report, status.report_seq = x, seq
@@ -175,11 +184,11 @@ def _ago(now: int, then: int | None) -> str:
 
 def text(devices: list[DeviceStatus], now_ms: int) -> str:
     now = now_ms // 1000
-    rows = [("device", "customer", "role", "last seen", "version", "alerts")]
+    rows = [("device", "customer", "role", "last seen", "version", "update", "alerts")]
     for d in devices:
         alerts = ", ".join(d.alerts) if d.alerts else "ok"
         rows.append((d.device, d.customer, d.role, _ago(now, d.last_seen), d.version or "-",
-                     alerts))  # fmt: skip
+                     d.update or "-", alerts))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
              for row in rows]  # fmt: skip
