@@ -99,3 +99,39 @@ def _journal_acked(board: VirtualBoard) -> bool:
 def _version(store) -> str | None:
     [status] = fleet_status(store, int(time.time() * 1000))
     return status.version
+
+
+def test_a_failed_canary_stops_the_rollout(tmp_path, mosquitto):
+    """The canary holds no release key (provisioned before `kvitto release key`): it refuses
+    the offer with its reason, journaled, and the rest of the fleet is never offered it."""
+    pki = tmp_path / "pki"
+    org = ensure_org(pki)
+    release_public = make_release_key(pki)
+    image_path = tmp_path / "fw-0.2.0.bin"
+    image_path.write_bytes(sim_image("0.2.0", 10_000, 2))
+    _, manifest_path = sign_image(pki, image_path, "0.2.0", "sim")
+    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    store = open_store(store_url)
+    registry = Registry(store)
+    registry.add_customer("c-1001")
+    broker = (mosquitto.host, mosquitto.port)
+    config = make_config("tag-0001", "tag", broker, SALT, org.command_public_key)
+    with VirtualBoard(tmp_path / "board", "tag-0001", "tag", broker=broker, config=config,
+                      proxy=False) as board:  # fmt: skip
+        board.wait_ready()
+        registry.add_device("tag-0001", "c-1001", "tag", board_public_key(board.serial_port),
+                            "2026-09-01")  # fmt: skip
+        registry.add_device("tag-0002", "c-1001", "tag", bytes(32), "2026-09-01")
+        pusher = Pusher(store, mosquitto.url, load_command_key(pki), image_path.read_bytes(),
+                        manifest_path.read_bytes(), release_public)  # fmt: skip
+        results = pusher.push(["tag-0001", "tag-0002"], canary=1)
+        assert (results["tag-0001"].state, results["tag-0001"].detail) == ("refused", "key")
+        assert (results["tag-0002"].state, results["tag-0002"].detail) == (
+            "skipped",
+            "canary failed",
+        )
+        assert results["tag-0002"].offers == 0
+        refusals = [e["x"] for e in board.events() if e["type"] == "health" and "ota" in e["x"]]
+        assert refusals == [{"ota": "refused", "reason": "key", "detail": "no release key in "
+                             "config.json"}]  # fmt: skip
+    store.close()
