@@ -335,6 +335,9 @@ class SimHal:
 
                 firmware.VERSION = version  # the simulated image's: the sim "runs" it
             self._partitions = partition.Partition
+            stand_in = sys.modules.get("esp32")  # the unix port's esp32 stand-in, when present
+            if stand_in is not None:
+                stand_in.Partition = partition.Partition
         return self._partitions
 
     def network_start(self, ssid, password):

@@ -220,6 +220,12 @@ def build() -> tuple[dict[str, Any], dict[str, bytes]]:
             "refuse:malformed")  # fmt: skip
     command("command-unknown-type", cmd(16, "reboot", None), "UnknownCommandType",
             "refuse:malformed")  # fmt: skip
+    # issue #22: an update offered; x.manifest is a release manifest (docs/formats-v1-additions.md)
+    manifest = sign1("org", b"release", enc({0: 1, 1: "0.2.0", 2: 1500000,
+                                             3: hashlib.sha256(b"image").digest(), 4: "esp32"}))  # fmt: skip
+    command("command-ota", cmd(17, "ota", {"manifest": manifest}), "valid", "obey")
+    command("command-ota-oversized", cmd(18, "ota", {"manifest": bytes(513)}), "FieldType",
+            "refuse:malformed")  # fmt: skip
 
     index = {
         "format": "kvitto wire format v1 vectors (FORMATS.md §1-2)",
