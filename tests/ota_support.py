@@ -139,10 +139,11 @@ class Device:
         return seq
 
     def ack_all(self):
+        # the collector stored them before it acknowledged: from here they may leave the journal
         upto = self.journal.next_seq - 1
-        self.journal.ack(upto)
         for seq in [s for s in self.expected if s <= upto]:
             del self.expected[seq]
+        self.journal.ack(upto)
 
     def boot(self, problems):
         # power on, the bootloader, the checks, then the app: returns "done", "reset"
