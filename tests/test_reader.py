@@ -294,3 +294,28 @@ print(json.dumps({{"urls": urls, "reads": reads}}))
     public = device.public_key().public_bytes_raw()
     counters = [verify_tag_url(url, public).counter for url in view["urls"]]
     assert counters == [1, 2]
+
+
+def test_reader_state_for_the_health_report_ok_recovering_failed(micropython):
+    # issue #22: the health report's `reader` field: "recovering" while resets are tried,
+    # "failed" once they keep failing and the reader waits its longest back-off between tries
+    got = run(
+        micropython,
+        "i2c",
+        """
+reader = Reader(nfc, on_tap, "tag-0042", interval_ms=5, timeout_ms=20, on_health=health.append)
+model.rstpd = None
+nfc._reset = None                      # no RSTPD_N wired: every reset fails
+asyncio.run(cycles(reader, 1))
+health.append({"state": reader.state()})
+states = []
+for _ in range(8):
+    reader.recover("test")
+    states.append(reader.state())
+health.append({"states": states})
+""",
+    )
+    assert got["health"][0] == {"state": "ok"}
+    states = got["health"][-1]["states"]
+    assert states[:6] == ["recovering"] * 6  # 1, 2, 4, 8, 16, 32 s between tries
+    assert states[6:] == ["failed", "failed"]  # then a minute: the fleet's `reader` alert
