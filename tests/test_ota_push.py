@@ -135,3 +135,58 @@ def test_a_failed_canary_stops_the_rollout(tmp_path, mosquitto):
         assert refusals == [{"ota": "refused", "reason": "key", "detail": "no release key in "
                              "config.json"}]  # fmt: skip
     store.close()
+
+
+def test_a_power_cut_mid_transfer_resumes_where_the_board_got_to(tmp_path, mosquitto):
+    pki = tmp_path / "pki"
+    org = ensure_org(pki)
+    release_public = make_release_key(pki)
+    image = sim_image("0.2.0", 200_000, 2)
+    image_path = tmp_path / "fw.bin"
+    image_path.write_bytes(image)
+    _, manifest_path = sign_image(pki, image_path, "0.2.0", "sim")
+    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    store = open_store(store_url)
+    registry = Registry(store)
+    registry.add_customer("c-1001")
+    broker = (mosquitto.host, mosquitto.port)
+    config = make_config("tag-0001", "tag", broker, SALT, org.command_public_key,
+                         release_public_key=release_public.hex())  # fmt: skip
+    with VirtualBoard(tmp_path / "board", "tag-0001", "tag", broker=broker, config=config,
+                      proxy=False) as board:  # fmt: skip
+        board.wait_ready()
+        registry.add_device("tag-0001", "c-1001", "tag", board_public_key(board.serial_port),
+                            "2026-09-01")  # fmt: skip
+        collector = Collector(open_store(store_url), mosquitto.url, load_command_key(pki))
+        collector.start()
+        try:
+            collector.wait_ready()
+            pusher = Pusher(store, mosquitto.url, load_command_key(pki), image,
+                            manifest_path.read_bytes(), release_public, rate=40,
+                            resend_s=1.0, offer_s=3.0)  # fmt: skip
+            cut_at = []
+
+            def cut() -> None:  # pull the plug once about half the image is on the board
+                while True:
+                    target = pusher.targets.get("tag-0001")
+                    if target is not None and target.wanted >= 50:
+                        cut_at.append(target.wanted)
+                        board.power_cut()
+                        time.sleep(0.5)
+                        board.power_restore()
+                        return
+                    time.sleep(0.01)
+
+            cutter = threading.Thread(target=cut, daemon=True)
+            cutter.start()
+            results = pusher.push(["tag-0001"])
+            cutter.join()
+            target = results["tag-0001"]
+            assert target.state == "valid", (target, board.log_tail(40))
+            assert cut_at and target.offers >= 2  # offered again after the cut
+            # resumed from the board's saved place (every 16 chunks), not from chunk 0
+            assert target.chunks_sent < pusher.chunks + cut_at[0]
+        finally:
+            collector.stop()
+            collector.store.close()
+    store.close()

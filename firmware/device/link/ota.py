@@ -13,8 +13,9 @@ never on a tag's heap otherwise.
 
 Nothing here touches the running slot or the filesystem's keys, config and journal: the image
 goes into the other slot, and its state is one small file written aside and renamed. A refusal
-(signature, version, chip, size, hash, truncated, replay, gap) is journaled as a `health` event
-{"ota": "refused", "reason": ...} and leaves the running firmware as it was.
+(signature, version, chip, size, hash, truncated, replay) is journaled as a `health` event
+{"ota": "refused", "reason": ...} and leaves the running firmware as it was; a chunk ahead of the
+one wanted (`gap`) is only answered, so the sender goes back to it.
 """
 
 import asyncio
@@ -129,7 +130,9 @@ class Update:
         if index < self.next:
             raise self._refuse("replay", "chunk %d again" % index)
         if index > self.next:
-            raise self._refuse("gap", "chunk %d, expected %d" % (index, self.next))
+            # a chunk lost on the way, or sent past a restart: the sender goes back to `next`
+            # (not journaled: a resync would write a window of them)
+            raise Refused("gap", "chunk %d, expected %d" % (index, self.next))
         last = index == self.chunks - 1
         expected = self.manifest.size - index * CHUNK if last else CHUNK
         if index >= self.chunks or len(data) != expected:
@@ -273,7 +276,7 @@ async def take_chunk(app, message):
     try:
         wanted = update.chunk(index, memoryview(message)[8:])
     except Refused as error:
-        if error.reason != "replay":
+        if error.reason not in ("replay", "gap"):  # out of order: the sender resyncs to next
             app.update = None
         await say(app, "ota refused %s %d" % (error.reason, update.next))
         return

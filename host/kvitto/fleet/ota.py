@@ -65,11 +65,12 @@ class Target:
     finished: float = 0.0
     last_progress: float = field(default=0.0, repr=False)
     offers: int = field(default=0, repr=False)
+    stalls: int = field(default=0, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("last_progress")
-        out.pop("offers")
+        for private in ("last_progress", "offers", "stalls"):
+            out.pop(private)
         out["seconds"] = round(self.finished - self.started, 3) if self.finished else None
         return out
 
@@ -122,12 +123,15 @@ class Pusher:
                 wanted = int(words[1])
                 if wanted > target.wanted or target.state == "offered":
                     target.last_progress = now
+                    target.stalls = 0
+                if target.state == "offered":
+                    target.sent = wanted  # a fresh start, or a resume from the device's place
                 target.state = "sending"
                 target.wanted = wanted
                 target.sent = max(target.sent, wanted)
             elif len(words) >= 3 and words[1] == "refused":
-                if words[2] == "replay" and len(words) == 4 and words[3].isdigit():
-                    target.wanted = int(words[3])  # a chunk went twice: go on from its place
+                if words[2] in ("replay", "gap") and len(words) == 4 and words[3].isdigit():
+                    target.wanted = int(words[3])  # out of order: go on from its place
                     target.sent = target.wanted
                 else:
                     target.state, target.detail = "refused", words[2]
@@ -178,7 +182,7 @@ class Pusher:
                           if t.state in ("waiting", "offered", "sending")]  # fmt: skip
                 for target in active:
                     if target.state != "sending" and now - target.last_progress >= self.offer_s:
-                        if target.offers >= 3:
+                        if target.offers >= 5:
                             target.state, target.detail = "timeout", "no answer to the offer"
                             target.finished = now
                             continue
@@ -187,6 +191,12 @@ class Pusher:
                         if now - target.last_progress >= self.resend_s:
                             target.sent = target.wanted  # unacknowledged: again from there
                             target.last_progress = now
+                            target.stalls += 1
+                            if target.stalls >= 3:  # restarted meanwhile? offer again: the
+                                target.stalls = 0  # device resumes from its place on flash
+                                target.state = "offered"
+                                target.last_progress = now - self.offer_s
+                                continue
                         while budget >= 1 and target.sent < min(
                             self.chunks, target.wanted + self.window
                         ):
