@@ -225,8 +225,23 @@ class Day:
             for event in board.events(after + 1):
                 if event["type"] in types:
                     return event
+            # acknowledged already, and so gone from the board's journal: the store has it
+            stored = self._stored(device, after, types)
+            if stored is not None:
+                return stored
             time.sleep(0.05)
         raise KvittoError(f"{device}: no {'/'.join(types)} event; log:\n{board.log_tail()}")
+
+    def _stored(self, device: str, after: int, types: tuple[str, ...]) -> dict | None:
+        from kvitto.evidence.cose import split_sign1
+        from kvitto.evidence.events import decode_payload
+
+        for _, seq, kind, t, _, _, message in self.store.events(device):
+            if seq > after and kind in types:
+                event = decode_payload(split_sign1(bytes(message))[2])
+                return {"seq": seq, "type": kind, "boot": event.boot, "t": t, "x": event.x,
+                        "cred": event.cred.hex() if event.cred else None}  # fmt: skip
+        return None
 
     def clock(self, device: str, at: dt.datetime) -> None:
         """Set the board's clock with the signed `time` command and wait for its clock_sync.
