@@ -66,7 +66,7 @@ NAV = {
         ("/telefoner", "Telefoner"),
     ],
     "auditor": [("/uppfoljning", "Uppföljning"), ("/logg", "Logg")],
-    "admin": [("/admin", "Användare och register"), ("/logg", "Logg")],
+    "admin": [("/admin", "Användare och register"), ("/enheter", "Enheter"), ("/logg", "Logg")],
 }
 ROLES = {"coordinator": "samordnare", "auditor": "uppföljare", "admin": "administratör"}
 KIND_LABELS = {
@@ -581,6 +581,42 @@ def admin(request: Request, scope: Scope) -> Response:
                   counts=counts)  # fmt: skip
 
 
+@page("admin")
+def devices(request: Request, scope: Scope) -> Response:
+    """Enheter: every door device from its signed health reports, alerts first (issue #22;
+    the same data as `kvitto fleet`, kvitto.fleet.status)."""
+    from kvitto.fleet.status import fleet_status, versions
+
+    now_ms = int(scope.now.timestamp() * 1000)
+    rows = fleet_status(scope.store, now_ms)
+    rows.sort(key=lambda d: (not d.alerts, d.device))
+    return render(request, "devices.html", scope.user, devices=rows, versions=versions(rows),
+                  alerting=sum(1 for d in rows if d.alerts))  # fmt: skip
+
+
+async def metrics(request: Request) -> Response:
+    """The fleet as a Prometheus exposition (kvitto.fleet.status.prometheus), for a scraper
+    holding `Authorization: Bearer $KVITTO_METRICS_TOKEN`; without that token set, or with
+    another, there is no such page (404)."""
+    import hmac
+    import os
+
+    token = os.environ.get("KVITTO_METRICS_TOKEN", "")
+    given = request.headers.get("authorization", "")
+    if len(token) < 16 or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise HTTPException(404)
+    settings = settings_of(request)
+
+    def exposition() -> str:
+        from kvitto.fleet.status import fleet_status, prometheus
+
+        now_ms = int(settings.clock().timestamp() * 1000)
+        return prometheus(fleet_status(settings.store, now_ms), now_ms)
+
+    text = await run_in_threadpool(exposition)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     user = await run_in_threadpool(current_user, request)
     code = getattr(exc, "status_code", 404)
@@ -615,4 +651,6 @@ def routes() -> list[Route]:
         Route("/besok/{provider}/{claim_id}/beslut", decide, methods=["POST"]),
         Route("/logg", audit_log),
         Route("/admin", admin),
+        Route("/enheter", devices),
+        Route("/metrics", metrics),
     ]

@@ -1,0 +1,63 @@
+"""kvitto serve's Enheter page and /metrics (issue #22): the fleet as `kvitto fleet` sees it
+(kvitto.fleet.status), for the administrator, and for a Prometheus scraper with its token."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from web_support import NOW, build_world, login
+
+from kvitto.fleet.status import ALERTS, fleet_status
+
+TOKEN = "scrape-token-0123456789"
+
+
+@pytest.fixture
+def world(tmp_path):
+    return build_world(tmp_path)
+
+
+def test_the_admin_sees_every_device_with_its_alerts(world):
+    client = world.client()
+    login(client, "admin")
+    page = client.get("/enheter")
+    assert page.status_code == 200
+    rows = fleet_status(world.store, int(NOW.timestamp() * 1000))
+    for status in rows:
+        assert f'id="device-{status.device}"' in page.text
+    assert {"tag-2001", "tag-3001"} <= {status.device for status in rows}
+    alerting = sum(1 for status in rows if status.alerts)
+    assert f"{len(rows)} enheter, {alerting} med larm." in page.text
+    english = client.get("/sprak/en", headers={"referer": "/enheter"})
+    assert english.status_code in (200, 303)
+    assert "Last seen" in client.get("/enheter").text
+
+
+def test_other_roles_do_not_get_the_devices_page(world):
+    client = world.client()
+    login(client, "samordnare-p1")
+    assert client.get("/enheter").status_code == 404
+
+
+def test_metrics_need_the_scrapers_token(world, monkeypatch):
+    client = world.client()
+    assert client.get("/metrics").status_code == 404  # no token configured: no such page
+    monkeypatch.setenv("KVITTO_METRICS_TOKEN", TOKEN)
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 404
+    answer = client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = [
+        (sample.labels.get("device"), sample.labels.get("alert"), sample.value)
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.name == "kvitto_device_alert"
+    ]
+    expected = [
+        (d.device, alert, 1.0 if alert in d.alerts else 0.0)
+        for d in fleet_status(world.store, int(NOW.timestamp() * 1000))
+        for alert in ALERTS
+    ]
+    assert sorted(samples) == sorted(expected)  # kvitto fleet's view, at the app's clock
+    assert {device for device, _, _ in samples} >= {"tag-2001", "tag-3001"}
