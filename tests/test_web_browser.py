@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from collect_support import fresh_database, postgres_cluster
 from web_support import MONTH, PASSWORD, World, build_world
 
 from conftest import IN_CI, free_port
@@ -36,8 +37,19 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    return build_world(tmp_path_factory.mktemp("web"))
+def postgres() -> Iterator[str]:
+    with postgres_cluster() as url:
+        yield url
+
+
+# Every flow runs on both stores the web serves: SQLite (the default) and PostgreSQL (at scale).
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory) -> World:
+    root = tmp_path_factory.mktemp("web")
+    if request.param == "postgresql":
+        url = fresh_database(request.getfixturevalue("postgres"), f"web_browser_{root.name}")
+        return build_world(root, url)
+    return build_world(root)
 
 
 @pytest.fixture(scope="module")
