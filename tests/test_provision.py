@@ -11,6 +11,7 @@ import threading
 import xml.etree.ElementTree as ElementTree
 
 import pytest
+from cli_support import run_kvitto
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from installer_support import MqttProbe, unstarted_mosquitto
@@ -280,3 +281,107 @@ def test_tls_board_pins_the_organisation_ca_and_publishes(setup, fresh_boards):
     config = json.loads(read_flash_file(board_a.flash, "config.json"))
     assert config["broker"]["tls"] is True
     assert config["broker"]["ca"] == (pki / "ca.crt").read_text()
+
+
+def test_events_journaled_under_another_identity_never_block_the_acks(setup, tmp_path):
+    """#24 item 5: a simulator lock journals its first events under its default id; once
+    provisioned under a new id those events could never verify (kid ≠ payload device) and, as
+    acks cover only an unbroken run, nothing behind them would ever be acknowledged.
+    Provisioning clears such a journal and says how many events it discarded; the board's
+    events under its new identity are then stored and acknowledged, nothing quarantined."""
+    from collect_support import wait_for
+
+    from conftest import free_port
+    from kvitto.collect.collector import Collector
+    from kvitto.store.keys import load_command_key
+
+    pki, url, broker, labels = setup
+    board = VirtualBoard(
+        tmp_path / "lock-0002", "lock-0002", "lock",
+        broker=("127.0.0.1", free_port()), proxy=False,
+    )  # fmt: skip
+    board.start()
+    try:
+        assert board.wait_ready(60)["device"] == "lock-0002"
+        board.tap("badge", UID)  # journaled under the simulator's default id
+        status = lambda: json.loads(board.control("status"))  # noqa: E731
+        wait_for(lambda: status()["next_seq"] > 1, 30, what="journaled events")
+        request = request_for(board, "lock-0201", "c-2001", setup)
+        request.role = "lock"
+        result = provision(request)
+        assert result.discarded == (status()["next_seq"] - 1, "lock-0002")
+        written = write_broker_config(
+            pki.parent / "etc",
+            accounts_from_registry(url),
+            BrokerSettings(bind="127.0.0.1", port=broker.port,
+                           run_as="root" if os.geteuid() == 0 else None),
+        )  # fmt: skip
+        broker.config = written.config
+        broker.start()
+        password = written.collector_password_file.read_text().strip()
+        store = open_store(url)
+        collector = Collector(
+            store,
+            f"mqtt://{COLLECTOR_USER}:{password}@127.0.0.1:{broker.port}",
+            load_command_key(pki),
+        )
+        collector.start()
+        try:
+            board.reset()
+            assert board.wait_ready(60)["device"] == "lock-0201"
+            board.tap("badge", UID)
+            wait_for(
+                lambda: (s := status())["acked"] == s["next_seq"] - 1 >= 2,
+                60,
+                what="the board's journal acknowledged up to its newest event",
+            )
+        finally:
+            collector.stop()
+        assert store.quarantined() == []
+    finally:
+        board.stop()
+
+
+def test_unacknowledged_events_of_a_registered_device_are_not_dropped_silently(
+    setup, fresh_boards
+):
+    """Re-provisioning under a new id a board whose registered identity still has events
+    waiting: refused (they are evidence) unless the installer says --discard-journal."""
+    board, _ = fresh_boards
+    provision(request_for(board, "tag-0101", "c-1001", setup))
+    board.reset()
+    assert board.wait_ready(60)["device"] == "tag-0101"  # its boot event waits for an ack
+    with pytest.raises(KvittoError, match="unacknowledged events of registered device tag-0101"):
+        provision(request_for(board, "tag-0109", "c-1009", setup))
+    assert Registry(open_store(setup[1])).device("tag-0109") is None  # nothing changed
+    again = provision(request_for(board, "tag-0109", "c-1009", setup, discard_journal=True))
+    assert again.discarded[0] >= 1 and again.discarded[1] == "tag-0101"
+    # the same identity again keeps its journal (reset as the installer is told: on a real
+    # board the provisioning resets it, the unix port has no machine.reset)
+    board.reset()
+    assert board.wait_ready(60)["device"] == "tag-0109"
+    assert provision(request_for(board, "tag-0109", "c-1009", setup)).discarded == (0, None)
+
+
+def test_a_wifi_network_without_a_password_must_be_declared_open(setup, tmp_path):
+    """#24 item 2: --wifi-ssid without KVITTO_WIFI_PASSWORD wrote an empty password."""
+    pki, url, broker, labels = setup
+    runner = CliRunner()
+    base = [
+        "provision", "--port", "/dev/null", "--device", "tag-0301", "--customer", "c-3001",
+        "--role", "tag", "--board", "sim", "--store", url, "--pki", str(pki),
+        "--broker-host", "127.0.0.1", "--wifi-ssid", "care-net",
+    ]  # fmt: skip
+    code, out, err = run_kvitto(base, env={"KVITTO_WIFI_PASSWORD": ""})
+    assert code == 2 and "KVITTO_WIFI_PASSWORD" in err and "--wifi-open" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert Registry(open_store(url)).device("tag-0301") is None
+    help_text = runner.invoke(cli, ["provision", "--help"]).output
+    assert "KVITTO_WIFI_PASSWORD" in help_text and "--wifi-open" in help_text
+    config = __import__("kvitto.install.provision", fromlist=["device_config"]).device_config(
+        Provisioning(port="", device="tag-0301", customer="c", role="tag", board="sim",
+                     store_url=url, pki_dir=pki, broker_host="h", wifi_ssid="guest",
+                     wifi_open=True),
+        "pw",
+    )  # fmt: skip
+    assert config["wifi"] == {"ssid": "guest", "password": ""}

@@ -126,13 +126,27 @@ def flash(
 @click.option("--mark", default=None, help="Label mark, overriding the household's A/B.")
 @click.option("--ntp", multiple=True, help="NTP server (repeatable; default pool.ntp.org).")
 @click.option("--wifi-ssid", default=None, help="Wi-Fi network (real boards).")
-@click.option("--wifi-password", envvar="KVITTO_WIFI_PASSWORD", default=None, hidden=True)
+@click.option(
+    "--wifi-password",
+    envvar="KVITTO_WIFI_PASSWORD",
+    show_envvar=True,
+    default=None,
+    help="Wi-Fi password; set it in the environment (kept out of the shell history), or "
+    "type it when asked on a terminal. Required with --wifi-ssid unless --wifi-open.",
+)
+@click.option("--wifi-open", is_flag=True, help="The Wi-Fi network has no password.")
 @click.option("--label-dir", default="labels", show_default=True, help="Where the SVG goes.")
 @click.option("--no-reset", is_flag=True, help="Leave the board running; reset it yourself.")
+@click.option(
+    "--discard-journal",
+    is_flag=True,
+    help="Drop unacknowledged events the board journaled as another registered device.",
+)
 @_FORMAT
 def provision(
     port, device, customer, role, board, store_url, pki_dir, broker_host, broker_port, tls,
-    household, mark, ntp, wifi_ssid, wifi_password, label_dir, no_reset, output_format,
+    household, mark, ntp, wifi_ssid, wifi_password, wifi_open, label_dir, no_reset,
+    discard_journal, output_format,
 ) -> None:  # fmt: skip
     """Set up a device for a customer over its serial port (mpremote) and register it."""
     from pathlib import Path
@@ -140,12 +154,15 @@ def provision(
     from kvitto.install.flash import pick_port
     from kvitto.install.provision import Provisioning, run_provision
 
+    if wifi_ssid and not wifi_password and not wifi_open and sys.stdin.isatty():
+        wifi_password = click.prompt(f"Wi-Fi password for {wifi_ssid}", hide_input=True)
     request = Provisioning(
         port=pick_port(port), device=device, customer=customer, role=role, board=board,
         store_url=store_url, pki_dir=Path(pki_dir), broker_host=broker_host,
         broker_port=broker_port, broker_tls=tls, household=household,
         ntp=list(ntp) or ["pool.ntp.org"], wifi_ssid=wifi_ssid, wifi_password=wifi_password,
-        mark=mark, label_dir=Path(label_dir), reset=not no_reset,
+        wifi_open=wifi_open, mark=mark, label_dir=Path(label_dir), reset=not no_reset,
+        discard_journal=discard_journal,
     )  # fmt: skip
     run_provision(request, output_format)
 

@@ -13,6 +13,14 @@ Steps, in the order that keeps a failure harmless:
    b"kvitto-provision" + nonce and the host verifies it (proof of possession).
 3. The registry binds device ↔ customer (once: another customer is refused, a revoked device
    stays revoked) and keeps the hash of a new 256-bit MQTT password.
+   Events already in the board's journal under another identity (the simulator's default id,
+   a previous provisioning) can never verify under the new one (their payload names the old
+   device, FORMATS.md §1) and, as acks cover only an unbroken run from seq 1, they would block
+   every ack behind them. So the journal is cleared when the board's identity changes, and
+   the result says how many events went (`discarded`). If the old identity is a registered
+   device and some of its events are not yet acknowledged, provisioning is refused instead
+   (they are evidence): bring the board online until they are acknowledged, or pass
+   `--discard-journal`.
 4. /config.json goes to the board atomically (write, fsync by close, rename) and is read back.
 5. A label (SVG): device id, QR code, A/B marking among cohabitants; no personal data.
 """
@@ -61,6 +69,33 @@ with open(path, "rb") as f:
     back = f.read()
 print(json.dumps({"path": path, "ok": back == data, "bytes": len(back)}))
 """
+_JOURNAL = """
+import json, os
+from device import identity
+root = identity._default_root()
+def at(name):
+    return (root + "/" if root else "") + name
+try:
+    with open(at("config.json")) as f:
+        device = json.loads(f.read()).get("device")
+except (OSError, ValueError):
+    device = None
+try:
+    names = os.listdir(at("journal"))
+except OSError:
+    names = []
+pending = 0
+if names and device != %r:
+    from device.journal import Journal
+    journal = Journal(at("journal"))
+    pending = journal.next_seq - 1 - journal.acked
+    journal.close()
+    if %r:
+        for name in names:
+            os.remove(at("journal") + "/" + name)
+        os.rmdir(at("journal"))
+print(json.dumps({"device": device, "files": len(names), "pending": pending}))
+"""
 _RESET = """
 import json
 try:
@@ -93,10 +128,12 @@ class Provisioning:
     ntp: list[str] = field(default_factory=lambda: ["pool.ntp.org"])
     wifi_ssid: str | None = None
     wifi_password: str | None = None
+    wifi_open: bool = False
     mark: str | None = None
     label_dir: Path | None = None
     reset: bool = True
     preflight: bool = True  # kvitto.install.preflight: refuse a board short of memory first
+    discard_journal: bool = False
 
 
 @dataclass
@@ -110,6 +147,8 @@ class Provisioned:
     mark: str
     reset: bool
     mqtt_password_sha256: str = ""
+    # events cleared from the board's journal (journaled under another identity), and that id
+    discarded: tuple[int, str | None] = (0, None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +160,8 @@ class Provisioned:
             "label": self.label,
             "mark": self.mark,
             "reset": self.reset,
+            "discarded_events": self.discarded[0],
+            "discarded_as": self.discarded[1],
         }
 
 
@@ -236,6 +277,13 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
     check_device_id(request.device, "--device")
     if request.mark is not None and (len(request.mark) != 1 or not request.mark.isupper()):
         raise KvittoError(f"--mark {request.mark!r}: one capital letter (A, B, …)")
+    if request.wifi_ssid and not request.wifi_password and not request.wifi_open:
+        raise KvittoError(
+            f"--wifi-ssid {request.wifi_ssid}: no password; set KVITTO_WIFI_PASSWORD "
+            "(or --wifi-password), or pass --wifi-open for a network without one"
+        )
+    if request.wifi_open and request.wifi_password:
+        raise KvittoError("--wifi-open and a Wi-Fi password contradict each other")
     layout = load_board(request.board)
     mqtt_password = new_password()  # 256 bits, made here, never stored in clear on the host
     config = device_config(request, mqtt_password)
@@ -249,8 +297,18 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
             preflight(console, request.role, layout, wifi=bool(request.wifi_ssid),
                       tls=request.broker_tls)  # fmt: skip
         public_key = read_identity(console)
+        found = console.run(_JOURNAL % (request.device, False))
+        old_device, pending = found.get("device"), int(found.get("pending") or 0)
         with open_store(request.store_url) as store:
             registry = Registry(store)
+            if pending and old_device and not request.discard_journal:
+                old = registry.device(old_device)
+                if old is not None and old.public_key == public_key:
+                    raise KvittoError(
+                        f"{console.port}: the board holds {pending} unacknowledged events of "
+                        f"registered device {old_device}; let the collector acknowledge them "
+                        "(board online) or pass --discard-journal to drop them"
+                    )
             existing = registry.customer(request.customer)
             if existing is None:
                 registry.add_customer(request.customer, household=request.household)
@@ -262,6 +320,10 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
             mark = request.mark or household_mark(
                 registry, request.customer, customer.household if customer else ""
             )
+        discarded: tuple[int, str | None] = (0, None)
+        if found.get("files") and old_device != request.device:
+            cleared = console.run(_JOURNAL % (request.device, True))
+            discarded = (int(cleared.get("pending") or 0), old_device)
         data = json.dumps(config, sort_keys=True).encode()
         written = console.run(_WRITE_CONFIG % binascii.hexlify(data).decode())
         if not written.get("ok"):
@@ -291,6 +353,7 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
         mark=mark,
         reset=did_reset,
         mqtt_password_sha256=hashlib.sha256(mqtt_password.encode()).hexdigest(),
+        discarded=discarded,
     )
 
 
@@ -304,6 +367,13 @@ def run_provision(request: Provisioning, output_format: str) -> Provisioned:
     click.echo(f"{result.device}: key {result.public_key.hex()} (proof of possession verified)")
     click.echo(f"registered for customer {result.customer} as {result.role}")
     click.echo(f"wrote {result.config_path} on the board")
+    count, old_device = result.discarded
+    if count:
+        click.echo(
+            f"cleared the board's journal: {count} events journaled as "
+            f"{old_device or 'an unprovisioned board'} before provisioning (they could never "
+            "verify under the new identity)"
+        )
     if result.label:
         click.echo(f"label: {result.label}" + (f" (marked {result.mark})" if result.mark else ""))
     if not result.reset:

@@ -423,6 +423,8 @@ class VirtualBoard:
                 return
             if not ready:
                 continue
+            if process.poll() is not None or self.process is not process:
+                return  # reset meanwhile: these bytes are for the new process's reader
             try:
                 data = os.read(self._master, 4096)
             except OSError as error:
