@@ -281,3 +281,73 @@ def test_the_brokers_window_fits_the_collectors_batches(broker):
         line.split(" ", 1) for line in written.config.read_text().splitlines() if " " in line
     )
     assert int(lines["max_inflight_messages"]) >= 4 * 64
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--run-as needs root to hand files over")
+def test_the_documented_tls_broker_starts_as_the_run_as_user(tmp_path):
+    """#24 item 1: `kvitto broker-config --pki pki --run-as mosquitto`, then `mosquitto -c`,
+    exactly as docs/installer.md says. The broker key stayed 0600 root in pki/ and Mosquitto,
+    once it had dropped to its user, could not read it. Now the TLS files are copied beside
+    the config, owned by the run-as user (the key 0600), and the broker starts and talks TLS."""
+    import pwd
+    import socket
+    import ssl
+    import tempfile
+    import time
+
+    from cli_support import run_kvitto
+
+    from conftest import free_port, mosquitto_binary
+
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.skip("no mosquitto binary (make setup installs it)")
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no mosquitto user on this machine")
+    pki = tmp_path / "pki"  # root-only, as the pki folder should be
+    assert run_kvitto(["pki", "--dir", str(pki), "--broker-host", "127.0.0.1"])[0] == 0
+    out = Path(tempfile.mkdtemp(prefix="kvitto-etc-"))  # a folder mosquitto can reach
+    out.chmod(0o755)
+    try:
+        port, tls_port = free_port(), free_port()
+        code, _, err = run_kvitto([
+            "broker-config", "--accounts", str(_accounts_file(tmp_path)), "--out", str(out / "k"),
+            "--pki", str(pki), "--run-as", "mosquitto", "--bind", "127.0.0.1",
+            "--port", str(port), "--tls-port", str(tls_port),
+        ])  # fmt: skip
+        assert code == 0, err
+        config = (out / "k" / "mosquitto.conf").read_text()
+        key_line = next(line for line in config.splitlines() if line.startswith("keyfile "))
+        key = Path(key_line.split(" ", 1)[1])
+        assert key.parent != pki.resolve() and key.stat().st_uid == user.pw_uid
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        broker = subprocess.Popen(
+            [binary, "-c", str(out / "k" / "mosquitto.conf")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            deadline = time.monotonic() + 10
+            while True:
+                assert broker.poll() is None, broker.stdout.read().decode()  # type: ignore[union-attr]
+                try:
+                    with socket.create_connection(("127.0.0.1", tls_port), timeout=1) as raw:
+                        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the TLS listener did not come up"
+                    time.sleep(0.1)
+        finally:
+            broker.terminate()
+            broker.wait(5)
+    finally:
+        shutil.rmtree(out)
+
+
+def _accounts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps([{"device": "tag-0042", "password_hash": password_hash("x")}]))
+    return path

@@ -256,6 +256,9 @@ def write_broker_config(
     password_file = out_dir / "passwords"
     acl_file = out_dir / "acl"
     config_file = out_dir / "mosquitto.conf"
+    tls_copies: list[Path] = []
+    if settings.tls is not None:
+        settings, tls_copies = _copy_tls(settings, out_dir / "tls")
     _write_private(
         password_file,
         render_passwords(accounts, password_hash(password), password_hash(ota_password)),
@@ -263,7 +266,10 @@ def write_broker_config(
     _write_private(acl_file, render_acl())
     _write_private(config_file, render_config(settings, password_file, acl_file, data_dir))
     if settings.run_as and os.geteuid() == 0:
-        _give_to(settings.run_as, [out_dir, data_dir, password_file, acl_file, config_file])
+        _give_to(
+            settings.run_as,
+            [out_dir, data_dir, password_file, acl_file, config_file, *tls_copies],
+        )
     return BrokerConfig(
         config=config_file,
         password_file=password_file,
@@ -272,6 +278,35 @@ def write_broker_config(
         devices=[account.device_id for account in accounts],
         ota_password_file=out_dir / "ota.password",
     )
+
+
+def _copy_tls(settings: BrokerSettings, tls_dir: Path) -> tuple[BrokerSettings, list[Path]]:
+    """Copies of the CA, broker certificate and key beside the config, for Mosquitto to read
+    after it dropped to `run_as` (the key 0600, handed to that user with the rest): the `pki`
+    folder and its keys stay root's. Re-run `kvitto broker-config` after a new certificate."""
+    import dataclasses
+
+    assert settings.tls is not None
+    tls_dir.mkdir(exist_ok=True)
+    os.chmod(tls_dir, 0o700)
+    copies = TlsFiles(
+        ca=tls_dir / "ca.crt", certificate=tls_dir / "broker.crt", key=tls_dir / "broker.key"
+    )
+    for source, target in (
+        (settings.tls.ca, copies.ca),
+        (settings.tls.certificate, copies.certificate),
+        (settings.tls.key, copies.key),
+    ):
+        try:
+            _write_private(target, Path(source).read_text())
+        except OSError as error:
+            raise KvittoError(f"{source}: cannot copy for the broker: {error}") from None
+    return dataclasses.replace(settings, tls=copies), [
+        tls_dir,
+        copies.ca,
+        copies.certificate,
+        copies.key,
+    ]
 
 
 def _give_to(user: str, paths: list[Path]) -> None:
