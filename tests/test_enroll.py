@@ -25,6 +25,7 @@ def setup(tmp_path):
     pki = tmp_path / "pki"
     org = ensure_org(pki)
     url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    open_store(url).close()  # `kvitto init`
     return url, pki, org.credential_salt
 
 

@@ -59,6 +59,7 @@ def test_a_revoked_badge_stops_opening_the_lock(tmp_path, mosquitto):
     pki = tmp_path / "pki"
     org = ensure_org(pki)
     store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    open_store(store_url).close()  # `kvitto init`
     board = VirtualBoard(
         tmp_path / "lock", "lock-0201", "lock", broker=(mosquitto.host, mosquitto.port),
         provision=False, proxy=False,

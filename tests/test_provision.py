@@ -50,6 +50,7 @@ def setup(tmp_path):
     pki = tmp_path / "pki"
     ensure_org(pki)
     url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    open_store(url).close()  # `kvitto init`
     broker = unstarted_mosquitto(tmp_path / "mosq")
     yield pki, url, broker, tmp_path / "labels"
     broker.stop()

@@ -338,6 +338,22 @@ def pki(pki_dir, broker_hosts, devices, output_format) -> None:
     run_pki(pki_dir, list(broker_hosts), list(devices), output_format)
 
 
+@cli.command()
+@_STORE
+@_FORMAT
+def init(store_url, output_format) -> None:
+    """Create the store (or upgrade an existing one): run once before the first `provision`.
+    Every other command refuses a store that does not exist, so a typo in --store is caught."""
+    from kvitto.store.db import open_store
+
+    with open_store(store_url) as store:
+        version = max(row[0] for row in store.execute("SELECT version FROM schema_version"))
+    if output_format == "json":
+        click.echo(json.dumps({"store": store_url, "schema_version": version}))
+    else:
+        click.echo(f"store {store_url} ready (schema version {version})")
+
+
 @cli.command("broker-config")
 @click.option(
     "--out",
@@ -459,7 +475,7 @@ def ingest(file, store_url, output_format) -> None:
     from kvitto.collect.intake import ingest as ingest_file
     from kvitto.store.db import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         report = ingest_file(store, Path(file))
     reasons = ", ".join(f"{k} {v}" for k, v in report.reasons.items())
     _echo_result(
@@ -504,7 +520,7 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     from kvitto.store.db import open_store
     from kvitto.verify.export import export_case as write_case
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         result = write_case(
             store, month, Path(out), provider=provider, claims=Path(claims), orders=Path(orders)
         )

@@ -325,7 +325,7 @@ def accounts_from_registry(store_url: str) -> list[DeviceAccount]:
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         return Registry(store).mqtt_accounts()
 
 

@@ -179,7 +179,7 @@ def run_enroll(
     if len(given) != 1:
         raise KvittoError("give exactly one of --badge UID, --ntag424 UID, --phone-key HEX")
     salt = load_org(Path(pki_dir)).credential_salt
-    with open_store(store_url) as store, store.transaction():
+    with open_store(store_url, create=False) as store, store.transaction():
         registry = Registry(store)
         if badge:
             enrolled = enroll_badge(registry, salt, badge, staff, provider)
@@ -234,7 +234,7 @@ def run_revoke(
 
     if bool(device) == bool(credential):
         raise KvittoError("give exactly one of --device ID or --credential ID")
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         registry = Registry(store)
         if device:
             row = registry.revoke_device(device, when)

@@ -299,7 +299,7 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
         public_key = read_identity(console)
         found = console.run(_JOURNAL % (request.device, False))
         old_device, pending = found.get("device"), int(found.get("pending") or 0)
-        with open_store(request.store_url) as store:
+        with open_store(request.store_url, create=False) as store:
             registry = Registry(store)
             if pending and old_device and not request.discard_journal:
                 old = registry.device(old_device)

@@ -756,10 +756,13 @@ class Store:
         return {row[0]: int(row[1]) for row in rows}
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
+def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
     """Open (and by default create or upgrade) the store named by `url`.
 
     sqlite:///relative/or/absolute/path.db (sqlite:////abs works too), or postgresql://…
+    With `create=False` a store that does not exist yet (no file, or no kvitto tables) is a
+    KvittoError: commands that only read or add to a store use it, so a misspelled URL is
+    refused instead of answering from a new, empty store.
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -772,6 +775,8 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         path = Path(raw) if raw != ":memory:" else None
         if path is not None and not path.parent.exists():
             raise KvittoError(f"store URL {url!r}: folder {path.parent} does not exist")
+        if path is not None and not create and not path.exists():
+            raise KvittoError(_NO_STORE.format(url=url, what=f"{path} does not exist"))
         connection = None
         for attempt in range(100):
             try:
@@ -815,6 +820,19 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         raise KvittoError(
             f"store URL {url!r}: use sqlite:///path/to/kvitto.db or postgresql://host/db"
         )
+    if not create and not store.execute(_HAS_SCHEMA[store.dialect]):
+        store.close()
+        raise KvittoError(_NO_STORE.format(url=url, what="it holds no kvitto store"))
     if migrate:
         store.migrate()
     return store
+
+
+_NO_STORE = (
+    "store {url!r}: {what} (a typo? `kvitto init --store {url}` creates a new store; "
+    "`kvitto collect` and `kvitto demo` create one too)"
+)
+_HAS_SCHEMA = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+    "postgresql": "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_version'",
+}

@@ -237,7 +237,7 @@ def run_command(
     from kvitto.store.db import open_store
 
     at = int(time.time() * 1000) if at is None else at
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         targets = list(dict.fromkeys(devices + (lock_devices(store) if all_locks else [])))
         if not targets:
             raise KvittoError("name the devices: --device ID" + (" or --all-locks" * all_locks))
@@ -265,7 +265,7 @@ def run_list(store_url: str, device: str | None, open_only: bool, output_format:
 
     from kvitto.store.db import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         rows = store.outbox(open_only=open_only, device=device)
     if output_format == "json":
         click.echo(json.dumps([describe(row) for row in rows]))
@@ -294,7 +294,7 @@ def run_cancel(store_url: str, command_id: int, output_format: str) -> None:
 
     from kvitto.store.db import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         row = cancel(store, command_id, int(time.time() * 1000))
     if output_format == "json":
         click.echo(json.dumps({"id": row.id, "device": row.device, "state": "cancelled"}))

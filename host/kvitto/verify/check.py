@@ -194,7 +194,7 @@ def read_store_case(
     from kvitto.store.registry import Registry as StoreRegistry
     from kvitto.verify.case import parse_claims, parse_orders, parse_registry
 
-    store = open_store(url, migrate=False)
+    store = open_store(url, migrate=False, create=False)
     try:
         stored = StoreRegistry(store)
         registry = parse_registry(stored.to_toml(), f"{url} registry")

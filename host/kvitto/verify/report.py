@@ -198,14 +198,27 @@ def run_verify(
     """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
     import sys
 
+    if out_file and not Path(out_file).resolve().parent.is_dir():
+        raise CaseError(f"--out {out_file}: folder {Path(out_file).parent} does not exist")
     if "://" in case:
         if not claims:
             raise CaseError(f"{case} is a store: give the provider's claims with --claims FILE")
         result = verify_store(case, claims, profile, month, orders, pki)
     else:
         result = verify_case(case, profile, month, pki)
+    if not result.claims:
+        outside = result.counts.get("claims_outside_month", 0)
+        raise CaseError(
+            f"--month {result.month}: none of the {outside} claims falls in this month; "
+            "nothing verified (check --month against the claims' dates)"
+            if outside
+            else "claims.csv holds no claims: nothing to verify"
+        )
     text = render(result, output_format)
     if out_file:
-        Path(out_file).write_text(text, encoding="utf-8")
+        try:
+            Path(out_file).write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise CaseError(f"--out {out_file}: {error.strerror or error}") from None
     else:
         sys.stdout.write(text)
