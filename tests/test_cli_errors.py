@@ -110,3 +110,30 @@ def test_init_creates_the_store_the_others_then_use(tmp_path, monkeypatch):
     assert code == 0 and "ready" in out
     code, out, err = run_kvitto(["command", "list", "--open", "--store", "sqlite:///kvitto.db"])
     assert code == 0, err
+
+
+def test_semicolon_claims_with_a_bom_as_swedish_excel_saves_them(case):
+    """#24 item 13: a ';'-separated claims.csv (Swedish Excel's default, often with a UTF-8
+    BOM) failed with a 17-column "header lacks" message."""
+    import json
+
+    code, out, err = run_kvitto(
+        ["verify", str(case), "--profile", "norrtalje", "--month", "2026-11"]
+    )
+    assert code == 0, err
+    with_commas = json.loads(out)
+    claims = case / "claims.csv"
+    text = claims.read_text()
+    claims.write_text("\ufeff" + text.replace(",", ";"), encoding="utf-8")
+    code, out, err = run_kvitto(
+        ["verify", str(case), "--profile", "norrtalje", "--month", "2026-11"]
+    )
+    assert code == 0, err
+    assert json.loads(out) == with_commas
+    # a header that is wrong all the same names the separator it was read with
+    claims.write_text(text.replace(",", "|"), encoding="utf-8")
+    code, out, err = run_kvitto(
+        ["verify", str(case), "--profile", "norrtalje", "--month", "2026-11"]
+    )
+    line = one_line_exit_2(code, err)
+    assert "header lacks" in line and "1 columns separated by ','" in line

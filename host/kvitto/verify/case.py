@@ -432,10 +432,10 @@ def _credential_keys(item: dict[str, Any], kind: str, source: str, line: int) ->
 # -- orders.csv and claims.csv ----------------------------------------------------------------
 
 
-def _lines(raw: str) -> Iterator[str]:
+def _lines(raw: str, start: int = 0) -> Iterator[str]:
     """The lines of a file's text, one at a time, ends kept (what csv reads from a file): a
     StringIO of a large claims file held four bytes a character beside the text."""
-    start, size = 0, len(raw)
+    size = len(raw)
     while start < size:
         end = raw.find("\n", start)
         end = size if end < 0 else end + 1
@@ -443,14 +443,32 @@ def _lines(raw: str) -> Iterator[str]:
         start = end
 
 
+def csv_separator(raw: str) -> str:
+    """',' or ';' (Swedish Excel's default), whichever the header line holds more of."""
+    header = raw[: raw.find("\n") if "\n" in raw else len(raw)]
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def csv_dict_reader(raw: str) -> csv.DictReader:
+    """A DictReader over a CSV text as spreadsheets save it: a UTF-8 byte order mark is
+    skipped, and the separator is ',' or ';' (csv_separator)."""
+    start = 1 if raw.startswith("\ufeff") else 0
+    return csv.DictReader(_lines(raw, start), delimiter=csv_separator(raw[start : start + 4096]))
+
+
 def _rows(
     raw: str, source: str, required: tuple[str, ...]
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(_lines(raw))
+    reader = csv_dict_reader(raw)
     header = reader.fieldnames or []
     missing = [name for name in required if name not in header]
     if missing:
-        raise CaseError(f"{source} line 1: header lacks {', '.join(missing)}")
+        separator = csv_separator(raw)
+        raise CaseError(
+            f"{source} line 1: header lacks {', '.join(missing)} (read {len(header)} columns "
+            f"separated by {separator!r}: {', '.join(header[:6])}"
+            f"{', …' if len(header) > 6 else ''})"
+        )
     for row in reader:
         if None in row:  # more cells than header names
             raise CaseError(f"{source} line {reader.line_num}: more fields than the header has")

@@ -18,11 +18,11 @@ from kvitto.store.registry import Registry
 
 
 def _csv_customers(path: Path) -> set[str]:
-    import csv
+    from kvitto.verify.case import csv_dict_reader
 
     try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv_dict_reader(handle.read())
             if reader.fieldnames is None or "customer" not in reader.fieldnames:
                 raise KvittoError(f"{path} line 1: no 'customer' column in the header")
             customers = set()
