@@ -386,3 +386,20 @@ def test_a_wifi_network_without_a_password_must_be_declared_open(setup, tmp_path
         "pw",
     )  # fmt: skip
     assert config["wifi"] == {"ssid": "guest", "password": ""}
+
+
+def test_the_label_qr_code_keeps_a_quiet_zone_of_four_modules():
+    """#24 item 23: the QR spec asks for 4 light modules around the symbol; the label drew 2
+    at its left and top edge, and scanners at a slant miss such codes."""
+    import re
+
+    import segno
+
+    svg = label_svg("tag-0042", "A")
+    modules = segno.make("kvitto:tag-0042", error="m").symbol_size(scale=1, border=0)[0]
+    inner = re.search(r'<svg width="(\d+)" height="(\d+)" class="segno"><path '
+                      r'transform="scale\((\d+)\)"[^>]* d="M(\d+) (\d+)\.5h', svg)  # fmt: skip
+    assert inner is not None, svg[:300]
+    width, height, scale, x, y = map(int, inner.groups())
+    assert (x, y) == (4, 4)  # the first dark module, top-left finder pattern
+    assert width == height == (modules + 8) * scale

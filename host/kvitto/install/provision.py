@@ -247,8 +247,8 @@ def label_svg(device: str, mark: str) -> str:
     check_device_id(device)
     qr = segno.make(LABEL_QR_PREFIX + device, error="m")
     scale = 4
-    size = qr.symbol_size(scale=scale)[0]
-    qr_svg = qr.svg_inline(scale=scale, border=2, omitsize=False)
+    size = qr.symbol_size(scale=scale, border=4)[0]
+    qr_svg = qr.svg_inline(scale=scale, border=4, omitsize=False)  # the QR spec's quiet zone
     width = size + (60 if mark else 0)
     height = size + 24
     mark_text = (
