@@ -62,11 +62,11 @@ def test_html_is_offline_and_marks_deviations_on_the_timeline(result):
     page = render(result, "html")
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page)
     assert "<script" not in page
-    assert "c-1001" in page and "Billing basis" in page
+    assert "c-1001" in page and "Underlag för ersättning" in page
     assert page.count("class='bar claim reject'") == 1
     assert page.count("class='bar claim adjust'") == 1
     assert page.count("class='bar evidence open'") == 1
-    assert "10:00–10:45" in page and "10:05–10:40" in page  # the reason, in the tooltip
+    assert "10:00–10:45" in page and "10:05–10:40" in page  # claim and presence, in tables
 
 
 def test_cli_writes_each_format(tmp_path, result, capsys):

@@ -542,6 +542,8 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     type=click.Choice(["json", "csv", "html"]),
     default="json",
     show_default=True,
+    help="json (FORMATS.md §4, for programs), csv (findings and billing basis) or html (a "
+    "page for auditors, offline).",
 )
 @click.option(
     "--out",
@@ -569,14 +571,21 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     type=click.Path(file_okay=False),
     help="`kvitto pki` folder: its NTAG 424 keys check badge SUNs the registry has no keys for.",
 )
-def verify(case, profile, month, output_format, out_file, claims, orders, pki_dir) -> None:
+@click.option(
+    "--lang",
+    type=click.Choice(["sv", "en"]),
+    default="sv",
+    show_default=True,
+    help="Language of the HTML report (Swedish first).",
+)
+def verify(case, profile, month, output_format, out_file, claims, orders, pki_dir, lang) -> None:
     """Check claims against signed evidence under a municipality's rules.
 
     CASE is a case bundle folder, or a store URL (sqlite:///…, postgresql://…) with --claims.
     """
     from kvitto.verify.report import run_verify
 
-    run_verify(case, profile, month, output_format, out_file, claims, orders, pki_dir)
+    run_verify(case, profile, month, output_format, out_file, claims, orders, pki_dir, lang)
 
 
 @cli.command()
