@@ -172,3 +172,24 @@ def test_devices_log_in_by_certificate_and_reach_only_their_topics(tmp_path):
         collector.close()
     finally:
         mosquitto.stop()
+
+
+def test_re_running_the_documented_command_adds_what_is_missing(tmp_path):
+    """#24 item 6: the guide's `kvitto pki --dir pki --broker-host H` failed the second time
+    ("broker.crt: exists already") though the guide says a re-run adds what is missing."""
+    from cli_support import run_kvitto
+
+    pki = tmp_path / "pki"
+    argv = ["pki", "--dir", str(pki), "--broker-host", "mqtt.example.org"]
+    assert run_kvitto(argv)[0] == 0
+    first = {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()}
+    (pki / "credential-salt").unlink()  # something missing: the re-run adds it
+    code, out, err = run_kvitto(argv)
+    assert code == 0, err
+    assert "kept" in out and (pki / "credential-salt").exists()
+    again = {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()}
+    assert {k: v for k, v in again.items() if k != "credential-salt"} == {
+        k: v for k, v in first.items() if k != "credential-salt"
+    }  # nothing replaced
+    code, _, err = run_kvitto(["pki", "--dir", str(pki), "--broker-host", "other.example.org"])
+    assert code == 2 and "other names" in err and len(err.strip().splitlines()) == 1

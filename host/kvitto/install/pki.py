@@ -136,6 +136,14 @@ def ensure_ca(pki_dir: Path, common_name: str = "kvitto CA") -> Path:
     return cert_path
 
 
+class _Kept(Exception):  # noqa: N818 - a signal within this module, not an error
+    """The certificate asked for exists already, unchanged: nothing to write."""
+
+    def __init__(self, key_path: Path, cert_path: Path):
+        super().__init__(str(cert_path))
+        self.paths = (key_path, cert_path)
+
+
 def _issue(
     pki_dir: Path, stem: str, common_name: str, hosts: list[str], usage: x509.ObjectIdentifier
 ) -> tuple[Path, Path]:
@@ -144,15 +152,28 @@ def _issue(
     ca_cert = x509.load_pem_x509_certificate((pki_dir / CA_CERT).read_bytes())
     key_path = pki_dir / f"{stem}.key"
     cert_path = pki_dir / f"{stem}.crt"
-    if cert_path.exists():
-        raise KvittoError(f"{cert_path}: exists already; remove it first to reissue")
-    key = _write_key(key_path)
     alt_names: list[x509.GeneralName] = []
     for host in hosts:
         try:
             alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             alt_names.append(x509.DNSName(host))
+    if cert_path.exists():
+        # A re-run adds what is missing: the same certificate again is kept as it is.
+        existing = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        try:
+            had = list(existing.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                       .value)  # fmt: skip
+        except x509.ExtensionNotFound:
+            had = []
+        same_name = existing.subject == _name(common_name)
+        if same_name and set(had) == set(alt_names) and key_path.exists():
+            raise _Kept(key_path, cert_path)
+        raise KvittoError(
+            f"{cert_path}: exists already for other names; remove it (and {key_path.name}) "
+            "first to reissue"
+        )
+    key = _write_key(key_path)
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -219,15 +240,21 @@ def run_pki(
     org = ensure_org(directory)
     ca = ensure_ca(directory)
     issued: list[str] = []
-    if broker_hosts:
-        issued += [str(p) for p in issue_broker_certificate(directory, list(broker_hosts))]
-    for device in devices:
-        issued += [str(p) for p in issue_device_certificate(directory, device)]
+    kept: list[str] = []
+    requests = [lambda: issue_broker_certificate(directory, list(broker_hosts))]
+    requests = requests if broker_hosts else []
+    requests += [lambda d=device: issue_device_certificate(directory, d) for device in devices]
+    for issue in requests:
+        try:
+            issued += [str(p) for p in issue()]
+        except _Kept as same:
+            kept += [str(p) for p in same.paths]
     report = {
         "dir": str(directory),
         "org_public_key": org.command_public_key.hex(),
         "ca": str(ca),
         "issued": issued,
+        "kept": kept,
     }
     if output_format == "json":
         click.echo(json.dumps(report))
@@ -236,4 +263,6 @@ def run_pki(
         click.echo(f"CA certificate: {ca}")
         for path in issued:
             click.echo(f"wrote {path}")
+        for path in kept:
+            click.echo(f"kept {path} (already there)")
     return report
