@@ -367,3 +367,82 @@ def test_a_hung_board_is_reset_by_its_watchdog_and_keeps_its_journal(board):
     events = board.wait_events(3)
     assert [(e["type"], e["boot"]) for e in events] == [("boot", 1), ("arrive", 1), ("boot", 2)]
     assert events[2]["x"]["reset"] == "wdt"
+
+
+def test_the_prompt_refuses_what_the_board_cannot_do(tmp_path):
+    """#24 item 16: `press 1 green` on a tag board and `tap 1 phone 1234` answered "ok" and
+    recorded nothing; `press 2 purple` printed a raw HalError(…)."""
+    fleet = Fleet(tmp_path, 3, roles=("tag", "lock", "alarm"), salt=SALT)
+    try:  # refused before anything reaches a board: none is started
+        replies = {
+            line: fleet.command(line)
+            for line in ("press 1 green", "tap 1 phone 1234", "press 2 purple", "door 1 open",
+                         "alarm 2", "tap 3 badge zz", "tap 1 ntag424 04a1b2c3",
+                         "tap 1 card 04a1b2c3")
+        }  # fmt: skip
+    finally:
+        fleet.stop()
+    assert all(reply.startswith("error: ") for reply in replies.values()), replies
+    assert "HalError" not in "".join(replies.values())
+    assert "tag-0001 (tag) has no input 'green' (no buttons" in replies["press 1 green"]
+    assert "2 bytes; expected 32 or 16" in replies["tap 1 phone 1234"]
+    assert "has no input 'purple' (door, exit)" in replies["press 2 purple"]
+
+
+def test_kvitto_sim_takes_a_relative_workdir_and_sigterm_stops_its_boards(tmp_path):
+    """#24 items 3 and 4: `kvitto sim --workdir simwd2` failed after 30 s with an empty log
+    (the board process resolved the path in its own folder); SIGTERM left the MicroPython
+    board processes running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvitto", "sim", "--boards", "2", "--workdir", "simwd2",
+         "--no-prompt"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("control socket"):
+                break
+        assert any(line.startswith("board 2: tag-0002") for line in lines), lines
+        boards = _children(process.pid)
+        assert len(boards) == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    left = [pid for pid in boards if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+    assert left == [], f"board processes left running: {left}"
+    assert (tmp_path / "simwd2" / "tag-0001" / "flash.img").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The MicroPython processes started by `pid` (from /proc: no psutil here)."""
+    from pathlib import Path as P
+
+    found = []
+    for status in P("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and "micropython" in fields.get("Name", ""):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in open(f"/proc/{pid}/status").read()
+    except OSError:
+        return True

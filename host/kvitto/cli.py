@@ -628,7 +628,15 @@ def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt, 
         except ValueError:
             raise SimError(f"{name}: not hex") from None
 
-    folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kvitto-sim-"))
+    import signal
+
+    # Paths are resolved once, here: the boards run in their own folders.
+    folder = Path(workdir).resolve() if workdir else Path(tempfile.mkdtemp(prefix="kvitto-sim-"))
+
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends the session as Ctrl-C does: boards stopped
+
+    signal.signal(signal.SIGTERM, stop_on_term)
 
     def keyboard():
         while True:  # an empty line is ignored; quit, Ctrl-D or Ctrl-C end the session
@@ -645,12 +653,12 @@ def sim(count, broker, roles, workdir, listen, org_public_key, salt, no_prompt, 
         broker,
         tuple(r.strip() for r in roles.split(",") if r.strip()),
         folder,
-        Path(listen) if listen else folder / "sim.sock",
+        Path(listen).resolve() if listen else folder / "sim.sock",
         unhex(org_public_key, "--org-public-key"),
         unhex(salt, "--salt"),
         lines,
         echo=click.echo,
-        pki_dir=Path(pki_dir) if pki_dir else None,
+        pki_dir=Path(pki_dir).resolve() if pki_dir else None,
     )
 
 

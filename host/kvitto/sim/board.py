@@ -132,7 +132,7 @@ class VirtualBoard:
         flash: Path | None = None,
         idf_heap: str | None = None,
     ):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # the board process runs inside it
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.role = role
@@ -141,7 +141,7 @@ class VirtualBoard:
         # "INTERNAL_KIB" or "INTERNAL_KIB,PSRAM_KIB" free
         self.idf_heap = idf_heap
         # an existing image (e.g. from `kvitto image`) is mounted as it is, like a flashed board
-        self.flash = Path(flash) if flash is not None else self.workdir / "flash.img"
+        self.flash = Path(flash).resolve() if flash is not None else self.workdir / "flash.img"
         self.log_path = self.workdir / "board.log"
         self.control_path = self.workdir / "control.sock"
         self.proxy = None
@@ -216,11 +216,20 @@ class VirtualBoard:
 
     def wait_ready(self, timeout: float = 30, app: bool = True) -> dict[str, Any]:
         """Wait until the board answers on the control channel (and, with `app`, runs the
-        application: an unprovisioned board only blinks red); returns its status."""
+        application: an unprovisioned board only blinks red); returns its status. A board that
+        keeps dying at start, or answers without running the application, says so."""
         deadline = time.monotonic() + timeout
+        resets_before = len(self.resets)
+        status: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None and not self.powered:
                 break
+            if len(self.resets) - resets_before >= 3:
+                raise SimError(
+                    f"board {self.device} stops at every start (exit status "
+                    f"{self.process.returncode if self.process else '?'}); "
+                    f"log:\n{self.log_tail()}"
+                )
             try:
                 status = json.loads(self.control("status", timeout=2))
             except SimError:
@@ -229,6 +238,11 @@ class VirtualBoard:
             if "device" in status or not app:
                 return status
             time.sleep(0.1)
+        if status is not None:
+            raise SimError(
+                f"board {self.device} answers but runs no application: no config.json on its "
+                f"flash {self.flash}? (status {status}); log:\n{self.log_tail()}"
+            )
         raise SimError(f"board {self.device} did not come up; log:\n{self.log_tail()}")
 
     def power_cut(self) -> None:

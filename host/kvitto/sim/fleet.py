@@ -134,6 +134,9 @@ class Fleet:
                 return f"error: {verb} needs a board number; {self.HELP}"
             board = self.board(args[0])
             rest = args[1:]
+            refused = refusal(board, verb, rest)
+            if refused:
+                return f"error: {refused}"
             if verb == "tap" and len(rest) >= 2:
                 card = self.badges.card(rest[1]) if self.badges and rest[0] == "ntag424" else {}
                 board.tap(rest[0], rest[1], **card)
@@ -156,6 +159,41 @@ class Fleet:
             return "ok"
         except KvittoError as error:
             return f"error: {error}"
+
+
+# What each role's firmware reads (device/roles.py): a tag has no buttons at all.
+ROLE_INPUTS = {"tag": (), "lock": ("door", "exit"), "alarm": ("alarm_call", "green", "yellow")}
+# Credential bytes a tap can carry: a badge UID (4, 7 or 10 bytes), an NTAG 424's 7-byte UID,
+# a phone app key's 32-byte seed (real answers) or a 16-byte key id.
+TAP_BYTES = {"badge": (4, 7, 10), "ntag424": (7,), "phone": (32, 16)}
+
+
+def refusal(board: VirtualBoard, verb: str, rest: list[str]) -> str:
+    """Why the board cannot do this prompt line, or "" if it can: a line that would answer
+    "ok" and record nothing is refused instead."""
+    name = f"board {board.device} ({board.role})"
+    inputs = ROLE_INPUTS.get(board.role, ())
+    if verb == "press" and rest:
+        button = "alarm_call" if rest[0] == "call" else rest[0]
+        if button not in inputs:
+            have = ", ".join(inputs) if inputs else "no buttons: tap it instead"
+            return f"{name} has no input {rest[0]!r} ({have})"
+    if verb == "door" and "door" not in inputs:
+        return f"{name} has no door contact (a lock has)"
+    if verb == "alarm" and "alarm_call" not in inputs:
+        return f"{name} takes no alarm calls (an alarm unit does)"
+    if verb == "tap" and len(rest) >= 2:
+        kind, value = rest[0], rest[1]
+        if kind not in TAP_BYTES:
+            return f"tap: unknown credential {kind!r} (badge, ntag424, phone)"
+        try:
+            size = len(bytes.fromhex(value.replace(":", "")))
+        except ValueError:
+            return f"tap {kind}: {value!r} is not hex"
+        if size not in TAP_BYTES[kind]:
+            wanted = " or ".join(str(n) for n in TAP_BYTES[kind])
+            return f"tap {kind}: {size} bytes; expected {wanted}"
+    return ""
 
 
 def serve_socket(fleet: Fleet, path: Path, stop: threading.Event) -> None:
