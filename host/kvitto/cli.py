@@ -28,7 +28,12 @@ def not_built(command: str, issue: str) -> None:
 
 # Options several subcommands share, spelled once.
 _FORMAT = click.option(
-    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: lines for people; json: one JSON object for scripts.",
 )
 _REGISTRY = click.option(
     "--store", "store_url", required=True, help="Registry store URL (sqlite:///path)."
@@ -85,10 +90,15 @@ def image(board, out, config, lockdown, frozen, output_format) -> None:
     "--firmware", default=None, type=click.Path(dir_okay=False), help="MicroPython .bin."
 )
 @_PORT
-@click.option("--baud", default=460800, show_default=True, type=int)
+@click.option("--baud", default=460800, show_default=True, type=int, help="Serial speed.")
 @click.option("--erase/--no-erase", default=True, show_default=True, help="Erase all first.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the esptool chains only.")
-@click.option("--merged", default=None, help="Write one image for offset 0x0 instead.")
+@click.option(
+    "--merged",
+    default=None,
+    help="Write one file (MicroPython and the image, for offset 0x0) for a factory programmer "
+    "instead of flashing a board.",
+)
 @click.option(
     "--check", is_flag=True, help="Then ask the board if it has the memory for --role (alone: "
     "only ask)."
@@ -115,12 +125,19 @@ def flash(
 @_PORT
 @click.option("--device", required=True, help="Device id, [a-z0-9-]{3,32}, e.g. tag-0042.")
 @click.option("--customer", required=True, help="Customer pseudonym, e.g. c-1001.")
-@click.option("--role", required=True, type=click.Choice(["tag", "lock", "alarm"]))
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["tag", "lock", "alarm"]),
+    help="tag: receipt at the door; lock: opens the door; alarm: the safety alarm unit.",
+)
 @click.option("--board", required=True, help="Board name (boards/<name>.json).")
 @_REGISTRY
 @click.option("--pki", "pki_dir", required=True, help="`kvitto pki` folder.")
 @click.option("--broker-host", required=True, help="MQTT broker the device connects to.")
-@click.option("--broker-port", default=1883, show_default=True, type=int)
+@click.option(
+    "--broker-port", default=1883, show_default=True, type=int, help="Its port (TLS: 8883)."
+)
 @click.option("--tls", is_flag=True, help="Connect to the broker with TLS.")
 @click.option("--household", default="", help="Household pseudonym (cohabitants: A/B labels).")
 @click.option("--mark", default=None, help="Label mark, overriding the household's A/B.")
@@ -375,8 +392,12 @@ def init(store_url, output_format) -> None:
     type=click.Path(dir_okay=False),
     help='JSON list of {"device", "password_hash"} instead of a store.',
 )
-@click.option("--bind", default="0.0.0.0", show_default=True)
-@click.option("--port", default=1883, show_default=True, type=int)
+@click.option(
+    "--bind", default="0.0.0.0", show_default=True, help="Address the listeners bind to."
+)
+@click.option(
+    "--port", default=1883, show_default=True, type=int, help="Port of the plain MQTT listener."
+)
 @click.option(
     "--pki",
     "pki_dir",
@@ -384,7 +405,9 @@ def init(store_url, output_format) -> None:
     type=click.Path(file_okay=False),
     help="`kvitto pki` folder: adds a TLS listener with its broker certificate.",
 )
-@click.option("--tls-port", default=8883, show_default=True, type=int)
+@click.option(
+    "--tls-port", default=8883, show_default=True, type=int, help="Port of the TLS listener."
+)
 @click.option("--run-as", default=None, help="User Mosquitto drops to (owns the files).")
 @click.option(
     "--client-certs", is_flag=True, help="TLS listener: devices log in by certificate (CN = id)."
@@ -509,9 +532,24 @@ def quarantine_list(store_url, device, limit, output_format) -> None:
 @_STORE
 @click.option("--month", required=True, help="YYYY-MM")
 @click.option("--provider", help="Only this provider's credentials.")
-@click.option("--claims", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--orders", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option(
+    "--claims",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="The provider's claims.csv (columns: docs/formats.md, case bundle), copied as it is.",
+)
+@click.option(
+    "--orders",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="orders.csv: customer, activity, granted_minutes_month, … (docs/formats.md).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="The case bundle folder to write (kvitto verify reads it).",
+)
 @_FORMAT
 def export_case(store_url, month, provider, claims, orders, out, output_format) -> None:
     """Write the case bundle (FORMATS.md §3) for one provider's month."""
