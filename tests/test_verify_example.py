@@ -14,13 +14,14 @@ from kvitto.verify.check import verify_case
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
 
 
-def example_dirs() -> list[Path]:
-    if not EXAMPLES.exists():
-        return []
+def example_dirs() -> list:
+    if not EXAMPLES.exists():  # said, not an empty parameter set that pytest skips silently
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"shared examples not beside the checkout ({EXAMPLES})"))]  # fmt: skip
     return sorted(p for p in EXAMPLES.iterdir() if (p / "expected.json").exists())
 
 
-@pytest.mark.parametrize("case", example_dirs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("case", example_dirs(), ids=lambda p: p.name if p else "missing")
 def test_example_gives_expected_findings(case: Path):
     expected = json.loads((case / "expected.json").read_text())
     meta = expected["meta"]
