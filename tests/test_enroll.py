@@ -161,3 +161,32 @@ def test_revoke_credential_and_device_are_kept(setup):
         reg.add_device("tag-0042", "c-1001", "tag", bytes(range(32)))
     result = run("revoke", "--store", url, "--device", "tag-9999")
     assert "not registered" in str(result.exception)
+
+
+def test_list_the_registry_and_revoke_a_leaving_staff_member(setup):
+    """#24 item 14: no command listed devices, credentials or customers, and revoking a
+    leaving staff member needed the 32-digit id printed at enrolment."""
+    import json as json_module
+
+    from cli_support import run_kvitto
+
+    url, pki, salt = setup
+    for badge in ("04:A1:B2:C3", "04:A1:B2:C4"):
+        assert run("enroll", "--store", url, "--pki", str(pki), "--staff", "s-12",
+                   "--provider", "p-1", "--badge", badge).exit_code == 0  # fmt: skip
+    assert run("enroll", "--store", url, "--pki", str(pki), "--staff", "s-07",
+               "--provider", "p-1", "--badge", "04:A1:B2:C5").exit_code == 0  # fmt: skip
+    code, out, err = run_kvitto(["registry", "list", "staff", "--store", url, "--format", "json"])
+    assert code == 0, err
+    staff = json_module.loads(out)
+    assert sorted(row["staff"] for row in staff) == ["s-07", "s-12", "s-12"]
+    code, out, err = run_kvitto(["revoke", "--store", url, "--staff", "s-12"])
+    assert code == 0 and "2 credential(s) of s-12" in out, err
+    code, out, _ = run_kvitto(["registry", "list", "staff", "--store", url])
+    lines = out.strip().splitlines()
+    assert sum("revoked" in line for line in lines) == 2
+    assert all("revoked" not in line for line in lines if line.startswith("s-07"))
+    code, _, err = run_kvitto(["revoke", "--store", url, "--staff", "s-12"])
+    assert code == 2 and "no live credential" in err
+    for what in ("devices", "customers"):
+        assert run_kvitto(["registry", "list", what, "--store", url])[0] == 0

@@ -233,13 +233,34 @@ def enroll(
 @_REGISTRY
 @click.option("--device", default=None, help="Device id to revoke.")
 @click.option("--credential", default=None, help="Credential id (32 hex digits) to revoke.")
+@click.option(
+    "--staff",
+    default=None,
+    help="Staff pseudonym: revoke all their live credentials (someone leaving).",
+)
 @click.option("--when", default=None, help="Revoked from (ISO date or time; default today).")
 @_FORMAT
-def revoke(store_url, device, credential, when, output_format) -> None:
-    """Revoke a device or a credential (kept in the registry, never deleted)."""
+def revoke(store_url, device, credential, staff, when, output_format) -> None:
+    """Revoke a device, a credential or a staff member's credentials (kept, never deleted)."""
     from kvitto.install.enroll import run_revoke
 
-    run_revoke(store_url, device, credential, when, output_format)
+    run_revoke(store_url, device, credential, when, output_format, staff=staff)
+
+
+@cli.group()
+def registry() -> None:
+    """What the registry holds: devices, staff credentials, customers."""
+
+
+@registry.command("list")
+@click.argument("what", type=click.Choice(["devices", "staff", "customers"]))
+@_REGISTRY
+@_FORMAT
+def registry_list(what, store_url, output_format) -> None:
+    """List the registry's devices, staff credentials or customers (revoked ones marked)."""
+    from kvitto.store.registry import run_list
+
+    run_list(store_url, what, output_format)
 
 
 @cli.group()

@@ -221,9 +221,11 @@ def run_revoke(
     credential: str | None,
     when: str | None,
     output_format: str,
-) -> dict[str, str]:
-    """`kvitto revoke`: mark a device or credential revoked (kept, never deleted); a
-    credential's revocation is queued for every lock."""
+    staff: str | None = None,
+) -> dict[str, Any]:
+    """`kvitto revoke`: mark a device, a credential or all of a staff member's live
+    credentials revoked (kept, never deleted); a credential's revocation is queued for every
+    lock."""
     import json
     import time
 
@@ -232,10 +234,11 @@ def run_revoke(
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry
 
-    if bool(device) == bool(credential):
-        raise KvittoError("give exactly one of --device ID or --credential ID")
+    if sum(1 for given in (device, credential, staff) if given) != 1:
+        raise KvittoError("give exactly one of --device ID, --credential ID or --staff ID")
     with open_store(store_url, create=False) as store:
         registry = Registry(store)
+        result: dict[str, Any]
         if device:
             row = registry.revoke_device(device, when)
             result = {"device": row.id, "customer": row.customer, "revoked": row.revoked}
@@ -243,20 +246,35 @@ def run_revoke(
             from kvitto.store.outbox import lock_devices, queue_command
 
             with store.transaction():
-                row = registry.revoke_credential(credential or "", when)
+                if staff:
+                    ids = [c.id for c in registry.credentials()
+                           if c.staff == staff and not c.revoked]  # fmt: skip
+                    if not ids:
+                        raise KvittoError(f"--staff {staff}: no live credential in the registry")
+                else:
+                    ids = [credential or ""]
+                rows = [registry.revoke_credential(one, when) for one in ids]
                 # The registry's word does not reach a door: each lock keeps its allowlist on
                 # flash. A signed `revoke` goes to every lock (kvitto.store.outbox: sent by the
                 # collector, kept until the lock's journal shows it).
                 locks = lock_devices(store)
                 at = int(time.time() * 1000)
+                creds = [bytes.fromhex(row.id) for row in rows]
                 for lock in locks:
-                    queue_command(store, lock, "revoke", {"creds": [bytes.fromhex(row.id)]}, at)
-            result = {"credential": row.id, "staff": row.staff, "revoked": row.revoked,
-                      "locks": locks}  # fmt: skip
+                    queue_command(store, lock, "revoke", {"creds": creds}, at)
+            result = {"credentials": [row.id for row in rows], "staff": rows[0].staff,
+                      "revoked": rows[0].revoked, "locks": locks}  # fmt: skip
+            if credential:
+                result["credential"] = rows[0].id
     if output_format == "json":
         click.echo(json.dumps(result))
     else:
-        what = f"device {device}" if device else f"credential {result['credential']}"
+        if device:
+            what = f"device {device}"
+        elif staff:
+            what = f"{len(result['credentials'])} credential(s) of {staff}"
+        else:
+            what = f"credential {result['credential']}"
         click.echo(f"revoked {what} from {result['revoked']}")
         if not device and result["locks"]:
             click.echo(f"queued `revoke` for {len(result['locks'])} lock(s): "

@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from kvitto.errors import KvittoError
@@ -475,3 +476,37 @@ def _device(row: tuple) -> Device:
 def _credential(row: tuple) -> Credential:
     credential_id, staff, provider, kind, key_material, revoked = row
     return Credential(credential_id, staff, provider, kind, bytes(key_material or b""), revoked)
+
+
+def run_list(store_url: str, what: str, output_format: str) -> list[dict[str, Any]]:
+    """`kvitto registry list devices|staff|customers`: one line (or JSON object) per row,
+    revoked ones with their date; staff as their credentials, the ids `revoke` takes."""
+    import json
+
+    import click
+
+    from kvitto.store.db import open_store
+
+    with open_store(store_url, create=False) as store:
+        registry = Registry(store)
+        if what == "devices":
+            rows = [{"device": d.id, "customer": d.customer, "role": d.role,
+                     "installed": d.installed, "revoked": d.revoked}
+                    for d in registry.devices()]  # fmt: skip
+        elif what == "staff":
+            rows = [{"staff": c.staff, "provider": c.provider, "kind": c.kind,
+                     "credential": c.id, "revoked": c.revoked}
+                    for c in sorted(registry.credentials(), key=lambda c: (c.staff, c.id))]  # fmt: skip
+        else:
+            rows = [{"customer": c.id, "household": c.household, "age_group": c.age_group}
+                    for c in registry.customers()]  # fmt: skip
+    if output_format == "json":
+        click.echo(json.dumps(rows))
+        return rows
+    if not rows:
+        click.echo(f"no {what} in the registry")
+    for row in rows:
+        revoked = row.pop("revoked", "")
+        click.echo("  ".join(f"{v}" for v in row.values() if v != "")
+                   + (f"  revoked {revoked}" if revoked else ""))  # fmt: skip
+    return rows
