@@ -71,7 +71,7 @@ print(json.dumps({"path": path, "ok": back == data, "bytes": len(back)}))
 """
 _JOURNAL = """
 import json, os
-from device import identity
+from device.evidence import identity
 root = identity._default_root()
 def at(name):
     return (root + "/" if root else "") + name
@@ -86,7 +86,7 @@ except OSError:
     names = []
 pending = 0
 if names and device != %r:
-    from device.journal import Journal
+    from device.evidence.journal import Journal
     journal = Journal(at("journal"))
     pending = journal.next_seq - 1 - journal.acked
     journal.close()

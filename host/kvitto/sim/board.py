@@ -231,12 +231,13 @@ class VirtualBoard:
                     f"log:\n{self.log_tail()}"
                 )
             try:
-                status = json.loads(self.control("status", timeout=2))
+                answer: dict[str, Any] = json.loads(self.control("status", timeout=2))
             except SimError:
                 time.sleep(0.1)
                 continue
-            if "device" in status or not app:
-                return status
+            status = answer
+            if "device" in answer or not app:
+                return answer
             time.sleep(0.1)
         if status is not None:
             raise SimError(
