@@ -78,6 +78,8 @@ def test_a_month_without_claims_is_not_an_all_clear(case):
         ],
         ["broker-config", "--out", "{tmp}/etc"],
         ["ingest", "{evidence}"],
+        ["quarantine", "list"],
+        ["registry", "list", "devices"],
     ],
     ids=lambda argv: " ".join(argv[:2]),
 )

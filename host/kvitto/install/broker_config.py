@@ -287,6 +287,9 @@ def _copy_tls(settings: BrokerSettings, tls_dir: Path) -> tuple[BrokerSettings, 
     import dataclasses
 
     assert settings.tls is not None
+    sources = (settings.tls.ca, settings.tls.certificate, settings.tls.key)
+    if not all(Path(source).exists() for source in sources):
+        return settings, []  # named as given (`kvitto broker-config --pki` checks they exist)
     tls_dir.mkdir(exist_ok=True)
     os.chmod(tls_dir, 0o700)
     copies = TlsFiles(

@@ -47,7 +47,7 @@ def run_quarantine_list(
 
     from kvitto.store.db import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         rows = quarantine_list(store, device, limit)
     if output_format == "json":
         click.echo(json.dumps(rows))

@@ -259,7 +259,7 @@ def revoked_arrival_issues(
 
     from kvitto.store.db import REVOCATIONS_SINCE, open_store
 
-    with open_store(url, migrate=False) as store:
+    with open_store(url, migrate=False, create=False) as store:
         done = store.execute(
             "SELECT 1 FROM schema_version WHERE version = ?", (REVOCATIONS_SINCE,)
         )
