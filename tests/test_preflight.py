@@ -119,13 +119,14 @@ def test_virtual_boards_small_refused_large_accepted(tmp_path, capsys, small_and
     ensure_org(pki)
     (pki / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")  # --tls puts it in the config
     url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    open_store(url).close()  # `kvitto init`
 
     def provision(board, device):
         return kvitto(
             capsys, "provision", "--port", board.serial_port, "--device", device, "--customer",
             "c-1001", "--role", "tag", "--board", "sim", "--store", url, "--pki", str(pki),
             "--broker-host", "127.0.0.1", "--tls", "--label-dir", str(tmp_path / "labels"),
-            "--wifi-ssid", "care-net", "--no-reset", "--ntp", "pool.ntp.org",
+            "--wifi-ssid", "care-net", "--wifi-open", "--no-reset", "--ntp", "pool.ntp.org",
         )  # fmt: skip
 
     status, out, err = provision(small, "tag-0501")
