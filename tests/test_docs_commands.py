@@ -64,8 +64,11 @@ def parse(argv: list[str]) -> None:
         sub = command.get_command(click.Context(command), argv[0])
         assert sub is not None, f"{name}: no subcommand {argv[0]!r}"
         name, command, argv = f"{name} {argv[0]}", sub, argv[1:]
+    from click.testing import CliRunner
+
     try:
-        command.make_context(name, list(argv))
+        with CliRunner().isolation(input="password\npassword\n"):  # what a prompt asks
+            command.make_context(name, list(argv))
     except click.BadParameter as error:
         if "does not exist" not in error.format_message():  # a file the reader makes first
             raise

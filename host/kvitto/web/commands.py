@@ -22,8 +22,9 @@ _STORE = click.option(
     help="sqlite:///path.db or postgresql://…",
 )  # fmt: skip
 _FORMAT = click.option(
-    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
-)
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+    help="text: lines for people; json: for scripts.",
+)  # fmt: skip
 
 
 def _now_ms() -> int:
@@ -32,8 +33,8 @@ def _now_ms() -> int:
 
 @click.command()
 @_STORE
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option(
     "--behind-tls", is_flag=True,
     help="A TLS reverse proxy is in front: Secure cookies and HSTS (see docs/web.md).",
@@ -77,7 +78,8 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["coordinator", "auditor", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["coordinator", "auditor", "admin"]), required=True,
+              help="What the account may do.")  # fmt: skip
 @click.option("--provider", default="", help="The coordinator's provider.")
 @click.option("--municipality", default="", help="The auditor's municipality (profile name).")
 @click.option(
@@ -108,6 +110,7 @@ def user_add(name, role, provider, municipality, password, store_url, output_for
 @_STORE
 @_FORMAT
 def user_list(store_url, output_format) -> None:
+    """List the users: name, role, provider or municipality."""
     from kvitto.store.db import open_store
     from kvitto.web.accounts import users
 
@@ -142,7 +145,7 @@ def provider_add(provider_id, municipality, customers, store_url) -> None:
 
 @click.command("import-claims")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--provider", "provider_id", required=True)
+@click.option("--provider", "provider_id", required=True, help="Provider pseudonym, e.g. p-1.")
 @_STORE
 def import_claims_command(file, provider_id, store_url) -> None:
     """Store a provider's claims.csv (FORMATS.md §3) and judge its months."""
@@ -160,7 +163,7 @@ def import_claims_command(file, provider_id, store_url) -> None:
 
 @click.command("import-plan")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--provider", "provider_id", required=True)
+@click.option("--provider", "provider_id", required=True, help="Provider pseudonym, e.g. p-1.")
 @_STORE
 def import_plan_command(file, provider_id, store_url) -> None:
     """Store the provider's planned visits (docs/formats.md, plan.csv v1)."""
@@ -173,7 +176,7 @@ def import_plan_command(file, provider_id, store_url) -> None:
 
 
 @click.command("judge")
-@click.option("--provider", "provider_id", required=True)
+@click.option("--provider", "provider_id", required=True, help="Provider pseudonym, e.g. p-1.")
 @click.option("--month", required=True, help="YYYY-MM")
 @_STORE
 def judge_command(provider_id, month, store_url) -> None:
