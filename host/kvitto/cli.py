@@ -764,7 +764,11 @@ _web_commands()
 @cli.command()
 @_STORE
 @click.option(
-    "--format", "output_format", type=click.Choice(["text", "json", "prometheus"]), default="text"
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "prometheus"]),
+    default="text",
+    help="text for people, json for scripts, prometheus for a metrics scraper.",
 )
 @click.option("--current", default=None, help="The current release (default: the newest any "
               "device reports); a device behind it is in alert.")  # fmt: skip
