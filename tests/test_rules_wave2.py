@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verify_support import Bundle, rules_of, run
+from verify_support import Bundle, household, rules_of, run
 
 from kvitto.verify.check import verify_case
 from kvitto.verify.report import render
@@ -456,3 +456,21 @@ def test_findings_carry_source_and_a_swedish_reason(tmp_path):
     english, swedish = finding.reason.split(" / ")
     assert "needs the customer's tag or lock" in english
     assert swedish == "besöket ska kvitteras på kundens tagg eller lås"
+
+
+def test_an_unchecked_tap_proof_is_named_only_on_the_claims_it_covers(tmp_path):
+    """#24 item 21: a 'not checked' line names the claim's own door, never a cohabitant's
+    device whose presence only counted for the household (E6) nor a presence the claim does
+    not overlap."""
+    b = household(tmp_path, staff=("s-07",))
+    b.credential("s-04", kind="phone")  # registered, no public key enrolled: proof unchecked
+    b.event("tag-0043", "arrive", "2026-10-01T08:00", "s-04", {"via": "phone"})
+    b.event("tag-0043", "depart", "2026-10-01T08:30", "s-04", {"via": "phone"})
+    b.claim("k-1", "c-1001", "s-04", "226", "2026-10-01T08:00", "2026-10-01T08:30")
+    b.claim("k-2", "c-1002", "s-04", "226", "2026-10-01T08:00", "2026-10-01T08:30")
+    b.claim("k-3", "c-1002", "s-04", "226", "2026-10-03T08:00", "2026-10-03T08:30")
+    result = run(b, "norrtalje")
+    named = {n.get("claim_id"): n["reason"] for n in result.not_checked if n["rule"] == "E7"}
+    assert "tag-0043" in named.get("k-2", ""), result.not_checked
+    assert "k-1" not in named, named["k-1"]
+    assert "k-3" not in named, named["k-3"]

@@ -101,8 +101,6 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
             if p.customer == claim.customer:
                 refused.append(p)
             return False
-        if p.proof == UNCHECKED:
-            facts.skip("E7", f"tap proof not checked: {p.proof_reason}", claim.claim_id)
         return True
 
     window = [
@@ -112,6 +110,11 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     ]
     result.own = tuple(p for p in window if counts(p))
     result.own_minutes = _clip(result.own, claim.start, claim.end, slack)
+    # Only a presence at the claim's own door that covers the claim makes its proof this
+    # claim's concern: a cohabitant's device (E6) or a neighbouring visit is another claim's.
+    for p in result.own:
+        if p.proof == UNCHECKED and _clip((p,), claim.start, claim.end, slack) > 0:
+            facts.skip("E7", f"tap proof not checked: {p.proof_reason}", claim.claim_id)
     result.unsynced = any(not p.synced for p in result.own)
     household = list(result.own)
     foreign = []
