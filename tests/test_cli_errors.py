@@ -80,6 +80,13 @@ def test_a_month_without_claims_is_not_an_all_clear(case):
         ["ingest", "{evidence}"],
         ["quarantine", "list"],
         ["registry", "list", "devices"],
+        # kvitto serve's commands read or add to the same store
+        ["serve"],
+        ["user", "add", "samordnare-p9", "--role", "admin", "--password", "lösenord-123"],
+        ["user", "list"],
+        ["provider", "add", "p-9", "--municipality", "huddinge"],
+        ["import-claims", "{claims}", "--provider", "p-9"],
+        ["judge", "--provider", "p-9", "--month", "2026-11"],
     ],
     ids=lambda argv: " ".join(argv[:2]),
 )
@@ -100,6 +107,12 @@ def test_a_misspelled_store_is_refused_not_created(argv, case, tmp_path, monkeyp
     argv = [part.format(**values) for part in argv]
     if argv[0] != "verify":
         argv += ["--store", typo]
+    if argv[0] == "serve":  # were the store made, the test must fail, not serve forever
+
+        def serving(*args, **kwargs):
+            raise AssertionError("kvitto serve started on a store that does not exist")
+
+        monkeypatch.setattr("uvicorn.run", serving)
     code, out, err = run_kvitto(argv)
     line = one_line_exit_2(code, err)
     assert "kvito.db" in line and "does not exist" in line and "kvitto init" in line

@@ -60,7 +60,7 @@ def run_server(
 
     from kvitto.store.db import open_store
 
-    open_store(store_url).close()  # create or upgrade the store once, before any worker
+    open_store(store_url, create=False).close()  # upgrade the store once, before any worker
     # every worker must sign cookies with the same secret
     os.environ.setdefault("KVITTO_WEB_SECRET", secrets.token_hex(32))
     os.environ["KVITTO_WEB_STORE"] = store_url
@@ -94,7 +94,7 @@ def user_add(name, role, provider, municipality, password, store_url, output_for
     from kvitto.web.accounts import add_user
     from kvitto.web.records import append
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         added = add_user(store, name, role, password, provider=provider,
                          municipality=municipality, now_ms=_now_ms())  # fmt: skip
         append(store, chain="admin", actor="kvitto user add", kind="user_add", at=_now_ms(),
@@ -114,7 +114,7 @@ def user_list(store_url, output_format) -> None:
     from kvitto.store.db import open_store
     from kvitto.web.accounts import users
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         found = users(store)
     if output_format == "json":
         click.echo(json.dumps([u.__dict__ for u in found]))
@@ -137,7 +137,7 @@ def provider_add(provider_id, municipality, customers, store_url) -> None:
     from kvitto.store.db import open_store
     from kvitto.web.accounts import add_provider, assign_customers
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         add_provider(store, provider_id, municipality)
         assign_customers(store, provider_id, list(customers))
     click.echo(f"provider {provider_id}: {municipality}, {len(customers)} customers assigned")
@@ -153,7 +153,7 @@ def import_claims_command(file, provider_id, store_url) -> None:
     from kvitto.web.claims import import_claims
     from kvitto.web.judge import judge, judged_months, provider_profile
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         count = import_claims(store, provider_id, Path(file), provider_profile(store, provider_id),
                               _now_ms())  # fmt: skip
         for month in judged_months(store, provider_id):
@@ -170,7 +170,7 @@ def import_plan_command(file, provider_id, store_url) -> None:
     from kvitto.store.db import open_store
     from kvitto.web.plan import import_plan
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         count = import_plan(store, provider_id, Path(file), _now_ms())
     click.echo(f"{file}: {count} planned visits stored for {provider_id}")
 
@@ -184,7 +184,7 @@ def judge_command(provider_id, month, store_url) -> None:
     from kvitto.store.db import open_store
     from kvitto.web.judge import judge
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         count = judge(store, provider_id, month, _now_ms())
     click.echo(f"{provider_id} {month}: {count} findings")
 
