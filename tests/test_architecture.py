@@ -100,3 +100,17 @@ def test_a_new_back_import_breaks_a_contract(tmp_path, module, line, contract, n
     broken = [name for name, verdict in verdicts(result.stdout).items() if verdict == "BROKEN"]
     assert [name for name in broken if name.startswith(contract)], result.stdout
     assert named in result.stdout.split("Broken contracts", 1)[1]
+
+
+MAX_MODULE_LINES = 600  # issue #17: no host module over 600 lines
+
+
+def test_no_host_module_is_longer_than_600_lines():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted((ROOT / "host" / "kvitto").rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"host modules over {MAX_MODULE_LINES} lines (issue #17): " + ", ".join(
+        f"{path} {n}" for path, n in long.items()
+    )
