@@ -12,7 +12,8 @@ from web_support import MONTH, NOW, build_world
 
 from kvitto.web import records as chain
 from kvitto.web.accounts import get_user
-from kvitto.web.scope import NotFound, Refused, Scope
+from kvitto.web.scope import Scope
+from kvitto.web.visibility import NotFound, Refused
 
 
 @pytest.fixture(scope="module")

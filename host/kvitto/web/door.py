@@ -63,7 +63,8 @@ from kvitto.web.door_reads import (
 from kvitto.web.judge import judge
 from kvitto.web.pages import back, page, render, settings_of
 from kvitto.web.personnummer import find_personnummer
-from kvitto.web.scope import Scope, ms
+from kvitto.web.scope import Scope
+from kvitto.web.visibility import ms
 
 ENROL_S = 15 * 60  # an enrolment link is valid this long
 DOOR_SESSION_S = 15 * 60  # from the depart to ticking the activities

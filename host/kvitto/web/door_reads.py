@@ -26,7 +26,7 @@ from kvitto.evidence.door import (
 )
 from kvitto.store.db import Store
 from kvitto.store.registry import Credential, Registry, instant
-from kvitto.web.scope import ms
+from kvitto.web.visibility import ms
 
 TOLERANCE_S = 5 * 60  # a device's time in its URL against ours
 

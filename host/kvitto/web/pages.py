@@ -54,8 +54,9 @@ from kvitto.web.i18n import (
     format_number,
     format_share,
 )
-from kvitto.web.scope import DAY_PAGE, PAGE, NotFound, Refused, Scope, local_day, ms
+from kvitto.web.scope import DAY_PAGE, PAGE, Scope
 from kvitto.web.settings import Settings
+from kvitto.web.visibility import NotFound, Refused, local_day, ms
 
 HOME = {"coordinator": "/avvikelser", "auditor": "/uppfoljning", "admin": "/admin"}
 NAV = {

@@ -10,27 +10,27 @@ A coordinator sees one provider, an auditor every provider of one municipality (
 evidence and claims; decides follow-ups), an admin users and the registry but no claims. An id
 the user may not see is NotFound, the same answer as an id that does not exist: a page turns it
 into 404, so no page can tell a foreign id from a missing one.
+
+The gate itself (the user's providers, NotFound, Refused) is kvitto.web.visibility.Visibility,
+which Scope extends; the rows the deviation pages list are kvitto.web.rows.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from kvitto.errors import KvittoError
-from kvitto.store.db import Store
 from kvitto.verify.case import CaseError, Claim
-from kvitto.verify.rules import Profile, load_profile
-from kvitto.verify.workdays import STOCKHOLM, local, local_at, month_bounds, parse_month
+from kvitto.verify.workdays import local, local_at
 from kvitto.web import records as chain
-from kvitto.web.accounts import User
 from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, to_claims
 from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
 from kvitto.web.judge import decisions, effective_rows, judge
 from kvitto.web.personnummer import find_personnummer
+from kvitto.web.rows import EventView, Row
+from kvitto.web.visibility import NotFound, Refused, Visibility, moment, ms
 
 EVIDENCE_MARGIN = timedelta(hours=1)  # around a claimed visit in the deviation queue
 PAGE = 50  # rows per page of a long list (customers on the day board: DAY_PAGE)
@@ -38,130 +38,7 @@ DAY_PAGE = 25
 MAX_TEXT = 500
 
 
-class NotFound(KvittoError):
-    """Not there, or not the user's to see (the two are one answer on purpose)."""
-
-
-class Refused(KvittoError):
-    """An action the form must say no to, with the reason for the person (shown in the page)."""
-
-
-def ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def moment(value_ms: int) -> datetime:
-    return datetime.fromtimestamp(value_ms / 1000, timezone.utc)
-
-
-@dataclass
-class Row:
-    """One deviation: a finding on a claim, with its nearest deadline."""
-
-    provider: str
-    month: str
-    customer: str
-    claim_id: str
-    rule: str
-    outcome: str
-    payable_minutes: int
-    reason: str
-    activity: str
-    staff: str
-    start: datetime | None
-    end: datetime | None
-    deadline: Deadline | None = None
-    decision: dict[str, Any] = field(default_factory=dict)
-    timeline: list[EventView] = field(default_factory=list)
-
-
-@dataclass
-class EventView:
-    device: str
-    role: str
-    seq: int
-    type: str
-    at: datetime | None
-    credential: str
-    staff: str
-    via: str
-    chain: int | None
-    signature: str  # "ok", "bad", "unchecked"
-
-
-class Scope:
-    def __init__(self, store: Store, user: User, now: datetime):
-        self.store = store
-        self.user = user
-        self.now = now
-        if user.role == "coordinator":
-            self.providers = [user.provider]
-        elif user.role == "auditor":
-            rows = store.execute(
-                "SELECT id FROM providers WHERE municipality = ? ORDER BY id", (user.municipality,)
-            )
-            self.providers = [str(row[0]) for row in rows]
-        else:
-            self.providers = []
-        self._profiles: dict[str, Profile] = {}
-
-    # -- the one gate -------------------------------------------------------------------
-
-    def provider(self, provider: str) -> str:
-        if provider not in self.providers:
-            raise NotFound(provider)
-        return provider
-
-    def customer_provider(self, customer: str) -> str:
-        marks = ", ".join("?" * len(self.providers)) or "''"
-        rows = self.store.execute(
-            f"SELECT provider FROM customer_providers WHERE customer = ? AND provider IN ({marks})",
-            (customer, *self.providers),
-        )
-        if not rows:
-            raise NotFound(customer)
-        return str(rows[0][0])
-
-    def profile(self, provider: str) -> Profile:
-        self.provider(provider)
-        if provider not in self._profiles:
-            rows = self.store.execute(
-                "SELECT municipality FROM providers WHERE id = ?", (provider,)
-            )
-            self._profiles[provider] = _profile(str(rows[0][0]))
-        return self._profiles[provider]
-
-    @property
-    def own(self) -> str:
-        """The coordinator's provider (NotFound for anyone else: the page does not exist)."""
-        if self.user.role != "coordinator":
-            raise NotFound("coordinator pages")
-        return self.user.provider
-
-    # -- months -------------------------------------------------------------------------
-
-    def months(self, provider: str) -> list[str]:
-        # every month with claims is judged on import (and on every record): `judged` lists
-        # them in a row each, where the claims table would be scanned by the million
-        rows = self.store.execute(
-            "SELECT month FROM judged WHERE provider = ? ORDER BY month DESC",
-            (self.provider(provider),),
-        )
-        return [str(row[0]) for row in rows]
-
-    def open_months(self, provider: str) -> list[str]:
-        """This month and the one before (its deadlines run into this one)."""
-        today = local(self.now).date()
-        first = today.replace(day=1)
-        previous = (first - timedelta(days=1)).replace(day=1)
-        wanted = {f"{first:%Y-%m}", f"{previous:%Y-%m}"}
-        return [m for m in self.months(provider) if m in wanted]
-
-    def month(self, provider: str, month: str) -> str:
-        if month not in self.months(provider):
-            raise NotFound(month)
-        return month
-
+class Scope(Visibility):
     # -- deviations ---------------------------------------------------------------------
 
     def _rows(self, sql_rows: list[tuple[Any, ...]]) -> list[Row]:
@@ -697,23 +574,3 @@ class Scope:
         problems = chain.verify_chain(every)
         every.sort(key=lambda r: (r.at, r.chain, r.seq), reverse=True)
         return every[offset : offset + PAGE], problems
-
-
-@functools.cache
-def _profile(name: str) -> Profile:
-    """Profiles are files of the installed package: read once per process."""
-    return load_profile(name)
-
-
-def month_range(month: str) -> tuple[datetime, datetime]:
-    start, end = month_bounds(*parse_month(month))
-    return start, end
-
-
-def local_day(text: str | None, now: datetime) -> date:
-    if text:
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            raise NotFound(text) from None
-    return now.astimezone(STOCKHOLM).date()
