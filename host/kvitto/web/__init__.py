@@ -6,10 +6,12 @@
 
 It owns the web's tables in the store (users, sessions, imported claims, the plan, people's
 records, verdicts), the scoped data layer every page reads through (`scope.py`: provider and
-municipality isolation in one place), corrections as hash-chained records (`records.py`,
-`corrections.py`), re-judging with kvitto's rules (`judge.py`), the pages (`pages.py`,
-templates/, static/, translations/), and staff phones at the door without an app (`door.py`:
-passkey enrolment, door URLs confirmed with a passkey; `door_bundle.py`: their proofs for the
-rules and case bundles; docs/phone.md). It imports the store, registry, case and verify modules;
-none of them imports it.
+municipality isolation in one place, on the gate of `visibility.py`; the deviation rows:
+`rows.py`), corrections as hash-chained records (`records.py`, `corrections.py`), re-judging
+with kvitto's rules (`judge.py`), the pages (`pages.py`; what every page shares:
+`page_frame.py`; templates/, static/, translations/), and staff phones at the door without an
+app (`door.py`: passkey enrolment, door URLs confirmed with a passkey; `door_reads.py`: the
+checks of a read and its confirmation; `door_bundle.py`: their proofs for the rules and case
+bundles; docs/phone.md). It imports the store, registry, case and verify modules; none of them
+imports it.
 """

@@ -61,7 +61,7 @@ from kvitto.web.door_reads import (
     store_read,
 )
 from kvitto.web.judge import judge
-from kvitto.web.pages import back, page, render, settings_of
+from kvitto.web.page_frame import back, page, render, settings_of
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.scope import Scope
 from kvitto.web.visibility import ms
