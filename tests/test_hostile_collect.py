@@ -20,8 +20,9 @@ import pytest
 from collect_support import ORG_SEED, FakeDevice, wait_for
 
 from kvitto.cli import main
-from kvitto.collect.collector import Collector, QuarantineLog
+from kvitto.collect.collector import Collector
 from kvitto.collect.intake import Inbound, Intake, ingest, verify_batch
+from kvitto.collect.watch import QuarantineLog
 from kvitto.store.db import QuarantineRow, Store, open_store
 from kvitto.store.registry import Registry
 

@@ -1,6 +1,6 @@
 """The `kvitto collect` loop: a collector until SIGTERM, with a live view or JSON lines.
 
-Each quarantined message is one log line on stderr (rate-limited, collector.QuarantineLog);
+Each quarantined message is one log line on stderr (rate-limited, watch.QuarantineLog);
 output that is not a terminal gets plain lines, each flushed as it is written."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from kvitto.collect.collector import COLLECTOR_CLIENT_ID, Collector, Stats, load_org_key
+from kvitto.collect.collector import COLLECTOR_CLIENT_ID, Collector, load_org_key
+from kvitto.collect.watch import Stats
 from kvitto.errors import KvittoError
 
 # -- the `kvitto collect` loop: live view or JSON lines, until SIGTERM --------------------
