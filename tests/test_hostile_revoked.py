@@ -7,7 +7,8 @@ from __future__ import annotations
 from collect_support import FakeDevice
 
 from kvitto.collect.intake import ingest
-from kvitto.store.db import REVOCATIONS_SINCE, open_store
+from kvitto.store.db import open_store
+from kvitto.store.migrations import REVOCATIONS_SINCE
 from kvitto.store.registry import Registry
 from kvitto.verify.check import verify_store
 

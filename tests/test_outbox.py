@@ -94,7 +94,7 @@ def test_due_waits_for_an_offline_device_and_resends_after_a_reconnect(store):
 
 
 def test_a_store_of_version_1_gains_the_outbox(tmp_path):
-    from kvitto.store.db import MIGRATIONS
+    from kvitto.store.migrations import MIGRATIONS
 
     url = f"sqlite:///{tmp_path}/old.db"
     store = open_store(url, migrate=False)

@@ -8,7 +8,8 @@ import pytest
 from collect_support import fresh_database, postgres_cluster
 
 from kvitto.errors import KvittoError
-from kvitto.store.db import MIGRATIONS, EventRow, QuarantineRow, open_store
+from kvitto.store.db import EventRow, QuarantineRow, open_store
+from kvitto.store.migrations import MIGRATIONS
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The store: what kvitto keeps between runs, and the rules for changing it.
 
-The database and its migrations (`db`: SQLite or PostgreSQL, the same schema in both), the
+The database (`db`: SQLite or PostgreSQL, the same schema in both) and that schema as numbered
+migrations (`migrations`), the
 registry of customers, devices, credentials and MQTT accounts (`registry`), the outbox of
 commands waiting for their device (`outbox`), the refused messages for an operator
 (`quarantine`: `kvitto quarantine list`), and the organisation's key folder as readers need it

@@ -257,7 +257,8 @@ def revoked_arrival_issues(
     range. The verdict names each one, so a reader can check it against the device's journal."""
     import datetime as dt
 
-    from kvitto.store.db import REVOCATIONS_SINCE, open_store
+    from kvitto.store.db import open_store
+    from kvitto.store.migrations import REVOCATIONS_SINCE
 
     with open_store(url, migrate=False, create=False) as store:
         done = store.execute(
