@@ -58,7 +58,7 @@ VISIT_HOURS = (8, 11, 14, 18)
 def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0):
     """(registry, orders, claims, evidence) for October 2026, ~4 visits a day per customer.
 
-    Claims share equal times as kvitto.verify.case.parse_claims makes them share (one object per
+    Claims share equal times as kvitto.verify.case_csv.parse_claims makes them share (one object per
     distinct value), so memory is what `kvitto verify` holds for such a claims.csv."""
     rng = random.Random(seed)
     times: dict[datetime, datetime] = {}
@@ -358,13 +358,13 @@ def overlapping_case(root: Path, rows: int) -> Path:
 
 def overlapping_run(rows: int, cap: int | None) -> tuple[float, str, int]:
     """(seconds, outcome, peak RSS bytes) of verify_case over `rows` overlapping claims, in a
-    fresh process; `cap` replaces kvitto.verify.case.MAX_CLAIMS_PER_CUSTOMER_DAY when given."""
-    import kvitto.verify.case
+    fresh process; `cap` replaces kvitto.verify.case_csv.MAX_CLAIMS_PER_CUSTOMER_DAY when given."""
+    import kvitto.verify.case_csv
     from kvitto.errors import KvittoError
     from kvitto.verify.check import verify_case
 
     if cap is not None:
-        kvitto.verify.case.MAX_CLAIMS_PER_CUSTOMER_DAY = cap
+        kvitto.verify.case_csv.MAX_CLAIMS_PER_CUSTOMER_DAY = cap
     with tempfile.TemporaryDirectory() as folder:
         case = overlapping_case(Path(folder), rows)
         started = time.perf_counter()

@@ -9,14 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from verify_support import standard
 
-from kvitto.verify.case import (
-    CaseError,
-    parse_claims,
-    parse_orders,
-    parse_registry,
-    parse_time,
-    read_case,
-)
+from kvitto.verify.case import CaseError, parse_registry, parse_time
+from kvitto.verify.case_csv import parse_claims, parse_orders
+from kvitto.verify.case_read import read_case
 from kvitto.verify.case_write import format_claims, write_case
 
 HEADER = (

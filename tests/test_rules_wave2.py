@@ -423,7 +423,7 @@ def test_not_checked_from_the_profile_is_in_the_json_with_its_source(tmp_path):
 
 def test_orders_ended_at_survives_writing_the_bundle():
     """The optional orders.csv column `ended_at` (X5 with D5) is written back, never dropped."""
-    from kvitto.verify.case import parse_orders
+    from kvitto.verify.case_csv import parse_orders
     from kvitto.verify.case_write import format_orders
 
     text = (

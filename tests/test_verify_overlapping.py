@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kvitto.verify.case
+import kvitto.verify.case_csv
 from kvitto.verify.check import verify_case
 
 DAY = [  # the demo day's claims (kvitto demo): every copy overlaps the others
@@ -80,7 +80,7 @@ def test_a_busy_day_under_the_bound_is_verified(tmp_path):
 
 def test_20k_overlapping_rows_complete_when_the_bound_is_lifted(tmp_path, monkeypatch):
     """Without the refusal the rules still finish: no pairwise work over the rows."""
-    monkeypatch.setattr(kvitto.verify.case, "MAX_CLAIMS_PER_CUSTOMER_DAY", 10**9)
+    monkeypatch.setattr(kvitto.verify.case_csv, "MAX_CLAIMS_PER_CUSTOMER_DAY", 10**9)
     result = verify_case(case(tmp_path / "case", 20_000), "huddinge", "2026-11")
     assert len(result.claims) == 20_000
     rejected = {f.claim_id for f in result.findings if f.rule == "S2" and f.outcome == "reject"}

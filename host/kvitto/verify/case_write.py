@@ -1,5 +1,5 @@
 """Case bundles written (FORMATS.md §3): registry.toml, orders.csv and claims.csv in the form
-`kvitto.verify.case` reads back, and the evidence as a CBOR sequence.
+`kvitto.verify.case_read` reads back, and the evidence as a CBOR sequence.
 """
 
 from __future__ import annotations

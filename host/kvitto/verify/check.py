@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.evidence.cose import EvidenceError
-from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim, read_case
+from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim
+from kvitto.verify.case_read import read_case
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile, run_rules
 from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.taps import TapKeys
@@ -192,7 +193,8 @@ def read_store_case(
 
     from kvitto.store.db import open_store
     from kvitto.store.registry import Registry as StoreRegistry
-    from kvitto.verify.case import parse_claims, parse_orders, parse_registry
+    from kvitto.verify.case import parse_registry
+    from kvitto.verify.case_csv import parse_claims, parse_orders
 
     store = open_store(url, migrate=False, create=False)
     try:

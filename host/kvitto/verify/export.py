@@ -18,7 +18,7 @@ from kvitto.store.registry import Registry
 
 
 def _csv_customers(path: Path) -> set[str]:
-    from kvitto.verify.case import csv_dict_reader
+    from kvitto.verify.case_csv import csv_dict_reader
 
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -85,7 +85,7 @@ def export_case(
     """
     import shutil
 
-    from kvitto.verify.case import read_claims, read_orders
+    from kvitto.verify.case_read import read_claims, read_orders
 
     if claims is not None:
         read_claims(claims)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.store.db import Store
-from kvitto.verify.case import CLAIM_FIELDS, CaseError, Claim, parse_claims, parse_time
+from kvitto.verify.case import CLAIM_FIELDS, CaseError, Claim, parse_time
+from kvitto.verify.case_csv import parse_claims
 from kvitto.verify.rules import Profile
 from kvitto.verify.workdays import local
 from kvitto.web.personnummer import find_personnummer

@@ -21,7 +21,8 @@ from typing import Any
 
 from kvitto.store.db import Store
 from kvitto.store.registry import Registry as StoreRegistry
-from kvitto.verify.case import Case, CaseError, Claim, parse_orders, parse_registry
+from kvitto.verify.case import Case, CaseError, Claim, parse_registry
+from kvitto.verify.case_csv import parse_orders
 from kvitto.verify.check import (
     ORDER_HEADER,
     STORE_WINDOW_MARGIN,

@@ -18,7 +18,8 @@ from pathlib import Path
 from kvitto.collect.intake import ingest
 from kvitto.store.db import Store
 from kvitto.store.registry import Order, Registry
-from kvitto.verify.case import CaseError, parse_orders
+from kvitto.verify.case import CaseError
+from kvitto.verify.case_csv import parse_orders
 from kvitto.web.accounts import add_provider, assign_customers
 from kvitto.web.claims import import_claims
 from kvitto.web.judge import judged_months, provider_profile
