@@ -4,6 +4,7 @@ measures 1,000,000 rows)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,48 +12,17 @@ from pathlib import Path
 import kvitto.verify.case_csv
 from kvitto.verify.check import verify_case
 
-DAY = [  # the demo day's claims (kvitto demo): every copy overlaps the others
-    ("c-2001", "s-01", "omsorg", "07:30", "08:15", "lock", ""),
-    ("c-2001", "s-02", "omsorg", "07:32", "08:15", "lock", "1"),
-    ("c-1001", "s-03", "omsorg", "09:00", "09:40", "tag", ""),
-    ("c-1002", "s-03", "omsorg", "09:40", "10:05", "tag", ""),
-    ("c-2001", "s-04", "tillsyn", "11:14", "11:35", "alarm_unit", ""),
-    ("c-1001", "s-01", "avbojt-besok", "12:00", "12:01", "tag", ""),
-    ("c-1002", "s-04", "omsorg", "13:00", "13:30", "tag", ""),
-    ("c-1001", "s-02", "omsorg", "15:00", "16:10", "tag", ""),
-    ("c-1002", "s-01", "omsorg", "16:30", "17:00", "manual", ""),
-    ("c-1002", "s-02", "omsorg", "22:30", "22:50", "tag", ""),
-    ("c-2001", "s-02", "tillsyn", "02:31", "02:48", "alarm_unit", ""),
-    ("c-1001", "s-01", "paklaedning", "19:00", "19:20", "manual", ""),
-]
-
-
-def case(root: Path, rows: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    registry = []
-    for customer in ("c-1001", "c-1002", "c-2001"):
-        registry += ["[[customer]]", f'id = "{customer}"']
-    for number in range(1, 5):
-        registry += ["[[credential]]", f'id = "{number:032x}"', f'staff = "s-0{number}"',
-                     'provider = "p-1"', 'kind = "badge"']  # fmt: skip
-    (root / "registry.toml").write_text("\n".join(registry) + "\n")
-    orders = ["customer,activity,granted_minutes_month,valid_from,valid_to,double_staffing,"
-              "tag_exempt"]  # fmt: skip
-    for customer in ("c-1001", "c-1002", "c-2001"):
-        for activity in ("omsorg", "tillsyn", "paklaedning"):
-            orders.append(f"{customer},{activity},3000,2026-01-01,,1,0")
-    (root / "orders.csv").write_text("\n".join(orders) + "\n")
-    lines = ["claim_id,customer,staff,activity,start,end,registered_via,registered_at,"
-             "approved_at,adjusted_at,double_staffing,count,reason,planned_start,planned_end,"
-             "notified_at,proof"]  # fmt: skip
-    for number in range(rows):
-        customer, staff, activity, start, end, via, double = DAY[number % len(DAY)]
-        day = "2026-11-11T"
-        lines.append(f"x{number:07d},{customer},{staff},{activity},{day}{start},{day}{end},"
-                     f"{via},{day}{end},{day}18:00,,{double},,,,,,")  # fmt: skip
-    (root / "claims.csv").write_text("\n".join(lines) + "\n")
-    (root / "evidence.cbor-seq").write_bytes(b"")  # no events: the claims alone are the load
-    return root
+# The bench's own bundle (the demo day's claims, every copy overlapping the others), so the
+# test and bench/verify.py's 1,000,000-row figure measure the same file. Loaded by path, as
+# test_mutants loads bench/mutants.py: bench/ on sys.path would shadow the firmware's `device`.
+_spec = importlib.util.spec_from_file_location(
+    "kvitto_bench_verify", Path(__file__).resolve().parent.parent / "bench" / "verify.py"
+)
+assert _spec is not None and _spec.loader is not None
+bench_verify = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench_verify  # dataclasses look their module up while the class is made
+_spec.loader.exec_module(bench_verify)
+case = bench_verify.overlapping_case
 
 
 def test_20k_overlapping_rows_are_refused_with_one_clear_line(tmp_path):
