@@ -267,6 +267,10 @@ class Journal:
         if length > self.max_payload:
             raise JournalError("payload of %d bytes exceeds %d" % (length, self.max_payload))
         seq = self.next_seq
+        # the chain's next link is taken before anything is written: hashing allocates, and a
+        # MemoryError after the record is on flash would leave prev_hash behind next_seq, so
+        # the next event would name the wrong predecessor (a broken chain, seen under squeeze)
+        digest = _sha256(payload)
         stored = False
         need = _OVERHEAD + length + self._sig_unsynced * _SIG_RECORD
         # A failed write (the filesystem itself full, a flash error, the heap out of memory in
@@ -285,7 +289,7 @@ class Journal:
                 self._drop_active()
                 gc.collect()
         self.next_seq = seq + 1
-        self.prev_hash = _sha256(payload)
+        self.prev_hash = digest
         if stored:
             self._active_size += need
             self._highs[-1] = seq
