@@ -154,6 +154,35 @@ def test_login_is_throttled_per_name(world):
     assert login(world.client(), "samordnare-p2").status_code == 303  # other names unaffected
 
 
+def test_login_and_the_door_are_rate_limited_per_address(world):
+    """A guessing script from one address is slowed before CSRF, session or store see it: the
+    login POST and the door's public routes answer 429 with Retry-After past their limit (small
+    limits here), while another address and the logged-in pages go on."""
+    import warnings
+
+    from kvitto.web.throttle import Limits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    app = world.app(limits=Limits(login="3/minute", public="5/minute"))
+    one = TestClient(app, follow_redirects=False, client=("192.0.2.10", 40000))
+    other = TestClient(app, follow_redirects=False, client=("192.0.2.20", 40000))
+    answers = [login(one, "samordnare-p1", "fel-lösenord-fel").status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429]
+    refused = login(one, "samordnare-p1")  # the right password too: the address is slowed
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "För många försök" in refused.text and 'lang="sv"' in refused.text
+    assert "content-security-policy" in refused.headers  # the security headers still wrap it
+    assert one.get("/login").status_code == 200  # the form itself is not limited
+    assert login(other, "samordnare-p2").status_code == 303
+    doors = [one.get("/t/nothing-here").status_code for _ in range(6)]
+    assert 429 not in doors[:5] and doors[5] == 429  # an unknown door: refused, then slowed
+    assert other.get("/t/nothing-here").status_code == doors[0]
+    assert other.get("/borta").status_code != 429
+
+
 def test_a_personal_identity_number_is_refused(world):
     client = world.client()
     login(client, "samordnare-p1")

@@ -4,7 +4,8 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)      # `kvitto serve` does this
 
 Middleware from the outside in: security headers (CSP without inline script, frame-ancestors
-'none', no caching of pages), asgi-csrf (a signed double-submit token on every POST, the login
+'none', no caching of pages), per-address rate limits on the login and the door's public routes
+(kvitto.web.throttle), asgi-csrf (a signed double-submit token on every POST, the login
 included), Starlette's SessionMiddleware (an itsdangerous-signed, HttpOnly, SameSite=Strict
 cookie holding only the server-side session's random id and the language; Secure behind TLS).
 Pages are in kvitto.web.pages; each reaches data only through a kvitto.web.scope.Scope.
@@ -27,8 +28,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvitto.store.db import Store, open_store
 from kvitto.web.settings import CSRF_COOKIE, HERE, SESSION_COOKIE, Settings, templates
+from kvitto.web.throttle import Limits, Throttle
 
 __all__ = ["CSRF_COOKIE", "SESSION_COOKIE", "create_app"]
+
+DEFAULT_LIMITS = Limits()
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -87,10 +91,12 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     secure: bool = False,
     live_interval_s: float = 1.0,
+    limits: Limits | None = DEFAULT_LIMITS,
 ) -> Starlette:
     """The application on one store. `secret` signs session and CSRF cookies (random per
     process when None: everyone logs in again after a restart). `secure`: TLS in front (the
-    reverse proxy), so cookies get Secure and responses HSTS."""
+    reverse proxy), so cookies get Secure and responses HSTS. `limits`: per-address rate limits
+    on the login and the door's public routes (kvitto.web.throttle); None turns them off."""
     from kvitto.web.door import routes as door_routes
     from kvitto.web.pages import not_found, routes
 
@@ -131,7 +137,8 @@ def create_app(
         cookie_secure=secure,
         always_protect=_EveryPath(),  # pyright: ignore[reportArgumentType]
     )
-    outer: Any = SecurityHeaders(protected, secure)
+    throttled = Throttle(protected, limits) if limits is not None else protected
+    outer: Any = SecurityHeaders(throttled, secure)
     outer.state = app.state  # tests and `kvitto serve` reach the settings here
     outer.inner = app
     return outer
