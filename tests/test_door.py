@@ -255,7 +255,7 @@ def test_case_bundle_door_proofs_verify_offline_and_a_flipped_bit_is_found(world
     assert door_findings and not [f for f in door_findings if f["rule"].startswith("E")]
     assert "I5" in {f["rule"] for f in door_findings}  # the sticker's visit
     sticker_notes = [n for n in report["not_checked"] if n["rule"] == "door-sticker"]
-    assert sticker_notes and "weaker evidence" in sticker_notes[0]["reason"]
+    assert sticker_notes and "svagare bevis" in sticker_notes[0]["reason"]
 
     # one bit of one stored assertion's signature flipped: found, named by file and line
     entry = json.loads(lines[0])

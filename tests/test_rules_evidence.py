@@ -27,7 +27,7 @@ def test_e1_covered_passes_missing_rejected_short_adjusted(tmp_path, profile, ac
     assert rules_of(result, "k-2") == {"E1": "reject"}
     assert rules_of(result, "k-3") == {"E1": "adjust"}
     assert payable_of(result, "k-3", "E1") == 35
-    reason = result.findings_for("k-3")[0].reason
+    reason = result.findings_for("k-3")[0].text("en")
     assert "10:00–10:45" in reason and "10:05–10:40" in reason and "tag-0042" in reason
 
 
@@ -128,7 +128,7 @@ def test_e5_manual_with_reason_is_follow_up_and_counted(tmp_path, profile):
     assert rules_of(result, "k-2") == {"E5": "follow_up"}
     # RULES.md E5 (corrected): a missing reason is named, it does not by itself reject
     assert rules_of(result, "k-3") == {"E5": "follow_up"}
-    assert "reason missing" in result.findings_for("k-3")[0].reason
+    assert "reason missing" in result.findings_for("k-3")[0].text("en")
     assert result.counts["manual_registrations"] == {"p-1": 2}
 
 

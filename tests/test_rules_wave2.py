@@ -17,6 +17,7 @@ import pytest
 from verify_support import Bundle, household, rules_of, run
 
 from kvitto.verify.check import verify_case
+from kvitto.verify.reasons import entry_text
 from kvitto.verify.report import render
 from kvitto.verify.rules import load_profile
 from kvitto.verify.rules.billing import claim_payable
@@ -128,7 +129,7 @@ def test_norrtalje(tmp_path, row: Row):
                    row)  # fmt: skip
     if row.item.startswith("4 I6/E7"):
         skipped = [n for n in result.not_checked if n.get("claim_id") == "k-1"]
-        assert skipped and "phone proof is not checked" in skipped[0]["reason"]
+        assert skipped and "phone proof is not checked" in entry_text(skipped[0], "en")
 
 
 # -- Huddinge (001) ---------------------------------------------------------------------------
@@ -175,7 +176,7 @@ HUDDINGE = [
 def test_huddinge(tmp_path, row: Row):
     result = check(tmp_path, "huddinge", {"omsorg": 6000, "tillsyn": 600}, row)
     if row.item.startswith("3 E5"):
-        assert "reason missing" in result.findings_for("k-1")[0].reason
+        assert "reason missing" in result.findings_for("k-1")[0].text("en")
 
 
 # -- Upplands-Bro (002) -----------------------------------------------------------------------
@@ -360,7 +361,7 @@ def test_x5_end_registered_after_the_4th_is_follow_up_norrkoping(tmp_path):
     result = verify_case(b.root, "norrkoping", "2026-10")
     assert rules_of(result, "k-1") == {"X5": "follow_up"}
     assert rules_of(result, "k-2") == {"X5": "reject"}
-    assert "after the 4th" in result.findings_for("k-2")[0].reason
+    assert "after the 4th" in result.findings_for("k-2")[0].text("en")
 
 
 def test_i6_unknown_credential_is_reported_in_norrkoping(tmp_path):
@@ -453,9 +454,8 @@ def test_findings_carry_source_and_a_swedish_reason(tmp_path):
     (finding,) = run(b, "norrtalje").findings_for("k-1")
     assert finding.rule == "E1" and finding.outcome == "reject"
     assert finding.source.startswith("000 §1.2.1")
-    english, swedish = finding.reason.split(" / ")
-    assert "needs the customer's tag or lock" in english
-    assert swedish == "besöket ska kvitteras på kundens tagg eller lås"
+    assert "needs the customer's tag or lock" in finding.text("en")
+    assert "ska kvitteras på kundens tagg eller lås" in finding.reason  # Swedish by default
 
 
 def test_an_unchecked_tap_proof_is_named_only_on_the_claims_it_covers(tmp_path):
@@ -470,7 +470,7 @@ def test_an_unchecked_tap_proof_is_named_only_on_the_claims_it_covers(tmp_path):
     b.claim("k-2", "c-1002", "s-04", "226", "2026-10-01T08:00", "2026-10-01T08:30")
     b.claim("k-3", "c-1002", "s-04", "226", "2026-10-03T08:00", "2026-10-03T08:30")
     result = run(b, "norrtalje")
-    named = {n.get("claim_id"): n["reason"] for n in result.not_checked if n["rule"] == "E7"}
+    named = {n.get("claim_id"): entry_text(n) for n in result.not_checked if n["rule"] == "E7"}
     assert "tag-0043" in named.get("k-2", ""), result.not_checked
     assert "k-1" not in named, named["k-1"]
     assert "k-3" not in named, named["k-3"]

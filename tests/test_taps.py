@@ -22,6 +22,7 @@ from verify_support import Bundle, credential_id, rules_of, run, standard, when
 from kvitto.verify.case import CaseError, parse_registry
 from kvitto.verify.case_write import format_registry
 from kvitto.verify.check import verify_case
+from kvitto.verify.reasons import entry_text
 
 _, pn532sim, _ = firmware_modules()
 
@@ -61,7 +62,7 @@ def claim(b: Bundle, claim_id: str, staff: str, day: int) -> None:
 
 
 def reasons(result, claim_id: str) -> str:
-    return " | ".join(f.reason for f in result.findings_for(claim_id))
+    return " | ".join(f.text("en") for f in result.findings_for(claim_id))
 
 
 def test_good_sun_counts_replayed_counter_and_tampered_mac_do_not(tmp_path):
@@ -162,7 +163,7 @@ def test_without_keys_a_sun_is_not_checked_but_the_organisations_keys_check_it(t
     assert all(rules_of(unchecked, f"k-{day}") == {} for day in (1, 2, 3))
     skipped = [n for n in unchecked.not_checked if n["rule"] == "E7"]
     assert {n["claim_id"] for n in skipped} == {"k-1", "k-2", "k-3"}
-    assert "no NTAG 424 keys for credential" in skipped[0]["reason"]
+    assert "no NTAG 424 keys for credential" in entry_text(skipped[0])
     checked = verify_case(tmp_path / "case", "huddinge", "2026-10", pki=TapKeys.from_pki(pki))
     assert rules_of(checked, "k-1") == {}
     assert rules_of(checked, "k-2") == {"E7": "reject"}
@@ -231,7 +232,7 @@ def test_phone_without_an_enrolled_public_key_is_not_checked(tmp_path):
     assert rules_of(result, "k-1") == {}
     skipped = [n for n in result.not_checked if n["rule"] == "E7"]
     assert [n["claim_id"] for n in skipped] == ["k-1"]
-    assert "no public key enrolled for phone credential" in skipped[0]["reason"]
+    assert "no public key enrolled for phone credential" in entry_text(skipped[0])
 
 
 def test_badges_stay_weak_and_a_lock_checks_taps_as_a_tag_does(tmp_path):

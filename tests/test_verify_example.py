@@ -54,8 +54,10 @@ def test_example_through_the_command(tmp_path):
     }
     for finding in document["findings"]:
         # FORMATS.md §4's keys, and the section of the profile's document (issue #18)
+        # the reason in words (--lang, Swedish by default) and as its code and parameters
         assert set(finding) == {
             "claim_id", "customer", "rule", "outcome", "payable_minutes", "reason", "source",
+            "reason_code", "reason_args",
         }  # fmt: skip
     assert {f["rule"]: f["source"] for f in document["findings"]} == {
         "E1": "000 §1.2.1, §1.2.2.1, §1.2.2.4, §1.2.3.1, §1.2.4.2.1, §1.2.5.2.1",

@@ -95,7 +95,7 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     type=click.Choice(["sv", "en"]),
     default="sv",
     show_default=True,
-    help="Language of the HTML report (Swedish first).",
+    help="Language of the report's words (HTML headings; reasons in every format): Swedish first.",
 )
 def verify(case, profile, month, output_format, out_file, claims, orders, pki_dir, lang) -> None:
     """Check claims against signed evidence under a municipality's rules.

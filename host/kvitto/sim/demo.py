@@ -314,7 +314,7 @@ def _summary(console: Console, outcome: DemoOutcome) -> None:
             table.add_row(*base, "", "[green]payable[/]", str(claim.minutes), *[""][: int(wide)])
         for finding in findings:
             outcome_text = f"[{colours.get(finding.outcome, 'white')}]{finding.outcome}[/]"
-            reason = [finding.reason] if wide else []
+            reason = [finding.text("en")] if wide else []
             table.add_row(*base, finding.rule, outcome_text, str(finding.payable_minutes),
                           *reason)  # fmt: skip
             base = ["", "", "", "", ""]

@@ -19,6 +19,7 @@ from typing import Any
 from kvitto.evidence.cose import EvidenceError
 from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim
 from kvitto.verify.case_read import read_case
+from kvitto.verify.reasons import DEFAULT, entry_dict
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile, run_rules
 from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.taps import TapKeys
@@ -44,19 +45,20 @@ class Result:
     claims: list[Claim] = field(default_factory=list)
     evidence: Evidence | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, lang: str = DEFAULT) -> dict[str, Any]:
+        """FORMATS.md §4; each reason in words in `lang`, with its code and parameters."""
         return {
             "profile": self.profile,
             "month": self.month,
-            "findings": [f.as_dict() for f in self.findings],
+            "findings": [f.as_dict(lang) for f in self.findings],
             "billing": self.billing,
-            "not_checked": self.not_checked,
+            "not_checked": [entry_dict(entry, lang) for entry in self.not_checked],
             "integrity": self.integrity,
             "counts": self.counts,
         }
 
-    def as_json(self) -> str:
-        return json.dumps(self.as_dict(), ensure_ascii=False, indent=1)
+    def as_json(self, lang: str = DEFAULT) -> str:
+        return json.dumps(self.as_dict(lang), ensure_ascii=False, indent=1)
 
     def findings_for(self, claim_id: str) -> list[Finding]:
         return [f for f in self.findings if f.claim_id == claim_id]
@@ -323,5 +325,5 @@ def verify_store(
     evidence.issues.extend(revoked_arrival_issues(url, received))
     result = verify_loaded(case, loaded, month, evidence)
     result.not_checked = [e for e in result.not_checked if not (
-        e["rule"] == "I5" and "receive times" in e["reason"])]  # fmt: skip
+        e["rule"] == "I5" and getattr(e["reason"], "code", "") == "I5.no_receive_times")]  # fmt: skip
     return result

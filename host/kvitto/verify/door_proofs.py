@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from kvitto.errors import KvittoError
 from kvitto.evidence.door import DoorError, DoorProof, verify_door_proof
 from kvitto.verify.case import CaseError, Claim, Registry
+from kvitto.verify.reasons import because
 from kvitto.verify.taps import VERIFIED
 from kvitto.verify.visits import Evidence, Presence
 
@@ -130,9 +131,8 @@ def check_door_file(path: Path, registry: Registry, claims: list[Claim]) -> Door
             for claim_id in entry["claims"] or [""]:
                 checks.not_checked.append({
                     "rule": "door-sticker", "claim_id": claim_id,
-                    "reason": f"door proof {entry['id']} ({entry['action']}): the sticker's CMAC "
-                    "needs its AES keys (not in a bundle); a sticker gives no time at the door, "
-                    "weaker evidence than a device",
+                    "reason": because("door.sticker_arrive" if entry["action"] == "arrive"
+                                      else "door.sticker_depart", proof=entry["id"]),
                 })  # fmt: skip
     return checks
 

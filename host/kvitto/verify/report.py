@@ -16,15 +16,16 @@ from pathlib import Path
 
 from kvitto.verify.case import CaseError
 from kvitto.verify.check import Result, verify_case, verify_store
+from kvitto.verify.reasons import entry_text
 
 FORMATS = ("json", "csv", "html")
 
 
 def render(result: Result, output_format: str, lang: str = "sv") -> str:
     if output_format == "json":
-        return result.as_json() + "\n"
+        return result.as_json(lang) + "\n"
     if output_format == "csv":
-        return to_csv(result)
+        return to_csv(result, lang)
     if output_format == "html":
         from kvitto.verify.report_html import to_html as page
 
@@ -32,7 +33,7 @@ def render(result: Result, output_format: str, lang: str = "sv") -> str:
     raise ValueError(f"unknown format {output_format!r}")
 
 
-def to_csv(result: Result) -> str:
+def to_csv(result: Result, lang: str = "sv") -> str:
     """Two tables in one file, each with its header: findings, then the billing basis."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -40,7 +41,7 @@ def to_csv(result: Result) -> str:
                      "payable_minutes", "reason"])  # fmt: skip
     for f in result.findings:
         writer.writerow(["finding", result.profile, result.month, f.claim_id, f.customer, f.rule,
-                         f.outcome, f.payable_minutes, f.reason])  # fmt: skip
+                         f.outcome, f.payable_minutes, f.text(lang)])  # fmt: skip
     writer.writerow([])
     writer.writerow(["section", "profile", "month", "customer", "category", "payable_minutes",
                      "count", "double_staffing_minutes", "absence_minutes"])  # fmt: skip
@@ -53,7 +54,7 @@ def to_csv(result: Result) -> str:
         writer.writerow(["section", "rule", "claim_id", "reason", "source"])
         for entry in result.not_checked:
             writer.writerow(["not_checked", entry["rule"], entry.get("claim_id", ""),
-                             entry["reason"], entry.get("source", "")])  # fmt: skip
+                             entry_text(entry, lang), entry.get("source", "")])  # fmt: skip
     return buffer.getvalue()
 
 

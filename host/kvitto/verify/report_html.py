@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kvitto.verify.check import Result
+from kvitto.verify.reasons import CATEGORIES, entry_text
 from kvitto.verify.workdays import STOCKHOLM, local, month_bounds, parse_month
 
 LANGS = ("sv", "en")
@@ -125,14 +126,6 @@ OUTCOMES = {
     "en": {"ok": "accepted", "reject": "reject", "adjust": "adjust", "follow_up": "follow up"},
 }
 
-CATEGORIES = {
-    "sv": {"hemtjanst": "hemtjänst", "hemsjukvard": "hemsjukvård", "hemrehab": "hemrehab",
-           "larm": "larm och välfärdsteknik", "mat": "matdistribution",
-           "forenklad": "förenklad biståndshandläggning", "okand": "okänd"},
-    "en": {"hemtjanst": "home care", "hemsjukvard": "home nursing", "hemrehab": "home rehab",
-           "larm": "alarm and welfare technology", "mat": "meal delivery",
-           "forenklad": "simplified assessment", "okand": "unknown"},
-}  # fmt: skip
 
 # Every rule id in plain words (Swedish, English) and the source section (RULES.md; the
 # municipalities' documents: 000 Norrtälje, 001 Huddinge, 002 Upplands-Bro, 003 Haninge,
@@ -516,7 +509,7 @@ def to_html(result: Result, lang: str = "sv") -> str:
                                 "",
                             ),
                             (str(f.payable_minutes), "num"),
-                            (_e(f.reason), ""),
+                            (_e(f.text(lang)), ""),
                         ]
                         for f in found_rows
                     ],
@@ -564,7 +557,9 @@ def to_html(result: Result, lang: str = "sv") -> str:
         for entry in result.not_checked:
             named_rules.add(entry["rule"])
             who = _e(entry["claim_id"]) if entry.get("claim_id") else _e(t["whole_case"])
-            out.append(f"<li>{_rule_link(entry['rule'])}, {who}: {_e(entry['reason'])}</li>")
+            out.append(
+                f"<li>{_rule_link(entry['rule'])}, {who}: {_e(entry_text(entry, lang))}</li>"
+            )
         out.append("</ul>")
     if result.integrity:
         out.append(f"<h2>{_e(t['issues'])}</h2>")

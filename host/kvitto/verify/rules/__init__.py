@@ -26,6 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from kvitto.errors import KvittoError
 from kvitto.verify.case import Claim, Order, Registry
+from kvitto.verify.reasons import DEFAULT, Reason
 from kvitto.verify.visits import Evidence
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
@@ -44,18 +45,28 @@ class Finding:
     rule: str
     outcome: str
     payable_minutes: int
-    reason: str
+    why: Reason  # a reason code and its parameters, in words only at the edge (reasons.py)
     category: str = ""  # set when the rule moves the claim to another category (C3, C5)
     source: str = ""  # the section of the profile's document the rule comes from
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def reason(self) -> str:
+        """The reason in the default language (Swedish)."""
+        return self.why.text(DEFAULT)
+
+    def text(self, lang: str = DEFAULT) -> str:
+        return self.why.text(lang)
+
+    def as_dict(self, lang: str = DEFAULT) -> dict[str, Any]:
         return {
             "claim_id": self.claim_id,
             "customer": self.customer,
             "rule": self.rule,
             "outcome": self.outcome,
             "payable_minutes": self.payable_minutes,
-            "reason": self.reason,
+            "reason": self.why.text(lang),
+            "reason_code": self.why.code,
+            "reason_args": dict(self.why.args),
             "source": self.source,
         }
 
@@ -80,7 +91,7 @@ class Profile:
     rules: dict[str, dict[str, Any]]
     path: Path | None = None
     # Rules the profile's document states that kvitto does not judge (RULES.md "not_checked"):
-    # each {rule, source, reason}, always in the report.
+    # each {rule, source, reason, reason_sv}, always in the report.
     not_checked: list[dict[str, str]] = field(default_factory=list)
 
     def active(self, rule: str) -> bool:
@@ -201,7 +212,7 @@ CLAIM_TIMES = ("registered_at", "approved_at", "adjusted_at")
 _TOP = {"name": "str", "municipality": "str", "source": "str"}
 _ACTIVITY_KEYS = {"name": "str", "category": "str", "where": tuple(sorted(WHERE)),
                   "arrive_and_depart": "bool", "frame": "bool", "service": "bool"}  # fmt: skip
-_NOT_CHECKED_KEYS = {"rule": "str", "source": "str", "reason": "str"}
+_NOT_CHECKED_KEYS = {"rule": "str", "source": "str", "reason": "str", "reason_sv": "str"}
 
 
 def _shown(value: Any) -> str:
@@ -302,7 +313,7 @@ def check_profile(data: dict[str, Any], source: str) -> None:
         where = f"not_checked[{index}]"
         if not isinstance(entry, dict):
             fail(where, "a table (rule, source, reason)", entry)
-        for name in _NOT_CHECKED_KEYS:
+        for name in ("rule", "source", "reason"):
             if name not in entry:
                 raise ProfileError(f"{source}: key {where}.{name}: missing")
         keys(entry, _NOT_CHECKED_KEYS, where)
@@ -345,7 +356,12 @@ class Facts:
     def activity(self, code: str) -> Activity | None:
         return self.profile.activities.get(code)
 
-    def skip(self, rule: str, reason: str, claim_id: str = "") -> None:
+    def name_of(self, code: str) -> str:
+        """An activity's display name in the profile's catalogue (what a reason shows)."""
+        found = self.profile.activities.get(code)
+        return found.name if found else code
+
+    def skip(self, rule: str, reason: Reason, claim_id: str = "") -> None:
         """Record a rule that could not be checked (never silently passed)."""
         entry: dict[str, Any] = {"rule": rule, "reason": reason}
         if claim_id:
@@ -378,68 +394,17 @@ def run_rules(facts: Facts) -> list[Finding]:
             params = facts.profile.rules[rule_id]
             found = RULES[rule_id](facts, params)
             source = params.get("source", "")
-            swedish = SWEDISH.get(rule_id, "")
-            findings.extend(_stamped(f, source, swedish) for f in found)
+            findings.extend(_sourced(f, source) for f in found)
     finally:
         gc.unfreeze()
     return findings
 
 
-# Each rule's name as the municipal documents say it: a finding's reason is English with the
-# numbers, then this in Swedish (unless the rule wrote its own Swedish after " / ").
-SWEDISH = {
-    "E1": "besöket ska kvitteras på kundens tagg eller lås",
-    "E2": "insatsen får registreras utanför bostaden",
-    "E3": "undantag beviljat av biståndshandläggare",
-    "E4": "ankomst och avfärd registreras på tagg, inga korrigeringar",
-    "E5": "manuell registrering följs upp",
-    "E6": "varje kund har sin egen tagg",
-    "E7": "endast utförarens registrerade telefoner och brickor",
-    "T1": "ingen registrering mellan 22:00 och 07:00",
-    "T2": "högst 60 minuter per arbetad timme",
-    "T3": "utförd tid utöver beviljad tid ska godkännas",
-    "T4": "insatsen finns inte i beställningen",
-    "D1": "efterregistrering inom utsatt tid",
-    "D2": "justering inom utsatt tid efter godkännande",
-    "D3": "inga registreringar efter spärrdatum",
-    "D4": "besöken godkänns senast första vardagen",
-    "D5": "rättelser efter den 4:e går till debiteringen",
-    "D6": "tidsjustering endast utanför ramtiden",
-    "C1": "varje kategori rapporteras separat",
-    "C2": "tillsyn registreras som enskild insats",
-    "C3": "larm registreras aldrig tillsammans med andra insatser",
-    "C4": "matlåda registreras aldrig tillsammans med andra insatser",
-    "C5": "ledsagning, avlösning och boendestöd registreras separat",
-    "C6": "insatser utanför hemmet slås inte samman med insatser i hemmet",
-    "C7": "förenklad biståndshandläggning är en egen kategori",
-    "S1": "dubbelbemanning endast enligt beställning",
-    "S2": "endast en personal registrerar",
-    "S3": "brukarens bedömda tid delas, den fördubblas inte",
-    "A1": "larmbesöket kvitteras på plats",
-    "A2": "schablontid för larmbesök",
-    "A3": "larmet besvaras inom utsatt tid",
-    "A4": "nattens larm besvaras av nattpatrullen",
-    "X1": "oplanerad frånvaro",
-    "X2": "avböjt besök",
-    "X3": "avbokat besök",
-    "X4": "uppehåll",
-    "X5": "ingen ersättning efter avslut",
-    "X6": "brådskande behov under begränsad tid",
-    "B1": "antal matlådor",
-    "B3": "ersättning vid uppstart",
-    "I5": "enhetens klocka är inte synkroniserad",
-    "I6": "okänd eller spärrad legitimation är inget bevis",
-}
-
-
-def _stamped(finding: Finding, source: str, swedish: str) -> Finding:
-    """The finding with its rule's source section and, if it has none, its Swedish name."""
-    reason = finding.reason
-    if swedish and " / " not in reason:
-        reason = f"{reason} / {swedish}"
-    if reason == finding.reason and (finding.source or not source):
+def _sourced(finding: Finding, source: str) -> Finding:
+    """The finding with its rule's source section, unless it names its own."""
+    if finding.source or not source:
         return finding
-    return replace(finding, reason=reason, source=finding.source or source)
+    return replace(finding, source=source)
 
 
 def _rule_order(rule_id: str) -> tuple[int, int]:

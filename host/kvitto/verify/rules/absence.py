@@ -11,6 +11,7 @@ from datetime import date, time, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
+from kvitto.verify.reasons import Reason, because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.workdays import local, local_at
 
@@ -23,7 +24,7 @@ def _stamp(moment: Any) -> str:
     return f"{local(moment):%Y-%m-%d %H:%M}"
 
 
-def _pay(claim: Claim, rule_id: str, payable: int, reason: str) -> list[Finding]:
+def _pay(claim: Claim, rule_id: str, payable: int, reason: Reason) -> list[Finding]:
     if payable == claim.minutes:
         return []
     outcome = "reject" if payable == 0 else "adjust"
@@ -43,7 +44,7 @@ def x1_unplanned_absence(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         if claim.activity not in _codes(params):
             continue
         if claim.notified_at is None:
-            facts.skip("X1", "absence without notified_at", claim.claim_id)
+            facts.skip("X1", because("X1.no_notified_at"), claim.claim_id)
             findings.append(
                 Finding(
                     claim.claim_id,
@@ -51,8 +52,7 @@ def x1_unplanned_absence(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X1",
                     "follow_up",
                     claim.minutes,
-                    "absence claimed without notified_at: when the provider learned of it "
-                    "is unknown",
+                    because("X1.notified_unknown"),
                 )  # fmt: skip
             )
             continue
@@ -61,15 +61,26 @@ def x1_unplanned_absence(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             earliest = local_at(day - timedelta(days=1), time(0))
             planned = claim.planned_minutes
             if claim.notified_at < earliest:
-                findings += _pay(claim, "X1", 0,
-                                 f"absence on {day} known {_stamp(claim.notified_at)}, before the "
-                                 "day before: not payable")  # fmt: skip
+                findings += _pay(
+                    claim,
+                    "X1",
+                    0,
+                    because("X1.known_early", day=str(day), notified=_stamp(claim.notified_at)),
+                )
             elif planned is None:
-                facts.skip("X1", "absence without planned_start/planned_end", claim.claim_id)
+                facts.skip("X1", because("X1.no_planned_time"), claim.claim_id)
             else:
-                findings += _pay(claim, "X1", planned,
-                                 f"absence on {day}: the planned time {span(claim.planned_start, claim.planned_end)} "
-                                 f"({planned} min) is paid")  # fmt: skip
+                findings += _pay(
+                    claim,
+                    "X1",
+                    planned,
+                    because(
+                        "X1.planned_paid",
+                        day=str(day),
+                        planned=planned,
+                        when=span(claim.planned_start, claim.planned_end),
+                    ),
+                )
             continue
         days_mode.append(claim)
     findings += _absence_days(facts, params, days_mode)
@@ -90,10 +101,17 @@ def _absence_days(facts: Facts, params: dict[str, Any], claims: list[Claim]) -> 
         if notified is None:
             continue
         if notified <= claim.start - timedelta(hours=notice):
-            findings += _pay(claim, "X1", 0,
-                             f"absence from {_stamp(claim.start)} notified {_stamp(notified)}, "
-                             f"at least {notice} h ahead: no compensation / anmäld minst "
-                             f"{notice} timmar innan")  # fmt: skip
+            findings += _pay(
+                claim,
+                "X1",
+                0,
+                because(
+                    "X1.notified_ahead",
+                    start=_stamp(claim.start),
+                    notified=_stamp(notified),
+                    hours=notice,
+                ),
+            )
             continue
         max_days = int(params.get("end_days" if claim.reason == "avslut" else "max_days", 2))
         first = local(notified).date()
@@ -112,14 +130,15 @@ def _absence_days(facts: Facts, params: dict[str, Any], claims: list[Claim]) -> 
             for o in facts.orders_on(claim.customer, claim.local_start.date())
         )
         payable = round(len(new_days) * granted / month_days)
-        detail = (
-            f"absence {span(claim.start, claim.end)}, notified {_stamp(notified)}: paid for "
-            f"at most {max_days} calendar day(s) from {first}; {len(new_days)} new day(s) × "
-            f"{granted}/{month_days:g} min granted = {payable} min"
+        numbers = {"when": span(claim.start, claim.end), "notified": _stamp(notified),
+                   "max_days": max_days, "first": str(first), "days": len(new_days),
+                   "granted": granted, "month_days": f"{month_days:g}", "payable": payable}  # fmt: skip
+        why = (
+            because("X1.days_repeated", repeated=", ".join(str(d) for d in repeated), **numbers)
+            if repeated
+            else because("X1.days", **numbers)
         )
-        if repeated:
-            detail += f" ({', '.join(str(d) for d in repeated)} already paid by another claim)"
-        findings += _pay(claim, "X1", payable, detail + " / varje dag ersätts en gång")
+        findings += _pay(claim, "X1", payable, why)
     return findings
 
 
@@ -144,8 +163,12 @@ def x2_declined_at_door(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X2",
                     "follow_up",
                     payable,
-                    f"decline number {seen[claim.customer]} this month for {claim.customer} "
-                    f"(more than {limit}): contact the needs assessor",
+                    because(
+                        "X2.too_many",
+                        number=seen[claim.customer],
+                        customer=claim.customer,
+                        limit=limit,
+                    ),
                 )  # fmt: skip
             )
         elif planned is not None and planned != claim.minutes:
@@ -156,8 +179,11 @@ def x2_declined_at_door(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X2",
                     "adjust",
                     planned,
-                    f"declined at the door: paid at the planned time "
-                    f"{span(claim.planned_start, claim.planned_end)} ({planned} min)",
+                    because(
+                        "X2.planned_time",
+                        planned=planned,
+                        when=span(claim.planned_start, claim.planned_end),
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -174,7 +200,7 @@ def x3_late_cancellation(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             continue
         planned = claim.planned_minutes
         if claim.notified_at is None or planned is None or claim.planned_start is None:
-            facts.skip("X3", "cancellation without notified_at or planned times", claim.claim_id)
+            facts.skip("X3", because("X3.no_times"), claim.claim_id)
             findings.append(
                 Finding(
                     claim.claim_id,
@@ -182,7 +208,7 @@ def x3_late_cancellation(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X3",
                     "follow_up",
                     claim.minutes,
-                    "cancelled visit without notified_at or planned times",
+                    because("X3.times_unknown"),
                 )  # fmt: skip
             )
             continue
@@ -196,23 +222,32 @@ def x3_late_cancellation(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             limit = claim.notified_at + timedelta(hours=hours)
             within = claim.notified_at <= claim.planned_start < limit
             share = round(planned * float(params.get("hospital_share", 0.5))) if within else 0
-            how = (
-                f"planned within {hours:g} h of the notice: 50 % of {planned} min"
-                if within
-                else f"planned more than {hours:g} h after the notice: not paid until home "
-                "care resumes"
-            )
+            variant = "X3.hospital_within" if within else "X3.hospital_after"
             findings += _pay(claim, "X3", share,
-                             f"visit {planned_at}, unplanned hospital stay notified "
-                             f"{_stamp(claim.notified_at)}: {how} / 50 % i 24 timmar")  # fmt: skip
+                             because(variant, when=planned_at, notified=_stamp(claim.notified_at),
+                                     hours=f"{hours:g}", planned=planned))  # fmt: skip
         elif claim.notified_at < deadline:
-            findings += _pay(claim, "X3", 0,
-                             f"visit {planned_at} cancelled {_stamp(claim.notified_at)}, before "
-                             f"{cutoff}:00 the day before: not paid")  # fmt: skip
+            findings += _pay(
+                claim,
+                "X3",
+                0,
+                because(
+                    "X3.early", when=planned_at, cutoff=cutoff, notified=_stamp(claim.notified_at)
+                ),
+            )
         else:
-            findings += _pay(claim, "X3", planned,
-                             f"visit {planned_at} cancelled {_stamp(claim.notified_at)}, after "
-                             f"{cutoff}:00 the day before: paid as performed, {planned} min")  # fmt: skip
+            findings += _pay(
+                claim,
+                "X3",
+                planned,
+                because(
+                    "X3.late",
+                    when=planned_at,
+                    cutoff=cutoff,
+                    planned=planned,
+                    notified=_stamp(claim.notified_at),
+                ),
+            )
     return findings
 
 
@@ -238,8 +273,13 @@ def x4_pause(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X4",
                     "reject",
                     0,
-                    f"{claim.activity} on {day} falls in a pause "
-                    f"({paused_from + timedelta(days=1)}–{paused_to - timedelta(days=1)})",
+                    because(
+                        "X4.pause",
+                        activity=facts.name_of(claim.activity),
+                        day=str(day),
+                        start=str(paused_from + timedelta(days=1)),
+                        end=str(paused_to - timedelta(days=1)),
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -269,9 +309,13 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                         "X5",
                         "follow_up",
                         claim.minutes,
-                        f"{claim.activity} ends {order.valid_to}, the end registered "
-                        f"{_stamp(order.ended_at)}, after the {day_limit}th of the next month: "
-                        "billing must be contacted by hand / debiteringen kontaktas",
+                        because(
+                            "X5.end_registered_late",
+                            activity=facts.name_of(claim.activity),
+                            end=str(order.valid_to),
+                            registered=_stamp(order.ended_at),
+                            day=day_limit,
+                        ),
                     )  # fmt: skip
                 )
             continue
@@ -283,8 +327,15 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         late = _registered_late(order, day_limit)
         if order.ended_at is None and (claim.customer, claim.activity) not in unknown_end:
             unknown_end.add((claim.customer, claim.activity))
-            facts.skip("X5", f"{claim.customer} {claim.activity}: when the end {order.valid_to} "
-                       "was registered is not in orders.csv (ended_at): D5 not checked")  # fmt: skip
+            facts.skip(
+                "X5",
+                because(
+                    "X5.end_registered_unknown",
+                    customer=claim.customer,
+                    activity=facts.name_of(claim.activity),
+                    end=str(order.valid_to),
+                ),
+            )
         findings.append(
             Finding(
                 claim.claim_id,
@@ -292,13 +343,20 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "X5",
                 "reject",
                 0,
-                f"{claim.activity} on {day} is after the service ended {order.valid_to}: no "
-                "visit is payable after the end / ingen ersättning efter avslut"
-                + (
-                    f" (end registered {_stamp(order.ended_at)}, after the {day_limit}th: "
-                    "billing is contacted by hand)"
-                    if late
-                    else ""
+                because(
+                    "X5.after_end_registered_late",
+                    activity=facts.name_of(claim.activity),
+                    day=str(day),
+                    end=str(order.valid_to),
+                    registered=_stamp(order.ended_at),
+                    limit=day_limit,
+                )
+                if late
+                else because(
+                    "X5.after_end",
+                    activity=facts.name_of(claim.activity),
+                    day=str(day),
+                    end=str(order.valid_to),
                 ),
             )  # fmt: skip
         )
@@ -340,9 +398,13 @@ def x6_urgent_short_need(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X6",
                     "reject",
                     0,
-                    f"urgent short-lived need, {claim.activity} on {day}: day {number} it was "
-                    f"performed; extra support is paid from day {unpaid + 1} / ersättning från "
-                    "fjärde dagen",
+                    because(
+                        "X6.unpaid_day",
+                        activity=facts.name_of(claim.activity),
+                        day=str(day),
+                        number=number,
+                        paid_from=unpaid + 1,
+                    ),
                 )  # fmt: skip
             )
         elif facts.order_for(claim.customer, claim.activity, day) is None:
@@ -353,9 +415,12 @@ def x6_urgent_short_need(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "X6",
                     "follow_up",
                     claim.minutes,
-                    f"urgent short-lived need, {claim.activity} on {day}: day {number}, paid "
-                    "only if the needs assessor grants it (no order yet); the need is reported "
-                    "on the fourth day / meddelas biståndshandläggare den fjärde dagen",
+                    because(
+                        "X6.not_granted",
+                        activity=facts.name_of(claim.activity),
+                        day=str(day),
+                        number=number,
+                    ),
                 )  # fmt: skip
             )
     return findings

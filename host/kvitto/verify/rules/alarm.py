@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, hhmm, rule, span
 from kvitto.verify.rules.timing import night_minutes
 from kvitto.verify.visits import Presence, overlap_seconds, union_seconds
@@ -54,8 +55,7 @@ def a1_alarm_on_site(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "A1",
                     "reject",
                     0,
-                    f"alarm visit claimed {span(claim.start, claim.end)}: no check-in/"
-                    "check-out at the alarm unit or tag",
+                    because("A1.no_check_in", when=span(claim.start, claim.end)),
                 )  # fmt: skip
             )
             continue
@@ -84,9 +84,14 @@ def a1_alarm_on_site(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "A1",
                 "adjust",
                 payable,
-                f"alarm visit claimed {span(claim.start, claim.end)} ({claim.minutes} min), "
-                f"check-in→check-out {hhmm(first)}–{hhmm(last)}: {payable} min payable / "
-                "tiden begränsas av närvaron",
+                because(
+                    "A1.presence",
+                    when=span(claim.start, claim.end),
+                    claimed=claim.minutes,
+                    first=hhmm(first),
+                    last=hhmm(last),
+                    payable=payable,
+                ),
             )  # fmt: skip
         )
     return findings
@@ -109,17 +114,22 @@ def a2_alarm_standard_time(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "A2",
                     "follow_up",
                     claim.minutes,
-                    f"alarm visit {span(claim.start, claim.end)} took {claim.minutes} min "
-                    f"(reason {claim.reason!r}): {standard} min standard, "
-                    f"{claim.minutes - standard} min invoiced separately",
+                    because(
+                        "A2.longer_with_reason",
+                        when=span(claim.start, claim.end),
+                        claimed=claim.minutes,
+                        given=claim.reason,
+                        standard=standard,
+                        excess=claim.minutes - standard,
+                    ),
                 )  # fmt: skip
             )
         else:  # longer without a reason, or shorter: paid at the standard either way
-            why = (
-                f"took {claim.minutes} min without a documented reason: paid at the "
-                f"{standard} min standard"
-                if claim.minutes > standard
-                else f"({claim.minutes} min) is paid at the {standard} min standard time"
+            why = because(
+                "A2.longer_without_reason" if claim.minutes > standard else "A2.shorter",
+                when=span(claim.start, claim.end),
+                claimed=claim.minutes,
+                standard=standard,
             )
             findings.append(
                 Finding(
@@ -128,7 +138,7 @@ def a2_alarm_standard_time(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "A2",
                     "adjust",
                     standard,
-                    f"alarm visit {span(claim.start, claim.end)} {why}",
+                    why,
                 )  # fmt: skip
             )
     return findings
@@ -143,7 +153,7 @@ def a3_alarm_response(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     for claim in _alarm_claims(facts, params):
         answered = [p for p in _on_site(facts, claim, slack) if p.kind == "alarm" and p.alarm_call]
         if not answered:
-            facts.skip("A3", "no alarm call with a check-in in the evidence", claim.claim_id)
+            facts.skip("A3", because("A3.no_call"), claim.claim_id)
             continue
         first = min(answered, key=lambda p: p.start)
         call = first.alarm_call
@@ -158,8 +168,14 @@ def a3_alarm_response(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "A3",
                     "follow_up",
                     claim.minutes,
-                    f"alarm call {hhmm(call)}, check-in {hhmm(first.start)} at "
-                    f"{first.device}: {round(waited)} min, more than {limit}",
+                    because(
+                        "A3.slow",
+                        call=hhmm(call),
+                        check_in=hhmm(first.start),
+                        device=first.device,
+                        waited=round(waited),
+                        limit=limit,
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -179,8 +195,7 @@ def a4_alarm_day_only(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "A4",
                     "reject",
                     0,
-                    f"alarm visit {span(claim.start, claim.end)} at night: the municipality's "
-                    "night patrol answers alarms 22:00–07:00",
+                    because("A4.night", when=span(claim.start, claim.end)),
                 )  # fmt: skip
             )
     return findings

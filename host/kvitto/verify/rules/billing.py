@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 
 
@@ -33,8 +34,7 @@ def b1_meal_count(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "B1",
                     "reject",
                     0,
-                    f"meal delivery {span(claim.start, claim.end)} without the number of "
-                    "boxes (count)",
+                    because("B1.no_count", when=span(claim.start, claim.end)),
                 )  # fmt: skip
             )
         elif per_month is not None and claim.minutes:
@@ -45,8 +45,7 @@ def b1_meal_count(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "B1",
                     "adjust",
                     0,
-                    f"meal delivery {span(claim.start, claim.end)}: paid as {per_month} min "
-                    "a month per customer, not per delivery",
+                    because("B1.per_month", when=span(claim.start, claim.end), minutes=per_month),
                 )  # fmt: skip
             )
     return findings
@@ -81,8 +80,7 @@ def b3_startup_plan(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "B3",
                     "reject",
                     0,
-                    f"second implementation-plan visit for {claim.customer} this month: "
-                    "start-up is paid once per new case",
+                    because("B3.second_visit", customer=claim.customer),
                 )  # fmt: skip
             )
             continue
@@ -95,7 +93,7 @@ def b3_startup_plan(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "B3",
                     "reject",
                     0,
-                    f"{claim.customer} has service activities only: no start-up compensation",
+                    because("B3.service_only", customer=claim.customer),
                 )  # fmt: skip
             )
         elif claim.minutes != 0:
@@ -106,12 +104,12 @@ def b3_startup_plan(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "B3",
                     "follow_up",
                     0,
-                    f"implementation-plan visit {span(claim.start, claim.end)} is "
-                    f"{claim.minutes} min; it must be 0 min long",
+                    because(
+                        "B3.not_zero", when=span(claim.start, claim.end), claimed=claim.minutes
+                    ),
                 )  # fmt: skip
             )
-        facts.skip("B3", "earlier plans and a switch back within 2 months are not in the "
-                   "bundle", claim.claim_id)  # fmt: skip
+        facts.skip("B3", because("B3.history_missing"), claim.claim_id)
     return findings
 
 

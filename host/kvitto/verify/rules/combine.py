@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from kvitto.verify.case import Claim
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.taps import REFUSED
 
@@ -109,7 +110,7 @@ def _apart(
     rule_id: str,
     outcome: str,
     is_special: Callable[[Claim], bool],
-    message: str,
+    variant: str,
     flag_all_special: bool = True,
     category: str = "",
 ) -> list[Finding]:
@@ -120,7 +121,7 @@ def _apart(
         others = [c for c in group if not is_special(c)]
         if not special or not others:
             continue
-        together = ", ".join(sorted({c.activity for c in others}))
+        together = ", ".join(sorted({facts.name_of(c.activity) for c in others}))
         for claim in special if flag_all_special else group:
             findings.append(
                 Finding(
@@ -129,8 +130,12 @@ def _apart(
                     rule_id,
                     outcome,
                     0 if outcome == "reject" else claim.minutes,
-                    f"{claim.activity} at {span(claim.start, claim.end)} registered together "
-                    f"with {together}: {message}",
+                    because(
+                        f"{rule_id}.{variant}",
+                        activity=facts.name_of(claim.activity),
+                        when=span(claim.start, claim.end),
+                        together=together,
+                    ),
                     category,
                 )  # fmt: skip
             )
@@ -145,7 +150,7 @@ def c1_separate_categories(facts: Facts, params: dict[str, Any]) -> list[Finding
         categories = {facts.profile.category(c.activity) for c in group}
         if len(categories) < 2:
             continue
-        names = ", ".join(sorted(categories))
+        names = ", ".join(sorted(categories))  # category codes: named in words at the edge
         for claim in group:
             findings.append(
                 Finding(
@@ -154,8 +159,12 @@ def c1_separate_categories(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "C1",
                     params.get("outcome", "follow_up"),
                     claim.minutes,
-                    f"{claim.activity} at {span(claim.start, claim.end)} in one visit with "
-                    f"other categories ({names}): each category is reported separately",
+                    because(
+                        "C1.categories_together",
+                        activity=facts.name_of(claim.activity),
+                        when=span(claim.start, claim.end),
+                        categories=names,
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -168,7 +177,7 @@ def c2_supervision_alone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     The order's exception is not in orders.csv: such visits are follow_up, never rejected."""
     alone = set(params.get("activities", []))
     return _apart(facts, "C2", "follow_up", lambda c: c.activity in alone,
-                  "supervision is registered alone unless the order says otherwise")  # fmt: skip
+                  "supervision_with_others")  # fmt: skip
 
 
 @rule("C3")
@@ -193,10 +202,13 @@ def c3_alarm_alone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "C3",
                     "adjust",
                     claim.minutes,
-                    f"{claim.activity} at {span(claim.start, claim.end)} registered in one "
-                    f"visit with {ordinary.activity}: the time goes to {ordinary.activity} "
-                    f"({category}), no alarm is registered / tiden läggs på den ordinarie "
-                    "insatsen",
+                    because(
+                        "C3.alarm_with_ordinary",
+                        activity=facts.name_of(claim.activity),
+                        when=span(claim.start, claim.end),
+                        category=category,
+                        ordinary=facts.name_of(ordinary.activity),
+                    ),
                     category,
                 )  # fmt: skip
             )
@@ -208,7 +220,7 @@ def c4_meal_alone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """Meal box delivery alone, on site, with the number of boxes (002 §6.1)."""
     alone = set(params.get("activities", []))
     return _apart(facts, "C4", "follow_up", lambda c: c.activity in alone,
-                  "meal delivery is never registered with other activities")  # fmt: skip
+                  "meals_with_others")  # fmt: skip
 
 
 @rule("C5")
@@ -231,8 +243,12 @@ def c5_escort_relief_apart(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "C5",
                     "adjust",
                     claim.minutes,
-                    f"{claim.activity} at {span(claim.start, claim.end)} registered with "
-                    f"escort/relief/housing support: paid at the {category} tariff",
+                    because(
+                        "C5.escort_tariff",
+                        activity=facts.name_of(claim.activity),
+                        when=span(claim.start, claim.end),
+                        category=category,
+                    ),
                     category,
                 )  # fmt: skip
             )
@@ -248,7 +264,7 @@ def c6_home_and_away_apart(facts: Facts, params: dict[str, Any]) -> list[Finding
         return activity is not None and activity.where == "elsewhere"
 
     return _apart(facts, "C6", "follow_up", away,
-                  "activities outside the home are registered apart from those in the home")  # fmt: skip
+                  "away_with_home")  # fmt: skip
 
 
 @rule("C7")
@@ -256,4 +272,4 @@ def c7_simplified_apart(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """Simplified-assessment activities are a visit of their own (001 Förenklad …)."""
     apart = set(params.get("activities", []))
     return _apart(facts, "C7", "follow_up", lambda c: c.activity in apart,
-                  "simplified-assessment activities are a visit of their own category")  # fmt: skip
+                  "simplified_with_others")  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date, time, timedelta
 from typing import Any
 
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.workdays import (
     add_weekdays,
@@ -33,7 +34,7 @@ def d1_late_registration(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     for claim in facts.claims:
         if claim.registered_at is None:
             if claim.registered_via == "manual":
-                facts.skip("D1", "manual claim without registered_at", claim.claim_id)
+                facts.skip("D1", because("D1.no_registered_at"), claim.claim_id)
             continue
         deadline = end_of_day(claim.local_end.date() + timedelta(days=days))
         if claim.registered_at >= deadline:
@@ -44,8 +45,12 @@ def d1_late_registration(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "D1",
                     "reject",
                     0,
-                    f"visit {span(claim.start, claim.end)} registered "
-                    f"{_stamp(claim.registered_at)}, more than {days} days after",
+                    because(
+                        "D1.late",
+                        when=span(claim.start, claim.end),
+                        registered=_stamp(claim.registered_at),
+                        days=days,
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -60,7 +65,7 @@ def d2_adjustment_window(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         if claim.adjusted_at is None:
             continue
         if claim.approved_at is None:
-            facts.skip("D2", "adjusted claim without approved_at", claim.claim_id)
+            facts.skip("D2", because("D2.no_approved_at"), claim.claim_id)
             continue
         if claim.adjusted_at - claim.approved_at > timedelta(hours=hours):
             findings.append(
@@ -70,8 +75,12 @@ def d2_adjustment_window(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "D2",
                     "reject",
                     0,
-                    f"approved {_stamp(claim.approved_at)}, adjusted "
-                    f"{_stamp(claim.adjusted_at)}: more than {hours} h after approval",
+                    because(
+                        "D2.late",
+                        approved=_stamp(claim.approved_at),
+                        adjusted=_stamp(claim.adjusted_at),
+                        hours=hours,
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -104,9 +113,12 @@ def d3_lock_date(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                         "D3",
                         "reject",
                         0,
-                        f"{claim.activity} time sheet: {name} {_stamp(value)} is after "
-                        f"{sheet_day} (the 15th of the next month) / tidrapporten senast den "
-                        "15:e",
+                        because(
+                            f"D3.sheet_{name}",
+                            activity=facts.name_of(claim.activity),
+                            at=_stamp(value),
+                            deadline=str(sheet_day),
+                        ),
                     )  # fmt: skip
                 )
             continue
@@ -121,7 +133,7 @@ def d3_lock_date(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "D3",
                     "reject",
                     0,
-                    f"never approved; the lock date was {lock}",
+                    because("D3.never_approved", lock=str(lock)),
                 )  # fmt: skip
             )
             continue
@@ -134,8 +146,13 @@ def d3_lock_date(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "D3",
                     "reject",
                     0,
-                    f"{name} {_stamp(value)} is after the lock date {lock} "
-                    f"({params.get('weekday', 3)}. weekday of {year}-{month:02d})",
+                    because(
+                        f"D3.late_{name}",
+                        at=_stamp(value),
+                        lock=str(lock),
+                        weekday=params.get("weekday", 3),
+                        month=f"{year}-{month:02d}",
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -164,8 +181,11 @@ def d4_approval_deadline(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "D4",
                     outcome,
                     0 if outcome == "reject" else claim.minutes,
-                    f"visit {span(claim.start, claim.end)} never approved "
-                    f"(deadline {_stamp(deadline)})",
+                    because(
+                        "D4.never_approved",
+                        when=span(claim.start, claim.end),
+                        deadline=_stamp(deadline),
+                    ),
                 )  # fmt: skip
             )
         elif claim.approved_at > deadline:
@@ -176,8 +196,12 @@ def d4_approval_deadline(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "D4",
                     outcome,
                     0 if outcome == "reject" else claim.minutes,
-                    f"approved {_stamp(claim.approved_at)}, after the deadline "
-                    f"{_stamp(deadline)} (first weekday of {year}-{month:02d})",
+                    because(
+                        "D4.late",
+                        approved=_stamp(claim.approved_at),
+                        deadline=_stamp(deadline),
+                        month=f"{year}-{month:02d}",
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -199,8 +223,12 @@ def d5_correction_deadline(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "D5",
                     "follow_up",
                     claim.minutes,
-                    f"corrected {_stamp(claim.adjusted_at)}, after the {day}th of "
-                    f"{year}-{month:02d}: billing must be told by hand",
+                    because(
+                        "D5.late",
+                        adjusted=_stamp(claim.adjusted_at),
+                        day=day,
+                        month=f"{year}-{month:02d}",
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -226,9 +254,11 @@ def d6_adjustable_activities(facts: Facts, params: dict[str, Any]) -> list[Findi
                     "D6",
                     "follow_up",
                     claim.minutes,
-                    f"{claim.activity} is within the frame time and was adjusted "
-                    f"({_stamp(claim.adjusted_at)}): only a changed need allows that, which the "
-                    "provider must report to the needs assessor / förändrat behov meddelas",
+                    because(
+                        "D6.frame_time",
+                        activity=facts.name_of(claim.activity),
+                        adjusted=_stamp(claim.adjusted_at),
+                    ),
                 )  # fmt: skip
             )
             continue
@@ -241,8 +271,12 @@ def d6_adjustable_activities(facts: Facts, params: dict[str, Any]) -> list[Findi
                     "D6",
                     "follow_up",
                     claim.minutes,
-                    f"visit {span(claim.start, claim.end)} adjusted "
-                    f"{_stamp(claim.adjusted_at)}, later than {days} working days",
+                    because(
+                        "D6.late",
+                        when=span(claim.start, claim.end),
+                        adjusted=_stamp(claim.adjusted_at),
+                        days=days,
+                    ),
                 )  # fmt: skip
             )
     return findings

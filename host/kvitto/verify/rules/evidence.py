@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, hhmm, rule, span
 from kvitto.verify.taps import REFUSED, UNCHECKED
 from kvitto.verify.visits import Presence, union_seconds
@@ -44,13 +45,14 @@ class Coverage:
     def refusals(self) -> str:
         return "; ".join(sorted({p.proof_reason for p in self.refused}))
 
-    def where(self) -> str:
+    def where(self) -> dict[str, str]:
+        """The own door's evidence as a reason's parameters: first, last, devices."""
         if not self.own:
-            return "no evidence"
+            return {"first": "", "last": "", "devices": ""}
         first = min(p.start for p in self.own)
-        last = max(p.end for p in self.own if p.end is not None)
+        last = max((p.end for p in self.own if p.end is not None), default=first)
         devices = ", ".join(sorted({p.device for p in self.own}))
-        return f"evidence {hhmm(first)}–{hhmm(last)} at {devices}"
+        return {"first": hhmm(first), "last": hhmm(last), "devices": devices}
 
 
 def _clip(
@@ -114,7 +116,7 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     # claim's concern: a cohabitant's device (E6) or a neighbouring visit is another claim's.
     for p in result.own:
         if p.proof == UNCHECKED and _clip((p,), claim.start, claim.end, slack) > 0:
-            facts.skip("E7", f"tap proof not checked: {p.proof_reason}", claim.claim_id)
+            facts.skip("E7", because("E7.proof_unchecked", detail=p.proof_reason), claim.claim_id)
     result.unsynced = any(not p.synced for p in result.own)
     household = list(result.own)
     foreign = []
@@ -219,7 +221,7 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             cover.claimed_minutes - cover.own_minutes <= tolerance
         ):
             continue  # the common case, decided before any text is made
-        claimed = f"claimed {span(claim.start, claim.end)}"
+        when = span(claim.start, claim.end)
         if claim.activity in arrival_only:
             # 000 §1.2.2.4: a visit declined at the door needs the arrival on the tag.
             if cover.own:
@@ -233,7 +235,7 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "E1",
                     "reject",
                     0,
-                    f"{claimed}: no arrival on the customer's tag",
+                    because("E1.no_arrival", when=when),
                 )  # fmt: skip
             )
             continue
@@ -252,13 +254,18 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "E1",
                     "adjust",
                     payable,
-                    f"{claimed}, {cover.where()}: {payable} of {claim.minutes} min shown",
+                    because(
+                        "E1.partly_shown",
+                        when=when,
+                        payable=payable,
+                        claimed=claim.minutes,
+                        **cover.where(),
+                    ),
                 )  # fmt: skip
             )
             continue
         if _foreign_or_unregistered(facts, cover):
             continue  # E6 or E7 reports it, with the reason
-        refused = f"; refused tap(s): {cover.refusals()}" if cover.refused else ""
         findings.append(
             Finding(
                 claim.claim_id,
@@ -266,8 +273,20 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "E1",
                 "reject",
                 0,
-                f"{claimed}, activity {claim.activity} needs the customer's tag or lock: "
-                f"no arrive/depart by {claim.staff or 'the staff'}{refused}",
+                because(
+                    "E1.no_evidence_refused",
+                    when=when,
+                    activity=facts.name_of(claim.activity),
+                    staff=claim.staff or "?",
+                    detail=cover.refusals(),
+                )
+                if cover.refused
+                else because(
+                    "E1.no_evidence",
+                    when=when,
+                    activity=facts.name_of(claim.activity),
+                    staff=claim.staff or "?",
+                ),
             )  # fmt: skip
         )
     return findings
@@ -304,8 +323,7 @@ def e3_exemption(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "E3",
                     "follow_up",
                     claim.minutes,
-                    f"claimed {span(claim.start, claim.end)} without tag evidence: customer "
-                    "exempt by the needs assessor (order tag_exempt)",
+                    because("E3.exempt", when=span(claim.start, claim.end)),
                 )  # fmt: skip
             )
     return findings
@@ -327,9 +345,12 @@ def e4_arrive_and_depart(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "E4",
                     "reject",
                     0,
-                    f"claimed {span(claim.start, claim.end)}, adjusted "
-                    f"{claim.adjusted_at:%Y-%m-%d %H:%M}: no corrections accepted for "
-                    f"{claim.activity}",
+                    because(
+                        "E4.adjusted",
+                        when=span(claim.start, claim.end),
+                        adjusted=f"{claim.adjusted_at:%Y-%m-%d %H:%M}",
+                        activity=facts.name_of(claim.activity),
+                    ),
                 )  # fmt: skip
             )
             continue
@@ -345,8 +366,9 @@ def e4_arrive_and_depart(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "E4",
                     "reject",
                     0,
-                    f"claimed {span(claim.start, claim.end)}: arrival {hhmm(arrival)} on the "
-                    "tag but no departure",
+                    because(
+                        "E4.no_departure", when=span(claim.start, claim.end), arrival=hhmm(arrival)
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -363,11 +385,7 @@ def e5_manual_followed_up(facts: Facts, params: dict[str, Any]) -> list[Finding]
             continue
         provider = facts.registry.staff_provider(claim.staff) or "?"
         per_provider[provider] = per_provider.get(provider, 0) + 1
-        why = (
-            f"reason {claim.reason!r}"
-            if claim.reason
-            else "reason missing / orsak saknas: the technical failure must be explained"
-        )
+        when = span(claim.start, claim.end)
         findings.append(
             Finding(
                 claim.claim_id,
@@ -375,8 +393,9 @@ def e5_manual_followed_up(facts: Facts, params: dict[str, Any]) -> list[Finding]
                 "E5",
                 "follow_up",
                 claim.minutes,
-                f"claimed {span(claim.start, claim.end)} registered manually ({why}); "
-                "the municipality follows it up / manuell registrering följs upp",
+                because("E5.manual_reason", when=when, given=claim.reason)
+                if claim.reason
+                else because("E5.manual_reason_missing", when=when),
             )  # fmt: skip
         )
     facts.counts["manual_registrations"] = per_provider
@@ -408,7 +427,7 @@ def e6_one_tag_per_customer(facts: Facts, params: dict[str, Any]) -> list[Findin
     for claim, cover in _claims_needing_own_evidence(facts):
         if cover.own or not cover.foreign:
             continue
-        devices = ", ".join(sorted({f"{p.device} ({p.customer})" for p in cover.foreign}))
+        devices = ", ".join(sorted({f"{p.device} ({p.customer})" for p in cover.foreign}))  # ids
         findings.append(
             Finding(
                 claim.claim_id,
@@ -416,8 +435,12 @@ def e6_one_tag_per_customer(facts: Facts, params: dict[str, Any]) -> list[Findin
                 "E6",
                 "reject",
                 0,
-                f"claimed {span(claim.start, claim.end)}: only the tag of a cohabitant "
-                f"shows it ({devices}); {claim.customer}'s own tag has no visit",
+                because(
+                    "E6.cohabitant_tag",
+                    when=span(claim.start, claim.end),
+                    devices=devices,
+                    customer=claim.customer,
+                ),
             )  # fmt: skip
         )
     return findings
@@ -432,13 +455,20 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             continue
         if not cover.unregistered and not cover.refused:
             continue
-        reasons = []
-        if cover.unregistered:
-            shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
-            reasons.append(f"the tag shows credential(s) {shown}… registered to another provider")
-        if cover.refused:
-            # a forged or replayed proof (DESIGN "Taps and credentials"): not evidence
-            reasons.append(f"tap proof refused: {cover.refusals()}")
+        when = span(claim.start, claim.end)
+        shown = ", ".join(sorted({p.credential[:8] or "?" for p in cover.unregistered}))
+        # a refused proof is a forged or replayed one (DESIGN "Taps and credentials")
+        if cover.unregistered and cover.refused:
+            why = because(
+                "E7.other_provider_and_refused",
+                when=when,
+                credentials=shown,
+                detail=cover.refusals(),
+            )
+        elif cover.unregistered:
+            why = because("E7.other_provider", when=when, credentials=shown)
+        else:
+            why = because("E7.refused", when=when, detail=cover.refusals())
         findings.append(
             Finding(
                 claim.claim_id,
@@ -446,7 +476,7 @@ def e7_provider_phone(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "E7",
                 "reject",
                 0,
-                f"claimed {span(claim.start, claim.end)}: {'; '.join(reasons)}",
+                why,
             )  # fmt: skip
         )
     return findings
@@ -471,9 +501,9 @@ def i6_known_credential(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 "I6",
                 "reject",
                 0,
-                f"claimed {span(claim.start, claim.end)}: the door shows only credential(s) "
-                f"{shown}… that the registry does not know or that were revoked before the "
-                "visit / okänd eller spärrad legitimation är inget bevis",
+                because(
+                    "I6.unknown_credential", when=span(claim.start, claim.end), credentials=shown
+                ),
             )  # fmt: skip
         )
     return findings

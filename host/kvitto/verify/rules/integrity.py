@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.rules.evidence import coverage
 
@@ -39,8 +40,7 @@ def i4_chain(facts: Facts, params: dict[str, Any]) -> list[Finding]:
 def i5_clock(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """Claims resting on evidence with unsynchronised device time are follow_up."""
     tolerance = float(facts.profile.rules.get("E1", {}).get("tolerance_minutes", 2))
-    facts.skip("I5", "the case bundle has no collector receive times: device time is checked "
-               "against its own clock_sync events only")  # fmt: skip
+    facts.skip("I5", because("I5.no_receive_times"))
     findings = []
     for claim in facts.claims:
         cover = coverage(facts, claim, tolerance)
@@ -52,8 +52,7 @@ def i5_clock(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "I5",
                     "follow_up",
                     claim.minutes,
-                    f"claimed {span(claim.start, claim.end)}: the evidence ({cover.where()}) "
-                    "has unsynchronised device time",
+                    because("I5.unsynced", when=span(claim.start, claim.end), **cover.where()),
                 )  # fmt: skip
             )
     return findings

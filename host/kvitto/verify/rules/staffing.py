@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.visits import credentials_present, union_seconds
 
@@ -70,8 +71,11 @@ def s1_double_ordered(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "S1",
                     "reject",
                     0,
-                    f"double staffing claimed {span(claim.start, claim.end)} but "
-                    f"{claim.customer}'s order grants none",
+                    because(
+                        "S1.not_granted",
+                        when=span(claim.start, claim.end),
+                        customer=claim.customer,
+                    ),
                 )  # fmt: skip
             )
             continue
@@ -86,8 +90,11 @@ def s1_double_ordered(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                         "S1",
                         "follow_up",
                         claim.minutes,
-                        f"double staffing claimed {span(claim.start, claim.end)}, the door "
-                        f"shows {len(present)} credential(s)",
+                        because(
+                            "S1.one_at_door",
+                            when=span(claim.start, claim.end),
+                            credentials=len(present),
+                        ),
                     )  # fmt: skip
                 )
     return findings
@@ -120,10 +127,13 @@ def s2_double_one_registers(facts: Facts, params: dict[str, Any]) -> list[Findin
                     "S2",
                     "reject",
                     0,
-                    f"{claim.staff} claimed {span(claim.start, claim.end)} for the visit "
-                    f"{first.staff} already registered ({first.claim_id}): only one of the two "
-                    "staff registers it, the second registration is not paid / endast en "
-                    "personal registrerar",
+                    because(
+                        "S2.second_registration",
+                        staff=claim.staff,
+                        when=span(claim.start, claim.end),
+                        first_staff=first.staff,
+                        first_claim=first.claim_id,
+                    ),
                 )  # fmt: skip
             )
     if mode == "one_registers":
@@ -139,9 +149,7 @@ def s2_double_one_registers(facts: Facts, params: dict[str, Any]) -> list[Findin
                         "S2",
                         "follow_up",
                         claim.minutes,
-                        f"double staffing registered {span(claim.start, claim.end)}: no extra "
-                        "pay, the visit is paid once; double staffing is not registered / "
-                        "ingen extra ersättning för dubbelbemanning",
+                        because("S2.no_extra_pay", when=span(claim.start, claim.end)),
                     )  # fmt: skip
                 )
     return findings
@@ -166,11 +174,19 @@ def s3_two_staff_not_double(facts: Facts, params: dict[str, Any]) -> list[Findin
             planned = [c.planned_minutes for c in parts if c.planned_minutes is not None]
             assessed = max(planned) if planned else None
             took = round(union_seconds((c.start, c.end) for c in parts) / 60)
-            staff = " and ".join(sorted({c.staff for c in parts}))
+            staff = ", ".join(sorted({c.staff for c in parts}))
             where = span(min(c.start for c in parts), max(c.end for c in parts))
             if assessed is None:
-                facts.skip("S3", f"{activity} split by {staff} at {where}: no planned time in "
-                           "the claims, the assessed time is not known", parts[0].claim_id)  # fmt: skip
+                facts.skip(
+                    "S3",
+                    because(
+                        "S3.no_planned_time",
+                        activity=facts.name_of(activity),
+                        staff=staff,
+                        when=where,
+                    ),
+                    parts[0].claim_id,
+                )
                 continue
             if claimed <= assessed:
                 continue
@@ -183,9 +199,16 @@ def s3_two_staff_not_double(facts: Facts, params: dict[str, Any]) -> list[Findin
                         "S3",
                         "adjust",
                         share,
-                        f"{staff} split {activity} ({where}, {took} min at the door): "
-                        f"{claimed} min registered for {assessed} min assessed; the assessed "
-                        f"time is not doubled, {share} min for this part / bedömd tid delas",
+                        because(
+                            "S3.shared",
+                            staff=staff,
+                            activity=facts.name_of(activity),
+                            when=where,
+                            took=took,
+                            claimed=claimed,
+                            assessed=assessed,
+                            share=share,
+                        ),
                     )  # fmt: skip
                 )
     return findings

@@ -14,6 +14,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
+from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.visits import overlap_seconds, union_seconds
 from kvitto.verify.workdays import local, local_at
@@ -63,7 +64,7 @@ def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         night = night_minutes(claim.start, end, night_from, night_to)
         if night <= 0:
             continue
-        claimed = f"claimed {span(claim.start, claim.end)}"
+        when = span(claim.start, claim.end)
         if outcome == "follow_up":
             findings.append(
                 Finding(
@@ -72,9 +73,12 @@ def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "T1",
                     "follow_up",
                     claim.minutes,
-                    f"{claimed}: {round(night) if claim.minutes else 0} min in {window}, when "
-                    "nothing is registered: the provider must show written documentation of "
-                    "the time / skriftligt underlag för utförd tid nattetid",
+                    because(
+                        "T1.night_documented",
+                        when=when,
+                        window=window,
+                        minutes=round(night) if claim.minutes else 0,
+                    ),
                 )  # fmt: skip
             )
             continue
@@ -87,8 +91,7 @@ def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "T1",
                     "reject",
                     0,
-                    f"{claimed} is night time ({window}): not part of the provider's "
-                    "contract, the municipality's night patrol's / ingår inte i uppdraget",
+                    because("T1.night_rejected", when=when, window=window),
                 )  # fmt: skip
             )
         else:
@@ -99,8 +102,13 @@ def t1_night(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "T1",
                     "adjust",
                     day,
-                    f"{claimed}: {round(night)} min fall in {window}, not part of the "
-                    f"provider's contract; {day} min payable",
+                    because(
+                        "T1.night_adjusted",
+                        when=when,
+                        window=window,
+                        minutes=round(night),
+                        payable=day,
+                    ),
                 )  # fmt: skip
             )
     return findings
@@ -146,7 +154,7 @@ def t2_sixty_per_hour(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                 if all(p for p in planned)
                 else [float(c.minutes) for c in group]
             )
-            basis = "planned time" if all(p for p in planned) else "claimed time"
+            basis = "planned" if all(p for p in planned) else "claimed"
             total_weight = sum(weights) or 1.0
             customers = ", ".join(sorted({c.customer for c in group}))
             for claim, weight in zip(group, weights):
@@ -158,9 +166,15 @@ def t2_sixty_per_hour(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                         "T2",
                         "adjust",
                         min(share, claim.minutes),
-                        f"{staff} claimed {claimed} min in {round(worked)} min worked "
-                        f"({span(min(c.start for c in group), max(c.end for c in group))}, "
-                        f"{customers}); shared by {basis}: {share} min",
+                        because(
+                            f"T2.shared_by_{basis}",
+                            staff=staff,
+                            claimed=claimed,
+                            worked=round(worked),
+                            customers=customers,
+                            share=share,
+                            when=span(min(c.start for c in group), max(c.end for c in group)),
+                        ),
                     )  # fmt: skip
                 )
     return findings
@@ -190,13 +204,9 @@ def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding
             continue
         within = max(0, order.granted_minutes_month - before)
         excess = claim.minutes - within
-        numbers = (
-            f"{claim.activity}: {used[key]} min performed this month, "
-            f"{order.granted_minutes_month} granted; {excess} min of this claim are beyond the "
-            "grant"
-        )
+        numbers = {"activity": facts.name_of(claim.activity), "performed": used[key],
+                   "granted": order.granted_minutes_month, "excess": excess}  # fmt: skip
         if claim.reason or without_reason == "follow_up":
-            given = f"reason given: {claim.reason!r}" if claim.reason else "reason missing"
             findings.append(
                 Finding(
                     claim.claim_id,
@@ -204,8 +214,9 @@ def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "T3",
                     "follow_up",
                     claim.minutes,
-                    f"{numbers}: the needs assessor asks for the reason ({given}) / utförd tid "
-                    "utöver beviljad tid ska godkännas",
+                    because("T3.excess_reason_given", given=claim.reason, **numbers)
+                    if claim.reason
+                    else because("T3.excess_reason_missing", **numbers),
                 )  # fmt: skip
             )
         else:
@@ -216,12 +227,11 @@ def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "T3",
                     "adjust",
                     within,
-                    f"{numbers}: no reason given by the lock date, the excess is not paid "
-                    f"({within} of {claim.minutes} min) / motivering uteblev",
+                    because("T3.excess_not_paid", within=within, claimed=claim.minutes, **numbers),
                 )  # fmt: skip
             )
     if findings:
-        facts.skip("T3", "the bundle has no assessor approvals: every excess is reported")
+        facts.skip("T3", because("T3.no_approvals"))
     return findings
 
 
@@ -242,8 +252,12 @@ def t4_not_ordered(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "T4",
                     "reject",
                     0,
-                    f"{claim.activity} on {day} is not in {claim.customer}'s order: extra "
-                    "visits need the needs assessor (by the next weekday)",
+                    because(
+                        "T4.not_ordered",
+                        activity=facts.name_of(claim.activity),
+                        day=str(day),
+                        customer=claim.customer,
+                    ),
                 )  # fmt: skip
             )
     return findings
