@@ -133,7 +133,7 @@ def test_coordinator_corrects_a_deviation_by_keyboard(page, world):
     check(page, "avvikelser")
     row = page.get_by_role("row").filter(has_text="E1")
     expect(row).to_contain_text("Justeras")
-    expect(row).to_contain_text("30 of 50 min")
+    expect(row).to_contain_text("30 av 50 min")  # the reason in the page's language
     row.get_by_role("link", name="k-1").click()
     expect(page.locator("#findings")).to_contain_text("E1")
     expect(page.locator("#deadline")).to_contain_text("D4")

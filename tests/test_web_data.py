@@ -10,6 +10,7 @@ import pytest
 from collect_support import fresh_database, postgres_cluster
 from web_support import MONTH, NOW, build_world
 
+from kvitto.verify.reasons import said
 from kvitto.web import records as chain
 from kvitto.web.accounts import get_user
 from kvitto.web.scope import Scope
@@ -102,10 +103,10 @@ def test_explain_withdraw_and_register(world):
     p2 = scope_of(world, "samordnare-p2")
     # a manual claim without evidence and without a reason: followed up, "reason missing" (E5)
     finding = [r for r in p2.findings("p-2", MONTH) if r.claim_id == "k-201" and r.rule == "E5"]
-    assert finding[0].outcome == "follow_up" and "reason missing" in finding[0].reason
+    assert finding[0].outcome == "follow_up" and "reason missing" in said(finding[0].reason, "en")
     p2.explain("k-201", "teknikfel", "taggen var trasig")
     finding = [r for r in p2.findings("p-2", MONTH) if r.claim_id == "k-201" and r.rule == "E5"]
-    assert finding[0].outcome == "follow_up" and "'teknikfel'" in finding[0].reason
+    assert finding[0].outcome == "follow_up" and "'teknikfel'" in said(finding[0].reason, "en")
     p2.withdraw("k-201", "dubbelregistrering", "")
     assert rules_of(p2, "p-2", "k-201") == {}
     with pytest.raises(NotFound):

@@ -207,11 +207,11 @@ def _verdict_row(
     and times, and its nearest deadline as of the judgement."""
     if claim is None:
         return (provider, month, finding.customer, finding.claim_id, finding.rule,
-                finding.outcome, finding.payable_minutes, finding.reason, "", "", 0, 0, "", 0)  # fmt: skip
+                finding.outcome, finding.payable_minutes, finding.why.stored(), "", "", 0, 0, "", 0)  # fmt: skip
     deadline = nearest(profile, claim, month, now)
     return (
         provider, month, finding.customer, finding.claim_id, finding.rule, finding.outcome,
-        finding.payable_minutes, finding.reason, claim.activity, claim.staff,
+        finding.payable_minutes, finding.why.stored(), claim.activity, claim.staff,
         int(claim.start.timestamp() * 1000), int(claim.end.timestamp() * 1000),
         deadline.rule if deadline else "",
         int(deadline.moment.timestamp() * 1000) if deadline else 0,

@@ -24,6 +24,7 @@ from starlette.responses import (
     Response,
 )
 
+from kvitto.verify.reasons import said
 from kvitto.web.accounts import (
     User,
     session_user,
@@ -108,6 +109,7 @@ def render(
         roles=ROLES,
         kinds=KIND_LABELS,
         reasons=REASON_CODES,
+        said=lambda stored: said(stored, lang),  # a verdict's reason in the page's language
         now=now,
         **context,
     )

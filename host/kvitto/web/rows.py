@@ -22,7 +22,7 @@ class Row:
     rule: str
     outcome: str
     payable_minutes: int
-    reason: str
+    reason: str  # the reason code and parameters as stored (kvitto.verify.reasons.said)
     activity: str
     staff: str
     start: datetime | None
