@@ -115,7 +115,7 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
                 claim = by_id[f.claim_id]
                 deadline = nearest(profile, claim, MONTH, NOW)
                 verdicts.append(("p-1", MONTH, f.customer, f.claim_id, f.rule, f.outcome,
-                                 f.payable_minutes, f.reason, claim.activity, claim.staff,
+                                 f.payable_minutes, f.why.stored(), claim.activity, claim.staff,
                                  int(claim.start.timestamp() * 1000),
                                  int(claim.end.timestamp() * 1000),
                                  deadline.rule if deadline else "",
