@@ -27,7 +27,7 @@ _BUILT = {
     "D3.late_registered_at", "D3.late_approved_at", "D3.late_adjusted_at",
     "T2.shared_by_planned", "T2.shared_by_claimed",
     "C2.supervision_with_others", "C4.meals_with_others", "C6.away_with_home",
-    "C7.simplified_with_others",
+    "C7.simplified_with_others", "tap.without_sun", "tap.without_phone_answer",
 }  # fmt: skip
 # English words that have no place in a Swedish sentence (placeholders removed first).
 _ENGLISH = {
@@ -47,7 +47,7 @@ _CODE_NAMES = re.compile(
 
 def _used_codes() -> set[str]:
     """Every reason code a rule or the verification can give, read from the source."""
-    literal = re.compile(r'"((?:[A-Z][0-9]\.|door\.sticker_)[a-z_]+)"')
+    literal = re.compile(r'"((?:[A-Z][0-9]\.|door\.sticker_|tap\.)[a-z_]+)"')
     found = set(_BUILT)
     for path in VERIFY.rglob("*.py"):
         found |= set(literal.findall(path.read_text(encoding="utf-8")))
@@ -89,6 +89,12 @@ def test_a_reason_renders_in_either_language_and_survives_the_store():
     assert (
         said("plain text from before reason codes", "en") == "plain text from before reason codes"
     )
+    # a refused tap's own reason is a parameter, in the same language as the sentence around it
+    refused = because("tap.sun_replayed", where="tag-0042 #7", counter=2, seen=2, there="#5")
+    e7 = because("E7.refused", when="2026-10-02 08:00–08:30", detail=(refused,))
+    assert "kvitteringens bevis avvisades" in e7.text("sv") and "räknare 2" in e7.text("sv")
+    assert "sun counter 2 not above 2" in e7.text("en") and "räknare" not in e7.text("en")
+    assert Reason.from_stored(e7.stored()) == e7
 
 
 def test_every_profile_says_what_it_does_not_check_in_swedish_too():

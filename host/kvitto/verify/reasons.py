@@ -59,7 +59,9 @@ def placeholders(template: str) -> set[str]:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """A reason code and its parameters (sorted pairs: hashable, picklable, comparable)."""
+    """A reason code and its parameters (sorted pairs: hashable, picklable, comparable). A
+    parameter is a number, a text, another reason (why a tap was refused) or a tuple of them,
+    put into words in the same language (a tuple joined by "; ")."""
 
     code: str
     args: tuple[tuple[str, Any], ...] = ()
@@ -69,16 +71,25 @@ class Reason:
         if texts is None:
             raise KeyError(f"reason {self.code!r} is not in {CATALOGUE.name}")
         lang = lang if lang in LANGS else DEFAULT
-        values = dict(self.args)
+        values = {name: _words(value, lang) for name, value in self.args}
         for name in ("category", "categories"):
             if name in values:
                 names = CATEGORIES[lang]
                 values[name] = ", ".join(names.get(c, c) for c in str(values[name]).split(", "))
         return texts[lang].format(**values)
 
+    def as_json(self) -> dict[str, Any]:
+        """{"code", "args"}; a tuple of reasons as a list of such objects."""
+        return {"code": self.code, "args": {name: _json(value) for name, value in self.args}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reason:
+        args = dict(data.get("args") or {})
+        return because(str(data["code"]), **{name: _read(value) for name, value in args.items()})
+
     def stored(self) -> str:
         """The reason as one JSON text (the web's verdicts.reason column)."""
-        return json.dumps({"code": self.code, "args": dict(self.args)}, ensure_ascii=False)
+        return json.dumps(self.as_json(), ensure_ascii=False)
 
     @classmethod
     def from_stored(cls, text: str) -> Reason | None:
@@ -91,7 +102,31 @@ class Reason:
             return None
         if not isinstance(data, dict) or data.get("code") not in catalogue():
             return None
-        return because(str(data["code"]), **dict(data.get("args") or {}))
+        return cls.from_json(data)
+
+
+def _words(value: Any, lang: str) -> Any:
+    if isinstance(value, Reason):
+        return value.text(lang)
+    if isinstance(value, tuple):
+        return "; ".join(_words(item, lang) for item in value)
+    return value
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, Reason):
+        return value.as_json()
+    if isinstance(value, tuple):
+        return [_json(item) for item in value]
+    return value
+
+
+def _read(value: Any) -> Any:
+    if isinstance(value, dict) and "code" in value:
+        return Reason.from_json(value)
+    if isinstance(value, list):
+        return tuple(_read(item) for item in value)
+    return value
 
 
 def because(code: str, **args: Any) -> Reason:
@@ -123,5 +158,5 @@ def entry_dict(entry: dict[str, Any], lang: str = DEFAULT) -> dict[str, Any]:
     reason = entry.get("reason")
     if isinstance(reason, Reason):
         out["reason_code"] = reason.code
-        out["reason_args"] = dict(reason.args)
+        out["reason_args"] = reason.as_json()["args"]
     return out

@@ -26,6 +26,7 @@ from kvitto.evidence.events import Event
 from kvitto.evidence.ntag424 import SunError, SunResult, verify_sun, verify_sun_event
 from kvitto.evidence.phone import PhoneError, challenge_message, phone_key_id
 from kvitto.verify.case import Credential, Registry
+from kvitto.verify.reasons import Reason, because
 
 # How far two doors' clocks may disagree when ordering one badge's reads (synchronised
 # devices are within seconds; rule I5 reports larger differences on its own).
@@ -39,7 +40,7 @@ TAP_TYPES = frozenset({"arrive", "depart", "unlock", "lock"})
 @dataclass(frozen=True)
 class Proof:
     status: str  # verified | weak | unchecked | refused ("" for no credential)
-    reason: str = ""  # for unchecked and refused: why, naming the event
+    reason: Reason | None = None  # for unchecked and refused: why, naming the event
 
 
 _WEAK_PROOF = Proof(WEAK)  # one object for the many plain badge taps
@@ -74,7 +75,7 @@ class TapKeys:
 
 
 def _where(device: str, event: Event) -> str:
-    return f"{device} seq {event.seq} ({event.type})"
+    return f"{device} #{event.seq}"
 
 
 class _Checker:
@@ -104,21 +105,20 @@ class _Checker:
         # missing one is refused at either door.
         return Proof(
             REFUSED,
-            f"{where}: {credential.kind} credential tapped without its {what} "
-            f"(via {event.x.get('via')!r}: a copied UID?)",
+            because(f"tap.without_{what}", where=where, via=str(event.x.get("via"))),
         )
 
     def _ntag424(self, device: str, event: Event, credential: Credential, when: datetime) -> Proof:
         where = _where(device, event)
         sun = event.x.get("sun")
         if not isinstance(sun, bytes):
-            return self._no_proof(device, event, credential, "SUN")
+            return self._no_proof(device, event, credential, "sun")
         try:
             result = self._verify_sun(sun, event.cred or b"", credential)
         except _NoKeys:
-            return Proof(UNCHECKED, f"{where}: no NTAG 424 keys for credential {credential.id}")
+            return Proof(UNCHECKED, because("tap.no_keys", where=where, credential=credential.id))
         except SunError as error:
-            return Proof(REFUSED, f"{where}: sun does not verify ({error})")
+            return Proof(REFUSED, because("tap.sun_invalid", where=where, error=str(error)))
         reads = self.counters.setdefault(credential.id, [])
         # The same counter twice is a replayed read. A lower counter than a read made clearly
         # earlier is an old read played back; within the clocks' slack two doors may disagree
@@ -132,9 +132,16 @@ class _Checker:
         if conflicts:
             counter, there = max(conflicts)
             return Proof(
-                REFUSED, f"{where}: sun counter {result.counter} not above {counter} ({there})"
+                REFUSED,
+                because(
+                    "tap.sun_replayed",
+                    where=where,
+                    counter=result.counter,
+                    seen=counter,
+                    there=there,
+                ),
             )
-        reads.append((result.counter, when, f"{device} seq {event.seq}"))
+        reads.append((result.counter, when, f"{device} #{event.seq}"))
         return Proof(VERIFIED)
 
     def _verify_sun(self, sun: bytes, cred: bytes, credential: Credential) -> SunResult:
@@ -153,13 +160,11 @@ class _Checker:
             # RULES.md E7/I6: a registered phone without an enrolled key is weak evidence, like
             # a badge UID; its answer (if any) cannot be checked, so it is not asked for.
             return Proof(
-                UNCHECKED,
-                f"{where}: no public key enrolled for phone credential {credential.id}: the "
-                "phone proof is not checked, the tap counts as weak evidence",
+                UNCHECKED, because("tap.phone_no_key", where=where, credential=credential.id)
             )
         nonce, signature = event.x.get("nonce"), event.x.get("sig")
         if not isinstance(nonce, bytes) or not isinstance(signature, bytes):
-            return self._no_proof(device, event, credential, "phone answer")
+            return self._no_proof(device, event, credential, "phone_answer")
         public = self.phone_keys.get(credential.id)
         if public is None:
             public = Ed25519PublicKey.from_public_bytes(credential.public_key)
@@ -169,10 +174,10 @@ class _Checker:
             message = challenge_message(nonce, device)
             public.verify(signature, message)
         except PhoneError as error:
-            return Proof(REFUSED, f"{where}: phone answer does not verify ({error})")
+            return Proof(REFUSED, because("tap.phone_invalid", where=where, error=str(error)))
         except Exception:  # InvalidSignature, or a signature of the wrong length
             key_id = phone_key_id(credential.public_key).hex()
-            return Proof(REFUSED, f"{where}: phone answer does not verify for phone {key_id}")
+            return Proof(REFUSED, because("tap.phone_wrong_key", where=where, key=key_id))
         return Proof(VERIFIED)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from kvitto.evidence.cose import EvidenceError, read_messages, split_sign1
 from kvitto.evidence.events import Event, EventVerifier, verify_event
 from kvitto.verify.case import Registry
+from kvitto.verify.reasons import Reason
 from kvitto.verify.taps import REFUSED, Proof, TapKeys, check_taps, weakest
 
 UTC = timezone.utc
@@ -65,7 +66,7 @@ class Presence:
     alarm_call: datetime | None = None  # the call this check-in answered (A3)
     own: bool = True  # the device is this customer's own (False: a cohabitant's lock door)
     proof: str = ""  # kvitto.verify.taps: verified | weak | unchecked | refused ("" no credential)
-    proof_reason: str = ""  # why refused or unchecked, naming the event (device seq)
+    proof_reason: Reason | None = None  # why refused or unchecked, naming the event
 
     @property
     def minutes(self) -> int:
@@ -270,7 +271,8 @@ def build_evidence(
     )
     for (device_id, seq), proof in sorted(proofs.items()):
         if proof.status == REFUSED:
-            evidence.issues.append(Issue("E7", device_id, seq, f"not evidence: {proof.reason}"))
+            why = proof.reason.text("en") if proof.reason else ""
+            evidence.issues.append(Issue("E7", device_id, seq, f"not evidence: {why}"))
     for device_id, usable in usable_of.items():
         for presence in _pair(registry, device_id, usable, evidence, proofs):
             evidence.presences.append(presence)

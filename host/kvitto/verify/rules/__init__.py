@@ -66,7 +66,7 @@ class Finding:
             "payable_minutes": self.payable_minutes,
             "reason": self.why.text(lang),
             "reason_code": self.why.code,
-            "reason_args": dict(self.why.args),
+            "reason_args": self.why.as_json()["args"],
             "source": self.source,
         }
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
-from kvitto.verify.reasons import because
+from kvitto.verify.reasons import Reason, because
 from kvitto.verify.rules import Facts, Finding, hhmm, rule, span
 from kvitto.verify.taps import REFUSED, UNCHECKED
 from kvitto.verify.visits import Presence, union_seconds
@@ -42,8 +42,10 @@ class Coverage:
     refused: tuple[Presence, ...] = ()  # tap proof refused: never counted
     unsynced: bool = False
 
-    def refusals(self) -> str:
-        return "; ".join(sorted({p.proof_reason for p in self.refused}))
+    def refusals(self) -> tuple[Reason, ...]:
+        """Why each refused tap is refused (a reason's parameter, in words at the edge)."""
+        found = {p.proof_reason for p in self.refused if p.proof_reason is not None}
+        return tuple(sorted(found, key=lambda r: (r.code, repr(r.args))))
 
     def where(self) -> dict[str, str]:
         """The own door's evidence as a reason's parameters: first, last, devices."""
