@@ -90,13 +90,17 @@ asyncio.run(script())
     assert "led red" in out
     assert journal_of(out) == [
         '1 1 boot - [["reset", "power"]]',
-        f'2 1 unlock {a} [["via", "badge"]]',
+        # no clock and no schedule: the configured fallback opens (issue #23), and says so
+        f'2 1 unlock {a} [{OPEN}, ["reason", "fallback"], ["via", "badge"]]',
         "3 1 door_open - -",
         f'4 1 arrive {b} [["via", "lock"]]',
         "5 1 door_close - -",
         "6 1 lock - -",
-        f'7 1 deny {c} [["via", "badge"]]',
+        f'7 1 deny {c} [{OPEN}, ["reason", "unknown"], ["via", "badge"]]',
     ]
+
+
+OPEN = '["fallback", "open_for_allowed"]'
 
 
 def test_alarm_role_and_unanswered_call(micropython, tmp_path):

@@ -18,7 +18,9 @@ _TOP = ("device", "role", "board", "broker", "salt", "org_public_key", "ntp", "w
         "alarm", "visits", "tag_mode", "health_s", "release_public_key")
 _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Defaults for the role sections; every value may be overridden in the file.
-LOCK_DEFAULTS = {"relock_ms": 8000}  # unlocked but the door never opened: lock again
+# relock_ms: unlocked but the door never opened, lock again; fallback: what an allowed credential
+# gets while the lock holds no usable visit schedule (issue #23, device.roles.lockpolicy)
+LOCK_DEFAULTS = {"relock_ms": 8000, "fallback": "open_for_allowed"}
 ALARM_DEFAULTS = {"answer_s": 1800}  # Upplands-Bro §8: an alarm is answered within 30 minutes
 VISITS_DEFAULTS = {"debounce_ms": 3000}  # roles.visits: a second tap this soon is the same tap
 # FORMATS.md §2 `config`, x = {setting: value}: what a signed command may change, the section of
@@ -27,6 +29,7 @@ VISITS_DEFAULTS = {"debounce_ms": 3000}  # roles.visits: a second tap this soon 
 COMMAND_SETTINGS = {
     "debounce_ms": ("visits", ("tag", "alarm")),
     "relock_ms": ("lock", ("lock",)),
+    "fallback": ("lock", ("lock",)),
     "answer_s": ("alarm", ("alarm",)),
     "tag_mode": (None, ROLES),
     "health_s": (None, ROLES),
@@ -139,6 +142,9 @@ def validate(settings, source):
 
     lock = _section(source, "lock", settings.get("lock"), tuple(LOCK_DEFAULTS), LOCK_DEFAULTS)
     _integer(source, "lock.relock_ms", lock["relock_ms"], 500, 600000)
+    if lock["fallback"] not in ("open_for_allowed", "deny"):
+        _fail(source, "lock.fallback", "must be open_for_allowed or deny, got %r"
+              % (lock["fallback"],))
     out["lock"] = lock
     alarm = _section(source, "alarm", settings.get("alarm"), tuple(ALARM_DEFAULTS),
                      ALARM_DEFAULTS)

@@ -209,7 +209,9 @@ def parse_command(message, org_public, device_id, last_seq, now):
     for name, value in (("seq", seq), ("expires", expires)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CommandRefused("malformed", "%s must be an unsigned integer" % name)
-    if type not in ("ack", "resend", "allow", "revoke", "time", "config", "ota"):
+    # schedule, window (issue #23): the lock checks their x itself (device.roles.lockpolicy)
+    if type not in ("ack", "resend", "allow", "revoke", "time", "config", "ota", "schedule",
+                    "window"):
         raise CommandRefused("malformed", "unknown command type %r" % (type,))
     if not isinstance(x, dict):
         raise CommandRefused("malformed", "x must be a map")

@@ -11,6 +11,9 @@ tapping while the door is open or still unlocked registers `arrive` without unlo
 registers `depart` (the staff member leaves; no strike); anything else is `deny`. The door locks again
 when it closes after being opened, or `relock_ms` after an unlock nobody used. The allowlist
 changes only through signed `allow`/`revoke` commands (FORMATS.md §2) and works offline.
+With a `policy` (device.roles.lockpolicy, issue #23) an allowed credential unlocks only when
+the policy says so (a visit window, a one-off grant, the fallback); its unlock and deny events
+then carry the policy's `reason` and the configured `fallback`.
 """
 
 import os
@@ -94,8 +97,9 @@ class Lock:
     """Lock role logic over a relay and two inputs; `clock` is injectable for tests."""
 
     def __init__(self, relay, door, exit_button, emit, allowlist, feedback=None, mode="pulse",
-                 pulse_ms=3000, relock_ms=8000, clock=None):
+                 pulse_ms=3000, relock_ms=8000, clock=None, policy=None):
         self.relay = relay
+        self.policy = policy
         self.emit = emit
         self.allowlist = allowlist
         self.feedback = feedback
@@ -121,7 +125,7 @@ class Lock:
         tap's proof (an NTAG 424 SUN, a phone's nonce and answer): every event of the tap
         carries it, so the host can check a lock's taps as it checks a tag's."""
         if cred not in self.allowlist:
-            self.emit("deny", cred, _fields(via, extra))
+            self.emit("deny", cred, self._why(_fields(via, extra), "unknown"))
             self._show("refused")
             return "deny"
         if cred in self.present:
@@ -131,18 +135,34 @@ class Lock:
             self.emit("depart", cred, _fields("lock", extra))
             self._show("depart")
             return "depart"
+        strike = self.locked and not self.door_open
+        reason = None
+        if strike and self.policy is not None:
+            opens, reason = self.policy.decide()
+            if not opens:  # allowed, but no visit is due: the door stays shut
+                self.emit("deny", cred, self._why(_fields(via, extra), reason))
+                self._show("refused")
+                return "deny"
         if len(self.present) >= _MAX_PRESENT:
             self.present.pop(0)  # bounded: the oldest never tapped out; the host flags it open
         self.present.append(cred)
-        if self.door_open or not self.locked:
+        if not strike:
             # second staff while the door is open: present, but no reason to drive the strike
             self.emit("arrive", cred, _fields("lock", extra))
             self._show("arrive")
             return "arrive"
-        self.emit("unlock", cred, _fields(via, extra))
+        self.emit("unlock", cred, self._why(_fields(via, extra), reason))
         self._unlock()
         self._show("arrive")
         return "unlock"
+
+    def _why(self, x, reason):
+        # issue #23: with a policy, every tap's unlock or deny says why and what the lock
+        # would do without a schedule, so the host sees the rule the door followed
+        if self.policy is not None:
+            x["reason"] = reason
+            x["fallback"] = self.policy.fallback
+        return x
 
     def exit_pressed(self):
         """The exit button inside: unlock for leaving (no credential)."""

@@ -1,10 +1,10 @@
 """The lock and alarm roles in the app: their objects built from board.json and config.json, and
-the lock's allow/revoke commands. device.app imports it only for those roles, so a tag's heap
-never holds it.
+the lock's allow/revoke/schedule/window commands. device.app imports it only for those roles, so
+a tag's heap never holds it.
 
     from device.roles import wiring
     wiring.build(app, board, board_hal, root)     # sets app.lock or app.alarm
-    wiring.add_lock_commands(app, handlers)       # "allow"/"revoke" for device.link.collector
+    wiring.add_lock_commands(app, handlers)       # allow, revoke, schedule, window for the link
 """
 
 
@@ -13,12 +13,16 @@ def build(app, board, board_hal, root, answer_ms=None):
     settings = app.settings
     if app.role == "lock":
         from device.roles.lock import Allowlist, Lock
+        from device.roles.lockpolicy import Policy
 
         relay = board["relay"]
+        policy = Policy(root + "/schedule.json" if root else "schedule.json",
+                        settings["lock"]["fallback"], app.clock.now)
         app.lock = Lock(board_hal.relay, board_hal.input("door"), board_hal.input("exit"),
                         app.record, Allowlist(root + "/allow.bin" if root else "allow.bin"),
                         app.feedback, mode=relay["mode"], pulse_ms=relay["pulse_ms"],
-                        relock_ms=settings["lock"]["relock_ms"], clock=app.clock.ticks)
+                        relock_ms=settings["lock"]["relock_ms"], clock=app.clock.ticks,
+                        policy=policy)
     elif app.role == "alarm":
         from device.roles.alarm import Alarm
 
@@ -40,3 +44,18 @@ def add_lock_commands(app, handlers):
 
     handlers["allow"] = lambda x: change("allow", x)
     handlers["revoke"] = lambda x: change("revoke", x)
+
+    def plan(kind, x):
+        # issue #23: a `schedule` or one-off `window` (device.roles.lockpolicy); taken or
+        # refused, the lock journals which, and the host closes the command on that event
+        from device.roles.lockpolicy import PolicyError
+
+        try:
+            taken = (lock.policy.on_schedule if kind == "schedule" else lock.policy.on_window)(x)
+        except PolicyError as error:
+            app.record("health", None, {kind: "refused", "error": str(error)[:64]})
+            return
+        app.record("health", None, {kind: 1 if taken is None else taken})
+
+    handlers["schedule"] = lambda x: plan("schedule", x)
+    handlers["window"] = lambda x: plan("window", x)

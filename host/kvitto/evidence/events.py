@@ -192,10 +192,15 @@ def _only(x: Mapping[str, Any], event_type: str, *names: str) -> None:
             raise UnknownField(f"payload key 10 (x): {name!r} is not a field of {event_type}")
 
 
-def _lock_tap_proof(event_type: str, x: Mapping[str, Any]) -> None:
+# issue #23 (docs/formats.md §1.3): why a lock opened or refused, and its fallback
+LOCK_REASONS = frozenset({"window", "grant", "fallback", "outside_window", "unknown"})
+LOCK_FALLBACKS = frozenset({"open_for_allowed", "deny"})
+
+
+def _lock_tap_proof(event_type: str, x: Mapping[str, Any], *policy: str) -> None:
     """A lock journals the proof of the tap behind an event (docs/formats-v1-additions.md):
     an NTAG 424 SUN or a phone's nonce and answer, never both."""
-    _only(x, event_type, "via", "sun", "nonce", "sig")
+    _only(x, event_type, "via", "sun", "nonce", "sig", *policy)
     for name in ("sun", "nonce", "sig"):
         _x_field(x, name, "bytes", required=False)
     if "sun" in x and ("nonce" in x or "sig" in x):
@@ -223,7 +228,12 @@ def _check_x(event_type: str, x: dict[str, Any]) -> None:
             _x_field(x, "sun", "bytes", required=False)
     elif event_type in ("unlock", "lock", "deny"):
         _x_field(x, "via", "text", required=False)
-        _lock_tap_proof(event_type, x)
+        _lock_tap_proof(event_type, x, "reason", "fallback")
+        for name, allowed in (("reason", LOCK_REASONS), ("fallback", LOCK_FALLBACKS)):
+            if name in x and x[name] not in allowed:
+                raise FieldType(
+                    f"payload key 10 (x): {name} {x[name]!r} is not one of {sorted(allowed)}"
+                )
     elif event_type in ("door_open", "door_close"):
         _only(x, event_type)
     elif event_type in ("alarm_call", "alarm_checkin", "alarm_checkout"):
@@ -300,14 +310,12 @@ def _x_shapes() -> dict[str, dict[tuple[str, ...], tuple[Any, ...]]]:
             shape(via=answered, nonce=_BYTES, sig=_BYTES),
         ]
     )
+    proofs: list[dict[str, Any]] = [{}, {"sun": _BYTES}, {"nonce": _BYTES}, {"sig": _BYTES},
+                                    {"nonce": _BYTES, "sig": _BYTES}]  # fmt: skip
+    policy = {"reason": LOCK_REASONS, "fallback": LOCK_FALLBACKS}  # a lock with a policy
     via = dict(
-        [
-            shape(via=_TEXT),
-            shape(via=_TEXT, sun=_BYTES),
-            shape(via=_TEXT, nonce=_BYTES),
-            shape(via=_TEXT, sig=_BYTES),
-            shape(via=_TEXT, nonce=_BYTES, sig=_BYTES),
-        ]
+        [shape(via=_TEXT, **proof) for proof in proofs]
+        + [shape(via=_TEXT, **proof, **policy) for proof in proofs]
     )
     alarm = dict([shape(alarm=_UINT)])
     return {
