@@ -92,9 +92,7 @@ show()
     ]
 
 
-def test_old_or_replayed_schedule_refused_and_what_is_held_survives_restart(
-    micropython, tmp_path
-):
+def test_old_or_replayed_schedule_refused_and_held_schedule_survives(micropython, tmp_path):
     out = run_both(
         micropython,
         PRELUDE

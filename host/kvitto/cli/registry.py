@@ -1,6 +1,7 @@
 """`kvitto` commands over the registry and the devices' command outbox: enroll, revoke,
-registry list, and the `command` group (allow, revoke, config, time, list, cancel). Each calls
-kvitto.install.enroll, kvitto.store.registry or kvitto.store.outbox.
+registry list, and the `command` group (allow, revoke, config, time, schedule, window, list,
+cancel). Each calls kvitto.install.enroll, kvitto.store.registry, kvitto.store.outbox or
+kvitto.store.schedules.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import click
 
 from kvitto.cli.options import CREDENTIALS, DEVICES, FORMAT, REGISTRY, STAFF, STORE
+from kvitto.errors import KvittoError
 
 
 @click.command()
@@ -115,7 +117,8 @@ def command_revoke(store_url, devices, all_locks, credentials, staff, output_for
 @click.argument("settings", nargs=-1, required=True)
 @FORMAT
 def command_config(store_url, devices, settings, output_format) -> None:
-    """Change settings, e.g. relock_ms=8000 debounce_ms=900 answer_s=1800 tag_mode=false."""
+    """Change settings, e.g. relock_ms=8000 debounce_ms=900 answer_s=1800 tag_mode=false
+    fallback=deny."""
     from kvitto.store.outbox import parse_setting, run_command
 
     x = dict(parse_setting(text) for text in settings)
@@ -131,6 +134,43 @@ def command_time(store_url, devices, output_format) -> None:
     from kvitto.store.outbox import run_command
 
     run_command(store_url, "time", list(devices), {}, output_format=output_format)
+
+
+@command.command("schedule")
+@STORE
+@DEVICES
+@click.option("--days", default=7, show_default=True, help="Planned visits this many days ahead.")
+@click.option(
+    "--tolerance-min", default=15, show_default=True,
+    help="Minutes before a planned start and after its end that the lock still opens.",
+)  # fmt: skip
+@FORMAT
+def command_schedule(store_url, devices, days, tolerance_min, output_format) -> None:
+    """Send locks their customers' planned visit windows (from `kvitto import-plan`): an
+    allowed credential opens the door only inside one (issue #23)."""
+    from kvitto.store.schedules import run_schedule
+
+    run_schedule(store_url, list(devices), days, tolerance_min, output_format)
+
+
+@command.command("window")
+@STORE
+@DEVICES
+@click.option("--start", required=True, help="YYYY-MM-DDTHH:MM (Stockholm time without offset).")
+@click.option("--end", required=True, help="The same; at most a day after --start.")
+@FORMAT
+def command_window(store_url, devices, start, end, output_format) -> None:
+    """A one-off window on a lock for an unplanned visit: a signed command, kept in the outbox."""
+    from kvitto.store.schedules import run_window
+    from kvitto.verify.case import parse_time
+
+    times = []
+    for name, text in (("--start", start), ("--end", end)):
+        try:
+            times.append(int(parse_time(text).timestamp()))
+        except ValueError as error:
+            raise KvittoError(f"{name} {text!r}: {error}") from None
+    run_window(store_url, list(devices), times[0], times[1], output_format)
 
 
 @command.command("list")

@@ -25,7 +25,7 @@ from kvitto.evidence.cose import (
     sign1,
     split_sign1,
 )
-from kvitto.evidence.events import _device_id, _fields, _only, _uint, _x_field
+from kvitto.evidence.events import LOCK_FALLBACKS, _device_id, _fields, _only, _uint, _x_field
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,14 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
         manifest = x.get("manifest")
         if not isinstance(manifest, bytes) or not 0 < len(manifest) <= 512:
             raise FieldType("payload key 10 (x): 'manifest' must be 1 to 512 bytes")
+    elif command_type == "schedule":
+        _check_schedule_x(x)
+    elif command_type == "window":
+        # issue #23: a one-off grant [start, end] (Unix seconds) for an unplanned visit
+        _only(x, command_type, "start", "end")
+        _x_field(x, "start", "uint")
+        _x_field(x, "end", "uint")
+        _check_span(x["start"], x["end"])
     elif command_type == "config":
         # the settings a device lets a command change (firmware device/board/config_check.py COMMAND_SETTINGS)
         if not x:
@@ -82,6 +90,41 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
                     raise FieldType(f"payload key 10 (x): {name!r} = {x[name]!r} is not a bool")
             else:
                 _x_field(x, name, kind, required=False)
+        if "fallback" in x and x["fallback"] not in LOCK_FALLBACKS:
+            raise FieldType(
+                f"payload key 10 (x): fallback {x['fallback']!r} is not one of "
+                f"{', '.join(sorted(LOCK_FALLBACKS))}"
+            )
+
+
+# issue #23 (docs/formats.md §2.3): the bounds a lock checks (device.roles.lockpolicy)
+SCHEDULE_MAX_WINDOWS = 128
+SCHEDULE_MAX_TOLERANCE_S = 7200
+WINDOW_MAX_S = 86400
+
+
+def _check_span(start: int, end: int) -> None:
+    if end < start or end - start > WINDOW_MAX_S:
+        raise FieldType(
+            f"payload key 10 (x): window {start}..{end} ends before it starts or "
+            "is longer than a day"
+        )
+
+
+def _check_schedule_x(x: Mapping[str, Any]) -> None:
+    _only(x, "schedule", "issued", "until", "tol", "w")
+    for name in ("issued", "until", "tol"):
+        _x_field(x, name, "uint")
+    if x["tol"] > SCHEDULE_MAX_TOLERANCE_S:
+        raise FieldType(f"payload key 10 (x): tol {x['tol']} is over {SCHEDULE_MAX_TOLERANCE_S}")
+    windows = x.get("w")
+    if not isinstance(windows, (list, tuple)) or len(windows) > SCHEDULE_MAX_WINDOWS:
+        raise FieldType(f"payload key 10 (x): w must list at most {SCHEDULE_MAX_WINDOWS} windows")
+    for window in windows:
+        ok = isinstance(window, (list, tuple)) and len(window) == 2
+        if not ok or not all(type(v) is int and 0 <= v < 2**32 for v in window):
+            raise FieldType(f"payload key 10 (x): window {window!r} is not [start, end]")
+        _check_span(window[0], window[1])
 
 
 def sign_command(

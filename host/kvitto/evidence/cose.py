@@ -32,7 +32,9 @@ EVENT_TYPES = frozenset(
         "alarm_checkin", "alarm_checkout", "tag_read", "boot", "clock_sync", "tamper", "health",
     }
 )  # fmt: skip
-COMMAND_TYPES = frozenset({"ack", "resend", "allow", "revoke", "time", "config", "ota"})
+COMMAND_TYPES = frozenset(
+    {"ack", "resend", "allow", "revoke", "time", "config", "ota", "schedule", "window"}
+)
 # FORMATS.md §2 `config`: x = {setting: value}; the device checks ranges and roles itself.
 CONFIG_SETTINGS = {
     "debounce_ms": "uint",
@@ -40,6 +42,7 @@ CONFIG_SETTINGS = {
     "answer_s": "uint",
     "tag_mode": "bool",
     "health_s": "uint",
+    "fallback": "text",  # a lock without a usable schedule: open_for_allowed | deny (issue #23)
 }
 VIA_CREDENTIAL = frozenset({"badge", "ntag424", "phone", "lock"})
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")

@@ -25,7 +25,9 @@ from kvitto.store.db import OutboxRow, Store
 from kvitto.store.registry import Registry
 
 RESEND_AFTER_S = 60  # an open command goes again after this (it expires after 300 s)
-QUEUED_TYPES = ("allow", "revoke", "config", "time")  # ack and resend are the collector's own
+# ack and resend are the collector's own; schedule and window open a lock's door (issue #23)
+QUEUED_TYPES = ("allow", "revoke", "config", "time", "schedule", "window")
+LOCK_TYPES = ("allow", "revoke", "schedule", "window")
 
 # `config` settings and the roles a device accepts each for (docs/formats-v1-additions.md)
 CONFIG_ROLES = {
@@ -34,6 +36,7 @@ CONFIG_ROLES = {
     "answer_s": ("alarm",),
     "tag_mode": ("tag", "lock", "alarm"),
     "health_s": ("tag", "lock", "alarm"),
+    "fallback": ("lock",),
 }
 
 
@@ -51,8 +54,9 @@ def queue_command(
         raise KvittoError(f"device {device_id!r} is not registered")
     if device.revoked:
         raise KvittoError(f"device {device_id!r} was revoked on {device.revoked}")
-    if command_type in ("allow", "revoke") and device.role != "lock":
-        raise KvittoError(f"device {device_id!r} is a {device.role}: only a lock has an allowlist")
+    if command_type in LOCK_TYPES and device.role != "lock":
+        what = "an allowlist" if command_type in ("allow", "revoke") else "a door to open"
+        raise KvittoError(f"device {device_id!r} is a {device.role}: only a lock has {what}")
     if command_type == "config":
         for name in x:
             roles = CONFIG_ROLES.get(name)
@@ -105,7 +109,7 @@ def outcome_of(row: OutboxRow, event_type: str, x: dict[str, Any]) -> str | None
         return "applied" if event_type == "clock_sync" and x.get("src") == "cmd" else None
     if event_type != "health" or row.type not in x:
         return None
-    if row.type == "config" and x["config"] == "refused":
+    if x[row.type] == "refused":  # a config, schedule or window the device would not take
         detail = ": ".join(str(x[k]) for k in ("field", "error") if k in x)
         return f"refused: {detail}" if detail else "refused"
     return "applied"
@@ -178,6 +182,8 @@ def parse_setting(text: str) -> tuple[str, Any]:
     if name not in CONFIG_ROLES:
         raise KvittoError(f"setting {name!r}: one of {', '.join(CONFIG_ROLES)}")
     lowered = value.strip().lower()
+    if name == "fallback":
+        return name, lowered  # open_for_allowed or deny, checked with the command
     if lowered in ("true", "false"):
         return name, lowered == "true"
     try:
