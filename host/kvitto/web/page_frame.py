@@ -64,6 +64,7 @@ KIND_LABELS = {
     "login": "inloggning", "logout": "utloggning", "explain": "förklaring", "correct": "rättelse",
     "register": "efterregistrering", "withdraw": "återkallelse", "attest": "attest",
     "decide": "beslut", "export": "export", "user_add": "ny användare",
+    "lock_window": "låset öppnat för besök",
     "accept": "godkänd", "reject": "avslagen",
 }  # fmt: skip
 

@@ -45,6 +45,7 @@ from kvitto.web.i18n import (
     DEFAULT,
     LANGUAGES,
 )
+from kvitto.web.lock_access import GRANT_REFUSALS
 from kvitto.web.page_frame import (
     HOME,
     Handler,
@@ -337,7 +338,8 @@ def day_board(request: Request, scope: Scope) -> Response:
     after = request.query_params.get("efter", "")
     board = scope.day(day, after)
     return render(request, "day.html", scope.user, day=day, board=board,
-                  stamp=scope.last_event(),
+                  stamp=scope.last_event(), opened=request.query_params.get("oppnat", ""),
+                  refused=GRANT_REFUSALS.get(request.query_params.get("fel", ""), ""),
                   day_start=datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc))  # fmt: skip
 
 
@@ -365,6 +367,21 @@ async def day_live(request: Request) -> Response:
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"cache-control": "no-store"})  # fmt: skip
+
+
+@page("coordinator")
+def lock_window(request: Request, scope: Scope, form: FormData) -> Response:
+    """A one-off window on a customer's lock for an unplanned visit (issue #23)."""
+    from kvitto.web.lock_access import grant
+
+    customer = str(form.get("customer", ""))
+    try:
+        grant(scope, customer, str(form.get("start", "")), _int(str(form.get("minutes", "")), 0),
+              str(form.get("text", "")))  # fmt: skip
+    except Refused as error:
+        code = str(error)
+        return back("/dag", fel=code if code in GRANT_REFUSALS else "time", kund=customer)
+    return back("/dag", oppnat=customer)
 
 
 @page("coordinator")
@@ -526,6 +543,7 @@ def routes() -> list[Route]:
         Route("/dag", day_board),
         Route("/dag/tavla", day_fragment),
         Route("/dag/live", day_live),
+        Route("/dag/lasfonster", lock_window, methods=["POST"]),
         Route("/uppfoljning", overview),
         Route("/uppfoljning/{provider}/{month}", provider_month),
         Route("/uppfoljning/{provider}/{month}/underlag.{kind}", billing_export),

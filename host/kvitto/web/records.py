@@ -22,7 +22,7 @@ from kvitto.store.db import Store
 
 KINDS = (
     "login", "logout", "login_failed", "explain", "correct", "register", "withdraw",
-    "attest", "decide", "export", "user_add",
+    "attest", "decide", "export", "user_add", "lock_window",
 )  # fmt: skip
 CLAIM_KINDS = ("explain", "correct", "register", "withdraw")
 ZERO = bytes(32)

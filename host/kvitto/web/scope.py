@@ -28,6 +28,7 @@ from kvitto.web import records as chain
 from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, to_claims
 from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
 from kvitto.web.judge import decisions, effective_rows, judge
+from kvitto.web.lock_access import mark_locks
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.rows import EventView, Row
 from kvitto.web.visibility import NotFound, Refused, Visibility, moment, ms
@@ -331,6 +332,7 @@ class Scope(Visibility):
                 "events": events,
                 "flags": flags,
             })  # fmt: skip
+        mark_locks(self.store, board, begin, end)  # issue #23: denied outside a visit window
         return {"rows": board, "more": more, "after": after, "response_minutes": response}
 
     def last_event(self, since: int | None = None) -> int:
