@@ -41,7 +41,11 @@ def test_good_config_is_normalized():
     assert settings["salt"] == bytes(16)
     assert settings["org_public_key"] == b"\x11" * 32
     assert settings["broker"]["tls"] is False and settings["broker"]["ca"] is None
-    assert settings["lock"] == {"relock_ms": 5000, "fallback": "open_for_allowed"}
+    assert settings["lock"] == {
+        "relock_ms": 5000,
+        "fallback": "open_for_allowed",
+        "door_open_s": 300,
+    }
     assert settings["alarm"] == {"answer_s": 1800}
     assert settings["tag_mode"] is False  # default: on for the tag role only
     assert config.validate(with_change(role="tag"))["tag_mode"] is True

@@ -143,7 +143,7 @@ def test_bad_config_commands_are_refused_whole_and_journaled(micropython, tmp_pa
         "refused 3000 3000 4",
         "refused 3000 3000 4",
         health("visits.debounce_ms", "must be between 500 and 600000, got 5"),
-        health("volume", "not one of answer_s, debounce_ms, fallback, health_s, relock_ms,"),
+        health("volume", "not one of answer_s, debounce_ms, door_open_s, fallback, health_"),
         health("relock_ms", "means nothing to the tag role"),
         health("tag_mode", "must be true or false, got 'yes'"),
     ]  # fmt: skip

@@ -173,3 +173,24 @@ def test_a_device_that_never_reported_is_silent(store):
     Registry(store).add_device("tag-0009", "c-1001", "tag", bytes(32), "2026-09-01")
     [status] = fleet_status(store, 1_790_000_000_000)
     assert status.alerts == ["silent"] and status.version is None
+
+
+def test_a_lock_door_held_open_alerts_until_it_closes(store, fleet):
+    """issue #23: a lock's `door_open` with `held_s` raises `door`; the door_close clears it."""
+    report, devices = fleet
+    report("lock-0002")
+    lock = devices["lock-0002"]
+
+    def door(kind: str, **x) -> None:
+        lock.next_event(kind, **x)
+        lock.publish_seqs([lock.seq])
+        wait_for(lambda: store.event_count("lock-0002") == lock.seq, what="door event stored")
+
+    door("door_open")
+    now = received_s(store, "lock-0002")
+    assert alerts(store, now)["lock-0002"] == []  # open, not yet too long
+    door("door_open", held_s=300)
+    assert alerts(store, now)["lock-0002"] == ["door"]
+    assert "door" in render(fleet_status(store, now * 1000), "text", now * 1000)
+    door("door_close")
+    assert alerts(store, now)["lock-0002"] == []

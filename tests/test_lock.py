@@ -223,3 +223,30 @@ show()
         f"arrive {SECOND} {sorted([('via', 'lock'), nonce, sig])}",
         f"depart {KNOWN} {sorted([('via', 'lock'), sun])}",
     ]
+
+
+def test_a_door_held_open_is_reported_once_per_opening(micropython, tmp_path):
+    """issue #23: a door left open `door_open_ms` is a second `door_open` with `held_s`, once;
+    a door closed and opened again starts over."""
+    out = run_both(
+        micropython,
+        PRELUDE
+        + """
+lock.door_open_ms = 2000
+door.active = True; settle(1990)
+print("early", [e[0] for e in events])
+settle(100); settle(5000)
+door.active = False; settle()
+door.active = True; settle(2100)
+show()
+""",
+        tmp_path,
+    )
+    assert out.splitlines() == [
+        "early ['door_open']",
+        "door_open None None",
+        "door_open None [('held_s', 2)]",
+        "door_close None None",
+        "door_open None None",
+        "door_open None [('held_s', 2)]",
+    ]

@@ -195,8 +195,7 @@ class App:
         self.settings = settings
         self.visits.debounce_ms = settings["visits"]["debounce_ms"]
         if self.lock is not None:
-            self.lock.relock_ms = settings["lock"]["relock_ms"]
-            self.lock.policy.fallback = settings["lock"]["fallback"]
+            self.lock.configure(settings["lock"])
         if self.alarm is not None:
             self.alarm.answer_ms = settings["alarm"]["answer_s"] * 1000
         self.health_ms = settings["health_s"] * 1000

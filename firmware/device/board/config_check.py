@@ -20,7 +20,8 @@ _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Defaults for the role sections; every value may be overridden in the file.
 # relock_ms: unlocked but the door never opened, lock again; fallback: what an allowed credential
 # gets while the lock holds no usable visit schedule (issue #23, device.roles.lockpolicy)
-LOCK_DEFAULTS = {"relock_ms": 8000, "fallback": "open_for_allowed"}
+# door_open_s: a door held open this long is reported (a door_open event with held_s)
+LOCK_DEFAULTS = {"relock_ms": 8000, "fallback": "open_for_allowed", "door_open_s": 300}
 ALARM_DEFAULTS = {"answer_s": 1800}  # Upplands-Bro §8: an alarm is answered within 30 minutes
 VISITS_DEFAULTS = {"debounce_ms": 3000}  # roles.visits: a second tap this soon is the same tap
 # FORMATS.md §2 `config`, x = {setting: value}: what a signed command may change, the section of
@@ -30,6 +31,7 @@ COMMAND_SETTINGS = {
     "debounce_ms": ("visits", ("tag", "alarm")),
     "relock_ms": ("lock", ("lock",)),
     "fallback": ("lock", ("lock",)),
+    "door_open_s": ("lock", ("lock",)),
     "answer_s": ("alarm", ("alarm",)),
     "tag_mode": (None, ROLES),
     "health_s": (None, ROLES),
@@ -142,6 +144,7 @@ def validate(settings, source):
 
     lock = _section(source, "lock", settings.get("lock"), tuple(LOCK_DEFAULTS), LOCK_DEFAULTS)
     _integer(source, "lock.relock_ms", lock["relock_ms"], 500, 600000)
+    _integer(source, "lock.door_open_s", lock["door_open_s"], 10, 86400)
     if lock["fallback"] not in ("open_for_allowed", "deny"):
         _fail(source, "lock.fallback", "must be open_for_allowed or deny, got %r"
               % (lock["fallback"],))

@@ -9,7 +9,8 @@ light). Taps: an enrolled credential unlocks a locked, closed door; an enrolled 
 tapping while the door is open or still unlocked registers `arrive` without unlocking (Haninge
 "Registrera ankomst": the second of two staff); a credential whose visit is open tapping again
 registers `depart` (the staff member leaves; no strike); anything else is `deny`. The door locks again
-when it closes after being opened, or `relock_ms` after an unlock nobody used. The allowlist
+when it closes after being opened, or `relock_ms` after an unlock nobody used; a door held open
+`door_open_ms` says so once more (`door_open` with `held_s`). The allowlist
 changes only through signed `allow`/`revoke` commands (FORMATS.md §2) and works offline.
 With a `policy` (device.roles.lockpolicy, issue #23) an allowed credential unlocks only when
 the policy says so (a visit window, a one-off grant, the fallback); its unlock and deny events
@@ -97,9 +98,12 @@ class Lock:
     """Lock role logic over a relay and two inputs; `clock` is injectable for tests."""
 
     def __init__(self, relay, door, exit_button, emit, allowlist, feedback=None, mode="pulse",
-                 pulse_ms=3000, relock_ms=8000, clock=None, policy=None):
+                 pulse_ms=3000, relock_ms=8000, clock=None, policy=None, door_open_ms=300000):
         self.relay = relay
         self.policy = policy
+        self.door_open_ms = door_open_ms  # held open this long: one more door_open, with held_s
+        self._door_since = 0
+        self._held_told = False
         self.emit = emit
         self.allowlist = allowlist
         self.feedback = feedback
@@ -197,6 +201,7 @@ class Lock:
         change = self.door.update()
         if change is True:
             self.emit("door_open", None, None)
+            self._door_since, self._held_told = now, False
             if not self.locked:
                 self.opened = True
         elif change is False:
@@ -205,6 +210,13 @@ class Lock:
                 self._lock()  # relock on close (the door was used)
         if self.exit.update() is True:
             self.exit_pressed()
+        if self.door_open and not self._held_told:
+            held = time.ticks_diff(now, self._door_since)
+            if held >= self.door_open_ms:
+                # issue #23: a door left open is said once per opening; the fleet view alerts
+                # until the door_close that follows it
+                self._held_told = True
+                self.emit("door_open", None, {"held_s": held // 1000})
         if self.locked:
             return
         held = time.ticks_diff(now, self._unlocked_at)
@@ -213,6 +225,13 @@ class Lock:
             self._relay_on = False
         if not self.opened and not self.door_open and held >= self.relock_ms:
             self._lock()  # unlocked but never opened: lock again
+
+    def configure(self, settings):
+        """config.json's `lock` section, after a signed `config` command changed it."""
+        self.relock_ms = settings["relock_ms"]
+        self.door_open_ms = settings["door_open_s"] * 1000
+        if self.policy is not None:
+            self.policy.fallback = settings["fallback"]
 
     # signed commands (FORMATS.md §2), reached through the link's handlers
     def on_allow(self, x):

@@ -22,7 +22,7 @@ def build(app, board, board_hal, root, answer_ms=None):
                         app.record, Allowlist(root + "/allow.bin" if root else "allow.bin"),
                         app.feedback, mode=relay["mode"], pulse_ms=relay["pulse_ms"],
                         relock_ms=settings["lock"]["relock_ms"], clock=app.clock.ticks,
-                        policy=policy)
+                        policy=policy, door_open_ms=settings["lock"]["door_open_s"] * 1000)
     elif app.role == "alarm":
         from device.roles.alarm import Alarm
 

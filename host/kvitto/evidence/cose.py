@@ -43,6 +43,7 @@ CONFIG_SETTINGS = {
     "tag_mode": "bool",
     "health_s": "uint",
     "fallback": "text",  # a lock without a usable schedule: open_for_allowed | deny (issue #23)
+    "door_open_s": "uint",  # a lock's door held open this long is reported (issue #23)
 }
 VIA_CREDENTIAL = frozenset({"badge", "ntag424", "phone", "lock"})
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,32}")

@@ -234,7 +234,10 @@ def _check_x(event_type: str, x: dict[str, Any]) -> None:
                 raise FieldType(
                     f"payload key 10 (x): {name} {x[name]!r} is not one of {sorted(allowed)}"
                 )
-    elif event_type in ("door_open", "door_close"):
+    elif event_type == "door_open":
+        _only(x, event_type, "held_s")  # issue #23: the door is still open after held_s
+        _x_field(x, "held_s", "uint", required=False)
+    elif event_type == "door_close":
         _only(x, event_type)
     elif event_type in ("alarm_call", "alarm_checkin", "alarm_checkout"):
         _only(x, event_type, "alarm")
@@ -321,7 +324,7 @@ def _x_shapes() -> dict[str, dict[tuple[str, ...], tuple[Any, ...]]]:
     return {
         "arrive": visit, "depart": visit, "unlock": via, "lock": via, "deny": via,
         "alarm_call": alarm, "alarm_checkin": alarm, "alarm_checkout": alarm,
-        "tag_read": dict([shape(ctr=_UINT)]),
+        "tag_read": dict([shape(ctr=_UINT)]), "door_open": dict([shape(held_s=_UINT)]),
         "clock_sync": dict([shape(offset_ms=_INT), shape(offset_ms=_INT, src=_TEXT)]),
     }  # fmt: skip
 

@@ -29,7 +29,7 @@ SILENT_INTERVALS = 2  # silent for more than this many report intervals: alert
 BACKLOG_LIMIT = 100  # unsent events in the device's journal above this: alert
 CLOCK_LIMIT_S = 86400  # no clock sync for more than a day: alert
 READER_FAILED = "failed"
-ALERTS = ("silent", "reader", "backlog", "clock", "version")
+ALERTS = ("silent", "reader", "backlog", "clock", "version", "door")
 _LOOK_BACK = 200  # health events read back per device to find its newest report
 
 
@@ -47,6 +47,7 @@ class DeviceStatus:
     report_at: int | None = None
     report_up_s: int | None = None
     update: str = ""  # the newest update step the device journaled: "valid 0.2.0", "refused hash"
+    door_held_s: int | None = None  # a lock's door reported held open and not closed since
     alerts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -110,7 +111,23 @@ def alerts_of(status: DeviceStatus, now: int, current: tuple[int, ...] | None,
             behind = True  # a version the release scheme does not know is not the release
         if behind:
             raised.append("version")
+    if status.door_held_s is not None:
+        raised.append("door")
     return raised
+
+
+def _door_held(store: Store, device: str) -> int | None:
+    """held_s of a lock's newest door event if it is a held-open report (issue #23): the door
+    was left open and has not closed since; None otherwise."""
+    rows = store.execute(
+        "SELECT message FROM events WHERE device = ? AND type IN ('door_open', 'door_close') "
+        "ORDER BY seq DESC LIMIT 1",
+        (device,),
+    )
+    if not rows:
+        return None
+    x = decode_payload(split_sign1(bytes(rows[0][0]))[2]).x
+    return x.get("held_s") if x else None
 
 
 def fleet_status(store: Store, now_ms: int, current: str | None = None,
@@ -132,6 +149,8 @@ def fleet_status(store: Store, now_ms: int, current: str | None = None,
         if device.id in seen:
             status.last_seen = seen[device.id] // 1000
         newest, status.update = _newest(store, device.id)
+        if device.role == "lock":
+            status.door_held_s = _door_held(store, device.id)
         if newest is not None:
             seq, received_at, up_ms, x = newest
             status.report, status.report_seq = x, seq

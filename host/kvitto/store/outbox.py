@@ -37,6 +37,7 @@ CONFIG_ROLES = {
     "tag_mode": ("tag", "lock", "alarm"),
     "health_s": ("tag", "lock", "alarm"),
     "fallback": ("lock",),
+    "door_open_s": ("lock",),
 }
 
 
