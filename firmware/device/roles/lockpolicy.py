@@ -100,10 +100,12 @@ class Policy:
         try:
             with open(path) as file:
                 held = json.loads(file.read())
-            self.schedule = held.get("schedule")
-            self.grants = held.get("grants", [])
-        except (OSError, ValueError):
-            pass  # never had one (a new install): the fallback decides
+            schedule = held.get("schedule")
+            self.schedule = None if schedule is None else check_schedule(schedule)
+            self.grants = [_span(grant) for grant in held.get("grants", [])]
+        except (OSError, ValueError, AttributeError, PolicyError):
+            # never had one (a new install), or a file no lock wrote: the fallback decides
+            self.schedule, self.grants = None, []
 
     def decide(self):
         return decide(self.now(), self.schedule, self.grants, self.fallback)

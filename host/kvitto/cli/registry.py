@@ -75,7 +75,7 @@ def registry_list(what, store_url, output_format) -> None:
 
 @click.group()
 def command() -> None:
-    """Queue signed commands for devices: lock allowlists, settings, time.
+    """Queue signed commands for devices: lock allowlists and visit windows, settings, time.
 
     The store keeps them until the device's own events show them obeyed (or refused); a
     running `kvitto collect --org-key` signs and sends them whenever the device is online."""
