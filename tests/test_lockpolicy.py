@@ -203,14 +203,13 @@ def test_a_schedule_file_no_lock_wrote_leaves_the_fallback(micropython, tmp_path
     out = run_both(
         micropython,
         PRELUDE
-        + """
-for text in ('{"schedule": {"issued": 1}}', '[1, 2]', '{"grants": [[5, 1]]}', 'not json'):
+        + f"""
+for text in ('{{"schedule": {{"issued": 1}}}}', '[1, 2]', '{{"grants": [[5, 1]]}}', 'not json'):
     with open("schedule.json", "w") as file:
         file.write(text)
     lock = make("deny")
-    print(lock.policy.schedule, lock.policy.grants, lock.tap(bytes.fromhex("%s"), "badge"))
-"""
-        % KNOWN,
+    print(lock.policy.schedule, lock.policy.grants, lock.tap(bytes.fromhex("{KNOWN}"), "badge"))
+""",
         tmp_path,
     )
     assert out.splitlines() == ["None [] deny"] * 4
