@@ -18,10 +18,14 @@ wall = [None]  # Unix seconds of the device clock; None: never set
 door, exit_button, relay = Line(), Line(), Relay()
 allow = Allowlist("allow.bin")
 allow.allow([bytes.fromhex("{KNOWN}")])
+shown = []  # the light's colours, by name: refused is red
+class Light:
+    def show(self, kind):
+        shown.append(kind)
 def make(fallback="open_for_allowed"):
     policy = Policy("schedule.json", fallback, lambda: wall[0])
-    return Lock(relay, door, exit_button, emit, allow, relock_ms=1000, clock=clock,
-                policy=policy)
+    return Lock(relay, door, exit_button, emit, allow, feedback=Light(), relock_ms=1000,
+                clock=clock, policy=policy)
 def settle(lock, ms=1100):
     for _ in range(ms // 10):
         clock.advance(10)
@@ -72,6 +76,7 @@ wall[0] = {DAY} + 7200
 print(lock.tap(bytes.fromhex("{KNOWN}"), "badge"))  # open visit: depart, never gated
 print(lock.tap(bytes.fromhex("{KNOWN}"), "badge"), relay.state)  # outside: denied
 print(lock.tap(bytes.fromhex("{STRANGER}"), "badge"))
+print(shown)
 show()
 """,
         tmp_path,
@@ -83,6 +88,7 @@ show()
         "depart",
         "deny False",
         "deny",
+        "['refused', 'arrive', 'depart', 'refused', 'refused']",  # red outside the window
         f"deny {KNOWN} [{policy}, ('reason', 'fallback'), ('via', 'badge')]",
         f"unlock {KNOWN} [{policy}, ('reason', 'window'), ('via', 'badge')]",
         "lock None None",
