@@ -27,6 +27,7 @@ from kvitto.evidence.cose import (
     split_sign1,
 )
 from kvitto.evidence.events import Event, EventVerifier, verify_event
+from kvitto.store import stale
 from kvitto.store.db import EventRow, QuarantineRow, Store
 from kvitto.store.registry import Registry
 
@@ -300,6 +301,8 @@ class Intake:
         rows.sort(key=lambda r: (r.device, r.seq))
         with self.store.transaction():
             inserted = self.store.insert_events(rows)
+            # new evidence: its customers' months are judged again (kvitto.store.stale)
+            stale.touch_events(self.store, [r for r, fresh in zip(rows, inserted) if fresh])
             new_by_device: dict[str, dict[int, EventRow]] = {}
             repeats: dict[str, list[EventRow]] = {}
             for row, fresh in zip(rows, inserted):

@@ -327,4 +327,33 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX door_proofs_month ON door_proofs (provider, at)",
         ],
     ),
+    (
+        6,
+        "incremental verdicts: which customer-months changed, and what was judged from them",
+        [
+            # Every new event, claim, correction, decision or door proof bumps its customer-
+            # months' version (kvitto.store.stale.touch); `day` is the last day touched.
+            """CREATE TABLE touched (
+                customer TEXT NOT NULL,
+                month TEXT NOT NULL,
+                version {bigint} NOT NULL,
+                day TEXT NOT NULL,
+                PRIMARY KEY (customer, month))""",
+            # What a judge kept per customer-month: the touched version it read (stale while
+            # `touched` is ahead), the staff in the customer's claims then (T2 links customers
+            # through them), a digest of inputs that live outside the store (a claims file),
+            # and for `kvitto verify` its findings and billing rows as JSON. scope: "web:"
+            # and the provider (whose verdicts table holds the findings), or "verify:" and the
+            # profile.
+            """CREATE TABLE kept (
+                scope TEXT NOT NULL,
+                month TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                version {bigint} NOT NULL,
+                staff TEXT NOT NULL,
+                inputs TEXT NOT NULL DEFAULT '',
+                findings TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (scope, month, customer))""",
+        ],
+    ),
 ]

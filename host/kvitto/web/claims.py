@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kvitto.store import stale
 from kvitto.store.db import Store
 from kvitto.verify.case import CLAIM_FIELDS, CaseError, Claim, parse_time
 from kvitto.verify.case_csv import parse_claims
@@ -103,6 +104,10 @@ def import_claims(
             counts[1] += claim.registered_via == "manual"
         for month, (count, manual) in per_month.items():
             add_counts(store, provider, month, count, manual)
+        # new claims: their customer-months are judged again (kvitto.store.stale)
+        stale.touch(
+            store, [(c.customer, month_of(c.start), stale.local_day(c.start)) for c in claims]
+        )
     return len(claims)
 
 

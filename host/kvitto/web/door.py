@@ -60,7 +60,7 @@ from kvitto.web.door_reads import (
     read_sticker,
     store_read,
 )
-from kvitto.web.judge import judge
+from kvitto.web.judge import judge_stale
 from kvitto.web.page_frame import back, page, render, settings_of
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.scope import Scope
@@ -386,7 +386,7 @@ def register_activities(
             provider=provider, municipality=municipality, customer=customer,
             claim_id=claim_id, month=month,
         ))  # fmt: skip
-    judge(store, provider, month, ms(now), customers=[customer])
+    judge_stale(store, provider, month, ms(now))
     return made
 
 
@@ -561,7 +561,7 @@ def register_away(
         provider=phone.provider, municipality=municipality, customer=customer,
         claim_id=f"b-{day.replace('-', '')}-{count}", month=month,
     )  # fmt: skip
-    judge(store, phone.provider, month, ms(now), customers=[customer])
+    judge_stale(store, phone.provider, month, ms(now))
     return record
 
 

@@ -24,6 +24,7 @@ from kvitto.evidence.door import (
     verify_device_url,
     verify_sticker_url,
 )
+from kvitto.store import stale
 from kvitto.store.db import Store
 from kvitto.store.registry import Credential, Registry, instant
 from kvitto.web.visibility import ms
@@ -190,6 +191,8 @@ def confirm_read(
                 (read_id, provider, read["customer"], credential_id, action, now_ms,
                  json.dumps(proof.as_json(), sort_keys=True)),
             )  # fmt: skip
+            # door proofs are visits for the rules: the customer's month is judged again
+            stale.touch(store, stale.event_marks(str(read["customer"]), now_ms // 1000, now_ms))
         except Exception as error:
             if store.is_retryable(error):
                 raise

@@ -14,11 +14,13 @@ is judged (`kvitto judge`, or a page's "judge the month"). An auditor's decision
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kvitto.store import stale
 from kvitto.store.db import Store
 from kvitto.store.registry import Registry as StoreRegistry
 from kvitto.verify.case import Case, CaseError, Claim, parse_registry
@@ -27,9 +29,9 @@ from kvitto.verify.check import (
     ORDER_HEADER,
     STORE_WINDOW_MARGIN,
     clock_ahead_issues,
-    verify_loaded,
 )
 from kvitto.verify.door_proofs import add_presences, door_presences
+from kvitto.verify.incremental import Reach, judge_customer_month, staff_by_customer
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile
 from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
@@ -103,14 +105,96 @@ def decisions(store: Store, provider: str, month: str) -> dict[tuple[str, str], 
 def judge(
     store: Store, provider: str, month: str, now_ms: int, customers: list[str] | None = None
 ) -> int:
-    """Re-judge and store the verdict; returns how many findings the judged customers have."""
+    """Judge the month whole (`customers` None) or as if `customers` had changed (with all the
+    customers that reaches, kvitto.verify.incremental), store the verdict and keep what was
+    judged; returns how many findings the judged customers have."""
+    everyone = provider_customers(store, provider)
+    if customers is None:
+        read = stale.versions(store, month, everyone)
+        return _judge(store, provider, month, now_ms, read, set(everyone), None)
+    changed = stale.versions(store, month, customers)
+    return _judge_changed(store, provider, month, now_ms, changed, everyone)[0]
+
+
+def judge_stale(store: Store, provider: str, month: str, now_ms: int) -> list[str]:
+    """Re-judge the customers of the month changed since they were judged (events, claims,
+    corrections, decisions: kvitto.store.stale) and those the changes reach; returns the
+    customers judged (none when nothing changed)."""
+    everyone = provider_customers(store, provider)
+    changed = stale.stale(store, _scope(provider), month, everyone)
+    if not changed:
+        return []
+    return _judge_changed(store, provider, month, now_ms, changed, everyone)[1]
+
+
+def stale_months(store: Store) -> list[tuple[str, str]]:
+    """(provider, month) pairs with a customer changed since the web app judged it, where the
+    provider has a verdict of that month to keep fresh."""
+    rows = store.execute(
+        "SELECT DISTINCT p.provider, t.month FROM touched t "
+        "JOIN customer_providers p ON p.customer = t.customer "
+        "JOIN judged j ON j.provider = p.provider AND j.month = t.month "
+        "LEFT JOIN kept k ON k.scope = 'web:' || p.provider AND k.month = t.month "
+        "AND k.customer = t.customer WHERE k.version IS NULL OR k.version < t.version "
+        "ORDER BY p.provider, t.month"
+    )
+    return [(str(provider), str(month)) for provider, month in rows]
+
+
+def _scope(provider: str) -> str:
+    return f"web:{provider}"
+
+
+def _judge_changed(
+    store: Store,
+    provider: str,
+    month: str,
+    now_ms: int,
+    changed: dict[str, int],
+    everyone: list[str],
+) -> tuple[int, list[str]]:
+    kept = stale.kept(store, _scope(provider), month)
+    kept_staff = {customer: entry["staff"] for customer, entry in kept.items()}
+    rows = effective_rows(store, provider, month, sorted(changed))
+    claims = to_claims(rows, f"store claims of {provider} {month}")
+    by_staff: dict[str, set[str]] = {}
+    for customer, staff in kept_staff.items():
+        for name in staff:
+            by_staff.setdefault(name, set()).add(customer)
+    for claim in claims:
+        if claim.staff:
+            by_staff.setdefault(claim.staff, set()).add(claim.customer)
+    ours = set(everyone)
+
+    def household(customers: Iterable[str]) -> list[str]:
+        wanted = sorted(set(customers))
+        return with_households(store, provider, wanted) if wanted else []
+
+    def staff_customers(staff: Iterable[str]) -> set[str]:
+        return {c for name in staff for c in by_staff.get(name, ())}
+
+    reach = Reach.of(changed, claims, household, staff_customers, kept_staff)
+    judged = set(reach.judged) & ours
+    read = {**stale.versions(store, month, judged), **changed}
+    read = {customer: read[customer] for customer in judged}
+    count = _judge(store, provider, month, now_ms, read, set(reach.context) & ours, judged)
+    return count, sorted(judged)
+
+
+def _judge(
+    store: Store,
+    provider: str,
+    month: str,
+    now_ms: int,
+    read: dict[str, int],
+    context: set[str],
+    customers: set[str] | None,
+) -> int:
+    """Judge `context`, store the findings of `customers` (all when None) and keep them at the
+    versions `read` (read before the inputs, so a change meanwhile stays stale)."""
     profile = provider_profile(store, provider)
     year, month_number = parse_month(month)
-    scope = (
-        provider_customers(store, provider)
-        if customers is None
-        else with_households(store, provider, customers)
-    )
+    scope = sorted(context)
     rows = effective_rows(store, provider, month, None if customers is None else scope)
     claims = to_claims(rows, f"store claims of {provider} {month}")
     registry_rows = StoreRegistry(store)
@@ -147,7 +231,7 @@ def judge(
     add_presences(evidence, door_presences(door_entries(store, provider, month), registry))
     case = Case(path=Path("."), registry=registry, orders=orders, claims=claims,
                 evidence_path=None)  # fmt: skip
-    result = verify_loaded(case, profile, month, evidence)
+    result = judge_customer_month(case, profile, month, evidence, customers)
     decided = decisions(store, provider, month)
     findings: list[Finding] = []
     for finding in result.findings:
@@ -159,9 +243,11 @@ def judge(
     billing = billing_basis(facts, findings)
     by_id = {claim.claim_id: claim for claim in result.claims}
     now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
+    judged = sorted(read) if customers is None else sorted(customers)
+    staff = staff_by_customer(result.claims)
     with store.transaction():
-        _delete(store, "verdicts", provider, month, None if customers is None else scope)
-        _delete(store, "billing", provider, month, None if customers is None else scope)
+        _delete(store, "verdicts", provider, month, None if customers is None else judged)
+        _delete(store, "billing", provider, month, None if customers is None else judged)
         store.executemany(
             "INSERT INTO verdicts (provider, month, customer, claim_id, rule, outcome, "
             "payable_minutes, reason, activity, staff, start_at, end_at, deadline_rule, "
@@ -174,6 +260,11 @@ def judge(
             "VALUES (?, ?, ?, ?, ?, ?)",
             [(provider, month, row["customer"], row["category"], int(row["payable_minutes"]),
               int(row.get("count", 0))) for row in billing],
+        )  # fmt: skip
+        stale.keep(
+            store, _scope(provider), month,
+            {c: (read.get(c, 0), staff.get(c, []), "", None) for c in judged},
+            replace_all=customers is None,
         )  # fmt: skip
         counts = dict(result.counts)
         counts["not_checked"] = result.not_checked

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
+from kvitto.store import stale
 from kvitto.store.db import Store
 
 KINDS = (
@@ -103,7 +105,18 @@ def append(
             (chain, seq, at, actor, kind, provider, municipality, customer, claim_id, month,
              json.dumps(record.body, sort_keys=True, ensure_ascii=False), prev, record.hash),
         )  # fmt: skip
+        _mark(store, record)
     return record
+
+
+def _mark(store: Store, record: Record) -> None:
+    """A record that changes claims or their outcome marks its customer-month stale
+    (kvitto.store.stale): an attestation every customer of the provider's month."""
+    day = stale.local_day(datetime.fromtimestamp(record.at / 1000, timezone.utc))
+    if record.kind == "attest" and record.provider and record.month:
+        stale.touch_provider_month(store, record.provider, record.month, day)
+    elif record.kind in (*CLAIM_KINDS, "decide") and record.customer and record.month:
+        stale.touch(store, [(record.customer, record.month, day)])
 
 
 _COLUMNS = "chain, seq, at, actor, kind, provider, municipality, customer, claim_id, month, body, prev, hash"

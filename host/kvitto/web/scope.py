@@ -27,7 +27,7 @@ from kvitto.verify.workdays import local, local_at
 from kvitto.web import records as chain
 from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, to_claims
 from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
-from kvitto.web.judge import decisions, effective_rows, judge
+from kvitto.web.judge import decisions, effective_rows, judge_stale
 from kvitto.web.lock_access import mark_locks
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.rows import EventView, Row
@@ -443,7 +443,7 @@ class Scope(Visibility):
             body=body, provider=provider, municipality=self.user.municipality,
             customer=claim.customer, claim_id=claim_id, month=month,
         )  # fmt: skip
-        judge(self.store, provider, month, ms(self.now), customers=[claim.customer])
+        judge_stale(self.store, provider, month, ms(self.now))
         return record
 
     def explain(self, claim_id: str, reason_code: str, text: str) -> chain.Record:
@@ -515,7 +515,7 @@ class Scope(Visibility):
             provider=provider, municipality=self.user.municipality, customer=customer,
             claim_id=claim_id, month=month,
         )  # fmt: skip
-        judge(self.store, provider, month, ms(self.now), customers=[customer])
+        judge_stale(self.store, provider, month, ms(self.now))
         return record
 
     def attest(self, month: str, text: str = "") -> chain.Record:
@@ -526,7 +526,7 @@ class Scope(Visibility):
             body={"text": self._text(text)}, provider=provider,
             municipality=self.user.municipality, month=month,
         )  # fmt: skip
-        judge(self.store, provider, month, ms(self.now))
+        judge_stale(self.store, provider, month, ms(self.now))
         return record
 
     def decide(
@@ -549,7 +549,7 @@ class Scope(Visibility):
             municipality=self.user.municipality, customer=claim.customer, claim_id=claim_id,
             month=month,
         )  # fmt: skip
-        judge(self.store, provider, month, ms(self.now), customers=[claim.customer])
+        judge_stale(self.store, provider, month, ms(self.now))
         return record
 
     def log_export(self, provider: str, month: str, what: str) -> None:

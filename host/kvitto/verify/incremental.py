@@ -1,0 +1,129 @@
+"""Judging part of a month again: which customers a change reaches, and their findings alone.
+
+    reach = Reach.of(changed, claims_of_changed, household_members, staff_customers)
+    result = judge_customer_month(case, profile, month, evidence, reach.judged)
+    findings_digest(result.findings)     # equal for a full and an incremental judgement
+
+Rules are per customer-month (RULES.md), with two ways across customers: a household shares
+its members' doors and time (E6, T2 at cohabitants), and one staff member's overlapping claims
+at several customers are shared out (T2). So a change at a customer changes the findings of
+that customer, its household and every customer where the same staff claimed that month (by
+the claims before the change and after it); judging those needs, besides, the claims of every
+customer their staff claimed at. kvitto.store.stale says which customers changed; the web
+app's judge (kvitto.web.judge) and `kvitto verify` from a store keep the findings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kvitto.verify.case import Case, Claim
+from kvitto.verify.check import Result, verify_loaded
+from kvitto.verify.rules import Finding, Profile
+from kvitto.verify.visits import Evidence
+
+
+@dataclass(frozen=True)
+class Reach:
+    """`judged`: the customers whose findings a change can alter; `context`: the customers
+    whose claims and evidence judging them needs (judged ⊆ context)."""
+
+    judged: frozenset[str]
+    context: frozenset[str]
+
+    @staticmethod
+    def of(
+        changed: Iterable[str],
+        claims: Iterable[Claim],
+        household: Callable[[Iterable[str]], Iterable[str]],
+        staff_customers: Callable[[Iterable[str]], Iterable[str]],
+        kept_staff: dict[str, list[str]],
+    ) -> Reach:
+        """`claims`: the current claims of (at least) the changed customers; `household`:
+        customers → them and their cohabitants; `staff_customers`: staff → every customer
+        they claimed at in the month (as last judged, and as `claims` say); `kept_staff`:
+        customer → its claims' staff when last judged."""
+        changed = set(changed)
+        staff = {c.staff for c in claims if c.staff and c.customer in changed}
+        for customer in changed:
+            staff.update(kept_staff.get(customer, []))
+        judged = set(household(changed)) | set(staff_customers(sorted(staff)))
+        judged |= changed
+        return Reach(
+            frozenset(judged),
+            frozenset(_context(judged, household, staff_customers, claims, kept_staff)),
+        )
+
+
+def _context(
+    judged: set[str],
+    household: Callable[[Iterable[str]], Iterable[str]],
+    staff_customers: Callable[[Iterable[str]], Iterable[str]],
+    claims: Iterable[Claim],
+    kept_staff: dict[str, list[str]],
+) -> set[str]:
+    staff: set[str] = set()
+    for customer in judged:
+        staff.update(kept_staff.get(customer, []))
+    staff.update(c.staff for c in claims if c.staff and c.customer in judged)
+    return set(household(judged)) | set(staff_customers(sorted(staff))) | judged
+
+
+def staff_by_customer(claims: Iterable[Claim]) -> dict[str, list[str]]:
+    """customer → the staff of its claims (sorted), what a judge keeps for the next Reach."""
+    found: dict[str, set[str]] = {}
+    for claim in claims:
+        found.setdefault(claim.customer, set())
+        if claim.staff:
+            found[claim.customer].add(claim.staff)
+    return {customer: sorted(staff) for customer, staff in found.items()}
+
+
+def judge_customer_month(
+    case: Case,
+    profile: Profile,
+    month: str,
+    evidence: Evidence,
+    customers: Iterable[str] | None = None,
+) -> Result:
+    """verify_loaded over `case` (which holds the customers' Reach context), the findings and
+    billing rows of `customers` alone (all when None)."""
+    result = verify_loaded(case, profile, month, evidence)
+    if customers is None:
+        return result
+    wanted = set(customers)
+    return replace(
+        result,
+        findings=[f for f in result.findings if f.customer in wanted],
+        billing=[row for row in result.billing if row["customer"] in wanted],
+        claims=[c for c in result.claims if c.customer in wanted],
+    )
+
+
+def finding_key(finding: Finding) -> tuple[str, ...]:
+    return (finding.customer, finding.claim_id, finding.rule, finding.outcome,
+            str(finding.payable_minutes), finding.reason, finding.category, finding.source)  # fmt: skip
+
+
+def findings_digest(findings: Iterable[Finding]) -> str:
+    """SHA-256 of the findings in a fixed order: equal exactly when the findings are."""
+    digest = hashlib.sha256()
+    for key in sorted(finding_key(f) for f in findings):
+        digest.update(json.dumps(key, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def finding_data(finding: Finding) -> dict[str, Any]:
+    return {**finding.as_dict(), "category": finding.category}
+
+
+def finding_from(data: dict[str, Any]) -> Finding:
+    return Finding(
+        data["claim_id"], data["customer"], data["rule"], data["outcome"],
+        int(data["payable_minutes"]), data["reason"], data.get("category", ""),
+        data.get("source", ""),
+    )  # fmt: skip
