@@ -234,8 +234,9 @@ def test_incremental_judging_equals_a_full_rebuild_after_every_step(tmp_path, se
 
 
 def test_a_change_rejudges_only_the_customers_it_reaches(tmp_path):
-    """A change at c-1001 re-judges its household (c-1002) and the customers where its staff
-    claimed; a change at c-1004 not the household. Nothing changed: nothing re-judged."""
+    """A claim changed at c-1004 re-judges c-1004 and the customers where its staff claimed
+    (T2); at c-1001 also its household (c-1002). New evidence alone reaches the household,
+    not the staff's other customers. Nothing changed: nothing re-judged."""
     month = Month(tmp_path, random.Random(5))
     assert judge_stale(month.store, "p-1", MONTH, NOW_MS) == []
     rows = effective_rows(month.store, "p-1", MONTH, None).values()
@@ -244,9 +245,14 @@ def test_a_change_rejudges_only_the_customers_it_reaches(tmp_path):
         staff = {r["staff"] for r in rows if r["customer"] == customer}
         return {r["customer"] for r in rows if r["staff"] in staff} | {customer}
 
-    stale.touch(month.store, [("c-1004", MONTH, "2026-11-10")])
+    assert reach("c-1004") - {"c-1004"}, "the seed has c-1004's staff at other customers"
+    stale.touch(month.store, [("c-1004", MONTH, "2026-11-10")], claims=True)
     assert set(judge_stale(month.store, "p-1", MONTH, NOW_MS)) == reach("c-1004")
-    stale.touch(month.store, [("c-1001", MONTH, "2026-11-10")])
+    stale.touch(month.store, [("c-1001", MONTH, "2026-11-10")], claims=True)
     assert set(judge_stale(month.store, "p-1", MONTH, NOW_MS)) == reach("c-1001") | {"c-1002"}
+    stale.touch(month.store, [("c-1004", MONTH, "2026-11-10")])
+    assert judge_stale(month.store, "p-1", MONTH, NOW_MS) == ["c-1004"]
+    stale.touch(month.store, [("c-1002", MONTH, "2026-11-10")])
+    assert judge_stale(month.store, "p-1", MONTH, NOW_MS) == ["c-1001", "c-1002"]
     assert judge_stale(month.store, "p-1", MONTH, NOW_MS) == []
     month.store.close()

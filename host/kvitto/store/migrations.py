@@ -332,11 +332,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "incremental verdicts: which customer-months changed, and what was judged from them",
         [
             # Every new event, claim, correction, decision or door proof bumps its customer-
-            # months' version (kvitto.store.stale.touch); `day` is the last day touched.
+            # months' version (kvitto.store.stale.touch); `claims`: the version at which its
+            # claims last changed (not evidence: a staff member's other customers need judging
+            # again only then); `day` is the last day touched.
             """CREATE TABLE touched (
                 customer TEXT NOT NULL,
                 month TEXT NOT NULL,
                 version {bigint} NOT NULL,
+                claims {bigint} NOT NULL,
                 day TEXT NOT NULL,
                 PRIMARY KEY (customer, month))""",
             # What a judge kept per customer-month: the touched version it read (stale while

@@ -1,8 +1,8 @@
 """Which customer-months changed since they were judged: the marks that make verdicts incremental.
 
-    touch(store, [("c-1001", "2026-11", "2026-11-12")])   # a claim, correction or decision
+    touch(store, [("c-1001", "2026-11", "2026-11-12")], claims=True)   # a claim, a decision
     touch_events(store, rows)                              # the collector, as it stores events
-    stale(store, "web:p-1", "2026-11", customers)          # → {customer: version} to re-judge
+    stale(store, "web:p-1", "2026-11", customers)          # → {customer: Change} to re-judge
     keep(store, "web:p-1", "2026-11", {customer: (version, staff, inputs, findings)})
 
 Each change bumps its customer-month's version in `touched`; a judge that re-judges a customer
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from kvitto.store.db import EventRow, Store
@@ -38,9 +38,10 @@ def local_day(moment: datetime) -> str:
     return f"{moment.astimezone(STOCKHOLM):%Y-%m-%d}"
 
 
-def touch(store: Store, marks: Iterable[tuple[str, str, str]]) -> int:
+def touch(store: Store, marks: Iterable[tuple[str, str, str]], claims: bool = False) -> int:
     """Bump the version of each (customer, month) of `marks` (customer, month, day) once;
-    returns how many customer-months were marked."""
+    `claims`: the change is to claims (or their outcome), not only to evidence. Returns how
+    many customer-months were marked."""
     latest: dict[tuple[str, str], str] = {}
     for customer, month, day in marks:
         if customer and month:
@@ -50,10 +51,11 @@ def touch(store: Store, marks: Iterable[tuple[str, str, str]]) -> int:
         return 0
     # one lock order for every writer (collectors, web workers): fewer deadlocks
     store.executemany(
-        "INSERT INTO touched (customer, month, version, day) VALUES (?, ?, 1, ?) "
+        "INSERT INTO touched (customer, month, version, claims, day) VALUES (?, ?, 1, ?, ?) "
         "ON CONFLICT (customer, month) DO UPDATE SET version = touched.version + 1, "
-        "day = excluded.day",
-        [(customer, month, day) for (customer, month), day in sorted(latest.items())],
+        "claims = CASE WHEN excluded.claims > 0 THEN touched.version + 1 "
+        "ELSE touched.claims END, day = excluded.day",
+        [(customer, month, int(claims), day) for (customer, month), day in sorted(latest.items())],
     )
     return len(latest)
 
@@ -102,21 +104,29 @@ def touch_events(store: Store, rows: Sequence[EventRow]) -> int:
 def touch_provider_month(store: Store, provider: str, month: str, day: str) -> int:
     """Mark every customer of a provider in a month (an attestation changes all its claims)."""
     rows = store.execute("SELECT customer FROM customer_providers WHERE provider = ?", (provider,))
-    return touch(store, [(str(row[0]), month, day) for row in rows])
+    return touch(store, [(str(row[0]), month, day) for row in rows], claims=True)
+
+
+class Change(NamedTuple):
+    version: int  # the customer-month's touched version
+    claims: bool  # its claims changed since the judge kept it (not only its evidence)
 
 
 def stale(
     store: Store, scope: str, month: str, customers: Iterable[str] | None = None
-) -> dict[str, int]:
-    """customer → its touched version, for the customers of the month (of `customers`, when
-    given) that `scope` has not judged at that version."""
+) -> dict[str, Change]:
+    """customer → its Change, for the customers of the month (of `customers`, when given) that
+    `scope` has not judged at their touched version."""
     rows = store.execute(
-        "SELECT t.customer, t.version FROM touched t LEFT JOIN kept k ON k.scope = ? "
-        "AND k.month = t.month AND k.customer = t.customer "
+        "SELECT t.customer, t.version, t.claims, k.version FROM touched t LEFT JOIN kept k "
+        "ON k.scope = ? AND k.month = t.month AND k.customer = t.customer "
         "WHERE t.month = ? AND (k.version IS NULL OR k.version < t.version)",
         (scope, month),
     )
-    found = {str(customer): int(version) for customer, version in rows}
+    found = {
+        str(customer): Change(int(version), kept is None or int(claims) > int(kept))
+        for customer, version, claims, kept in rows
+    }
     if customers is not None:
         wanted = set(customers)
         found = {c: v for c, v in found.items() if c in wanted}

@@ -30,47 +30,42 @@ from kvitto.verify.visits import Evidence
 @dataclass(frozen=True)
 class Reach:
     """`judged`: the customers whose findings a change can alter; `context`: the customers
-    whose claims and evidence judging them needs (judged ⊆ context)."""
+    whose claims judging them needs; `evidence`: those whose evidence it needs (judged ⊆
+    evidence ⊆ context)."""
 
     judged: frozenset[str]
     context: frozenset[str]
+    evidence: frozenset[str]
 
     @staticmethod
     def of(
         changed: Iterable[str],
+        claims_changed: Iterable[str],
         claims: Iterable[Claim],
         household: Callable[[Iterable[str]], Iterable[str]],
         staff_customers: Callable[[Iterable[str]], Iterable[str]],
         kept_staff: dict[str, list[str]],
     ) -> Reach:
-        """`claims`: the current claims of (at least) the changed customers; `household`:
-        customers → them and their cohabitants; `staff_customers`: staff → every customer
-        they claimed at in the month (as last judged, and as `claims` say); `kept_staff`:
-        customer → its claims' staff when last judged."""
-        changed = set(changed)
-        staff = {c.staff for c in claims if c.staff and c.customer in changed}
-        for customer in changed:
+        """`changed`: customers whose evidence or claims changed, `claims_changed` those of
+        them whose claims (or their outcome) did; `claims`: the current claims of (at least)
+        the changed customers; `household`: customers → them and their cohabitants;
+        `staff_customers`: staff → every customer they claimed at in the month (as last
+        judged, and as `claims` say); `kept_staff`: customer → its claims' staff when last
+        judged."""
+        changed, claims = set(changed), list(claims)
+        by_claims = set(claims_changed)
+        # evidence reaches the household (E6: cohabitants' doors); claims reach, besides,
+        # the staff's other customers (T2 shares out a staff member's overlapping claims)
+        staff = {c.staff for c in claims if c.staff and c.customer in by_claims}
+        for customer in by_claims:
             staff.update(kept_staff.get(customer, []))
-        judged = set(household(changed)) | set(staff_customers(sorted(staff)))
-        judged |= changed
-        return Reach(
-            frozenset(judged),
-            frozenset(_context(judged, household, staff_customers, claims, kept_staff)),
-        )
-
-
-def _context(
-    judged: set[str],
-    household: Callable[[Iterable[str]], Iterable[str]],
-    staff_customers: Callable[[Iterable[str]], Iterable[str]],
-    claims: Iterable[Claim],
-    kept_staff: dict[str, list[str]],
-) -> set[str]:
-    staff: set[str] = set()
-    for customer in judged:
-        staff.update(kept_staff.get(customer, []))
-    staff.update(c.staff for c in claims if c.staff and c.customer in judged)
-    return set(household(judged)) | set(staff_customers(sorted(staff))) | judged
+        judged = set(household(changed)) | set(staff_customers(sorted(staff))) | changed
+        evidence = set(household(judged)) | judged
+        staff = {c.staff for c in claims if c.staff and c.customer in judged}
+        for customer in judged:
+            staff.update(kept_staff.get(customer, []))
+        context = set(staff_customers(sorted(staff))) | evidence
+        return Reach(frozenset(judged), frozenset(context), frozenset(evidence))
 
 
 def staff_by_customer(claims: Iterable[Claim]) -> dict[str, list[str]]:

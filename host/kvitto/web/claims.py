@@ -106,7 +106,9 @@ def import_claims(
             add_counts(store, provider, month, count, manual)
         # new claims: their customer-months are judged again (kvitto.store.stale)
         stale.touch(
-            store, [(c.customer, month_of(c.start), stale.local_day(c.start)) for c in claims]
+            store,
+            [(c.customer, month_of(c.start), stale.local_day(c.start)) for c in claims],
+            claims=True,
         )
     return len(claims)
 

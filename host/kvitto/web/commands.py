@@ -176,17 +176,40 @@ def import_plan_command(file, provider_id, store_url) -> None:
 
 
 @click.command("judge")
-@click.option("--provider", "provider_id", required=True, help="Provider pseudonym, e.g. p-1.")
-@click.option("--month", required=True, help="YYYY-MM")
+@click.option("--provider", "provider_id", help="Provider pseudonym, e.g. p-1.")
+@click.option("--month", help="YYYY-MM")
+@click.option(
+    "--live", is_flag=True,
+    help="Keep judging: every judged month's customers changed since (new events, claims, "
+    "corrections, decisions), until Ctrl-C.",
+)  # fmt: skip
+@click.option(
+    "--interval", default=0.5, show_default=True, type=float,
+    help="With --live: seconds between looks for changes.",
+)  # fmt: skip
 @_STORE
-def judge_command(provider_id, month, store_url) -> None:
-    """Judge a provider's whole month again (every rule across every household)."""
+def judge_command(provider_id, month, live, interval, store_url) -> None:
+    """Judge a provider's whole month again (every rule across every household), or with
+    --live only what changed, as it changes."""
+    from kvitto.errors import KvittoError
     from kvitto.store.db import open_store
-    from kvitto.web.judge import judge
+    from kvitto.web.judge import judge, rejudge_stale
 
+    if not live and not (provider_id and month):
+        raise KvittoError("judge: give --provider and --month, or --live")
     with open_store(store_url, create=False) as store:
-        count = judge(store, provider_id, month, _now_ms())
-    click.echo(f"{provider_id} {month}: {count} findings")
+        if not live:
+            count = judge(store, provider_id, month, _now_ms())
+            click.echo(f"{provider_id} {month}: {count} findings")
+            return
+        click.echo(f"kvitto judge --live: {store_url} (Ctrl-C to stop)")
+        try:
+            while True:
+                for (provider, judged_month), customers in rejudge_stale(store, _now_ms()).items():
+                    click.echo(f"{provider} {judged_month}: {len(customers)} customers judged")
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
 
 
 def register(group: click.Group) -> None:

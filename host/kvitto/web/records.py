@@ -116,7 +116,7 @@ def _mark(store: Store, record: Record) -> None:
     if record.kind == "attest" and record.provider and record.month:
         stale.touch_provider_month(store, record.provider, record.month, day)
     elif record.kind in (*CLAIM_KINDS, "decide") and record.customer and record.month:
-        stale.touch(store, [(record.customer, record.month, day)])
+        stale.touch(store, [(record.customer, record.month, day)], claims=True)
 
 
 _COLUMNS = "chain, seq, at, actor, kind, provider, municipality, customer, claim_id, month, body, prev, hash"
