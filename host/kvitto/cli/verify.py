@@ -97,14 +97,25 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     show_default=True,
     help="Language of the report's words (HTML headings; reasons in every format): Swedish first.",
 )
-def verify(case, profile, month, output_format, out_file, claims, orders, pki_dir, lang) -> None:
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="With a store URL as CASE: judge every customer-month again instead of reusing the "
+    "findings the last run kept for those that did not change.",
+)
+def verify(
+    case, profile, month, output_format, out_file, claims, orders, pki_dir, lang, rebuild
+) -> None:
     """Check claims against signed evidence under a municipality's rules.
 
-    CASE is a case bundle folder, or a store URL (sqlite:///…, postgresql://…) with --claims.
+    CASE is a case bundle folder, or a store URL (sqlite:///…, postgresql://…) with --claims;
+    from a store only the customer-months changed since the last run are judged again.
     """
     from kvitto.verify.report import run_verify
 
-    run_verify(case, profile, month, output_format, out_file, claims, orders, pki_dir, lang)
+    run_verify(
+        case, profile, month, output_format, out_file, claims, orders, pki_dir, lang, rebuild
+    )
 
 
 COMMANDS = [export_case, verify]

@@ -183,12 +183,13 @@ def read_store_case(
     claims: Path | str,
     orders: Path | str | None = None,
     received_since: int | None = None,
+    events: bool = True,
 ) -> tuple[Case, list[bytes], dict[tuple[str, int], tuple[int | None, int]]]:
     """A case from the collector's store (registry, orders, events) plus the provider's claims.
 
     The store is the collector's (kvitto.store.db / kvitto.store.registry); claims are the provider's
     file. Every stored event of the registered devices received from `received_since` (Unix
-    ms; all when None) is re-verified like a bundle's.
+    ms; all when None) is re-verified like a bundle's; none are read when not `events`.
     """
     import csv
     import io
@@ -216,7 +217,7 @@ def read_store_case(
                 )  # fmt: skip
             order_rows = parse_orders(buffer.getvalue(), f"{url} orders")
         # (device, seq, type, t, received_at, chain, message)
-        rows = store.events(received_since=received_since)
+        rows = store.events(received_since=received_since) if events else []
         messages = [bytes(row[6]) for row in rows]
         received = {(row[0], row[1]): (row[3], row[4]) for row in rows}
     finally:

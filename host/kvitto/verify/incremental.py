@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kvitto.verify.case import Case, Claim
+from kvitto.verify.reasons import Reason
 from kvitto.verify.check import Result, verify_loaded
 from kvitto.verify.rules import Finding, Profile
 from kvitto.verify.visits import Evidence
@@ -101,11 +102,13 @@ def judge_customer_month(
 
 def finding_key(finding: Finding) -> tuple[str, ...]:
     return (finding.customer, finding.claim_id, finding.rule, finding.outcome,
-            str(finding.payable_minutes), finding.reason, finding.category, finding.source)  # fmt: skip
+            str(finding.payable_minutes), finding.why.stored(), finding.category,
+            finding.source)  # fmt: skip
 
 
 def findings_digest(findings: Iterable[Finding]) -> str:
-    """SHA-256 of the findings in a fixed order: equal exactly when the findings are."""
+    """SHA-256 of the findings in a fixed order: equal exactly when the findings are (a reason
+    by its code and parameters, not its words)."""
     digest = hashlib.sha256()
     for key in sorted(finding_key(f) for f in findings):
         digest.update(json.dumps(key, ensure_ascii=False).encode() + b"\n")
@@ -113,12 +116,16 @@ def findings_digest(findings: Iterable[Finding]) -> str:
 
 
 def finding_data(finding: Finding) -> dict[str, Any]:
-    return {**finding.as_dict(), "category": finding.category}
+    """A finding as JSON-able data that finding_from reads back equal."""
+    return {"claim_id": finding.claim_id, "customer": finding.customer, "rule": finding.rule,
+            "outcome": finding.outcome, "payable_minutes": finding.payable_minutes,
+            "why": finding.why.as_json(), "category": finding.category,
+            "source": finding.source}  # fmt: skip
 
 
 def finding_from(data: dict[str, Any]) -> Finding:
     return Finding(
         data["claim_id"], data["customer"], data["rule"], data["outcome"],
-        int(data["payable_minutes"]), data["reason"], data.get("category", ""),
+        int(data["payable_minutes"]), Reason.from_json(data["why"]), data.get("category", ""),
         data.get("source", ""),
     )  # fmt: skip

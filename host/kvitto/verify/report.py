@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 
 from kvitto.verify.case import CaseError
-from kvitto.verify.check import Result, verify_case, verify_store
+from kvitto.verify.check import Result, verify_case
 from kvitto.verify.reasons import entry_text
 
 FORMATS = ("json", "csv", "html")
@@ -68,8 +68,13 @@ def run_verify(
     orders: str | None = None,
     pki: str | None = None,
     lang: str = "sv",
+    rebuild: bool = False,
 ) -> None:
-    """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2."""
+    """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2.
+
+    From a store, the findings kept by the last run are reused for the customer-months that
+    did not change (kvitto.verify.kept; all judged again with `rebuild`); one line on stderr
+    says which were judged and the findings' digest."""
     import sys
 
     if out_file and not Path(out_file).resolve().parent.is_dir():
@@ -77,7 +82,18 @@ def run_verify(
     if "://" in case:
         if not claims:
             raise CaseError(f"{case} is a store: give the provider's claims with --claims FILE")
-        result = verify_store(case, claims, profile, month, orders, pki)
+        from kvitto.verify.incremental import findings_digest
+        from kvitto.verify.kept import verify_store_kept
+
+        result, judged = verify_store_kept(case, claims, profile, month, orders, pki, rebuild)
+        shown = ", ".join(judged[:5]) + (
+            f", … ({len(judged) - 5} more)" if len(judged) > 5 else ""
+        )
+        sys.stderr.write(
+            f"kvitto verify: {len(judged)} customer-months judged again"
+            f"{': ' + shown if judged else ''} (the rest as kept); "
+            f"findings sha256 {findings_digest(result.findings)}\n"
+        )
     else:
         result = verify_case(case, profile, month, pki)
     if not result.claims:
