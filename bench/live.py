@@ -15,8 +15,9 @@ stale), and the month's claims imported (kvitto.web.claims). Then the month is j
 Live: this process stores pre-signed arrive/depart events of day `--day` through the intake at
 `--rate` events/s in ticks of 100 ms, while a second process runs `kvitto judge --live`'s round
 (kvitto.web.judge.rejudge_stale) back to back. An event's latency is from its batch's commit to
-the end of the first round that read the stale marks after that commit (its customer among
-those judged). Prints p50/p99/max, rounds and customers per round; asserts nothing.
+the end of the first round that began after that commit with its customer among those judged
+(or, when the round running at the commit read its marks already, that round's end). Prints
+p50/p99/max, rounds, customers per round and the time per customer judged; asserts nothing.
 """
 
 from __future__ import annotations
@@ -115,9 +116,12 @@ def build(url: str, root: Path, customers: int, day: int, seed: int) -> tuple[li
         writer.writerow(CLAIM_HEADER.split(","))
         for number, device in enumerate(devices):
             staff = f"s-{number // 5:05d}"
-            first = datetime(2026, 11, 1, 6, tzinfo=STOCKHOLM).timestamp()
-            messages.append(device.sign("clock_sync", first, None, {"offset_ms": 0}))
-            for date in range(1, day):
+            for date in range(1, day + 1):
+                # the clock synchronised every morning (today's too: the live events are)
+                synced = datetime(2026, 11, date, 6, 30, tzinfo=STOCKHOLM).timestamp()
+                messages.append(device.sign("clock_sync", synced, None, {"offset_ms": 0}))
+                if date == day:
+                    break
                 # staff of 5 customers visit them at five hours of the day, never overlapping
                 start = datetime(2026, 11, date, 8 + 2 * (number % 5), rng.randrange(0, 30),
                                  tzinfo=STOCKHOLM)  # fmt: skip
@@ -229,25 +233,33 @@ def main() -> None:
         rounds = results.get()
         worker.join()
         store.close()
-    latencies, missing = [], 0
+    latencies, running = [], 0
     for committed, customer in stored:
         for start, end, customers in rounds:
             if start >= committed and customer in customers:
                 latencies.append(end - committed)
                 break
         else:
-            missing += 1
+            # its marks were read by the round running at its commit (nothing was stale
+            # after it): that round's end
+            ends = [
+                end for _, end, customers in rounds if end >= committed and customer in customers
+            ]
+            latencies.append(min(ends) - committed)
+            running += 1
     sizes = [len(c) for _, _, c in rounds]
     times = [end - start for start, end, _ in rounds]
     print(f"live: {len(stored)} events stored in {elapsed:.1f} s ({len(stored) / elapsed:.0f}/s), "
           f"{len(rounds)} judge rounds, customers per round median {statistics.median(sizes):.0f} "
           f"max {max(sizes)}, round median {statistics.median(times):.2f} s "
-          f"max {max(times):.2f} s")  # fmt: skip
+          f"max {max(times):.2f} s, {1000 * sum(times) / sum(sizes):.1f} ms per customer "
+          f"judged")  # fmt: skip
     if latencies:
         print(f"event stored → verdict updated: p50 {percentile(latencies, 0.5):.2f} s, "
               f"p99 {percentile(latencies, 0.99):.2f} s, max {max(latencies):.2f} s "
               f"(goal p99 ≤ 2 s); full rebuild {full:.1f} s"
-              + (f"; {missing} events not followed" if missing else ""))  # fmt: skip
+              + (f" ({running} taken by the round running at their commit)" if running
+                 else ""))  # fmt: skip
 
 
 if __name__ == "__main__":
