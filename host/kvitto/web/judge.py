@@ -1,14 +1,17 @@
 """Judge a provider's month from the store: the claims as corrected, the stored evidence, the
-municipality's rules; the verdict is written to the store for the pages to read.
+municipality's rules; the verdict is kept in the store per customer for the pages to read.
 
     judge(store, "p-1", "2026-11", now_ms)                          # the whole month
-    judge(store, "p-1", "2026-11", now_ms, customers=["c-1001"])    # after a correction
+    judge_stale(store, "p-1", "2026-11", now_ms)                    # only what changed
+    rejudge_stale(store, now_ms)                                    # kvitto judge --live
 
-A correction re-judges that customer's month at once, together with its household (E6 and T2
-share a household's time). Rules that compare claims across households (T2 by one staff member
-at two homes, S2 across customers) see the other households' claims only when the whole month
-is judged (`kvitto judge`, or a page's "judge the month"). An auditor's decision on a
-`follow_up` is applied on top: `reject` makes it not payable, `accept` keeps it payable.
+Whatever can change a finding marks its customer-month (kvitto.store.stale): the collector's
+intake, the claims import, every record (kvitto.web.records) and door proof. judge_stale
+re-judges the marked customers and those a change reaches (kvitto.verify.incremental: the
+household; for a changed claim also the staff's other customers, T2), with the claims of the
+staff's other customers as context, and keeps the version it read; the result equals a whole
+month's judgement (tests/test_incremental.py). An auditor's decision on a `follow_up` is
+applied on top: `reject` makes it not payable, `accept` keeps it payable.
 """
 
 from __future__ import annotations
