@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kvitto.verify.case import Case, Claim
-from kvitto.verify.reasons import Reason
 from kvitto.verify.check import Result, verify_loaded
+from kvitto.verify.reasons import Reason
 from kvitto.verify.rules import Finding, Profile
 from kvitto.verify.visits import Evidence
 

@@ -37,6 +37,7 @@ from kvitto.verify.check import (
     verify_store,
 )
 from kvitto.verify.incremental import Reach, finding_data, finding_from, staff_by_customer
+from kvitto.verify.reasons import Reason
 from kvitto.verify.rules import Profile, load_profile
 from kvitto.verify.taps import TapKeys
 from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
@@ -98,7 +99,8 @@ def verify_store_kept(
     if evidence_of is None:
         # what a full run says of the month as a whole, for the runs that reuse it
         parts[NO_CUSTOMER] = {**parts.get(NO_CUSTOMER, _nothing()),
-                              "not_checked": result.not_checked, "counts": result.counts}  # fmt: skip
+                              "not_checked": [_entry_out(e) for e in result.not_checked],
+                              "counts": result.counts}  # fmt: skip
         judged_now = [*judged, NO_CUSTOMER]
     else:
         judged_now = judged
@@ -205,7 +207,7 @@ def _judge_part(
     )
     result = verify_loaded(part, profile, month, evidence)
     result.not_checked = [e for e in result.not_checked if not (
-        e["rule"] == "I5" and "receive times" in e["reason"])]  # fmt: skip
+        e["rule"] == "I5" and getattr(e["reason"], "code", "") == "I5.no_receive_times")]  # fmt: skip
     return result
 
 
@@ -243,14 +245,29 @@ def _merge(result: Result, month_claims: list[Claim], kept: dict[str, Any]) -> R
     month_part = kept.get(NO_CUSTOMER, {})
     # the month as a whole as the last full run saw it, with what this run's part adds
     not_checked, seen = [], set()
-    for entry in [*month_part.get("not_checked", []), *result.not_checked]:
-        key = json.dumps(entry, sort_keys=True)
+    for entry in [*map(_entry_in, month_part.get("not_checked", [])), *result.not_checked]:
+        key = json.dumps(_entry_out(entry), sort_keys=True)
         if key not in seen:
             seen.add(key)
             not_checked.append(entry)
     counts = {**month_part.get("counts", {}), "claims": len(month_claims)}
     return replace(result, findings=findings, billing=billing, integrity=integrity,
                    not_checked=not_checked, counts=counts, claims=month_claims)  # fmt: skip
+
+
+def _entry_out(entry: dict[str, Any]) -> dict[str, Any]:
+    """A not_checked entry as JSON (a rule's Reason as its code and parameters)."""
+    reason = entry.get("reason")
+    if isinstance(reason, Reason):
+        return {**entry, "reason": reason.as_json(), "reason_is_code": True}
+    return entry
+
+
+def _entry_in(entry: dict[str, Any]) -> dict[str, Any]:
+    if entry.get("reason_is_code"):
+        out = {k: v for k, v in entry.items() if k != "reason_is_code"}
+        return {**out, "reason": Reason.from_json(entry["reason"])}
+    return entry
 
 
 def _issue_order(issue: dict[str, Any]) -> tuple[str, int, str, str]:
