@@ -227,6 +227,13 @@ def build() -> tuple[dict[str, Any], dict[str, bytes]]:
     command("command-ota-oversized", cmd(18, "ota", {"manifest": bytes(513)}), "FieldType",
             "refuse:malformed")  # fmt: skip
 
+    # issue #23: a lock's visit windows and a one-off grant (docs/formats.md §2.3)
+    command("command-schedule", cmd(19, "schedule", {"issued": NOW * 1000, "until": NOW + 86400,
+                                                     "tol": 900, "w": [[NOW + 600, NOW + 2400]]}),
+            "valid", "obey")  # fmt: skip
+    command("command-window", cmd(20, "window", {"start": NOW, "end": NOW + 3600}), "valid",
+            "obey")  # fmt: skip
+
     index = {
         "format": "kvitto wire format v1 vectors (FORMATS.md §1-2)",
         "generator": "tests/vectors/make_vectors.py",
