@@ -145,6 +145,12 @@ class _FailsFor(Store):
             raise RuntimeError("disk says no for this one")
         return super().stored_hashes(device, seqs)
 
+    def stored_hashes_in(self, spans):
+        spans = list(spans)
+        if any(device == self.bad_device for device, _, _ in spans):
+            raise RuntimeError("disk says no for this one")
+        return super().stored_hashes_in(spans)
+
 
 def test_a_message_whose_handling_raises_is_quarantined_alone(store_url):
     attacker, genuine = FakeDevice("tag-0666"), FakeDevice("tag-0042")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,21 +191,34 @@ class Store:
 
     # -- events ---------------------------------------------------------------------------
 
-    def insert_events(self, rows: Sequence[EventRow]) -> list[bool]:
+    def insert_events(
+        self,
+        rows: Sequence[EventRow],
+        chain: Sequence[bool | None] | None = None,
+        stored: Container[tuple[str, int]] | None = None,
+    ) -> list[bool]:
         """Store each row unless its (device, seq) is already there; True where this call
-        inserted it. The primary key decides, so concurrent writers never double a row."""
+        inserted it. The primary key decides, so concurrent writers never double a row.
+        `chain`, beside the rows, is each one's link status where the caller knows it already
+        (else NULL, as set_chain leaves a link it cannot check). `stored`: the rows' keys
+        the caller found stored in this same transaction; SQLite, whose transaction holds the
+        only write lock, then inserts the others without a savepoint to fall back to (the
+        savepoint's page copies cost a third of the insert)."""
         if not rows:
             return []
+        if stored is not None and self.dialect == "sqlite" and self._in_transaction:
+            return self._insert_new_events(rows, chain, stored)
         sql = self._sql(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (device, seq) DO NOTHING"
         )
+        links = chain if chain is not None else [None] * len(rows)
         values = [
             (
                 r.device, r.seq, r.boot, r.up, r.t, r.sync, r.type, r.cred,
-                r.payload_hash, r.message, r.received_at,
+                r.payload_hash, r.message, r.received_at, None if ok is None else int(ok),
             )
-            for r in rows
+            for r, ok in zip(rows, links)
         ]  # fmt: skip
         with self._lock:
             if self.dialect == "sqlite":
@@ -232,6 +245,40 @@ class Store:
                     break
             return inserted
 
+    def _insert_new_events(
+        self,
+        rows: Sequence[EventRow],
+        chain: Sequence[bool | None] | None,
+        stored: Container[tuple[str, int]],
+    ) -> list[bool]:
+        sql = (
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device, seq) DO NOTHING"
+        )
+        links = chain if chain is not None else [None] * len(rows)
+        inserted: list[bool] = []
+        seen: set[tuple[str, int]] = set()
+        values = []
+        for r, ok in zip(rows, links):
+            key = (r.device, r.seq)
+            new = key not in stored and key not in seen
+            inserted.append(new)
+            if new:
+                seen.add(key)
+                values.append(
+                    (
+                        r.device, r.seq, r.boot, r.up, r.t, r.sync, r.type, r.cred,
+                        r.payload_hash, r.message, r.received_at, None if ok is None else int(ok),
+                    )
+                )  # fmt: skip
+        with self._lock:
+            before = self._connection.total_changes
+            self._connection.executemany(sql, values)
+            if self._connection.total_changes - before != len(values):
+                # Only another writer could have added rows, and the transaction excludes one.
+                raise KvittoError(f"{self.url}: events appeared inside a write transaction")
+        return inserted
+
     def stored_hashes(self, device: str, seqs: Iterable[int]) -> dict[int, bytes]:
         """payload_hash of the stored events among `seqs` of one device."""
         wanted = sorted(set(seqs))
@@ -244,6 +291,26 @@ class Store:
                 (device, *chunk),
             ):
                 found[int(seq)] = bytes(digest)
+        return found
+
+    def stored_hashes_in(
+        self, spans: Iterable[tuple[str, int, int]]
+    ) -> dict[tuple[str, int], bytes]:
+        """payload_hash of the stored events in (device, first, last) ranges of any devices:
+        one query per 300 ranges (a join on the primary key), where stored_hashes asks one
+        device at a time."""
+        wanted = sorted(set(spans))
+        found: dict[tuple[str, int], bytes] = {}
+        for start in range(0, len(wanted), 300):
+            chunk = wanted[start : start + 300]
+            marks = ", ".join(["(?, CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(chunk))
+            for device, seq, digest in self.execute(
+                f"WITH wanted (device, first, last) AS (VALUES {marks}) "
+                "SELECT e.device, e.seq, e.payload_hash FROM wanted JOIN events e "
+                "ON e.device = wanted.device AND e.seq BETWEEN wanted.first AND wanted.last",
+                [value for span in chunk for value in span],
+            ):
+                found[(device, int(seq))] = bytes(digest)
         return found
 
     def stored_messages(self, device: str, seqs: Iterable[int]) -> dict[int, bytes]:
