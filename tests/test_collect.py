@@ -236,7 +236,7 @@ def test_device_state_follows_the_state_topic(store, devices, collector_factory)
 
 def test_verification_in_worker_processes_gives_the_same_result(store, devices, collector_factory):
     device = devices()
-    collector = collector_factory(workers=2)
+    collector = collector_factory(workers=2, inline_below=1)  # every batch to the workers
     messages = device.events(300)
     broken = bytearray(messages[99])
     broken[-1] ^= 1

@@ -121,6 +121,7 @@ class Collector:
         resend_interval: float = 10.0,
         ack_interval: float = 0.2,
         linger_ms: int = 10,
+        inline_below: int = 64,
         ca_file: str | None = None,
         outbox_interval: float = 1.0,
         outbox_resend: float = 60.0,
@@ -143,6 +144,10 @@ class Collector:
         self.resend_interval = resend_interval
         self.ack_interval = ack_interval
         self.linger_ms = linger_ms
+        # A batch smaller than this is verified in the pipeline thread: at a steady trickle the
+        # round trip through the workers (two more processes to schedule on a busy machine)
+        # costs more latency than the check itself; a backlog comes in larger batches.
+        self.inline_below = inline_below
         self.ca_file = ca_file
         self.outbox_interval = outbox_interval
         self.outbox_resend = outbox_resend
@@ -393,7 +398,7 @@ class Collector:
             i.topic_device or self.intake.claimed_device(i.message) for i in events
         )
         items = [(i.message, i.topic_device) for i in events]
-        if self._pool is None or len(items) < 8:
+        if self._pool is None or len(items) < self.inline_below:
             future: Future = Future()
             future.set_result(verify_batch(items, keys))
             return [future]
@@ -453,10 +458,33 @@ class Collector:
             stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
         self.log_quarantined(outcome.quarantined + odd)
         self._rate_window.append((time.monotonic(), stats.stored))
+        runs: dict[str, tuple[int, int, int]] = {}  # device -> lowest, highest, count stored
+        for row in outcome.stored_rows:
+            low, high, count = runs.get(row.device, (row.seq, row.seq, 0))
+            runs[row.device] = (min(low, row.seq), max(high, row.seq), count + 1)
         for device, saw_duplicate in outcome.touched.items():
+            if not saw_duplicate and self._extends(device, runs.get(device)):
+                continue
             self._advance(device, announce=saw_duplicate)
         if self.on_batch is not None:
             self.on_batch(outcome)
+
+    def _extends(self, device: str, run: tuple[int, int, int] | None) -> bool:
+        """The usual case, without asking the store: this batch stored the events right after
+        the device's contiguous mark, without holes, and nothing beyond the mark was seen
+        stored (no gap open). The mark moves to the highest of them and the ack follows; their
+        links were checked at the insert against the mark's event, committed before. Events
+        beyond them stored by another writer meanwhile are found by the next _advance (this
+        ack stays below them until then: never above what is stored)."""
+        before = self._contiguous.get(device)
+        if run is None or before is None or device in self._gaps:
+            return False
+        low, high, count = run
+        if low != before + 1 or high - low + 1 != count:
+            return False
+        self._contiguous[device] = high
+        self._ack_wanted[device] = high
+        return True
 
     def _advance(self, device: str, announce: bool = False) -> None:
         """Move the device's contiguous mark over stored events; ack it, note any gap."""
