@@ -15,7 +15,7 @@ import pytest
 from collect_support import ORG_SEED, FakeDevice, fresh_database, postgres_cluster, wait_for
 
 from kvitto.collect.collector import Collector
-from kvitto.store.db import open_store
+from kvitto.store.db import Store, open_store
 from kvitto.store.registry import Registry
 
 
@@ -56,6 +56,66 @@ def test_a_killed_collector_loses_nothing_and_doubles_nothing(tmp_path, mosquitt
             seqs = [row[1] for row in store.events("tag-0042")]
         assert seqs == list(range(1, total + 1))  # nothing lost, (device, seq) once each
         assert stored_before + second.stats().stored == total  # nothing stored twice
+    finally:
+        second.stop()
+        second.store.close()
+        device.disconnect()
+
+
+class _Died(BaseException):
+    """The collector's process ending where it stands (no handler of the collector's catches
+    a BaseException that is not its own)."""
+
+
+class _DiesBeforeCommit(Store):
+    """A real SQLite store in which the collector dies after writing its first batch, before
+    the COMMIT: the batch was received, verified and written, and is rolled back."""
+
+    def __init__(self, url: str, dialect: str, connection) -> None:
+        super().__init__(url, dialect, connection)
+        self.written = threading.Event()
+        self.die = threading.Event()
+
+    def insert_events(self, rows, *args, **kwargs):
+        super().insert_events(rows, *args, **kwargs)
+        self.written.set()
+        self.die.wait(30)
+        raise _Died()
+
+
+def test_nothing_is_acknowledged_before_its_commit(tmp_path, mosquitto):
+    url = f"sqlite:///{tmp_path}/kvitto.db"
+    (device,) = registered(url, "tag-0042")
+    device.answer_resends = False  # only the broker's redelivery can bring a lost event back
+    device.connect(mosquitto.host, mosquitto.port)
+    total = 200
+    device.events(total)
+    with open_store(url) as plain:
+        dying = Collector(
+            _DiesBeforeCommit(plain.url, plain.dialect, plain._connection), mosquitto.url,
+            ORG_SEED,
+        )  # fmt: skip
+        dying.start()
+        dying.wait_ready()
+        device.publish_seqs(range(1, total + 1), wait=False)
+        store = dying.store
+        assert isinstance(store, _DiesBeforeCommit)
+        assert store.written.wait(20), "the collector never wrote a batch"
+        # Between the write and the commit: nothing may be acknowledged yet, to the device
+        # (signed ack) or to the broker (PUBACK: what follows shows the broker kept it all).
+        assert device.acked_upto == 0
+        store.die.set()
+        wait_for(lambda: isinstance(dying.error, _Died), what="the collector to die")
+        dying.kill()
+        assert dying.stats().stored == 0
+        assert plain.event_count("tag-0042") == 0  # rolled back
+    second = start(url, mosquitto.url)
+    try:
+        wait_for(lambda: device.acked_upto == total, timeout=60, what="ack of everything")
+        with open_store(url) as check:
+            seqs = [row[1] for row in check.events("tag-0042")]
+        assert seqs == list(range(1, total + 1))  # the broker redelivered it all, once each
+        assert second.stats().stored == total
     finally:
         second.stop()
         second.store.close()
