@@ -4,11 +4,13 @@ contiguous sequence (the collector's intake and bookkeeping, without a broker)."
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
+import cbor2
 from collect_support import FakeDevice
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kvitto.collect.collector import Collector
@@ -61,6 +63,66 @@ def test_any_delivery_schedule_stores_each_event_once(deliveries, forged, cuts):
         assert stats.stored == len(delivered)
         assert stats.duplicates == len(deliveries) - len(delivered)
         assert stats.rejected == len(forged) == len(store.quarantined())
+        store.close()
+
+
+# The same device key signing a second history (other times): each of these takes a seq the
+# genuine events use, so whichever arrives second is an equivocation (a conflict).
+ALTERNATE = FakeDevice("tag-0042").events(12, t=1790009000)
+
+
+def _payload(message: bytes) -> bytes:
+    return cbor2.loads(message).value[2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    deliveries=st.lists(st.tuples(st.booleans(), st.integers(1, 12)), max_size=40),
+    cuts=st.lists(st.integers(1, 40), max_size=6),
+)
+# A conflicting repeat beside the next genuine event, in either order of arrival.
+@example(deliveries=[(False, 1), (False, 2), (True, 2), (False, 3)], cuts=[2])
+@example(deliveries=[(False, 1), (True, 2), (False, 2), (False, 3)], cuts=[2])
+def test_conflicting_histories_keep_the_first_and_check_each_link_against_what_is_stored(
+    deliveries, cuts
+):
+    """Two signed histories under one key, in any order and batching: the first version of
+    each seq to arrive is stored, the other is quarantined as a conflict, and each stored
+    event's chain status compares its prev with the hash of the event stored before it."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = open_store(f"sqlite:///{Path(folder)}/kvitto.db")
+        registry = Registry(store)
+        registry.add_customer("c-1001")
+        registry.add_device("tag-0042", "c-1001", "tag", DEVICE.public_key, "2026-09-01")
+        collector = Collector(store, "mqtt://unused", None)
+        messages = [(ALTERNATE if alternate else EVENTS)[seq - 1] for alternate, seq in deliveries]
+        items = [Inbound(m, "kvitto/v1/tag-0042/evt", "tag-0042", 0) for m in messages]
+        bounds = sorted({0, len(items), *(c for c in cuts if c < len(items))})
+        keys = collector.intake.keys(["tag-0042"])
+        for start, end in zip(bounds, bounds[1:]):
+            batch = items[start:end]
+            results = verify_batch([(i.message, i.topic_device) for i in batch], keys)
+            collector._store(batch, results)
+
+        first: dict[int, bytes] = {}
+        for (_, seq), message in zip(deliveries, messages):
+            first.setdefault(seq, message)
+        rows = store.events("tag-0042")
+        assert {seq: message for _, seq, _, _, _, _, message in rows} == first
+        for _, seq, _, _, _, chain, message in rows:
+            prev = cbor2.loads(_payload(message))[9]
+            if seq == 1:
+                expected = int(prev == bytes(32))
+            elif seq - 1 in first:
+                expected = int(prev == hashlib.sha256(_payload(first[seq - 1])).digest())
+            else:
+                expected = None
+            assert chain == expected, (seq, chain)
+        conflicts = sum(1 for (_, seq), m in zip(deliveries, messages) if m != first[seq])
+        stats = collector.stats()
+        assert (stats.stored, stats.rejected) == (len(first), conflicts)
+        assert stats.duplicates == len(deliveries) - len(first) - conflicts
+        assert [r[3].split(":")[0] for r in store.quarantined()] == ["conflict"] * conflicts
         store.close()
 
 
