@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,12 @@ def now_ms() -> int:
 # -- verification (runs in worker processes when there are several) ----------------------
 
 
+# One per thread, kept across its batches: each device's key object and Sig_structure prefix
+# are made once, not once per batch (a batch of a large fleet has a different device in nearly
+# every event). EventVerifier.use checks each against the batch's keys.
+_verifiers = threading.local()
+
+
 def verify_batch(
     items: Sequence[tuple[bytes, str | None]], keys: dict[str, bytes]
 ) -> list[tuple[Any, ...]]:
@@ -54,7 +61,10 @@ def verify_batch(
     # The fused common case (evidence.EventVerifier: an Event only where verify_event gives
     # the same one, so kid = payload device and the key is the kid's); everything it leaves
     # undecided takes _verify_one, which names the reason.
-    fast = EventVerifier(keys.get)
+    fast = getattr(_verifiers, "verifier", None)
+    if fast is None:
+        fast = _verifiers.verifier = EventVerifier(keys.get)
+    fast.use(keys.get)
     results: list[tuple[Any, ...]] = []
     for message, topic_device in items:
         try:
@@ -412,7 +422,7 @@ class Intake:
                 for device, seq in fresh
                 if seq > 1 and (device, seq - 1) in in_batch and (device, seq - 1) not in fresh
             ]
-            found = self.store.stored_hashes_at(again) if again else {}
+            found = self.store.stored_hashes_in((d, s, s) for d, s in again) if again else {}
             for device, seq in again:
                 row, link = fresh[(device, seq + 1)]
                 original = found.get((device, seq))
