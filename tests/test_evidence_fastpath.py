@@ -470,3 +470,19 @@ def test_read_messages_frames_items_as_cbor2_does(tmp_path_factory, items, cut):
             list(read_messages(path))
     else:
         assert [message for _, message in read_messages(path)] == expected
+
+
+def test_a_verifier_kept_across_batches_follows_each_batchs_keys():
+    """The collector keeps one EventVerifier per thread and gives it each batch's keys: a device
+    learned under one key counts only while that key is still the one offered."""
+    message = envelope("tag-0042", canonical(valid_fields("tag-0042", "arrive")))
+    verifier = EventVerifier(PUBLIC.get)
+    assert verifier.event(message) is not None
+    verifier.use({}.get)  # the device is no longer registered
+    assert verifier.event(message) is None
+    verifier.use({"tag-0042": STRANGER}.get)  # registered again, under another key
+    assert verifier.event(message) is None
+    verifier.use({"lock-7": PUBLIC["lock-7"]}.get)  # a batch without it
+    assert verifier.event(message) is None
+    verifier.use(PUBLIC.get)
+    assert verifier.event(message) == strict_verdict(message)

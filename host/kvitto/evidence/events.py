@@ -357,10 +357,19 @@ class EventVerifier:
 
     def __init__(self, public_key_of: Callable[[str], bytes | None]) -> None:
         self._public_key_of = public_key_of
-        # encoded protected header (bstr with head) -> (device id, key, Sig_structure prefix)
-        self._devices: dict[bytes, tuple[str, Ed25519PublicKey, bytes] | None] = {}
+        # encoded protected header (bstr with head) -> (device id, key, Sig_structure prefix,
+        # the key's bytes); headers that name no device with a key, until the next use().
+        self._devices: dict[bytes, tuple[str, Ed25519PublicKey, bytes, bytes]] = {}
+        self._unknown: set[bytes] = set()
 
-    def _learn(self, header: bytes) -> tuple[str, Ed25519PublicKey, bytes] | None:
+    def use(self, public_key_of: Callable[[str], bytes | None]) -> None:
+        """Take keys from `public_key_of` from now on (a worker's next batch), keeping what was
+        learned: a learned device counts only while its key there is still the same bytes
+        (checked at each event), so a key made once serves every batch."""
+        self._public_key_of = public_key_of
+        self._unknown = set()
+
+    def _learn(self, header: bytes) -> tuple[str, Ed25519PublicKey, bytes, bytes] | None:
         """The device a protected header names, if the header is exactly canonical({1: -8,
         4: kid}) as a byte string and the kid is a registered device id."""
         kid_at = header.find(b"\xa2\x01\x27\x04")  # {1: -8, 4: …} after the bstr head
@@ -379,9 +388,13 @@ class EventVerifier:
                 key = Ed25519PublicKey.from_public_bytes(public_key) if public_key else None
             except ValueError:
                 key = None
-            if key is not None:
-                device = (device_id, key, _SIG1_PREFIX + header + b"\x40")
-        self._devices[header] = device
+            if key is not None and public_key is not None:
+                device = (device_id, key, _SIG1_PREFIX + header + b"\x40", public_key)
+        if device is None:
+            self._devices.pop(header, None)
+            self._unknown.add(header)
+        else:
+            self._devices[header] = device
         return device
 
     def event(self, message: bytes) -> Event | None:
@@ -402,11 +415,13 @@ class EventVerifier:
             return None
         header = message[2:header_end]
         device = self._devices.get(header)
-        if device is None and header not in self._devices:
-            device = self._learn(header)
+        if device is None:
+            device = None if header in self._unknown else self._learn(header)
+        elif self._public_key_of(device[0]) != device[3]:
+            device = self._learn(header)  # the device's key changed, or it is gone
         if device is None or message[header_end] != 0xA0:
             return None
-        device_id, public_key, signed_prefix = device
+        device_id, public_key, signed_prefix, _ = device
         head = message[header_end + 1]
         if 0x40 <= head < 0x58:
             start, end = header_end + 2, header_end + 2 + head - 0x40
