@@ -1,29 +1,44 @@
-"""Collector throughput against the raw delivery rate of the same Mosquitto, side by side.
+"""Collector throughput against the ceiling of its design on this machine, side by side, and
+tap-to-stored latency at a steady rate.
 
-    .venv/bin/python bench/collector.py                      # defaults: 40,000 events
+    .venv/bin/python bench/collector.py                      # defaults: 40,000 events, 1,500/s
     .venv/bin/python bench/collector.py --events 100000 --workers 0,2 --sqlite-events 1000000
-    .venv/bin/python bench/collector.py --sqlite-events 0 --workers 2 --max-batch 1000,250
+    .venv/bin/python bench/collector.py --sqlite-events 0 --rate 0 --profile 30
 
-One broker, one backlog: persistent sessions for a bare paho subscriber and for each collector
-configuration are subscribed first, then the signed events are published once, so the broker
-queues the same messages for each. Each session then drains its backlog alone: the raw rate
-is what paho can take from this broker, the collector rate is events verified (Ed25519) and
-committed to SQLite (WAL, synchronous=FULL) with PUBACK after commit. Prints
-`ratio=<collector/raw>` per configuration. Then the store alone: N events into SQLite, rate and
-bytes per event (events carry random signature bytes there: verification is measured above).
+One broker, one backlog: persistent sessions for a bare paho subscriber, for the ceiling of
+each process layout and for each collector configuration are subscribed first, then the signed
+events are published once, so the broker queues the same messages for each. Each session then
+drains its backlog alone: the raw rate is what paho can take from this broker; the ceiling
+(bench/collector_ceiling.py) is the least this design must do per event in the collector's
+process layout: paho QoS 1 receive with manual acknowledgement, `cryptography` Ed25519 verify
+(inline, or in spawned worker processes), the events row INSERT and its COMMIT (WAL,
+synchronous=FULL) before the PUBACKs; the collector rate is events verified (every check of
+FORMATS.md), stored once with their chain checked, PUBACKed after the commit and acknowledged
+to the devices with signed acks. Each collector is drained right after the ceiling of its
+layout, and prints `ratio to its ceiling` twice: of the rates, and of the CPU time per event
+(collector, its workers and the broker): on a machine others share, the second moves less.
 
-Besides the rates, which move with whatever else runs on the machine, it prints the CPU time
-per event of the subscriber, the collector (its worker processes included) and the broker, the
-single-core verify rate and the ceiling it implies: cores x verify rate / raw is the best ratio
-a collector that checks every signature one by one could reach, if receiving, storing and the
-broker cost nothing.
+Then tap-to-stored: a publisher process of its own sends events of --latency-devices devices
+at a steady --rate to a collector configured as `kvitto collect` is by default, and each
+event's publish time is matched with the commit that stored it (CLOCK_MONOTONIC, p50/p99/max).
+Then the store alone: N events into SQLite, rate and bytes per event (events carry random
+signature bytes there: verification is measured above). `--profile N` runs each collector's
+pipeline and paho threads under cProfile and prints the top N functions by own time.
+
+It also prints the single-core verify rate and the bounds it implies against the raw rate:
+cores x verify rate / raw is the best ratio a collector that checks every signature one by one
+could reach, if receiving, storing and the broker cost nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
+import io
+import multiprocessing
 import os
+import pstats
 import shutil
 import socket
 import subprocess
@@ -36,6 +51,7 @@ from pathlib import Path
 
 import cbor2
 import paho.mqtt.client as mqtt
+from collector_ceiling import Ceiling, paced_publish
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -232,13 +248,63 @@ def drain_raw(broker: Broker, total: int) -> tuple[float, CpuMeter]:
     return total / (last[0] - started), meter
 
 
+def drain_ceiling(
+    broker: Broker, workdir: Path, name: str, workers: int, total: int, keys: dict[str, bytes]
+) -> tuple[float, CpuMeter]:
+    ceiling = Ceiling(str(workdir / f"{name}.db"), broker.port, name, workers, keys, total)
+    meter = CpuMeter(broker.process.pid)
+    meter.start()
+    started = time.perf_counter()
+    ceiling.start()
+    if not ceiling.done.wait(600):
+        raise RuntimeError(f"ceiling {name} stored {ceiling.stored} of {total}")
+    elapsed = time.perf_counter() - started
+    meter.stop()
+    ceiling.stop()
+    return total / elapsed, meter
+
+
+def profiled(target, profile: cProfile.Profile):
+    def run(*args, **kwargs):
+        return profile.runcall(target, *args, **kwargs)
+
+    return run
+
+
+def print_profile(title: str, profile: cProfile.Profile, lines: int) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.sort_stats("tottime").print_stats(lines)
+    body = out.getvalue().strip().splitlines()
+    start = next((n for n, line in enumerate(body) if "ncalls" in line), 0)
+    print(f"  profile, {title} (sorted by own time):")
+    for line in body[start:]:
+        print(f"    {line}")
+
+
 def drain_collector(
-    broker: Broker, workdir: Path, name: str, workers: int, total: int, max_batch: int
+    broker: Broker,
+    workdir: Path,
+    name: str,
+    workers: int,
+    total: int,
+    max_batch: int,
+    profile_lines: int = 0,
 ) -> tuple[float, CpuMeter]:
     store = open_store(f"sqlite:///{workdir}/{name}.db")
     collector = Collector(
         store, broker.url, ORG_SEED, client_id=name, workers=workers, max_batch=max_batch
     )
+    profiles: dict[str, cProfile.Profile] = {}
+    thread_main = mqtt.Client._thread_main
+    if profile_lines:
+        # cProfile sees one thread: one profile each for the pipeline and paho's network thread.
+        profiles = {
+            "pipeline thread": cProfile.Profile(),
+            "paho network thread": cProfile.Profile(),
+        }
+        collector._run = profiled(collector._run, profiles["pipeline thread"])
+        mqtt.Client._thread_main = profiled(thread_main, profiles["paho network thread"])
     done = threading.Event()
 
     # Told by the collector after each batch, rather than polled: a polling loop here would
@@ -259,9 +325,12 @@ def drain_collector(
     meter.stop()
     stats = collector.stats()
     collector.stop()
+    mqtt.Client._thread_main = thread_main
     store.close()
     if stats.rejected or stats.duplicates:
         print(f"  note: {name} rejected {stats.rejected}, duplicates {stats.duplicates}")
+    for title, profile in profiles.items():
+        print_profile(f"{name}, {title}", profile, profile_lines)
     return total / elapsed, meter
 
 
@@ -309,6 +378,11 @@ def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
         for name in names:
             prepare_store(workdir, name, device_ids)
             subscribe_collector(broker, workdir, name)
+        for workers in args.workers:
+            prepare_store(workdir, f"bench_ceiling_w{workers}", device_ids)
+            session = raw_session(broker.port, f"bench_ceiling_w{workers}")
+            session.disconnect()
+            session.loop_stop()
         elapsed = publish_all(broker.port, messages)
         print(f"published {total} events ({size:.0f} bytes each) at {total / elapsed:,.0f}/s")
         raw_rate, raw_cpu = drain_raw(broker, total)
@@ -322,16 +396,16 @@ def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
         print(
             f"single-core verify: {verify_rate:,.0f} events/s ({verify_us:.0f} us each: "
             f"COSE/CBOR checks and Ed25519, the signature alone {signature_us:.0f} us) -> "
-            f"ceiling {cores} cores x verify rate / raw = {cores * verify_rate / raw_rate:.2f} "
+            f"bound {cores} cores x verify rate / raw = {cores * verify_rate / raw_rate:.2f} "
             f"(signature alone {cores * 1e6 / signature_us / raw_rate:.2f})"
         )
         # Tighter: the collector receives each event through paho too (the raw subscriber's
         # whole cost), so both cores at best divide receive + verify between them.
         receive_us = raw_cpu.own / total * 1e6
-        ceiling = cores * 1e6 / (receive_us + verify_us)
+        bound = cores * 1e6 / (receive_us + verify_us)
         print(
             f"receive {receive_us:.0f} us + verify {verify_us:.0f} us on {cores} cores -> at most "
-            f"{ceiling:,.0f} events/s, ratio ceiling {ceiling / raw_rate:.2f} (before storing, "
+            f"{bound:,.0f} events/s, ratio bound {bound / raw_rate:.2f} (before storing, "
             f"acknowledging and the broker's own CPU)"
         )
         sodium_us = libsodium_cost(messages, device_ids)
@@ -341,21 +415,97 @@ def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
             best = cores * 1e6 / (receive_us + verify_us - signature_us + sodium_us)
             print(
                 f"libsodium signature check: {sodium_us:.0f} us (OpenSSL {signature_us:.0f} us) "
-                f"-> with it, ratio ceiling {best / raw_rate:.2f} (same terms as above)"
+                f"-> with it, ratio bound {best / raw_rate:.2f} (same terms as above)"
             )
+        keys = {d: device_key(d).public_key().public_bytes_raw() for d in device_ids}
+        ceilings: dict[int, tuple[float, float]] = {}  # workers -> rate, CPU us per event
         for name, (workers, max_batch) in zip(names, configs):
-            rate, cpu = drain_collector(broker, workdir, name, workers, total, max_batch)
+            if workers not in ceilings:
+                # The ceiling of this layout, drained just before the collector: the two
+                # rates meet the same load on the machine as nearly as one run allows.
+                ceiling, cpu = drain_ceiling(
+                    broker, workdir, f"bench_ceiling_w{workers}", workers, total, keys
+                )
+                ceilings[workers] = (ceiling, (cpu.own + cpu.children + cpu.broker) / total * 1e6)
+                print(
+                    f"ceiling workers={workers} (paho QoS 1 receive, Ed25519 verify, events "
+                    f"INSERT + commit, PUBACK): {ceiling:,.0f} events/s; CPU per event: "
+                    f"{(cpu.own + cpu.children) / total * 1e6:.0f} us "
+                    f"({cpu.children / total * 1e6:.0f} in workers), broker "
+                    f"{cpu.broker / total * 1e6:.0f} us"
+                )
+            rate, cpu = drain_collector(
+                broker, workdir, name, workers, total, max_batch, args.profile
+            )
             own_us = (cpu.own + cpu.children) / total * 1e6
             broker_us = cpu.broker / total * 1e6
+            ceiling_rate, ceiling_us = ceilings[workers]
+            # Two ratios: of the rates (moved by whatever else runs on the machine at each
+            # moment) and of the CPU time per event, collector and broker (moved much less).
             print(
                 f"collector workers={workers} max_batch={max_batch}: {rate:,.0f} events/s "
-                f"verified and stored ratio={rate / raw_rate:.2f}; CPU per event: collector "
-                f"{own_us:.0f} us ({cpu.children / total * 1e6:.0f} in workers), broker "
-                f"{broker_us:.0f} us -> {cores * 1e6 / (own_us + broker_us):,.0f}/s if "
-                f"{cores} cores did nothing else"
+                f"verified and stored, ratio to its ceiling={rate / ceiling_rate:.2f}, by CPU "
+                f"per event {ceiling_us / (own_us + broker_us):.2f} (to raw {rate / raw_rate:.2f})"
+                f"; CPU per event: collector {own_us:.0f} us "
+                f"({cpu.children / total * 1e6:.0f} in workers), broker {broker_us:.0f} us"
             )
     finally:
         broker.stop()
+
+
+def bench_latency(args: argparse.Namespace, workdir: Path) -> None:
+    """Tap-to-stored at a steady rate: each event's publish (CLOCK_MONOTONIC, in a publisher
+    process of its own) to the return of the commit that stored it, in one collector
+    configured as `kvitto collect` is by default (2 verify workers)."""
+    devices = args.latency_devices
+    per_device = max(1, int(args.rate * args.latency_seconds) // devices)
+    device_ids = [f"door-{n:04d}" for n in range(devices)]
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        streams = list(pool.map(signed_events, [(d, per_device) for d in device_ids]))
+    messages = [
+        (device_ids[d], i + 1, streams[d][i]) for i in range(per_device) for d in range(devices)
+    ]
+    total = len(messages)
+    broker = Broker(workdir, args.inflight)
+    name = "bench_latency"
+    prepare_store(workdir, name, device_ids)
+    store = open_store(f"sqlite:///{workdir}/{name}.db")
+    collector = Collector(store, broker.url, ORG_SEED, client_id=name, workers=2)
+    committed: dict[tuple[str, int], float] = {}
+    done = threading.Event()
+
+    def on_batch(outcome) -> None:
+        for row in outcome.stored_rows:
+            committed[(row.device, row.seq)] = outcome.committed_at
+        if len(committed) >= total:
+            done.set()
+
+    collector.on_batch = on_batch
+    try:
+        collector.start()
+        collector.wait_ready()
+        receiving, sending = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        publisher = multiprocessing.get_context("spawn").Process(
+            target=paced_publish, args=(broker.port, messages, args.rate, sending)
+        )
+        load = os.getloadavg()[0]
+        publisher.start()
+        published, achieved = receiving.recv()
+        publisher.join()
+        if not done.wait(120):
+            raise RuntimeError(f"collector stored {len(committed)} of {total}")
+    finally:
+        collector.stop()
+        store.close()
+        broker.stop()
+    latencies = sorted(committed[key] - at for key, at in published.items())
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    print(
+        f"tap-to-stored at a steady {achieved:,.0f} events/s ({total} events of {devices} "
+        f"devices, load {load:.1f} at the start): p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {latencies[-1] * 1000:.0f} ms (publish to commit, goal p99 <= 500 ms)"
+    )
 
 
 def libsodium_cost(messages: list[tuple[str, bytes]], device_ids: list[str]) -> float | None:
@@ -456,6 +606,13 @@ def main() -> None:
     )
     parser.add_argument("--inflight", type=int, default=1000, help="mosquitto max_inflight")
     parser.add_argument("--sqlite-events", type=int, default=200000, help="0 to skip")
+    parser.add_argument("--rate", type=float, default=1500.0, help="latency: events/s, 0 skips")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--latency-devices", type=int, default=500)
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N",
+        help="cProfile each collector's threads under the load, print the top N functions",
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
@@ -465,6 +622,8 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()}")
         if args.events:
             bench_mqtt(args, workdir)
+        if args.rate:
+            bench_latency(args, workdir)
         if args.sqlite_events:
             bench_sqlite(args, workdir)
     finally:
