@@ -41,6 +41,7 @@ import os
 import pstats
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -371,18 +372,20 @@ def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
     broker = Broker(workdir, args.inflight)
     try:
         configs = [(w, b) for w in args.workers for b in args.max_batch]
-        names = [f"bench_collector_w{w}_b{b}" for w, b in configs]
+        rounds = range(1, args.rounds + 1)
         raw = raw_session(broker.port, "bench-raw")
         raw.disconnect()
         raw.loop_stop()
-        for name in names:
-            prepare_store(workdir, name, device_ids)
-            subscribe_collector(broker, workdir, name)
-        for workers in args.workers:
-            prepare_store(workdir, f"bench_ceiling_w{workers}", device_ids)
-            session = raw_session(broker.port, f"bench_ceiling_w{workers}")
-            session.disconnect()
-            session.loop_stop()
+        for r in rounds:
+            for workers, max_batch in configs:
+                name = f"bench_collector_w{workers}_b{max_batch}_r{r}"
+                prepare_store(workdir, name, device_ids)
+                subscribe_collector(broker, workdir, name)
+            for workers in args.workers:
+                prepare_store(workdir, f"bench_ceiling_w{workers}_r{r}", device_ids)
+                session = raw_session(broker.port, f"bench_ceiling_w{workers}_r{r}")
+                session.disconnect()
+                session.loop_stop()
         elapsed = publish_all(broker.port, messages)
         print(f"published {total} events ({size:.0f} bytes each) at {total / elapsed:,.0f}/s")
         raw_rate, raw_cpu = drain_raw(broker, total)
@@ -418,36 +421,47 @@ def bench_mqtt(args: argparse.Namespace, workdir: Path) -> None:
                 f"-> with it, ratio bound {best / raw_rate:.2f} (same terms as above)"
             )
         keys = {d: device_key(d).public_key().public_bytes_raw() for d in device_ids}
-        ceilings: dict[int, tuple[float, float]] = {}  # workers -> rate, CPU us per event
-        for name, (workers, max_batch) in zip(names, configs):
-            if workers not in ceilings:
-                # The ceiling of this layout, drained just before the collector: the two
-                # rates meet the same load on the machine as nearly as one run allows.
-                ceiling, cpu = drain_ceiling(
-                    broker, workdir, f"bench_ceiling_w{workers}", workers, total, keys
+        ratios: dict[tuple[int, int], list[tuple[float, float]]] = {c: [] for c in configs}
+        for r in rounds:
+            ceilings: dict[int, tuple[float, float]] = {}  # workers -> rate, CPU us per event
+            for workers, max_batch in configs:
+                if workers not in ceilings:
+                    # The ceiling of this layout, drained just before the collector: the two
+                    # rates meet the same load on the machine as nearly as one run allows.
+                    name = f"bench_ceiling_w{workers}_r{r}"
+                    ceiling, cpu = drain_ceiling(broker, workdir, name, workers, total, keys)
+                    ceiling_us = (cpu.own + cpu.children + cpu.broker) / total * 1e6
+                    ceilings[workers] = (ceiling, ceiling_us)
+                    print(
+                        f"[{r}] ceiling workers={workers} (paho QoS 1 receive, Ed25519 verify, "
+                        f"events INSERT + commit, PUBACK): {ceiling:,.0f} events/s; CPU per "
+                        f"event: {(cpu.own + cpu.children) / total * 1e6:.0f} us "
+                        f"({cpu.children / total * 1e6:.0f} in workers), broker "
+                        f"{cpu.broker / total * 1e6:.0f} us; load {os.getloadavg()[0]:.1f}"
+                    )
+                name = f"bench_collector_w{workers}_b{max_batch}_r{r}"
+                rate, cpu = drain_collector(
+                    broker, workdir, name, workers, total, max_batch, args.profile
                 )
-                ceilings[workers] = (ceiling, (cpu.own + cpu.children + cpu.broker) / total * 1e6)
+                own_us = (cpu.own + cpu.children) / total * 1e6
+                broker_us = cpu.broker / total * 1e6
+                ceiling_rate, ceiling_us = ceilings[workers]
+                # Two ratios: of the rates (moved by whatever else runs on the machine at each
+                # moment) and of the CPU time per event, collector and broker (moved less).
+                by_rate, by_cpu = rate / ceiling_rate, ceiling_us / (own_us + broker_us)
+                ratios[(workers, max_batch)].append((by_rate, by_cpu))
                 print(
-                    f"ceiling workers={workers} (paho QoS 1 receive, Ed25519 verify, events "
-                    f"INSERT + commit, PUBACK): {ceiling:,.0f} events/s; CPU per event: "
-                    f"{(cpu.own + cpu.children) / total * 1e6:.0f} us "
-                    f"({cpu.children / total * 1e6:.0f} in workers), broker "
-                    f"{cpu.broker / total * 1e6:.0f} us"
+                    f"[{r}] collector workers={workers} max_batch={max_batch}: {rate:,.0f} "
+                    f"events/s verified and stored, ratio to its ceiling={by_rate:.2f}, by CPU "
+                    f"per event {by_cpu:.2f} (to raw {rate / raw_rate:.2f}); CPU per event: "
+                    f"collector {own_us:.0f} us ({cpu.children / total * 1e6:.0f} in workers), "
+                    f"broker {broker_us:.0f} us; load {os.getloadavg()[0]:.1f}"
                 )
-            rate, cpu = drain_collector(
-                broker, workdir, name, workers, total, max_batch, args.profile
-            )
-            own_us = (cpu.own + cpu.children) / total * 1e6
-            broker_us = cpu.broker / total * 1e6
-            ceiling_rate, ceiling_us = ceilings[workers]
-            # Two ratios: of the rates (moved by whatever else runs on the machine at each
-            # moment) and of the CPU time per event, collector and broker (moved much less).
+        for (workers, max_batch), pairs in ratios.items():
             print(
-                f"collector workers={workers} max_batch={max_batch}: {rate:,.0f} events/s "
-                f"verified and stored, ratio to its ceiling={rate / ceiling_rate:.2f}, by CPU "
-                f"per event {ceiling_us / (own_us + broker_us):.2f} (to raw {rate / raw_rate:.2f})"
-                f"; CPU per event: collector {own_us:.0f} us "
-                f"({cpu.children / total * 1e6:.0f} in workers), broker {broker_us:.0f} us"
+                f"collector workers={workers} max_batch={max_batch}: median ratio to its ceiling "
+                f"over {len(pairs)} rounds: {statistics.median(p[0] for p in pairs):.2f} by rate, "
+                f"{statistics.median(p[1] for p in pairs):.2f} by CPU per event (goal >= 0.9)"
             )
     finally:
         broker.stop()
@@ -605,6 +619,9 @@ def main() -> None:
         "--max-batch", default="1000", help="comma-separated collector batch limits"
     )
     parser.add_argument("--inflight", type=int, default=1000, help="mosquitto max_inflight")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="ceiling/collector pairs drained per layout"
+    )
     parser.add_argument("--sqlite-events", type=int, default=200000, help="0 to skip")
     parser.add_argument("--rate", type=float, default=1500.0, help="latency: events/s, 0 skips")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
