@@ -82,6 +82,22 @@ def test_command_seq_rises_and_never_repeats(store_url):
         assert reopened.next_command_seq("tag-0042", now_ms=1000) == 1003
 
 
+def test_command_seqs_taken_together_are_those_taken_one_by_one(store_url, tmp_path):
+    devices = ["tag-0042", "lock-0001", "tag-0042", "tag-0043", "tag-0042"]
+    with open_store(store_url) as store, open_store(f"sqlite:///{tmp_path}/b.db") as other:
+        for each in (store, other):
+            each.next_command_seq("tag-0042", now_ms=5000)  # above the clock below
+            each.next_command_seq("lock-0001", now_ms=10)
+        for now in (1000, 1000, 9000):
+            with store.transaction():
+                together = store.next_command_seqs(devices, now_ms=now)
+            one_by_one = [other.next_command_seq(device, now_ms=now) for device in devices]
+            assert together == one_by_one
+        assert together == [9000, 9000, 9001, 9000, 9002]
+    with open_store(store_url) as reopened:
+        assert reopened.next_command_seq("tag-0042", now_ms=0) == 9003
+
+
 def test_bad_store_urls_are_refused_with_the_url_named(tmp_path):
     with pytest.raises(KvittoError, match="mysql"):
         open_store("mysql://x/y")

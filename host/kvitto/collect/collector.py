@@ -580,7 +580,7 @@ class Collector:
             return
         self._flushed_at = now
         with self.store.transaction():
-            seqs = [self.store.next_command_seq(device) for device, _, _ in commands]
+            seqs = self.store.next_command_seqs([device for device, _, _ in commands])
         expires = int(time.time()) + COMMAND_LIFETIME
         for (device, command_type, x), seq in zip(commands, seqs):
             message = sign_command(self.org_secret, device, seq, expires, command_type, x)
