@@ -287,3 +287,19 @@ def test_unix_port_verifies_host_commands(micropython):
         "obey 5 ack", "obey 6 allow", "obey 7 time", "refuse signature", "refuse target",
         "refuse sequence", "refuse expired", "refuse malformed",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kid", [b"org", b"alarm-unit-with-a-long-name-0001"])
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 65535, 65536])
+def test_sign1_writes_the_canonical_envelope(kid, size):
+    """sign1 writes the COSE_Sign1 envelope byte by byte: the same bytes as canonical() of the
+    tagged array, for every head size of the header, the payload and the signature."""
+    secret = bytes(range(32))
+    payload = bytes(size)
+    message = sign1(secret, kid, payload)
+    protected = canonical({1: -8, 4: kid})
+    signature = cbor2.loads(message).value[3]
+    Ed25519PrivateKey.from_private_bytes(secret).public_key().verify(
+        signature, cbor2.dumps(["Signature1", protected, b"", payload])
+    )
+    assert message == canonical(cbor2.CBORTag(18, [protected, {}, payload, signature]))

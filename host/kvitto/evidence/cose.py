@@ -411,9 +411,24 @@ def _signing_key(secret: bytes) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(secret)
 
 
+@functools.lru_cache(maxsize=64)
+def _protected(kid: bytes) -> bytes:
+    return canonical({1: ALG_EDDSA, 4: kid})
+
+
 def sign1(secret: bytes, kid: bytes, payload: bytes) -> bytes:
     """A tagged COSE_Sign1 (alg -8) over any payload bytes: the host's own signer, for commands,
     test vectors and simulated devices. It checks nothing about the payload."""
-    protected_bytes = canonical({1: ALG_EDDSA, 4: kid})
+    protected_bytes = _protected(kid)
     signature = _signing_key(secret).sign(sig_structure(protected_bytes, payload))
-    return canonical(cbor2.CBORTag(COSE_SIGN1_TAG, [protected_bytes, {}, payload, signature]))
+    # canonical(CBORTag(18, [protected, {}, payload, signature])), written out: the collector
+    # signs an ack per device and batch (tests/test_cose.py compares the two).
+    out = bytearray(b"\xd2\x84")
+    _head(2, len(protected_bytes), out)
+    out += protected_bytes
+    out.append(0xA0)
+    _head(2, len(payload), out)
+    out += payload
+    _head(2, len(signature), out)
+    out += signature
+    return bytes(out)
