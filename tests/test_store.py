@@ -10,6 +10,7 @@ from collect_support import fresh_database, postgres_cluster
 from kvitto.errors import KvittoError
 from kvitto.store.db import EventRow, QuarantineRow, open_store
 from kvitto.store.migrations import MIGRATIONS
+from kvitto.store.outbox import next_command_seqs
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_command_seqs_taken_together_are_those_taken_one_by_one(store_url, tmp_p
             each.next_command_seq("lock-0001", now_ms=10)
         for now in (1000, 1000, 9000):
             with store.transaction():
-                together = store.next_command_seqs(devices, now_ms=now)
+                together = next_command_seqs(store, devices, now_ms=now)
             one_by_one = [other.next_command_seq(device, now_ms=now) for device in devices]
             assert together == one_by_one
         assert together == [9000, 9000, 9001, 9000, 9002]

@@ -39,6 +39,7 @@ from kvitto.errors import KvittoError
 from kvitto.evidence.commands import sign_command
 from kvitto.evidence.cose import DEVICE_ID
 from kvitto.store.db import QuarantineRow, Store
+from kvitto.store.outbox import next_command_seqs
 
 log = logging.getLogger("kvitto.collect")
 
@@ -580,7 +581,7 @@ class Collector:
             return
         self._flushed_at = now
         with self.store.transaction():
-            seqs = self.store.next_command_seqs([device for device, _, _ in commands])
+            seqs = next_command_seqs(self.store, [device for device, _, _ in commands])
         expires = int(time.time()) + COMMAND_LIFETIME
         for (device, command_type, x), seq in zip(commands, seqs):
             message = sign_command(self.org_secret, device, seq, expires, command_type, x)

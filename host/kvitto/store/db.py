@@ -138,6 +138,10 @@ class Store:
             finally:
                 self._in_transaction = False
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
     def is_retryable(self, error: BaseException) -> bool:
         """A conflict between concurrent writers that a retry of the transaction resolves."""
         if self.dialect == "postgresql":
@@ -435,34 +439,6 @@ class Store:
             (device, floor),
         )
         return int(rows[0][0])
-
-    def next_command_seqs(self, devices: Sequence[str], now_ms: int | None = None) -> list[int]:
-        """next_command_seq for each of `devices` in turn (one may come more than once): in
-        SQLite, inside a transaction (whose write lock no other writer shares), one read and
-        one write for them all; elsewhere one statement each, as next_command_seq."""
-        floor = int(time.time() * 1000) if now_ms is None else now_ms
-        if self.dialect != "sqlite" or not self._in_transaction:
-            return [self.next_command_seq(device, floor) for device in devices]
-        wanted = sorted(set(devices))
-        last: dict[str, int] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for device, seq in self.execute(
-                f"SELECT device, last_seq FROM command_seq WHERE device IN ({marks})", chunk
-            ):
-                last[device] = int(seq)
-        seqs = []
-        for device in devices:
-            seq = max(last[device] + 1, floor) if device in last else floor
-            last[device] = seq
-            seqs.append(seq)
-        self.executemany(
-            "INSERT INTO command_seq (device, last_seq) VALUES (?, ?) "
-            "ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq",
-            [(device, last[device]) for device in wanted],
-        )
-        return seqs
 
     # -- the command outbox ---------------------------------------------------------------
 

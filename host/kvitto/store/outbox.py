@@ -15,6 +15,7 @@ in the order sent, so the outcomes are matched to the open commands in queue ord
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,36 @@ from kvitto.evidence.commands import sign_command
 from kvitto.evidence.cose import split_sign1
 from kvitto.store.db import OutboxRow, Store
 from kvitto.store.registry import Registry
+
+
+def next_command_seqs(store: Store, devices: list[str], now_ms: int | None = None) -> list[int]:
+    """store.next_command_seq for each of `devices` in turn (one may come more than once): in
+    SQLite, inside a transaction (whose write lock no other writer shares), one read and one
+    write for them all (the collector's flush of acks); elsewhere one statement each."""
+    floor = int(time.time() * 1000) if now_ms is None else now_ms
+    if store.dialect != "sqlite" or not store.in_transaction:
+        return [store.next_command_seq(device, floor) for device in devices]
+    wanted = sorted(set(devices))
+    last: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for device, seq in store.execute(
+            f"SELECT device, last_seq FROM command_seq WHERE device IN ({marks})", chunk
+        ):
+            last[device] = int(seq)
+    seqs = []
+    for device in devices:
+        seq = max(last[device] + 1, floor) if device in last else floor
+        last[device] = seq
+        seqs.append(seq)
+    store.executemany(
+        "INSERT INTO command_seq (device, last_seq) VALUES (?, ?) "
+        "ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq",
+        [(device, last[device]) for device in wanted],
+    )
+    return seqs
+
 
 RESEND_AFTER_S = 60  # an open command goes again after this (it expires after 300 s)
 # ack and resend are the collector's own; schedule and window open a lock's door (issue #23)
