@@ -19,9 +19,9 @@ from typing import Any
 from kvitto.evidence.cose import EvidenceError
 from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim
 from kvitto.verify.case_read import read_case
+from kvitto.verify.month import Month, judge_month, merge_verdicts, units_of
 from kvitto.verify.reasons import DEFAULT, entry_dict
-from kvitto.verify.rules import Facts, Finding, Profile, load_profile, run_rules
-from kvitto.verify.rules.billing import billing_basis
+from kvitto.verify.rules import Finding, Profile, load_profile
 from kvitto.verify.taps import TapKeys
 from kvitto.verify.visits import (
     DEFAULT_MAX_SYNC_AGE_S,
@@ -76,7 +76,10 @@ def verify_loaded(
     month: str,
     evidence: Evidence | None = None,
     tap_keys: TapKeys | None = None,
+    jobs: int | None = 1,
 ) -> Result:
+    """The rules and billing over a loaded case; `jobs`: processes judging the month's units
+    (None: every core). The result is the same for any number of jobs."""
     try:
         year, month_number = parse_month(month)
     except ValueError as error:
@@ -101,17 +104,14 @@ def verify_loaded(
                 f"{case.path / 'orders.csv'} line {order.line}, field activity: "
                 f"{order.activity!r} is not an activity of profile {profile.name}"
             )
-    facts = Facts(profile, year, month_number, case.registry, claims, case.orders, evidence)
-    findings = run_rules(facts)
-    # Findings in claims.csv order: positions of the claims that have findings only, not a
-    # dict of a month's million claim ids (issue #10). Every finding names one of `claims`.
-    found = {f.claim_id for f in findings}
-    order = {c.claim_id: index for index, c in enumerate(claims) if c.claim_id in found}
-    findings.sort(key=lambda f: (order.get(f.claim_id, len(claims)), f.rule))
-    billing = billing_basis(facts, findings)
-    for row in billing:
-        row.pop("claims", None)
-    counts = dict(facts.counts)
+    # Judged unit by unit (kvitto.verify.month: a customer with its household and whoever T2
+    # ties it to), over `jobs` processes; the merge is the same whatever the number of jobs.
+    units = units_of(case.registry, claims, case.orders, evidence)
+    verdict = merge_verdicts(
+        judge_month(Month(profile, year, month_number, case.registry), units, jobs)
+    )
+    findings, billing = verdict.findings, verdict.billing
+    counts = dict(verdict.counts)
     counts["claims"] = len(claims)
     counts["claims_outside_month"] = len(case.claims) - len(claims)
     counts["events"] = evidence.events
@@ -119,7 +119,7 @@ def verify_loaded(
     unique_not_checked, seen = [], set()
     # RULES.md "not_checked": what the profile's document states and kvitto leaves to people
     # comes first, with its source; then what the rules could not check in this bundle.
-    for entry in [*profile.not_checked, *facts.not_checked]:
+    for entry in [*profile.not_checked, *verdict.not_checked]:
         key = tuple(sorted(entry.items()))
         if key not in seen:
             seen.add(key)

@@ -144,12 +144,18 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
 
 
 def _households(facts: Facts) -> dict[str, list[str]]:
+    """Household → its customers, made once per registry (a month judged customer by customer,
+    kvitto.verify.month, has a Facts per unit but one registry)."""
     found = facts.cache.get("households")
     if found is None:
-        found = {}
-        for customer in facts.registry.customers:
-            found.setdefault(facts.registry.household_of(customer), []).append(customer)
-        facts.cache["households"] = found
+        registry = facts.registry
+        kept = registry.__dict__.get("_households")
+        if kept is None or kept[0] != len(registry.customers):
+            households: dict[str, list[str]] = {}
+            for customer in registry.customers:
+                households.setdefault(registry.household_of(customer), []).append(customer)
+            kept = registry.__dict__["_households"] = (len(registry.customers), households)
+        found = facts.cache["households"] = kept[1]
     return found
 
 
