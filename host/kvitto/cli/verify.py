@@ -103,8 +103,14 @@ def export_case(store_url, month, provider, claims, orders, out, output_format) 
     help="With a store URL as CASE: judge every customer-month again instead of reusing the "
     "findings the last run kept for those that did not change.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes judging a case bundle's month (default: every core); the report is the same.",
+)
 def verify(
-    case, profile, month, output_format, out_file, claims, orders, pki_dir, lang, rebuild
+    case, profile, month, output_format, out_file, claims, orders, pki_dir, lang, rebuild, jobs
 ) -> None:
     """Check claims against signed evidence under a municipality's rules.
 
@@ -114,7 +120,7 @@ def verify(
     from kvitto.verify.report import run_verify
 
     run_verify(
-        case, profile, month, output_format, out_file, claims, orders, pki_dir, lang, rebuild
+        case, profile, month, output_format, out_file, claims, orders, pki_dir, lang, rebuild, jobs
     )
 
 

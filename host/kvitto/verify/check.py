@@ -144,9 +144,14 @@ def _tap_keys(pki: Path | str | TapKeys | None) -> TapKeys | None:
 
 
 def verify_case(
-    path: Path | str, profile: str | Profile, month: str, pki: Path | str | TapKeys | None = None
+    path: Path | str,
+    profile: str | Profile,
+    month: str,
+    pki: Path | str | TapKeys | None = None,
+    jobs: int | None = 1,
 ) -> Result:
-    """Verify one case bundle folder under a profile (name or Profile) for a month.
+    """Verify one case bundle folder under a profile (name or Profile) for a month, judged
+    over `jobs` processes (None: every core; the result is the same).
 
     `pki`: the organisation's `kvitto pki` folder (or its TapKeys), to check the SUN of NTAG 424
     badges that registry.toml carries no keys for; without it such taps are not checked."""
@@ -160,7 +165,7 @@ def verify_case(
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
     case = read_case(Path(path))
     if not (case.path / DOOR_FILE).exists():
-        return verify_loaded(case, loaded, month, tap_keys=_tap_keys(pki))
+        return verify_loaded(case, loaded, month, tap_keys=_tap_keys(pki), jobs=jobs)
     # staff phones at the door (docs/formats.md, door.jsonl): the proofs that verify are
     # visits like a device's, the rest integrity issues
     door = check_door_file(case.path / DOOR_FILE, case.registry, case.claims)
@@ -171,7 +176,7 @@ def verify_case(
     except EvidenceError as error:
         raise CaseError(str(error)) from None
     add_presences(evidence, door_presences(door.verified, case.registry))
-    result = verify_loaded(case, loaded, month, evidence)
+    result = verify_loaded(case, loaded, month, evidence, jobs=jobs)
     result.integrity += door.integrity
     result.not_checked += door.not_checked
     result.counts.update(door.counts)
@@ -315,6 +320,7 @@ def verify_store(
     month: str,
     orders: Path | str | None = None,
     pki: Path | str | TapKeys | None = None,
+    jobs: int | None = 1,
 ) -> Result:
     """verify_case for evidence held in a store (sqlite:///… or postgresql://…)."""
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -324,7 +330,7 @@ def verify_store(
     tolerance = int(loaded.rules.get("I5", {}).get("receive_tolerance_s", 300))
     evidence.issues.extend(clock_ahead_issues(received, tolerance))
     evidence.issues.extend(revoked_arrival_issues(url, received))
-    result = verify_loaded(case, loaded, month, evidence)
+    result = verify_loaded(case, loaded, month, evidence, jobs=jobs)
     result.not_checked = [e for e in result.not_checked if not (
         e["rule"] == "I5" and getattr(e["reason"], "code", "") == "I5.no_receive_times")]  # fmt: skip
     return result

@@ -22,6 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from kvitto.verify.case import Claim, Order, Registry
@@ -30,6 +31,9 @@ from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import Evidence, Presence
 
 NO_POSITION = 1 << 62  # a finding whose claim is not among the unit's (none today)
+# Claims handed to a process at a time; a month of one batch or less is judged in this process
+# (starting processes would cost more than it saves). Tests lower it to use the pool.
+BATCH_CLAIMS = 2000
 
 
 @dataclass
@@ -228,16 +232,21 @@ def judge_month(
     month: Month,
     units: Iterable[Unit],
     jobs: int | None = None,
-    batch_claims: int = 2000,
+    batch_claims: int | None = None,
     flow: Flow | None = None,
 ) -> Iterator[Verdict]:
     """Each unit's Verdict, in the units' order, judged over `jobs` processes (None: every
-    core; 1: in this process). Units go out in batches of about `batch_claims` claims, at most
-    two batches per process in flight, so a streamed month is never held whole."""
+    core; 1: in this process). Units go out in batches of about `batch_claims` claims (default
+    BATCH_CLAIMS), at most two batches per process in flight, so a streamed month is never held
+    whole."""
     jobs = default_jobs() if jobs is None else max(1, jobs)
     flow = flow if flow is not None else Flow()
-    if jobs == 1:
-        for unit in units:
+    batches = _batches(units, batch_claims or BATCH_CLAIMS)
+    first = next(batches, [])
+    second = next(batches, None)
+    if jobs == 1 or second is None:
+        rest = (unit for batch in batches for unit in batch)
+        for unit in chain(first, second or [], rest):
             _count_out(flow, [unit], len(unit.customers))
             yield judge_customer_month(month.profile, month.year, month.month, month.registry,
                                        unit)  # fmt: skip
@@ -253,7 +262,7 @@ def judge_month(
             yield from done.result()
             flow.customers_in_flight -= customers
 
-        for batch in _batches(units, batch_claims):
+        for batch in chain([first, second], batches):
             customers = sum(len(u.customers) for u in batch)
             _count_out(flow, batch, customers)
             pending.append((pool.submit(_judge_batch, batch), customers))

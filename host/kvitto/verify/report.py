@@ -69,12 +69,14 @@ def run_verify(
     pki: str | None = None,
     lang: str = "sv",
     rebuild: bool = False,
+    jobs: int | None = None,
 ) -> None:
     """The `kvitto verify` subcommand: report to stdout or a file; KvittoError → exit 2.
 
     From a store, the findings kept by the last run are reused for the customer-months that
     did not change (kvitto.verify.kept; all judged again with `rebuild`); one line on stderr
-    says which were judged and the findings' digest."""
+    says which were judged and the findings' digest. `jobs`: processes judging a case bundle's
+    month (None: every core)."""
     import sys
 
     if out_file and not Path(out_file).resolve().parent.is_dir():
@@ -95,7 +97,7 @@ def run_verify(
             f"findings sha256 {findings_digest(result.findings)}\n"
         )
     else:
-        result = verify_case(case, profile, month, pki)
+        result = verify_case(case, profile, month, pki, jobs=jobs)
     if not result.claims:
         outside = result.counts.get("claims_outside_month", 0)
         raise CaseError(
