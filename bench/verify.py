@@ -28,15 +28,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing
+import os
 import random
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
+from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -44,8 +48,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kvitto.evidence.cose import read_messages, split_sign1
 from kvitto.verify.case import Claim, Credential, Customer, Device, Order, Registry
-from kvitto.verify.rules import Facts, load_profile, run_rules
-from kvitto.verify.rules.billing import billing_basis
+from kvitto.verify.month import Flow, Month, Unit, judge_month
+from kvitto.verify.rules import load_profile
 from kvitto.verify.visits import Evidence, Presence, build_evidence, read_decoded
 from kvitto.verify.workdays import STOCKHOLM
 
@@ -53,6 +57,14 @@ UTC = timezone.utc
 ACTIVITY = {"norrtalje": "226", "huddinge": "omsorg", "upplands-bro": "omsorg",
             "haninge": "omsorg", "norrkoping": "omsorg"}  # fmt: skip
 VISIT_HOURS = (8, 11, 14, 18)
+MINUTES = [timedelta(minutes=n) for n in range(60)]
+TWO_HOURS = timedelta(hours=2)
+
+
+@cache
+def _slot(day: int, hour: int) -> datetime:
+    """October's `day` at `hour` Stockholm time, in UTC (made once, not once per visit)."""
+    return datetime(2026, 10, day, hour, tzinfo=STOCKHOLM).astimezone(UTC)
 
 
 def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0):
@@ -85,26 +97,27 @@ def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0
         registry.devices[device] = Device(device, customer, "tag", key)
         orders.append(Order(customer, activity, 60 * 4 * 31, datetime(2026, 1, 1).date(), None))
         presences = []
+        credential = creds[number - first]
+        staff, cred_id = credential.staff, credential.id
+        random_ = rng.random
         for day in range(1, 32):
             for slot, hour in enumerate(VISIT_HOURS):
-                credential = creds[number - first]
-                start = datetime(2026, 10, day, hour, rng.randrange(0, 40), tzinfo=STOCKHOLM)
-                start = start.astimezone(UTC)
-                minutes = rng.randrange(15, 50)
-                end = start + timedelta(minutes=minutes)
-                roll = rng.random()
+                # the visit hours are far from 02:00–03:00: minutes add alike in UTC and local
+                start = _slot(day, hour) + MINUTES[int(random_() * 40)]
+                end = start + MINUTES[15 + int(random_() * 35)]
+                roll = random_()
                 claims.append(
                     Claim(
-                        claim_id=f"k-{number}-{day}-{slot}",
-                        customer=customer,
-                        staff=credential.staff,
-                        activity=activity,
-                        start=shared(start),
-                        end=shared(end + timedelta(minutes=5 if roll < 0.05 else 0)),
-                        registered_via="tag",
-                        registered_at=shared(end),
-                        approved_at=shared(end + timedelta(hours=2)),
-                    )
+                        f"k-{number}-{day}-{slot}",
+                        customer,
+                        staff,
+                        activity,
+                        shared(start),
+                        shared(end + MINUTES[5] if roll < 0.05 else end),
+                        "tag",
+                        shared(end),
+                        shared(end + TWO_HOURS),
+                    )  # fmt: skip
                 )
                 if roll > 0.02:  # 2 % of visits without a tap
                     presences.append(
@@ -113,12 +126,12 @@ def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0
                             device,
                             "tag",
                             "visit",
-                            credential.id,
-                            credential.staff,
+                            cred_id,
+                            staff,
                             "p-1",
                             True,
-                            start - timedelta(minutes=1),
-                            end + timedelta(minutes=1),
+                            start - MINUTES[1],
+                            end + MINUTES[1],
                             True,
                         )  # fmt: skip
                     )
@@ -127,52 +140,97 @@ def synthetic_month(customers: int, activity: str, seed: int = 7, first: int = 0
     return registry, orders, claims, evidence
 
 
-def rules_month(count: int, profile_name: str, batch: int) -> tuple[float, int, int, int, int]:
-    """(seconds, claims, findings, batches, peak RSS in bytes) of rules + billing for `count`
-    customers, in batches of `batch` customers (0: all at once). Run in a fresh process: the
-    peak is this count's alone."""
+def customer_unit(number: int, activity: str, seed: int = 7) -> Unit:
+    """Customer `number`'s month, as synthetic_month makes it for one customer (its own staff
+    member and tag; the even customer of a pair among every 50 shares a household with the
+    next): made where it is judged, as a worker reading its customers from a store would."""
+    registry, orders, claims, evidence = synthetic_month(1, activity, seed=seed + number,
+                                                         first=number)  # fmt: skip
+    customer = f"c-{number}"
+    return Unit((customer,), claims, orders, {customer: evidence.by_customer[customer]})
+
+
+def month_registry(customers: int) -> Registry:
+    """What every unit shares: the customers (with their households), tags and credentials."""
+    registry = Registry()
+    for number in range(customers):
+        cred = hashlib.sha256(f"s-{number}".encode()).hexdigest()[:32]
+        registry.credentials[cred] = Credential(cred, f"s-{number}", "p-1", "badge")
+        household = f"h-{number // 2}" if number % 50 < 2 else ""
+        registry.customers[f"c-{number}"] = Customer(f"c-{number}", household)
+        registry.devices[f"tag-{number}"] = Device(f"tag-{number}", f"c-{number}", "tag",
+                                                   bytes(32))  # fmt: skip
+    return registry
+
+
+def _households(customers: int, activity: str) -> Iterator[Any]:
+    """The month's units, lazily: a household's two customers in one unit, others alone."""
+    number = 0
+    while number < customers:
+        if number % 50 == 0 and number + 1 < customers:
+            yield partial(household_unit, number, activity)
+            number += 2
+        else:
+            yield partial(customer_unit, number, activity)
+            number += 1
+
+
+def household_unit(number: int, activity: str) -> Unit:
+    first, second = customer_unit(number, activity), customer_unit(number + 1, activity)
+    return Unit(first.customers + second.customers, first.claims + second.claims,
+                first.orders + second.orders, {**first.presences, **second.presences})  # fmt: skip
+
+
+def rules_month(count: int, profile_name: str, jobs: int) -> tuple[float, int, int, int, str]:
+    """(seconds, claims, findings, peak RSS of all processes in bytes, findings hash) of
+    judging `count` customers streamed household by household over `jobs` processes, each unit
+    made in the process that judges it. Run in a fresh process: the peak is this count's alone;
+    the sum of this process's peak and `jobs` times the largest worker's bounds all of them."""
     profile = load_profile(profile_name)
     activity = ACTIVITY[profile_name]
-    batch = batch or count
-    elapsed, claim_count, finding_count, batches = 0.0, 0, 0, 0
-    for offset in range(0, count, batch):
-        registry, orders, claims, evidence = synthetic_month(
-            min(batch, count - offset), activity, seed=7 + offset, first=offset
-        )
-        started = time.perf_counter()
-        facts = Facts(profile, 2026, 10, registry, claims, orders, evidence)
-        findings = run_rules(facts)
-        billing_basis(facts, findings)
-        elapsed += time.perf_counter() - started
-        claim_count += len(claims)
-        finding_count += len(findings)
-        batches += 1
-        del registry, orders, claims, evidence, facts, findings
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
-    return elapsed, claim_count, finding_count, batches, peak
+    registry = month_registry(count)
+    flow = Flow()
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    claims, findings = 0, 0
+    for verdict in judge_month(Month(profile, 2026, 10, registry),
+                               _households(count, activity), jobs, flow=flow):  # fmt: skip
+        claims += verdict.claims
+        findings += len(verdict.findings)
+        for _, finding in verdict.findings:
+            digest.update(repr(finding).encode())
+    elapsed = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    peak = own + (workers * jobs if jobs > 1 else 0)
+    return elapsed, claims, findings, peak, digest.hexdigest()[:12]
 
 
-def bench_rules(counts: list[int], profile_name: str, batch: int) -> None:
-    """Time rules + billing, each count in a fresh process; `batch` > 0 verifies the month in
-    batches of that many customers (the synthetic staff serve one customer each and households
-    never straddle a batch, so the findings are the same; in general T2 compares a staff
-    member's claims across customers and a month is verified whole)."""
-    print(f"rules + billing, profile {profile_name}, October 2026, 4 visits a day")
-    print(f"{'customers':>10} {'claims':>9} {'findings':>9} {'seconds':>8} {'µs/claim':>9} "
-          f"{'× 1st':>6} {'peak MB':>8} {'B/claim':>8}  batches")  # fmt: skip
-    first = None
+def bench_rules(counts: list[int], profile_name: str, jobs: int) -> None:
+    """Judge each count streamed unit by unit, on one process and on `jobs`, each run in a
+    fresh process (side by side, the machine is shared)."""
+    print(f"rules + billing, profile {profile_name}, October 2026, 4 visits a day, streamed "
+          f"household by household; jobs=1 and jobs={jobs} ({os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(f"{'customers':>10} {'jobs':>4} {'claims':>9} {'findings':>9} {'seconds':>8} "
+          f"{'ms/cust':>8} {'× 1st':>6} {'peak MB':>8} {'kB/cust':>8} {'1/N':>5}  hash")  # fmt: skip
+    first: dict[int, float] = {}
     spawn = multiprocessing.get_context("spawn")
     for count in counts:
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            elapsed, claim_count, finding_count, batches, peak = pool.submit(
-                rules_month, count, profile_name, batch
-            ).result()
-        per_claim = elapsed / claim_count * 1e6
-        first = first or per_claim
-        print(f"{count:>10} {claim_count:>9} {finding_count:>9} {elapsed:>8.2f} "
-              f"{per_claim:>9.1f} {per_claim / first:>6.2f} {peak / 1e6:>8.0f} "
-              f"{peak / claim_count:>8.0f}  {batches}")  # fmt: skip
-        sys.stdout.flush()
+        one = 0.0
+        for run_jobs in sorted({1, jobs}):
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                elapsed, claim_count, finding_count, peak, digest = pool.submit(
+                    rules_month, count, profile_name, run_jobs
+                ).result()
+            per_customer = elapsed / count * 1e3
+            first.setdefault(run_jobs, per_customer)
+            one = one or elapsed
+            print(f"{count:>10} {run_jobs:>4} {claim_count:>9} {finding_count:>9} "
+                  f"{elapsed:>8.2f} {per_customer:>8.2f} {per_customer / first[run_jobs]:>6.2f} "
+                  f"{peak / 2**20:>8.0f} {peak / count / 1024:>8.1f} {one / elapsed:>5.2f}  "
+                  f"{digest}")  # fmt: skip
+            sys.stdout.flush()
 
 
 def signed_bundle(root: Path, events: int, parts: int = 1) -> tuple[Registry, list[Path]]:
@@ -399,7 +457,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--profile", default="norrtalje", choices=sorted(ACTIVITY))
     parser.add_argument(
-        "--batch", type=int, default=0, help="customers per batch (default 0: the month whole)"
+        "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default every core)"
     )
     parser.add_argument(
         "--rounds", type=int, default=7, help="interleaved rounds of the signature re-check"
@@ -415,7 +473,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.only in (None, "rules"):
-        bench_rules(args.customers, args.profile, args.batch)
+        bench_rules(args.customers, args.profile, args.jobs)
     if args.only in (None, "signatures"):
         bench_signatures(args.events, args.rounds, args.parts)
     if args.only in (None, "overlapping"):

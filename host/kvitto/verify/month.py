@@ -19,7 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
@@ -59,6 +59,7 @@ class Verdict:
     billing: list[dict[str, Any]]
     not_checked: list[tuple[int, dict[str, Any]]]  # position of its claim (-1: none)
     counts: dict[str, Any]
+    claims: int = 0  # the unit's claims judged
 
 
 @dataclass
@@ -100,7 +101,7 @@ def judge_customer_month(
     for row in billing:
         row.pop("claims", None)
     skipped = [(place.get(e.get("claim_id", ""), -1), e) for e in facts.not_checked]
-    return Verdict(unit.customers, placed, billing, skipped, dict(facts.counts))
+    return Verdict(unit.customers, placed, billing, skipped, dict(facts.counts), len(unit.claims))
 
 
 def units_of(
@@ -211,13 +212,21 @@ def _start(month: Month) -> None:
     _MONTH = month
 
 
-def _judge_batch(units: list[Unit]) -> list[Verdict]:
+# A unit, or what makes it where it is judged (a reader of the store; the bench's generator):
+# a picklable callable, so the process that judges a unit is also the one that holds it.
+Lazy = Callable[[], Unit]
+LAZY_CLAIMS = 100  # what a lazy unit counts for in a batch: a customer's month, ~3 visits a day
+
+
+def _judge(month: Month, unit: Unit | Lazy) -> Verdict:
+    made = unit if isinstance(unit, Unit) else unit()
+    return judge_customer_month(month.profile, month.year, month.month, month.registry, made)
+
+
+def _judge_batch(units: list[Unit | Lazy]) -> list[Verdict]:
     month = _MONTH
     assert month is not None, "worker started without its month"
-    return [
-        judge_customer_month(month.profile, month.year, month.month, month.registry, unit)
-        for unit in units
-    ]
+    return [_judge(month, unit) for unit in units]
 
 
 def default_jobs() -> int:
@@ -230,7 +239,7 @@ def default_jobs() -> int:
 
 def judge_month(
     month: Month,
-    units: Iterable[Unit],
+    units: Iterable[Unit | Lazy],
     jobs: int | None = None,
     batch_claims: int | None = None,
     flow: Flow | None = None,
@@ -247,15 +256,15 @@ def judge_month(
     if jobs == 1 or second is None:
         rest = (unit for batch in batches for unit in batch)
         for unit in chain(first, second or [], rest):
-            _count_out(flow, [unit], len(unit.customers))
-            yield judge_customer_month(month.profile, month.year, month.month, month.registry,
-                                       unit)  # fmt: skip
-            flow.customers_in_flight -= len(unit.customers)
+            customers = _customers([unit])
+            _count_out(flow, [unit], customers)
+            yield _judge(month, unit)
+            flow.customers_in_flight -= customers
         return
     context = multiprocessing.get_context("spawn")  # workers start small, not a fork's copy
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start,
                              initargs=(month,)) as pool:  # fmt: skip
-        pending: deque[tuple[Future[list[Verdict]], int]] = deque()
+        pending: deque[tuple[Future[list[Verdict]], int]] = deque()  # (batch, its customers)
 
         def drain() -> Iterator[Verdict]:
             done, customers = pending.popleft()
@@ -263,7 +272,7 @@ def judge_month(
             flow.customers_in_flight -= customers
 
         for batch in chain([first, second], batches):
-            customers = sum(len(u.customers) for u in batch)
+            customers = _customers(batch)
             _count_out(flow, batch, customers)
             pending.append((pool.submit(_judge_batch, batch), customers))
             while len(pending) > 2 * jobs:
@@ -272,7 +281,12 @@ def judge_month(
             yield from drain()
 
 
-def _count_out(flow: Flow, batch: list[Unit], customers: int) -> None:
+def _customers(units: list[Unit | Lazy]) -> int:
+    """Customers held here for these units (a lazy unit is one, made elsewhere)."""
+    return sum(len(u.customers) if isinstance(u, Unit) else 1 for u in units)
+
+
+def _count_out(flow: Flow, batch: list[Unit | Lazy], customers: int) -> None:
     flow.customers_in_flight += customers
     in_flight = flow.customers_in_flight
     flow.units += len(batch)
@@ -280,12 +294,12 @@ def _count_out(flow: Flow, batch: list[Unit], customers: int) -> None:
     flow.most_customers_in_flight = max(flow.most_customers_in_flight, in_flight)
 
 
-def _batches(units: Iterable[Unit], claims: int) -> Iterator[list[Unit]]:
-    batch: list[Unit] = []
+def _batches(units: Iterable[Unit | Lazy], claims: int) -> Iterator[list[Unit | Lazy]]:
+    batch: list[Unit | Lazy] = []
     size = 0
     for unit in units:
         batch.append(unit)
-        size += len(unit.claims)
+        size += len(unit.claims) if isinstance(unit, Unit) else LAZY_CLAIMS
         if size >= claims:
             yield batch
             batch, size = [], 0

@@ -176,12 +176,22 @@ def _near(facts: Facts, customer: str, start: datetime, end: datetime) -> list[P
 
 
 def _tag_required(facts: Facts, claim: Claim) -> bool:
-    activity = facts.activity(claim.activity)
+    """Whether the claim's activity needs the customer's door (asked four times a claim: the
+    answer is kept per activity code)."""
+    known: dict[str, bool] | None = facts.cache.get("tag_required")
+    if known is None:
+        known = facts.cache["tag_required"] = {}
+    found = known.get(claim.activity)
+    if found is None:
+        found = known[claim.activity] = _activity_needs_tag(facts, claim.activity)
+    return found
+
+
+def _activity_needs_tag(facts: Facts, code: str) -> bool:
+    activity = facts.activity(code)
     if activity is None or activity.where != "tag":
         return False
-    if facts.profile.active("A1") and claim.activity in facts.profile.rules["A1"].get(
-        "activities", []
-    ):
+    if facts.profile.active("A1") and code in facts.profile.rules["A1"].get("activities", []):
         return False  # A1 checks alarm visits against the alarm unit as well
     return True
 
@@ -410,9 +420,17 @@ def e5_manual_followed_up(facts: Facts, params: dict[str, Any]) -> list[Finding]
     return findings
 
 
-def _claims_needing_own_evidence(facts: Facts) -> Iterator[tuple[Any, Any]]:
+def _claims_needing_own_evidence(facts: Facts) -> list[tuple[Any, Any]]:
     """(claim, its door coverage) for each claim that needs the customer's own evidence and is
-    neither exempt (E3) nor an explained manual registration: what E6 and E7 look at."""
+    neither exempt (E3) nor an explained manual registration: what E6, E7 and I6 look at (found
+    once for the three)."""
+    found = facts.cache.get("needing_own_evidence")
+    if found is None:
+        found = facts.cache["needing_own_evidence"] = list(_needing_own_evidence(facts))
+    return found
+
+
+def _needing_own_evidence(facts: Facts) -> Iterator[tuple[Any, Any]]:
     tolerance = float(facts.profile.rules.get("E1", {}).get("tolerance_minutes", 2))
     arrival_only = set(facts.profile.rules.get("E1", {}).get("arrival_only", []))
     for claim in facts.claims:
