@@ -189,3 +189,35 @@ def test_a_streamed_month_holds_a_bounded_number_of_customers(monkeypatch):
         most.append(flow.most_customers_in_flight)
     # at most 2 batches per process plus the one being handed out: 5 × (2 × 2 + 1)
     assert most[0] == most[1] <= 25
+
+
+def test_the_signature_recheck_on_two_processes_gives_the_same_evidence(monkeypatch, tmp_path):
+    """kvitto.verify.audit: the bench's signed bundle, with a forged, an unreadable and a
+    repeated message among the good ones, checked in chunks of 50 on one process and on two."""
+    import importlib.util
+    import sys
+
+    import kvitto.verify.audit
+    from kvitto.verify.visits import build_evidence, read_decoded
+
+    spec = importlib.util.spec_from_file_location(
+        "kvitto_bench_verify", Path(__file__).resolve().parent.parent / "bench" / "verify.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = bench
+        spec.loader.exec_module(bench)
+    registry, (path,) = bench.signed_bundle(tmp_path, 500)
+    messages = list(read_decoded(path))
+    forged = bytearray(messages[7])
+    forged[-1] ^= 1
+    messages[7:8] = [bytes(forged)]
+    messages.insert(100, b"\xd2\x84not cbor")
+    messages.insert(200, messages[150])
+    monkeypatch.setattr(kvitto.verify.audit, "CHUNK", 50)
+    one = build_evidence(registry, messages, jobs=1)
+    two = build_evidence(registry, messages, jobs=2)
+    assert one.events == two.events == len(messages) - 3
+    assert {i.rule for i in one.issues} >= {"I1", "I2"}
+    assert one == two

@@ -19,7 +19,7 @@ from typing import Any
 from kvitto.evidence.cose import EvidenceError
 from kvitto.verify.case import ORDER_FIELDS, Case, CaseError, Claim
 from kvitto.verify.case_read import read_case
-from kvitto.verify.month import Month, judge_month, merge_verdicts, units_of
+from kvitto.verify.month import Month, default_jobs, judge_month, merge_verdicts, units_of
 from kvitto.verify.reasons import DEFAULT, entry_dict
 from kvitto.verify.rules import Finding, Profile, load_profile
 from kvitto.verify.taps import TapKeys
@@ -88,7 +88,9 @@ def verify_loaded(
     if evidence is None:
         try:
             messages = read_decoded(case.evidence_path) if case.evidence_path else iter(())
-            evidence = build_evidence(case.registry, messages, max_sync_age, tap_keys)
+            evidence = build_evidence(
+                case.registry, messages, max_sync_age, tap_keys, _cores(jobs)
+            )
         except EvidenceError as error:
             raise CaseError(str(error)) from None
     claims = claims_in_month(case.claims, year, month_number)
@@ -137,6 +139,10 @@ def verify_loaded(
     )
 
 
+def _cores(jobs: int | None) -> int:
+    return default_jobs() if jobs is None else jobs
+
+
 def _tap_keys(pki: Path | str | TapKeys | None) -> TapKeys | None:
     if pki is None or isinstance(pki, TapKeys):
         return pki
@@ -172,7 +178,9 @@ def verify_case(
     max_sync_age = int(loaded.rules.get("I5", {}).get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
     try:
         messages = read_decoded(case.evidence_path) if case.evidence_path else iter(())
-        evidence = build_evidence(case.registry, messages, max_sync_age, _tap_keys(pki))
+        evidence = build_evidence(
+            case.registry, messages, max_sync_age, _tap_keys(pki), _cores(jobs)
+        )
     except EvidenceError as error:
         raise CaseError(str(error)) from None
     add_presences(evidence, door_presences(door.verified, case.registry))
@@ -326,7 +334,7 @@ def verify_store(
     loaded = profile if isinstance(profile, Profile) else load_profile(profile)
     case, messages, received = read_store_case(url, claims, orders, _window_start_ms(month))
     max_sync_age = int(loaded.rules.get("I5", {}).get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
-    evidence = build_evidence(case.registry, messages, max_sync_age, _tap_keys(pki))
+    evidence = build_evidence(case.registry, messages, max_sync_age, _tap_keys(pki), _cores(jobs))
     tolerance = int(loaded.rules.get("I5", {}).get("receive_tolerance_s", 300))
     evidence.issues.extend(clock_ahead_issues(received, tolerance))
     evidence.issues.extend(revoked_arrival_issues(url, received))

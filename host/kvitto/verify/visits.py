@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.evidence.cose import EvidenceError, read_messages, split_sign1
-from kvitto.evidence.events import Event, EventVerifier, verify_event
+from kvitto.evidence.events import Event, verify_event
+from kvitto.verify.audit import verified_events
 from kvitto.verify.case import Registry
 from kvitto.verify.reasons import Reason
 from kvitto.verify.taps import REFUSED, Proof, TapKeys, check_taps, weakest
@@ -170,24 +171,24 @@ def build_evidence(
     messages: Iterable[bytes] | Iterable[tuple[bytes, Any]],
     max_sync_age_s: int = DEFAULT_MAX_SYNC_AGE_S,
     tap_keys: TapKeys | None = None,
+    jobs: int = 1,
 ) -> Evidence:
     """Verify, de-duplicate, chain-check and pair a bundle's messages into presences.
 
-    `tap_keys`: the organisation's NTAG 424 keys, for badges registry.toml has no keys for."""
+    `tap_keys`: the organisation's NTAG 424 keys, for badges registry.toml has no keys for.
+    `jobs`: processes checking signatures (kvitto.verify.audit); the evidence is the same."""
     evidence = Evidence()
     per_device: dict[str, dict[int, Event]] = defaultdict(dict)
+    keys = {device.id: device.public_key for device in registry.devices.values()}
 
-    def public_key_of(device_id: str) -> bytes | None:
-        device = registry.devices.get(device_id)
-        return device.public_key if device is not None else None
+    def plain(items: Iterable[bytes] | Iterable[tuple[bytes, Any]]) -> Iterator[bytes]:
+        for message in items:
+            # (bytes, decoded envelope), the earlier read_decoded
+            yield message[0] if isinstance(message, tuple) else message
 
     # The fused check decides the usual message (this is the re-check rate bench/verify.py
     # measures); whatever it leaves undecided, verify_event decides and names.
-    verifier = EventVerifier(public_key_of)
-    for message in messages:
-        if isinstance(message, tuple):  # (bytes, decoded envelope), the earlier read_decoded
-            message = message[0]
-        event = verifier.event(message)
+    for message, event in verified_events(plain(messages), keys, jobs):
         if event is None:
             event = _strict_event(registry, message, evidence)
             if event is None:

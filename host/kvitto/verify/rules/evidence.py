@@ -72,12 +72,16 @@ def _clip(
 
 def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     """What the evidence shows for a claim (cached per claim and tolerance)."""
-    cached = facts.cache.get(("coverage", tolerance_minutes))
+    cached = facts.cache.get(tolerance_minutes)  # the float alone: no tuple made per call
     if cached is None:
-        cached = facts.cache[("coverage", tolerance_minutes)] = {}
+        cached = facts.cache[tolerance_minutes] = {}
     found = cached.get(claim.claim_id)
-    if found is not None:
-        return found
+    if found is None:
+        found = cached[claim.claim_id] = _coverage(facts, claim, tolerance_minutes)
+    return found
+
+
+def _coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     slack = timedelta(minutes=tolerance_minutes)
     e7 = facts.profile.active("E7")
     provider = facts.registry.staff_provider(claim.staff) if e7 else ""
@@ -85,11 +89,13 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     unknown: list[Presence] = []
     unregistered: list[Presence] = []
     refused: list[Presence] = []
-    cohabitants = [c for c in _households(facts).get(
-        facts.registry.household_of(claim.customer), []) if c != claim.customer]  # fmt: skip
+    household_of = facts.registry.household_of
+    cohabitants = [c for c in _households(facts).get(household_of(claim.customer), ())
+                   if c != claim.customer]  # fmt: skip
+    staff = claim.staff
 
     def counts(p: Presence) -> bool:
-        if p.staff and claim.staff and p.staff != claim.staff:
+        if p.staff and staff and p.staff != staff:
             return False
         if p.kind == "alarm":
             return False  # alarm-unit buttons carry no credential: only A1 uses them
@@ -107,25 +113,30 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
             return False
         return True
 
-    window = [
+    low, high = claim.start - slack, claim.end + slack
+    own = tuple(
         p
-        for p in _near(facts, claim.customer, claim.start - slack, claim.end + slack)
-        if p.end is None or p.end >= claim.start - slack
-    ]
-    result.own = tuple(p for p in window if counts(p))
-    result.own_minutes = _clip(result.own, claim.start, claim.end, slack)
-    # Only a presence at the claim's own door that covers the claim makes its proof this
-    # claim's concern: a cohabitant's device (E6) or a neighbouring visit is another claim's.
-    for p in result.own:
-        if p.proof == UNCHECKED and _clip((p,), claim.start, claim.end, slack) > 0:
-            facts.skip("E7", because("E7.proof_unchecked", detail=p.proof_reason), claim.claim_id)
-    result.unsynced = any(not p.synced for p in result.own)
-    household = list(result.own)
+        for p in _near(facts, claim.customer, low, high)
+        if (p.end is None or p.end >= low) and counts(p)
+    )
+    result.own = own
+    if own:
+        result.own_minutes = _clip(own, claim.start, claim.end, slack)
+        # Only a presence at the claim's own door that covers the claim makes its proof this
+        # claim's concern: a cohabitant's device (E6) or a neighbouring visit is another
+        # claim's.
+        for p in own:
+            if p.proof == UNCHECKED and _clip((p,), claim.start, claim.end, slack) > 0:
+                facts.skip(
+                    "E7", because("E7.proof_unchecked", detail=p.proof_reason), claim.claim_id
+                )
+        result.unsynced = not all(p.synced for p in own)
+    household = list(own)
     foreign = []
     for other in cohabitants:
-        for p in _near(facts, other, claim.start - slack, claim.end + slack):
+        for p in _near(facts, other, low, high):
             if p.own and p.role != "lock" and counts(p):
-                if p.start <= claim.end + slack and p.end and p.end >= claim.start - slack:
+                if p.start <= high and p.end and p.end >= low:
                     household.append(p)
                     foreign.append(p)
     if foreign:
@@ -139,7 +150,6 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
         result.unregistered = tuple(unregistered)
     if refused:
         result.refused = tuple(refused)
-    cached[claim.claim_id] = result
     return result
 
 
