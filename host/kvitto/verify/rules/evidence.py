@@ -82,16 +82,21 @@ def coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
 
 
 def _coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
-    slack = timedelta(minutes=tolerance_minutes)
+    slack = _SLACK.get(tolerance_minutes) or _SLACK.setdefault(
+        tolerance_minutes, timedelta(minutes=tolerance_minutes)
+    )
     e7 = facts.profile.active("E7")
     provider = facts.registry.staff_provider(claim.staff) if e7 else ""
     result = Coverage(claimed_minutes=claim.minutes)
     unknown: list[Presence] = []
     unregistered: list[Presence] = []
     refused: list[Presence] = []
-    household_of = facts.registry.household_of
-    cohabitants = [c for c in _households(facts).get(household_of(claim.customer), ())
-                   if c != claim.customer]  # fmt: skip
+    household = facts.registry.household_of(claim.customer)
+    cohabitants = (
+        [c for c in _households(facts).get(household, ()) if c != claim.customer]
+        if household != claim.customer
+        else ()  # lives alone: household_of gives the customer's own id
+    )
     staff = claim.staff
 
     def counts(p: Presence) -> bool:
@@ -114,11 +119,11 @@ def _coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
         return True
 
     low, high = claim.start - slack, claim.end + slack
-    own = tuple(
+    own = tuple([
         p
         for p in _near(facts, claim.customer, low, high)
         if (p.end is None or p.end >= low) and counts(p)
-    )
+    ])  # fmt: skip
     result.own = own
     if own:
         result.own_minutes = _clip(own, claim.start, claim.end, slack)
@@ -131,8 +136,8 @@ def _coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
                     "E7", because("E7.proof_unchecked", detail=p.proof_reason), claim.claim_id
                 )
         result.unsynced = not all(p.synced for p in own)
-    household = list(own)
-    foreign = []
+    household: list[Presence] = list(own) if cohabitants else []
+    foreign: list[Presence] = []
     for other in cohabitants:
         for p in _near(facts, other, low, high):
             if p.own and p.role != "lock" and counts(p):
@@ -169,7 +174,10 @@ def _households(facts: Facts) -> dict[str, list[str]]:
     return found
 
 
-_LONGEST_PRESENCE = timedelta(hours=24)  # a presence starting earlier than this is not near
+_LONGEST_PRESENCE = timedelta(hours=24)
+_SLACK: dict[
+    float, timedelta
+] = {}  # tolerance minutes → timedelta, made once  # a presence starting earlier than this is not near
 
 
 def _near(facts: Facts, customer: str, start: datetime, end: datetime) -> list[Presence]:
