@@ -2,6 +2,7 @@
 re-check rate of an offline case bundle against raw `cryptography` verification.
 
     .venv/bin/python bench/verify.py                 # 1k, 10k, 50k customers, 20k events
+    .venv/bin/python bench/verify.py --only rules --customers 1000 50000 --jobs 2
     .venv/bin/python bench/verify.py --customers 1000 10000 --events 5000
     .venv/bin/python bench/verify.py --profile huddinge
     .venv/bin/python bench/verify.py --only signatures --events 20000 --rounds 9
@@ -13,14 +14,18 @@ day's 12 claims repeated to N rows (every row overlapping its copies) and times
 customer-day than a day holds), and with that bound lifted for `--uncapped` rows, to show the
 rules' own work stays linear (sort and sweep, never pairwise).
 
-Part 1 builds claims, orders and presence intervals for N customers (~4 visits a day, a month,
-a few cohabiting households, some missing and short evidence) as plain data, then times
-`run_rules` + `billing_basis` on one core, each count in a process of its own, with that
-process's peak resident memory (building the month included; `--batch N` verifies N customers
-at a time). Part 2 signs a bundle with cbor2 + cryptography, writes it, and compares kvitto's read + verify + pair (build_evidence) with a bare loop of
-`Ed25519PublicKey.verify` over the same messages and keys, all on one core, by CPU time, in
-rounds interleaved part by part of the bundle (the machine is shared). Prints figures;
-asserts nothing.
+Part 1 (issue #21) judges a synthetic month of N customers (~4 visits a day, a few
+cohabiting households, some missing and short evidence) streamed household by household
+through kvitto.verify.month.judge_month, each unit made in the process that judges it (as a
+reader of the store would), on one process and on `--jobs` (default every core), each run in a
+fresh process: seconds and ms per customer (building the month included), peak memory (this
+process's peak plus jobs × the largest worker's: a bound on all of them at once), the speed-up
+1/N and a hash of the findings (equal for 1 and N). Part 2 signs a bundle with cbor2 +
+cryptography, writes it, and compares kvitto's read + verify + pair (build_evidence) with a
+bare loop of `Ed25519PublicKey.verify` over the same messages and keys, all on one core, by CPU
+time, in rounds interleaved part by part of the bundle (the machine is shared); then the
+offline audit on `--jobs` processes (kvitto.verify.audit) against raw verify per core × jobs,
+by wall clock. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -181,8 +186,11 @@ def household_unit(number: int, activity: str) -> Unit:
                 first.orders + second.orders, {**first.presences, **second.presences})  # fmt: skip
 
 
-def rules_month(count: int, profile_name: str, jobs: int) -> tuple[float, int, int, int, str]:
-    """(seconds, claims, findings, peak RSS of all processes in bytes, findings hash) of
+def rules_month(
+    count: int, profile_name: str, jobs: int
+) -> tuple[float, int, int, int, str, float]:
+    """(seconds, claims, findings, peak RSS of all processes in bytes, findings hash, CPU
+    seconds of all processes) of
     judging `count` customers streamed household by household over `jobs` processes, each unit
     made in the process that judges it. Run in a fresh process: the peak is this count's alone;
     the sum of this process's peak and `jobs` times the largest worker's bounds all of them."""
@@ -200,27 +208,30 @@ def rules_month(count: int, profile_name: str, jobs: int) -> tuple[float, int, i
         for _, finding in verdict.findings:
             digest.update(repr(finding).encode())
     elapsed = time.perf_counter() - started
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    peak = own + (workers * jobs if jobs > 1 else 0)
-    return elapsed, claims, findings, peak, digest.hexdigest()[:12]
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = (own.ru_maxrss + (workers.ru_maxrss * jobs if jobs > 1 else 0)) * 1024  # Linux: kB
+    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+    return elapsed, claims, findings, peak, digest.hexdigest()[:12], cpu
 
 
 def bench_rules(counts: list[int], profile_name: str, jobs: int) -> None:
     """Judge each count streamed unit by unit, on one process and on `jobs`, each run in a
-    fresh process (side by side, the machine is shared)."""
+    fresh process (side by side, the machine is shared). `cpu s`: CPU time of all processes;
+    `cpu/N` is the wall time N idle cores would need at best (the machine is shared)."""
     print(f"rules + billing, profile {profile_name}, October 2026, 4 visits a day, streamed "
           f"household by household; jobs=1 and jobs={jobs} ({os.cpu_count()} cores, load "
           f"{os.getloadavg()[0]:.1f})")  # fmt: skip
     print(f"{'customers':>10} {'jobs':>4} {'claims':>9} {'findings':>9} {'seconds':>8} "
-          f"{'ms/cust':>8} {'× 1st':>6} {'peak MB':>8} {'kB/cust':>8} {'1/N':>5}  hash")  # fmt: skip
+          f"{'ms/cust':>8} {'× 1st':>6} {'peak MB':>8} {'kB/cust':>8} {'1/N':>5} "
+          f"{'cpu s':>7} {'cpu/N':>6}  hash")  # fmt: skip
     first: dict[int, float] = {}
     spawn = multiprocessing.get_context("spawn")
     for count in counts:
         one = 0.0
         for run_jobs in sorted({1, jobs}):
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                elapsed, claim_count, finding_count, peak, digest = pool.submit(
+                elapsed, claim_count, finding_count, peak, digest, cpu = pool.submit(
                     rules_month, count, profile_name, run_jobs
                 ).result()
             per_customer = elapsed / count * 1e3
@@ -228,8 +239,8 @@ def bench_rules(counts: list[int], profile_name: str, jobs: int) -> None:
             one = one or elapsed
             print(f"{count:>10} {run_jobs:>4} {claim_count:>9} {finding_count:>9} "
                   f"{elapsed:>8.2f} {per_customer:>8.2f} {per_customer / first[run_jobs]:>6.2f} "
-                  f"{peak / 2**20:>8.0f} {peak / count / 1024:>8.1f} {one / elapsed:>5.2f}  "
-                  f"{digest}")  # fmt: skip
+                  f"{peak / 2**20:>8.0f} {peak / count / 1024:>8.1f} {one / elapsed:>5.2f} "
+                  f"{cpu:>7.1f} {cpu / run_jobs:>6.1f}  {digest}")  # fmt: skip
             sys.stdout.flush()
 
 
