@@ -91,10 +91,10 @@ def _coverage(facts: Facts, claim: Claim, tolerance_minutes: float) -> Coverage:
     unknown: list[Presence] = []
     unregistered: list[Presence] = []
     refused: list[Presence] = []
-    household = facts.registry.household_of(claim.customer)
+    home = facts.registry.household_of(claim.customer)
     cohabitants = (
-        [c for c in _households(facts).get(household, ()) if c != claim.customer]
-        if household != claim.customer
+        [c for c in _households(facts).get(home, ()) if c != claim.customer]
+        if home != claim.customer
         else ()  # lives alone: household_of gives the customer's own id
     )
     staff = claim.staff
