@@ -25,7 +25,9 @@ from test_rules_properties import PROFILES, claim_rows, month, presence_rows
 import kvitto.verify.month
 from kvitto.verify.case import Claim, Credential, Customer, Order, Registry
 from kvitto.verify.check import verify_case
+from kvitto.verify.incremental import findings_digest
 from kvitto.verify.month import Flow, Month, Unit, judge_month, merge_verdicts, units_of
+from kvitto.verify.reasons import entry_dict
 from kvitto.verify.rules import Facts, load_profile, run_rules
 from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import Evidence, Presence
@@ -56,10 +58,11 @@ def by_units(profile, registry, orders, claims, evidence, jobs=1):
 
 
 def digest(verdict) -> str:
+    """The findings hash (kvitto.verify.incremental's) and the rest of the verdict, in words."""
     document = {
-        "findings": [f.as_dict() for f in verdict.findings],
+        "findings": findings_digest(verdict.findings),
         "billing": verdict.billing,
-        "not_checked": verdict.not_checked,
+        "not_checked": [entry_dict(entry, "en") for entry in verdict.not_checked],
         "counts": verdict.counts,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()

@@ -2,7 +2,7 @@
 the month over a process pool, with results equal to one process.
 
     unit = Unit(("c-1001", "c-1002"), claims, orders, {"c-1001": [...], "c-1002": [...]})
-    verdict = judge_customer_month(profile, 2026, 10, registry, unit)   # the stable entry point
+    verdict = judge_unit(profile, 2026, 10, registry, unit)   # the stable entry point
     for verdict in judge_month(Month(profile, 2026, 10, registry), units, jobs=2): ...
     result = merge_verdicts(verdicts)    # findings in claims order, billing by customer
 
@@ -83,9 +83,7 @@ class Flow:
     most_customers_in_flight: int = 0
 
 
-def judge_customer_month(
-    profile: Profile, year: int, month: int, registry: Registry, unit: Unit
-) -> Verdict:
+def judge_unit(profile: Profile, year: int, month: int, registry: Registry, unit: Unit) -> Verdict:
     """Judge one unit (a customer, its household and the customers T2 ties it to) for a month:
     all the profile's rules and the billing basis, exactly as the whole month would judge
     these claims. Pure: nothing is read or written."""
@@ -220,7 +218,7 @@ LAZY_CLAIMS = 100  # what a lazy unit counts for in a batch: a customer's month,
 
 def _judge(month: Month, unit: Unit | Lazy) -> Verdict:
     made = unit if isinstance(unit, Unit) else unit()
-    return judge_customer_month(month.profile, month.year, month.month, month.registry, made)
+    return judge_unit(month.profile, month.year, month.month, month.registry, made)
 
 
 def _judge_batch(units: list[Unit | Lazy]) -> list[Verdict]:
