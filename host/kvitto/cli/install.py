@@ -78,7 +78,17 @@ def flash(
 @click.command()
 @PORT
 @click.option("--device", required=True, help="Device id, [a-z0-9-]{3,32}, e.g. tag-0042.")
-@click.option("--customer", required=True, help="Customer pseudonym, e.g. c-1001.")
+@click.option(
+    "--customer",
+    required=True,
+    multiple=True,
+    help="Customer pseudonym, e.g. c-1001; repeated with --building for an entrance lock.",
+)
+@click.option(
+    "--building",
+    default="",
+    help="Building pseudonym: a lock at the main entrance serving every --customer given.",
+)
 @click.option(
     "--role",
     required=True,
@@ -115,20 +125,26 @@ def flash(
 )
 @FORMAT
 def provision(
-    port, device, customer, role, board, store_url, pki_dir, broker_host, broker_port, tls,
+    port, device, customer, building, role, board, store_url, pki_dir, broker_host, broker_port, tls,
     household, mark, ntp, wifi_ssid, wifi_password, wifi_open, label_dir, no_reset,
     discard_journal, output_format,
 ) -> None:  # fmt: skip
     """Set up a device for a customer over its serial port (mpremote) and register it."""
     from pathlib import Path
 
+    from kvitto.errors import KvittoError
     from kvitto.install.flash import pick_port
     from kvitto.install.provision import Provisioning, run_provision
 
+    if building and role != "lock":
+        raise KvittoError(f"--building {building}: only a lock serves a building (--role lock)")
+    if len(customer) > 1 and not building:
+        raise KvittoError("several --customer: name the --building of the shared entrance lock")
     if wifi_ssid and not wifi_password and not wifi_open and sys.stdin.isatty():
         wifi_password = click.prompt(f"Wi-Fi password for {wifi_ssid}", hide_input=True)
     request = Provisioning(
-        port=pick_port(port), device=device, customer=customer, role=role, board=board,
+        port=pick_port(port), device=device, customer=customer[0], role=role, board=board,
+        building=building, customers=tuple(customer) if building else (),
         store_url=store_url, pki_dir=Path(pki_dir), broker_host=broker_host,
         broker_port=broker_port, broker_tls=tls, household=household,
         ntp=list(ntp) or ["pool.ntp.org"], wifi_ssid=wifi_ssid, wifi_password=wifi_password,

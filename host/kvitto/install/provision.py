@@ -134,6 +134,9 @@ class Provisioning:
     reset: bool = True
     preflight: bool = True  # kvitto.install.preflight: refuse a board short of memory first
     discard_journal: bool = False
+    # a shared entrance lock (issue #23, kvitto.store.entrance): its building and customers
+    building: str = ""
+    customers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -309,17 +312,22 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
                         f"registered device {old_device}; let the collector acknowledge them "
                         "(board online) or pass --discard-journal to drop them"
                     )
-            existing = registry.customer(request.customer)
-            if existing is None:
-                registry.add_customer(request.customer, household=request.household)
-            elif request.household and existing.household != request.household:
-                registry.add_customer(request.customer, request.household, existing.age_group)
-            registry.add_device(request.device, request.customer, request.role, public_key)
+            if request.building:
+                _register_entrance(registry, request, public_key)
+            else:
+                existing = registry.customer(request.customer)
+                if existing is None:
+                    registry.add_customer(request.customer, household=request.household)
+                elif request.household and existing.household != request.household:
+                    registry.add_customer(request.customer, request.household, existing.age_group)
+                registry.add_device(request.device, request.customer, request.role, public_key)
             registry.set_mqtt_account(request.device, password_hash(mqtt_password))
             customer = registry.customer(request.customer)
-            mark = request.mark or household_mark(
-                registry, request.customer, customer.household if customer else ""
-            )
+            mark = request.mark or (
+                "" if request.building else household_mark(
+                    registry, request.customer, customer.household if customer else ""
+                )
+            )  # fmt: skip
         discarded: tuple[int, str | None] = (0, None)
         if found.get("files") and old_device != request.device:
             cleared = console.run(_JOURNAL % (request.device, True))
@@ -357,6 +365,20 @@ def provision(request: Provisioning, console: DeviceConsole | None = None) -> Pr
     )
 
 
+def _register_entrance(registry: Any, request: Provisioning, public_key: bytes) -> None:
+    """A lock at a building's main entrance: its customers (new ones added), then the device
+    bound to the building and all of them."""
+    from kvitto.store.entrance import add_entrance_lock
+
+    if request.role != "lock":
+        raise KvittoError(f"{request.device}: only a lock serves a building")
+    for customer in request.customers:
+        if registry.customer(customer) is None:
+            registry.add_customer(customer)
+    add_entrance_lock(registry, request.device, request.building, list(request.customers),
+                      public_key)  # fmt: skip
+
+
 def run_provision(request: Provisioning, output_format: str) -> Provisioned:
     import click
 
@@ -365,7 +387,11 @@ def run_provision(request: Provisioning, output_format: str) -> Provisioned:
         click.echo(json.dumps(result.as_dict()))
         return result
     click.echo(f"{result.device}: key {result.public_key.hex()} (proof of possession verified)")
-    click.echo(f"registered for customer {result.customer} as {result.role}")
+    if request.building:
+        click.echo(f"registered for building {request.building} (customers "
+                   f"{', '.join(request.customers)}) as its entrance lock")  # fmt: skip
+    else:
+        click.echo(f"registered for customer {result.customer} as {result.role}")
     click.echo(f"wrote {result.config_path} on the board")
     count, old_device = result.discarded
     if count:

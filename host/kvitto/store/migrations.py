@@ -359,4 +359,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 PRIMARY KEY (scope, month, customer))""",
         ],
     ),
+    (
+        7,
+        "shared entrance locks: a lock bound to a building and the customers it serves",
+        [
+            # issue #23: a lock at a block's main entrance serves several customers. Its
+            # devices.customer is the first of them (the column references customers); the
+            # building and the whole list are here, and readers take the list (store.registry).
+            "ALTER TABLE devices ADD COLUMN building TEXT NOT NULL DEFAULT ''",
+            """CREATE TABLE device_customers (
+                device TEXT NOT NULL REFERENCES devices(id),
+                customer TEXT NOT NULL REFERENCES customers(id),
+                PRIMARY KEY (device, customer))""",
+        ],
+    ),
 ]

@@ -5,7 +5,8 @@
     registry.add_device("tag-0042", "c-1001", "tag", public_key, installed="2026-09-01")
 
 Pseudonyms only (FORMATS.md §3). A device is bound to one customer for good: binding it to
-another is refused. Revocation marks a row with its date; nothing is ever deleted, because
+another is refused. A shared entrance lock (issue #23) is bound to a building and the customers
+it serves instead (kvitto.store.entrance; its `customer` reads "", its `customers` the list). Revocation marks a row with its date; nothing is ever deleted, because
 evidence signed before the revocation still counts (RULES.md I1).
 """
 
@@ -68,6 +69,13 @@ class Device:
     public_key: bytes
     installed: str
     revoked: str = ""
+    building: str = ""  # a shared entrance lock's building; its customer is then ""
+    customers: tuple[str, ...] = ()  # the customers an entrance lock serves
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """The customers whose doors this device is at: its customer, or an entrance's list."""
+        return self.customers if self.building else (self.customer,)
 
     @property
     def revoked_at(self) -> int | None:
@@ -184,6 +192,11 @@ class Registry:
             if self.customer(customer) is None:
                 raise KvittoError(f"device {device_id}: customer {customer!r} is not registered")
             existing = self.device(device_id)
+            if existing is not None and existing.building:
+                raise KvittoError(
+                    f"device {device_id} is the entrance lock of building {existing.building}; "
+                    "it cannot be bound to one customer"
+                )
             if existing is not None:
                 if existing.customer != customer:
                     raise KvittoError(
@@ -222,16 +235,28 @@ class Registry:
 
     def device(self, device_id: str) -> Device | None:
         rows = self.store.execute(
-            "SELECT id, customer, role, public_key, installed, revoked FROM devices WHERE id = ?",
+            "SELECT id, customer, role, public_key, installed, revoked, building FROM devices "
+            "WHERE id = ?",
             (device_id,),
         )
-        return _device(rows[0]) if rows else None
+        return _device(rows[0], self._served()) if rows else None
 
     def devices(self) -> list[Device]:
         rows = self.store.execute(
-            "SELECT id, customer, role, public_key, installed, revoked FROM devices ORDER BY id"
+            "SELECT id, customer, role, public_key, installed, revoked, building FROM devices "
+            "ORDER BY id"
         )
-        return [_device(row) for row in rows]
+        served = self._served()
+        return [_device(row, served) for row in rows]
+
+    def _served(self) -> dict[str, tuple[str, ...]]:
+        """Entrance locks' customers by device (few rows: one per customer of a building)."""
+        served: dict[str, list[str]] = {}
+        for device, customer in self.store.execute(
+            "SELECT device, customer FROM device_customers ORDER BY device, customer"
+        ):
+            served.setdefault(device, []).append(customer)
+        return {device: tuple(customers) for device, customers in served.items()}
 
     # -- credentials ----------------------------------------------------------------------
 
@@ -375,6 +400,20 @@ class Registry:
                     raise KvittoError(f"{where}, field public_key: not hex") from None
                 device_id = _field(entry, "id", where)
                 try:
+                    if "building" in entry:
+                        from kvitto.store.entrance import add_entrance_lock
+
+                        add_entrance_lock(
+                            self,
+                            device_id,
+                            _field(entry, "building", where),
+                            _customer_list(entry, where),
+                            key,
+                            entry.get("installed") or None,
+                        )
+                        if entry.get("revoked"):
+                            self.revoke_device(device_id, str(entry["revoked"]))
+                        continue
                     self.add_device(
                         device_id,
                         _field(entry, "customer", where),
@@ -417,11 +456,21 @@ class Registry:
             if customer.age_group:
                 lines.append(f"age_group = {toml_string(customer.age_group)}")
             lines.append("")
+        written = None if customers is None else {c.id for c in customers}
         for device in self.devices() if devices is None else devices:
+            if device.building:
+                # an entrance lock: the customers it serves that this file holds (§3)
+                served = [c for c in device.customers if written is None or c in written]
+                bound = [
+                    f"building = {toml_string(device.building)}",
+                    "customers = [" + ", ".join(toml_string(c) for c in served) + "]",
+                ]
+            else:
+                bound = [f"customer = {toml_string(device.customer)}"]
             lines += [
                 "[[device]]",
                 f"id = {toml_string(device.id)}",
-                f"customer = {toml_string(device.customer)}",
+                *bound,
                 f"role = {toml_string(device.role)}",
                 f"public_key = {toml_string(device.public_key.hex())}",
                 f"installed = {toml_string(device.installed)}",
@@ -455,6 +504,13 @@ def _phone_key(entry: dict, where: str) -> bytes:
         raise KvittoError(f"{where}, field public_key: not hex") from None
 
 
+def _customer_list(entry: dict, where: str) -> list[str]:
+    value = entry.get("customers")
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+        raise KvittoError(f"{where}, field customers: a list of customer ids")
+    return value
+
+
 def _field(entry: dict, name: str, where: str) -> str:
     value = entry.get(name)
     if not isinstance(value, str) or not value:
@@ -468,9 +524,14 @@ def toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _device(row: tuple) -> Device:
-    device_id, customer, role, public_key, installed, revoked = row
-    return Device(device_id, customer, role, bytes(public_key), installed, revoked)
+def _device(row: tuple, served: dict[str, tuple[str, ...]]) -> Device:
+    device_id, customer, role, public_key, installed, revoked, building = row
+    if building:  # an entrance lock is no one customer's: the first stands in the column only
+        customer = ""
+    customers = served.get(device_id, ()) if building else ()
+    return Device(
+        device_id, customer, role, bytes(public_key), installed, revoked, building, customers
+    )
 
 
 def _credential(row: tuple) -> Credential:
@@ -490,7 +551,8 @@ def run_list(store_url: str, what: str, output_format: str) -> list[dict[str, An
     with open_store(store_url, create=False) as store:
         registry = Registry(store)
         if what == "devices":
-            rows = [{"device": d.id, "customer": d.customer, "role": d.role,
+            rows = [{"device": d.id, "customer": d.customer or f"{d.building}: "
+                     + ",".join(d.customers), "role": d.role,
                      "installed": d.installed, "revoked": d.revoked}
                     for d in registry.devices()]  # fmt: skip
         elif what == "staff":

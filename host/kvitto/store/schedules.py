@@ -25,13 +25,14 @@ DEFAULT_TOLERANCE_MIN = 15
 
 
 def lock_customers(store: Store, device_id: str) -> list[str]:
-    """The customers whose planned visits open this lock."""
+    """The customers whose planned visits open this lock: its customer, or all the customers
+    of a shared entrance lock (its schedule is the union of their windows)."""
     device = Registry(store).device(device_id)
     if device is None:
         raise KvittoError(f"device {device_id!r} is not registered")
     if device.role != "lock":
         raise KvittoError(f"device {device_id!r} is a {device.role}: only a lock has a schedule")
-    return [device.customer]
+    return list(device.served)
 
 
 def planned_windows(

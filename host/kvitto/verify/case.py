@@ -57,6 +57,10 @@ class Device:
     public_key: bytes
     installed: date | None = None
     revoked: date | None = None
+    # A shared entrance lock (issue #23): its building and the customers it serves; customer
+    # is then "". Its events are access records, never presence (RULES E6, kvitto.verify.visits).
+    building: str = ""
+    customers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,12 +348,22 @@ def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
             raise CaseError(
                 f"{_where(source, line, 'id')}: {device_id!r} is not [a-z0-9-]{{3,32}}"
             )
-        customer = string(item, line, "customer")
-        if customer not in registry.customers:
-            raise CaseError(f"{_where(source, line, 'customer')}: unknown customer {customer!r}")
+        building = string(item, line, "building", required=False)
+        served: tuple[str, ...] = ()
+        if building:
+            customer = ""
+            served = _served(item, registry, source, line)
+        else:
+            customer = string(item, line, "customer")
+            if customer not in registry.customers:
+                raise CaseError(
+                    f"{_where(source, line, 'customer')}: unknown customer {customer!r}"
+                )
         role = string(item, line, "role")
         if role not in DEVICE_ROLES:
             raise CaseError(f"{_where(source, line, 'role')}: {role!r} is not tag, lock or alarm")
+        if building and role != "lock":
+            raise CaseError(f"{_where(source, line, 'building')}: only a lock serves a building")
         key_text = string(item, line, "public_key")
         try:
             public_key = bytes.fromhex(key_text)
@@ -368,6 +382,8 @@ def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
             public_key=public_key,
             installed=_date(item.get("installed", ""), source, line, "installed"),
             revoked=_date(item.get("revoked", ""), source, line, "revoked"),
+            building=building,
+            customers=served,
         )
     for line, item in entries("credential"):
         credential_id = string(item, line, "id").lower()
@@ -389,6 +405,19 @@ def parse_registry(raw: str, source: str = "registry.toml") -> Registry:
             **_credential_keys(item, kind, source, line),
         )
     return registry
+
+
+def _served(item: dict[str, Any], registry: Registry, source: str, line: int) -> tuple[str, ...]:
+    """An entrance lock's `customers`: a list of the bundle's customers (may be empty: a
+    bundle of one provider holds only its own customers of the building)."""
+    value = item.get("customers")
+    where = _where(source, line, "customers")
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise CaseError(f"{where}: must be a list of customer ids")
+    for customer in value:
+        if customer not in registry.customers:
+            raise CaseError(f"{where}: unknown customer {customer!r}")
+    return tuple(value)
 
 
 # Optional key material per credential kind: field -> (kind, length in bytes).

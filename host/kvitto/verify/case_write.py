@@ -34,10 +34,15 @@ def format_registry(registry: Registry) -> str:
             out.append(f"age_group = {toml_string(customer.age_group)}")
         out.append("")
     for device in registry.devices.values():
+        if device.building:
+            served = ", ".join(toml_string(c) for c in device.customers)
+            bound = [f"building = {toml_string(device.building)}", f"customers = [{served}]"]
+        else:
+            bound = [f"customer = {toml_string(device.customer)}"]
         out += [
             "[[device]]",
             f"id = {toml_string(device.id)}",
-            f"customer = {toml_string(device.customer)}",
+            *bound,
             f"role = {toml_string(device.role)}",
             f'public_key = "{device.public_key.hex()}"',
             f'installed = "{_fmt_date(device.installed)}"',

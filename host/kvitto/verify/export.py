@@ -103,7 +103,7 @@ def export_case(
         if missing:
             raise KvittoError(f"customers not in the registry: {', '.join(missing)}")
     names = {c.id for c in customers}
-    devices = [d for d in registry.devices() if d.customer in names]
+    devices = [d for d in registry.devices() if names.intersection(d.served)]
     credentials = registry.credentials(provider)
     out.mkdir(parents=True, exist_ok=True)
     count = 0

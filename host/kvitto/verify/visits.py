@@ -12,6 +12,8 @@ Pairs: arrive→depart per credential (tag or lock device), unlock→lock per cr
 alarm_checkin→alarm_checkout per alarm call (alarm unit). An unpaired arrival is an open visit.
 Each tap's credential proof (NTAG 424 SUN, phone answer; kvitto.verify.taps) is checked: a visit with a
 refused end is kept with `proof = "refused"` and its reason, and the rules never count it.
+A shared entrance lock's pairs (a building's main door, issue #23) are access records: kept in
+`Evidence.entrance`, never a customer's presence (RULES E6; E1 names them when nothing else shows).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Presence:
     device: str
     role: str  # tag | lock | alarm (the device's role)
     kind: str  # visit (arrive/depart) | lock (unlock/lock) | alarm (check-in/check-out)
+    # | entrance (a shared entrance lock's passage: Evidence.entrance only, never presence)
     credential: str  # hex credential id; "" for alarm-unit buttons (no credential)
     staff: str  # from the registry; "" when the credential is unknown
     provider: str
@@ -82,6 +85,7 @@ class Evidence:
     issues: list[Issue] = field(default_factory=list)
     events: int = 0  # verified, de-duplicated events
     by_customer: dict[str, list[Presence]] = field(default_factory=dict)
+    entrance: list[Presence] = field(default_factory=list)  # access records, never presence
 
     def for_customer(self, customer: str) -> list[Presence]:
         return self.by_customer.get(customer, [])
@@ -275,6 +279,9 @@ def build_evidence(
             why = proof.reason.text("en") if proof.reason else ""
             evidence.issues.append(Issue("E7", device_id, seq, f"not evidence: {why}"))
     for device_id, usable in usable_of.items():
+        if registry.devices[device_id].building:
+            evidence.entrance.extend(_passages(registry, device_id, usable))
+            continue  # E6: a building's entrance is no customer's door, whatever it opened
         for presence in _pair(registry, device_id, usable, evidence, proofs):
             evidence.presences.append(presence)
             if presence.credential and not presence.registered:
@@ -316,6 +323,31 @@ def _replace_customer(presence: Presence, customer: str) -> Presence:
     from dataclasses import replace
 
     return replace(presence, customer=customer, own=False)
+
+
+def _passages(registry: Registry, device_id: str, items: list[Timed]) -> Iterator[Presence]:
+    """A shared entrance lock's credentialed unlocks and arrivals, each a moment (start = end):
+    who passed the building's door, an access record; no departure is expected there."""
+    device = registry.devices[device_id]
+    for item in items:
+        event = item.event
+        if event.type not in ("unlock", "arrive") or not event.cred or item.time is None:
+            continue
+        credential = registry.credentials.get(event.cred.hex())
+        yield Presence(
+            customer="",
+            device=device_id,
+            role=device.role,
+            kind="entrance",
+            credential=event.cred.hex(),
+            staff=credential.staff if credential else "",
+            provider=credential.provider if credential else "",
+            registered=credential is not None and not _revoked_by(credential.revoked, item.time),
+            start=item.time,
+            end=item.time,
+            synced=item.synced,
+            own=False,
+        )
 
 
 _PAIR_KIND = {

@@ -223,7 +223,7 @@ def _judge(
     registry_rows = StoreRegistry(store)
     wanted = set(scope)
     chosen_customers = [c for c in registry_rows.customers() if c.id in wanted]
-    devices = [d for d in registry_rows.devices() if d.customer in wanted]
+    devices = [d for d in registry_rows.devices() if wanted.intersection(d.served)]
     registry = parse_registry(
         registry_rows.to_toml(chosen_customers, devices, registry_rows.credentials()),
         f"store registry of {provider}",

@@ -4,7 +4,8 @@
     seen = coverage(facts, claim, tolerance_minutes=2)
     seen.own_minutes, seen.where   # minutes of the claim covered by the customer's own door
 
-Only evidence from the customer's own tag (or the household's lock) counts (E6); with E7 only
+Only evidence from the customer's own tag (or the household's lock) counts (E6): a building's
+shared entrance lock never does, and a claim it alone shows gets E1's `entrance_only`; with E7 only
 registered, non-revoked credentials of the claim's provider count. A visit whose tap proof was
 refused (a forged or replayed NTAG 424 SUN, a phone answer that does not verify; kvitto.verify.taps)
 never counts; E7 (or E1 without it) names the event and why. A proof the bundle has no keys
@@ -302,6 +303,14 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             continue
         if _foreign_or_unregistered(facts, cover):
             continue  # E6 or E7 reports it, with the reason
+        entrance = _entrance_passages(facts, claim, tolerance)
+        if entrance and not cover.refused:
+            findings.append(
+                Finding(claim.claim_id, claim.customer, "E1", "reject", 0,
+                        because("E1.entrance_only", when=when, staff=claim.staff or "?",
+                                activity=facts.name_of(claim.activity), devices=entrance))
+            )  # fmt: skip
+            continue
         findings.append(
             Finding(
                 claim.claim_id,
@@ -326,6 +335,21 @@ def e1_tag_required(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             )  # fmt: skip
         )
     return findings
+
+
+def _entrance_passages(facts: Facts, claim: Claim, tolerance: float) -> str:
+    """The shared entrance locks serving the claim's customer that the claim's staff passed
+    during the claim ("" if none): access records, named so the report says why they do not
+    count (RULES E6, issue #23)."""
+    slack = timedelta(minutes=tolerance)
+    found = {
+        p.device
+        for p in facts.evidence.entrance
+        if claim.start - slack <= p.start <= claim.end + slack
+        and (not claim.staff or p.staff == claim.staff)
+        and claim.customer in facts.registry.devices[p.device].customers
+    }
+    return ", ".join(sorted(found))
 
 
 def _foreign_or_unregistered(facts: Facts, cover: Coverage) -> bool:

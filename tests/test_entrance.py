@@ -1,0 +1,160 @@
+"""A shared entrance lock (issue #23, Haninge 003 "digitalt lås vid huvudentrén"): one `lock` bound
+to a building and the customers it serves. In the registry and its registry.toml it names the
+building and its customers; its schedule is the union of their visit windows; and in `kvitto
+verify` its events are access records, never presence evidence for any customer (RULES E6): a
+claim only the entrance shows has no evidence at the apartment, and the reason says so."""
+
+from __future__ import annotations
+
+import pytest
+from collect_support import FakeDevice
+from verify_support import run, standard
+
+from kvitto.errors import KvittoError
+from kvitto.store.db import open_store
+from kvitto.store.entrance import add_entrance_lock
+from kvitto.store.registry import Registry
+from kvitto.store.schedules import schedule_x
+from kvitto.verify.case import parse_registry
+
+NOW = 1_796_000_000_000  # ms
+HOUR = 3_600_000
+BUILDING = ["c-1001", "c-1002", "c-1003"]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/kvitto.db")
+    registry = Registry(store)
+    for customer in [*BUILDING, "c-2001"]:
+        registry.add_customer(customer)
+    add_entrance_lock(registry, "lock-b7", "b-7", BUILDING, FakeDevice("lock-b7").public_key)
+    registry.add_device("tag-0042", "c-1001", "tag", FakeDevice("tag-0042").public_key)
+    yield registry
+    store.close()
+
+
+def test_an_entrance_lock_is_the_buildings_not_one_customers(registry):
+    device = registry.device("lock-b7")
+    assert device is not None
+    assert (device.building, device.customers, device.customer) == ("b-7", tuple(BUILDING), "")
+    assert device.served == tuple(BUILDING)
+    # the same again changes nothing; one more customer of the building is added
+    key = device.public_key
+    add_entrance_lock(registry, "lock-b7", "b-7", [*BUILDING, "c-2001"], key)
+    assert registry.device("lock-b7").customers == (*BUILDING, "c-2001")
+    with pytest.raises(KvittoError, match="bound to b-7"):
+        add_entrance_lock(registry, "lock-b7", "b-9", ["c-1001"], key)
+    with pytest.raises(KvittoError, match="entrance lock of building b-7"):
+        registry.add_device("lock-b7", "c-1001", "lock", key)
+    with pytest.raises(KvittoError, match="bound to customer c-1001"):
+        add_entrance_lock(
+            registry, "tag-0042", "b-7", ["c-1001"], FakeDevice("tag-0042").public_key
+        )
+    with pytest.raises(KvittoError, match="not registered"):
+        add_entrance_lock(registry, "lock-b8", "b-8", ["c-9999"], key)
+
+
+def test_registry_toml_round_trip_names_building_and_customers(registry, tmp_path):
+    text = registry.to_toml()
+    assert 'building = "b-7"' in text and 'customers = ["c-1001", "c-1002", "c-1003"]' in text
+    case = parse_registry(text)
+    assert case.devices["lock-b7"].building == "b-7"
+    assert case.devices["lock-b7"].customers == tuple(BUILDING)
+    assert case.devices["lock-b7"].customer == ""
+    # a bundle of some customers names only those of the building it holds
+    some = [c for c in registry.customers() if c.id == "c-1002"]
+    part = registry.to_toml(some, [registry.device("lock-b7")], [])
+    assert parse_registry(part).devices["lock-b7"].customers == ("c-1002",)
+    # and a store reads it back as it was
+    other = Registry(open_store(f"sqlite:///{tmp_path}/other.db"))
+    (tmp_path / "registry.toml").write_text(text)
+    other.import_toml(tmp_path / "registry.toml")
+    assert other.device("lock-b7") == registry.device("lock-b7")
+    other.store.close()
+
+
+def test_a_bad_entrance_in_a_case_bundle_is_one_line_naming_the_field():
+    base = '[[customer]]\nid = "c-1001"\n\n[[device]]\nid = "lock-b7"\nbuilding = "b-7"\n'
+    key = 'public_key = "' + "00" * 32 + '"\n'
+    with pytest.raises(
+        KvittoError, match=r"registry.toml line 4, field customers: unknown customer"
+    ):
+        parse_registry(base + 'customers = ["c-404"]\nrole = "lock"\n' + key)
+    with pytest.raises(KvittoError, match=r"building.*only a lock"):
+        parse_registry(base + 'customers = ["c-1001"]\nrole = "tag"\n' + key)
+
+
+def test_the_entrance_schedule_is_the_union_of_its_customers_windows(registry):
+    rows = [
+        ("c-1001", NOW + HOUR, NOW + 2 * HOUR),
+        ("c-1002", NOW + 5 * HOUR, NOW + 6 * HOUR),
+        ("c-1003", NOW + 9 * HOUR, NOW + 10 * HOUR),
+        ("c-2001", NOW + 3 * HOUR, NOW + 4 * HOUR),  # not in the building
+    ]
+    registry.store.executemany(
+        "INSERT INTO plan (provider, customer, start_at, end_at, activities, imported_at) "
+        "VALUES ('p-1', ?, ?, ?, 'omsorg', 0)",
+        rows,
+    )
+    x = schedule_x(registry.store, "lock-b7", NOW, days=1, tolerance_s=0)
+    assert x["w"] == [
+        [(NOW + h * HOUR) // 1000, (NOW + (h + 1) * HOUR) // 1000] for h in (1, 5, 9)
+    ]
+
+
+def entrance_bundle(tmp_path):
+    """c-1001 (own tag-0042), c-1002 and c-1003 in building b-7 with entrance lock lock-b7."""
+    b = standard(tmp_path, profile_activity="omsorg")
+    b.customer("c-1002")
+    b.customer("c-1003")
+    b.order("c-1002", "omsorg")
+    b.device("lock-b7", "c-1002", role="lock")
+    original = b.registry_toml
+
+    def registry_toml() -> str:
+        # the builder binds a device to one customer: the entrance is the building's
+        one = 'id = "lock-b7"\ncustomer = "c-1002"'
+        text = original()
+        assert one in text
+        return text.replace(
+            one, 'id = "lock-b7"\nbuilding = "b-7"\ncustomers = ["c-1001", "c-1002", "c-1003"]'
+        )
+
+    b.registry_toml = registry_toml  # type: ignore[method-assign]
+    return b
+
+
+def test_entrance_events_are_never_presence_for_any_customer(tmp_path):
+    b = entrance_bundle(tmp_path)
+    # s-07 passes the entrance, and its lock records what an apartment lock records for a
+    # visit (unlock by the credential, relock, the same credential's lock on leaving): counted
+    # as a lock's visit this would cover the claim at c-1002
+    b.event("lock-b7", "unlock", "2026-10-01T07:59", "s-07", {"via": "badge"})
+    b.event("lock-b7", "lock", "2026-10-01T08:00")
+    b.event("lock-b7", "unlock", "2026-10-01T08:41", "s-07", {"via": "badge"})
+    b.event("lock-b7", "lock", "2026-10-01T08:42", "s-07", {"via": "badge"})
+    b.claim("k-1", "c-1002", "s-07", "omsorg", "2026-10-01T08:00", "2026-10-01T08:40")
+    # at c-1001 the apartment's own tag shows the visit: the entrance changes nothing there
+    b.event("lock-b7", "unlock", "2026-10-01T09:58", "s-07", {"via": "badge"})
+    b.visit("tag-0042", "s-07", "2026-10-01T10:00", "2026-10-01T10:30")
+    b.claim("k-2", "c-1001", "s-07", "omsorg", "2026-10-01T10:00", "2026-10-01T10:30")
+    # another staff member's claim at c-1003 the entrance shows nothing of: the plain reason
+    b.credential("s-08")
+    b.claim("k-3", "c-1003", "s-08", "omsorg", "2026-10-01T08:00", "2026-10-01T08:40")
+    result = run(b, "haninge")
+
+    assert result.evidence is not None
+    for customer in ("c-1001", "c-1002", "c-1003", ""):
+        assert all(p.device != "lock-b7" for p in result.evidence.for_customer(customer))
+    assert len(result.evidence.entrance) == 3
+    assert not [i for i in result.evidence.issues if i.device == "lock-b7"]
+
+    (finding,) = result.findings_for("k-1")
+    assert (finding.rule, finding.outcome, finding.payable_minutes) == ("E1", "reject", 0)
+    assert finding.why.code == "E1.entrance_only"
+    assert "lock-b7" in finding.text("en") and "apartment" in finding.text("en")
+    assert "huvudentrén" in finding.text("sv")
+    assert result.findings_for("k-2") == []
+    (plain,) = result.findings_for("k-3")
+    assert plain.why.code == "E1.no_evidence"
