@@ -14,7 +14,9 @@ when it closes after being opened, or `relock_ms` after an unlock nobody used; a
 changes only through signed `allow`/`revoke` commands (FORMATS.md §2) and works offline.
 With a `policy` (device.roles.lockpolicy, issue #23) an allowed credential unlocks only when
 the policy says so (a visit window, a one-off grant, the fallback); its unlock and deny events
-then carry the policy's `reason` and the configured `fallback`.
+then carry the policy's `reason` and the configured `fallback`. While an alarm grant runs, the
+credentials of the provider on alarm duty it names open whatever the schedule, allowlisted or
+not: the unlock's reason is `alarm` and its `alarm` the alarm call event's name.
 """
 
 import os
@@ -128,7 +130,8 @@ class Lock:
         """One credential at the reader: unlock, register arrival, or deny. `extra` is the
         tap's proof (an NTAG 424 SUN, a phone's nonce and answer): every event of the tap
         carries it, so the host can check a lock's taps as it checks a tag's."""
-        if cred not in self.allowlist:
+        alarm = self.policy.alarm_for(cred) if self.policy is not None else None
+        if alarm is None and cred not in self.allowlist:
             self.emit("deny", cred, self._why(_fields(via, extra), "unknown"))
             self._show("refused")
             return "deny"
@@ -141,7 +144,9 @@ class Lock:
             return "depart"
         strike = self.locked and not self.door_open
         reason = None
-        if strike and self.policy is not None:
+        if strike and alarm is not None:
+            reason = "alarm"  # an open alarm: the provider on alarm duty, whatever the schedule
+        elif strike and self.policy is not None:
             opens, reason = self.policy.decide()
             if not opens:  # allowed, but no visit is due: the door stays shut
                 self.emit("deny", cred, self._why(_fields(via, extra), reason))
@@ -155,7 +160,10 @@ class Lock:
             self.emit("arrive", cred, _fields("lock", extra))
             self._show("arrive")
             return "arrive"
-        self.emit("unlock", cred, self._why(_fields(via, extra), reason))
+        x = self._why(_fields(via, extra), reason)
+        if alarm is not None:
+            x["alarm"] = alarm  # the alarm and the unlock linked in the evidence
+        self.emit("unlock", cred, x)
         self._unlock()
         self._show("arrive")
         return "unlock"

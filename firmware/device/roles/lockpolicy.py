@@ -8,6 +8,11 @@ holds no schedule it can use. Only the lock role imports it (device.roles.wiring
 
 `decide(now, schedule, grants, fallback)` is the whole rule as a pure function; the Lock asks
 it on every tap by an allowed credential and the property test holds the Lock to it.
+
+An alarm grant (a `window` naming an `alarm` event and the `creds` of the provider on alarm
+duty) is apart from that rule: while it runs, those credentials open whatever the schedule
+(`alarm_for(cred)` -> the alarm event's name, which the unlock carries); the host sends the
+same alarm again with `end` at the check-out to close it.
 """
 
 import json
@@ -20,6 +25,9 @@ _MAX_WINDOWS = const(128)  # a week of visits, several a day; the command stays 
 _MAX_GRANTS = const(8)
 _MAX_TOLERANCE_S = const(7200)
 _MAX_SPAN_S = const(86400)  # no planned visit or one-off grant is longer than a day
+_MAX_ALARMS = const(4)  # open alarm grants held at once
+_MAX_ALARM_CREDS = const(32)  # credentials of the provider on alarm duty in one grant
+_MAX_ALARM_REF = const(40)  # "alarm-0301 #17": the alarm call event's name
 
 
 class PolicyError(Exception):
@@ -97,15 +105,19 @@ class Policy:
         self.now = now
         self.schedule = None
         self.grants = []
+        self.alarms = []  # [start, end, alarm event name, [credential id hex, ...]]
         try:
             with open(path) as file:
                 held = json.loads(file.read())
             schedule = held.get("schedule")
             self.schedule = None if schedule is None else check_schedule(schedule)
             self.grants = [_span(grant) for grant in held.get("grants", [])]
-        except (OSError, ValueError, AttributeError, PolicyError):
+            self.alarms = [
+                _span(a[:2]) + [str(a[2]), [str(c) for c in a[3]]] for a in held.get("alarms", [])
+            ]
+        except (OSError, ValueError, AttributeError, TypeError, IndexError, PolicyError):
             # never had one (a new install), or a file no lock wrote: the fallback decides
-            self.schedule, self.grants = None, []
+            self.schedule, self.grants, self.alarms = None, [], []
 
     def decide(self):
         return decide(self.now(), self.schedule, self.grants, self.fallback)
@@ -122,12 +134,44 @@ class Policy:
         self._save()
         return len(schedule["w"])
 
+    def alarm_for(self, cred):
+        """The alarm event's name if an open alarm grant lets `cred` in now, else None."""
+        now = self.now()
+        if now is None or cred is None or not self.alarms:
+            return None
+        hexed = bytes(cred).hex()
+        for start, end, ref, creds in self.alarms:
+            if start <= now <= end and hexed in creds:
+                return ref
+        return None
+
+    def _on_alarm(self, x, grant):
+        ref, creds = x.get("alarm"), x.get("creds", [])
+        if not isinstance(ref, str) or not 0 < len(ref) <= _MAX_ALARM_REF:
+            raise PolicyError("alarm must name the alarm event (1-%d chars)" % _MAX_ALARM_REF)
+        if not isinstance(creds, (list, tuple)) or len(creds) > _MAX_ALARM_CREDS:
+            raise PolicyError("creds: at most %d credential ids" % _MAX_ALARM_CREDS)
+        for cred in creds:
+            if not isinstance(cred, (bytes, bytearray)) or len(cred) != 16:
+                raise PolicyError("a credential id must be 16 bytes")
+        now = self.now()
+        # the same alarm again replaces it (its check-out closes it); spent ones are dropped
+        alarms = [a for a in self.alarms if a[2] != ref and (now is None or a[1] >= now)]
+        if len(alarms) >= _MAX_ALARMS:
+            alarms.pop(0)
+        alarms.append(grant + [ref, [bytes(c).hex() for c in creds]])
+        self.alarms = alarms
+        self._save()
+
     def on_window(self, x):
-        """A verified `window` command: a one-off grant [start, end] (an unplanned visit)."""
+        """A verified `window` command: a one-off grant [start, end] (an unplanned visit), or
+        with `alarm` and `creds` an alarm grant for the provider on alarm duty."""
         for key in x:
-            if key not in ("start", "end"):
+            if key not in ("start", "end", "alarm", "creds"):
                 raise PolicyError("unknown field %s" % key)
         grant = _span([x.get("start"), x.get("end")])
+        if "alarm" in x or "creds" in x:
+            return self._on_alarm(x, grant)
         now = self.now()
         grants = [g for g in self.grants if now is None or g[1] >= now]  # drop the spent ones
         if len(grants) >= _MAX_GRANTS:
@@ -139,5 +183,6 @@ class Policy:
     def _save(self):
         temporary = self.path + ".new"
         with open(temporary, "w") as file:
-            file.write(json.dumps({"schedule": self.schedule, "grants": self.grants}))
+            file.write(json.dumps({"schedule": self.schedule, "grants": self.grants,
+                                   "alarms": self.alarms}))
         os.rename(temporary, self.path)

@@ -18,6 +18,7 @@ from typing import Any
 
 import cbor2
 
+from kvitto.collect.alarm_access import grant_alarms
 from kvitto.errors import KvittoError
 from kvitto.evidence.cose import (
     STORED_UINT_MAX,
@@ -358,6 +359,9 @@ class Intake:
                 outcome.touched.setdefault(device, False)
             if rejects:
                 self.store.quarantine(rejects)
+            # issue #23: an alarm call opens the customer's locks for the provider on alarm
+            # duty, its check-out closes them; queued with the events, in one transaction
+            grant_alarms(self.store, (r for new in new_by_device.values() for r in new.values()))
         outcome.committed_at = time.monotonic()
         outcome.rejected = len(rejects)
         outcome.quarantined = rejects

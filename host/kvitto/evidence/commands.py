@@ -75,10 +75,14 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
         _check_schedule_x(x)
     elif command_type == "window":
         # issue #23: a one-off grant [start, end] (Unix seconds) for an unplanned visit
-        _only(x, command_type, "start", "end")
+        # or, naming an `alarm` event and the `creds` of the provider on alarm duty, an alarm
+        # grant (kvitto.collect.alarm_access)
+        _only(x, command_type, "start", "end", "alarm", "creds")
         _x_field(x, "start", "uint")
         _x_field(x, "end", "uint")
         _check_span(x["start"], x["end"])
+        if "alarm" in x or "creds" in x:
+            _check_alarm_grant(x)
     elif command_type == "config":
         # the settings a device lets a command change (firmware device/board/config_check.py COMMAND_SETTINGS)
         if not x:
@@ -101,6 +105,23 @@ def _check_command_x(command_type: str, x: Mapping[str, Any]) -> None:
 SCHEDULE_MAX_WINDOWS = 128
 SCHEDULE_MAX_TOLERANCE_S = 7200
 WINDOW_MAX_S = 86400
+
+
+ALARM_MAX_CREDS = 32
+ALARM_REF_MAX = 40
+
+
+def _check_alarm_grant(x: Mapping[str, Any]) -> None:
+    ref, creds = x.get("alarm"), x.get("creds")
+    if not isinstance(ref, str) or not 0 < len(ref) <= ALARM_REF_MAX:
+        raise FieldType(
+            f"payload key 10 (x): 'alarm' must name the alarm event (1-{ALARM_REF_MAX})"
+        )
+    if not isinstance(creds, (list, tuple)) or len(creds) > ALARM_MAX_CREDS:
+        raise FieldType(f"payload key 10 (x): 'creds' must list at most {ALARM_MAX_CREDS} ids")
+    for cred in creds:
+        if not isinstance(cred, bytes) or len(cred) != 16:
+            raise FieldType(f"x: creds entry {cred!r} is not a 16-byte credential id")
 
 
 def _check_span(start: int, end: int) -> None:

@@ -193,7 +193,7 @@ def _only(x: Mapping[str, Any], event_type: str, *names: str) -> None:
 
 
 # issue #23 (docs/formats.md §1.3): why a lock opened or refused, and its fallback
-LOCK_REASONS = frozenset({"window", "grant", "fallback", "outside_window", "unknown"})
+LOCK_REASONS = frozenset({"window", "grant", "fallback", "outside_window", "unknown", "alarm"})
 LOCK_FALLBACKS = frozenset({"open_for_allowed", "deny"})
 
 
@@ -228,7 +228,9 @@ def _check_x(event_type: str, x: dict[str, Any]) -> None:
             _x_field(x, "sun", "bytes", required=False)
     elif event_type in ("unlock", "lock", "deny"):
         _x_field(x, "via", "text", required=False)
-        _lock_tap_proof(event_type, x, "reason", "fallback")
+        _lock_tap_proof(event_type, x, "reason", "fallback", "alarm")
+        # an unlock for the provider on alarm duty names the alarm call event (issue #23)
+        _x_field(x, "alarm", "text", required=False)
         for name, allowed in (("reason", LOCK_REASONS), ("fallback", LOCK_FALLBACKS)):
             if name in x and x[name] not in allowed:
                 raise FieldType(
@@ -319,6 +321,7 @@ def _x_shapes() -> dict[str, dict[tuple[str, ...], tuple[Any, ...]]]:
     via = dict(
         [shape(via=_TEXT, **proof) for proof in proofs]
         + [shape(via=_TEXT, **proof, **policy) for proof in proofs]
+        + [shape(via=_TEXT, **proof, **policy, alarm=_TEXT) for proof in proofs]
     )
     alarm = dict([shape(alarm=_UINT)])
     return {

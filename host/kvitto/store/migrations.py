@@ -361,7 +361,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         7,
-        "shared entrance locks: a lock bound to a building and the customers it serves",
+        "shared entrance locks (building, customers); the provider on alarm duty",
         [
             # issue #23: a lock at a block's main entrance serves several customers. Its
             # devices.customer is the first of them (the column references customers); the
@@ -371,6 +371,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 device TEXT NOT NULL REFERENCES devices(id),
                 customer TEXT NOT NULL REFERENCES customers(id),
                 PRIMARY KEY (device, customer))""",
+            # issue #23: while a customer's alarm is open, the locks of the customer open for
+            # the credentials of the provider on alarm duty in the municipality (the
+            # customer's provider's) (kvitto.collect.alarm_access)
+            "ALTER TABLE providers ADD COLUMN alarm_duty INTEGER NOT NULL DEFAULT 0",
         ],
     ),
 ]

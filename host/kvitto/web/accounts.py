@@ -177,8 +177,12 @@ def end_session(store: Store, session_id: str) -> None:
         store.execute("DELETE FROM sessions WHERE id_hash = ?", (_digest(session_id),))
 
 
-def add_provider(store: Store, provider: str, municipality: str) -> None:
-    """A provider and the municipality (profile name) whose rules judge it."""
+def add_provider(
+    store: Store, provider: str, municipality: str, alarm_duty: bool | None = None
+) -> None:
+    """A provider and the municipality (profile name) whose rules judge it; `alarm_duty`: it
+    answers the municipality's safety alarms, and an open alarm opens its customers' locks to
+    its credentials (kvitto.collect.alarm_access); None leaves that as it was."""
     from kvitto.verify.rules import load_profile
 
     load_profile(municipality)  # an unknown profile fails here, with the profile's message
@@ -187,6 +191,10 @@ def add_provider(store: Store, provider: str, municipality: str) -> None:
         "ON CONFLICT (id) DO UPDATE SET municipality = excluded.municipality",
         (provider, municipality),
     )
+    if alarm_duty is not None:
+        store.execute(
+            "UPDATE providers SET alarm_duty = ? WHERE id = ?", (int(alarm_duty), provider)
+        )
 
 
 def assign_customers(store: Store, provider: str, customers: list[str]) -> None:

@@ -131,14 +131,20 @@ def provider() -> None:
 @click.argument("provider_id")
 @click.option("--municipality", required=True, help="Profile name: huddinge, norrtalje, …")
 @click.option("--customer", "customers", multiple=True, help="A customer it serves (repeatable).")
+@click.option(
+    "--alarm-duty/--no-alarm-duty",
+    default=None,
+    help="It answers the municipality's safety alarms: an open alarm opens the customer's "
+    "locks to its credentials.",
+)
 @_STORE
-def provider_add(provider_id, municipality, customers, store_url) -> None:
+def provider_add(provider_id, municipality, customers, alarm_duty, store_url) -> None:
     """Add a provider (or move it to another municipality) and assign customers to it."""
     from kvitto.store.db import open_store
     from kvitto.web.accounts import add_provider, assign_customers
 
     with open_store(store_url, create=False) as store:
-        add_provider(store, provider_id, municipality)
+        add_provider(store, provider_id, municipality, alarm_duty)
         assign_customers(store, provider_id, list(customers))
     click.echo(f"provider {provider_id}: {municipality}, {len(customers)} customers assigned")
 

@@ -1,0 +1,149 @@
+"""Alarm-opened access (issue #23) on virtual boards through a real Mosquitto: while the
+customer's alarm is open (call stored, no check-out yet) the customer's lock opens for a
+credential of the provider on alarm duty, whatever the schedule and though it is not on the
+allowlist; the unlock names the alarm call event; the check-out closes it again. The collector
+queues the grants (kvitto.collect.alarm_access); the firmware keeps them (lockpolicy)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from app_support import missing_firmware
+from test_lock_schedule import run as cli
+
+from kvitto.collect.collector import Collector
+from kvitto.install.enroll import enroll_badge
+from kvitto.install.pki import ensure_org
+from kvitto.install.provision import Provisioning, provision
+from kvitto.sim.board import VirtualBoard
+from kvitto.store.db import open_store
+from kvitto.store.keys import load_command_key
+from kvitto.store.registry import Registry
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
+)
+
+LOCK, ALARM = "lock-0201", "alarm-0301"
+CARE, DUTY = "04a1b2c3", "04d4e5f6"  # the customer's provider's staff; the alarm duty's
+
+
+def door(board: VirtualBoard, uid: str) -> tuple[str, dict]:
+    """Tap `uid` once and return the door's decision (unlock or deny) as (type, x)."""
+    journal = board.events()
+    after = max([e["seq"] for e in journal[-1:]] + [0])
+    time.sleep(1.6)  # a new tap, not the last one held
+    board.tap("badge", uid)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = [e for e in board.events(after + 1) if e["type"] in ("unlock", "deny")]
+        if found:
+            if found[0]["type"] == "unlock":
+                time.sleep(0.8)  # relock_ms=500, and the visit open: the next tap departs
+                board.tap("badge", uid)
+                time.sleep(1.6)
+            return found[0]["type"], found[0]["x"]
+        time.sleep(0.05)
+    raise AssertionError(f"no door decision; log:\n{board.log_tail()}")
+
+
+def wait_outbox(store, device: str, count: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    rows = []
+    while time.monotonic() < deadline:
+        rows = store.outbox(device=device)
+        if len(rows) >= count and all(row.done_at is not None for row in rows):
+            return rows
+        time.sleep(0.1)
+    raise AssertionError(f"{device}: {[(r.id, r.type, r.state) for r in rows]}")
+
+
+def test_an_open_alarm_opens_the_lock_for_the_alarm_duty_until_check_out(tmp_path, mosquitto):
+    pki = tmp_path / "pki"
+    org = ensure_org(pki)
+    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
+    open_store(store_url).close()
+    broker = (mosquitto.host, mosquitto.port)
+    lock = VirtualBoard(tmp_path / "lock", LOCK, "lock", broker=broker, provision=False,
+                        proxy=False)  # fmt: skip
+    alarm = VirtualBoard(tmp_path / "alarm", ALARM, "alarm", broker=broker, provision=False,
+                         proxy=False)  # fmt: skip
+    with lock, alarm:
+        for board, device, role in ((lock, LOCK, "lock"), (alarm, ALARM, "alarm")):
+            board.wait_ready(60, app=False)
+            provision(
+                Provisioning(
+                    port=board.serial_port, device=device, customer="c-1001", role=role,
+                    board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
+                    broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels",
+                    reset=False,
+                )
+            )  # fmt: skip
+            board.reset()
+        lock.wait_ready(60)
+        alarm.wait_ready(60)
+        store = open_store(store_url)
+        enroll_badge(Registry(store), org.credential_salt, CARE, "s-07", "p-1")
+        enroll_badge(Registry(store), org.credential_salt, DUTY, "s-90", "p-larm")
+        cli("provider", "add", "p-1", "--municipality", "haninge", "--customer", "c-1001",
+            "--store", store_url)  # fmt: skip
+        cli("provider", "add", "p-larm", "--municipality", "haninge", "--alarm-duty",
+            "--store", store_url)  # fmt: skip
+        collector = Collector(
+            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
+        )
+        collector.start()
+        try:
+            collector.wait_ready()
+            base = ["--store", store_url, "--device", LOCK]
+            cli("command", "allow", *base, "--staff", "s-07")  # the duty's badge is not
+            cli("command", "time", *base)
+            cli("command", "time", "--store", store_url, "--device", ALARM)
+            cli("command", "config", *base, "relock_ms=500")
+            # the customer's next planned visit is this afternoon: no window now
+            later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3)
+            (tmp_path / "plan.csv").write_text(
+                "customer,start,end,activities\n"
+                f"c-1001,{later.isoformat()},{(later + timedelta(minutes=30)).isoformat()},omsorg\n"
+            )
+            cli("import-plan", str(tmp_path / "plan.csv"), "--provider", "p-1",
+                "--store", store_url)  # fmt: skip
+            cli("command", "schedule", *base, "--days", "1", "--tolerance-min", "5")
+            wait_outbox(store, LOCK, 4)
+            wait_outbox(store, ALARM, 1)
+            kind, x = door(lock, DUTY)
+            assert (kind, x["reason"]) == ("deny", "unknown")  # no alarm: not allowlisted
+            kind, x = door(lock, CARE)
+            assert (kind, x["reason"]) == ("deny", "outside_window")
+
+            alarm.press("alarm_call")
+            grant = wait_outbox(store, LOCK, 5)[-1]
+            assert grant.type == "window" and grant.state == "applied"
+            calls = [row for row in store.events(ALARM) if row[2] == "alarm_call"]
+            (call,) = calls
+            assert grant.x["alarm"] == f"{ALARM} #{call[1]}"
+            kind, x = door(lock, DUTY)
+            assert (kind, x["reason"], x["alarm"]) == ("unlock", "alarm", grant.x["alarm"])
+            kind, x = door(lock, CARE)  # the customer's own provider: still its schedule
+            assert (kind, x["reason"]) == ("deny", "outside_window")
+
+            alarm.press("green")
+            time.sleep(0.5)
+            alarm.press("yellow")
+            closing = wait_outbox(store, LOCK, 6)[-1]
+            assert closing.x["alarm"] == grant.x["alarm"] and closing.x["creds"] == []
+            assert closing.state == "applied"
+            kind, x = door(lock, DUTY)
+            assert (kind, x["reason"]) == ("deny", "unknown")
+
+            # the collector took every event, the alarm unlock with its link among them
+            time.sleep(1.0)
+            assert store.execute("SELECT COUNT(*) FROM quarantine")[0][0] == 0
+            stored = [row[2] for row in store.events(LOCK)]
+            assert stored.count("unlock") == 1 and stored.count("deny") == 4
+        finally:
+            collector.stop()
+            collector.store.close()
+            store.close()
