@@ -229,7 +229,7 @@ class App:
             if value is not None:
                 report[name] = value
         if self.hal.has_input("tamper"):
-            report["tamper"] = bool(self.hal.input("tamper").value())
+            report["tamper"] = int(self.hal.input("tamper").value())  # 1: open (x holds no bool)
         return report
 
     def _report_due(self):

@@ -28,7 +28,7 @@ _MAX_WATCHDOG_MS = const(60000)
 CHIPS = ("esp32", "esp32s3", "sim")
 HALS = ("machine", "sim")
 ROLES = ("tag", "lock", "alarm")
-INPUTS = ("door", "exit", "alarm_call", "green", "yellow")
+INPUTS = ("door", "exit", "alarm_call", "green", "yellow", "tamper")
 # Each role needs these parts of a board; the check names the missing one.
 ROLE_NEEDS = {
     "tag": (),

@@ -23,7 +23,7 @@ _BUTTON_STABLE_MS = const(30)
 
 class Alarm:
     def __init__(self, emit, call_input=None, green=None, yellow=None, feedback=None,
-                 answer_ms=_ANSWER_MS, clock=None):
+                 answer_ms=_ANSWER_MS, clock=None, tamper=None):
         self.emit = emit
         self.feedback = feedback
         self.answer_ms = answer_ms
@@ -32,6 +32,7 @@ class Alarm:
         self.unanswered = {}  # call number -> ticks of the call, until checked in or overdue
         self.overdue = []  # calls recorded as not answered in time (still open for check-in)
         self.current = None  # the call staff checked in to
+        self.tamper = tamper  # device.roles.tamper, where the board has a tamper input
         self._inputs = []
         for source, action in ((call_input, self.call), (green, self.checkin),
                                (yellow, self.checkout)):
@@ -71,6 +72,8 @@ class Alarm:
                 pass
 
     def poll(self):
+        if self.tamper is not None:
+            self.tamper.poll()
         for debounced, action in self._inputs:
             if debounced.update() is True:
                 action()

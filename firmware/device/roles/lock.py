@@ -100,7 +100,8 @@ class Lock:
     """Lock role logic over a relay and two inputs; `clock` is injectable for tests."""
 
     def __init__(self, relay, door, exit_button, emit, allowlist, feedback=None, mode="pulse",
-                 pulse_ms=3000, relock_ms=8000, clock=None, policy=None, door_open_ms=300000):
+                 pulse_ms=3000, relock_ms=8000, clock=None, policy=None, door_open_ms=300000,
+                 tamper=None):
         self.relay = relay
         self.policy = policy
         self.door_open_ms = door_open_ms  # held open this long: one more door_open, with held_s
@@ -120,6 +121,7 @@ class Lock:
         self.present = []  # credential ids whose visit at this door is open (arrival order)
         self._unlocked_at = 0
         self._relay_on = False
+        self.tamper = tamper  # device.roles.tamper, where the board has a tamper input
         relay.set(False)
 
     @property
@@ -206,6 +208,8 @@ class Lock:
     def poll(self):
         """Door contact, exit button, end of the strike pulse, relock. Call every ~20 ms."""
         now = self.clock()
+        if self.tamper is not None:
+            self.tamper.poll()
         change = self.door.update()
         if change is True:
             self.emit("door_open", None, None)

@@ -11,6 +11,12 @@ a tag's heap never holds it.
 def build(app, board, board_hal, root, answer_ms=None):
     """The role's object on `app.lock` or `app.alarm`, fed by the board's relay and inputs."""
     settings = app.settings
+    tamper = None
+    if app.role in ("lock", "alarm") and board_hal.has_input("tamper"):
+        # issue #23: a tamper switch, polled with the role's inputs (device.roles.tamper)
+        from device.roles.tamper import Tamper
+
+        tamper = Tamper(board_hal.input("tamper"), app.record, clock=app.clock.ticks)
     if app.role == "lock":
         from device.roles.lock import Allowlist, Lock
         from device.roles.lockpolicy import Policy
@@ -22,14 +28,15 @@ def build(app, board, board_hal, root, answer_ms=None):
                         app.record, Allowlist(root + "/allow.bin" if root else "allow.bin"),
                         app.feedback, mode=relay["mode"], pulse_ms=relay["pulse_ms"],
                         relock_ms=settings["lock"]["relock_ms"], clock=app.clock.ticks,
-                        policy=policy, door_open_ms=settings["lock"]["door_open_s"] * 1000)
+                        policy=policy, door_open_ms=settings["lock"]["door_open_s"] * 1000,
+                        tamper=tamper)
     elif app.role == "alarm":
         from device.roles.alarm import Alarm
 
         app.alarm = Alarm(app.record, board_hal.input("alarm_call"), board_hal.input("green"),
                           board_hal.input("yellow"), app.feedback,
                           answer_ms=answer_ms or settings["alarm"]["answer_s"] * 1000,
-                          clock=app.clock.ticks)
+                          clock=app.clock.ticks, tamper=tamper)
 
 
 def add_lock_commands(app, handlers):

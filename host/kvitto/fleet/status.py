@@ -29,7 +29,7 @@ SILENT_INTERVALS = 2  # silent for more than this many report intervals: alert
 BACKLOG_LIMIT = 100  # unsent events in the device's journal above this: alert
 CLOCK_LIMIT_S = 86400  # no clock sync for more than a day: alert
 READER_FAILED = "failed"
-ALERTS = ("silent", "reader", "backlog", "clock", "version", "door")
+ALERTS = ("silent", "reader", "backlog", "clock", "version", "door", "tamper")
 _LOOK_BACK = 200  # health events read back per device to find its newest report
 
 
@@ -48,6 +48,7 @@ class DeviceStatus:
     report_up_s: int | None = None
     update: str = ""  # the newest update step the device journaled: "valid 0.2.0", "refused hash"
     door_held_s: int | None = None  # a lock's door reported held open and not closed since
+    tampered: bool = False  # the newest signed `tamper` event says open (issue #23)
     alerts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,7 +114,21 @@ def alerts_of(status: DeviceStatus, now: int, current: tuple[int, ...] | None,
             raised.append("version")
     if status.door_held_s is not None:
         raised.append("door")
+    if status.tampered:
+        raised.append("tamper")
     return raised
+
+
+def _tampered(store: Store, device: str) -> bool:
+    """Whether the device's newest `tamper` event says its housing is open (issue #23)."""
+    rows = store.execute(
+        "SELECT message FROM events WHERE device = ? AND type = 'tamper' ORDER BY seq DESC LIMIT 1",
+        (device,),
+    )
+    if not rows:
+        return False
+    x = decode_payload(split_sign1(bytes(rows[0][0]))[2]).x
+    return bool(x and x.get("open"))
 
 
 def _door_held(store: Store, device: str) -> int | None:
@@ -151,6 +166,7 @@ def fleet_status(store: Store, now_ms: int, current: str | None = None,
         newest, status.update = _newest(store, device.id)
         if device.role == "lock":
             status.door_held_s = _door_held(store, device.id)
+        status.tampered = _tampered(store, device.id)
         if newest is not None:
             seq, received_at, up_ms, x = newest
             status.report, status.report_seq = x, seq

@@ -131,6 +131,7 @@ class VirtualBoard:
         heap: str = "2M",
         flash: Path | None = None,
         idf_heap: str | None = None,
+        board: Path | None = None,
     ):
         self.workdir = Path(workdir).resolve()  # the board process runs inside it
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +141,7 @@ class VirtualBoard:
         # ESP-IDF's heap as the board's esp32.idf_heap_info reports it (firmware/sim/esp32.py):
         # "INTERNAL_KIB" or "INTERNAL_KIB,PSRAM_KIB" free
         self.idf_heap = idf_heap
+        self.board = Path(board).resolve() if board is not None else BOARDS / "sim.json"
         # an existing image (e.g. from `kvitto image`) is mounted as it is, like a flashed board
         self.flash = Path(flash).resolve() if flash is not None else self.workdir / "flash.img"
         self.log_path = self.workdir / "board.log"
@@ -190,7 +192,7 @@ class VirtualBoard:
         env = dict(os.environ)
         env.update(
             MICROPYPATH=micropython_path(),
-            KVITTO_BOARD=str(BOARDS / "sim.json"),
+            KVITTO_BOARD=str(self.board),
             KVITTO_FLASH=str(self.flash),
             KVITTO_CONTROL=str(self.control_path),
             KVITTO_SERIAL="stdio",
