@@ -255,3 +255,14 @@ def test_an_entrance_lock_on_a_virtual_board_opens_in_any_customers_window(tmp_p
             collector.stop()
             collector.store.close()
             store.close()
+
+
+def test_an_entrance_event_marks_every_customer_of_the_building_for_judging(registry):
+    from kvitto.store.db import EventRow
+    from kvitto.store.stale import touch_events
+
+    t = NOW // 1000
+    row = EventRow("lock-b7", 1, 1, 0, t, 0, "unlock", None, b"", b"", NOW)
+    touch_events(registry.store, [row])
+    marked = {c for (c,) in registry.store.execute("SELECT DISTINCT customer FROM touched")}
+    assert marked == set(BUILDING)

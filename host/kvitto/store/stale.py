@@ -77,27 +77,38 @@ def event_marks(customer: str, t: int | None, received_at: int) -> list[tuple[st
 
 
 def touch_events(store: Store, rows: Sequence[EventRow]) -> int:
-    """Mark the customer-months of newly stored events (by their device's customer)."""
+    """Mark the customer-months of newly stored events (by their device's customer; a shared
+    entrance lock's, issue #23, by each customer it serves: its events give their claims a
+    reason, E1 entrance_only)."""
     if not rows:
         return 0
     devices = sorted({row.device for row in rows})
-    owner: dict[str, str] = {}
+    owner: dict[str, list[str]] = {}
     for start in range(0, len(devices), 500):
         chunk = devices[start : start + 500]
         found = store.execute(
             f"SELECT id, customer FROM devices WHERE id IN ({', '.join('?' * len(chunk))})",
             tuple(chunk),
         )
-        owner.update({str(device): str(customer) for device, customer in found})
+        owner.update({str(device): [str(customer)] for device, customer in found})
+        served: dict[str, list[str]] = {}
+        for device, customer in store.execute(
+            f"SELECT device, customer FROM device_customers WHERE device IN "
+            f"({', '.join('?' * len(chunk))})",
+            tuple(chunk),
+        ):
+            served.setdefault(str(device), []).append(str(customer))
+        owner.update(served)
     marks: list[tuple[str, str, str]] = []
     seen: set[tuple[str, int | None, int]] = set()
     for row in rows:
-        customer = owner.get(row.device, "")
-        # events of one device within an hour mark the same months
-        key = (customer, None if row.t is None else row.t // 3600, row.received_at // 3_600_000)
-        if customer and key not in seen:
-            seen.add(key)
-            marks += event_marks(customer, row.t, row.received_at)
+        for customer in owner.get(row.device, ()):
+            # events of one device within an hour mark the same months
+            hour = None if row.t is None else row.t // 3600
+            key = (customer, hour, row.received_at // 3_600_000)
+            if key not in seen:
+                seen.add(key)
+                marks += event_marks(customer, row.t, row.received_at)
     return touch(store, marks)
 
 
