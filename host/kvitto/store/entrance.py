@@ -68,7 +68,7 @@ def add_entrance_lock(
                 )
         else:
             # devices.customer references customers: the first one stands there; readers
-            # take the building's list (migration 6)
+            # take the building's list (migration 7)
             registry.store.execute(
                 "INSERT INTO devices (id, customer, role, public_key, installed, revoked, "
                 "building) VALUES (?, ?, 'lock', ?, ?, '', ?)",
