@@ -159,6 +159,14 @@ def test_entrance_events_are_never_presence_for_any_customer(tmp_path):
     (plain,) = result.findings_for("k-3")
     assert plain.why.code == "E1.no_evidence"
 
+    # judged over two processes, unit by unit, the same
+    from kvitto.verify.check import verify_case
+
+    spread = verify_case(tmp_path, "haninge", "2026-10", jobs=2)
+    assert [(f.claim_id, f.rule, f.why) for f in spread.findings] == [
+        (f.claim_id, f.rule, f.why) for f in result.findings
+    ]
+
 
 def test_an_entrance_lock_on_a_virtual_board_opens_in_any_customers_window(tmp_path, mosquitto):
     """Through a real Mosquitto to the real firmware: provisioned for building b-7 with three

@@ -47,6 +47,9 @@ class Unit:
     orders: list[Order]
     presences: dict[str, list[Presence]]
     positions: list[int] = field(default_factory=list)
+    # passages of the shared entrance locks serving its customers: never presence, only the
+    # reason a claim they alone show has no evidence at the apartment (issue #23, E1)
+    entrance: list[Presence] = field(default_factory=list)
 
 
 @dataclass
@@ -87,7 +90,7 @@ def judge_unit(profile: Profile, year: int, month: int, registry: Registry, unit
     """Judge one unit (a customer, its household and the customers T2 ties it to) for a month:
     all the profile's rules and the billing basis, exactly as the whole month would judge
     these claims. Pure: nothing is read or written."""
-    evidence = Evidence(by_customer=unit.presences)
+    evidence = Evidence(by_customer=unit.presences, entrance=unit.entrance)
     facts = Facts(profile, year, month, registry, unit.claims, unit.orders, evidence)
     findings = run_rules(facts)
     positions = unit.positions or range(len(unit.claims))
@@ -150,7 +153,11 @@ def units_of(
             orders=[o for c in everyone for o in orders_of.get(c, [])],
             presences={c: evidence.by_customer[c] for c in everyone if c in evidence.by_customer},
             positions=positions,
-        )
+            entrance=[
+                p for p in evidence.entrance
+                if not set(registry.devices[p.device].customers).isdisjoint(customers)
+            ],
+        )  # fmt: skip
 
 
 def _cohabitants(registry: Registry, customers: Iterable[str]) -> Iterator[tuple[str, str]]:
