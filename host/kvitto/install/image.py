@@ -177,11 +177,19 @@ def source_name(relative: str) -> str:
     return name.removesuffix(".__init__")
 
 
+def mpy_cross_options(relative: str) -> list[str]:
+    """mpy-cross's options for the module at `relative` (e.g. device/evidence/journal.py), for
+    every image and the bench alike: its source name, and no line-number tables. A stock
+    firmware copies each function's bytecode into the heap, line tables included (about 4% of
+    the tag's heap, issue #26); a traceback still names the module and the function."""
+    return ["-X", "no-source-lines", "-s", source_name(relative)]
+
+
 def compile_module(source: Path, name: str, arch: str, workdir: Path) -> bytes:
     """The .mpy of one module; `name` is its path in the image (e.g. device/evidence/journal.py),
-    `source_name(name)` what tracebacks show."""
+    compiled with mpy_cross_options(name)."""
     out = workdir / (name.replace("/", "_") + ".mpy")
-    command = [*mpy_cross_command(), f"-march={arch}", "-s", source_name(name)]
+    command = [*mpy_cross_command(), f"-march={arch}", *mpy_cross_options(name)]
     result = subprocess.run(
         [*command, "-o", str(out), str(source)],
         capture_output=True,
