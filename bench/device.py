@@ -4,6 +4,7 @@ its code on the heap and without, and tap-to-feedback time on the software path 
 
     .venv/bin/python bench/device.py                          # every role, both placements
     .venv/bin/python bench/device.py --roles tag --taps 6     # quicker
+    .venv/bin/python bench/device.py --breakdown              # where the tag's stock heap goes
 
 The heap figure is the smallest `-X heapsize` (1 KiB steps) in which a scripted scenario ends as
 it does with 4 MiB: every tap answered, every event journaled, and (with a Mosquitto installed)
@@ -41,7 +42,11 @@ slack and the link's buffers and signatures in flight counted at their 64-bit si
 `--roles` to hold tag and tag-nolink, and run for each place; `--no-32bit` skips them. The lock
 and alarm roles get the same kind of bound (their own extra modules imported alone on both
 ports), and one line sums up the stock-firmware figure per role (.mpy files on the filesystem,
-32-bit): what provisioning's pre-flight (kvitto.install.preflight.ROLE_HEAP_KIB) asks of a board.
+32-bit): what provisioning's pre-flight (kvitto.install.preflight.ROLE_HEAP_KIB) asks of a board;
+another the same for code in ROMFS (a firmware with a ROMFS partition, which no stock ESP32 build
+has). Where the stock figure goes: the tag role's firmware modules in the order its run imports
+them, each imported alone from .mpy files on both ports (`--breakdown` prints only that, in
+seconds).
 """
 
 from __future__ import annotations
@@ -680,8 +685,9 @@ def main() -> None:
             print(
                 "interned names (qstr pools and their text, of the sim and bench script too): "
                 + "; ".join(qstr_rows)
-                + ". The pool grows by doubling: a few dozen more names can cost a new pool of "
-                "twice the last one. A frozen build keeps its modules' names in flash."
+                + ". The pool grows by doubling (here six pools hold 1260 names, the seventh "
+                "1280 more): a few names more can cost a new pool of twice the last one, and "
+                "the block for it. A frozen build keeps its modules' names in flash."
             )
         tag_fs, _ = needs.get(("tag", "fs"), (None, 0))
         tag_rom, tag_sim = needs.get(("tag", "rom"), (None, 0))
@@ -703,6 +709,7 @@ def main() -> None:
         if isinstance(package, str):
             print(f"32-bit port: not measured ({package})")
         stock32: dict[str, float] = {}  # role: 32-bit bound, .mpy files on the filesystem
+        romfs32: dict[str, float] = {}  # role: 32-bit bound, code in ROMFS (names on the heap)
         places = args.places.split(",")
         for place, code, image in (("rom", romfs, image_kib), ("fs", compiled, 0)):
             tag, sim = needs.get(("tag", place), (None, 0))
@@ -722,6 +729,8 @@ def main() -> None:
                     print(f"{label} role on a 32-bit port, {where}: at most {bound:.0f} KiB")
                 if place == "fs":
                     stock32 = {"tag": tag32, **bounds}
+                else:
+                    romfs32 = {"tag": tag32, **bounds}
         if isinstance(package, Path) and "tag" in args.roles.split(",") and "fs" in places:
             breakdown(package, runner, compiled)
         if stock32:
@@ -732,6 +741,14 @@ def main() -> None:
                 + ", ".join(f"{label} {kib:.0f} KiB" for label, kib in stock32.items())
                 + f"; the tag role {verdict} the {GOAL_STOCK_TAG_KIB} KiB goal "
                 "(kvitto.install.preflight.ROLE_HEAP_KIB keeps these figures)."
+            )
+        if romfs32:
+            print(
+                "ROMFS (code in flash), 32-bit port, heap per role at most: "
+                + ", ".join(f"{label} {kib:.0f} KiB" for label, kib in romfs32.items())
+                + "; measured with the image mounted by vfs.VfsRom and its size taken off. No "
+                "stock ESP32 build has a ROMFS partition (docs/decisions.md, issue #26): this is "
+                "the figure for a firmware built with one, not for stock firmware."
             )
         print(
             "min heap = least -X heapsize that ran the scenario; data = min heap - ROMFS image "
