@@ -60,7 +60,7 @@ def test_psram_board_on_stock_firmware_passes():
 
 def test_a_wrover_flashed_without_spiram_support_is_told_which_firmware():
     # ESP32_GENERIC (no SPIRAM) on a WROVER: the PSRAM is unused, the heap as a plain ESP32's,
-    # with Wi-Fi and TLS to the broker (with Wi-Fi alone its 125 KiB of room would just do)
+    # with Wi-Fi and TLS to the broker (with Wi-Fi alone its 125 KiB of room is near the need)
     result = judge(PLAIN_STOCK, "tag", "p", load_board("esp32-wrover"), True, True)
     assert not result.ok
     assert "esp32-wrover has 4096 KiB of PSRAM but this firmware does not use it" in result.line()
