@@ -34,6 +34,13 @@ ACTIVITY = '[activity.226]\nname = "Omsorg"\ncategory = "hemtjanst"\nwhere = "ta
          "['tillsynx']"),
         (ACTIVITY + "[rules.D3]\nfields = ['registred_at']\n", "key rules.D3.fields:",
          "expected names among registered_at"),
+        # issue #23: a lock's settings in the profile
+        ("[lock]\nfallback = 'sometimes'\n", "key lock.fallback:", "string 'sometimes'"),
+        ("[lock]\ntolerance_min = 500\n", "key lock.tolerance_min:",
+         "expected a whole number from 0 to 120, found integer 500"),
+        ("[lock]\ndoor_open_s = '300'\n", "key lock.door_open_s:", "string '300'"),
+        ("[lock]\ndoor_open_s = 5\n", "key lock.door_open_s:", "from 10 to 86400"),
+        ("[lock]\ntolerance = 15\n", "key lock.tolerance:", "not a known key"),
     ],
 )  # fmt: skip
 def test_malformed_profile_value_exits_2_naming_file_and_key(tmp_path, body, key, found):

@@ -82,6 +82,16 @@ class Activity:
     service: bool = False  # a service activity (B3: service-only customers)
 
 
+@dataclass(frozen=True)
+class LockSettings:
+    """A profile's [lock] table (issue #23): what the municipality's locks do around a visit.
+    The defaults are kvitto's, used where the profile's document says nothing."""
+
+    tolerance_min: int = 15  # a planned visit opens the door this many minutes either side
+    fallback: str = "open_for_allowed"  # no usable schedule: open_for_allowed | deny
+    door_open_s: int = 300  # a door held open this long is a door_open event and an alert
+
+
 @dataclass
 class Profile:
     name: str
@@ -93,6 +103,7 @@ class Profile:
     # Rules the profile's document states that kvitto does not judge (RULES.md "not_checked"):
     # each {rule, source, reason, reason_sv}, always in the report.
     not_checked: list[dict[str, str]] = field(default_factory=list)
+    lock: LockSettings = field(default_factory=LockSettings)
 
     def active(self, rule: str) -> bool:
         return rule in self.rules
@@ -151,6 +162,7 @@ def load_profile(name: str) -> Profile:
         rules=rules,
         path=path,
         not_checked=[dict(entry) for entry in data.get("not_checked", [])],
+        lock=LockSettings(**{k: v for k, v in data.get("lock", {}).items() if k != "source"}),
     )
 
 
@@ -213,6 +225,10 @@ _TOP = {"name": "str", "municipality": "str", "source": "str"}
 _ACTIVITY_KEYS = {"name": "str", "category": "str", "where": tuple(sorted(WHERE)),
                   "arrive_and_depart": "bool", "frame": "bool", "service": "bool"}  # fmt: skip
 _NOT_CHECKED_KEYS = {"rule": "str", "source": "str", "reason": "str", "reason_sv": "str"}
+# [lock] (issue #23): the bounds the schedule command and the lock's config.json accept
+_LOCK_KEYS = {"source": "str", "tolerance_min": "int", "fallback": ("deny", "open_for_allowed"),
+              "door_open_s": "int"}  # fmt: skip
+_LOCK_RANGES = {"tolerance_min": (0, 120), "door_open_s": (10, 86400)}
 
 
 def _shown(value: Any) -> str:
@@ -269,7 +285,7 @@ def check_profile(data: dict[str, Any], source: str) -> None:
             if not _fits(schema[key], value):
                 fail(where, _expect(schema[key]), value)
 
-    known_top = set(_TOP) | {"activity", "rules", "not_checked"}
+    known_top = set(_TOP) | {"activity", "rules", "not_checked", "lock"}
     for key in data:
         if key not in known_top:
             raise ProfileError(
@@ -306,6 +322,13 @@ def check_profile(data: dict[str, Any], source: str) -> None:
                     fail(where, "activity codes of this profile's [activity] tables", unknown)
             if key == "fields" and any(name not in CLAIM_TIMES for name in value):
                 fail(where, "names among " + ", ".join(CLAIM_TIMES), value)
+    lock = data.get("lock", {})
+    if not isinstance(lock, dict):
+        fail("lock", "a table ([lock])", lock)
+    keys(lock, _LOCK_KEYS, "lock")
+    for key, (low, high) in _LOCK_RANGES.items():
+        if key in lock and not low <= lock[key] <= high:
+            fail(f"lock.{key}", f"a whole number from {low} to {high}", lock[key])
     not_checked = data.get("not_checked", [])
     if not isinstance(not_checked, list):
         fail("not_checked", "an array of tables ([[not_checked]])", not_checked)
