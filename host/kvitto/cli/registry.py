@@ -141,16 +141,19 @@ def command_time(store_url, devices, output_format) -> None:
 @DEVICES
 @click.option("--days", default=7, show_default=True, help="Planned visits this many days ahead.")
 @click.option(
-    "--tolerance-min", default=15, show_default=True,
-    help="Minutes before a planned start and after its end that the lock still opens.",
+    "--tolerance-min", type=int, default=None,
+    help="Minutes before a planned start and after its end that the lock still opens; "
+    "default: the [lock] tolerance_min of the customers' municipality profile.",
 )  # fmt: skip
 @FORMAT
 def command_schedule(store_url, devices, days, tolerance_min, output_format) -> None:
     """Send locks their customers' planned visit windows (from `kvitto import-plan`): an
     allowed credential opens the door only inside one (issue #23)."""
+    from kvitto.cli.lock_profile import profile_tolerance
     from kvitto.store.schedules import run_schedule
 
-    run_schedule(store_url, list(devices), days, tolerance_min, output_format)
+    run_schedule(store_url, list(devices), days, tolerance_min, output_format,
+                 tolerance_of=profile_tolerance)  # fmt: skip
 
 
 @command.command("window")

@@ -12,6 +12,7 @@ queueing time in ms, kept strictly increasing per device here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kvitto.errors import KvittoError
@@ -21,7 +22,9 @@ from kvitto.store.outbox import describe, queue_command
 from kvitto.store.registry import Registry
 
 DEFAULT_DAYS = 7
-DEFAULT_TOLERANCE_MIN = 15
+# A lock's tolerance in minutes and where it came from ("profile haninge"), for its customers:
+# the CLI resolves it from the municipality profiles (kvitto.verify), which store may not import.
+ToleranceOf = Callable[[Store, list[str]], tuple[int, str]]
 
 
 def lock_customers(store: Store, device_id: str) -> list[str]:
@@ -33,6 +36,19 @@ def lock_customers(store: Store, device_id: str) -> list[str]:
     if device.role != "lock":
         raise KvittoError(f"device {device_id!r} is a {device.role}: only a lock has a schedule")
     return list(device.served)
+
+
+def customer_municipalities(store: Store, customers: list[str]) -> dict[str, str]:
+    """The municipality (profile name) of each customer's provider; '' for a customer no
+    provider serves yet (`kvitto provider add … --customer`)."""
+    marks = ", ".join("?" for _ in customers) or "''"
+    rows = store.execute(
+        "SELECT cp.customer, p.municipality FROM customer_providers cp "
+        f"JOIN providers p ON p.id = cp.provider WHERE cp.customer IN ({marks})",
+        tuple(customers),
+    )
+    found = {str(customer): str(municipality) for customer, municipality in rows}
+    return {customer: found.get(customer, "") for customer in customers}
 
 
 def planned_windows(
@@ -105,11 +121,14 @@ def run_schedule(
     store_url: str,
     devices: list[str],
     days: int,
-    tolerance_min: int,
+    tolerance_min: int | None,
     output_format: str = "text",
     at: int | None = None,
+    tolerance_of: ToleranceOf | None = None,
 ) -> list[int]:
-    """`kvitto command schedule`: one schedule per lock, from the plan in the store."""
+    """`kvitto command schedule`: one schedule per lock, from the plan in the store. The
+    tolerance is `tolerance_min` when given, else `tolerance_of` the lock's customers (their
+    municipality's profile); the output says which."""
     import json
     import time
 
@@ -124,22 +143,33 @@ def run_schedule(
         with store.transaction():
             queued = []
             for device in dict.fromkeys(devices):
-                x = schedule_x(store, device, at, days, tolerance_min * 60)
-                queued.append((queue_command(store, device, "schedule", x, at), device, x))
+                if tolerance_min is not None:
+                    minutes, given = tolerance_min, "--tolerance-min"
+                elif tolerance_of is not None:
+                    minutes, given = tolerance_of(store, lock_customers(store, device))
+                else:
+                    raise KvittoError("give --tolerance-min")
+                x = schedule_x(store, device, at, days, minutes * 60)
+                command_id = queue_command(store, device, "schedule", x, at)
+                queued.append((command_id, device, x, given))
         rows = {row.id: row for row in store.outbox() if row.id in {q[0] for q in queued}}
     if output_format == "json":
-        click.echo(json.dumps([describe(rows[command_id]) for command_id, _, _ in queued]))
-        return [command_id for command_id, _, _ in queued]
-    for command_id, device, x in queued:
+        described = [
+            {**describe(rows[command_id]), "tolerance_from": given}
+            for command_id, _, _, given in queued
+        ]
+        click.echo(json.dumps(described))
+        return [command_id for command_id, _, _, _ in queued]
+    for command_id, device, x, given in queued:
         count = len(x["w"])
         click.echo(
             f"queued schedule for {device} (command {command_id}): {count} planned "
-            f"visit window(s) in {days} days, ±{tolerance_min} min"
+            f"visit window(s) in {days} days, ±{x['tol'] // 60} min ({given})"
         )
         if not count:
             click.echo(f"  note: no planned visits: {device} opens only for a one-off window")
     click.echo("a running `kvitto collect --org-key …` sends it; `kvitto command list` follows it")
-    return [command_id for command_id, _, _ in queued]
+    return [command_id for command_id, _, _, _ in queued]
 
 
 def run_window(
