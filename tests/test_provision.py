@@ -403,3 +403,42 @@ def test_the_label_qr_code_keeps_a_quiet_zone_of_four_modules():
     width, height, scale, x, y = map(int, inner.groups())
     assert (x, y) == (4, 4)  # the first dark module, top-left finder pattern
     assert width == height == (modules + 8) * scale
+
+
+def test_a_lock_gets_the_fallback_and_door_limit_of_its_customers_profile(setup, tmp_path):
+    """Issue #23: `kvitto provision --role lock` writes the [lock] fallback and door_open_s of
+    the profile of the customer's provider into config.json (not the firmware's defaults); an
+    option given overrides its setting only."""
+    from kvitto.verify.rules import PROFILES
+    from kvitto.web.accounts import add_provider, assign_customers
+
+    pki, url, broker, labels = setup
+    profile = tmp_path / "shut.toml"
+    text = (PROFILES / "haninge.toml").read_text(encoding="utf-8")
+    text = text.replace('\nfallback = "open_for_allowed"\n', '\nfallback = "deny"\n')
+    profile.write_text(text.replace("\ndoor_open_s = 300\n", "\ndoor_open_s = 120\n"), "utf-8")
+    with open_store(url) as store:
+        Registry(store).add_customer("c-2001")
+        add_provider(store, "p-2", str(profile))
+        assign_customers(store, "p-2", ["c-2001"])
+    board = VirtualBoard(tmp_path / "board-l", "board-l", provision=False, proxy=False)
+    board.start()
+    try:
+        board.wait_ready(60, app=False)
+        base = ["provision", "--port", board.serial_port, "--device", "lock-0201", "--customer",
+                "c-2001", "--role", "lock", "--board", "sim", "--store", url, "--pki", str(pki),
+                "--broker-host", broker.host, "--broker-port", str(broker.port), "--label-dir",
+                str(labels), "--no-reset"]  # fmt: skip
+        code, out, err = run_kvitto(base)
+        assert code == 0, err
+        config = json.loads(read_flash_file(board.flash, "config.json"))
+        assert config["lock"] == {"fallback": "deny", "door_open_s": 120}
+        said = f"lock: fallback deny, a door held open 120 s is reported (profile {profile})"
+        assert said in out
+        code, out, err = run_kvitto([*base, "--fallback", "open_for_allowed"])
+        assert code == 0, err
+        config = json.loads(read_flash_file(board.flash, "config.json"))
+        assert config["lock"] == {"fallback": "open_for_allowed", "door_open_s": 120}
+        assert f"(--fallback; profile {profile})" in out
+    finally:
+        board.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -116,6 +117,14 @@ def flash(
     "type it when asked on a terminal. Required with --wifi-ssid unless --wifi-open.",
 )
 @click.option("--wifi-open", is_flag=True, help="The Wi-Fi network has no password.")
+@click.option(
+    "--fallback", type=click.Choice(["open_for_allowed", "deny"]), default=None,
+    help="A lock without a usable schedule: default the customer's municipality profile's.",
+)  # fmt: skip
+@click.option(
+    "--door-open-s", type=int, default=None,
+    help="A lock's door held open this long is reported: default the profile's.",
+)  # fmt: skip
 @click.option("--label-dir", default="labels", show_default=True, help="Where the SVG goes.")
 @click.option("--no-reset", is_flag=True, help="Leave the board running; reset it yourself.")
 @click.option(
@@ -126,8 +135,8 @@ def flash(
 @FORMAT
 def provision(
     port, device, customer, building, role, board, store_url, pki_dir, broker_host, broker_port, tls,
-    household, mark, ntp, wifi_ssid, wifi_password, wifi_open, label_dir, no_reset,
-    discard_journal, output_format,
+    household, mark, ntp, wifi_ssid, wifi_password, wifi_open, fallback, door_open_s, label_dir,
+    no_reset, discard_journal, output_format,
 ) -> None:  # fmt: skip
     """Set up a device for a customer over its serial port (mpremote) and register it."""
     from pathlib import Path
@@ -151,7 +160,33 @@ def provision(
         wifi_open=wifi_open, mark=mark, label_dir=Path(label_dir), reset=not no_reset,
         discard_journal=discard_journal,
     )  # fmt: skip
+    if role == "lock":
+        request.lock, request.lock_from = _lock_config(store_url, list(customer), fallback,
+                                                       door_open_s)  # fmt: skip
+    elif fallback is not None or door_open_s is not None:
+        raise KvittoError("--fallback and --door-open-s are a lock's (--role lock)")
     run_provision(request, output_format)
+
+
+def _lock_config(
+    store_url: str, customers: list[str], fallback: str | None, door_open_s: int | None
+) -> tuple[dict[str, Any], str]:
+    """A lock's config.json `lock` settings: the options given, the rest from the [lock] table
+    of its customers' municipality profile (issue #23), and where they came from."""
+    from kvitto.cli.lock_profile import lock_settings
+    from kvitto.store.db import open_store
+
+    if door_open_s is not None and not 10 <= door_open_s <= 86400:
+        raise KvittoError(f"--door-open-s {door_open_s}: from 10 to 86400 seconds")
+    given = [name for name, value in (("--fallback", fallback), ("--door-open-s", door_open_s))
+             if value is not None]  # fmt: skip
+    if len(given) < 2:
+        with open_store(store_url, create=False) as store:
+            settings, source = lock_settings(store, customers)
+        fallback = settings.fallback if fallback is None else fallback
+        door_open_s = settings.door_open_s if door_open_s is None else door_open_s
+        given.append(source)
+    return {"fallback": fallback, "door_open_s": door_open_s}, "; ".join(given)
 
 
 @click.command("provision-sticker")

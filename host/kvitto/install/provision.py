@@ -137,6 +137,10 @@ class Provisioning:
     # a shared entrance lock (issue #23, kvitto.store.entrance): its building and customers
     building: str = ""
     customers: tuple[str, ...] = ()
+    # a lock's config.json `lock` settings (fallback, door_open_s) and where they came from
+    # ("profile haninge", "--fallback"): the CLI resolves them from the municipality profile
+    lock: dict[str, Any] = field(default_factory=dict)
+    lock_from: str = ""
 
 
 @dataclass
@@ -224,6 +228,8 @@ def device_config(request: Provisioning, mqtt_password: str) -> dict[str, Any]:
         **org.device_config(),
         "ntp": list(request.ntp),
     }
+    if request.role == "lock" and request.lock:
+        config["lock"] = dict(request.lock)
     if request.wifi_ssid:
         config["wifi"] = {"ssid": request.wifi_ssid, "password": request.wifi_password or ""}
     return config
@@ -393,6 +399,9 @@ def run_provision(request: Provisioning, output_format: str) -> Provisioned:
     else:
         click.echo(f"registered for customer {result.customer} as {result.role}")
     click.echo(f"wrote {result.config_path} on the board")
+    if request.role == "lock" and request.lock:
+        click.echo(f"lock: fallback {request.lock['fallback']}, a door held open "
+                   f"{request.lock['door_open_s']} s is reported ({request.lock_from})")  # fmt: skip
     count, old_device = result.discarded
     if count:
         click.echo(
