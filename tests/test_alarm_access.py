@@ -11,15 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from app_support import missing_firmware
+from lock_support import Unit, provisioned
 from test_lock_schedule import run as cli
 
-from kvitto.collect.collector import Collector
 from kvitto.install.enroll import enroll_badge
-from kvitto.install.pki import ensure_org
-from kvitto.install.provision import Provisioning, provision
 from kvitto.sim.board import VirtualBoard
-from kvitto.store.db import open_store
-from kvitto.store.keys import load_command_key
 from kvitto.store.registry import Registry
 
 pytestmark = pytest.mark.skipif(
@@ -61,89 +57,62 @@ def wait_outbox(store, device: str, count: int, timeout: float = 60.0):
 
 
 def test_an_open_alarm_opens_the_lock_for_the_alarm_duty_until_check_out(tmp_path, mosquitto):
-    pki = tmp_path / "pki"
-    org = ensure_org(pki)
-    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
-    open_store(store_url).close()
-    broker = (mosquitto.host, mosquitto.port)
-    lock = VirtualBoard(tmp_path / "lock", LOCK, "lock", broker=broker, provision=False,
-                        proxy=False)  # fmt: skip
-    alarm = VirtualBoard(tmp_path / "alarm", ALARM, "alarm", broker=broker, provision=False,
-                         proxy=False)  # fmt: skip
-    with lock, alarm:
-        for board, device, role in ((lock, LOCK, "lock"), (alarm, ALARM, "alarm")):
-            board.wait_ready(60, app=False)
-            provision(
-                Provisioning(
-                    port=board.serial_port, device=device, customer="c-1001", role=role,
-                    board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
-                    broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels",
-                    reset=False,
-                )
-            )  # fmt: skip
-            board.reset()
-        lock.wait_ready(60)
-        alarm.wait_ready(60)
-        store = open_store(store_url)
-        enroll_badge(Registry(store), org.credential_salt, CARE, "s-07", "p-1")
-        enroll_badge(Registry(store), org.credential_salt, DUTY, "s-90", "p-larm")
+    def prepare(rig) -> None:
+        store = rig.store
+        enroll_badge(Registry(store), rig.org.credential_salt, CARE, "s-07", "p-1")
+        enroll_badge(Registry(store), rig.org.credential_salt, DUTY, "s-90", "p-larm")
         cli("provider", "add", "p-1", "--municipality", "haninge", "--customer", "c-1001",
-            "--store", store_url)  # fmt: skip
+            "--store", rig.store_url)  # fmt: skip
         cli("provider", "add", "p-larm", "--municipality", "haninge", "--alarm-duty",
-            "--store", store_url)  # fmt: skip
-        collector = Collector(
-            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
+            "--store", rig.store_url)  # fmt: skip
+
+    units = Unit(LOCK, "lock"), Unit(ALARM, "alarm")
+    with provisioned(tmp_path, mosquitto, *units, prepare=prepare) as rig:
+        lock, alarm = rig.boards[LOCK], rig.boards[ALARM]
+        store, store_url = rig.store, rig.store_url
+        base = ["--store", store_url, "--device", LOCK]
+        cli("command", "allow", *base, "--staff", "s-07")  # the duty's badge is not
+        cli("command", "time", *base)
+        cli("command", "time", "--store", store_url, "--device", ALARM)
+        cli("command", "config", *base, "relock_ms=500")
+        # the customer's next planned visit is this afternoon: no window now
+        later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3)
+        (tmp_path / "plan.csv").write_text(
+            "customer,start,end,activities\n"
+            f"c-1001,{later.isoformat()},{(later + timedelta(minutes=30)).isoformat()},omsorg\n"
         )
-        collector.start()
-        try:
-            collector.wait_ready()
-            base = ["--store", store_url, "--device", LOCK]
-            cli("command", "allow", *base, "--staff", "s-07")  # the duty's badge is not
-            cli("command", "time", *base)
-            cli("command", "time", "--store", store_url, "--device", ALARM)
-            cli("command", "config", *base, "relock_ms=500")
-            # the customer's next planned visit is this afternoon: no window now
-            later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3)
-            (tmp_path / "plan.csv").write_text(
-                "customer,start,end,activities\n"
-                f"c-1001,{later.isoformat()},{(later + timedelta(minutes=30)).isoformat()},omsorg\n"
-            )
-            cli("import-plan", str(tmp_path / "plan.csv"), "--provider", "p-1",
-                "--store", store_url)  # fmt: skip
-            cli("command", "schedule", *base, "--days", "1", "--tolerance-min", "5")
-            wait_outbox(store, LOCK, 4)
-            wait_outbox(store, ALARM, 1)
-            kind, x = door(lock, DUTY)
-            assert (kind, x["reason"]) == ("deny", "unknown")  # no alarm: not allowlisted
-            kind, x = door(lock, CARE)
-            assert (kind, x["reason"]) == ("deny", "outside_window")
+        cli("import-plan", str(tmp_path / "plan.csv"), "--provider", "p-1",
+            "--store", store_url)  # fmt: skip
+        cli("command", "schedule", *base, "--days", "1", "--tolerance-min", "5")
+        wait_outbox(store, LOCK, 4)
+        wait_outbox(store, ALARM, 1)
+        kind, x = door(lock, DUTY)
+        assert (kind, x["reason"]) == ("deny", "unknown")  # no alarm: not allowlisted
+        kind, x = door(lock, CARE)
+        assert (kind, x["reason"]) == ("deny", "outside_window")
 
-            alarm.press("alarm_call")
-            grant = wait_outbox(store, LOCK, 5)[-1]
-            assert grant.type == "window" and grant.state == "applied"
-            calls = [row for row in store.events(ALARM) if row[2] == "alarm_call"]
-            (call,) = calls
-            assert grant.x["alarm"] == f"{ALARM} #{call[1]}"
-            kind, x = door(lock, DUTY)
-            assert (kind, x["reason"], x["alarm"]) == ("unlock", "alarm", grant.x["alarm"])
-            kind, x = door(lock, CARE)  # the customer's own provider: still its schedule
-            assert (kind, x["reason"]) == ("deny", "outside_window")
+        alarm.press("alarm_call")
+        grant = wait_outbox(store, LOCK, 5)[-1]
+        assert grant.type == "window" and grant.state == "applied"
+        calls = [row for row in store.events(ALARM) if row[2] == "alarm_call"]
+        (call,) = calls
+        assert grant.x["alarm"] == f"{ALARM} #{call[1]}"
+        kind, x = door(lock, DUTY)
+        assert (kind, x["reason"], x["alarm"]) == ("unlock", "alarm", grant.x["alarm"])
+        kind, x = door(lock, CARE)  # the customer's own provider: still its schedule
+        assert (kind, x["reason"]) == ("deny", "outside_window")
 
-            alarm.press("green")
-            time.sleep(0.5)
-            alarm.press("yellow")
-            closing = wait_outbox(store, LOCK, 6)[-1]
-            assert closing.x["alarm"] == grant.x["alarm"] and closing.x["creds"] == []
-            assert closing.state == "applied"
-            kind, x = door(lock, DUTY)
-            assert (kind, x["reason"]) == ("deny", "unknown")
+        alarm.press("green")
+        time.sleep(0.5)
+        alarm.press("yellow")
+        closing = wait_outbox(store, LOCK, 6)[-1]
+        assert closing.x["alarm"] == grant.x["alarm"] and closing.x["creds"] == []
+        assert closing.state == "applied"
+        kind, x = door(lock, DUTY)
+        assert (kind, x["reason"]) == ("deny", "unknown")
 
-            # the collector took every event, the alarm unlock with its link among them
-            time.sleep(1.0)
-            assert store.execute("SELECT COUNT(*) FROM quarantine")[0][0] == 0
-            stored = [row[2] for row in store.events(LOCK)]
-            assert stored.count("unlock") == 1 and stored.count("deny") == 4
-        finally:
-            collector.stop()
-            collector.store.close()
-            store.close()
+        # the collector took every event, the alarm unlock with its link among them
+        time.sleep(1.0)
+        assert store.execute("SELECT COUNT(*) FROM quarantine")[0][0] == 0
+        stored = [row[2] for row in store.events(LOCK)]
+        assert stored.count("unlock") == 1 and stored.count("deny") == 4

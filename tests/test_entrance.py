@@ -178,91 +178,64 @@ def test_an_entrance_lock_on_a_virtual_board_opens_in_any_customers_window(tmp_p
 
     if missing_firmware():
         pytest.skip(f"device modules not landed yet: {missing_firmware()}")
+    from lock_support import Unit, provisioned
     from test_lock_schedule import UID, wait_closed
     from test_lock_schedule import door as tap_door
     from test_lock_schedule import run as cli
 
-    from kvitto.collect.collector import Collector
     from kvitto.install.enroll import enroll_badge
-    from kvitto.install.pki import ensure_org
-    from kvitto.install.provision import Provisioning, provision
-    from kvitto.sim.board import VirtualBoard
-    from kvitto.store.keys import load_command_key
 
     lock = "lock-0201"  # the id test_lock_schedule's door() reads
-    pki = tmp_path / "pki"
-    org = ensure_org(pki)
-    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
-    open_store(store_url).close()
-    board = VirtualBoard(
-        tmp_path / "lock", lock, "lock", broker=(mosquitto.host, mosquitto.port),
-        provision=False, proxy=False,
-    )  # fmt: skip
-    with board:
-        board.wait_ready(60, app=False)
-        provision(
-            Provisioning(
-                port=board.serial_port, device=lock, customer=BUILDING[0], role="lock",
-                board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
-                broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels", reset=False,
-                building="b-7", customers=tuple(BUILDING),
-            )
-        )  # fmt: skip
-        board.reset()
-        board.wait_ready(60)
-        store = open_store(store_url)
-        registry = Registry(store)
+
+    def prepare(rig) -> None:
+        registry = Registry(rig.store)
         device = registry.device(lock)
         assert device is not None and device.served == tuple(BUILDING)
         assert lock in {a.device_id for a in registry.mqtt_accounts()}  # its broker login
-        enroll_badge(registry, org.credential_salt, UID, "s-07", "p-1")
+        enroll_badge(registry, rig.org.credential_salt, UID, "s-07", "p-1")
         customers = [arg for c in BUILDING for arg in ("--customer", c)]
         cli("provider", "add", "p-1", "--municipality", "haninge", *customers,
-            "--store", store_url)  # fmt: skip
-        collector = Collector(
-            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
-        )
-        collector.start()
-        try:
-            collector.wait_ready()
-            base = ["--store", store_url, "--device", lock]
-            cli("command", "allow", *base, "--staff", "s-07")
-            cli("command", "time", *base)
-            cli("command", "config", *base, "relock_ms=500")
-            wait_closed(store, 3)
+            "--store", rig.store_url)  # fmt: skip
 
-            def plan(due: str) -> None:
-                # a visit at each customer; only `due`'s is now
-                now = datetime.now(timezone.utc).replace(microsecond=0)
-                lines = ["customer,start,end,activities"]
-                for hours, customer in enumerate(BUILDING, start=3):
-                    start = now - timedelta(minutes=10) if customer == due else (
-                        now + timedelta(hours=hours))  # fmt: skip
-                    end = start + timedelta(minutes=30)
-                    lines.append(f"{customer},{start.isoformat()},{end.isoformat()},omsorg")
-                (tmp_path / "plan.csv").write_text("\n".join(lines) + "\n")
-                cli("import-plan", str(tmp_path / "plan.csv"), "--provider", "p-1",
-                    "--store", store_url)  # fmt: skip
+    with provisioned(
+        tmp_path, mosquitto, Unit(lock, "lock"), customer=BUILDING[0], prepare=prepare,
+        building="b-7", customers=tuple(BUILDING),
+    ) as rig:  # fmt: skip
+        board, store, store_url = rig.boards[lock], rig.store, rig.store_url
+        base = ["--store", store_url, "--device", lock]
+        cli("command", "allow", *base, "--staff", "s-07")
+        cli("command", "time", *base)
+        cli("command", "config", *base, "relock_ms=500")
+        wait_closed(store, 3)
 
-            plan(due="c-1002")
-            cli("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
-            held = wait_closed(store, 4)
-            assert held.state == "applied" and len(held.x["w"]) == 3  # all three customers'
-            kind, x = tap_door(board, store)
-            assert (kind, x["reason"]) == ("unlock", "window")
+        def plan(due: str) -> None:
+            # a visit at each customer; only `due`'s is now
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+            lines = ["customer,start,end,activities"]
+            for hours, customer in enumerate(BUILDING, start=3):
+                start = now - timedelta(minutes=10) if customer == due else (
+                    now + timedelta(hours=hours))  # fmt: skip
+                end = start + timedelta(minutes=30)
+                lines.append(f"{customer},{start.isoformat()},{end.isoformat()},omsorg")
+            (tmp_path / "plan.csv").write_text("\n".join(lines) + "\n")
+            cli("import-plan", str(tmp_path / "plan.csv"), "--provider", "p-1",
+                "--store", store_url)  # fmt: skip
 
-            store.execute("DELETE FROM plan")
-            plan(due="")  # every customer's visit later today: outside all windows
-            cli("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
-            newest = wait_closed(store, 5)
-            assert newest.state == "applied" and len(newest.x["w"]) == 3
-            kind, x = tap_door(board, store)
-            assert (kind, x["reason"]) == ("deny", "outside_window")
-            time.sleep(1.0)
-        finally:
-            collector.stop()
-            collector.store.close()
-            store.close()
+        plan(due="c-1002")
+        cli("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
+        held = wait_closed(store, 4)
+        assert held.state == "applied" and len(held.x["w"]) == 3  # all three customers'
+        kind, x = tap_door(board, store)
+        assert (kind, x["reason"]) == ("unlock", "window")
+
+        store.execute("DELETE FROM plan")
+        plan(due="")  # every customer's visit later today: outside all windows
+        cli("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
+        newest = wait_closed(store, 5)
+        assert newest.state == "applied" and len(newest.x["w"]) == 3
+        kind, x = tap_door(board, store)
+        assert (kind, x["reason"]) == ("deny", "outside_window")
+        time.sleep(1.0)
 
 
 def test_an_entrance_event_marks_every_customer_of_the_building_for_judging(registry):

@@ -14,16 +14,12 @@ import cbor2
 import pytest
 from app_support import missing_firmware
 from click.testing import CliRunner
+from lock_support import Unit, provisioned
 
 from kvitto.cli import cli
-from kvitto.collect.collector import Collector
 from kvitto.evidence.cose import split_sign1
 from kvitto.install.enroll import enroll_badge
-from kvitto.install.pki import ensure_org
-from kvitto.install.provision import Provisioning, provision
 from kvitto.sim.board import VirtualBoard
-from kvitto.store.db import open_store
-from kvitto.store.keys import load_command_key
 from kvitto.store.outbox import queue_command
 from kvitto.store.registry import Registry
 
@@ -86,103 +82,77 @@ def plan(path, start: datetime, minutes: int) -> str:
 
 
 def test_schedule_window_fallback_and_refused_schedules(tmp_path, mosquitto):
-    pki = tmp_path / "pki"
-    org = ensure_org(pki)
-    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
-    open_store(store_url).close()
-    board = VirtualBoard(
-        tmp_path / "lock", LOCK, "lock", broker=(mosquitto.host, mosquitto.port),
-        provision=False, proxy=False,
-    )  # fmt: skip
-    with board:
-        board.wait_ready(60, app=False)
-        provision(
-            Provisioning(
-                port=board.serial_port, device=LOCK, customer="c-1001", role="lock",
-                board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
-                broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels", reset=False,
-            )
-        )  # fmt: skip
-        board.reset()
-        board.wait_ready(60)
-        store = open_store(store_url)
-        enroll_badge(Registry(store), org.credential_salt, UID, "s-07", "p-1")
+    def prepare(rig) -> None:
+        enroll_badge(Registry(rig.store), rig.org.credential_salt, UID, "s-07", "p-1")
         run("provider", "add", "p-1", "--municipality", "haninge", "--customer", "c-1001",
-            "--store", store_url)  # fmt: skip
-        collector = Collector(
-            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
-        )
-        collector.start()
-        try:
-            collector.wait_ready()
-            base = ["--store", store_url, "--device", LOCK]
-            run("command", "allow", *base, "--staff", "s-07")
-            run("command", "time", *base)  # no NTP here: the lock's clock from the host
-            run("command", "config", *base, "relock_ms=500")
-            wait_closed(store, 3)
-            assert [row.state for row in store.outbox()] == ["applied"] * 3
+            "--store", rig.store_url)  # fmt: skip
 
-            # a new install holds no schedule: the fallback opens, and says so
-            kind, x = door(board, store)
-            assert (kind, x["reason"], x["fallback"]) == ("unlock", "fallback", "open_for_allowed")
+    with provisioned(tmp_path, mosquitto, Unit(LOCK, "lock"), prepare=prepare) as rig:
+        board, store, store_url = rig.boards[LOCK], rig.store, rig.store_url
+        base = ["--store", store_url, "--device", LOCK]
+        run("command", "allow", *base, "--staff", "s-07")
+        run("command", "time", *base)  # no NTP here: the lock's clock from the host
+        run("command", "config", *base, "relock_ms=500")
+        wait_closed(store, 3)
+        assert [row.state for row in store.outbox()] == ["applied"] * 3
 
-            now = datetime.now(timezone.utc).replace(microsecond=0)
-            run("import-plan", plan(tmp_path / "plan.csv", now - timedelta(minutes=10), 30),
-                "--provider", "p-1", "--store", store_url)  # fmt: skip
-            run("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
-            held = wait_closed(store, 4)
-            assert held.state == "applied" and held.x["w"]
-            kind, x = door(board, store)
-            assert (kind, x["reason"]) == ("unlock", "window")
+        # a new install holds no schedule: the fallback opens, and says so
+        kind, x = door(board, store)
+        assert (kind, x["reason"], x["fallback"]) == ("unlock", "fallback", "open_for_allowed")
 
-            # the visit moved to the afternoon: outside its window the door stays shut
-            run("import-plan", plan(tmp_path / "plan.csv", now + timedelta(hours=3), 30),
-                "--provider", "p-1", "--store", store_url)  # fmt: skip
-            run("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
-            newest = wait_closed(store, 5)
-            assert newest.state == "applied"
-            assert newest.x["issued"] > held.x["issued"]
-            kind, x = door(board, store)
-            assert (kind, x["reason"]) == ("deny", "outside_window")
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        run("import-plan", plan(tmp_path / "plan.csv", now - timedelta(minutes=10), 30),
+            "--provider", "p-1", "--store", store_url)  # fmt: skip
+        run("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
+        held = wait_closed(store, 4)
+        assert held.state == "applied" and held.x["w"]
+        kind, x = door(board, store)
+        assert (kind, x["reason"]) == ("unlock", "window")
 
-            # the same schedule again, and last hour's, under fresh command numbers: refused
-            at = int(time.time() * 1000)
-            queue_command(store, LOCK, "schedule", dict(newest.x), at)
-            replayed = wait_closed(store, 6)
-            queue_command(store, LOCK, "schedule", dict(held.x), at)
-            older = wait_closed(store, 7)
-            assert replayed.state == older.state == "refused"
-            assert "old" in (replayed.outcome or "") and "old" in (older.outcome or "")
-            kind, x = door(board, store)
-            assert (kind, x["reason"]) == ("deny", "outside_window")  # the newest still holds
+        # the visit moved to the afternoon: outside its window the door stays shut
+        run("import-plan", plan(tmp_path / "plan.csv", now + timedelta(hours=3), 30),
+            "--provider", "p-1", "--store", store_url)  # fmt: skip
+        run("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
+        newest = wait_closed(store, 5)
+        assert newest.state == "applied"
+        assert newest.x["issued"] > held.x["issued"]
+        kind, x = door(board, store)
+        assert (kind, x["reason"]) == ("deny", "outside_window")
 
-            # a schedule gone stale (a long outage) with fallback deny: nothing opens
-            run("command", "config", *base, "fallback=deny")
-            stale = dict(newest.x, issued=newest.x["issued"] + 10, until=int(time.time()) - 60)
-            queue_command(store, LOCK, "schedule", stale, at)
-            wait_closed(store, 9)
-            kind, x = door(board, store)
-            assert (kind, x["reason"], x["fallback"]) == ("deny", "fallback", "deny")
+        # the same schedule again, and last hour's, under fresh command numbers: refused
+        at = int(time.time() * 1000)
+        queue_command(store, LOCK, "schedule", dict(newest.x), at)
+        replayed = wait_closed(store, 6)
+        queue_command(store, LOCK, "schedule", dict(held.x), at)
+        older = wait_closed(store, 7)
+        assert replayed.state == older.state == "refused"
+        assert "old" in (replayed.outcome or "") and "old" in (older.outcome or "")
+        kind, x = door(board, store)
+        assert (kind, x["reason"]) == ("deny", "outside_window")  # the newest still holds
 
-            # a coordinator's one-off window for an unplanned visit
-            local = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-            run("command", "window", *base, "--start", (local - timedelta(minutes=1)).isoformat(),
-                "--end", (local + timedelta(minutes=30)).isoformat())  # fmt: skip
-            grant = wait_closed(store, 10)
-            assert grant.type == "window" and grant.state == "applied"
-            kind, x = door(board, store)
-            assert (kind, x["reason"]) == ("unlock", "grant")
+        # a schedule gone stale (a long outage) with fallback deny: nothing opens
+        run("command", "config", *base, "fallback=deny")
+        stale = dict(newest.x, issued=newest.x["issued"] + 10, until=int(time.time()) - 60)
+        queue_command(store, LOCK, "schedule", stale, at)
+        wait_closed(store, 9)
+        kind, x = door(board, store)
+        assert (kind, x["reason"], x["fallback"]) == ("deny", "fallback", "deny")
 
-            # every decision is signed evidence the collector stored, none quarantined
-            time.sleep(1.0)
-            reasons = [
-                cbor2.loads(split_sign1(bytes(row[6]))[2])[10].get("reason")
-                for row in store.events(LOCK)
-                if row[2] in ("unlock", "deny")
-            ]
-            assert reasons == ["fallback", "window", "outside_window", "outside_window",
-                               "fallback", "grant"]  # fmt: skip
-        finally:
-            collector.stop()
-            collector.store.close()
-            store.close()
+        # a coordinator's one-off window for an unplanned visit
+        local = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        run("command", "window", *base, "--start", (local - timedelta(minutes=1)).isoformat(),
+            "--end", (local + timedelta(minutes=30)).isoformat())  # fmt: skip
+        grant = wait_closed(store, 10)
+        assert grant.type == "window" and grant.state == "applied"
+        kind, x = door(board, store)
+        assert (kind, x["reason"]) == ("unlock", "grant")
+
+        # every decision is signed evidence the collector stored, none quarantined
+        time.sleep(1.0)
+        reasons = [
+            cbor2.loads(split_sign1(bytes(row[6]))[2])[10].get("reason")
+            for row in store.events(LOCK)
+            if row[2] in ("unlock", "deny")
+        ]
+        assert reasons == ["fallback", "window", "outside_window", "outside_window",
+                           "fallback", "grant"]  # fmt: skip

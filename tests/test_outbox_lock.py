@@ -10,15 +10,11 @@ import time
 import pytest
 from app_support import missing_firmware
 from click.testing import CliRunner
+from lock_support import Unit, provisioned
 
 from kvitto.cli import cli
-from kvitto.collect.collector import Collector
 from kvitto.install.enroll import enroll_badge
-from kvitto.install.pki import ensure_org
-from kvitto.install.provision import Provisioning, provision
 from kvitto.sim.board import VirtualBoard
-from kvitto.store.db import open_store
-from kvitto.store.keys import load_command_key
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
@@ -56,65 +52,40 @@ def last_seq(board: VirtualBoard) -> int:
 
 
 def test_a_revoked_badge_stops_opening_the_lock(tmp_path, mosquitto):
-    pki = tmp_path / "pki"
-    org = ensure_org(pki)
-    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
-    open_store(store_url).close()  # `kvitto init`
-    board = VirtualBoard(
-        tmp_path / "lock", "lock-0201", "lock", broker=(mosquitto.host, mosquitto.port),
-        provision=False, proxy=False,
-    )  # fmt: skip
-    with board:  # started
-        board.wait_ready(60, app=False)
-        provision(
-            Provisioning(
-                port=board.serial_port, device="lock-0201", customer="c-1001", role="lock",
-                board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
-                broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels", reset=False,
-            )
+    def prepare(rig):
+        return enroll_badge(_registry(rig.store), rig.org.credential_salt, UID, "s-07", "p-1")
+
+    with provisioned(tmp_path, mosquitto, Unit("lock-0201", "lock"), prepare=prepare) as rig:
+        board, store, store_url = rig.boards["lock-0201"], rig.store, rig.store_url
+        enrolled = rig.prepared
+        assert tap_and_see(board, last_seq(board)) == "deny"  # not on the allowlist yet
+
+        runner = CliRunner()
+        result = runner.invoke(
+            cli,
+            ["command", "allow", "--store", store_url, "--device", "lock-0201",
+             "--staff", "s-07"],
         )  # fmt: skip
-        board.reset()
-        board.wait_ready(60)
-        store = open_store(store_url)
-        enrolled = enroll_badge(_registry(store), org.credential_salt, UID, "s-07", "p-1")
-        collector = Collector(
-            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
+        assert result.exit_code == 0, result.output
+        wait_closed(store, 1)
+        assert store.outbox()[0].state == "applied"
+        assert tap_and_see(board, last_seq(board)) == "unlock"
+
+        result = runner.invoke(
+            cli, ["revoke", "--store", store_url, "--credential", enrolled.credential_id]
         )
-        collector.start()
-        try:
-            collector.wait_ready()
-            assert tap_and_see(board, last_seq(board)) == "deny"  # not on the allowlist yet
-
-            runner = CliRunner()
-            result = runner.invoke(
-                cli,
-                ["command", "allow", "--store", store_url, "--device", "lock-0201",
-                 "--staff", "s-07"],
-            )  # fmt: skip
-            assert result.exit_code == 0, result.output
-            wait_closed(store, 1)
-            assert store.outbox()[0].state == "applied"
-            assert tap_and_see(board, last_seq(board)) == "unlock"
-
-            result = runner.invoke(
-                cli, ["revoke", "--store", store_url, "--credential", enrolled.credential_id]
-            )
-            assert result.exit_code == 0, result.output
-            assert "queued `revoke` for 1 lock" in result.output
-            wait_closed(store, 2)
-            [allowed, revoked] = store.outbox()
-            assert revoked.type == "revoke" and revoked.state == "applied"
-            assert revoked.done_seq is not None and allowed.done_seq is not None
-            assert revoked.done_seq > allowed.done_seq
-            assert tap_and_see(board, last_seq(board)) == "deny"
-            # the allowlist changes are evidence: signed, stored, in the lock's chain
-            types = {row[1]: row[2] for row in store.events("lock-0201")}
-            assert types[allowed.done_seq] == types[revoked.done_seq] == "health"
-            assert all(row[5] == 1 for row in store.events("lock-0201") if row[1] > 1)
-        finally:
-            collector.stop()
-            collector.store.close()
-            store.close()
+        assert result.exit_code == 0, result.output
+        assert "queued `revoke` for 1 lock" in result.output
+        wait_closed(store, 2)
+        [allowed, revoked] = store.outbox()
+        assert revoked.type == "revoke" and revoked.state == "applied"
+        assert revoked.done_seq is not None and allowed.done_seq is not None
+        assert revoked.done_seq > allowed.done_seq
+        assert tap_and_see(board, last_seq(board)) == "deny"
+        # the allowlist changes are evidence: signed, stored, in the lock's chain
+        types = {row[1]: row[2] for row in store.events("lock-0201")}
+        assert types[allowed.done_seq] == types[revoked.done_seq] == "health"
+        assert all(row[5] == 1 for row in store.events("lock-0201") if row[1] > 1)
 
 
 def _registry(store):

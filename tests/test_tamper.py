@@ -12,31 +12,17 @@ from pathlib import Path
 import cbor2
 import pytest
 from app_support import missing_firmware
+from lock_support import Unit, provisioned, until
 
-from kvitto.collect.collector import Collector
 from kvitto.evidence.cose import split_sign1
 from kvitto.fleet.status import fleet_status
-from kvitto.install.pki import ensure_org
-from kvitto.install.provision import Provisioning, provision
-from kvitto.sim.board import BOARDS, VirtualBoard
-from kvitto.store.db import open_store
-from kvitto.store.keys import load_command_key
+from kvitto.sim.board import BOARDS
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
 )
 
 ALARM = "alarm-0301"
-
-
-def until(check, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def tamper_alert(store) -> bool:
@@ -53,59 +39,32 @@ def tamper_board(tmp_path: Path) -> Path:
 
 
 def test_opening_the_housing_is_signed_and_alerts_until_it_closes(tmp_path, mosquitto):
-    pki = tmp_path / "pki"
-    ensure_org(pki)
-    store_url = f"sqlite:///{tmp_path / 'kvitto.db'}"
-    open_store(store_url).close()
-    board = VirtualBoard(
-        tmp_path / "alarm", ALARM, "alarm", broker=(mosquitto.host, mosquitto.port),
-        provision=False, proxy=False, board=tamper_board(tmp_path),
-    )  # fmt: skip
-    with board:
-        board.wait_ready(60, app=False)
-        provision(
-            Provisioning(
-                port=board.serial_port, device=ALARM, customer="c-1001", role="alarm",
-                board="sim", store_url=store_url, pki_dir=pki, broker_host=mosquitto.host,
-                broker_port=mosquitto.port, ntp=[], label_dir=tmp_path / "labels", reset=False,
-            )
-        )  # fmt: skip
-        board.reset()
-        board.wait_ready(60)
-        store = open_store(store_url)
-        collector = Collector(
-            open_store(store_url), mosquitto.url, load_command_key(pki), outbox_interval=0.2
-        )
-        collector.start()
-        try:
-            collector.wait_ready()
-            until(lambda: store.events(ALARM), "the unit's first events")
-            assert not tamper_alert(store)
+    unit = Unit(ALARM, "alarm", board=tamper_board(tmp_path))
+    with provisioned(tmp_path, mosquitto, unit) as rig:
+        board, store = rig.boards[ALARM], rig.store
+        until(lambda: store.events(ALARM), "the unit's first events")
+        assert not tamper_alert(store)
 
-            board.control("set tamper 1")
-            until(lambda: tamper_alert(store), "the tamper alert")
-            board.control("set tamper 0")
-            until(lambda: not tamper_alert(store), "the alert to clear")
+        board.control("set tamper 1")
+        until(lambda: tamper_alert(store), "the tamper alert")
+        board.control("set tamper 0")
+        until(lambda: not tamper_alert(store), "the alert to clear")
 
-            opens = [
-                cbor2.loads(split_sign1(bytes(row[6]))[2])[10]["open"]
+        opens = [
+            cbor2.loads(split_sign1(bytes(row[6]))[2])[10]["open"]
+            for row in store.events(ALARM)
+            if row[2] == "tamper"
+        ]
+        assert opens == [1, 0]
+        assert store.execute("SELECT COUNT(*) FROM quarantine")[0][0] == 0
+
+        def reports() -> list[dict]:
+            found = [
+                cbor2.loads(split_sign1(bytes(row[6]))[2])[10]
                 for row in store.events(ALARM)
-                if row[2] == "tamper"
+                if row[2] == "health"
             ]
-            assert opens == [1, 0]
-            assert store.execute("SELECT COUNT(*) FROM quarantine")[0][0] == 0
+            return [x for x in found if "fw" in x]
 
-            def reports() -> list[dict]:
-                found = [
-                    cbor2.loads(split_sign1(bytes(row[6]))[2])[10]
-                    for row in store.events(ALARM)
-                    if row[2] == "health"
-                ]
-                return [x for x in found if "fw" in x]
-
-            # the health report journals with the input's state too (an int: x holds no bool)
-            assert until(reports, "a health report")[0]["tamper"] == 0
-        finally:
-            collector.stop()
-            collector.store.close()
-            store.close()
+        # the health report journals with the input's state too (an int: x holds no bool)
+        assert until(reports, "a health report")[0]["tamper"] == 0
