@@ -3,41 +3,64 @@
     for message, event in verified_events(messages, keys, jobs=2):   # in the messages' order
         ...   # event: the Event EventVerifier decides, or None (verify_event names why)
 
-Each process checks whole chunks of messages with kvitto.evidence.events.EventVerifier and
-sends the Events back in order; what comes after (duplicates, chains, clocks, pairing) stays
-in the caller, in the order of the messages, so the evidence is the same for any number of
-processes. A bundle of a chunk or two is checked in this process: starting others would cost
-more than it saves.
+Each worker process checks whole chunks of messages with kvitto.evidence.events.EventVerifier
+and sends the Events back; chunk i goes to worker i mod N and comes back from it in turn, so
+the Events arrive in the messages' order and what comes after (duplicates, chains, clocks,
+pairing) stays in the caller, one pass in that order: the evidence is the same for any number
+of processes. Workers are plain processes on a pipe each (no pool's threads and queues in the
+parent: they cost the parent ~6 µs an event, bench/README.md), started once per bundle, never
+more than the cores this process may use. A bundle of a chunk or two is checked in this
+process: starting others would cost more than it saves.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import chain, islice
+from multiprocessing.connection import Connection
 
 from kvitto.evidence.events import Event, EventVerifier
 
 CHUNK = 1000  # messages a process checks at a time
-
-_KEYS: dict[str, bytes] = {}  # a worker's device keys, set once by _start
-
-
-def _start(keys: dict[str, bytes]) -> None:
-    global _KEYS
-    _KEYS = keys
+IN_FLIGHT = 2  # chunks handed to each worker ahead of the one being read back
 
 
-def _check(messages: list[bytes]) -> list[Event | None]:
-    verifier = EventVerifier(_KEYS.get)
-    events = [verifier.event(message) for message in messages]
-    for event in events:
-        if event is not None:
-            # the caller has the message: not sent back (a third of the bytes to unpickle)
-            object.__setattr__(event, "message", b"")
-    return events
+def audit_cores() -> int:
+    """The cores this process may run on (its affinity where the system says, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _serve(inbox: Connection, outbox: Connection, keys: dict[str, bytes]) -> None:
+    """A worker: chunks of messages in, their Events (or None) out, until None comes. A thread
+    empties the inbox as chunks come, so the parent's send never waits on this worker's own
+    send of a result (each is larger than a pipe holds: both would wait for ever)."""
+    chunks: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            chunk = inbox.recv()
+            chunks.put(chunk)
+            if chunk is None:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    verifier = EventVerifier(keys.get)
+    while (messages := chunks.get()) is not None:
+        events = [verifier.event(message) for message in messages]
+        for event in events:
+            if event is not None:
+                # the parent has the message: not sent back (a third of the bytes to unpickle)
+                object.__setattr__(event, "message", b"")
+        outbox.send(events)
+    outbox.close()
 
 
 def _chunks(messages: Iterable[bytes]) -> Iterator[list[bytes]]:
@@ -49,8 +72,9 @@ def _chunks(messages: Iterable[bytes]) -> Iterator[list[bytes]]:
 def verified_events(
     messages: Iterable[bytes], keys: dict[str, bytes], jobs: int = 1
 ) -> Iterator[tuple[bytes, Event | None]]:
-    """(message, its Event or None) for each message in order, checked over `jobs` processes;
-    `keys`: each registered device's Ed25519 public key."""
+    """(message, its Event or None) for each message in order, checked over `jobs` processes
+    (at most the cores available); `keys`: each registered device's Ed25519 public key."""
+    jobs = min(jobs, audit_cores())  # more processes than cores only add their overhead
     chunks = _chunks(messages)
     first = next(chunks, [])
     second = next(chunks, None)
@@ -63,23 +87,51 @@ def verified_events(
     # fork: the workers start at once with the keys (nothing else of theirs is touched)
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start,
-                             initargs=(keys,)) as pool:  # fmt: skip
-        pending: deque[tuple[list[bytes], Future[list[Event | None]]]] = deque()
-        for chunk in chain([first, second], chunks):
-            pending.append((chunk, pool.submit(_check, chunk)))
-            while len(pending) > 2 * jobs:
-                done, events = pending.popleft()
-                yield from _rejoined(done, events.result())
+    workers = []
+    try:
+        for _ in range(jobs):
+            inbox, to_worker = context.Pipe(duplex=False)
+            from_worker, outbox = context.Pipe(duplex=False)
+            process = context.Process(target=_serve, args=(inbox, outbox, keys), daemon=True)
+            process.start()
+            inbox.close()
+            outbox.close()
+            workers.append((process, to_worker, from_worker))
+        # chunk number n goes to worker n % jobs; read back in the same turn: in order
+        pending: deque[tuple[list[bytes], Connection]] = deque()
+        for number, chunk in enumerate(chain([first, second], chunks)):
+            _, to_worker, from_worker = workers[number % jobs]
+            to_worker.send(chunk)
+            pending.append((chunk, from_worker))
+            while len(pending) > IN_FLIGHT * jobs:
+                yield from _rejoined(*pending.popleft())
         while pending:
-            done, events = pending.popleft()
-            yield from _rejoined(done, events.result())
+            yield from _rejoined(*pending.popleft())
+        for process, to_worker, _ in workers:
+            to_worker.send(None)
+            process.join()
+    finally:
+        for process, to_worker, from_worker in workers:
+            if process.is_alive():  # the caller stopped early, or something failed
+                process.terminate()
+                process.join()
+            to_worker.close()
+            from_worker.close()
 
 
 def _rejoined(
-    messages: list[bytes], events: list[Event | None]
+    messages: list[bytes], connection: Connection
 ) -> Iterator[tuple[bytes, Event | None]]:
-    for message, event in zip(messages, events):
+    # A chunk's Events unpickled with the collector paused: they hold no cycles, and its passes
+    # over every object made so far were half of the parent's cost of taking them (profile).
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        events: list[Event | None] = connection.recv()
+    finally:
+        if paused:
+            gc.enable()
+    for message, event in zip(messages, events, strict=True):
         if event is not None:
             object.__setattr__(event, "message", message)  # as EventVerifier made it
         yield message, event
