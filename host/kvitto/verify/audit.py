@@ -86,7 +86,8 @@ def verified_events(
         return
     # fork: the workers start at once with the keys (nothing else of theirs is touched)
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    fork = "fork" in methods
+    context = multiprocessing.get_context("fork") if fork else multiprocessing.get_context("spawn")
     workers = []
     try:
         for _ in range(jobs):
