@@ -42,6 +42,8 @@ def _serve(inbox: Connection, outbox: Connection, keys: dict[str, bytes]) -> Non
     """A worker: chunks of messages in, their Events (or None) out, until None comes. A thread
     empties the inbox as chunks come, so the parent's send never waits on this worker's own
     send of a result (each is larger than a pipe holds: both would wait for ever)."""
+    # what a forked worker inherits is never the collector's to walk (nor to copy, page by page)
+    gc.freeze()
     chunks: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
 
     def receive() -> None:
