@@ -6,6 +6,7 @@ re-check rate of an offline case bundle against raw `cryptography` verification.
     .venv/bin/python bench/verify.py --customers 1000 10000 --events 5000
     .venv/bin/python bench/verify.py --profile huddinge
     .venv/bin/python bench/verify.py --only signatures --events 20000 --rounds 9
+    .venv/bin/python bench/verify.py --audit-only --events 20000    # the offline audit alone
     .venv/bin/python bench/verify.py --only overlapping --overlapping 1000000
 
 Part 3 (`--overlapping N`, issue #25.6) writes a case bundle whose claims.csv is the demo
@@ -24,8 +25,9 @@ process's peak plus jobs × the largest worker's: a bound on all of them at once
 cryptography, writes it, and compares kvitto's read + verify + pair (build_evidence) with a
 bare loop of `Ed25519PublicKey.verify` over the same messages and keys, all on one core, by CPU
 time, in rounds interleaved part by part of the bundle (the machine is shared); then the
-offline audit on `--jobs` processes (kvitto.verify.audit) against raw verify per core × jobs,
-by wall clock. Prints figures; asserts nothing.
+offline audit on `--jobs` processes (kvitto.verify.audit) against raw verify per core × jobs
+and against raw verify on `--jobs` processes at once, by wall clock and by CPU time of all
+processes (`--audit-only`: this alone). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
