@@ -7,10 +7,10 @@ Each worker process checks whole chunks of messages with kvitto.evidence.events.
 and sends the Events back; chunk i goes to worker i mod N and comes back from it in turn, so
 the Events arrive in the messages' order and what comes after (duplicates, chains, clocks,
 pairing) stays in the caller, one pass in that order: the evidence is the same for any number
-of processes. Workers are plain processes on a pipe each (no pool's threads and queues in the
-parent: they cost the parent ~6 µs an event, bench/README.md), started once per bundle, never
-more than the cores this process may use. A bundle of a chunk or two is checked in this
-process: starting others would cost more than it saves.
+of processes. Workers are plain processes with a pipe each way (no pool's feeder and manager
+threads in the parent, the third consumer of the cores), started once per bundle, never more
+than the cores this process may use; an error in one is raised to the caller. A bundle of a
+chunk or two is checked in this process: starting others would cost more than it saves.
 """
 
 from __future__ import annotations
