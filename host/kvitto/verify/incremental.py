@@ -22,10 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kvitto.verify.case import Case, Claim
-from kvitto.verify.check import Result, verify_loaded
+from kvitto.verify.check import Result, claims_in_month, verify_loaded
 from kvitto.verify.reasons import Reason
-from kvitto.verify.rules import Finding, Profile
+from kvitto.verify.rules import Facts, Finding, Profile, run_rules
+from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import Evidence
+from kvitto.verify.workdays import parse_month
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,35 @@ def judge_customer_month(
     month: str,
     evidence: Evidence,
     customers: Iterable[str] | None = None,
+    staff_claims: Iterable[Claim] = (),
 ) -> Result:
-    """verify_loaded over `case` (which holds the customers' Reach context), the findings and
-    billing rows of `customers` alone (all when None)."""
-    result = verify_loaded(case, profile, month, evidence)
+    """verify_loaded over `case`, the findings and billing rows of `customers` alone (all when
+    None). `staff_claims`: the claims of the customers' staff at customers beyond `case`
+    (Reach.context beyond Reach.evidence). Only T2 reads those (it shares out one staff
+    member's overlapping claims, RULES.md), so it runs over both while every other rule runs
+    over `case` alone: their intervals, not the other customers' whole judgement."""
+    others = list(staff_claims)
+    if not others or "T2" not in profile.rules:
+        return _only(verify_loaded(case, profile, month, evidence), customers)
+    year, number = parse_month(month)
+    rest = replace(profile, rules={r: p for r, p in profile.rules.items() if r != "T2"})
+    result = verify_loaded(case, rest, month, evidence)
+    shared = Facts(replace(profile, rules={"T2": profile.rules["T2"]}), year, number,
+                   case.registry, claims_in_month([*case.claims, *others], year, number), [],
+                   Evidence())  # fmt: skip
+    result.findings.extend(run_rules(shared))
+    order = {c.claim_id: index for index, c in enumerate(result.claims)}
+    result.findings.sort(key=lambda f: (order.get(f.claim_id, len(order)), f.rule))
+    result = _only(result, customers)
+    facts = Facts(profile, year, number, case.registry, result.claims, case.orders, evidence)
+    result.billing = billing_basis(facts, result.findings)
+    for row in result.billing:
+        row.pop("claims", None)
+    return result
+
+
+def _only(result: Result, customers: Iterable[str] | None) -> Result:
+    """The result's findings, billing rows and claims of `customers` (all when None)."""
     if customers is None:
         return result
     wanted = set(customers)

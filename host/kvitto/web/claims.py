@@ -24,7 +24,7 @@ from typing import Any
 from kvitto.store import stale
 from kvitto.store.db import Store
 from kvitto.verify.case import CLAIM_FIELDS, CaseError, Claim, parse_time
-from kvitto.verify.case_csv import parse_claims
+from kvitto.verify.case_csv import claims_from_rows, parse_claims
 from kvitto.verify.rules import Profile
 from kvitto.verify.workdays import local
 from kvitto.web.personnummer import find_personnummer
@@ -192,8 +192,19 @@ def apply_records(
 
 
 def to_claims(rows: dict[str, dict[str, str]], source: str) -> list[Claim]:
-    """Parse effective rows with the case bundle's own parser (the same checks)."""
-    return parse_claims(_csv_text(rows.values()), source)
+    """Parse effective rows with the case bundle's own checks (kvitto.verify.case_csv), field
+    by field as claims.csv would hold them (line 2 on), without writing and reading CSV."""
+    numbered = []
+    for line, row in enumerate(rows.values(), start=2):
+        fields = {name: _cell(row.get(name)) for name in CLAIM_FIELDS}
+        if any(value.strip() for value in fields.values()):
+            numbered.append((line, fields))
+    return claims_from_rows(numbered, source)
+
+
+def _cell(value: Any) -> str:
+    """A field's text as csv.DictWriter writes it (None empty)."""
+    return "" if value is None else str(value)
 
 
 def claims_csv(rows: dict[str, dict[str, str]]) -> str:

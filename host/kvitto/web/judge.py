@@ -220,8 +220,12 @@ def _judge(
     scope = sorted(context)
     rows = effective_rows(store, provider, month, None if customers is None else scope)
     claims = to_claims(rows, f"store claims of {provider} {month}")
+    # the rules but T2 judge the customers with their evidence; T2 reads, besides, the claims
+    # of their staff's other customers (kvitto.verify.incremental.judge_customer_month)
+    wanted = set(scope) if evidence_of is None else set(evidence_of)
+    staff_claims = [c for c in claims if c.customer not in wanted]
+    claims = [c for c in claims if c.customer in wanted]
     registry_rows = StoreRegistry(store)
-    wanted = set(scope)
     chosen_customers = [c for c in registry_rows.customers() if c.id in wanted]
     devices = [d for d in registry_rows.devices() if wanted.intersection(d.served)]
     registry = parse_registry(
@@ -242,21 +246,21 @@ def _judge(
     messages: list[bytes] = []
     received: dict[tuple[str, int], tuple[int | None, int]] = {}
     for device in devices:
-        if evidence_of is not None and device.customer not in evidence_of:
-            continue  # a staff member's other customer: its claims for T2, not its evidence
         for row in store.events(device=device.id, received_since=since):
             messages.append(bytes(row[6]))
             received[(row[0], row[1])] = (row[3], row[4])
     i5 = profile.rules.get("I5", {})
+    # the store's events, verified by the collector's intake: not checked again (decisions.md)
     evidence = build_evidence(
-        registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S))
-    )
+        registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S)),
+        intake_verified=True,
+    )  # fmt: skip
     evidence.issues.extend(clock_ahead_issues(received, int(i5.get("receive_tolerance_s", 300))))
     # staff phones at the door (kvitto.web.door): their visits, verified when confirmed
     add_presences(evidence, door_presences(door_entries(store, provider, month), registry))
     case = Case(path=Path("."), registry=registry, orders=orders, claims=claims,
                 evidence_path=None)  # fmt: skip
-    result = judge_customer_month(case, profile, month, evidence, customers)
+    result = judge_customer_month(case, profile, month, evidence, customers, staff_claims)
     decided = decisions(store, provider, month)
     findings: list[Finding] = []
     for finding in result.findings:
