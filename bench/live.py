@@ -26,6 +26,7 @@ import argparse
 import csv
 import hashlib
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -174,65 +175,48 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=" ".join((__doc__ or "").split("\n\n")[0].split())
-    )
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--rate", type=int, default=1500, help="events stored per second")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the live phase")
-    parser.add_argument("--day", type=int, default=8, help="November's day that is today")
-    parser.add_argument("--seed", type=int, default=21)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        url = f"sqlite:///{root / 'kvitto.db'}"
-        devices, rng = build(url, root, args.customers, args.day, args.seed)
-        now_ms = int(datetime(2026, 11, args.day, 20, tzinfo=STOCKHOLM).timestamp() * 1000)
-        store = open_store(url, create=False)
-        started = time.perf_counter()
-        findings = judge(store, "p-1", MONTH, now_ms)
-        full = time.perf_counter() - started
-        print(f"full rebuild (kvitto judge, one core): {full:.1f} s, {findings} findings")
-        sys.stdout.flush()
-        # today's visits, pre-signed: arrive and depart at a random customer, in time order
-        total = int(args.rate * args.seconds)
-        moment = datetime(2026, 11, args.day, 7, tzinfo=STOCKHOLM).timestamp()
-        events: list[tuple[str, bytes]] = []
-        while len(events) < total:
-            number = rng.randrange(len(devices))
-            device, cred = devices[number], credential(f"s-{number // 5:05d}")
-            moment += 1
-            events.append((f"c-{number:05d}",
-                           device.sign("arrive", moment, cred, {"via": "badge"})))  # fmt: skip
-            events.append((f"c-{number:05d}",
-                           device.sign("depart", moment + 600, cred, {"via": "badge"})))  # fmt: skip
-        events = events[:total]
-        spawn = multiprocessing.get_context("spawn")
-        stop, results = spawn.Event(), spawn.Queue()
-        worker = spawn.Process(target=judge_loop, args=(url, now_ms, stop, results))
-        worker.start()
-        intake = Intake(store)
-        intake.reload_keys()
-        per_tick = max(1, args.rate // 10)
-        stored: list[tuple[float, str]] = []
-        begun = time.time()
-        for tick, offset in enumerate(range(0, len(events), per_tick)):
-            chunk = events[offset : offset + per_tick]
-            wait = begun + tick * 0.1 - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            received = int(time.time() * 1000)
-            batch = [Inbound(m, "bench live", None, received) for _, m in chunk]
-            keys = intake.keys(intake.claimed_device(i.message) for i in batch)
-            intake.store_batch(batch, verify_batch([(i.message, None) for i in batch], keys))
-            committed = time.time()
-            stored += [(committed, customer) for customer, _ in chunk]
-        elapsed = time.time() - begun
-        stop.set()
-        rounds = results.get()
-        worker.join()
-        store.close()
+def live(url: str, devices: list[Device], rng: Any, rate: int, seconds: float, now_ms: int,
+         moment: float) -> tuple[dict[str, Any], float]:  # fmt: skip
+    """One live phase at `rate` events/s; returns its figures and the device time reached."""
+    total = int(rate * seconds)
+    # today's visits, pre-signed: arrive and depart at a random customer, in time order
+    events: list[tuple[str, bytes]] = []
+    while len(events) < total:
+        number = rng.randrange(len(devices))
+        device, cred = devices[number], credential(f"s-{number // 5:05d}")
+        moment += 1
+        events.append((f"c-{number:05d}",
+                       device.sign("arrive", moment, cred, {"via": "badge"})))  # fmt: skip
+        events.append((f"c-{number:05d}",
+                       device.sign("depart", moment + 600, cred, {"via": "badge"})))  # fmt: skip
+    events = events[:total]
+    store = open_store(url, create=False)
+    spawn = multiprocessing.get_context("spawn")
+    stop, results = spawn.Event(), spawn.Queue()
+    worker = spawn.Process(target=judge_loop, args=(url, now_ms, stop, results))
+    worker.start()
+    intake = Intake(store)
+    intake.reload_keys()
+    per_tick = max(1, rate // 10)
+    stored: list[tuple[float, str]] = []
+    load_before = os.getloadavg()[0]
+    begun = time.time()
+    for tick, offset in enumerate(range(0, len(events), per_tick)):
+        chunk = events[offset : offset + per_tick]
+        wait = begun + tick * 0.1 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        received = int(time.time() * 1000)
+        batch = [Inbound(m, "bench live", None, received) for _, m in chunk]
+        keys = intake.keys(intake.claimed_device(i.message) for i in batch)
+        intake.store_batch(batch, verify_batch([(i.message, None) for i in batch], keys))
+        committed = time.time()
+        stored += [(committed, customer) for customer, _ in chunk]
+    elapsed = time.time() - begun
+    stop.set()
+    rounds = results.get()
+    worker.join()
+    store.close()
     latencies, running = [], 0
     for committed, customer in stored:
         for start, end, customers in rounds:
@@ -249,17 +233,62 @@ def main() -> None:
             running += 1
     sizes = [len(c) for _, _, c in rounds]
     times = [end - start for start, end, _ in rounds]
-    print(f"live: {len(stored)} events stored in {elapsed:.1f} s ({len(stored) / elapsed:.0f}/s), "
-          f"{len(rounds)} judge rounds, customers per round median {statistics.median(sizes):.0f} "
-          f"max {max(sizes)}, round median {statistics.median(times):.2f} s "
-          f"max {max(times):.2f} s, {1000 * sum(times) / sum(sizes):.1f} ms per customer "
-          f"judged")  # fmt: skip
-    if latencies:
-        print(f"event stored → verdict updated: p50 {percentile(latencies, 0.5):.2f} s, "
-              f"p99 {percentile(latencies, 0.99):.2f} s, max {max(latencies):.2f} s "
-              f"(goal p99 ≤ 2 s); full rebuild {full:.1f} s"
-              + (f" ({running} taken by the round running at their commit)" if running
-                 else ""))  # fmt: skip
+    figures = {
+        "rate": rate, "stored": len(stored), "achieved": len(stored) / elapsed,
+        "rounds": len(rounds), "size_median": statistics.median(sizes), "size_max": max(sizes),
+        "round_median": statistics.median(times), "round_max": max(times),
+        "ms_per_customer": 1000 * sum(times) / sum(sizes),
+        "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
+        "max": max(latencies), "running": running,
+        "load": (load_before, os.getloadavg()[0]),
+    }  # fmt: skip
+    return figures, moment + 3600
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=" ".join((__doc__ or "").split("\n\n")[0].split())
+    )
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--rates", default="150,1500", help="events stored per second, each "
+                        "a live phase of its own (comma-separated)")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of a live phase")
+    parser.add_argument("--day", type=int, default=8, help="November's day that is today")
+    parser.add_argument("--seed", type=int, default=21)
+    args = parser.parse_args()
+    rates = [int(rate) for rate in args.rates.split(",")]
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        url = f"sqlite:///{root / 'kvitto.db'}"
+        devices, rng = build(url, root, args.customers, args.day, args.seed)
+        now_ms = int(datetime(2026, 11, args.day, 20, tzinfo=STOCKHOLM).timestamp() * 1000)
+        store = open_store(url, create=False)
+        started = time.perf_counter()
+        findings = judge(store, "p-1", MONTH, now_ms)
+        full = time.perf_counter() - started
+        store.close()
+        print(f"full rebuild (kvitto judge, one core): {full:.1f} s, {findings} findings")
+        sys.stdout.flush()
+        moment = datetime(2026, 11, args.day, 7, tzinfo=STOCKHOLM).timestamp()
+        phases = []
+        for rate in rates:
+            figures, moment = live(url, devices, rng, rate, args.seconds, now_ms, moment)
+            phases.append(figures)
+    for f in phases:
+        print(f"live at {f['rate']} events/s: {f['stored']} events stored "
+              f"({f['achieved']:.0f}/s), {f['rounds']} judge rounds, customers per round "
+              f"median {f['size_median']:.0f} max {f['size_max']}, round median "
+              f"{f['round_median']:.2f} s max {f['round_max']:.2f} s, "
+              f"{f['ms_per_customer']:.1f} ms per customer judged, load average "
+              f"{f['load'][0]:.1f} → {f['load'][1]:.1f}")  # fmt: skip
+    print("event stored → verdict updated (goal p99 ≤ 2 s at 1,500 events/s), side by side:")
+    for f in phases:
+        print(f"  {f['rate']:>5} events/s: p50 {f['p50']:.2f} s, p99 {f['p99']:.2f} s, "
+              f"max {f['max']:.2f} s"
+              + (f" ({f['running']} taken by the round running at their commit)"
+                 if f["running"] else ""))  # fmt: skip
+    print(f"  full rebuild of the month: {full:.1f} s")
 
 
 if __name__ == "__main__":
