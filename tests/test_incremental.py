@@ -28,9 +28,12 @@ from verify_support import CLAIM_FIELDS, Bundle
 from kvitto.collect.intake import ingest
 from kvitto.store import stale
 from kvitto.store.db import Store, open_store
+from kvitto.store.registry import Registry as StoreRegistry
+from kvitto.verify.case import parse_registry
 from kvitto.web.accounts import add_user, get_user
 from kvitto.web.claims import import_claims
 from kvitto.web.judge import (
+    case_registry,
     effective_rows,
     judge,
     judge_stale,
@@ -263,3 +266,28 @@ def test_a_change_rejudges_only_the_customers_it_reaches(tmp_path):
     assert rejudge_stale(month.store, NOW_MS) == {("p-1", MONTH): ["c-1001", "c-1002"]}
     assert rejudge_stale(month.store, NOW_MS) == {}
     month.store.close()
+
+
+def test_the_judges_registry_equals_registry_toml_of_the_store(tmp_path):
+    """kvitto.web.judge reads the store's registry rows directly (no TOML between): the same
+    Registry parse_registry makes of StoreRegistry.to_toml, households, age groups, revoked
+    devices and credentials and a phone's key included."""
+    store = open_store(f"sqlite:///{tmp_path / 'kvitto.db'}")
+    rows = StoreRegistry(store)
+    rows.add_customer("c-1001", household="h-1", age_group="65+")
+    rows.add_customer("c-1002", household="h-1")
+    rows.add_customer("c-1003", age_group="<65")
+    for number, customer in enumerate(("c-1001", "c-1002", "c-1003")):
+        key = hashlib.sha256(customer.encode()).digest()
+        rows.add_device(f"tag-{number}", customer, "tag" if number else "lock", key,
+                        installed="2026-10-01")  # fmt: skip
+    rows.revoke_device("tag-2", "2026-11-20")
+    rows.add_credential("AB" * 16, "s-07", "p-1", "badge")
+    rows.revoke_credential("ab" * 16, "2026-11-10")
+    rows.add_credential("cd" * 16, "s-08", "p-1", "phone", key_material=bytes(range(32)))
+    rows.add_credential("ef" * 16, "s-09", "p-2", "ntag424")
+    expected = parse_registry(rows.to_toml(), "registry.toml")
+    found = case_registry(rows.customers(), rows.devices(), rows.credentials(), "store")
+    assert found == expected
+    assert found.devices["tag-2"].revoked is not None
+    assert found.credentials["cd" * 16].public_key == bytes(range(32))

@@ -196,9 +196,11 @@ def to_claims(rows: dict[str, dict[str, str]], source: str) -> list[Claim]:
     by field as claims.csv would hold them (line 2 on), without writing and reading CSV."""
     numbered = []
     for line, row in enumerate(rows.values(), start=2):
-        fields = {name: _cell(row.get(name)) for name in CLAIM_FIELDS}
-        if any(value.strip() for value in fields.values()):
-            numbered.append((line, fields))
+        if not all(type(row.get(name)) is str for name in CLAIM_FIELDS):
+            row = {name: _cell(row.get(name)) for name in CLAIM_FIELDS}
+        # (a stored row has every field as text: it is read as it is, extra fields unread)
+        if any(row[name].strip() for name in CLAIM_FIELDS):
+            numbered.append((line, row))
     return claims_from_rows(numbered, source)
 
 

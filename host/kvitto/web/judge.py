@@ -25,8 +25,20 @@ from typing import Any
 
 from kvitto.store import stale
 from kvitto.store.db import Store
+from kvitto.store.registry import Credential as StoreCredential
+from kvitto.store.registry import Customer as StoreCustomer
+from kvitto.store.registry import Device as StoreDevice
 from kvitto.store.registry import Registry as StoreRegistry
-from kvitto.verify.case import Case, CaseError, Claim, parse_registry
+from kvitto.verify.case import (
+    Case,
+    CaseError,
+    Claim,
+    Credential,
+    Customer,
+    Device,
+    Registry,
+    _date,
+)
 from kvitto.verify.case_csv import parse_orders
 from kvitto.verify.check import (
     ORDER_HEADER,
@@ -228,10 +240,8 @@ def _judge(
     registry_rows = StoreRegistry(store)
     chosen_customers = [c for c in registry_rows.customers() if c.id in wanted]
     devices = [d for d in registry_rows.devices() if wanted.intersection(d.served)]
-    registry = parse_registry(
-        registry_rows.to_toml(chosen_customers, devices, registry_rows.credentials()),
-        f"store registry of {provider}",
-    )
+    registry = case_registry(chosen_customers, devices, registry_rows.credentials(),
+                             f"store registry of {provider}")  # fmt: skip
     order_lines = [",".join(ORDER_HEADER)]
     for order in registry_rows.orders():
         if order.customer in wanted:
@@ -313,6 +323,38 @@ def _judge(
                 (now_ms, provider, month),
             )
     return len(findings)
+
+
+def case_registry(
+    customers: list[StoreCustomer],
+    devices: list[StoreDevice],
+    credentials: list[StoreCredential],
+    source: str,
+) -> Registry:
+    """The store's registry rows as kvitto.verify.case reads registry.toml (parse_registry of
+    StoreRegistry.to_toml, tests/test_incremental.py), without writing and reading TOML: the
+    store checked ids, roles and keys when they were registered."""
+    registry = Registry()
+    for customer in customers:
+        registry.customers[customer.id] = Customer(customer.id, customer.household.strip(),
+                                                   customer.age_group.strip())  # fmt: skip
+    for device in devices:
+        # an entrance lock serves the customers of the registry among its own (§3)
+        served = tuple(c for c in device.customers if c in registry.customers)
+        registry.devices[device.id] = Device(
+            device.id, "" if device.building else device.customer, device.role,
+            device.public_key, _date(device.installed, source, 0, "installed"),
+            _date(device.revoked, source, 0, "revoked"), device.building,
+            served if device.building else (),
+        )  # fmt: skip
+    for credential in credentials:
+        phone = credential.kind == "phone" and len(credential.key_material) == 32
+        registry.credentials[credential.id.lower()] = Credential(
+            credential.id.lower(), credential.staff, credential.provider, credential.kind,
+            _date(credential.revoked, source, 0, "revoked"),
+            credential.key_material if phone else b"",
+        )  # fmt: skip
+    return registry
 
 
 def _verdict_row(
