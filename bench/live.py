@@ -2,8 +2,8 @@
 steady rate, the time from an event stored to its customer's verdict updated, beside the time
 of a full rebuild of the month, in one run.
 
-    .venv/bin/python bench/live.py                        # 10k customers, 1,500 events/s, 20 s
-    .venv/bin/python bench/live.py --customers 2000 --rate 500 --seconds 10
+    .venv/bin/python bench/live.py                   # 10k customers, 150 then 1,500 events/s
+    .venv/bin/python bench/live.py --customers 2000 --rates 500 --seconds 10
 
 Setup (timed apart, printed): a SQLite store with N customers (every 25th pair cohabiting), a
 tag each, staff serving 5 customers each, an order each, and November 2026 so far: one visit a
@@ -12,12 +12,13 @@ stored through the collector's intake (kvitto.collect.intake: verify, store once
 stale), and the month's claims imported (kvitto.web.claims). Then the month is judged whole
 (kvitto.web.judge.judge): the full rebuild.
 
-Live: this process stores pre-signed arrive/depart events of day `--day` through the intake at
-`--rate` events/s in ticks of 100 ms, while a second process runs `kvitto judge --live`'s round
+Live, one phase per rate of `--rates` (20 s each): this process stores pre-signed arrive/depart
+events of day `--day` through the intake at the rate in ticks of 100 ms, while a second process runs `kvitto judge --live`'s round
 (kvitto.web.judge.rejudge_stale) back to back. An event's latency is from its batch's commit to
 the end of the first round that began after that commit with its customer among those judged
 (or, when the round running at the commit read its marks already, that round's end). Prints
-p50/p99/max, rounds, customers per round and the time per customer judged; asserts nothing.
+p50/p99/max, rounds, customers per round, the time per customer judged and the load average
+over the phase, the phases side by side with the full rebuild; asserts nothing.
 """
 
 from __future__ import annotations
