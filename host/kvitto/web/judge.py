@@ -231,12 +231,16 @@ def _judge(
     year, month_number = parse_month(month)
     scope = sorted(context)
     rows = effective_rows(store, provider, month, None if customers is None else scope)
-    claims = to_claims(rows, f"store claims of {provider} {month}")
     # the rules but T2 judge the customers with their evidence; T2 reads, besides, the claims
-    # of their staff's other customers (kvitto.verify.incremental.judge_customer_month)
+    # their staff made at other customers (kvitto.verify.incremental.judge_customer_month)
     wanted = set(scope) if evidence_of is None else set(evidence_of)
-    staff_claims = [c for c in claims if c.customer not in wanted]
-    claims = [c for c in claims if c.customer in wanted]
+    source = f"store claims of {provider} {month}"
+    ours = {k: r for k, r in rows.items() if _text(r, "customer") in wanted}
+    claims = to_claims(ours, source)
+    staff = {c.staff for c in claims if c.staff}
+    staff_claims = to_claims(
+        {k: r for k, r in rows.items() if k not in ours and _text(r, "staff") in staff}, source
+    )
     registry_rows = StoreRegistry(store)
     chosen_customers = [c for c in registry_rows.customers() if c.id in wanted]
     devices = [d for d in registry_rows.devices() if wanted.intersection(d.served)]
@@ -323,6 +327,10 @@ def _judge(
                 (now_ms, provider, month),
             )
     return len(findings)
+
+
+def _text(row: dict[str, Any], name: str) -> str:
+    return str(row.get(name) or "").strip()
 
 
 def case_registry(
