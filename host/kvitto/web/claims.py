@@ -196,10 +196,13 @@ def to_claims(rows: dict[str, dict[str, str]], source: str) -> list[Claim]:
     by field as claims.csv would hold them (line 2 on), without writing and reading CSV."""
     numbered = []
     for line, row in enumerate(rows.values(), start=2):
-        if not all(type(row.get(name)) is str for name in CLAIM_FIELDS):
+        try:
+            # a stored row has every field as text: read as it is (extra fields unread)
+            text = "".join(map(row.__getitem__, CLAIM_FIELDS))
+        except (KeyError, TypeError):
             row = {name: _cell(row.get(name)) for name in CLAIM_FIELDS}
-        # (a stored row has every field as text: it is read as it is, extra fields unread)
-        if any(row[name].strip() for name in CLAIM_FIELDS):
+            text = "".join(row.values())
+        if text.strip():  # a row of blanks is skipped, as csv reading skips a blank line
             numbered.append((line, row))
     return claims_from_rows(numbered, source)
 
