@@ -151,11 +151,13 @@ def build(url: str, root: Path, customers: int, day: int, seed: int) -> tuple[li
     return devices, rng
 
 
-def judge_loop(url: str, now_ms: int, stop: Any, results: Any) -> None:
+def judge_loop(url: str, now_ms: int, ready: Any, stop: Any, results: Any) -> None:
     """The second process: `kvitto judge --live`'s round, back to back, until told to stop
-    and nothing is stale; each round's (start, end, customers judged)."""
+    and nothing is stale; each round's (start, end, customers judged). `ready` once it has
+    imported and opened the store (events stored before would wait for the start)."""
     store = open_store(url, create=False)
     rounds: list[tuple[float, float, list[str]]] = []
+    ready.set()
     while True:
         stopping = stop.is_set()
         started = time.time()
@@ -193,9 +195,10 @@ def live(url: str, devices: list[Device], rng: Any, rate: int, seconds: float, n
     events = events[:total]
     store = open_store(url, create=False)
     spawn = multiprocessing.get_context("spawn")
-    stop, results = spawn.Event(), spawn.Queue()
-    worker = spawn.Process(target=judge_loop, args=(url, now_ms, stop, results))
+    ready, stop, results = spawn.Event(), spawn.Event(), spawn.Queue()
+    worker = spawn.Process(target=judge_loop, args=(url, now_ms, ready, stop, results))
     worker.start()
+    ready.wait()
     intake = Intake(store)
     intake.reload_keys()
     per_tick = max(1, rate // 10)

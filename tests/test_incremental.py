@@ -30,6 +30,7 @@ from kvitto.store import stale
 from kvitto.store.db import Store, open_store
 from kvitto.store.registry import Registry as StoreRegistry
 from kvitto.verify.case import parse_registry
+from kvitto.web import judge as web_judge
 from kvitto.web.accounts import add_user, get_user
 from kvitto.web.claims import import_claims
 from kvitto.web.judge import (
@@ -239,6 +240,18 @@ def test_incremental_judging_equals_a_full_rebuild_after_every_step(tmp_path, se
         moves.append(month.step())
         assert not stale.stale(month.store, "web:p-1", MONTH), moves
         assert verdict_digest(month.store) == rebuilt_digest(month, f"step-{number}"), moves
+    month.store.close()
+
+
+def test_a_round_that_reaches_most_of_the_month_judges_it_whole_and_equal(tmp_path, monkeypatch):
+    """kvitto.web.judge judges a large month whole when a round reaches a third of it; with the
+    size it takes for that lowered to nothing, the rounds here do so and stay equal."""
+    monkeypatch.setattr(web_judge, "WHOLE_MONTH_FROM", 0)
+    month = Month(tmp_path, random.Random(5))
+    for number in range(6):
+        move = month.step()
+        assert not stale.stale(month.store, "web:p-1", MONTH), move
+        assert verdict_digest(month.store) == rebuilt_digest(month, f"step-{number}"), move
     month.store.close()
 
 
