@@ -28,6 +28,7 @@ from verify_support import CLAIM_FIELDS, Bundle
 from kvitto.collect.intake import ingest
 from kvitto.store import stale
 from kvitto.store.db import Store, open_store
+from kvitto.store.entrance import add_entrance_lock
 from kvitto.store.registry import Registry as StoreRegistry
 from kvitto.verify.case import parse_registry
 from kvitto.web import judge as web_judge
@@ -284,7 +285,7 @@ def test_a_change_rejudges_only_the_customers_it_reaches(tmp_path):
 def test_the_judges_registry_equals_registry_toml_of_the_store(tmp_path):
     """kvitto.web.judge reads the store's registry rows directly (no TOML between): the same
     Registry parse_registry makes of StoreRegistry.to_toml, households, age groups, revoked
-    devices and credentials and a phone's key included."""
+    devices and credentials, a phone's key and an entrance lock included."""
     store = open_store(f"sqlite:///{tmp_path / 'kvitto.db'}")
     rows = StoreRegistry(store)
     rows.add_customer("c-1001", household="h-1", age_group="65+")
@@ -299,8 +300,15 @@ def test_the_judges_registry_equals_registry_toml_of_the_store(tmp_path):
     rows.revoke_credential("ab" * 16, "2026-11-10")
     rows.add_credential("cd" * 16, "s-08", "p-1", "phone", key_material=bytes(range(32)))
     rows.add_credential("ef" * 16, "s-09", "p-2", "ntag424")
+    add_entrance_lock(rows, "lock-entre", "b-1", ["c-1001", "c-1003"], bytes(range(1, 33)))
     expected = parse_registry(rows.to_toml(), "registry.toml")
     found = case_registry(rows.customers(), rows.devices(), rows.credentials(), "store")
     assert found == expected
+    # part of the month: an entrance lock serves the customers the part holds
+    some = [c for c in rows.customers() if c.id != "c-1003"]
+    devices = [d for d in rows.devices() if {"c-1001", "c-1002"}.intersection(d.served)]
+    part = parse_registry(rows.to_toml(some, devices, rows.credentials()), "registry.toml")
+    assert case_registry(some, devices, rows.credentials(), "store") == part
+    assert part.devices["lock-entre"].customers == ("c-1001",)
     assert found.devices["tag-2"].revoked is not None
     assert found.credentials["cd" * 16].public_key == bytes(range(32))
