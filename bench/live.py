@@ -16,7 +16,8 @@ Live, one phase per rate of `--rates` (20 s each): this process stores pre-signe
 events of day `--day` through the intake at the rate in ticks of 100 ms, while a second process runs `kvitto judge --live`'s round
 (kvitto.web.judge.rejudge_stale) back to back. An event's latency is from its batch's commit to
 the end of the first round that began after that commit with its customer among those judged
-(or, when the round running at the commit read its marks already, that round's end). Prints
+(or, when the round running at the commit read its marks already, which shows as its
+customer in it and not in the next round, that round's end). Prints
 p50/p99/max, rounds, customers per round, the time per customer judged and the load average
 over the phase, the phases side by side with the full rebuild; asserts nothing.
 """
@@ -24,6 +25,7 @@ over the phase, the phases side by side with the full rebuild; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import hashlib
 import multiprocessing
@@ -222,19 +224,24 @@ def live(url: str, devices: list[Device], rng: Any, rate: int, seconds: float, n
     worker.join()
     store.close()
     latencies, running = [], 0
+    ends = [end for _, end, _ in rounds]
     for committed, customer in stored:
-        for start, end, customers in rounds:
-            if start >= committed and customer in customers:
-                latencies.append(end - committed)
-                break
-        else:
-            # its marks were read by the round running at its commit (nothing was stale
-            # after it): that round's end
-            ends = [
-                end for _, end, customers in rounds if end >= committed and customer in customers
-            ]
-            latencies.append(min(ends) - committed)
+        # rounds run back to back, each judging what is stale at its start: the round running
+        # at the commit read the event if its customer is in it and not in the next round
+        # (else the customer would still be stale then); otherwise (or when the next round has
+        # the customer too, which may be this event's) the first round that began after it
+        at = bisect.bisect_left(ends, committed)
+        if (
+            at < len(rounds)
+            and rounds[at][0] < committed
+            and customer in rounds[at][2]
+            and (at + 1 == len(rounds) or customer not in rounds[at + 1][2])
+        ):
+            latencies.append(rounds[at][1] - committed)
             running += 1
+            continue
+        latencies.append(next(end - committed for start, end, customers in rounds[at:]
+                              if start >= committed and customer in customers))  # fmt: skip
     sizes = [len(c) for _, _, c in rounds]
     times = [end - start for start, end, _ in rounds]
     figures = {
