@@ -91,7 +91,7 @@ def small_and_large(tmp_path):
     """Two virtual boards fresh from `kvitto flash`: one with a plain ESP32's memory (a small
     heap, ESP-IDF nearly full), one with PSRAM."""
     small = VirtualBoard(tmp_path / "small", "small", provision=False, proxy=False,
-                         heap="160K", idf_heap="130")  # fmt: skip
+                         heap="512K", gc_heap_kib=100, idf_heap="130")  # fmt: skip
     large = VirtualBoard(tmp_path / "large", "large", provision=False, proxy=False,
                          heap="2M", idf_heap="150,2048")  # fmt: skip
     for board in (small, large):

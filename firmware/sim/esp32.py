@@ -54,6 +54,31 @@ def idf_heap_info(capabilities):
     return regions
 
 
+_ballast = None
+
+
+def leave_gc_heap():
+    """A plain ESP32's GC heap on the 64-bit unix port (`KVITTO_GC_HEAP_KIB`, set by
+    kvitto.sim.board.VirtualBoard): the unix port's own overhead (64-bit objects, the simulator's
+    modules) is larger than a board's and fragments `-X heapsize` unevenly, so a small heap alone
+    does not make a small board that starts every time; instead a large heap is taken down to
+    about this much free by a kept ballast, the way a real board has what ESP-IDF left it."""
+    global _ballast
+    text = os.getenv("KVITTO_GC_HEAP_KIB") if hasattr(os, "getenv") else None
+    if not text:
+        return
+    import gc
+
+    gc.collect()
+    left = int(text) * 1024
+    size = 4096
+    while size >= 64 and gc.mem_free() > left:
+        try:
+            _ballast = (_ballast, bytearray(size))  # pairs: no ever larger block to find
+        except MemoryError:
+            size //= 4
+
+
 def install():
     """Make `import esp32` find this module on the unix port (sim.hal_sim.SimHal calls it)."""
     sys.modules["esp32"] = sys.modules[__name__]

@@ -209,6 +209,7 @@ def _install_esp32():
     except ImportError:  # a trimmed sim without it: code that asks for esp32 sees no module
         return
     esp32.install()
+    esp32.leave_gc_heap()
 
 
 class SimHal:

@@ -132,6 +132,7 @@ class VirtualBoard:
         flash: Path | None = None,
         idf_heap: str | None = None,
         board: Path | None = None,
+        gc_heap_kib: int | None = None,
     ):
         self.workdir = Path(workdir).resolve()  # the board process runs inside it
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,8 @@ class VirtualBoard:
         # ESP-IDF's heap as the board's esp32.idf_heap_info reports it (firmware/sim/esp32.py):
         # "INTERNAL_KIB" or "INTERNAL_KIB,PSRAM_KIB" free
         self.idf_heap = idf_heap
+        # a small board's GC heap left free at start (firmware/sim/esp32.py leave_gc_heap)
+        self.gc_heap_kib = gc_heap_kib
         self.board = Path(board).resolve() if board is not None else BOARDS / "sim.json"
         # an existing image (e.g. from `kvitto image`) is mounted as it is, like a flashed board
         self.flash = Path(flash).resolve() if flash is not None else self.workdir / "flash.img"
@@ -200,6 +203,8 @@ class VirtualBoard:
         )
         if self.idf_heap is not None:
             env["KVITTO_IDF_HEAP"] = self.idf_heap
+        if self.gc_heap_kib is not None:
+            env["KVITTO_GC_HEAP_KIB"] = str(self.gc_heap_kib)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self._connected.clear()
         self.process = subprocess.Popen(
