@@ -22,6 +22,17 @@ from kvitto.evidence.cose import DEVICE_ID
 BUILDING = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def check_same_board(existing: Any, public_key: bytes) -> None:
+    """A device registered again (provisioning re-run) must be the same, unrevoked board."""
+    if existing.revoked:
+        raise KvittoError(f"device {existing.id} was revoked on {existing.revoked}")
+    if existing.public_key != public_key:
+        raise KvittoError(
+            f"device {existing.id} is registered with another public key; "
+            "revoke it and register the board under a new id"
+        )
+
+
 def add_entrance_lock(
     registry: Any,  # kvitto.store.registry.Registry
     device_id: str,
@@ -59,13 +70,7 @@ def add_entrance_lock(
                     f"device {device_id} is bound to {bound}; it cannot be re-bound to "
                     f"building {building} (install a new device instead)"
                 )
-            if existing.revoked:
-                raise KvittoError(f"device {device_id} was revoked on {existing.revoked}")
-            if existing.public_key != public_key:
-                raise KvittoError(
-                    f"device {device_id} is registered with another public key; "
-                    "revoke it and register the board under a new id"
-                )
+            check_same_board(existing, public_key)
         else:
             # devices.customer references customers: the first one stands there; readers
             # take the building's list (migration 7)

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from kvitto.errors import KvittoError
 from kvitto.evidence.cose import DEVICE_ID
 from kvitto.store.db import Store
+from kvitto.store.entrance import check_same_board
 
 PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CREDENTIAL_ID = re.compile(r"[0-9a-f]{32}")
@@ -203,13 +204,7 @@ class Registry:
                         f"device {device_id} is bound to customer {existing.customer}; "
                         f"it cannot be re-bound to {customer} (install a new device instead)"
                     )
-                if existing.revoked:
-                    raise KvittoError(f"device {device_id} was revoked on {existing.revoked}")
-                if existing.public_key != public_key:
-                    raise KvittoError(
-                        f"device {device_id} is registered with another public key; "
-                        "revoke it and register the board under a new id"
-                    )
+                check_same_board(existing, public_key)
                 return existing
             self.store.execute(
                 "INSERT INTO devices (id, customer, role, public_key, installed, revoked) "
