@@ -5,9 +5,10 @@
     # kvitto serve --store sqlite:///kvitto.db  runs it under uvicorn
 
 It owns the web's tables in the store (users, sessions, imported claims, the plan, people's
-records, verdicts), the scoped data layer every page reads through (`scope.py`: provider and
+records, verdicts), per-address rate limits on the routes anyone can reach (`throttle.py`),
+the scoped data layer every page reads through (`scope.py`: provider and
 municipality isolation in one place, on the gate of `visibility.py`; the deviation rows:
-`rows.py`), corrections as hash-chained records (`records.py`, `corrections.py`), re-judging
+`rows.py`), corrections as hash-chained records (`records.py`; the claims as corrected: `claims.py`), re-judging
 with kvitto's rules (`judge.py`), the pages (`pages.py`; what every page shares:
 `page_frame.py`; templates/, static/, translations/), and staff phones at the door without an
 app (`door.py`: passkey enrolment, door URLs confirmed with a passkey; `door_reads.py`: the
