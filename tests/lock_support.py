@@ -5,6 +5,7 @@ org's command key on a real Mosquitto; plus `until`, the polling wait those test
     with provisioned(tmp_path, mosquitto, Unit("lock-0201", "lock")) as rig:
         rig.boards["lock-0201"].tap("badge", UID)
         until(lambda: rig.store.events("lock-0201"), "the lock's events")
+        kind, x = door(rig.boards["lock-0201"], rig.store, UID)  # ("unlock", {...})
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from kvitto.collect.collector import Collector
+from kvitto.evidence.cose import split_sign1
+from kvitto.evidence.events import decode_payload
 from kvitto.install.pki import ensure_org
 from kvitto.install.provision import Provisioning, provision
 from kvitto.sim.board import VirtualBoard
@@ -33,6 +36,43 @@ def until(check, what: str, timeout: float = 60.0):
             return found
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+DECISIONS = ("unlock", "deny", "depart")
+
+
+def _seen(board: VirtualBoard, store: Store, after: int) -> list[tuple[str, dict]]:
+    """The lock's tap outcomes after sequence `after`, in order: from its journal and from the
+    store, because the journal drops what the collector acknowledged, often within
+    milliseconds: a poll of the journal alone can miss the event it waits for."""
+    found = {e["seq"]: (e["type"], e["x"]) for e in board.events(after + 1)}
+    for _, seq, kind, *_, message in store.events(board.device):
+        if seq > after and seq not in found:
+            x = decode_payload(split_sign1(message)[2]).x
+            found[seq] = (kind, {k: v.hex() if isinstance(v, bytes) else v for k, v in x.items()})
+    return [found[seq] for seq in sorted(found) if found[seq][0] in DECISIONS]
+
+
+def door(board: VirtualBoard, store: Store, uid: str) -> tuple[str, dict]:
+    """Tap the badge `uid` at the lock until the door decides, and return the unlock or deny
+    event's (type, x). A tap that closes the credential's open visit is not a decision of the
+    door: tap once more. After an unlock, wait until the door (relock_ms=500) locked again."""
+    for _ in range(3):
+        journal, stored = board.events(), store.events(board.device)
+        after = max([e["seq"] for e in journal[-1:]] + [row[1] for row in stored[-1:]] + [0])
+        time.sleep(1.6)  # away longer than the reader's gone window (800 ms): a new tap
+        board.tap("badge", uid)
+        deadline = time.monotonic() + 30
+        while not (found := _seen(board, store, after)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no door decision; log:\n{board.log_tail()}")
+            time.sleep(0.05)
+        kind, x = found[0]
+        if kind != "depart":
+            if kind == "unlock":
+                time.sleep(0.8)  # relock_ms=500: locked again before the next tap
+            return kind, x
+    raise AssertionError(f"{uid} only departs")
 
 
 @dataclass(frozen=True)

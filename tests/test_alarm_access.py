@@ -11,11 +11,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from app_support import missing_firmware
-from lock_support import Unit, provisioned
+from lock_support import Unit, door, provisioned
 from test_lock_schedule import run as cli
 
 from kvitto.install.enroll import enroll_badge
-from kvitto.sim.board import VirtualBoard
 from kvitto.store.registry import Registry
 
 pytestmark = pytest.mark.skipif(
@@ -24,25 +23,6 @@ pytestmark = pytest.mark.skipif(
 
 LOCK, ALARM = "lock-0201", "alarm-0301"
 CARE, DUTY = "04a1b2c3", "04d4e5f6"  # the customer's provider's staff; the alarm duty's
-
-
-def door(board: VirtualBoard, uid: str) -> tuple[str, dict]:
-    """Tap `uid` once and return the door's decision (unlock or deny) as (type, x)."""
-    journal = board.events()
-    after = max([e["seq"] for e in journal[-1:]] + [0])
-    time.sleep(1.6)  # a new tap, not the last one held
-    board.tap("badge", uid)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = [e for e in board.events(after + 1) if e["type"] in ("unlock", "deny")]
-        if found:
-            if found[0]["type"] == "unlock":
-                time.sleep(0.8)  # relock_ms=500, and the visit open: the next tap departs
-                board.tap("badge", uid)
-                time.sleep(1.6)
-            return found[0]["type"], found[0]["x"]
-        time.sleep(0.05)
-    raise AssertionError(f"no door decision; log:\n{board.log_tail()}")
 
 
 def wait_outbox(store, device: str, count: int, timeout: float = 60.0):
@@ -86,9 +66,9 @@ def test_an_open_alarm_opens_the_lock_for_the_alarm_duty_until_check_out(tmp_pat
         cli("command", "schedule", *base, "--days", "1", "--tolerance-min", "5")
         wait_outbox(store, LOCK, 4)
         wait_outbox(store, ALARM, 1)
-        kind, x = door(lock, DUTY)
+        kind, x = door(lock, store, DUTY)
         assert (kind, x["reason"]) == ("deny", "unknown")  # no alarm: not allowlisted
-        kind, x = door(lock, CARE)
+        kind, x = door(lock, store, CARE)
         assert (kind, x["reason"]) == ("deny", "outside_window")
 
         alarm.press("alarm_call")
@@ -97,9 +77,9 @@ def test_an_open_alarm_opens_the_lock_for_the_alarm_duty_until_check_out(tmp_pat
         calls = [row for row in store.events(ALARM) if row[2] == "alarm_call"]
         (call,) = calls
         assert grant.x["alarm"] == f"{ALARM} #{call[1]}"
-        kind, x = door(lock, DUTY)
+        kind, x = door(lock, store, DUTY)
         assert (kind, x["reason"], x["alarm"]) == ("unlock", "alarm", grant.x["alarm"])
-        kind, x = door(lock, CARE)  # the customer's own provider: still its schedule
+        kind, x = door(lock, store, CARE)  # the customer's own provider: still its schedule
         assert (kind, x["reason"]) == ("deny", "outside_window")
 
         alarm.press("green")
@@ -108,7 +88,7 @@ def test_an_open_alarm_opens_the_lock_for_the_alarm_duty_until_check_out(tmp_pat
         closing = wait_outbox(store, LOCK, 6)[-1]
         assert closing.x["alarm"] == grant.x["alarm"] and closing.x["creds"] == []
         assert closing.state == "applied"
-        kind, x = door(lock, DUTY)
+        kind, x = door(lock, store, DUTY)
         assert (kind, x["reason"]) == ("deny", "unknown")
 
         # the collector took every event, the alarm unlock with its link among them

@@ -77,6 +77,24 @@ show()
     ]
 
 
+def test_staff_revoked_while_inside_still_depart_and_are_then_denied(micropython, tmp_path):
+    # the alarm duty whose grant closed at check-out leaves the same way (issue #23): the
+    # departure is evidence of the visit's end, and it moves no strike
+    out = run_both(
+        micropython,
+        PRELUDE
+        + f"""
+print(lock.tap(bytes.fromhex("{SECOND}"), "badge"))
+settle(9000)
+lock.on_revoke({{"creds": [bytes.fromhex("{SECOND}")]}})
+print(lock.tap(bytes.fromhex("{SECOND}"), "badge"), relay.changes)
+print(lock.tap(bytes.fromhex("{SECOND}"), "badge"))
+""",
+        tmp_path,
+    )
+    assert out.splitlines() == ["unlock", "depart [True, False]", "deny"]
+
+
 def test_unknown_is_denied_and_unused_unlock_relocks(micropython, tmp_path):
     out = run_both(
         micropython,

@@ -15,6 +15,7 @@ import pytest
 from app_support import missing_firmware
 from click.testing import CliRunner
 from lock_support import Unit, provisioned
+from lock_support import door as tap_door
 
 from kvitto.cli import cli
 from kvitto.evidence.cose import split_sign1
@@ -49,28 +50,7 @@ def wait_closed(store, count: int, timeout: float = 60.0):
 
 
 def door(board: VirtualBoard, store) -> tuple[str, dict]:
-    """Tap the badge until the door decides (a tap that closes an open visit is not a decision
-    of the door: tap once more); the unlock or deny event's (type, x)."""
-    for _ in range(3):
-        journal, stored = board.events(), store.events(LOCK)  # the journal drops acked events
-        after = max([e["seq"] for e in journal[-1:]] + [row[1] for row in stored[-1:]])
-        time.sleep(1.6)  # away longer than the reader's gone window: a new tap
-        board.tap("badge", UID)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = [
-                e for e in board.events(after + 1) if e["type"] in ("unlock", "deny", "depart")
-            ]
-            if found:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"no door decision; log:\n{board.log_tail()}")
-        if found[0]["type"] != "depart":
-            if found[0]["type"] == "unlock":
-                time.sleep(0.8)  # relock_ms=500: locked again before the next tap
-            return found[0]["type"], found[0]["x"]
-    raise AssertionError("the badge only departs")
+    return tap_door(board, store, UID)
 
 
 def plan(path, start: datetime, minutes: int) -> str:

@@ -132,18 +132,20 @@ class Lock:
         """One credential at the reader: unlock, register arrival, or deny. `extra` is the
         tap's proof (an NTAG 424 SUN, a phone's nonce and answer): every event of the tap
         carries it, so the host can check a lock's taps as it checks a tag's."""
+        if cred in self.present:
+            # the same credential again closes its visit (Haninge "Registrera avgång"; Phoniro
+            # Lock's place receipt): leaving staff tap on the way out, no strike needed. Before
+            # the allowlist: the alarm duty whose grant closed at check-out, or staff revoked
+            # while inside, still say when they left
+            self.present.remove(cred)
+            self.emit("depart", cred, _fields("lock", extra))
+            self._show("depart")
+            return "depart"
         alarm = self.policy.alarm_for(cred) if self.policy is not None else None
         if alarm is None and cred not in self.allowlist:
             self.emit("deny", cred, self._why(_fields(via, extra), "unknown"))
             self._show("refused")
             return "deny"
-        if cred in self.present:
-            # the same credential again closes its visit (Haninge "Registrera avgång"; Phoniro
-            # Lock's place receipt): leaving staff tap on the way out, no strike needed
-            self.present.remove(cred)
-            self.emit("depart", cred, _fields("lock", extra))
-            self._show("depart")
-            return "depart"
         strike = self.locked and not self.door_open
         reason = None
         if strike and alarm is not None:
