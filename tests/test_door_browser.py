@@ -207,11 +207,25 @@ def test_a_sticker_at_the_door_says_its_evidence_is_weaker(office, phone, world,
     )
     confirm(phone, sticker.read())
     expect(phone.locator(".door.arrive")).to_contain_text("klistermärke: svagare bevis")
+    CLOCK.now = NOW + timedelta(hours=1, minutes=20)
     confirm(phone, sticker.read())
     expect(phone.locator(".door.depart")).to_contain_text("Avgång registrerad")
     phone.get_by_label("Omsorg").check()
     phone.get_by_role("button", name="Registrera insatserna").click()
     expect(phone.get_by_role("status")).to_contain_text("Registrerat")
+
+    # the claim and its verdict: a sticker gives no time at the door, so I5 follows it up
+    proof = world.store.execute("SELECT MAX(id) FROM door_proofs WHERE action = 'depart'")[0][0]
+    office.goto("/avvikelser")  # the office is the coordinator who enrolled the phone
+    rows = office.get_by_role("row").filter(has_text=f"d-{proof}-omsorg")
+    row = rows.filter(has_text="I5")  # one row per finding: D4 too (the month not attested)
+    expect(row).to_contain_text("Följs upp")
+    row.get_by_role("link", name=f"d-{proof}-omsorg").click()
+    expect(office.locator("main")).to_contain_text("11:00–11:20")
+    expect(office.locator("main")).to_contain_text("s-52")
+    expect(office.locator("#findings")).to_contain_text("I5")
+    expect(office.locator("#door")).to_contain_text("klistermärke: svagare bevis")
+    expect(office.locator("#door")).to_contain_text("giltiga")
 
 
 def test_an_activity_allowed_away_is_registered_by_passkey_without_a_tap(office, phone, world):
