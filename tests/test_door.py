@@ -143,18 +143,22 @@ def test_refusals_each_with_a_page_and_a_quarantine_row(world, urls, micropython
     other = enrol(world, clock, "samordnare-p2", "s-43")
     _, forwarded = tap(world, clock, urls[2], other)
     assert forwarded.status_code == 403 and quarantined(world, "not_enrolled") == 1
+    assert "inte registrerad för utföraren" in forwarded.text
     # a passkey nobody enrolled
     _, stranger = tap(world, clock, urls[3], SoftPasskey("testserver", BASE))
     assert stranger.status_code == 403 and quarantined(world, "not_enrolled") == 2
+    assert "inte registrerad för utföraren" in stranger.text
     # a stale URL: signed an hour before the server's time
     old = device_urls(micropython, secret_of("tag-1002"), "tag-1002", BASE,
                       int((NOW - timedelta(hours=1)).timestamp()))  # fmt: skip
     _, stale = tap(world, clock, old[0], passkey)
     assert stale.status_code == 403 and quarantined(world, "stale") == 1
+    assert "för gammal" in stale.text
     # a URL whose signature was altered
     _, forged = tap(world, clock, urls[4][:-3] + ("AAA" if urls[4][-3:] != "AAA" else "BBB"),
                     passkey)  # fmt: skip
     assert forged.status_code == 403 and quarantined(world, "bad_signature") == 1
+    assert "Länken är inte äkta" in forged.text
     # a revoked phone
     office = client_for(world, clock)
     login(office, "samordnare-p1")
@@ -164,6 +168,12 @@ def test_refusals_each_with_a_page_and_a_quarantine_row(world, urls, micropython
     clock.now = NOW + timedelta(seconds=1)
     _, refused = tap(world, clock, urls[5], passkey)
     assert refused.status_code == 403 and quarantined(world, "revoked") == 1
+    assert "Telefonen är spärrad" in refused.text
+    # the counter only grows: urls[4] was never opened (only its forgery), but urls[5] was
+    replays = quarantined(world, "replayed")
+    _, older = tap(world, clock, urls[4], passkey)
+    assert older.status_code == 403 and "redan använts" in older.text
+    assert quarantined(world, "replayed") == replays + 1
     # another provider's coordinator cannot revoke p-1's phone
     foreign = client_for(world, clock)
     login(foreign, "samordnare-p2")
