@@ -61,9 +61,12 @@ def parse(argv: list[str]) -> None:
     name = "kvitto"
     while isinstance(command, click.Group):
         assert argv, f"{name}: a subcommand is missing"
-        sub = command.get_command(click.Context(command), argv[0])
+        try:  # as click resolves it when run (`kvitto provision sticker` included)
+            found, sub, rest = command.resolve_command(click.Context(command), argv)
+        except click.UsageError:
+            found, sub, rest = None, None, argv
         assert sub is not None, f"{name}: no subcommand {argv[0]!r}"
-        name, command, argv = f"{name} {argv[0]}", sub, argv[1:]
+        name, command, argv = f"{name} {found}", sub, rest
     from click.testing import CliRunner
 
     try:

@@ -332,8 +332,9 @@ def test_provision_sticker_records_it_and_its_sun_template_reads_at_the_door(wor
     import subprocess
     import sys
 
+    # issue #20's spelling, `kvitto provision sticker`, is the same command
     again = subprocess.run([sys.executable, "-m", "kvitto",
-        "provision-sticker", "--sticker", "st-1001", "--customer", "c-1002",
+        "provision", "sticker", "--sticker", "st-1001", "--customer", "c-1002",
         "--uid", "04:11:22:33:44:55:67", "--url-base", https, "--store", world.url,
         "--pki", str(tmp_path / "pki"),
     ], capture_output=True, text=True)  # fmt: skip

@@ -23,7 +23,20 @@ from kvitto.errors import KvittoError
 __all__ = ["cli", "main", "not_built"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The group, with issue #20's spelling `kvitto provision sticker …` for the command
+    `kvitto provision-sticker …` (`provision` itself needs a board's serial port and options,
+    so the sticker is a command of its own: docs/decisions.md)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args[:2] == ["provision", "sticker"]:
+            args = ["provision-sticker", *args[2:]]
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kvitto")
 def cli() -> None:
     """kvitto: signed evidence of home-care visits, from the door device to the billing basis."""

@@ -138,7 +138,8 @@ def provision(
     household, mark, ntp, wifi_ssid, wifi_password, wifi_open, fallback, door_open_s, label_dir,
     no_reset, discard_journal, output_format,
 ) -> None:  # fmt: skip
-    """Set up a device for a customer over its serial port (mpremote) and register it."""
+    """Set up a device for a customer over its serial port (mpremote) and register it. (A
+    passive NTAG 424 DNA sticker instead: `kvitto provision sticker`.)"""
     from pathlib import Path
 
     from kvitto.errors import KvittoError
