@@ -50,9 +50,29 @@ def test_every_alert_is_explained_in_swedish_and_in_english(world):
     assert "dörren har stått" not in english
 
 
+def test_a_coordinator_sees_the_devices_at_its_providers_customers_only(world):
+    """Issue #22: the Enheter page is for admins and for coordinators of that provider."""
+    from kvitto.store.registry import Registry
+
+    registry = Registry(world.store)
+    served = {d.id: set(d.served) for d in registry.devices() if not d.revoked}
+    for coordinator, provider in (("samordnare-p1", "p-1"), ("samordnare-p2", "p-2")):
+        customers = {str(row[0]) for row in world.store.execute(
+            "SELECT customer FROM customer_providers WHERE provider = ?", (provider,))}  # fmt: skip
+        own = {device for device, at in served.items() if at & customers}
+        client = world.client()
+        login(client, coordinator)
+        page = client.get("/enheter")
+        assert page.status_code == 200
+        assert 'href="/enheter"' in client.get("/avvikelser").text  # in the coordinator's menu
+        shown = {device for device in served if f'id="device-{device}"' in page.text}
+        assert own and shown == own, (coordinator, shown, own)
+        assert f"{len(own)} enheter," in page.text
+
+
 def test_other_roles_do_not_get_the_devices_page(world):
     client = world.client()
-    login(client, "samordnare-p1")
+    login(client, "uppfoljare-huddinge")
     assert client.get("/enheter").status_code == 404
 
 

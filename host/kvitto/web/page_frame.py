@@ -51,6 +51,7 @@ NAV = {
         ("/avvikelser", "Avvikelser"),
         ("/manad", "Månad"),
         ("/telefoner", "Telefoner"),
+        ("/enheter", "Enheter"),
     ],
     "auditor": [("/uppfoljning", "Uppföljning"), ("/logg", "Logg")],
     "admin": [("/admin", "Användare och register"), ("/enheter", "Enheter"), ("/logg", "Logg")],

@@ -481,14 +481,15 @@ def admin(request: Request, scope: Scope) -> Response:
                   counts=counts)  # fmt: skip
 
 
-@page("admin")
+@page("admin", "coordinator")
 def devices(request: Request, scope: Scope) -> Response:
-    """Enheter: every door device from its signed health reports, alerts first (issue #22;
-    the same data as `kvitto fleet`, kvitto.fleet.status)."""
-    from kvitto.fleet.status import fleet_status, versions
+    """Enheter: the door devices from their signed health reports, alerts first (issue #22;
+    the same data as `kvitto fleet`, kvitto.fleet.status): an admin's every device, a
+    coordinator's those at the provider's customers (Visibility.devices)."""
+    from kvitto.fleet.status import versions
 
     now_ms = int(scope.now.timestamp() * 1000)
-    rows = fleet_status(scope.store, now_ms)
+    rows = scope.devices(now_ms)
     rows.sort(key=lambda d: (not d.alerts, d.device))
     return render(request, "devices.html", scope.user, devices=rows, versions=versions(rows),
                   alerting=sum(1 for d in rows if d.alerts))  # fmt: skip

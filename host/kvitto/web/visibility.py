@@ -2,6 +2,7 @@
 
     Visibility(store, user, now).providers   # coordinator: [own]; auditor: the municipality's
     .provider(p), .customer_provider(c), .month(p, m)   # the id, or NotFound
+    .devices(now_ms)                         # the Enheter page's rows: admin all, coordinator own
 
 An id the user may not see is NotFound, the same answer as an id that does not exist. Also
 the errors the pages turn into answers (NotFound: 404, Refused: the form says why) and the
@@ -14,7 +15,9 @@ import functools
 from datetime import date, datetime, timedelta, timezone
 
 from kvitto.errors import KvittoError
+from kvitto.fleet.status import DeviceStatus, fleet_status
 from kvitto.store.db import Store
+from kvitto.store.registry import Registry
 from kvitto.verify.rules import Profile, load_profile
 from kvitto.verify.workdays import STOCKHOLM, local, month_bounds, parse_month
 from kvitto.web.accounts import User
@@ -86,6 +89,20 @@ class Visibility:
         if self.user.role != "coordinator":
             raise NotFound("coordinator pages")
         return self.user.provider
+
+    def devices(self, now_ms: int) -> list[DeviceStatus]:
+        """The fleet view (kvitto.fleet.status) the user may see: an admin every device, a
+        coordinator those at the doors of the provider's customers (an entrance lock: any of
+        the customers it serves), anyone else none."""
+        rows = fleet_status(self.store, now_ms)
+        if self.user.role == "admin":
+            return rows
+        if self.user.role != "coordinator":
+            raise NotFound("devices")
+        customers = {str(row[0]) for row in self.store.execute(
+            "SELECT customer FROM customer_providers WHERE provider = ?", (self.own,))}  # fmt: skip
+        served = {device.id: device.served for device in Registry(self.store).devices()}
+        return [row for row in rows if customers.intersection(served.get(row.device, ()))]
 
     # -- months -------------------------------------------------------------------------
 
