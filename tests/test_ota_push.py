@@ -5,13 +5,16 @@ tapped during the update are all delivered; `kvitto fleet` then shows the new ve
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 from board_support import board_public_key
+from click.testing import CliRunner
 from collect_support import wait_for
 from ota_support import sim_image
 
+from kvitto.cli import cli
 from kvitto.collect.collector import Collector
 from kvitto.fleet.ota import Pusher
 from kvitto.fleet.release import make_release_key, sign_image
@@ -106,7 +109,7 @@ def test_a_failed_canary_stops_the_rollout(tmp_path, mosquitto):
     the offer with its reason, journaled, and the rest of the fleet is never offered it."""
     pki = tmp_path / "pki"
     org = ensure_org(pki)
-    release_public = make_release_key(pki)
+    make_release_key(pki)  # the devices were provisioned before it: they hold none
     image_path = tmp_path / "fw-0.2.0.bin"
     image_path.write_bytes(sim_image("0.2.0", 10_000, 2))
     _, manifest_path = sign_image(pki, image_path, "0.2.0", "sim")
@@ -122,15 +125,20 @@ def test_a_failed_canary_stops_the_rollout(tmp_path, mosquitto):
         registry.add_device("tag-0001", "c-1001", "tag", board_public_key(board.serial_port),
                             "2026-09-01")  # fmt: skip
         registry.add_device("tag-0002", "c-1001", "tag", bytes(32), "2026-09-01")
-        pusher = Pusher(store, mosquitto.url, load_command_key(pki), image_path.read_bytes(),
-                        manifest_path.read_bytes(), release_public)  # fmt: skip
-        results = pusher.push(["tag-0001", "tag-0002"], canary=1)
-        assert (results["tag-0001"].state, results["tag-0001"].detail) == ("refused", "key")
-        assert (results["tag-0002"].state, results["tag-0002"].detail) == (
+        # through the command as an installer runs it: exit status 1, the push not finished
+        pushed = CliRunner().invoke(cli, [
+            "ota", "push", "--store", store_url, "--broker", mosquitto.url, "--pki", str(pki),
+            "--image", str(image_path), "--manifest", str(manifest_path),
+            "--device", "tag-0001", "--device", "tag-0002", "--canary", "1", "--format", "json",
+        ])  # fmt: skip
+        assert pushed.exit_code == 1, pushed.output
+        results = json.loads(pushed.output)
+        assert (results["tag-0001"]["state"], results["tag-0001"]["detail"]) == ("refused", "key")
+        assert (results["tag-0002"]["state"], results["tag-0002"]["detail"]) == (
             "skipped",
             "canary failed",
         )
-        assert results["tag-0002"].offers == 0
+        assert results["tag-0002"]["chunks_sent"] == 0 and results["tag-0002"]["started"] == 0
         refusals = [e["x"] for e in board.events() if e["type"] == "health" and "ota" in e["x"]]
         assert refusals == [{"ota": "refused", "reason": "key", "detail": "no release key in "
                              "config.json"}]  # fmt: skip
