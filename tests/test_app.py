@@ -435,6 +435,13 @@ async def script():
     await asyncio.sleep_ms(600)
     fresh = app._report_seq
     print("after ack", fresh > seq, "fw" in cbor.decode(app.journal.get(fresh))[10])
+    # once the clock is set, the next report says how long ago (the fleet's `clock` alert)
+    app.clock.set(1796029200000, "cmd")
+    app.journal.ack(app.journal.next_seq - 1)
+    ticks.advance(61000)
+    await asyncio.sleep_ms(600)
+    synced = app._report_seq
+    print("synced", synced > fresh, cbor.decode(app.journal.get(synced))[10].get("sync_s"))
 asyncio.run(script())
 """
     )
@@ -447,3 +454,4 @@ asyncio.run(script())
     assert "heap True" in out
     assert "unsent 1" in out
     assert "after ack True True" in out
+    assert "synced True 61" in out, out

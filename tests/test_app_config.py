@@ -47,6 +47,7 @@ def test_good_config_is_normalized():
         "door_open_s": 300,
     }
     assert settings["alarm"] == {"answer_s": 1800}
+    assert settings["health_s"] == 900  # a health report every 15 minutes (issue #22)
     assert settings["tag_mode"] is False  # default: on for the tag role only
     assert config.validate(with_change(role="tag"))["tag_mode"] is True
 
