@@ -111,10 +111,11 @@ class SoftPasskey:
         self.raw_id = os.urandom(16)
         self.count = 0
         self.cose = _cose_es256(self.key.public_key())
+        self.user_verified = True  # False: a phone that skipped its screen lock (UV unset)
 
     def _auth_data(self, attested: bool) -> bytes:
         self.count += 1
-        flags = 0x01 | 0x04 | (0x40 if attested else 0)  # UP, UV, AT
+        flags = 0x01 | (0x04 if self.user_verified else 0) | (0x40 if attested else 0)  # UP UV AT
         data = hashlib.sha256(self.rp_id.encode()).digest() + bytes([flags])
         data += struct.pack(">I", self.count)
         if attested:

@@ -7,6 +7,7 @@ The passkey is tests/door_support.SoftPasskey here; test_door_browser.py uses Ch
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from datetime import timedelta
 
@@ -63,6 +64,9 @@ def enrol(world, clock, coordinator: str, staff: str) -> SoftPasskey:  # noqa: A
     phone = client_for(world, clock)
     form = phone.get(link)
     assert form.status_code == 200
+    # a resident key (discoverable), and the phone must verify its user (screen lock)
+    selection = json.loads(options_of(form.text))["authenticatorSelection"]
+    assert (selection["residentKey"], selection["userVerification"]) == ("required", "required")
     passkey = SoftPasskey("testserver", BASE)
     done = phone.post(link, data={"csrftoken": csrf_of(form.text),
                                   "credential": passkey.register(options_of(form.text))})  # fmt: skip
@@ -78,6 +82,7 @@ def tap(world, clock, url: str, passkey: SoftPasskey, phone=None):  # noqa: ANN0
     page = phone.get(url)
     if page.status_code != 200:
         return phone, page
+    assert json.loads(options_of(page.text))["userVerification"] == "required"
     answer = passkey.assert_(options_of(page.text))
     read = page.text.split('name="read" value="')[1].split('"')[0]
     LAST_POST["data"] = {"csrftoken": csrf_of(page.text), "read": read, "credential": answer}
@@ -211,6 +216,33 @@ def test_a_sticker_arrives_and_departs_and_a_wrong_cmac_is_refused(world):
     _, bad = tap(world, clock, wrong, passkey)
     assert bad.status_code == 403 and "Klistermärkets kod stämmer inte" in bad.text
     assert quarantined(world, "bad_sun") == 1
+
+
+def test_a_phone_that_does_not_verify_its_user_is_refused(world, micropython):
+    """User verification is required (issue #20): a passkey without the UV flag can neither
+    enrol nor confirm a door read."""
+    clock = Clock()
+    office = client_for(world, clock)
+    login(office, "samordnare-p1")
+    page = post(office, "/telefoner/lank", {"staff": "s-49"}, page="/telefoner")
+    link = page.text.split('id="enrol-link">')[1].split("<")[0]
+    phone = client_for(world, clock)
+    form = phone.get(link)
+    careless = SoftPasskey("testserver", BASE)
+    careless.user_verified = False
+    refused = phone.post(link, data={"csrftoken": csrf_of(form.text),
+                                     "credential": careless.register(options_of(form.text))})  # fmt: skip
+    assert refused.status_code == 400
+    assert not [c for c in Registry(world.store).credentials("p-1") if c.staff == "s-49"]
+
+    passkey = enrol(world, clock, "samordnare-p1", "s-49")
+    passkey.user_verified = False
+    before = quarantined(world, "bad_assertion")
+    [url] = device_urls(micropython, secret_of("tag-1001"), "tag-1001", BASE,
+                        int(NOW.timestamp()), counter=40)  # fmt: skip
+    _, door = tap(world, clock, url, passkey)
+    assert door.status_code == 403 and "Bekräftelsen med nyckeln stämmer inte" in door.text
+    assert quarantined(world, "bad_assertion") == before + 1
 
 
 def test_enrolment_link_expires_and_refuses_personnummer(world):
