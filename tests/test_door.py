@@ -116,6 +116,9 @@ def test_enrol_arrive_depart_activities_make_a_claim_the_coordinator_sees(world,
     phone, departed = tap(world, clock, urls[1], passkey, phone)
     assert "Avgång registrerad" in departed.text and 'class="door depart"' in departed.text
     assert 'value="omsorg"' in departed.text and "Omsorg" in departed.text
+    # only the customer's granted activities to tick: no free text about the customer is asked
+    assert "<textarea" not in departed.text and 'type="text"' not in departed.text
+    assert 'value="ledsagning"' not in departed.text  # in the catalogue, not granted c-1001
     proof = departed.text.split('name="proof" value="')[1].split('"')[0]
     done = phone.post("/t/insatser", data={"csrftoken": csrf_of(departed.text), "proof": proof,
                                            "insats": "omsorg"})  # fmt: skip
