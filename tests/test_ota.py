@@ -152,3 +152,65 @@ print("floor", ota.floor(STATE))
         "kept ('ota_1', '0.2.0') ota_1",  # confirmed: no rollback at this reset
         "floor 0.2.0",
     ]
+
+
+def test_the_trial_keeps_an_update_only_once_the_collector_acknowledged_its_first_event(
+    micropython, tmp_path
+):
+    """Trial.judge, the supervisor's check while on trial: reader running and link up are not
+    enough; the image is kept only once this boot's first event is acknowledged. Without that
+    ack within the trial limit it resets the board, and the bootloader rolls back."""
+    manifest = sign_release(RELEASE_SEED, NEW, "0.2.0", "esp32")
+    body = f"""
+class Face:  # what judge() reads of the app: reader, link, journal, clock, hal (reset)
+    def __init__(self, boot_seq):
+        self.stale_ms = {{"reader": 0}}
+        self.reader = self
+        self.ready = True
+        self.link = self
+        self.client = self
+        self.connected = True
+        self.journal = journal
+        self._boot_seq = boot_seq
+        self.now = 0
+        self.clock = self
+        self._trial_since = 0
+        self.hal = self
+        self.resets = 0
+        self.trial = None
+    def ticks(self):
+        return self.now
+    def reset(self):
+        self.resets += 1
+    def log(self, text):
+        pass
+def judge_for(first_event_acked, minutes):
+    print("install", update({manifest!r}, {NEW!r}))
+    print("trial", boot(), partition.states[-1])
+    trial = ota.Trial.at_boot(Partition, STATE, record)
+    app = Face(record("boot", None, {{"fw": device.VERSION}}))
+    app.trial = trial
+    if first_event_acked:
+        journal.ack(app._boot_seq)
+    for minute in range(minutes + 1):
+        app.now = minute * 60000 + 1
+        trial.judge(app)
+    print("judged", trial.done, app.resets, partition.states[-1])
+    print("then", boot(), partition.states[-1])
+    ota.Trial.at_boot(Partition, STATE, record)
+judge_for(False, 10)   # link up, reader fine, but the collector never acknowledged
+judge_for(True, 0)
+print(json.dumps(events(journal.next_seq - 1)))
+"""
+    lines = run(micropython, tmp_path, body)
+    assert lines[1:] == [
+        "install installed",
+        "trial ('ota_1', '0.2.0') ota_1 pending",
+        "judged False 1 ota_1 pending",  # never confirmed; after 10 minutes: a reset
+        "then ('ota_0', '0.1.0') ota_0 rollback",  # the bootloader rolled back
+        "install installed",
+        "trial ('ota_1', '0.2.0') ota_1 pending",
+        "judged True 0 ota_1 pending",
+        "then ('ota_1', '0.2.0') ota_1",  # kept
+        '[["health", {"fw": "0.2.0", "ota": "valid"}]]',
+    ], lines
