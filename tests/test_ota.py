@@ -214,3 +214,30 @@ print(json.dumps(events(journal.next_seq - 1)))
         "then ('ota_1', '0.2.0') ota_1",  # kept
         '[["health", {"fw": "0.2.0", "ota": "valid"}]]',
     ], lines
+
+
+def test_a_board_without_a_second_app_slot_refuses_the_offer(micropython, tmp_path):
+    """A plain ESP32 board keeps MicroPython's stock table (one app, no OTA slots):
+    esp32.Partition.get_next_update raises OSError(ENOENT) there, as MicroPython does when
+    ESP-IDF finds no next slot. The offer is refused (`slot`, journaled) instead of the error
+    escaping into the link; the running firmware is untouched."""
+    manifest = sign_release(RELEASE_SEED, NEW, "0.2.0", "esp32")
+    body = f"""
+class StockTable(Partition):  # the factory app alone: no slot to write an update into
+    def get_next_update(self):
+        raise OSError(2)
+StockTable.RUNNING = Partition.RUNNING
+up = ota.Update(StockTable, PUBLIC, "esp32", STATE, record)
+first = journal.next_seq
+try:
+    up.offer({manifest!r})
+    print("accepted")
+except ota.Refused as error:
+    print("refused", error.reason)
+print(json.dumps(events(first)), untouched())
+"""
+    lines = run(micropython, tmp_path, body)
+    assert lines[1] == "refused slot"
+    [[kind, x]] = json.loads(lines[2].rsplit(" ", 1)[0])
+    assert kind == "health" and (x["ota"], x["reason"]) == ("refused", "slot")
+    assert lines[2].endswith("True")

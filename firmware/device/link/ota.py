@@ -105,7 +105,10 @@ class Update:
                                      self.chip)
         except release.ReleaseRefused as error:
             raise self._refuse(error.reason, error.detail)
-        target = self.partitions(self.partitions.RUNNING).get_next_update()
+        try:
+            target = self.partitions(self.partitions.RUNNING).get_next_update()
+        except OSError:  # a stock single-app table (plain ESP32 boards): no slot to write
+            raise self._refuse("slot", "no second app slot in the partition table")
         capacity = target.ioctl(4, 0) * target.ioctl(5, 0)
         if manifest.size > capacity:
             raise self._refuse("size", "%d bytes, the slot holds %d" % (manifest.size, capacity))
