@@ -130,6 +130,11 @@ def test_norrtalje(tmp_path, row: Row):
     if row.item.startswith("4 I6/E7"):
         skipped = [n for n in result.not_checked if n.get("claim_id") == "k-1"]
         assert skipped and "phone proof is not checked" in entry_text(skipped[0], "en")
+    if row.item.startswith("1 T1"):  # the follow_up asks for the written documentation
+        for claim_id in ("k-1", "k-2"):
+            (finding,) = result.findings_for(claim_id)
+            assert "written documentation" in finding.text("en"), finding
+            assert "skriftligt underlag" in finding.reason, finding
 
 
 # -- Huddinge (001) ---------------------------------------------------------------------------
@@ -374,6 +379,61 @@ def test_i6_unknown_credential_is_reported_in_norrkoping(tmp_path):
     result = run(b, "norrkoping")
     issues = [i for i in result.integrity if i["rule"] == "I6"]
     assert len(issues) == 1 and "not in the registry" in issues[0]["reason"]
+
+
+# -- 14: C0 for every C rule, at a tag or a lock ------------------------------------------------
+
+
+def _c0_back_to_back(first: str, second: str, lock: bool = False, split: bool = False) -> Build:
+    """Two claim rows back to back, 08:00–08:20 and 08:20–08:40 (they do not overlap), inside
+    one presence at the customer's door, or (split) inside two presences that touch."""
+
+    def build(b: Bundle) -> None:
+        door = "lock-0007" if lock else "tag-0042"
+        if lock:
+            b.device(door, "c-1001", role="lock")
+        pairs = [("08:00", "08:20"), ("08:20", "08:40")] if split else [("08:00", "08:40")]
+        for start, end in pairs:
+            if lock:
+                b.lock_visit(door, "s-07", f"2026-10-01T{start}", f"2026-10-01T{end}")
+            else:
+                b.visit(door, "s-07", f"2026-10-01T{start}", f"2026-10-01T{end}")
+        b.claim("k-1", "c-1001", "s-07", first, "2026-10-01T08:00", "2026-10-01T08:20")
+        b.claim("k-2", "c-1001", "s-07", second, "2026-10-01T08:20", "2026-10-01T08:40")
+
+    return build
+
+
+C0_ROWS = [
+    ("haninge", "003 Sammanslagning av insatser", "C2", "k-1",
+     "tillsyn-service", "omsorg", True),
+    ("upplands-bro", "002 §6.1", "C3", "k-1", "trygghetslarm", "omsorg", False),
+    ("huddinge", "001 Registrera rätt insatser", "C5", "k-2", "ledsagning", "omsorg", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("profile", "source", "rule", "flagged", "first", "second", "lock"),
+                         C0_ROWS, ids=[r[2] for r in C0_ROWS])  # fmt: skip
+def test_c0_back_to_back_rows_in_one_presence_are_one_visit(
+    tmp_path, profile, source, rule, flagged, first, second, lock
+):
+    """RULES.md C0 (000 §1.2.1; 001 Registrera rätt insatser; 003 Sammanslagning av insatser):
+    "every claim whose interval lies inside the same arrive→depart presence of that customer's
+    tag or lock belongs to the same visit, whether or not the claim rows overlap each other".
+    Before wave 2 only overlapping rows were grouped, so these rows escaped C2/C3/C5. The same
+    rows in two presences that touch are two visits: no C finding."""
+    orders = {first: 600, second: 600}
+    b = bundle(tmp_path, orders)
+    _c0_back_to_back(first, second, lock)(b)
+    result = run(b, profile)
+    findings = {f.rule: f for f in result.findings_for(flagged)}
+    assert rule in findings, (profile, result.findings_for(flagged))
+    assert findings[rule].source.startswith(source)
+    b = bundle(tmp_path / "split", orders)
+    _c0_back_to_back(first, second, lock, split=True)(b)
+    result = run(b, profile)
+    for claim_id in ("k-1", "k-2"):
+        assert not {f.rule for f in result.findings_for(claim_id)} & {rule}, claim_id
 
 
 # -- 15: every rule a document states is checked or listed as not_checked -------------------
