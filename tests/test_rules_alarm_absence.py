@@ -161,3 +161,29 @@ def test_x4_pause_between_orders(tmp_path):
         result = run(b, profile)
         assert rules_of(result, "k-1") == {}, profile
         assert rules_of(result, "k-2") == {"X4": "reject"}, profile
+
+
+def test_absence_or_cancellation_of_unknown_notice_is_never_paid_above_planned_time(tmp_path):
+    """Issue #18's property "a verdict never pays more than ordered time", as examples: a
+    claim without `notified_at` is follow_up, but a cancelled or absent visit is paid its
+    planned time at most (000 §1.2.6.1 pays the day's "planerad tid"; 002 §6.1, §6.2 "Tiden kan
+    dock aldrig överstiga den tid som insatsen är beräknad på i beställningen"). It was paid
+    the 45 min the row claimed."""
+    plan = {"planned_start": "2026-10-10T09:00", "planned_end": "2026-10-10T09:30"}
+    norrtalje = absence_bundle(tmp_path / "n", ["902"])
+    norrtalje.claim("k-1", "c-1001", "s-07", "902", "2026-10-10T09:00", "2026-10-10T09:45",
+                    **plan)  # fmt: skip
+    norrtalje.claim("k-2", "c-1001", "s-07", "902", "2026-10-11T09:00", "2026-10-11T09:20",
+                    planned_start="2026-10-11T09:00", planned_end="2026-10-11T09:30")  # fmt: skip
+    result = run(norrtalje, "norrtalje")
+    assert rules_of(result, "k-1") == {"X1": "follow_up"}
+    assert payable_of(result, "k-1", "X1") == 30
+    assert "at most the planned time" in result.findings_for("k-1")[0].text("en")
+    assert payable_of(result, "k-2", "X1") == 20  # below its planned time: as claimed
+    bro = absence_bundle(tmp_path / "u", ["omsorg"])
+    bro.claim("k-1", "c-1001", "s-07", "installt-besok", "2026-10-10T09:00", "2026-10-10T09:45",
+              **plan)  # fmt: skip
+    result = run(bro, "upplands-bro")
+    assert rules_of(result, "k-1") == {"X3": "follow_up"}
+    assert payable_of(result, "k-1", "X3") == 30
+    assert "högst den planerade tiden" in result.findings_for("k-1")[0].reason

@@ -31,6 +31,23 @@ def _pay(claim: Claim, rule_id: str, payable: int, reason: Reason) -> list[Findi
     return [Finding(claim.claim_id, claim.customer, rule_id, outcome, payable, reason)]
 
 
+def _unknown_notice(claim: Claim, rule_id: str, code: str, capped: str) -> Finding:
+    """follow_up for an absence or cancellation whose notice time is unknown: payable as
+    claimed, but never above the visit's planned time when the claim gives it (reason
+    `capped`; "" where the planned time is not what is paid)."""
+    planned = claim.planned_minutes if capped else None
+    if planned is None or planned >= claim.minutes:
+        return Finding(claim.claim_id, claim.customer, rule_id, "follow_up", claim.minutes,
+                       because(code))  # fmt: skip
+    reason = because(
+        capped,
+        planned=planned,
+        when=span(claim.planned_start, claim.planned_end),
+        claimed=claim.minutes,
+    )
+    return Finding(claim.claim_id, claim.customer, rule_id, "follow_up", planned, reason)
+
+
 @rule("X1")
 def x1_unplanned_absence(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """Unplanned absence. planned_day (000 §1.2.2.3, §1.2.6.1): the day's planned time, if
@@ -45,16 +62,9 @@ def x1_unplanned_absence(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             continue
         if claim.notified_at is None:
             facts.skip("X1", because("X1.no_notified_at"), claim.claim_id)
-            findings.append(
-                Finding(
-                    claim.claim_id,
-                    claim.customer,
-                    "X1",
-                    "follow_up",
-                    claim.minutes,
-                    because("X1.notified_unknown"),
-                )  # fmt: skip
-            )
+            # 000 §1.2.6.1 pays the day's planned time at most, whenever it became known
+            capped = "X1.notified_unknown_planned" if mode == "planned_day" else ""
+            findings.append(_unknown_notice(claim, "X1", "X1.notified_unknown", capped))
             continue
         if mode == "planned_day":
             day = (claim.planned_start or claim.start).astimezone(claim.local_start.tzinfo).date()
@@ -201,15 +211,10 @@ def x3_late_cancellation(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         planned = claim.planned_minutes
         if claim.notified_at is None or planned is None or claim.planned_start is None:
             facts.skip("X3", because("X3.no_times"), claim.claim_id)
+            # 002 §6.1, §6.2: "Tiden kan dock aldrig överstiga den tid som insatsen är beräknad
+            # på i beställningen": never above the planned time, when that is known
             findings.append(
-                Finding(
-                    claim.claim_id,
-                    claim.customer,
-                    "X3",
-                    "follow_up",
-                    claim.minutes,
-                    because("X3.times_unknown"),
-                )  # fmt: skip
+                _unknown_notice(claim, "X3", "X3.times_unknown", "X3.times_unknown_planned")
             )
             continue
         day = local(claim.planned_start).date()
