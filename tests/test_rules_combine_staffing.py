@@ -133,8 +133,9 @@ def test_s2_only_one_marks_double_staffing(tmp_path, profile):
     b = home(tmp_path, ["omsorg"], double=1)
     two_staff(b, "2026-10-01", {"double_staffing": 1}, {"double_staffing": 1})
     result = run(b, profile)
-    assert "S2" not in rules_of(result, "k-1")
-    assert rules_of(result, "k-2")["S2"] == "reject"
+    # RULES.md S2 (002 §7; 003 Dubbelbemanning): of the two, exactly one is payable
+    assert rules_of(result, "k-1") == {}
+    assert rules_of(result, "k-2") == {"S2": "reject"}
 
 
 def test_s2_huddinge_no_double_registration_only_one_registers(tmp_path):
