@@ -369,6 +369,40 @@ def test_x5_end_registered_after_the_4th_is_follow_up_norrkoping(tmp_path):
     assert "after the 4th" in result.findings_for("k-2")[0].text("en")
 
 
+def test_x5_late_end_is_follow_up_only_in_the_month_it_ends_norrkoping(tmp_path):
+    """004 (D5): "Sker registrering av avslutsdatum efter den 4:e påföljande månad ..." is
+    about the month the order ends: September's claims of an order ending 15 October are not
+    touched by an end registered in November (they were followed up)."""
+    b = bundle(tmp_path, {})
+    b.claim("k-0", "c-1001", "s-07", "omsorg", "2026-09-10T10:00", "2026-09-10T10:30")
+    b.claim("k-1", "c-1001", "s-07", "omsorg", "2026-10-10T10:00", "2026-10-10T10:30")
+    b.write()
+    (b.root / "orders.csv").write_text(
+        "customer,activity,granted_minutes_month,valid_from,valid_to,double_staffing,"
+        "tag_exempt,ended_at\nc-1001,omsorg,3000,2026-01-01,2026-10-15,0,0,2026-11-06T09:00\n"
+    )
+    assert rules_of(verify_case(b.root, "norrkoping", "2026-09"), "k-0") == {}
+    assert rules_of(verify_case(b.root, "norrkoping", "2026-10"), "k-1") == {"X5": "follow_up"}
+
+
+def test_x5_end_without_ended_at_is_not_checked_in_its_month_norrkoping(tmp_path):
+    """docs/formats.md §3.2: without the `ended_at` column the D5 part of X5 "is listed under
+    not_checked" — also when no claim falls after the end (it was silently absent)."""
+    b = bundle(tmp_path, {})
+    b.orders.append(["c-1001", "omsorg", 3000, "2026-01-01", "2026-10-15", 0, 0])
+    b.claim("k-0", "c-1001", "s-07", "omsorg", "2026-09-10T10:00", "2026-09-10T10:30")
+    b.claim("k-1", "c-1001", "s-07", "omsorg", "2026-10-10T10:00", "2026-10-10T10:30")
+    result = run(b, "norrkoping")
+    assert rules_of(result, "k-1") == {}
+    skipped = [n for n in result.not_checked if n["rule"] == "X5"]
+    assert len(skipped) == 1 and "correction deadline is not checked" in entry_text(
+        skipped[0], "en"
+    ), result.not_checked
+    september = run(b, "norrkoping", "2026-09")  # the order does not end in September
+    assert rules_of(september, "k-0") == {}
+    assert not [n for n in september.not_checked if n["rule"] == "X5"]
+
+
 def test_i6_unknown_credential_is_reported_in_norrkoping(tmp_path):
     """RULES.md I6: "In every profile, a tap by a credential the registry does not know ...
     is not evidence of staff presence" — Norrköping's document says nothing of taps, yet the

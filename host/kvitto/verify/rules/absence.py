@@ -305,8 +305,13 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         orders = [o for o in facts.orders_of(claim.customer) if o.activity == claim.activity]
         day = claim.local_start.date()
         if not orders or any(o.valid_on(day) for o in orders):
-            ended = [o for o in orders if o.valid_on(day) and o.valid_to is not None]
+            # D5 is about the month the order ends: its claims before the end
+            ended = [o for o in orders if o.valid_on(day) and _ends_in(o, day)]
             late = [o for o in ended if _registered_late(o, day_limit)]
+            unknown = [o for o in ended if o.ended_at is None]
+            if unknown and (claim.customer, claim.activity) not in unknown_end:
+                unknown_end.add((claim.customer, claim.activity))
+                facts.skip("X5", _end_unknown(facts, claim, unknown[0]))
             if late:
                 order = late[0]
                 findings.append(
@@ -334,15 +339,7 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
         late = _registered_late(order, day_limit)
         if order.ended_at is None and (claim.customer, claim.activity) not in unknown_end:
             unknown_end.add((claim.customer, claim.activity))
-            facts.skip(
-                "X5",
-                because(
-                    "X5.end_registered_unknown",
-                    customer=claim.customer,
-                    activity=facts.name_of(claim.activity),
-                    end=str(order.valid_to),
-                ),
-            )
+            facts.skip("X5", _end_unknown(facts, claim, order))
         findings.append(
             Finding(
                 claim.claim_id,
@@ -368,6 +365,21 @@ def x5_ended_service(facts: Facts, params: dict[str, Any]) -> list[Finding]:
             )  # fmt: skip
         )
     return findings
+
+
+def _ends_in(order: Any, day: date) -> bool:
+    """The order ends (valid_to) in the month of `day`."""
+    end = order.valid_to
+    return end is not None and (end.year, end.month) == (day.year, day.month)
+
+
+def _end_unknown(facts: Facts, claim: Claim, order: Any) -> Reason:
+    return because(
+        "X5.end_registered_unknown",
+        customer=claim.customer,
+        activity=facts.name_of(claim.activity),
+        end=str(order.valid_to),
+    )
 
 
 def _registered_late(order: Any, day_limit: int) -> bool:
