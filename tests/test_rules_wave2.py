@@ -403,6 +403,22 @@ def test_x5_end_without_ended_at_is_not_checked_in_its_month_norrkoping(tmp_path
     assert not [n for n in september.not_checked if n["rule"] == "X5"]
 
 
+@pytest.mark.parametrize(("profile", "activity"), [("norrtalje", "226"),
+                                                  ("upplands-bro", "omsorg")])  # fmt: skip
+def test_i6_a_credential_revoked_after_the_visit_still_counts(tmp_path, profile, activity):
+    """RULES.md I6: only a credential "revoked before the event" is not evidence; the same
+    badge's tap before its revocation (20 Oct) counts, the one after does not."""
+    b = bundle(tmp_path, {activity: 6000})
+    b.credential("s-10", revoked="2026-10-20")
+    b.visit("tag-0042", "s-10", "2026-10-02T08:00", "2026-10-02T08:30")
+    b.visit("tag-0042", "s-10", "2026-10-21T08:00", "2026-10-21T08:30")
+    b.claim("k-1", "c-1001", "s-10", activity, "2026-10-02T08:00", "2026-10-02T08:30")
+    b.claim("k-2", "c-1001", "s-10", activity, "2026-10-21T08:00", "2026-10-21T08:30")
+    result = run(b, profile)
+    assert rules_of(result, "k-1") == {}
+    assert rules_of(result, "k-2") == {"I6": "reject"}
+
+
 def test_i6_unknown_credential_is_reported_in_norrkoping(tmp_path):
     """RULES.md I6: "In every profile, a tap by a credential the registry does not know ...
     is not evidence of staff presence" — Norrköping's document says nothing of taps, yet the
