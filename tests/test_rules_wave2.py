@@ -117,7 +117,8 @@ NORRTALJE = [
         _i6_phone_without_key, {"k-1": {}}, {"k-1": 30},
         was="E1 reject: refused for lack of x.nonce/x.sig"),
     Row("14 C0 one presence is one visit", "000 §1.2.1",
-        "Varje kategori ska rapporteras separat",
+        "Varje kategori av insatser ska registreras i separata rapporter i IntraPhone, om "
+        "inte annat är särskilt föreskrivet.",
         _c0_norrtalje, {"k-1": {"C1": "follow_up"}, "k-2": {"C1": "follow_up"}},
         {"k-1": 30, "k-2": 30}, was="no finding: the rows do not overlap"),
 ]  # fmt: skip
@@ -429,6 +430,26 @@ def test_i6_unknown_credential_is_reported_in_norrkoping(tmp_path):
     result = run(b, "norrkoping")
     issues = [i for i in result.integrity if i["rule"] == "I6"]
     assert len(issues) == 1 and "not in the registry" in issues[0]["reason"]
+
+
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+
+
+@pytest.mark.parametrize("row", NORRTALJE + HUDDINGE + UPPLANDS_BRO + HANINGE + NORRKOPING,
+                         ids=lambda r: r.item)  # fmt: skip
+def test_each_row_quotes_its_source_document_word_for_word(row: Row):
+    """A row's quote is the document's own sentence (fragments joined by "..."), found in the
+    seed its source names: a paraphrase would cite what the municipality did not write."""
+    if not SEEDS.exists():
+        pytest.skip("shared seeds not beside the checkout")
+    numbers = re.findall(r"\b(00\d) ", row.source + " ")
+    assert numbers, row.source
+    texts = [" ".join(p.read_text(encoding="utf-8").split()) for n in numbers
+             for p in SEEDS.glob(f"{n}_*.txt")]  # fmt: skip
+    assert len(texts) == len(numbers), (row.source, sorted(SEEDS.iterdir()))
+    for fragment in (f.strip(" .") for f in row.quote.split("...")):
+        if fragment:
+            assert any(" ".join(fragment.split()) in text for text in texts), fragment
 
 
 # -- 14: C0 for every C rule, at a tag or a lock ------------------------------------------------
