@@ -293,10 +293,19 @@ def _random_file(path: Path, size: int, seed: int, magic: bool) -> Path:
     ("name", "content", "problem"),
     [
         ("empty.bin", b"", "the file is empty"),
-        ("two.bin", b"\xe9\x03", "2 bytes, shorter than its header (24 bytes)"),
-        ("seven.bin", b"\xe9\x03\x02\x20\x00\x10\x08", "7 bytes, shorter than its header"),
+        ("two.bin", b"\xe9\x03", "2 bytes, shorter than its 24-byte header"),
+        ("seven.bin", b"\xe9\x03\x02\x20\x00\x10\x08", "7 bytes, shorter than its 24-byte header"),
         ("header.bin", None, "append_digest"),  # random header behind the magic byte
         ("noise.bin", None, "magic"),  # random bytes, no magic
+        # a whole header that names no segment, then the file ends where the checksum should be:
+        # esptool's loader failed with a TypeError traceback from ord(b"")
+        ("no-segments.bin", b"\xe9\x00\x02\x20" + bytes(20), "cut short or garbled"),
+        # the same with its checksum byte: esptool's loader takes it, an image of nothing
+        (
+            "empty-image.bin",
+            b"\xe9\x00\x02\x20" + bytes(20) + bytes(15) + b"\xef",
+            "it holds no segments",
+        ),
     ],
 )
 def test_a_bad_firmware_file_is_one_line_exit_2_and_nothing_is_written(
@@ -328,6 +337,27 @@ def test_a_bad_firmware_file_is_one_line_exit_2_and_nothing_is_written(
         assert lines[0].startswith(f"kvitto: {path}: not an esp32 firmware image: ")
         assert problem in lines[0]
     assert calls == []  # esptool never ran: nothing reached a board
+
+
+def test_random_headers_never_escape_as_a_traceback(tmp_path):
+    """Fixed seed, bounded: short files behind the image magic with few segments, where
+    esptool's loader reads past the end; each is refused with one line naming it."""
+    import random
+
+    rng = random.Random(1717)
+    path = tmp_path / "fuzz.bin"
+    for _ in range(400):
+        chip, chip_id = rng.choice([("esp32", 0), ("esp32s3", 9)])
+        data = bytearray(rng.randbytes(rng.choice([24, 25, 26, 28, 32, 40, 64])))
+        # the fields the loader checks made plausible, so that it reads on: magic, a few
+        # segments, the chip's id, append_digest 0 or 1
+        data[0], data[1] = 0xE9, rng.choice([0, 0, 1, 2, 16])
+        data[12:14], data[23] = chip_id.to_bytes(2, "little"), rng.choice([0, 1])
+        path.write_bytes(bytes(data))
+        with pytest.raises(KvittoError) as refused:  # random bytes are never an image
+            check_firmware(path, chip)
+        assert str(refused.value).startswith(f"{path}: not an {chip} firmware image: ")
+        assert "\n" not in str(refused.value)
 
 
 def test_dry_run_without_a_board_prints_the_plan(files, monkeypatch):
