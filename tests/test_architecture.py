@@ -1,9 +1,12 @@
 """The host's import contracts (pyproject.toml, docs/architecture.md) hold, and would catch a
-new circle: lint-imports on a copy of host/kvitto with one import added must fail."""
+new circle: lint-imports on a copy of host/kvitto with one import added must fail. The page
+docs/architecture.md matches the tree: it names every host module and firmware module there is,
+and none that is not."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -114,3 +117,76 @@ def test_no_host_module_is_longer_than_600_lines():
     assert not long, f"host modules over {MAX_MODULE_LINES} lines (issue #17): " + ", ".join(
         f"{path} {n}" for path, n in long.items()
     )
+
+
+# -- docs/architecture.md matches the tree (issue #17) ----------------------------------------
+
+DOC = ROOT / "docs" / "architecture.md"
+HOST = ROOT / "host" / "kvitto"
+DEVICE = ROOT / "firmware" / "device"
+
+
+def host_rows() -> dict[str, str]:
+    """The host table's rows: package folder -> its "owns" cell."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        if match := re.match(r"\| `([a-z_]+)/` \| (.*?) \| [^|]* \|$", line):
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def parts_of(folder: Path) -> set[str]:
+    """A package's modules by name and its folders as `name/`."""
+    return {p.stem for p in folder.glob("*.py") if p.stem != "__init__"} | {
+        p.name + "/" for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
+
+
+def named_in(folder: Path, name: str) -> bool:
+    """`name` (a function, class or constant the row mentions) is defined or imported at the top
+    level of one of the package's modules: a word in a comment does not count."""
+    pattern = re.compile(
+        rf"^(?:(?:async )?def |class ){name}\b|^{name}\s*[:=]|^(?:from \S+ )?import .*\b{name}\b",
+        re.MULTILINE,
+    )
+    return any(pattern.search(p.read_text()) for p in folder.glob("*.py"))
+
+
+def test_the_host_table_names_every_package_and_module_there_is():
+    rows = host_rows()
+    packages = {p.name for p in HOST.iterdir() if (p / "__init__.py").exists()}
+    assert set(rows) == packages
+    for package, owns in rows.items():
+        folder = HOST / package
+        words = set(re.findall(r"[a-z_0-9]+/?", owns))
+        unnamed = sorted(part for part in parts_of(folder) if part not in words)
+        assert not unnamed, f"docs/architecture.md, row {package}/, does not name {unnamed}"
+        for token in re.findall(r"`([^`]+)`", owns):
+            if " " in token or token in ("kvitto", "__init__"):
+                continue  # a command, the package itself
+            if "/" in token or "." in token:  # a path: in the package or from host/kvitto
+                assert list(folder.glob(token)) or list(HOST.glob(token)), (package, token)
+            else:  # a module of the package or a name one of them defines
+                assert token in parts_of(folder) or named_in(folder, token), (package, token)
+
+
+def test_the_firmware_tree_in_the_doc_is_the_tree():
+    """The tree under "The firmware" lists every module of device/ in its folder, no other."""
+    block = DOC.read_text().split("## The firmware", 1)[1].split("```")[1]
+    listed: set[str] = set()
+    folder = None
+    for line in block.splitlines():
+        if line.startswith("  device/"):
+            folder = ""
+        elif folder is not None and (match := re.match(r"    ([a-z_]+)/", line)):
+            folder = match.group(1) + "/"
+        elif re.match(r"  [a-z]", line):
+            folder = None  # past device/: sim/
+        if folder is not None:
+            listed.update(folder + name for name in re.findall(r"\b[a-z_0-9]+\.py\b", line))
+    there = {p.relative_to(DEVICE).as_posix() for p in DEVICE.rglob("*.py")}
+    listed, there = (
+        {n for n in names if not n.endswith("__init__.py")} for names in (listed, there)
+    )
+    assert "app.py" in listed and "drivers/pn532.py" in listed  # the block was read
+    assert (sorted(listed - there), sorted(there - listed)) == ([], []), "(not there, not listed)"
