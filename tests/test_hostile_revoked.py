@@ -4,6 +4,7 @@ accepted only within that range, and each such late arrival is marked in the ver
 
 from __future__ import annotations
 
+import pytest
 from collect_support import FakeDevice
 
 from kvitto.collect.intake import ingest
@@ -53,6 +54,41 @@ def test_a_backdated_event_beyond_the_recorded_range_is_refused(tmp_path):
               "when it was revoked")
         for seq in (5, 6)
     ]  # fmt: skip
+
+
+def test_the_backlog_the_device_last_reported_extends_the_range(tmp_path):
+    """Its newest health report said two events were still in its journal, undelivered: those
+    two beyond the last stored sequence come in after the revocation; a third does not."""
+    url, device = setup(tmp_path)
+    device.events(2)
+    device.next_event("health", fw="1.4.0", backlog=5)  # #3: an older report
+    device.events(1)
+    device.next_event("health", fw="1.4.0", backlog=2)  # #5: the newest, stored before revoking
+    device.events(3)  # #6, #7 journaled on the board and on their way; #8 is the thief's
+    deliver(tmp_path, url, "before", [device.journal[s] for s in range(1, 6)])
+    with open_store(url) as store:
+        Registry(store).revoke_device("tag-0042", REVOKED)
+        assert store.revocations()["tag-0042"][1:] == (5, 2)
+    report = deliver(tmp_path, url, "after", [device.journal[s] for s in (6, 7, 8)])
+    assert (report.stored, report.rejected) == (2, 1)
+    with open_store(url) as store:
+        ((_, _, seq, reason, _),) = store.quarantined()
+    assert (seq, reason) == (
+        8,
+        "revoked: tag-0042#8 is beyond #7, the last sequence the device had reached when it "
+        "was revoked",
+    )
+
+
+@pytest.mark.parametrize("backlog", [-1, True, "2", 2**40, None])
+def test_a_backlog_that_is_no_count_of_events_is_not_taken(tmp_path, backlog):
+    url, device = setup(tmp_path)
+    device.events(1)
+    device.next_event("health", fw="1.4.0", backlog=backlog)
+    deliver(tmp_path, url, "before", [device.journal[1], device.journal[2]])
+    with open_store(url) as store:
+        Registry(store).revoke_device("tag-0042", REVOKED)
+        assert store.revocations()["tag-0042"][1:] == (2, None)
 
 
 def test_each_arrival_after_the_revocation_is_marked_in_the_verdict(tmp_path):

@@ -408,13 +408,14 @@ class Store:
 
     # -- revocations ----------------------------------------------------------------------
 
-    def record_revocation(self, device: str, recorded_at: int) -> None:
-        """Note the device's highest stored sequence now (once: the first record stands)."""
+    def record_revocation(self, device: str, recorded_at: int, backlog: int | None) -> None:
+        """Note the device's highest stored sequence now and the backlog it last reported
+        (once: the first record stands)."""
         self.execute(
             "INSERT INTO revocations (device, recorded_at, last_seq, backlog) "
-            "SELECT ?, ?, COALESCE(MAX(seq), 0), NULL FROM events WHERE device = ? "
+            "SELECT ?, ?, COALESCE(MAX(seq), 0), ? FROM events WHERE device = ? "
             "ON CONFLICT (device) DO NOTHING",
-            (device, recorded_at, device),
+            (device, recorded_at, backlog, device),
         )
 
     def revocations(self) -> dict[str, tuple[int, int, int | None]]:

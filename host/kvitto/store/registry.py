@@ -22,7 +22,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.cose import DEVICE_ID
+from kvitto.evidence.cose import DEVICE_ID, split_sign1
+from kvitto.evidence.events import decode_payload
 from kvitto.store.db import Store
 from kvitto.store.entrance import check_same_board
 
@@ -32,6 +33,9 @@ ROLES = ("tag", "lock", "alarm")
 KINDS = ("badge", "ntag424", "phone")
 AGE_GROUPS = ("", "65+", "<65", "<65-psych")
 LOCAL = ZoneInfo("Europe/Stockholm")
+# The most events a journal holds: 4,096 segments of 4 KiB (firmware device/evidence/journal.py)
+# over a signed event of at least 64 bytes. A larger reported backlog is no count of events.
+MAX_BACKLOG = 4096 * 4096 // 64
 
 
 def check_device_id(device_id: str, where: str = "device id") -> str:
@@ -225,7 +229,8 @@ class Registry:
             if device.revoked:
                 return device
             self.store.execute("UPDATE devices SET revoked = ? WHERE id = ?", (when, device_id))
-            self.store.record_revocation(device_id, int(time.time() * 1000))
+            backlog = reported_backlog(self.store, device_id)
+            self.store.record_revocation(device_id, int(time.time() * 1000), backlog)
         return Device(**{**device.__dict__, "revoked": when})
 
     def device(self, device_id: str) -> Device | None:
@@ -567,3 +572,16 @@ def run_list(store_url: str, what: str, output_format: str) -> list[dict[str, An
         click.echo("  ".join(f"{v}" for v in row.values() if v != "")
                    + (f"  revoked {revoked}" if revoked else ""))  # fmt: skip
     return rows
+
+
+def reported_backlog(store: Store, device: str) -> int | None:
+    """`backlog` of the device's newest stored health report: events journaled and not yet
+    acknowledged (docs/formats-v1-additions.md); None without a report or a count in it."""
+    rows = store.execute(
+        "SELECT message FROM events WHERE device = ? AND type = 'health' "
+        "ORDER BY seq DESC LIMIT 1",
+        (device,),
+    )
+    x = decode_payload(split_sign1(bytes(rows[0][0]))[2]).x if rows else None
+    backlog = (x or {}).get("backlog")
+    return backlog if type(backlog) is int and 0 <= backlog <= MAX_BACKLOG else None
