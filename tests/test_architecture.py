@@ -170,6 +170,14 @@ def test_the_host_table_names_every_package_and_module_there_is():
                 assert token in parts_of(folder) or named_in(folder, token), (package, token)
 
 
+def test_the_readmes_tree_names_every_host_package():
+    tree = (ROOT / "README.md").read_text().split("host/kvitto/", 1)[1].split("\ndocs/", 1)[0]
+    listed = set(re.findall(r"^  ([a-z_]+)/ ", tree, re.MULTILINE))
+    packages = {p.name for p in HOST.iterdir() if (p / "__init__.py").exists()}
+    assert listed == packages - {"cli"}  # cli/ is named on the host/kvitto/ line itself
+    assert "(cli/)" in (ROOT / "README.md").read_text()
+
+
 def test_the_firmware_tree_in_the_doc_is_the_tree():
     """The tree under "The firmware" lists every module of device/ in its folder, no other."""
     block = DOC.read_text().split("## The firmware", 1)[1].split("```")[1]
