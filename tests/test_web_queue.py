@@ -1,0 +1,146 @@
+"""kvitto serve's deviation queue and day board, judged by what they show: the queue puts the
+nearest deadline first with the time left in weekdays and hours, each profile's deadlines fall
+on the days RULES.md gives them (D1–D5, Upplands-Bro's time sheets), and the day board flags a
+planned visit nobody arrived at and an alarm nobody checked in to only once they are late."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from web_support import NOW, build_world, login
+
+from kvitto.collect.intake import ingest
+from kvitto.verify.case import Claim
+from kvitto.verify.rules import load_profile
+from kvitto.web.accounts import get_user
+from kvitto.web.deadlines import deadlines as deadlines_of
+from kvitto.web.deadlines import describe_left, nearest
+from kvitto.web.scope import Scope
+
+SE = ZoneInfo("Europe/Stockholm")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=SE)
+
+
+@pytest.fixture
+def world(tmp_path):
+    return build_world(tmp_path)
+
+
+def scope_of(world, name: str, now: datetime = NOW) -> Scope:
+    user = get_user(world.store, name)
+    assert user is not None
+    return Scope(world.store, user, now)
+
+
+def test_the_queue_puts_the_nearest_deadline_first(world):
+    rows, total = scope_of(world, "samordnare-p1").queue()
+    assert total == len(rows) > 2
+    moments = [row.deadline.moment for row in rows if row.deadline]
+    assert len(moments) == len(rows) and moments == sorted(moments)
+    # k-3 (28 Nov) is still within D1 (after-registration, 2 days: until the end of 30 Nov);
+    # k-1 (27 Nov) is past its D1, so its nearest is D4 (the first weekday, 1 Dec 15:00)
+    first = rows[0]
+    assert (first.claim_id, first.deadline.rule) == ("k-3", "D1")
+    assert first.deadline.moment == at("2026-12-01T00:00")
+    k1 = [row for row in rows if row.claim_id == "k-1"]
+    assert {row.deadline.rule for row in k1} == {"D4"}
+    assert k1[0].deadline.moment == at("2026-12-01T15:00")
+    # the page lists them in that order, with the time left
+    client = world.client()
+    login(client, "samordnare-p1")
+    page = html.unescape(client.get("/avvikelser").text)
+    assert page.index('href="/avvikelser/k-3"') < page.index('href="/avvikelser/k-1"')
+    assert "0 vardagar 14 h" in page  # k-3: 14 hours to midnight
+    assert "1 vardagar 5 h" in page  # k-1: 29 hours, one weekday and 5 hours
+
+
+def claim(activity: str = "omsorg", approved: str | None = "2026-11-30T09:00") -> Claim:
+    return Claim("k-9", "c-9", "s-9", activity, at("2026-11-27T08:00"), at("2026-11-27T08:50"),
+                 approved_at=at(approved) if approved else None)  # fmt: skip
+
+
+def test_each_profile_has_its_deadlines():
+    huddinge = load_profile("huddinge")
+    found = {d.rule: d.moment for d in deadlines_of(huddinge, claim(), "2026-11")}
+    assert found == {
+        "D1": at("2026-11-30T00:00"),  # two days after the visit (Fri 27 Nov): Sunday's end
+        "D2": at("2026-12-03T09:00"),  # 72 hours after approval
+        "D4": at("2026-12-01T15:00"),  # the first weekday of the next month at 15:00
+    }
+    assert "D2" not in {d.rule for d in deadlines_of(huddinge, claim(approved=None), "2026-11")}
+
+    # the nearest still ahead; once all have passed, the last one that passed
+    def nearest_at(now: datetime) -> str:
+        found = nearest(huddinge, claim(), "2026-11", now)
+        return found.rule if found else ""
+
+    assert nearest_at(NOW) == "D4"
+    assert nearest_at(at("2026-12-02T08:00")) == "D2"
+    assert nearest_at(at("2026-12-09T08:00")) == "D2"
+    # D4 when the month's first day is a Saturday: Monday 3 August
+    july = {d.rule: d.moment for d in deadlines_of(huddinge, claim(), "2026-07")}
+    assert july["D4"] == at("2026-08-03T15:00")
+    # D3, the lock date: the third weekday of December (Thursday 3 Dec), to its end
+    haninge = {d.rule: d.moment for d in deadlines_of(load_profile("haninge"), claim(), "2026-11")}
+    assert haninge == {"D3": at("2026-12-04T00:00")}
+    bro = load_profile("upplands-bro")
+    assert {d.rule: d.moment for d in deadlines_of(bro, claim(), "2026-11")}["D3"] == at(
+        "2026-12-04T00:00"
+    )
+    # Upplands-Bro's escort comes on a time sheet: by the 15th of the next month (002 §6.3)
+    sheet = {
+        d.rule: (d.label, d.moment) for d in deadlines_of(bro, claim("ledsagning"), "2026-11")
+    }
+    assert sheet["D3"] == ("tidrapport", at("2026-12-16T00:00"))
+    # D5: corrections by the 4th of the next month
+    norrkoping = deadlines_of(load_profile("norrkoping"), claim(), "2026-11")
+    assert {d.rule: d.moment for d in norrkoping} == {"D5": at("2026-12-05T00:00")}
+
+
+def test_the_time_left_counts_weekdays_and_hours():
+    deadline = at("2026-12-01T15:00")  # Tuesday
+    assert describe_left(deadline, at("2026-11-30T10:00")) == (1, 5)  # Monday: 29 hours
+    assert describe_left(deadline, at("2026-12-01T10:00")) == (0, 5)  # the same day
+    # from Friday the weekend does not count: Monday is the one weekday between
+    assert describe_left(deadline, at("2026-11-27T10:00")) == (2, 5)
+    weekdays, hours = describe_left(deadline, at("2026-12-01T17:00"))
+    assert weekdays <= 0 and hours < 0  # passed
+
+
+def flags(world, now: datetime) -> dict[str, list[str]]:
+    board = scope_of(world, "samordnare-p1", now).day(now.date())
+    return {row["customer"]: sorted(kind for kind, _ in row["flags"]) for row in board["rows"]}
+
+
+def test_the_day_board_flags_only_what_is_late(world):
+    # 10:00: c-1001's 09:00 visit has no arrival (30 min past its start); c-1003's 08:00 alarm
+    # has no check-in after 30 minutes; c-1002's 07:30 visit was arrived at: no flag
+    assert flags(world, NOW) == {"c-1001": ["late"], "c-1002": [], "c-1003": ["alarm"]}
+    # 09:25: the 09:00 visit is not 30 minutes late yet; the alarm is
+    assert flags(world, NOW.replace(hour=9, minute=25)) == {
+        "c-1001": [], "c-1002": [], "c-1003": ["alarm"]}  # fmt: skip
+    # 08:20: the alarm is 20 minutes old, within the response time
+    assert flags(world, NOW.replace(hour=8, minute=20))["c-1003"] == []
+    # a check-in within the response time answers the alarm; an arrival at 09:10 the visit
+    message = world.p1.event("alarm-1003", "alarm_checkin", "2026-11-30T08:25", None,
+                             {"alarm": 1})  # fmt: skip
+    path = world.root / "checkin.cbor-seq"
+    path.write_bytes(message)
+    ingest(world.store, path)
+    world.arrive("tag-1001", "s-07", "2026-11-30T09:10")
+    assert flags(world, NOW) == {"c-1001": [], "c-1002": [], "c-1003": []}
+
+
+def test_a_check_in_after_the_response_time_still_flags_the_alarm(world):
+    message = world.p1.event("alarm-1003", "alarm_checkin", "2026-11-30T08:45", None,
+                             {"alarm": 1})  # fmt: skip
+    path = world.root / "checkin.cbor-seq"
+    path.write_bytes(message)
+    ingest(world.store, path)
+    assert flags(world, NOW)["c-1003"] == ["alarm"]  # 45 minutes: later than 30
