@@ -9,15 +9,23 @@ import re
 import pytest
 from web_support import FOREIGN, MONTH, PASSWORD, build_world, csrf_of, login, post
 
+from kvitto.store.registry import Registry
 from kvitto.web import accounts
 from kvitto.web.app import CSRF_COOKIE, SESSION_COOKIE
 from kvitto.web.pages import routes
 from kvitto.web.personnummer import find_personnummer
 
+# A phone credential of each provider (docs/phone.md), for the phone routes.
+PHONES = {"p-1": "a1" * 16, "p-2": "a2" * 16, "p-3": "a3" * 16}
+
 
 @pytest.fixture
 def world(tmp_path):
-    return build_world(tmp_path)
+    built = build_world(tmp_path)
+    registry = Registry(built.store)
+    for provider, credential in PHONES.items():
+        registry.add_credential(credential, f"s-9{provider[-1]}", provider, "phone")
+    return built
 
 
 # Every route a coordinator can reach, with a placeholder for each id kind it takes.
@@ -35,15 +43,35 @@ COORDINATOR_ROUTES = [
 ]
 
 
+# Coordinator routes that take a foreign id in the form rather than the path: the customer of
+# an after-the-fact registration and of a lock's one-off window; and a phone credential.
+FORM_ROUTES = [
+    ("/manad/{month}/efterregistrera", {"customer": "{customer}", "activity": "omsorg",
+                                        "start": "2026-11-29 09:00", "end": "2026-11-29 09:20",
+                                        "staff": "s-07", "reason_code": "glomt-registrera"}),
+    ("/dag/lasfonster", {"customer": "{customer}", "start": "10:30", "minutes": "60"}),
+]  # fmt: skip
+CREDENTIAL_ROUTES = ["/telefoner/{credential}/sparra"]
+# The door's public routes take a token or a door, not a provider's id: the link or the passkey
+# authenticates them (tests/test_door.py refuses a foreign or stale one).
+PUBLIC = {"/telefon/{token}", "/t/{door}", "/t/s/{door}"}
+
+
 def test_the_isolation_list_covers_every_route_with_an_id():
-    with_ids = {r.path for r in routes() if "{" in r.path and "{lang}" not in r.path}
+    from kvitto.web.door import routes as door_routes
+
+    with_ids = {r.path for r in [*routes(), *door_routes()]
+                if "{" in r.path and "{lang}" not in r.path}  # fmt: skip
     listed = {re.sub(r"\{(claim|provider|month)\}", lambda m: "{" + {
         "claim": "claim_id", "provider": "provider", "month": "month"}[m.group(1)] + "}", path)
         for _, path in COORDINATOR_ROUTES}  # fmt: skip
+    listed |= {path for path, _ in FORM_ROUTES} | set(CREDENTIAL_ROUTES)
     # month pages of the coordinator's own provider take no provider id: a month is not foreign
     own_month = {"/manad/{month}", "/manad/{month}/attestera", "/manad/{month}/efterregistrera",
                  "/manad/{month}/underlag.{kind}", "/manad/{month}/arende.zip"}  # fmt: skip
-    assert with_ids - own_month - listed == {"/uppfoljning/{provider}/{month}/underlag.{kind}"}
+    assert with_ids - own_month - listed - PUBLIC == {
+        "/uppfoljning/{provider}/{month}/underlag.{kind}"
+    }
 
 
 def test_a_coordinator_gets_404_for_every_foreign_id(world):
@@ -70,11 +98,37 @@ def test_a_coordinator_gets_404_for_every_foreign_id(world):
                 path, data={"csrftoken": token, "reason_code": "teknikfel"})  # fmt: skip
             tried += 1
             leaks += answer.status_code != 404
-    assert tried == 2 * (len(COORDINATOR_ROUTES) + 5)
+        # a foreign customer in the form: not found, and nothing stored or queued
+        for template, form in FORM_ROUTES:
+            path = template.format(month=MONTH)
+            data = {k: v.format(customer=ids["customer"]) for k, v in form.items()}
+            answer = client.post(path, data={**data, "csrftoken": token})
+            tried += 1
+            leaks += answer.status_code != 404
+        # another provider's phone: not found, and not revoked
+        for template in CREDENTIAL_ROUTES:
+            answer = client.post(template.format(credential=PHONES[provider]),
+                                 data={"csrftoken": token})  # fmt: skip
+            tried += 1
+            leaks += answer.status_code != 404
+    per_provider = len(COORDINATOR_ROUTES) + 5 + len(FORM_ROUTES) + len(CREDENTIAL_ROUTES)
+    assert tried == 2 * per_provider
     assert leaks == 0
+    assert world.store.execute("SELECT COUNT(*) FROM records WHERE kind <> 'login'")[0][0] == 0
+    assert world.store.outbox() == []
+    for provider in FOREIGN:
+        phone = Registry(world.store).credential(PHONES[provider])
+        assert phone is not None and not phone.revoked
     # and the coordinator's own ids answer: the 404s above are isolation, not broken routes
     assert client.get("/avvikelser/k-1").status_code == 200
     assert client.get("/besok/p-1/k-1").status_code == 200
+    for template, form in FORM_ROUTES:
+        data = {k: v.format(customer="c-1001") for k, v in form.items()}
+        answer = client.post(template.format(month=MONTH), data={**data, "csrftoken": token})
+        assert answer.status_code == 303, template  # found (c-1001 has no lock: refused)
+    for template in CREDENTIAL_ROUTES:
+        answer = client.post(template.format(credential=PHONES["p-1"]), data={"csrftoken": token})
+        assert answer.status_code == 303, template
 
 
 def test_an_auditor_gets_404_for_another_municipality(world):
