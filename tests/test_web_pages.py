@@ -29,6 +29,12 @@ def test_the_case_bundle_carries_the_records(world, tmp_path):
     login(client, "samordnare-p1")
     post(client, "/avvikelser/k-1/ratta", {"reason_code": "annan-tid", "text": "",
                                             "end": "2026-11-27 08:30"}, page="/avvikelser/k-1")  # fmt: skip
+    auditor = world.client()
+    login(auditor, "uppfoljare-huddinge")
+    decided = post(auditor, "/besok/p-1/k-2/beslut", {"rule": "E5", "decision": "reject",
+                                                      "text": "ingen felanmälan"},
+                   page="/besok/p-1/k-2")  # fmt: skip
+    assert decided.status_code == 303
     answer = client.get(f"/manad/{MONTH}/arende.zip")
     assert answer.status_code == 200
     folder = tmp_path / "offline"
@@ -42,6 +48,10 @@ def test_the_case_bundle_carries_the_records(world, tmp_path):
     assert chain.verify_chain(records) == []  # an offline auditor checks the chain
     correction = next(r for r in records if r.kind == "correct")
     assert correction.body["before"] == {"end": "2026-11-27T08:50"}
+    decision = next(r for r in records if r.kind == "decide")  # the auditor's, on the same chain
+    assert (decision.claim_id, decision.body["rule"], decision.body["decision"]) == (
+        "k-2", "E5", "reject")  # fmt: skip
+    assert decision.actor == "uppfoljare-huddinge"
     # the bundle's claims are as corrected, and verify offline to the web's verdict
     from kvitto.verify.check import verify_case
 
