@@ -1,14 +1,18 @@
 """kvitto serve in a real browser (Debian's Chromium driven by Playwright): the coordinator's
-correction by keyboard alone, attestation and the billing CSV, the auditor's decision, the live
+correction by keyboard alone, attestation and the billing CSV, an explanation, a withdrawal, an
+after-the-fact registration, the billing JSON and the case bundle, the auditor's decision, the live
 day board, the audit log; axe-core finds 0 violations on every page; screenshots of every page
 at 1280 and 390 px go to $KVITTO_SCREENSHOTS (default .artifacts/screenshots; `make
 screenshots` writes docs/img)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,6 +210,64 @@ def test_auditor_accepts_a_follow_up(page):
     expect(page.get_by_role("status")).to_contain_text("Beslutet är sparat")
     expect(page.locator(".findings")).to_contain_text("beslutat: godkänd")
     expect(page.locator(".history")).to_contain_text("beslut")
+
+
+def test_coordinator_explains_withdraws_registers_and_exports(page, world):
+    """The other actions on a deviation and the month's other exports, in the browser: a
+    refused personal identity number (the form again, with the reason as an alert), an
+    explanation, a withdrawal, an after-the-fact registration; the billing basis as JSON and the
+    case bundle, whose records.jsonl carries what was done."""
+    log_in(page, "samordnare-p1")
+    page.goto("/avvikelser/k-2")
+    explain = page.locator("#explain")
+    explain.get_by_label("Orsak").select_option("teknikfel")
+    explain.get_by_label("Kort förklaring").fill("brukare 19121212-1212")
+    explain.get_by_role("button", name="Spara förklaring").click()
+    expect(page.get_by_role("alert")).to_contain_text("personnummer")
+    check(page, "registrering-fel")
+    explain = page.locator("#explain")
+    explain.get_by_label("Orsak").select_option("teknikfel")
+    explain.get_by_label("Kort förklaring").fill("taggen var trasig")
+    explain.get_by_role("button", name="Spara förklaring").click()
+    expect(page.get_by_role("status")).to_contain_text("Förklaringen är sparad")
+    expect(page.locator(".history")).to_contain_text("förklaring – teknikfel. taggen var trasig")
+    expect(page.locator("#findings")).to_contain_text("E5")  # still followed up, with a reason
+    page.goto("/avvikelser/k-3")
+    withdraw = page.locator("#withdraw")
+    withdraw.get_by_label("Orsak").select_option("dubbelregistrering")
+    withdraw.get_by_role("button", name="Återkalla").click()
+    expect(page.get_by_role("status")).to_contain_text("Registreringen är återkallad")
+    expect(page.get_by_role("link", name="k-3", exact=True)).to_have_count(0)
+    page.goto("/avvikelser/k-3")
+    expect(page.get_by_role("heading", name="Sidan finns inte")).to_be_visible()
+    page.goto(f"/manad/{MONTH}")
+    register = page.locator("#register")
+    register.get_by_label("Kund").fill("c-1003")
+    register.get_by_label("Personal (pseudonym)").fill("s-07")
+    register.get_by_label("Insats").select_option("omsorg")
+    register.get_by_label("Start").fill("2026-11-29 09:00")
+    register.get_by_label("Slut").fill("2026-11-29 09:20")
+    register.get_by_label("Orsak").select_option("glomt-registrera")
+    register.get_by_role("button", name="Efterregistrera").click()
+    expect(page).to_have_url(re.compile(r"/avvikelser/e-20261130-\d+"))
+    expect(page.locator("#findings")).to_contain_text("E5")  # manual, registered afterwards
+    registered = page.url.rsplit("/", 1)[1].split("?")[0]
+    page.goto(f"/manad/{MONTH}")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Faktureringsunderlag (JSON)").click()
+    document = json.loads(Path(download.value.path()).read_text())
+    assert (document["provider"], document["month"]) == ("p-1", MONTH)
+    assert any(row["customer"] == "c-1001" for row in document["billing"])
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Ärendepaket för kommunen (zip)").click()
+    with zipfile.ZipFile(download.value.path()) as bundle:
+        folder = f"case-p-1-{MONTH}"
+        claims = bundle.read(f"{folder}/claims.csv").decode()
+        kinds = {(json.loads(line)["kind"], json.loads(line)["claim_id"])
+                 for line in bundle.read(f"{folder}/records.jsonl").decode().splitlines()}  # fmt: skip
+    assert {("explain", "k-2"), ("withdraw", "k-3"), ("register", registered)} <= kinds
+    ids = {line.split(",", 1)[0] for line in claims.splitlines()[1:]}
+    assert "k-3" not in ids and {"k-1", "k-2", registered} <= ids  # withdrawn out, registered in
 
 
 def test_the_audit_log_shows_a_whole_chain(page):
