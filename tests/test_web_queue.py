@@ -1,7 +1,8 @@
 """kvitto serve's deviation queue and day board, judged by what they show: the queue puts the
 nearest deadline first with the time left in weekdays and hours, each profile's deadlines fall
 on the days RULES.md gives them (D1–D5, Upplands-Bro's time sheets), and the day board flags a
-planned visit nobody arrived at and an alarm nobody checked in to only once they are late."""
+planned visit nobody arrived at and an alarm nobody checked in to only once they are late; the
+auditor's overview sums what each provider's month pays, counts and leaves to decide."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from web_support import NOW, build_world, login
+from web_support import MONTH, NOW, build_world, login
 
 from kvitto.collect.intake import ingest
 from kvitto.verify.case import Claim
@@ -144,3 +145,52 @@ def test_a_check_in_after_the_response_time_still_flags_the_alarm(world):
     path.write_bytes(message)
     ingest(world.store, path)
     assert flags(world, NOW)["c-1003"] == ["alarm"]  # 45 minutes: later than 30
+
+
+def overview_rows(client) -> dict[str, list[str]]:
+    """The auditor's comparison table: provider → its cells, as text."""
+    import re
+
+    page = html.unescape(client.get("/uppfoljning").text)
+    rows = {}
+    for row in re.findall(r"<tr>\s*<th scope=\"row\">(.*?)</tr>", page, re.S):
+        cells = [re.sub(r"<[^>]+>", "", cell).strip()
+                 for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", "<th>" + row, re.S)]  # fmt: skip
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_overview_compares_providers_per_month(world):
+    """Payable minutes per category, claims, the manual share (E5), findings per rule and the
+    follow-ups to decide, per provider of the auditor's municipality, as the actions change
+    them."""
+    auditor, coordinator = scope_of(world, "uppfoljare-huddinge"), scope_of(world, "samordnare-p1")
+    summary = auditor.summary("p-1", MONTH)
+    assert (summary["claims"], summary["manual"]) == (3, 1)  # k-2 was registered by hand
+    assert {(r["rule"], r["outcome"]): r["count"] for r in summary["rules"]} == {
+        ("D4", "reject"): 3, ("E1", "adjust"): 1, ("E5", "follow_up"): 1}  # fmt: skip
+    assert [c["payable_minutes"] for c in summary["categories"]] == [0]  # not approved yet
+    client = world.client()
+    login(client, "uppfoljare-huddinge")
+    table = overview_rows(client)
+    assert set(table) == {"p-1", "p-2"}  # Huddinge's providers; p-3 is Norrtälje's
+    assert [c.replace("\xa0", " ") for c in table["p-1"][:5]] == ["0", "3", "33,3 %", "5", "1"]
+    # attested: the claims are approved (D4 holds) and pay: k-1 as adjusted to its evidence
+    # (30 of 50 minutes), k-2 and k-3 30 each
+    coordinator.attest(MONTH)
+    summary = auditor.summary("p-1", MONTH)
+    assert [(c["category"], c["payable_minutes"]) for c in summary["categories"]] == [
+        ("hemtjanst", 90)]  # fmt: skip
+    auditor.decide("p-1", "k-2", "E5", "reject", "ingen felanmälan")
+    summary = auditor.summary("p-1", MONTH)
+    assert summary["categories"][0]["payable_minutes"] == 60
+    assert {(r["rule"], r["outcome"]) for r in summary["rules"]} == {
+        ("E1", "adjust"), ("E5", "reject")}  # fmt: skip
+    table = overview_rows(client)
+    assert table["p-1"][0] == "60" and table["p-1"][4] == "0"  # nothing left to decide
+    # an after-the-fact registration counts as manual; a withdrawn claim no longer counts
+    coordinator.register("c-1003", "omsorg", "2026-11-29 09:00", "2026-11-29 09:20", "s-07",
+                         "glomt-registrera", "")  # fmt: skip
+    coordinator.withdraw("k-3", "dubbelregistrering", "")
+    summary = auditor.summary("p-1", MONTH)
+    assert (summary["claims"], summary["manual"]) == (3, 2)
