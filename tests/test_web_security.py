@@ -283,3 +283,37 @@ def test_cookies_and_headers(world):
     assert "secure" in session.lower()
     csrf = next(c for c in page.headers.get_list("set-cookie") if c.startswith(CSRF_COOKIE))
     assert "SameSite=Strict" in csrf and "Secure" in csrf
+
+
+def test_each_role_reaches_only_its_pages(world):
+    """coordinator, auditor, admin: each page answers its roles and is not found for others
+    (the same 404 as a page that does not exist)."""
+    pages = {
+        "/dag": {"coordinator"},
+        "/avvikelser": {"coordinator"},
+        "/avvikelser/k-1": {"coordinator"},
+        f"/manad/{MONTH}": {"coordinator"},
+        f"/manad/{MONTH}/underlag.csv": {"coordinator"},
+        "/telefoner": {"coordinator"},
+        "/uppfoljning": {"auditor"},
+        f"/uppfoljning/p-1/{MONTH}": {"auditor"},
+        f"/uppfoljning/p-1/{MONTH}/arende.zip": {"coordinator", "auditor"},  # its own: p-1
+        "/besok/p-1/k-1": {"coordinator", "auditor"},
+        "/logg": {"auditor", "admin"},
+        "/admin": {"admin"},
+        "/enheter": {"admin"},
+    }
+    for name, role in (("samordnare-p1", "coordinator"), ("uppfoljare-huddinge", "auditor"),
+                       ("admin", "admin")):  # fmt: skip
+        client = world.client()
+        login(client, name)
+        answers = {path: client.get(path).status_code for path in pages}
+        assert answers == {path: 200 if role in roles else 404
+                           for path, roles in pages.items()}, name  # fmt: skip
+    admin = world.client()
+    login(admin, "admin")
+    page = admin.get("/admin").text
+    assert all(name in page for name in ("samordnare-p1", "uppfoljare-norrtalje", "p-3"))
+    # without a session every page sends the browser to the login
+    anonymous = world.client()
+    assert {anonymous.get(path).status_code for path in pages} == {303}
