@@ -122,3 +122,65 @@ def test_demo_against_a_real_mosquitto_under_upplands_bro(tmp_path, mosquitto):
     assert found["k-08"] == {"E1": "adjust"} and found["k-09"] == {"E1": "reject"}
     for claim_id in ("k-03", "k-04"):
         assert claim_id not in found, (claim_id, found.get(claim_id))
+
+
+def test_demo_ends_serving_its_month_until_ctrl_c(tmp_path):
+    """`kvitto demo` without --no-serve (the README's `make demo`): after the report it serves
+    the demo's month, printing the URL and a login per role; the printed coordinator login
+    sees the demo's deviation, the auditor's the overview; Ctrl-C stops it cleanly."""
+    import queue
+    import re
+    import signal
+    import threading
+
+    import httpx
+
+    from conftest import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvitto", "demo", "--out", str(tmp_path / "out"), "--port",
+         str(port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],  # type: ignore[union-attr]
+                     daemon=True).start()  # fmt: skip
+    logins: dict[str, tuple[str, str]] = {}
+    try:
+        seen = []
+        while len(logins) < 3:
+            line = lines.get(timeout=240)  # a guard against a hang, not a timed assertion
+            seen.append(line)
+            found = re.match(r"\s+(coordinator|auditor|admin)\s+(\S+)\s+password (\S+)$", line)
+            if found:
+                logins[found.group(1)] = (found.group(2), found.group(3))
+        assert f"kvitto serve on the demo's month: http://127.0.0.1:{port}/\n" in seen
+        assert (tmp_path / "out" / "report.html").exists()
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):  # the server starts listening just after it prints the URL
+            try:
+                httpx.get(f"{base}/login", timeout=5)
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.1)
+        for role, page, expected in (("coordinator", "/avvikelser", "k-08"),
+                                     ("auditor", "/uppfoljning", "p-1")):  # fmt: skip
+            with httpx.Client(base_url=base, timeout=30) as client:
+                form = client.get("/login").text
+                token = re.search(r'name="csrftoken" value="([^"]+)"', form)
+                assert token
+                name, password = logins[role]
+                answer = client.post("/login", data={"name": name, "password": password,
+                                                     "csrftoken": token.group(1)})  # fmt: skip
+                assert answer.status_code == 303, role
+                shown = client.get(page)
+                assert shown.status_code == 200 and expected in shown.text, role
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert process.wait(timeout=60) == 0
+        assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
