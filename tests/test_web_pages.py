@@ -46,6 +46,17 @@ def test_the_case_bundle_carries_the_records(world, tmp_path):
                                "hash": bytes.fromhex(json.loads(line)["hash"])})
                for line in (case / "records.jsonl").read_text().splitlines()]  # fmt: skip
     assert chain.verify_chain(records) == []  # an offline auditor checks the chain
+    # ... and can with docs/formats.md (records.jsonl v1) alone, without kvitto's code
+    import hashlib
+
+    before = "0" * 64
+    for line in (case / "records.jsonl").read_text().splitlines():
+        fields = json.loads(line)
+        content = {k: v for k, v in fields.items() if k not in ("prev", "hash")}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert fields["prev"] == before
+        before = hashlib.sha256(bytes.fromhex(fields["prev"]) + canonical.encode()).hexdigest()
+        assert fields["hash"] == before
     correction = next(r for r in records if r.kind == "correct")
     assert correction.body["before"] == {"end": "2026-11-27T08:50"}
     decision = next(r for r in records if r.kind == "decide")  # the auditor's, on the same chain

@@ -59,6 +59,11 @@ def test_the_queue_puts_the_nearest_deadline_first(world):
     assert page.index('href="/avvikelser/k-3"') < page.index('href="/avvikelser/k-1"')
     assert "0 vardagar 14 h" in page  # k-3: 14 hours to midnight
     assert "1 vardagar 5 h" in page  # k-1: 29 hours, one weekday and 5 hours
+    # each row: rule, minutes and the visit's evidence timeline (the reason: the browser test)
+    k1_row = page[page.index('href="/avvikelser/k-1"') :].split("</tr>")[0]
+    k1_row = page[: page.index('href="/avvikelser/k-1"')].rsplit("<tr>", 1)[1] + k1_row
+    assert "08:00 arrive s-07" in k1_row and "08:30 depart s-07" in k1_row
+    assert '<span class="rule">' in k1_row and "Betalbara min" in k1_row
 
 
 def claim(activity: str = "omsorg", approved: str | None = "2026-11-30T09:00") -> Claim:
