@@ -1,7 +1,7 @@
 """Who may see what: the gate every Scope (kvitto.web.scope) is built on.
 
     Visibility(store, user, now).providers   # coordinator: [own]; auditor: the municipality's
-    .provider(p), .customer_provider(c), .month(p, m)   # the id, or NotFound
+    .provider(p), .customer_provider(c), .month(p, m), .own_phone(id)   # the id, or NotFound
     .devices(now_ms)                         # the Enheter page's rows: admin all, coordinator own
 
 An id the user may not see is NotFound, the same answer as an id that does not exist. Also
@@ -72,6 +72,17 @@ class Visibility:
         )
         if not rows:
             raise NotFound(customer)
+        return str(rows[0][0])
+
+    def own_phone(self, credential_id: str) -> str:
+        """A staff phone's credential of the coordinator's provider (docs/phone.md); NotFound
+        for another provider's, a badge or an unknown id."""
+        rows = self.store.execute(
+            "SELECT id FROM credentials WHERE id = ? AND provider = ? AND kind = 'phone'",
+            (credential_id.lower(), self.own),
+        )
+        if not rows:
+            raise NotFound(credential_id)
         return str(rows[0][0])
 
     def profile(self, provider: str) -> Profile:
