@@ -202,7 +202,8 @@ def test_auditor_accepts_a_follow_up(page):
     page.get_by_role("listitem").filter(has_text="E5").get_by_role(
         "link", name="k-2", exact=True
     ).click()
-    expect(page.locator("#timeline")).to_contain_text("giltig")
+    expect(page.locator("#timeline .good").first).to_have_text("giltig")  # not "ogiltig"
+    expect(page.locator("#timeline .bad")).to_have_count(0)
     check(page, "besok")
     page.get_by_label("Godkänn: betalas").check()
     page.get_by_label("Skäl").fill("felanmälan finns")

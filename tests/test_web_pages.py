@@ -126,3 +126,34 @@ def test_the_commands(world, tmp_path):
     assert answer.returncode == 2
     assert f"{plan} line 2, field customer" in answer.stderr
     assert "Traceback" not in answer.stderr
+
+
+def test_the_visit_page_checks_each_signature_again(world):
+    """The auditor's drill-down shows each event's signature as checked now against its
+    device's key: a stored message altered after the collector took it shows as invalid."""
+    import html
+    import re
+
+    auditor = world.client()
+    login(auditor, "uppfoljare-huddinge")
+
+    def statuses() -> dict[str, str]:
+        page = html.unescape(auditor.get("/besok/p-1/k-1").text)
+        timeline = page[page.index('id="timeline"') :].split("</section>")[0]
+        rows = re.findall(r"<td>(\w+)(?: \(\w+\))?</td>\s*<td>tag-1001 #(\d+)</td>.*?"
+                          r'<span class="(good|bad)">', timeline, re.S)  # fmt: skip
+        return {f"{kind} #{seq}": status for kind, seq, status in rows}
+
+    before = statuses()
+    assert before and set(before.values()) == {"good"}, before
+    arrive = next(key for key in before if key.startswith("arrive"))
+    seq = int(arrive.split("#")[1])
+    message = bytearray(world.store.execute(
+        "SELECT message FROM events WHERE device = 'tag-1001' AND seq = ?", (seq,))[0][0])  # fmt: skip
+    message[-1] ^= 1  # the signature's last byte
+    world.store.execute("UPDATE events SET message = ? WHERE device = 'tag-1001' AND seq = ?",
+                        (bytes(message), seq))  # fmt: skip
+    after = statuses()
+    assert after[arrive] == "bad"
+    assert {k: v for k, v in after.items() if k != arrive} == {
+        k: v for k, v in before.items() if k != arrive}  # fmt: skip
