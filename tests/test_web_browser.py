@@ -198,6 +198,10 @@ def test_auditor_accepts_a_follow_up(page):
     check(page, "uppfoljning")
     page.get_by_role("link", name="p-1").first.click()
     check(page, "utforare-manad")
+    with page.expect_download() as download:  # the auditor's export of the provider's month
+        page.get_by_role("link", name="Ärendepaket (zip)").click()
+    with zipfile.ZipFile(download.value.path()) as bundle:
+        assert f"case-p-1-{MONTH}/records.jsonl" in bundle.namelist()
     page.goto("/uppfoljning")
     page.get_by_role("listitem").filter(has_text="E5").get_by_role(
         "link", name="k-2", exact=True
