@@ -317,3 +317,45 @@ def test_each_role_reaches_only_its_pages(world):
     # without a session every page sends the browser to the login
     anonymous = world.client()
     assert {anonymous.get(path).status_code for path in pages} == {303}
+
+
+PNR = "19121212-1212"
+
+
+def test_every_free_text_field_refuses_a_personal_identity_number(world):
+    """Each form's free text (and the pseudonyms typed by hand) refuses a personal identity
+    number with the message, and stores nothing; the lock window's text: test_web_locks."""
+    coordinator, auditor = world.client(), world.client()
+    login(coordinator, "samordnare-p1")
+    login(auditor, "uppfoljare-huddinge")
+    register = {"customer": "c-1003", "activity": "omsorg", "start": "2026-11-29 09:00",
+                "end": "2026-11-29 09:20", "staff": "s-07", "reason_code": "glomt-registrera",
+                "text": ""}  # fmt: skip
+    forms = [
+        (coordinator, "/avvikelser/k-1/forklara", {"reason_code": "teknikfel"}, "text",
+         "/avvikelser/k-1"),
+        (coordinator, "/avvikelser/k-1/ratta", {"reason_code": "annan-tid",
+                                                "end": "2026-11-27 08:30"}, "text",
+         "/avvikelser/k-1"),
+        (coordinator, "/avvikelser/k-1/aterkalla", {"reason_code": "dubbelregistrering"}, "text",
+         "/avvikelser/k-1"),
+        (coordinator, f"/manad/{MONTH}/attestera", {}, "text", f"/manad/{MONTH}"),
+        (coordinator, f"/manad/{MONTH}/efterregistrera", register, "text", f"/manad/{MONTH}"),
+        (coordinator, f"/manad/{MONTH}/efterregistrera", register, "staff", f"/manad/{MONTH}"),
+        (coordinator, "/telefoner/lank", {}, "staff", "/telefoner"),
+        (auditor, "/besok/p-1/k-2/beslut", {"rule": "E5", "decision": "reject"}, "text",
+         "/besok/p-1/k-2"),
+    ]  # fmt: skip
+    for client, path, form, field, page in forms:
+        answer = post(client, path, {**form, field: f"gäller {PNR}"}, page=page)
+        if answer.status_code == 303:  # refused by a redirect to the form with the reason
+            assert "fel=" in answer.headers["location"], (path, field)
+            answer = client.get(answer.headers["location"])
+        else:
+            assert answer.status_code == 400, (path, field)
+        assert "personnummer" in answer.text, (path, field)
+    assert world.store.execute("SELECT COUNT(*) FROM records WHERE kind <> 'login'")[0][0] == 0
+    assert world.store.execute("SELECT COUNT(*) FROM enrolments")[0][0] == 0
+    for table, column in (("records", "body"), ("claims", "fields")):
+        stored = world.store.execute(f"SELECT {column} FROM {table}")
+        assert not any("19121212" in str(row[0]) for row in stored), table
