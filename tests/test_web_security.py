@@ -301,7 +301,7 @@ def test_each_role_reaches_only_its_pages(world):
         "/besok/p-1/k-1": {"coordinator", "auditor"},
         "/logg": {"auditor", "admin"},
         "/admin": {"admin"},
-        "/enheter": {"admin"},
+        "/enheter": {"coordinator", "admin"},  # a coordinator: its customers' devices (#22)
     }
     for name, role in (("samordnare-p1", "coordinator"), ("uppfoljare-huddinge", "auditor"),
                        ("admin", "admin")):  # fmt: skip
