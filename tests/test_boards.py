@@ -37,15 +37,62 @@ def test_roles_follow_the_parts():
     assert set(board("sim")["roles"]) == {"tag", "lock", "alarm"}
 
 
-def test_flash_layout_matches_the_esp32_generic_partition_table():
-    # MicroPython ESP32_GENERIC partitions.csv: vfs at 0x200000, size 0x200000 (4 MiB flash)
-    for name in ("esp32-devkitc", "esp32-lock", "esp32-alarm"):
-        flash = board(name)["flash"]
-        assert (flash["fs_offset"], flash["fs_size"], flash["block_size"]) == (
-            0x200000,
-            0x200000,
-            4096,
-        )
+PLAIN = ("esp32-devkitc", "esp32-lock", "esp32-alarm")
+
+
+def test_plain_boards_carry_the_esp32_generic_ota_partition_table():
+    """The plain 4 MB boards (every lock and alarm board) take updates over the air: MicroPython's
+    partitions-4MiB-ota.csv (ESP32_GENERIC's OTA variant), its implicit vfs made explicit: two
+    1.5 MiB app slots, and the filesystem at 0x310000, 960 KiB, to the end of the flash."""
+    for name in PLAIN:
+        data = board(name)
+        assert [(e["name"], e["type"], e["subtype"], e["offset"], e["size"])
+                for e in data["partitions"]] == [
+            ("nvs", "data", "nvs", 0x9000, 0x4000), ("otadata", "data", "ota", 0xD000, 0x2000),
+            ("phy_init", "data", "phy", 0xF000, 0x1000),
+            ("ota_0", "app", "ota_0", 0x10000, 0x180000),
+            ("ota_1", "app", "ota_1", 0x190000, 0x180000),
+            ("vfs", "data", "fat", 0x310000, 0xF0000),
+        ], name  # fmt: skip
+        flash = data["flash"]
+        assert (flash["size"], flash["fs_offset"], flash["fs_size"], flash["block_size"]) == (
+            0x400000, 0x310000, 0xF0000, 4096,
+        )  # fmt: skip
+        # the frozen build, made as MicroPython's OTA variant of ESP32_GENERIC
+        assert data["firmware"] == {"build": "frozen", "download": "ESP32_GENERIC-OTA"}
+        assert "partitions" not in boards.load(str(ROOT / "boards" / f"{name}.json"))
+
+
+def test_every_esp32_board_has_two_app_slots():
+    """No shipped board for a real chip is left without a second slot (issue #22)."""
+    for path in BOARDS:
+        data = json.loads(path.read_text())
+        if data["hal"] != "machine":
+            continue
+        subtypes = {entry["subtype"] for entry in data.get("partitions", [])}
+        assert {"ota_0", "ota_1", "ota"} <= subtypes, path.name
+
+
+PLAIN_CASES = [
+    ("partitions.5.offset", lambda b: partition(b, "ota_1").update(size=0x190000), "overlaps"),
+    ("partitions.5", lambda b: b["flash"].update(fs_offset=0x200000, fs_size=0x200000),
+     "flash.fs_offset"),
+    ("partitions.5.size", lambda b: partition(b, "vfs").update(size=0x100000), "past flash.size"),
+    ("partitions", lambda b: b["partitions"].pop(4), "OTA needs ota_0, ota_1 and otadata"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field,change,problem", PLAIN_CASES, ids=[c[0] + ":" + c[2] for c in PLAIN_CASES]
+)
+def test_broken_plain_board_table_names_file_and_field(field, change, problem, tmp_path):
+    path = tmp_path / "esp32-lock.json"
+    path.write_text(json.dumps(broken("esp32-lock", change)))
+    with pytest.raises(boards.BoardError) as error:
+        boards.load(str(path))
+    message = str(error.value)
+    assert message.startswith(str(path) + ": field '" + field + "'"), message
+    assert problem in message
 
 
 def broken(name: str, change) -> dict:
@@ -147,7 +194,7 @@ def test_psram_boards_are_ota_ready_and_run_stock_firmware():
         assert vfs["offset"] + vfs["size"] == data["flash"]["size"] == 8 * 1024 * 1024
         # the device never reads the table (esp32.Partition does): dropped once checked
         assert "partitions" not in boards.load(str(ROOT / "boards" / f"{name}.json"))
-    for name in ("esp32-devkitc", "esp32-lock", "esp32-alarm"):
+    for name in PLAIN:
         assert board(name)["firmware"]["build"] == "frozen" and board(name)["psram"] == 0
         assert "frozen build" in board(name)["description"]
 

@@ -43,10 +43,24 @@ def esp32_app_image(path: Path) -> Path:
     return path
 
 
+def merged_esp32_firmware(path: Path, app_bytes: int = 0x1000) -> Path:
+    """A stock-style merged ESP32 firmware, as micropython.org has ESP32_GENERIC-OTA: the
+    bootloader at 0x1000 (the file's start), the partition table at 0x8000, the app at 0x10000.
+    The table is the 4 MiB OTA one the plain boards' files carry."""
+    from kvitto.install.flash import partition_table
+
+    esp32_app_image(path)  # the bootloader: esptool's image loader reads the file's start
+    table = partition_table(load_board("esp32-devkitc").data["partitions"][:5])
+    data = bytearray(path.read_bytes().ljust(0x7000, b"\xff")) + table
+    data = data.ljust(0xF000, b"\xff") + b"\xe9" + bytes(range(256)) * (app_bytes // 256)
+    path.write_bytes(bytes(data))
+    return path
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("flash")
-    firmware = esp32_app_image(folder / "micropython.bin")
+    firmware = merged_esp32_firmware(folder / "micropython.bin")
     image = folder / "fs.bin"
     build_image("esp32-devkitc", image)
     return firmware, image
@@ -73,12 +87,14 @@ def test_exact_esptool_chains(files):
     board = load_board("esp32-devkitc")
     connection = ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800",
                   "--before", "default-reset"]  # fmt: skip
-    regions = ["0x1000", str(firmware), hex(board.fs_offset), str(image)]
+    # the firmware goes in a copy carrying the board's OTA partition table
+    copy = str(firmware.with_name("micropython.esp32-devkitc.bin"))
+    regions = ["0x1000", copy, hex(board.fs_offset), str(image)]
     assert plan.esptool_chains() == [
         [*connection, "--after", "no-reset", "--connect-attempts", "7",
-         "write-flash", "--erase-all", "--flash-size", "keep", *regions],
+         "write-flash", "--erase-all", "--flash-size", "4MB", *regions],
         [*connection, "--after", "hard-reset", "--connect-attempts", "7",
-         "verify-flash", *regions],
+         "verify-flash", "--flash-size", "4MB", *regions],
     ]  # fmt: skip
 
 
@@ -130,7 +146,7 @@ def test_merge_bin_runs_for_real(files, tmp_path):
     merged = merge(plan, tmp_path / "merged.bin")
     data = merged.read_bytes()
     board = load_board("esp32-devkitc")
-    firmware_bytes = firmware.read_bytes()
+    firmware_bytes = Path(str(plan.firmware)).read_bytes()
     assert data[:0x1000] == b"\xff" * 0x1000  # nothing below the bootloader offset
     assert data[0x1000 : 0x1000 + 4] == firmware_bytes[:4]
     assert data[0x1000 + 24 : 0x1000 + len(firmware_bytes)] == firmware_bytes[24:]
@@ -183,7 +199,7 @@ def test_dry_run_prints_the_plan_as_json(files):
     assert report["done"] is False
     assert report["esptool"][0][-4:] == [
         "0x1000",
-        str(firmware),
+        str(firmware.with_name("micropython.esp32-devkitc.bin")),
         hex(report["fs_offset"]),
         str(image),
     ]
@@ -197,7 +213,7 @@ def test_a_port_with_no_chip_behind_it_fails_inside_esptool(files):
         port = os.ttyname(slave)
         plan = FlashPlan(
             board="esp32-devkitc", chip="esp32", port=port, baud=115200, firmware=str(firmware),
-            firmware_offset=0x1000, image=str(image), fs_offset=0x200000, fs_size=0x200000,
+            firmware_offset=0x1000, image=str(image), fs_offset=0x310000, fs_size=0xF0000,
             connect_attempts=1,
         )  # fmt: skip
         started = time.monotonic()
@@ -234,9 +250,11 @@ def test_flash_plan_runs_through_esptool_against_a_fake_chip(files, monkeypatch)
     assert chip.ops[-1] == "hard_reset"  # into MicroPython at the end
     board = load_board("esp32-devkitc")
     assert chip.flash[board.fs_offset : board.fs_offset + board.fs_size] == image.read_bytes()
-    written = firmware.read_bytes()
-    # esptool may rewrite the flash-parameter bytes of the header (2..3); the rest is verbatim
-    assert chip.flash[0x1000 + 4 : 0x1000 + len(written)] == written[4:]
+    written = Path(str(plan.firmware)).read_bytes()
+    # esptool writes --flash-size into the bootloader's header (byte 3) and its digest; the
+    # partition table and the app behind it are verbatim
+    assert chip.flash[0x1000 + 4 : 0x1000 + 24] == written[4:24]
+    assert chip.flash[0x8000 : 0x1000 + len(written)] == written[0x7000:]
     assert chip.flash[0x1000 + len(written) : 0x1000 + len(written) + 64] == b"\xff" * 64
     assert progress_calls and progress_calls[-1][0] == progress_calls[-1][1]
 
@@ -273,7 +291,7 @@ def test_merged_json_output_is_the_report_alone(files, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["merged"] == str(out)
-    assert out.stat().st_size == load_board("esp32-devkitc").fs_offset + 0x200000
+    assert out.stat().st_size == load_board("esp32-devkitc").fs_offset + 0xF0000 == 0x400000
 
 
 # -- bad firmware files and dry runs without a board (issue #17) ----------------------------
@@ -373,8 +391,9 @@ def test_dry_run_without_a_board_prints_the_plan(files, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "board esp32-devkitc (esp32), no board plugged in (give --port):"
-    assert f"MicroPython {firmware} at 0x1000" in lines[1]
-    assert f"filesystem  {image} at 0x200000" in lines[2]
+    copy = firmware.with_name("micropython.esp32-devkitc.bin")
+    assert f"MicroPython {copy} at 0x1000" in lines[1]
+    assert f"filesystem  {image} at 0x310000" in lines[2]
     assert [line.split()[:3] for line in lines[3:]] == [["would", "run:", "esptool"]] * 2
     assert "--port PORT" in lines[3] and "write-flash" in lines[3]
     json_run = CliRunner().invoke(
@@ -385,7 +404,7 @@ def test_dry_run_without_a_board_prints_the_plan(files, monkeypatch):
     assert json_run.exit_code == 0, json_run.output
     report = json.loads(json_run.output)
     assert report["done"] is False and report["chip"] == "esp32"
-    assert report["firmware_offset"] == 0x1000 and report["fs_offset"] == 0x200000
+    assert report["firmware_offset"] == 0x1000 and report["fs_offset"] == 0x310000
 
 
 def merged_s3_firmware(path: Path, app_bytes: int = 0x1000) -> Path:
@@ -454,3 +473,55 @@ def test_psram_board_refuses_an_app_only_or_oversized_firmware(tmp_path):
     too_big = merged_s3_firmware(tmp_path / "big.bin", app_bytes=0x270000 + 0x100)
     with pytest.raises(KvittoError, match="does not fit partition ota_0"):
         plan_flash("esp32s3-devkitc", too_big, image, port="/dev/ttyACM0")
+
+
+@pytest.mark.parametrize("name", ["esp32-devkitc", "esp32-lock", "esp32-alarm"])
+def test_plain_board_gets_the_4mib_ota_partition_table(tmp_path, name):
+    """Every plain 4 MB ESP32 board (every lock and alarm board among them) gets MicroPython's
+    partitions-4MiB-ota.csv with its implicit vfs made explicit: two 1.5 MiB app slots and
+    otadata, so it takes updates over the air; the filesystem moves to 0x310000 (960 KiB)."""
+    import struct
+
+    firmware = merged_esp32_firmware(tmp_path / "ESP32_GENERIC-OTA.bin")
+    image = tmp_path / "fs.bin"
+    report = build_image(name, image, frozen=True)
+    assert (report.fs_offset, report.fs_size, report.block_count) == (0x310000, 0xF0000, 240)
+    plan = plan_flash(name, firmware, image, port="/dev/ttyUSB0")
+    assert plan.firmware == str(tmp_path / f"ESP32_GENERIC-OTA.{name}.bin")
+    assert plan.firmware_offset == 0x1000 and plan.fs_offset == 0x310000
+    write = plan.esptool_chains()[0]
+    assert write[write.index("--flash-size") + 1] == "4MB"
+    written = Path(plan.firmware).read_bytes()
+    table = written[0x7000 : 0x7000 + 0xC00]  # flash 0x8000: the file starts at 0x1000
+    entries = [struct.unpack("<2sBBLL16sL", table[i : i + 32]) for i in range(0, 6 * 32, 32)]
+    assert [(e[5].rstrip(b"\0").decode(), e[1], e[2], e[3], e[4]) for e in entries] == [
+        ("nvs", 1, 0x02, 0x9000, 0x4000), ("otadata", 1, 0x00, 0xD000, 0x2000),
+        ("phy_init", 1, 0x01, 0xF000, 0x1000), ("ota_0", 0, 0x10, 0x10000, 0x180000),
+        ("ota_1", 0, 0x11, 0x190000, 0x180000), ("vfs", 1, 0x81, 0x310000, 0xF0000),
+    ]  # fmt: skip
+    assert table[192:194] == b"\xeb\xeb"  # the MD5 entry follows the six
+    assert written[0xF000:] == firmware.read_bytes()[0xF000:]  # the app, at 0x10000 (ota_0)
+
+
+def test_plain_board_refuses_a_firmware_larger_than_its_1_5_mib_slot(tmp_path, capsys):
+    """An app that does not fit the 1.5 MiB ota_0 of a plain board is refused in one line that
+    names the OTA build to make; one that just fits is accepted."""
+    from kvitto.cli import main
+
+    image = tmp_path / "fs.bin"
+    build_image("esp32-lock", image, frozen=True)
+    fits = merged_esp32_firmware(tmp_path / "fits.bin", app_bytes=0x180000 - 0x100)
+    assert plan_flash("esp32-lock", fits, image, port="/dev/ttyUSB0").firmware
+    too_big = merged_esp32_firmware(tmp_path / "big.bin", app_bytes=0x180000 + 0x100)
+    with pytest.raises(SystemExit) as exited:
+        main(["flash", "--board", "esp32-lock", "--firmware", str(too_big), "--image",
+              str(image), "--port", "/dev/ttyUSB0", "--dry-run"])  # fmt: skip
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(
+        f"kvitto: {too_big}: its app (1573121 bytes from 0x10000) does not fit partition ota_0 "
+        "of board esp32-lock (1572864 bytes): build it as ESP32_GENERIC-OTA (make "
+        "BOARD=ESP32_GENERIC BOARD_VARIANT=OTA FROZEN_MANIFEST=firmware/manifest.py"
+    ), err
+    assert not (tmp_path / "big.esp32-lock.bin").exists()  # nothing written for the board

@@ -107,7 +107,8 @@ class Update:
             raise self._refuse(error.reason, error.detail)
         try:
             target = self.partitions(self.partitions.RUNNING).get_next_update()
-        except OSError:  # a stock single-app table (plain ESP32 boards): no slot to write
+        except OSError:  # a single-app table (a board flashed before its file had the OTA
+            # one, with MicroPython's stock table): no slot to write until `kvitto flash` again
             raise self._refuse("slot", "no second app slot in the partition table")
         capacity = target.ioctl(4, 0) * target.ioctl(5, 0)
         if manifest.size > capacity:

@@ -8,8 +8,9 @@ esptool is driven through its documented command chains (`esptool.main([...])`, 
 arguments as its command line) and its image API (`bin_image.LoadFirmwareImage`); its
 human-readable output is never parsed. Offsets come from the board file: the filesystem at
 flash.fs_offset, MicroPython at the chip's image offset (0x1000 on the ESP32, 0x0 on later chips).
-A board file with a partition table (the OTA-ready PSRAM boards) gets it written at 0x8000 in
-place of the stock one (`with_partition_table`), and esptool is told the board's flash size.
+A board file with a partition table (every ESP32 board: two OTA app slots, otadata and vfs) gets
+it written at 0x8000 in place of the firmware's own (`with_partition_table`), and esptool is told
+the board's flash size; an app larger than the board's slot (1.5 MiB on the 4 MB boards) is refused.
 """
 
 from __future__ import annotations
@@ -134,7 +135,10 @@ class FlashPlan:
         if self.erase:
             write.append("--erase-all")
         write += ["--flash-size", self.flash_size, *self.regions()]
-        verify = [*self._connection("hard-reset"), "verify-flash", *self.regions()]
+        # the same --flash-size: esptool writes it into the bootloader's header (and digest)
+        # and compares against the file changed the same way, or verify-flash fails
+        verify = [*self._connection("hard-reset"), "verify-flash", "--flash-size",
+                  self.flash_size, *self.regions()]  # fmt: skip
         return [write, verify]
 
     def as_dict(self) -> dict[str, Any]:
@@ -230,11 +234,26 @@ def with_partition_table(firmware: Path, layout: Board, out: Path) -> Path:
     if app_bytes > app["size"]:
         raise KvittoError(
             f"{firmware}: its app ({app_bytes} bytes from {app['offset']:#x}) does not fit "
-            f"partition {app['name']} of board {layout.name} ({app['size']} bytes)"
+            f"partition {app['name']} of board {layout.name} ({app['size']} bytes): "
+            + _smaller_firmware(layout)
         )
     data[at : at + PARTITION_TABLE_BYTES] = binary
     out.write_bytes(bytes(data))
     return out
+
+
+def _smaller_firmware(layout: Board) -> str:
+    """What to flash instead of a firmware too large for the board's app slot."""
+    firmware = layout.data.get("firmware") or {}
+    download = firmware.get("download", "MicroPython's board build")
+    if firmware.get("build") == "frozen":
+        board, _, variant = download.partition("-")
+        build = f"BOARD={board}" + (f" BOARD_VARIANT={variant}" if variant else "")
+        return (
+            f"build it as {download} (make {build} FROZEN_MANIFEST=firmware/manifest.py; "
+            "MicroPython's OTA variant is built smaller for this slot)"
+        )
+    return f"flash {download} from micropython.org"
 
 
 def _reason(error: BaseException) -> str:
