@@ -7,6 +7,7 @@ bootloader at the next reset, and one whose self-test passes is kept."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ota_support import RELEASE_PUBLIC, RELEASE_SEED, sim_image
 
@@ -241,3 +242,80 @@ print(json.dumps(events(first)), untouched())
     [[kind, x]] = json.loads(lines[2].rsplit(" ", 1)[0])
     assert kind == "health" and (x["ota"], x["reason"]) == ("refused", "slot")
     assert lines[2].endswith("True")
+
+
+def test_a_virtual_board_with_the_plain_boards_table_takes_an_update(micropython, tmp_path):
+    """A virtual board standing for esp32-lock (its flash layout and partition table: two
+    1.5 MiB slots, the 960 KiB filesystem): the simulated esp32.Partition takes the board
+    file's table, an image larger than a slot is refused (`size`) before a byte is written, and
+    an update that fits is installed, booted on trial and kept; the journal sizes itself to the
+    smaller filesystem."""
+    repo = Path(__file__).resolve().parent.parent
+    lock = json.loads((repo / "boards" / "esp32-lock.json").read_text())
+    board = json.loads((repo / "boards" / "sim.json").read_text())
+    board.update(flash=lock["flash"], partitions=lock["partitions"])
+    board_file = tmp_path / "plain-sim.json"
+    board_file.write_text(json.dumps(board))
+    work = tmp_path / "dev"
+    work.mkdir()
+    slot = 0x180000
+    too_big = sign_release(RELEASE_SEED, b"\xe9" + bytes(slot), "0.2.0", "esp32")
+    manifest = sign_release(RELEASE_SEED, NEW, "0.2.0", "esp32")
+    code = f"""
+import os, json
+os.putenv("KVITTO_BOARD", {str(board_file)!r})
+import device
+from device.board import boards
+from device.evidence.journal import Journal
+from device.evidence import cbor, event
+from device.link import ota
+from sim import partition
+WORK = {str(work)!r}
+hal = boards.open_hal(boards.load({str(board_file)!r}), flash=WORK + "/flash.img")
+Partition = hal.partitions()
+print("slots", [Partition(name).info()[3] for name in ("ota_0", "ota_1")])
+print("ota file", os.stat(WORK + "/flash.img.ota")[6], "fs", os.stat(WORK + "/flash.img")[6])
+OLD = {OLD!r}
+for block in range(0, len(OLD), 4096):
+    Partition("ota_0").writeblocks(block // 4096, OLD[block:block + 4096])
+partition.boot()
+device.VERSION = partition.running_version()
+journal = Journal(hal.fs_root + "/journal")
+print("segments", journal.max_segments)
+STATE = hal.fs_root + "/ota.state"
+def record(kind, cred=None, x=None):
+    payload = event.build_payload("lock-0001", journal.next_seq, journal.boot, 0, kind,
+                                  journal.prev_hash, x=x)
+    return journal.append(payload)
+def update(manifest, image):
+    up = ota.Update(Partition, bytes.fromhex({RELEASE_PUBLIC.hex()!r}), "esp32", STATE, record)
+    try:
+        up.offer(manifest)
+        for index in range(up.chunks):
+            up.chunk(index, image[index * ota.CHUNK:(index + 1) * ota.CHUNK])
+        up.finish()
+        return "installed"
+    except ota.Refused as error:
+        return "refused " + error.reason
+print(update({too_big!r}, b""))
+print(json.dumps(cbor.decode(journal.get(journal.next_seq - 1))[10]))
+print(update({manifest!r}, {NEW!r}))
+partition.boot()
+print("trial", Partition(Partition.RUNNING).info()[4], partition.running_version())
+ota.Trial.at_boot(Partition, STATE, record).confirm()
+partition.boot()
+print("kept", Partition(Partition.RUNNING).info()[4], partition.states[-1])
+"""
+    lines = micropython(code).splitlines()
+    assert lines[0] == f"slots [{slot}, {slot}]"
+    # otadata to the end of ota_1 (0xD000..0x310000) beside the 960 KiB filesystem image
+    assert lines[1] == f"ota file {0x310000 - 0xD000} fs {0xF0000}"
+    segments = int(lines[2].split()[1])
+    assert 200 <= segments < 240  # 4 KiB segments on 240 blocks, less littlefs's reserve
+    assert lines[3] == "refused size"
+    assert json.loads(lines[4]) == {
+        "ota": "refused",
+        "reason": "size",
+        "detail": f"{slot + 1} bytes, the slot holds {slot}",
+    }
+    assert lines[5:] == ["installed", "trial ota_1 0.2.0", "kept ota_1 ota_1"]

@@ -202,6 +202,23 @@ def mount_flash(path, board, mountpoint="/flash"):
     return mountpoint
 
 
+def _board_file_table():
+    """The partition table of the board file the virtual board runs (KVITTO_BOARD): the device
+    drops it once checked (device.board.boards.parse), as a board's esp32.Partition reads the
+    table from flash; the simulated one reads it from the file, so a virtual board has the
+    slots of the board it stands for (the plain boards' 1.5 MiB ones, say)."""
+    path = os.getenv("KVITTO_BOARD")
+    if not path:
+        return None
+    import json
+
+    try:
+        with open(path) as file:
+            return json.load(file).get("partitions")
+    except (OSError, ValueError):
+        return None
+
+
 def _install_esp32():
     """`import esp32` on the unix port: the heap figures of sim.esp32 (issue #26)."""
     try:
@@ -322,7 +339,8 @@ class SimHal:
             from sim import partition
             from sim.flash import FileBlockDevice
 
-            table = self.board.get("partitions") or partition.DEFAULT_TABLE
+            table = (self.board.get("partitions") or _board_file_table()
+                     or partition.DEFAULT_TABLE)  # fmt: skip
             slots = [entry for entry in table if entry["type"] == "app" or
                      entry["subtype"] == "ota"]  # fmt: skip
             end = max(entry["offset"] + entry["size"] for entry in slots)
