@@ -251,7 +251,8 @@ def _smaller_firmware(layout: Board) -> str:
         build = f"BOARD={board}" + (f" BOARD_VARIANT={variant}" if variant else "")
         return (
             f"build it as {download} (make {build} FROZEN_MANIFEST=firmware/manifest.py; "
-            "MicroPython's OTA variant is built smaller for this slot)"
+            "MicroPython's OTA variant is built smaller for this slot), and if that is still "
+            "too large, leave modules the roles do not use out of the port's manifest"
         )
     return f"flash {download} from micropython.org"
 
