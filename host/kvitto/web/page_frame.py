@@ -124,6 +124,8 @@ def _left(moment: datetime | None, now: datetime, gettext: Callable[[str], str])
     weekdays, hours = describe_left(moment, now)
     if moment <= now:
         return gettext("passerad")
+    if weekdays == 1:
+        return gettext("%(d)s vardag %(h)s h") % {"d": weekdays, "h": hours}
     return gettext("%(d)s vardagar %(h)s h") % {"d": weekdays, "h": hours}
 
 
