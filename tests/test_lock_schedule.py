@@ -23,6 +23,7 @@ from kvitto.install.enroll import enroll_badge
 from kvitto.sim.board import VirtualBoard
 from kvitto.store.outbox import queue_command
 from kvitto.store.registry import Registry
+from kvitto.verify.workdays import local as stockholm
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
@@ -89,8 +90,13 @@ def test_schedule_window_fallback_and_refused_schedules(tmp_path, mosquitto):
         kind, x = door(board, store)
         assert (kind, x["reason"]) == ("unlock", "window")
 
-        # the visit moved to the afternoon: outside its window the door stays shut
-        run("import-plan", plan(tmp_path / "plan.csv", now + timedelta(hours=3), 30),
+        # the visit moved to later (or earlier) the same day: outside its window the door stays
+        # shut. The same local day, since an imported plan replaces the days it names: three
+        # hours on from 21:00 Stockholm time would be a visit of tomorrow beside today's
+        moved = now + timedelta(hours=3)
+        if stockholm(moved).date() != stockholm(now).date():
+            moved = now - timedelta(hours=3)
+        run("import-plan", plan(tmp_path / "plan.csv", moved, 30),
             "--provider", "p-1", "--store", store_url)  # fmt: skip
         run("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
         newest = wait_closed(store, 5)
