@@ -326,6 +326,31 @@ def _x6_urgent(b: Bundle) -> None:
                 f"2026-10-0{day}T11:30", reason="bradskande")  # fmt: skip
 
 
+def _x6_across(first: int, granted: str) -> Build:
+    """An urgent egenvård need performed daily from `first` September into October, granted
+    from `granted` (no order when empty): October's claims k-o1, k-o2, ... (1, 2, ... Oct)."""
+
+    def build(b: Bundle) -> None:
+        if granted:
+            b.orders.append(["c-1001", "egenvard", 600, granted, "2026-12-31", 0, 0])
+        for day in range(first, 31):
+            b.claim(f"k-s{day}", "c-1001", "s-07", "egenvard", f"2026-09-{day}T10:00",
+                    f"2026-09-{day}T10:30", reason="bradskande")  # fmt: skip
+        for day in range(1, 4):
+            b.claim(f"k-o{day}", "c-1001", "s-07", "egenvard", f"2026-10-0{day}T10:00",
+                    f"2026-10-0{day}T10:30", reason="bradskande")  # fmt: skip
+
+    return build
+
+
+def _x6_broken(b: Bundle) -> None:
+    # 29 Sep, then nothing on 30 Sep: the need ended; 1 Oct is the first day of a new one
+    b.orders.append(["c-1001", "egenvard", 600, "2026-09-01", "2026-12-31", 0, 0])
+    for day in ("2026-09-27", "2026-09-28", "2026-09-29", "2026-10-01"):
+        b.claim(f"k-{day[-2:]}", "c-1001", "s-07", "egenvard", f"{day}T10:00", f"{day}T10:30",
+                reason="bradskande")  # fmt: skip
+
+
 NORRKOPING = [
     Row("11 D6 frame time adjusted is follow_up", "004 Förändring av behov",
         "När det gäller insatser som ingår i ramtiden görs inga tidsjusteringar om behovet "
@@ -344,6 +369,27 @@ NORRKOPING = [
         {"k-1": {"X6": "reject"}, "k-2": {"X6": "reject"}, "k-3": {"X6": "reject"},
          "k-4": {}, "k-5": {}, "k-6": {"X6": "reject"}, "k-d8": {"X6": "follow_up"}},
         {"k-1": 0, "k-3": 0, "k-4": 30, "k-5": 30, "k-d8": 30}, was="days 1–3 paid"),
+    Row("13 X6 days counted across the month: begun 29 Sep, granted from 2 Oct",
+        "004 Förändring av behov som är brådskande under en begränsad period",
+        "Om biståndshandläggaren beviljar utökat stöd och hjälp ska beslutet dateras från den "
+        "fjärde dagen som det utförts.",
+        _x6_across(29, "2026-10-02"),
+        {"k-o1": {"X6": "reject"}, "k-o2": {}, "k-o3": {}},
+        {"k-o1": 0, "k-o2": 30, "k-o3": 30}, was="2 and 3 Oct rejected as days 2 and 3"),
+    Row("13 X6 days 1–3 in September are not counted again in October",
+        "004 Förändring av behov som är brådskande under en begränsad period",
+        "Dessa behov ska meddelas biståndshandläggare omgående den fjärde dagen (ersättning "
+        "från fjärde dagen om biståndshandläggare bedömer att behov finns).",
+        _x6_across(28, "2026-10-01"),
+        {"k-o1": {}, "k-o2": {}, "k-o3": {}},
+        {"k-o1": 30, "k-o2": 30, "k-o3": 30}, was="1–3 Oct rejected as days 1–3 again"),
+    Row("13 X6 day four across the month without a grant is follow_up",
+        "004 Förändring av behov som är brådskande under en begränsad period",
+        "Hemtjänstutföraren ska meddela biståndshandläggare om behov kvarstår efter tre dagar "
+        "för en uppföljning av pågående beslut.",
+        _x6_across(28, ""),
+        {"k-o1": {"X6": "follow_up"}, "k-o2": {"X6": "follow_up"}},
+        {"k-o1": 30}, was="1 Oct rejected as day 1"),
 ]  # fmt: skip
 
 
@@ -605,3 +651,40 @@ def test_an_unchecked_tap_proof_is_named_only_on_the_claims_it_covers(tmp_path):
     assert "tag-0043" in named.get("k-2", ""), result.not_checked
     assert "k-1" not in named, named["k-1"]
     assert "k-3" not in named, named["k-3"]
+
+
+def test_x6_september_is_judged_without_october_and_october_names_a_least_day(tmp_path):
+    """004 "ersättning från fjärde dagen": the days are counted forward only, so September's
+    verdict is the same with or without October's claims; a need whose days before the month
+    reach beyond the look-back (unpaid_days × gap_days) names its day as a least number."""
+    b = bundle(tmp_path, {})
+    _x6_across(20, "")(b)
+    september = run(b, "norrkoping", "2026-09")
+    assert [rules_of(september, f"k-s{day}") for day in (20, 22, 23)] == [
+        {"X6": "reject"}, {"X6": "reject"}, {"X6": "follow_up"}]  # fmt: skip
+    october = run(b, "norrkoping", "2026-10")
+    found = october.findings_for("k-o1")
+    assert [(f.why.code, f.why.as_json()["args"]["number"]) for f in found] == [
+        ("X6.not_granted_at_least", 4)
+    ], found
+    assert "day 4 or later" in found[0].text("en")
+    alone = bundle(tmp_path / "alone", {})
+    alone.claims = [row for row in b.claims if row["start"] < "2026-10"]
+    assert run(alone, "norrkoping", "2026-09").findings == september.findings
+
+
+def test_x6_a_day_without_the_need_ends_it_norrkoping(tmp_path):
+    """004 "behov som uppstår plötsligt och som kan förväntas pågå under en kortare period (upp
+    till tre dagar)"; "om behov kvarstår efter tre dagar": a need persists day by day
+    (gap_days = 1), so a day without it ends the need, within the month and across it; the
+    look-back stops there."""
+    b = bundle(tmp_path, {})
+    _x6_broken(b)
+    for day in ("2026-10-05", "2026-10-06", "2026-10-08", "2026-10-09", "2026-10-10",
+                "2026-10-11"):  # fmt: skip
+        b.claim(f"k-{day[-2:]}", "c-1001", "s-07", "egenvard", f"{day}T10:00", f"{day}T10:30",
+                reason="bradskande")  # fmt: skip
+    result = run(b, "norrkoping")
+    assert {d: rules_of(result, f"k-{d}") for d in ("01", "05", "06", "08", "10", "11")} == {
+        "01": {"X6": "reject"}, "05": {"X6": "reject"}, "06": {"X6": "reject"},
+        "08": {"X6": "reject"}, "10": {"X6": "reject"}, "11": {}}  # fmt: skip

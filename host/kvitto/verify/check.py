@@ -22,6 +22,7 @@ from kvitto.verify.case_read import read_case
 from kvitto.verify.month import Month, default_jobs, judge_month, merge_verdicts, units_of
 from kvitto.verify.reasons import DEFAULT, entry_dict
 from kvitto.verify.rules import Finding, Profile, load_profile
+from kvitto.verify.rules.absence import earlier_claims
 from kvitto.verify.taps import TapKeys
 from kvitto.verify.visits import (
     DEFAULT_MAX_SYNC_AGE_S,
@@ -108,7 +109,9 @@ def verify_loaded(
             )
     # Judged unit by unit (kvitto.verify.month: a customer with its household and whoever T2
     # ties it to), over `jobs` processes; the merge is the same whatever the number of jobs.
-    units = units_of(case.registry, claims, case.orders, evidence)
+    # the claims before the month its rules read (X6 counts an urgent need across the month)
+    earlier = earlier_claims(profile, case.claims, year, month_number)
+    units = units_of(case.registry, claims, case.orders, evidence, earlier)
     verdict = merge_verdicts(
         judge_month(Month(profile, year, month_number, case.registry), units, jobs)
     )

@@ -50,6 +50,8 @@ class Unit:
     # passages of the shared entrance locks serving its customers: never presence, only the
     # reason a claim they alone show has no evidence at the apartment (issue #23, E1)
     entrance: list[Presence] = field(default_factory=list)
+    # its customers' claims before the month that the month's rules read (Facts.earlier: X6)
+    earlier: list[Claim] = field(default_factory=list)
 
 
 @dataclass
@@ -91,7 +93,8 @@ def judge_unit(profile: Profile, year: int, month: int, registry: Registry, unit
     all the profile's rules and the billing basis, exactly as the whole month would judge
     these claims. Pure: nothing is read or written."""
     evidence = Evidence(by_customer=unit.presences, entrance=unit.entrance)
-    facts = Facts(profile, year, month, registry, unit.claims, unit.orders, evidence)
+    facts = Facts(profile, year, month, registry, unit.claims, unit.orders, evidence,
+                  earlier=unit.earlier)  # fmt: skip
     findings = run_rules(facts)
     positions = unit.positions or range(len(unit.claims))
     named = {f.claim_id for f in findings} | {e.get("claim_id", "") for e in facts.not_checked}
@@ -106,10 +109,15 @@ def judge_unit(profile: Profile, year: int, month: int, registry: Registry, unit
 
 
 def units_of(
-    registry: Registry, claims: list[Claim], orders: list[Order], evidence: Evidence
+    registry: Registry,
+    claims: list[Claim],
+    orders: list[Order],
+    evidence: Evidence,
+    earlier: Iterable[Claim] = (),
 ) -> Iterator[Unit]:
     """The month's units (see the module), in order of their first claim; customers with
-    orders or presences but no claims are left out (no rule judges them)."""
+    orders or presences but no claims are left out (no rule judges them). `earlier`: claims
+    before the month the rules read (Facts.earlier), each given to its customer's unit."""
     parent: dict[str, str] = {}
 
     def find(customer: str) -> str:
@@ -144,6 +152,9 @@ def units_of(
     orders_of: dict[str, list[Order]] = defaultdict(list)
     for order in orders:
         orders_of[order.customer].append(order)
+    earlier_of: dict[str, list[Claim]] = defaultdict(list)
+    for claim in earlier:
+        earlier_of[claim.customer].append(claim)
     for customers in members.values():
         everyone = _with_cohabitants(registry, customers)
         positions = sorted(i for c in customers for i in by_customer[c])
@@ -157,6 +168,7 @@ def units_of(
                 p for p in evidence.entrance
                 if not set(registry.devices[p.device].customers).isdisjoint(customers)
             ],
+            earlier=[c for customer in customers for c in earlier_of.get(customer, [])],
         )  # fmt: skip
 
 

@@ -200,7 +200,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "X3": {"activities": "strings", "cutoff_hour": "int", "hospital_share": "number",
            "hospital_hours": "number"},
     "X5": {"day": "int"},
-    "X6": {"reason": "str", "unpaid_days": "int"},
+    "X6": {"reason": "str", "unpaid_days": "int", "gap_days": "int"},
     "B1": {"activities": "strings", "minutes_per_customer_month": "int",
            "count_required": "bool"},
     "B2": _ACTIVITIES,
@@ -215,6 +215,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_days": (1, 31), "end_days": (1, 31), "notice_hours": (0, 8760),
     "month_days": (1, 31), "max_per_month": (0, 1000), "cutoff_hour": (0, 23),
     "hospital_share": (0, 1), "hospital_hours": (0, 8760), "unpaid_days": (0, 31),
+    "gap_days": (1, 7),
     "minutes_per_customer_month": (0, 100000), "max_sync_age_s": (0, 10**8),
     "receive_tolerance_s": (0, 10**8),
 }  # fmt: skip
@@ -356,6 +357,9 @@ class Facts:
     not_checked: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict)
+    # claims before the month that its rules read (X6 counts an urgent need's days across the
+    # month's start): kvitto.verify.rules.absence.earlier_claims, the same on every path
+    earlier: list[Claim] = field(default_factory=list)
 
     def orders_of(self, customer: str) -> list[Order]:
         index = self.cache.get("orders")

@@ -1,4 +1,4 @@
-"""X — absence, declined and cancelled visits (RULES.md X1–X4).
+"""X — absence, declined and cancelled visits, urgent short needs (RULES.md X1–X6).
 
 # claims.csv: activity 902 (Norrtälje), planned_start/planned_end, notified_at
 x1 = RULES["X1"](facts, {"activities": ["902"], "mode": "planned_day"})
@@ -7,13 +7,15 @@ x1 = RULES["X1"](facts, {"activities": ["902"], "mode": "planned_day"})
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
 from kvitto.verify.reasons import Reason, because
-from kvitto.verify.rules import Facts, Finding, rule, span
-from kvitto.verify.workdays import local, local_at
+from kvitto.verify.rules import Facts, Finding, Profile, rule, span
+from kvitto.verify.workdays import local, local_at, month_bounds
 
 
 def _codes(params: dict[str, Any]) -> set[str]:
@@ -390,25 +392,104 @@ def _registered_late(order: Any, day_limit: int) -> bool:
     return order.ended_at >= local_at(date(year, month, day_limit) + timedelta(days=1), time(0))
 
 
+# -- X6: an urgent short-lived need, counted across the month's start -------------------------
+
+X6_REASON = "bradskande"
+
+
+def _x6_params(params: dict[str, Any]) -> tuple[str, int, int]:
+    """(claims' reason, days not paid as extra, most days between two days of one need)."""
+    return (params.get("reason", X6_REASON), int(params.get("unpaid_days", 3)),
+            int(params.get("gap_days", 1)))  # fmt: skip
+
+
+def look_back_days(profile: Profile) -> int:
+    """How many days before a month its rules read claims of: X6 numbers the days an urgent
+    need was performed across the month's start, and only the first `unpaid_days` of them
+    differ (not paid as extra); those lie within unpaid_days × gap_days before the month's
+    first day of the need. 0 when the profile has no X6."""
+    params = profile.rules.get("X6")
+    if params is None:
+        return 0
+    _, unpaid, gap = _x6_params(params)
+    return unpaid * gap
+
+
+def earlier_claims(profile: Profile, claims: Iterable[Claim], year: int, month: int) -> list[Claim]:
+    """The claims before the month that its rules read (Facts.earlier): X6's urgent claims in
+    the look_back_days before the month, of a customer and activity with urgent claims in the
+    month. The same from a case bundle, a store's claims file or the web's stored months."""
+    days = look_back_days(profile)
+    if not days:
+        return []
+    reason = _x6_params(profile.rules["X6"])[0]
+    start, end = month_bounds(year, month)
+    since = start.date() - timedelta(days=days)
+    urgent = [c for c in claims if c.reason == reason]
+    pairs = {(c.customer, c.activity) for c in urgent if start <= c.start < end}
+    return [
+        c for c in urgent
+        if c.start < start and c.local_start.date() >= since and (c.customer, c.activity) in pairs
+    ]  # fmt: skip
+
+
+@dataclass
+class _Need:
+    """One urgent need of a customer's activity: its days performed so far, the last of them,
+    and whether more days lie before the look-back (the count is then a least number)."""
+
+    count: int = 0
+    last: date | None = None
+    at_least: bool = False
+
+
+def _need_before(days: list[date], first: date, unpaid: int, gap: int) -> _Need:
+    """The need as the earlier days (before the month, newest first) carry it up to `first`,
+    the month's first day of it: each at most `gap` days before the next."""
+    need, following = _Need(), first
+    for day in days:
+        if need.count == unpaid or (following - day).days > gap:
+            break
+        need.count += 1
+        following = day
+    need.at_least = unpaid > 0 and need.count == unpaid
+    need.last = days[0] if need.count else None  # the newest earlier day
+    return need
+
+
 @rule("X6")
 def x6_urgent_short_need(facts: Facts, params: dict[str, Any]) -> list[Finding]:
     """Extra support for an urgent, short-lived need (claims with reason `reason`, default
     `bradskande`) is paid from the fourth day it was performed, when the needs assessor
     grants it (an order of the activity valid that day); days 1–3 are not paid as extra
     (004 Förändring av behov som är brådskande under en begränsad period: "beslutet dateras
-    från den fjärde dagen som det utförts")."""
-    reason = params.get("reason", "bradskande")
-    unpaid = int(params.get("unpaid_days", 3))
+    från den fjärde dagen som det utförts"). The days are counted across the month's start
+    (Facts.earlier); a break of more than `gap_days` days ends the need ("om behov kvarstår
+    efter tre dagar": a need that stopped did not persist; a later one is a new need)."""
+    reason, unpaid, gap = _x6_params(params)
     findings: list[Finding] = []
-    days_of: dict[tuple[str, str], list[date]] = {}
+    earlier: dict[tuple[str, str], set[date]] = {}
+    for claim in facts.earlier:
+        if claim.reason == reason:
+            earlier.setdefault((claim.customer, claim.activity), set()).add(
+                claim.local_start.date()
+            )
+    needs: dict[tuple[str, str], _Need] = {}
     for claim in sorted(facts.claims, key=lambda c: (c.start, c.line)):
         if claim.reason != reason:
             continue
         day = claim.local_start.date()
-        days = days_of.setdefault((claim.customer, claim.activity), [])
-        if day not in days:
-            days.append(day)
-        number = days.index(day) + 1
+        key = (claim.customer, claim.activity)
+        need = needs.get(key)
+        if need is None:
+            before = sorted(earlier.get(key, ()), reverse=True)
+            need = needs[key] = _need_before(before, day, unpaid, gap)
+        if need.last is not None and (day - need.last).days > gap:
+            need = needs[key] = _Need()  # a new need
+        if day != need.last:
+            need.count += 1
+            need.last = day
+        number = need.count
         if number <= unpaid:
             findings.append(
                 Finding(
@@ -435,7 +516,7 @@ def x6_urgent_short_need(facts: Facts, params: dict[str, Any]) -> list[Finding]:
                     "follow_up",
                     claim.minutes,
                     because(
-                        "X6.not_granted",
+                        "X6.not_granted_at_least" if need.at_least else "X6.not_granted",
                         activity=facts.name_of(claim.activity),
                         day=str(day),
                         number=number,
