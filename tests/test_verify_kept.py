@@ -111,3 +111,57 @@ def test_verify_says_what_it_judged_again_and_rebuild_judges_all(tmp_path, capsy
     assert "5 customer-months judged again" in rebuilt.err
     assert rebuilt.err.rsplit("sha256 ", 1)[1].strip() == digest
     assert rebuilt.out == first.out
+
+
+def _x6(findings, claim_id: str) -> list[str]:
+    return [f.outcome for f in findings if f.claim_id == claim_id and f.rule == "X6"]
+
+
+def test_x6_reads_last_months_claims_and_a_change_to_them_makes_the_month_stale(tmp_path, capsys):
+    """Norrköping X6 (004 "ersättning från fjärde dagen"): an urgent need begun 29 October is
+    on its fourth and fifth day on 1 and 2 November, paid as granted from 1 November. The
+    kept verdict reads October's claims of the need: changing them judges the customer again,
+    equal to a full run and to `--rebuild`."""
+    url, b = _store(tmp_path, random.Random(5))
+    b.order("c-1003", "egenvard", 600, valid_from="2026-11-01")
+    for day in ("2026-10-29", "2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"):
+        b.claim(f"u-{day[5:]}", "c-1003", "s-10", "egenvard", f"{day}T10:00", f"{day}T10:30",
+                reason="bradskande", registered_via="manual", registered_at=f"{day}T11:00")  # fmt: skip
+    claims = b.root / "claims.csv"
+    _claims(b)
+    orders = b.root / "orders.csv"
+    b.write()
+    assert orders.exists()
+
+    def both() -> tuple[list[str], object]:
+        result, judged = verify_store_kept(url, claims, "norrkoping", MONTH, orders=orders)
+        full = verify_store(url, claims, "norrkoping", MONTH, orders=orders)
+        assert result.findings == full.findings
+        assert result.billing == full.billing
+        return judged, result
+
+    judged, result = both()
+    assert judged == sorted(CUSTOMERS)
+    assert _x6(result.findings, "u-11-01") == [] and _x6(result.findings, "u-11-02") == []
+    assert both()[0] == []
+    # October's first day of the need was not urgent after all: 1 November is day 3
+    first = next(row for row in b.claims if row["claim_id"] == "u-10-29")
+    first["reason"] = ""
+    _claims(b)
+    judged, result = both()
+    assert "c-1003" in judged  # stale by its October claims alone
+    assert _x6(result.findings, "u-11-01") == ["reject"]
+    assert _x6(result.findings, "u-11-02") == []
+    # the incremental answer is the rebuilt one (one more change, then the CLI both ways)
+    first["reason"] = "bradskande"
+    _claims(b)
+    command = ["verify", url, "--claims", str(claims), "--orders", str(orders), "--profile",
+               "norrkoping", "--month", MONTH]  # fmt: skip
+    main(command)
+    incremental = capsys.readouterr()
+    assert "customer-months judged again" in incremental.err
+    assert "customer-months judged again" in incremental.err
+    main([*command, "--rebuild"])
+    rebuilt = capsys.readouterr()
+    assert rebuilt.out == incremental.out
+    assert rebuilt.err.rsplit("sha256 ", 1)[1] == incremental.err.rsplit("sha256 ", 1)[1]

@@ -39,6 +39,7 @@ from kvitto.verify.check import (
 from kvitto.verify.incremental import Reach, finding_data, finding_from, staff_by_customer
 from kvitto.verify.reasons import Reason
 from kvitto.verify.rules import Profile, load_profile
+from kvitto.verify.rules.absence import earlier_claims
 from kvitto.verify.taps import TapKeys
 from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
 from kvitto.verify.workdays import parse_month
@@ -69,7 +70,9 @@ def verify_store_kept(
         {*case.registry.customers, *(c.customer for c in month_claims),
          *(o.customer for o in case.orders)}
     )  # fmt: skip
-    inputs = _digests(case, month_claims, customers)
+    # the claims before the month its rules read (X6): a change to them makes the verdict stale
+    earlier = earlier_claims(loaded, case.claims, year, month_number)
+    inputs = _digests(case, month_claims, customers, earlier)
     with open_store(url, create=False) as store:
         kept = {} if rebuild else stale.kept(store, scope, month)
         touched = stale.versions(store, month)
@@ -94,7 +97,7 @@ def verify_store_kept(
         reach = _reach(case, month_claims, changed, kept)
         judged = sorted(reach.judged)
         evidence_of = set(reach.evidence)
-        result = _judge_part(url, case, loaded, month, month_claims, reach, pki)
+        result = _judge_part(url, case, loaded, month, [*earlier, *month_claims], reach, pki)
     parts = _split(case, result, judged)
     if evidence_of is None:
         # what a full run says of the month as a whole, for the runs that reuse it
@@ -122,11 +125,16 @@ def _nothing() -> dict[str, Any]:
     return {"findings": [], "billing": [], "integrity": []}
 
 
-def _digests(case: Case, month_claims: list[Claim], customers: list[str]) -> dict[str, str]:
-    """customer → SHA-256 of what it is judged from outside the store's events."""
+def _digests(
+    case: Case, month_claims: list[Claim], customers: list[str], earlier: list[Claim]
+) -> dict[str, str]:
+    """customer → SHA-256 of what it is judged from outside the store's events: its claims of
+    the month, those before it the month's rules read (Facts.earlier), its orders."""
     parts: dict[str, list[Any]] = {c: [] for c in customers}
     for claim in month_claims:
         parts.setdefault(claim.customer, []).append(["claim", repr(claim)])
+    for claim in earlier:
+        parts.setdefault(claim.customer, []).append(["earlier", repr(claim)])
     for order in case.orders:
         parts.setdefault(order.customer, []).append(["order", repr(order)])
     out = {}
@@ -177,11 +185,12 @@ def _judge_part(
     case: Case,
     profile: Profile,
     month: str,
-    month_claims: list[Claim],
+    claims: list[Claim],
     reach: Reach,
     pki: Path | str | TapKeys | None,
 ) -> Result:
-    """verify_store over the reach's context: its claims, its evidence's devices' events."""
+    """verify_store over the reach's context: its claims (of the month and those before it
+    the month's rules read), its evidence's devices' events."""
     context = set(reach.context)
     devices = [d for d in case.registry.devices.values() if d.customer in reach.evidence]
     messages: list[bytes] = []
@@ -202,7 +211,7 @@ def _judge_part(
     evidence.issues.extend(revoked_arrival_issues(url, received))
     part = replace(
         case,
-        claims=[c for c in month_claims if c.customer in context],
+        claims=[c for c in claims if c.customer in context],
         orders=[o for o in case.orders if o.customer in context],
     )
     result = verify_loaded(part, profile, month, evidence)
