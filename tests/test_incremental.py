@@ -312,3 +312,65 @@ def test_the_judges_registry_equals_registry_toml_of_the_store(tmp_path):
     assert part.devices["lock-entre"].customers == ("c-1001",)
     assert found.devices["tag-2"].revoked is not None
     assert found.credentials["cd" * 16].public_key == bytes(range(32))
+
+
+def _x6_verdicts(store: Store) -> dict[str, list[str]]:
+    rows = store.execute("SELECT claim_id, outcome FROM verdicts WHERE provider = 'p-1' AND "
+                         "month = ? AND rule = 'X6' ORDER BY claim_id", (MONTH,))  # fmt: skip
+    found: dict[str, list[str]] = {}
+    for claim_id, outcome in rows:
+        found.setdefault(str(claim_id), []).append(str(outcome))
+    return found
+
+
+def test_x6_reads_last_months_stored_claims_and_a_change_to_them_rejudges(tmp_path):
+    """Norrköping X6 (004 "ersättning från fjärde dagen"): an urgent need begun 29 October is
+    on its fourth and fifth day on 1 and 2 November, paid as granted from 1 November. The web's
+    judge reads October's stored claims of the need; withdrawing one of them, or importing
+    one, marks November and re-judges it equal to a whole judgement."""
+    b = Bundle(tmp_path / "case", start_boot_at="2026-10-20T06:00")
+    b.customer("c-1003")
+    b.device("tag-1003", "c-1003")
+    b.credential("s-07", provider="p-1")
+    b.order("c-1003", "egenvard", 600, valid_from="2026-11-01")
+    for day in ("2026-10-29", "2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"):
+        b.claim(f"u-{day[5:]}", "c-1003", "s-07", "egenvard", f"{day}T10:00", f"{day}T10:30",
+                reason="bradskande")  # fmt: skip
+    b.write()
+    store = open_store(f"sqlite:///{tmp_path / 'kvitto.db'}")
+    load_case(store, b.root, provider="p-1", municipality="norrkoping", now_ms=NOW_MS)
+    add_user(store, "samordnare-p1", "coordinator", PASSWORD, provider="p-1")
+    judge(store, "p-1", MONTH, NOW_MS)
+    assert _x6_verdicts(store) == {}  # days 4 and 5, granted
+
+    class Copy:  # what rebuilt_digest reads of a Month
+        root = tmp_path
+
+    user = get_user(store, "samordnare-p1")
+    assert user is not None
+    Scope(store, user, NOW).withdraw("u-10-29", "fel-insats", "")
+    assert judge_stale(store, "p-1", MONTH, NOW_MS) == ["c-1003"]
+    assert _x6_verdicts(store) == {"u-11-01": ["reject"]}  # now day 3
+    assert verdict_digest(store) == rebuilt_digest(Copy(), "withdrawn")  # type: ignore[arg-type]
+
+    def late(claim_id: str, day: str) -> int:
+        path = tmp_path / f"{claim_id}.csv"
+        with open(path, "w", newline="") as out:
+            writer = csv.DictWriter(out, CLAIM_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            row = {name: "" for name in CLAIM_FIELDS}
+            row.update(claim_id=claim_id, customer="c-1003", staff="s-07", activity="egenvard",
+                       start=f"{day}T10:00+01:00", end=f"{day}T10:30+01:00",
+                       registered_via="manual", registered_at="2026-11-03T09:00+01:00",
+                       reason="bradskande")  # fmt: skip
+            writer.writerow(row)
+        return import_claims(store, "p-1", path, provider_profile(store, "p-1"), NOW_MS)
+
+    # 28 October lies beyond X6's look-back (three days before 1 November): not November's
+    late("u-10-28", "2026-10-28")
+    assert judge_stale(store, "p-1", MONTH, NOW_MS) == []
+    late("u-10-29b", "2026-10-29")  # 29 October registered again: 1 November is day 4 again
+    assert judge_stale(store, "p-1", MONTH, NOW_MS) == ["c-1003"]
+    assert _x6_verdicts(store) == {}
+    assert verdict_digest(store) == rebuilt_digest(Copy(), "imported")  # type: ignore[arg-type]
+    store.close()

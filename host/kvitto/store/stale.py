@@ -60,6 +60,14 @@ def touch(store: Store, marks: Iterable[tuple[str, str, str]], claims: bool = Fa
     return len(latest)
 
 
+def month_after(month: str) -> str:
+    """'2026-11' -> '2026-12': a claim's change also marks the next month when a rule of it
+    reads the month before (X6 counts an urgent need across the month's start; the judge
+    says when, kvitto.verify.rules.absence.reaches_next_month)."""
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year + 1:04d}-01" if number == 12 else f"{year:04d}-{number + 1:02d}"
+
+
 def event_marks(customer: str, t: int | None, received_at: int) -> list[tuple[str, str, str]]:
     """The customer-months one event can change (see EVENT_REACH, UNTIMED_REACH)."""
     if t is not None:

@@ -26,6 +26,7 @@ from kvitto.store.db import Store
 from kvitto.verify.case import CLAIM_FIELDS, CaseError, Claim, parse_time
 from kvitto.verify.case_csv import claims_from_rows, parse_claims
 from kvitto.verify.rules import Profile
+from kvitto.verify.rules.absence import reaches_next_month
 from kvitto.verify.workdays import local
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.records import Record
@@ -105,11 +106,11 @@ def import_claims(
         for month, (count, manual) in per_month.items():
             add_counts(store, provider, month, count, manual)
         # new claims: their customer-months are judged again (kvitto.store.stale)
-        stale.touch(
-            store,
-            [(c.customer, month_of(c.start), stale.local_day(c.start)) for c in claims],
-            claims=True,
-        )
+        marks = [(c.customer, month_of(c.start), stale.local_day(c.start)) for c in claims]
+        # and the next month of an urgent claim its X6 reads (the need counted across months)
+        marks += [(c.customer, stale.month_after(month_of(c.start)), stale.local_day(c.start))
+                  for c in claims if reaches_next_month(profile, c)]  # fmt: skip
+        stale.touch(store, marks, claims=True)
     return len(claims)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,10 @@ from kvitto.verify.check import (
 from kvitto.verify.door_proofs import add_presences, door_presences
 from kvitto.verify.incremental import Reach, judge_customer_month, staff_by_customer
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile
+from kvitto.verify.rules.absence import X6_REASON, look_back_days
 from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
-from kvitto.verify.workdays import month_bounds, parse_month
+from kvitto.verify.workdays import month_bounds, next_month, parse_month
 from kvitto.web.claims import apply_records, stored_rows, to_claims
 from kvitto.web.deadlines import nearest
 from kvitto.web.door_bundle import door_entries
@@ -280,7 +281,11 @@ def _judge(
     evidence.issues.extend(clock_ahead_issues(received, int(i5.get("receive_tolerance_s", 300))))
     # staff phones at the door (kvitto.web.door): their visits, verified when confirmed
     add_presences(evidence, door_presences(door_entries(store, provider, month), registry))
-    case = Case(path=Path("."), registry=registry, orders=orders, claims=claims,
+    # the claims before the month its rules read (X6 counts an urgent need across the month)
+    earlier = earlier_stored(store, provider, profile, month,
+                             None if customers is None else scope)  # fmt: skip
+    earlier = [c for c in earlier if c.customer in wanted]
+    case = Case(path=Path("."), registry=registry, orders=orders, claims=[*earlier, *claims],
                 evidence_path=None)  # fmt: skip
     result = judge_customer_month(case, profile, month, evidence, customers, staff_claims)
     decided = decisions(store, provider, month)
@@ -335,6 +340,29 @@ def _judge(
                 (now_ms, provider, month),
             )
     return len(findings)
+
+
+def earlier_stored(
+    store: Store, provider: str, profile: Profile, month: str, customers: list[str] | None
+) -> list[Claim]:
+    """The provider's stored urgent claims (records applied) of `customers` (all when None)
+    in the look-back before `month` (kvitto.verify.rules.absence.look_back_days): what
+    verify_loaded's earlier_claims picks the month's Facts.earlier from."""
+    days = look_back_days(profile)
+    if not days:
+        return []
+    reason = profile.rules["X6"].get("reason", X6_REASON)
+    year, number = parse_month(month)
+    start, _ = month_bounds(year, number)
+    first = start.date() - timedelta(days=days)
+    cursor, found = (first.year, first.month), []
+    while cursor < (year, number):
+        label = f"{cursor[0]:04d}-{cursor[1]:02d}"
+        rows = effective_rows(store, provider, label, customers)
+        urgent = {k: r for k, r in rows.items() if _text(r, "reason") == reason}
+        found += to_claims(urgent, f"store claims of {provider} {label}")
+        cursor = next_month(*cursor)
+    return [c for c in found if c.local_start.date() >= first]
 
 
 def _text(row: dict[str, Any], name: str) -> str:

@@ -13,6 +13,7 @@ Nothing here updates or deletes a row: a correction is a new record on top of th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any
 
 from kvitto.store import stale
 from kvitto.store.db import Store
+from kvitto.verify.rules import ProfileError, load_profile
+from kvitto.verify.rules.absence import look_back_days
 
 KINDS = (
     "login", "logout", "login_failed", "explain", "correct", "register", "withdraw",
@@ -116,7 +119,25 @@ def _mark(store: Store, record: Record) -> None:
     if record.kind == "attest" and record.provider and record.month:
         stale.touch_provider_month(store, record.provider, record.month, day)
     elif record.kind in (*CLAIM_KINDS, "decide") and record.customer and record.month:
-        stale.touch(store, [(record.customer, record.month, day)], claims=True)
+        marks = [(record.customer, record.month, day)]
+        if record.kind in CLAIM_KINDS and _reads_month_before(store, record.provider):
+            # the next month's X6 counts this month's urgent claims (the record may change one)
+            marks.append((record.customer, stale.month_after(record.month), day))
+        stale.touch(store, marks, claims=True)
+
+
+def _reads_month_before(store: Store, provider: str) -> bool:
+    """The provider's profile has a rule that reads claims before its month (X6)."""
+    rows = store.execute("SELECT municipality FROM providers WHERE id = ?", (provider,))
+    return bool(rows) and _looks_back(str(rows[0][0]))
+
+
+@functools.cache
+def _looks_back(municipality: str) -> bool:
+    try:
+        return look_back_days(load_profile(municipality)) > 0
+    except ProfileError:
+        return False
 
 
 _COLUMNS = "chain, seq, at, actor, kind, provider, municipality, customer, claim_id, month, body, prev, hash"

@@ -15,7 +15,7 @@ from typing import Any
 from kvitto.verify.case import Claim
 from kvitto.verify.reasons import Reason, because
 from kvitto.verify.rules import Facts, Finding, Profile, rule, span
-from kvitto.verify.workdays import local, local_at, month_bounds
+from kvitto.verify.workdays import local, local_at, month_bounds, next_month
 
 
 def _codes(params: dict[str, Any]) -> set[str]:
@@ -431,6 +431,17 @@ def earlier_claims(profile: Profile, claims: Iterable[Claim], year: int, month: 
         c for c in urgent
         if c.start < start and c.local_start.date() >= since and (c.customer, c.activity) in pairs
     ]  # fmt: skip
+
+
+def reaches_next_month(profile: Profile, claim: Claim) -> bool:
+    """A change to `claim` can change the next month's verdict: X6 reads it there (an urgent
+    claim within look_back_days of the next month's first day)."""
+    days = look_back_days(profile)
+    if not days or claim.reason != _x6_params(profile.rules["X6"])[0]:
+        return False
+    day = claim.local_start.date()
+    following = date(*next_month(day.year, day.month), 1)
+    return (following - day).days <= days
 
 
 @dataclass
