@@ -415,7 +415,9 @@ def look_back_days(profile: Profile) -> int:
     return unpaid * gap
 
 
-def earlier_claims(profile: Profile, claims: Iterable[Claim], year: int, month: int) -> list[Claim]:
+def earlier_claims(
+    profile: Profile, claims: Iterable[Claim], year: int, month: int
+) -> list[Claim]:
     """The claims before the month that its rules read (Facts.earlier): X6's urgent claims in
     the look_back_days before the month, of a customer and activity with urgent claims in the
     month. The same from a case bundle, a store's claims file or the web's stored months."""
