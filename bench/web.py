@@ -8,7 +8,8 @@ with a 10k-customer month in the store, side by side with a static file from the
 The month is bench/verify.py's synthetic October 2026 (~4 visits a day per customer, some short
 or missing evidence): claims imported into the store, the rules' findings and billing basis
 stored as `kvitto judge` stores them, the plan and signed arrive/depart events of the month's
-last day (the day board's "today"). The server runs in `--workers` processes sharing one
+last day (the day board's "today"), judged two days before the clock: the deadlines that passed
+since are moved on first (timed; the queue's first request would). The server runs in `--workers` processes sharing one
 listening socket (as `kvitto serve --workers` does) on a fixed clock (31 October 12:00); 20
 client threads, each logged in as the provider's coordinator, request one
 page at a time, pages interleaved round by round. Then the day board's live update (the page
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from verify import ACTIVITY, synthetic_month  # noqa: E402  (bench/verify.py's generator)
 
 NOW = datetime(2026, 10, 31, 12, 0, tzinfo=timezone(timedelta(hours=1)))
+JUDGED = NOW - timedelta(days=2)  # the verdicts' deadlines as of then: some passed since
 MONTH = "2026-10"
 PASSWORD = "bench-lösenord-bench"
 PAGES = {
@@ -57,7 +59,7 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
     from kvitto.verify.workdays import local
     from kvitto.web.accounts import add_provider, add_user, assign_customers
     from kvitto.web.claims import add_counts
-    from kvitto.web.deadlines import nearest
+    from kvitto.web.judge import deadline_columns
 
     profile = load_profile(profile_name)
     store = open_store(url)
@@ -116,17 +118,15 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
             verdicts = []
             for f in findings:
                 claim = by_id[f.claim_id]
-                deadline = nearest(profile, claim, MONTH, NOW)
                 verdicts.append(("p-1", MONTH, f.customer, f.claim_id, f.rule, f.outcome,
                                  f.payable_minutes, f.why.stored(), claim.activity, claim.staff,
                                  int(claim.start.timestamp() * 1000),
                                  int(claim.end.timestamp() * 1000),
-                                 deadline.rule if deadline else "",
-                                 int(deadline.moment.timestamp() * 1000) if deadline else 0))  # fmt: skip
+                                 *deadline_columns(profile, claim, MONTH, JUDGED)))  # fmt: skip
             store.executemany(
                 "INSERT INTO verdicts (provider, month, customer, claim_id, rule, outcome, "
                 "payable_minutes, reason, activity, staff, start_at, end_at, deadline_rule, "
-                "deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "deadline_at, deadline_last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 verdicts,
             )
             store.executemany(
@@ -174,7 +174,7 @@ def build(url: str, customers: int, profile_name: str) -> dict[str, int]:
         print(f"  {first + batch:>6} customers stored", file=sys.stderr, flush=True)
     store.execute(
         "INSERT INTO judged (provider, month, judged_at, counts) VALUES ('p-1', ?, ?, '{}')",
-        (MONTH, int(NOW.timestamp() * 1000)),
+        (MONTH, int(JUDGED.timestamp() * 1000)),
     )
     add_user(store, "samordnare-p1", "coordinator", PASSWORD, provider="p-1")
     store.close()
@@ -310,6 +310,14 @@ def main() -> None:
     print(f"{args.customers} customers, {counts['claims']} claims, {counts['findings']} findings, "
           f"{counts['plan']} planned visits and {counts['events']} events today; built in "
           f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    from kvitto.store.db import open_store
+    from kvitto.web.judge import refresh_deadlines
+
+    with open_store(url) as store:  # what the queue's first request does, once
+        begun = time.perf_counter()
+        moved = refresh_deadlines(store, "p-1", [MONTH], NOW)
+        print(f"deadlines passed in the 2 days since the judgement moved on: {moved} claims in "
+              f"{(time.perf_counter() - begun) * 1000:.0f} ms (once per deadline)")  # fmt: skip
     import socket
 
     sock = socket.socket()

@@ -144,3 +144,32 @@ def test_the_outbox_keeps_a_command_until_it_is_closed_once(store_url):
         assert row.id == second
         done = store.outbox(device="lock-0201")[0]
         assert (done.state, done.attempts, done.sent_at, done.done_seq) == ("applied", 2, 3000, 7)
+
+
+def test_verdicts_of_a_version_7_store_gain_the_deadline_marker(store_url, monkeypatch):
+    """Version 8 (issue #19): a verdict judged before it has deadline_last 0, so the deviation
+    queue moves its stored deadline on once (kvitto.web.judge.refresh_deadlines); the
+    index that finds the due rows exists."""
+    import kvitto.store.db as db
+
+    monkeypatch.setattr(db, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 8])
+    with open_store(store_url) as store:
+        assert store.schema_version() == 7
+        store.execute(
+            "INSERT INTO verdicts (provider, month, customer, claim_id, rule, outcome, "
+            "payable_minutes, reason, activity, staff, start_at, end_at, deadline_rule, "
+            "deadline_at) VALUES ('p-1', '2026-11', 'c-1', 'k-1', 'D4', 'reject', 0, '', "
+            "'omsorg', 's-1', 1, 2, 'D1', 3)"
+        )
+    monkeypatch.setattr(db, "MIGRATIONS", MIGRATIONS)
+    with open_store(store_url) as store:
+        assert store.schema_version() == MIGRATIONS[-1][0] >= 8
+        assert store.execute("SELECT deadline_rule, deadline_at, deadline_last FROM verdicts") == [
+            ("D1", 3, 0)]  # fmt: skip
+        plan = store.execute(
+            "EXPLAIN QUERY PLAN SELECT claim_id FROM verdicts WHERE provider = 'p-1' "
+            "AND deadline_last = 0 AND deadline_at <= 5"
+            if store.dialect == "sqlite"
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'verdicts'"
+        )
+        assert "verdicts_due" in repr(plan)

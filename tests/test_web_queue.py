@@ -7,18 +7,22 @@ auditor's overview sums what each provider's month pays, counts and leaves to de
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from collect_support import fresh_database, postgres_cluster
 from web_support import MONTH, NOW, build_world, login
 
+import kvitto.web.scope as scope_module
 from kvitto.collect.intake import ingest
 from kvitto.verify.case import Claim
 from kvitto.verify.rules import load_profile
 from kvitto.web.accounts import get_user
 from kvitto.web.deadlines import deadlines as deadlines_of
 from kvitto.web.deadlines import describe_left, nearest
+from kvitto.web.judge import judge, refresh_deadlines
 from kvitto.web.scope import Scope
 
 SE = ZoneInfo("Europe/Stockholm")
@@ -199,3 +203,98 @@ def test_the_overview_compares_providers_per_month(world):
     coordinator.withdraw("k-3", "dubbelregistrering", "")
     summary = auditor.summary("p-1", MONTH)
     assert (summary["claims"], summary["manual"]) == (3, 2)
+
+
+# -- the queue's order as time passes (issue #19) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_world(request, tmp_path):
+    if request.param == "postgresql":
+        url = fresh_database(request.getfixturevalue("postgres"), f"queue_{abs(hash(tmp_path))}")
+        return build_world(tmp_path, url)
+    return build_world(tmp_path)
+
+
+def every_page(scope: Scope) -> list:
+    rows, total = scope.queue()
+    while len(rows) < total:
+        more, _ = scope.queue(len(rows))
+        assert more, "a page came back empty before the total"
+        rows += more
+    return rows
+
+
+def stored_deadlines(world) -> dict[str, tuple[str, int]]:
+    """claim → (deadline_rule, deadline_last) as p-1's verdicts store them."""
+    found = world.store.execute(
+        "SELECT claim_id, deadline_rule, deadline_last FROM verdicts WHERE provider = 'p-1'"
+    )
+    return {str(c): (str(rule), int(last)) for c, rule, last in found}
+
+
+def test_the_queue_follows_the_deadlines_it_shows_as_time_passes(either_world, monkeypatch):
+    """Judged on Saturday 28 November at noon, every claim's nearest deadline was D1 (two days
+    after the visit): k-1 and k-2 (visits on the 27th) until the end of the 29th, k-3 (the
+    28th) until the end of the 30th. Nobody acts, nothing is judged again; on Monday at 10:00
+    k-1's and k-2's D1 have passed and they show D4 (1 December 15:00), later than k-3's D1
+    still ahead (1 December 00:00): k-3 comes first, on the first of pages of two rows."""
+    world = either_world
+    huddinge = load_profile("huddinge")
+    judge(world.store, "p-1", MONTH, int(at("2026-11-28T12:00").timestamp() * 1000))
+    assert stored_deadlines(world) == {"k-1": ("D1", 0), "k-2": ("D1", 0), "k-3": ("D1", 0)}
+    monkeypatch.setattr(scope_module, "PAGE", 2)  # five findings on three pages
+    coordinator = scope_of(world, "samordnare-p1")
+    rows = every_page(coordinator)
+    assert len(rows) == 5
+    for row in rows:  # each row shows its claim's nearest deadline as of now ...
+        claim = coordinator.claim("p-1", row.claim_id)[1]
+        expected = nearest(huddinge, claim, MONTH, NOW)
+        assert expected is not None and row.deadline is not None
+        assert (row.deadline.rule, row.deadline.moment) == (expected.rule, expected.moment)
+    moments = [row.deadline.moment for row in rows if row.deadline]
+    assert moments == sorted(moments)  # ... and the pages list them in that order
+    assert [(row.claim_id, row.deadline.rule) for row in rows if row.deadline][:2] == [
+        ("k-3", "D1"), ("k-1", "D4")]  # fmt: skip
+    # k-1 and k-2 moved on to D4, once: a second look moves nothing
+    assert stored_deadlines(world) == {"k-1": ("D4", 1), "k-2": ("D4", 1), "k-3": ("D1", 0)}
+    assert refresh_deadlines(world.store, "p-1", [MONTH], NOW) == 0
+    # the page the coordinator reads lists them so
+    client = world.client()
+    login(client, "samordnare-p1")
+    page = html.unescape(client.get("/avvikelser").text)
+    assert page.index('href="/avvikelser/k-3"') < page.index('href="/avvikelser/k-1"')
+
+
+def test_a_row_whose_deadlines_have_all_passed_stays_and_moves_no_more(either_world, monkeypatch):
+    """On Wednesday 2 December every deadline of p-1's claims (D1, D4; none is approved, so no
+    D2) has passed: each row stays in the queue showing its last deadline, D4, as passed, and
+    is moved on once, not at every look."""
+    world = either_world
+    judge(world.store, "p-1", MONTH, int(at("2026-11-28T12:00").timestamp() * 1000))
+    later = at("2026-12-02T08:00")
+    coordinator = scope_of(world, "samordnare-p1", later)
+    rows, total = coordinator.queue()
+    assert total == len(rows) == 5
+    assert {(row.deadline.rule, row.deadline.moment) for row in rows if row.deadline} == {
+        ("D4", at("2026-12-01T15:00"))}  # fmt: skip
+    assert all(row.deadline and row.deadline.moment < later for row in rows)
+    assert set(stored_deadlines(world).values()) == {("D4", 1)}
+    updates: list[str] = []
+    executemany = world.store.executemany
+
+    def counted(sql, params):  # noqa: ANN001, ANN202
+        if sql.lstrip().upper().startswith("UPDATE VERDICTS"):
+            updates.append(sql)
+        return executemany(sql, params)
+
+    monkeypatch.setattr(world.store, "executemany", counted)
+    again, _ = scope_of(world, "samordnare-p1", at("2026-12-03T08:00")).queue()
+    assert updates == []
+    assert [(r.claim_id, r.rule) for r in again] == [(r.claim_id, r.rule) for r in rows]

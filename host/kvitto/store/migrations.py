@@ -377,4 +377,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE providers ADD COLUMN alarm_duty INTEGER NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        8,
+        "the deviation queue's deadlines as time passes: whether a verdict's is its claim's last",
+        [
+            # issue #19: verdicts.deadline_at is the claim's nearest deadline as of the
+            # judgement. Once it passes, the queue moves it on to the claim's next one
+            # (kvitto.web.judge.refresh_deadlines) until it is the last (deadline_last = 1), so
+            # the queue's order is the order of the deadlines it shows. Rows judged before
+            # this version start at 0: the queue moves each on once.
+            "ALTER TABLE verdicts ADD COLUMN deadline_last INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX verdicts_due ON verdicts (provider, deadline_last, deadline_at)",
+        ],
+    ),
 ]

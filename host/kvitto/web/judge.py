@@ -3,6 +3,7 @@ municipality's rules; the verdict is kept in the store per customer for the page
 
     judge(store, "p-1", "2026-11", now_ms)                          # the whole month
     judge_stale(store, "p-1", "2026-11", now_ms)                    # only what changed
+    refresh_deadlines(store, "p-1", ["2026-11"], now)               # the queue's, as time passes
     rejudge_stale(store, now_ms)                                    # kvitto judge --live
 
 Whatever can change a finding marks its customer-month (kvitto.store.stale): the collector's
@@ -53,7 +54,7 @@ from kvitto.verify.rules.billing import billing_basis
 from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
 from kvitto.verify.workdays import month_bounds, next_month, parse_month
 from kvitto.web.claims import apply_records, stored_rows, to_claims
-from kvitto.web.deadlines import nearest
+from kvitto.web.deadlines import deadlines, nearest
 from kvitto.web.door_bundle import door_entries
 from kvitto.web.records import CLAIM_KINDS, records
 
@@ -307,7 +308,7 @@ def _judge(
         store.executemany(
             "INSERT INTO verdicts (provider, month, customer, claim_id, rule, outcome, "
             "payable_minutes, reason, activity, staff, start_at, end_at, deadline_rule, "
-            "deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "deadline_at, deadline_last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_verdict_row(provider, month, f, by_id.get(f.claim_id), profile, now)
              for f in findings],
         )  # fmt: skip
@@ -410,18 +411,71 @@ def _verdict_row(
     now: datetime,
 ) -> tuple[Any, ...]:
     """A finding with what the deviation queue shows and sorts by: the claim's activity, staff
-    and times, and its nearest deadline as of the judgement."""
+    and times, and its nearest deadline as of the judgement (deadline_columns)."""
+    row = (provider, month, finding.customer, finding.claim_id, finding.rule, finding.outcome,
+           finding.payable_minutes, finding.why.stored())  # fmt: skip
+    deadline = deadline_columns(profile, claim, month, now)
     if claim is None:
-        return (provider, month, finding.customer, finding.claim_id, finding.rule,
-                finding.outcome, finding.payable_minutes, finding.why.stored(), "", "", 0, 0, "", 0)  # fmt: skip
-    deadline = nearest(profile, claim, month, now)
-    return (
-        provider, month, finding.customer, finding.claim_id, finding.rule, finding.outcome,
-        finding.payable_minutes, finding.why.stored(), claim.activity, claim.staff,
-        int(claim.start.timestamp() * 1000), int(claim.end.timestamp() * 1000),
-        deadline.rule if deadline else "",
-        int(deadline.moment.timestamp() * 1000) if deadline else 0,
-    )  # fmt: skip
+        return (*row, "", "", 0, 0, *deadline)
+    return (*row, claim.activity, claim.staff, int(claim.start.timestamp() * 1000),
+            int(claim.end.timestamp() * 1000), *deadline)  # fmt: skip
+
+
+def deadline_columns(
+    profile: Profile, claim: Claim | None, month: str, now: datetime
+) -> tuple[str, int, int]:
+    """A verdict's deadline_rule, deadline_at (Unix ms) and deadline_last: the claim's nearest
+    deadline as of `now` and 1 when no later one follows it (then it stays when it passes)."""
+    deadline = None if claim is None else nearest(profile, claim, month, now)
+    if claim is None or deadline is None:
+        return "", 0, 1
+    last = max(d.moment for d in deadlines(profile, claim, month))
+    return deadline.rule, int(deadline.moment.timestamp() * 1000), int(deadline.moment >= last)
+
+
+def refresh_deadlines(store: Store, provider: str, months: list[str], now: datetime) -> int:
+    """Move the stored deadlines of the provider's `months` on to `now`: a verdict whose stored
+    deadline has passed and is not its claim's last gets its claim's nearest as of now (the
+    claims as corrected), so that ordering by deadline_at orders by the deadline the queue
+    shows. A verdict moves at most once per deadline its claim has; returns the claims moved.
+    (A stored deadline still ahead is the nearest: the judgement took the earliest ahead then,
+    and any change of the claim judges it again.)"""
+    if not months:
+        return 0
+    now_ms = int(now.timestamp() * 1000)
+    due = store.execute(
+        "SELECT DISTINCT month, claim_id FROM verdicts WHERE provider = ? AND deadline_last = 0 "
+        f"AND deadline_at <= ? AND month IN ({', '.join('?' * len(months))})",
+        (provider, now_ms, *months),
+    )
+    if not due:
+        return 0
+    profile = provider_profile(store, provider)
+    by_month: dict[str, list[str]] = {}
+    for month, claim_id in due:
+        by_month.setdefault(str(month), []).append(str(claim_id))
+    moved: list[tuple[Any, ...]] = []
+    gone: list[tuple[Any, ...]] = []  # withdrawn since the judgement: keep what it showed
+    for month, claim_ids in sorted(by_month.items()):
+        rows = effective_rows(store, provider, month, None, sorted(claim_ids))
+        claims = {c.claim_id: c for c in to_claims(rows, f"store claims of {provider} {month}")}
+        for claim_id in sorted(claim_ids):
+            claim = claims.get(claim_id)
+            if claim is None:
+                gone.append((provider, month, claim_id))
+            else:
+                moved.append((*deadline_columns(profile, claim, month, now), provider, month,
+                               claim_id))  # fmt: skip
+    with store.transaction():
+        for sql, rows_of in (
+            ("UPDATE verdicts SET deadline_rule = ?, deadline_at = ?, deadline_last = ? "
+             "WHERE provider = ? AND month = ? AND claim_id = ?", moved),
+            ("UPDATE verdicts SET deadline_last = 1 WHERE provider = ? AND month = ? "
+             "AND claim_id = ?", gone),
+        ):  # fmt: skip
+            if rows_of:
+                store.executemany(sql, rows_of)
+    return len(moved) + len(gone)
 
 
 def _delete(store: Store, table: str, provider: str, month: str, customers: list[str] | None):

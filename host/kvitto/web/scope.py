@@ -26,8 +26,8 @@ from kvitto.verify.case import CaseError, Claim
 from kvitto.verify.workdays import local, local_at
 from kvitto.web import records as chain
 from kvitto.web.claims import CORRECTABLE, check_times, claims_csv, to_claims
-from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline, nearest
-from kvitto.web.judge import decisions, effective_rows, judge_stale
+from kvitto.web.deadlines import DECISIONS, REASON_CODES, Deadline
+from kvitto.web.judge import decisions, effective_rows, judge_stale, refresh_deadlines
 from kvitto.web.lock_access import mark_locks
 from kvitto.web.personnummer import find_personnummer
 from kvitto.web.rows import EventView, Row
@@ -58,11 +58,14 @@ class Scope(Visibility):
     )
 
     def queue(self, offset: int = 0) -> tuple[list[Row], int]:
-        """The coordinator's findings in the open months, nearest deadline first."""
+        """The coordinator's findings in the open months, nearest deadline first: each row's
+        deadline as of now, which its stored one is once passed deadlines are moved on
+        (refresh_deadlines), so the order holds across pages."""
         provider = self.own
         months = self.open_months(provider)
         if not months:
             return [], 0
+        refresh_deadlines(self.store, provider, months, self.now)
         marks = ", ".join("?" * len(months))
         total = int(
             self.store.execute(
@@ -77,12 +80,7 @@ class Scope(Visibility):
                 (provider, *months, PAGE, max(0, offset)),
             )
         )
-        profile = self.profile(provider)
-        claims = self._claims(provider, {(r.month, r.claim_id) for r in rows})
         for row in rows:
-            claim = claims.get(row.claim_id)
-            if claim is not None:
-                row.deadline = nearest(profile, claim, row.month, self.now)
             if row.start is not None and row.end is not None:
                 # the visit's evidence timeline, as the collector stored it (checked again on
                 # the claim's own page)
@@ -90,18 +88,6 @@ class Scope(Visibility):
                     row.customer, row.start - EVIDENCE_MARGIN, row.end + EVIDENCE_MARGIN, False
                 )
         return rows, total
-
-    def _claims(self, provider: str, keys: set[tuple[str, str]]) -> dict[str, Claim]:
-        """The claims (month, claim_id) as corrected: only those, however long the month."""
-        by_month: dict[str, list[str]] = {}
-        for month, claim_id in keys:
-            by_month.setdefault(month, []).append(claim_id)
-        found: dict[str, Claim] = {}
-        for month, claim_ids in by_month.items():
-            rows = effective_rows(self.store, provider, month, None, sorted(set(claim_ids)))
-            for claim in to_claims(rows, "store"):
-                found[claim.claim_id] = claim
-        return found
 
     def findings(self, provider: str, month: str, customer: str | None = None) -> list[Row]:
         self.provider(provider)
