@@ -388,43 +388,210 @@ def test_phone_pages_are_the_coordinators_only(world):
         assert post(other, "/telefoner/lank", {"staff": "s-99"}, page="/logg").status_code == 404
 
 
+def away_phone(world, clock, passkey: SoftPasskey):  # noqa: ANN001, ANN201
+    """A phone at /borta that said who it is: (client, the form's page)."""
+    phone = client_for(world, clock)
+    page = phone.get("/borta")
+    assert page.status_code == 200
+    form = phone.post("/borta", data={"csrftoken": csrf_of(page.text),
+                                      "credential": passkey.assert_(options_of(page.text))})  # fmt: skip
+    return phone, form
+
+
+def away_fill(phone, form, customer: str, code: str, start: str, end: str):  # noqa: ANN001, ANN201
+    """Post the away form: the confirmation page (or the form again, refused)."""
+    return phone.post("/borta", data={"csrftoken": csrf_of(form.text), "customer": customer,
+                                      "insats": code, "start": start, "end": end})  # fmt: skip
+
+
+def away_confirm(phone, page, passkey: SoftPasskey, options: str | None = None):  # noqa: ANN001, ANN201
+    """Confirm the registration on `page` with the passkey (over `options`' challenge when
+    given: another registration's)."""
+    answer = passkey.assert_(options or options_of(page.text))
+    return phone.post("/borta", data={"csrftoken": csrf_of(page.text), "steg": "bekrafta",
+                                      "credential": answer})  # fmt: skip
+
+
 def test_an_activity_allowed_away_is_registered_without_a_tap(world):
+    from kvitto.evidence.door import AwayProof, away_challenge, unb64url, verify_away_proof
     from kvitto.store.registry import Order
 
     Registry(world.store).add_order(Order("c-1003", "ledsagning", 600, "2026-11-01", ""))
     clock = Clock()
     passkey = enrol(world, clock, "samordnare-p1", "s-47")
-    phone = client_for(world, clock)
-    page = phone.get("/borta")
-    assert page.status_code == 200
-    confirmed = phone.post("/borta", data={"csrftoken": csrf_of(page.text),
-                                           "credential": passkey.assert_(options_of(page.text))})  # fmt: skip
+    phone, confirmed = away_phone(world, clock, passkey)
     assert confirmed.status_code == 200 and "s-47" in confirmed.text
     assert 'value="ledsagning"' in confirmed.text and 'value="omsorg"' not in confirmed.text
-    token = csrf_of(confirmed.text)
     # an activity that needs the door is not offered, and refused when posted
-    refused = phone.post("/borta", data={"csrftoken": token, "customer": "c-1001",
-                                         "insats": "omsorg", "start": "08:00", "end": "09:00"})  # fmt: skip
-    assert refused.status_code == 400
-    later = phone.post("/borta", data={"csrftoken": token, "customer": "c-1003",
-                                       "insats": "ledsagning", "start": "09:00", "end": "11:00"})  # fmt: skip
+    assert away_fill(phone, confirmed, "c-1001", "omsorg", "08:00", "09:00").status_code == 400
+    later = away_fill(phone, confirmed, "c-1003", "ledsagning", "09:00", "11:00")
     assert later.status_code == 400  # ends after now (10:00)
-    done = phone.post("/borta", data={"csrftoken": token, "customer": "c-1003",
-                                      "insats": "ledsagning", "start": "08:00", "end": "09:30"})  # fmt: skip
-    assert done.status_code == 200 and "Registrerat" in done.text
-    claim = world.store.execute(
-        "SELECT claim_id FROM records WHERE kind = 'register' AND customer = 'c-1003'"
-    )[-1][0]
+    page = away_fill(phone, confirmed, "c-1003", "ledsagning", "08:00", "09:30")
+    # the form is filled first, then one touch confirms what it says: nothing registered yet
+    assert page.status_code == 200 and "08:00–09:30" in page.text and "Ledsagning" in page.text
+    assert not world.store.execute("SELECT 1 FROM door_proofs WHERE action = 'away'")
+    done = away_confirm(phone, page, passkey)
+    assert done.status_code == 200 and "Registrerat" in done.text, done.text
+    [(proof_id, text)] = world.store.execute(
+        "SELECT id, proof FROM door_proofs WHERE action = 'away' AND credential = ?",
+        (passkey_id(passkey),),
+    )
+    # stored: the registration, the assertion over it, the passkey's key; re-checked offline
+    proof = AwayProof.from_json(json.loads(text))
+    fields = verify_away_proof(proof)
+    assert (fields["provider"], fields["customer"], fields["activities"]) == (
+        "p-1", "c-1003", ["ledsagning"])  # fmt: skip
+    assert (fields["start"], fields["end"]) == ("2026-11-30T08:00+01:00", "2026-11-30T09:30+01:00")
+    challenge = json.loads(options_of(page.text))["challenge"]
+    assert unb64url(challenge) == away_challenge(proof.registration)
+    claim_id = f"b-{proof_id}-ledsagning"
+    [(body,)] = world.store.execute(
+        "SELECT body FROM records WHERE kind = 'register' AND claim_id = ?", (claim_id,)
+    )
+    assert json.loads(body)["via"] == "away" and json.loads(body)["proofs"] == [proof_id]
     rules = {r[0] for r in world.store.execute(
-        "SELECT rule FROM verdicts WHERE claim_id = ?", (claim,))}  # fmt: skip
+        "SELECT rule FROM verdicts WHERE claim_id = ?", (claim_id,))}  # fmt: skip
     assert not [rule for rule in rules if rule.startswith("E")], rules  # E2: no tap needed
-    # the session is spent: the form is good once
-    again = phone.post("/borta", data={"csrftoken": token, "customer": "c-1003",
-                                       "insats": "ledsagning", "start": "08:00", "end": "09:30"})  # fmt: skip
+    # the confirmation is good once: its registration is spent
+    again = away_confirm(phone, page, passkey)
     assert again.status_code == 403
+    # the coordinator sees the proof re-checked on the claim's page
+    office = client_for(world, clock)
+    login(office, "samordnare-p1")
+    claim = office.get(f"/avvikelser/{claim_id}")
+    assert claim.status_code == 200 and 'id="door"' in claim.text and "giltiga" in claim.text
+    assert "nyckeln skrev under registreringen" in claim.text
     # a passkey nobody enrolled gets no form
     stranger = client_for(world, clock)
     page = stranger.get("/borta")
     answer = SoftPasskey("testserver", BASE).assert_(options_of(page.text))
     no = stranger.post("/borta", data={"csrftoken": csrf_of(page.text), "credential": answer})
     assert no.status_code == 403
+
+
+def passkey_id(passkey: SoftPasskey) -> str:
+    from kvitto.evidence.door import passkey_credential_id
+
+    return passkey_credential_id(passkey.cose)
+
+
+def test_away_refusals_other_content_other_phone_replayed_nonce_revoked(world):
+    from kvitto.store.registry import Order
+
+    Registry(world.store).add_order(Order("c-1003", "ledsagning", 600, "2026-11-01", ""))
+    clock = Clock()
+    passkey = enrol(world, clock, "samordnare-p1", "s-48")
+    phone, form = away_phone(world, clock, passkey)
+    first = away_fill(phone, form, "c-1003", "ledsagning", "07:00", "07:30")
+    # the staff go back and change the times: the touch over the first registration's
+    # challenge does not confirm the second (an assertion for other content)
+    second = away_fill(phone, form, "c-1003", "ledsagning", "07:00", "09:45")
+    before = quarantined(world, "other_content")
+    moved = away_confirm(phone, second, passkey, options=options_of(first.text))
+    assert moved.status_code == 403 and "gäller en annan registrering" in moved.text
+    assert quarantined(world, "other_content") == before + 1
+    count = "SELECT COUNT(*) FROM door_proofs WHERE action = 'away' AND credential = ?"
+    assert world.store.execute(count, (passkey_id(passkey),))[0][0] == 0
+
+    # a registration filled in on this phone, confirmed by another phone of the provider
+    # (the page forwarded): refused
+    other = enrol(world, clock, "samordnare-p1", "s-54")
+    third = away_fill(phone, form, "c-1003", "ledsagning", "07:00", "08:00")
+    forwarded = away_confirm(phone, third, other)
+    assert forwarded.status_code == 403 and "på en annan telefon" in forwarded.text
+    assert quarantined(world, "other_phone") == 1
+
+    # a nonce is good once: the browser's old session (with the registration) posted again
+    fourth = away_fill(phone, form, "c-1003", "ledsagning", "06:00", "06:30")
+    held = dict(phone.cookies)
+    assert away_confirm(phone, fourth, passkey).status_code == 200
+    assert world.store.execute(count, (passkey_id(passkey),))[0][0] == 1
+    phone.cookies.clear()
+    phone.cookies.update(held)
+    replays = quarantined(world, "replayed")
+    replayed = away_confirm(phone, fourth, passkey)
+    assert replayed.status_code == 403 and "redan gjord" in replayed.text
+    assert quarantined(world, "replayed") == replays + 1
+    assert world.store.execute(count, (passkey_id(passkey),))[0][0] == 1
+
+    # a phone revoked between the form and the touch
+    fifth = away_fill(phone, form, "c-1003", "ledsagning", "05:00", "05:30")
+    office = client_for(world, clock)
+    login(office, "samordnare-p1")
+    post(office, f"/telefoner/{passkey_id(passkey)}/sparra", {}, page="/telefoner")
+    clock.now = NOW + timedelta(seconds=1)
+    revoked = quarantined(world, "revoked")
+    refused = away_confirm(phone, fifth, passkey)
+    assert refused.status_code == 403 and "Telefonen är spärrad" in refused.text
+    assert quarantined(world, "revoked") == revoked + 1
+    assert world.store.execute(count, (passkey_id(passkey),))[0][0] == 1
+
+
+def test_case_bundle_away_registrations_verify_offline_and_changes_are_found(world, tmp_path):
+    """After the away tests above: the bundle's door.jsonl carries each away registration with
+    its passkey's assertion; kvitto verify re-checks them without the server and finds a
+    changed registration, a claim that is not the registration, and a revoked phone."""
+    import csv
+    import io
+    import subprocess
+    import sys
+
+    case = _bundle(world, tmp_path)
+    lines = (case / "door.jsonl").read_text().splitlines()
+    away = [(n, json.loads(line)) for n, line in enumerate(lines, start=1)
+            if json.loads(line)["action"] == "away"]  # fmt: skip
+    assert {e["proof"]["kind"] for _, e in away} == {"away"}
+    kvitto = [sys.executable, "-m", "kvitto", "verify", str(case), "--profile", "huddinge",
+              "--month", "2026-11"]  # fmt: skip
+
+    def verify() -> dict:
+        done = subprocess.run(kvitto, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    report = verify()
+    # s-48's phone was revoked that day (RULES I6: from the day's start): its one refused
+    revoked = [n for n, e in away if e["credential"] == passkey_id_of(world, "s-48")]
+    assert len(away) == 2 and len(revoked) == 1
+    [refused] = [i["reason"] for i in report["integrity"] if i["rule"] == "door"]
+    assert f"line {revoked[0]}: phone {passkey_id_of(world, 's-48')} was revoked" in refused
+    assert report["counts"]["door_away"] == 1
+    assert report["counts"]["door_verified"] == len(lines) - 1
+    [(number, entry)] = [(n, e) for n, e in away if n not in revoked]
+    [claim_id] = entry["claims"]
+    assert claim_id.startswith("b-")
+    assert not [f for f in report["findings"]
+                if f["claim_id"] == claim_id and f["rule"].startswith("E")]  # fmt: skip
+
+    def refused_lines(report: dict) -> list[str]:
+        return [i["reason"] for i in report["integrity"] if i["rule"] == "door"
+                and f"line {number}:" in i["reason"]]  # fmt: skip
+
+    original = (case / "door.jsonl").read_text()
+    # the registration changed (an hour longer), canonical still: the passkey did not sign it
+    changed = dict(entry, proof=dict(entry["proof"]))
+    changed["proof"]["registration"] = entry["proof"]["registration"].replace("T09:30", "T10:30")
+    assert changed["proof"]["registration"] != entry["proof"]["registration"]
+    lines[number - 1] = json.dumps(changed)
+    (case / "door.jsonl").write_text("\n".join(lines) + "\n")
+    [reason] = refused_lines(verify())
+    assert "challenge" in reason, reason
+    (case / "door.jsonl").write_text(original)
+
+    # the claim in claims.csv is not what was registered (its end moved): found
+    text = (case / "claims.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    [row] = [r for r in rows if r["claim_id"] == claim_id]
+    row["end"] = row["end"].replace("09:30", "09:45")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (case / "claims.csv").write_text(out.getvalue())
+    [reason] = refused_lines(verify())
+    assert f"claim {claim_id}" in reason and "not the registration" in reason, reason
+    (case / "claims.csv").write_text(text)
+    assert refused_lines(verify()) == []
+
+
+def passkey_id_of(world, staff: str) -> str:  # noqa: ANN001
+    return [c.id for c in Registry(world.store).credentials("p-1") if c.staff == staff][0]

@@ -12,6 +12,16 @@ device key (kvitto.evidence.phone.verify_tag_url), a passive NTAG 424 DNA sticke
 credential id of a passkey in the registry is the first 16 bytes of SHA-256 of its COSE public
 key, so the key a proof carries is bound to the registry's credential without the server.
 WebAuthn's signature checks are py_webauthn's (webauthn.verify_authentication_response).
+
+Away from the home (RULES E2) there is no door: the passkey signs the registration itself.
+
+    text = away_registration(provider="p-1", customer="c-1003", activities=["ledsagning"],
+                             start=…, end=…, credential=…, nonce=…)   # canonical JSON
+    challenge = away_challenge(text)       # SHA-256("kvitto-away-1\n" ‖ text)
+    verify_away_proof(AwayProof(kind="away", registration=text, …))  # → the registration
+
+The registration's text is canonical (sorted keys, no spaces, ASCII): a verifier refuses any
+other spelling of it, so what the passkey signed has one reading.
 """
 
 from __future__ import annotations
@@ -20,13 +30,17 @@ import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.ntag424 import SunError, parse_sun_url, verify_sun
 from kvitto.evidence.phone import PhoneError, TagRead, verify_tag_url
 
 CHALLENGE_PREFIX = b"kvitto-door-1\n"
+AWAY_PREFIX = b"kvitto-away-1\n"
 KINDS = ("device", "sticker")
+AWAY_FIELDS = ("activities", "credential", "customer", "end", "nonce", "provider", "start", "v")
+BINARY = ("public_key", "raw_id", "authenticator_data", "client_data_json", "signature")
 
 
 class DoorError(KvittoError):
@@ -55,6 +69,71 @@ def passkey_credential_id(public_key: bytes) -> str:
     return hashlib.sha256(public_key).digest()[:16].hex()
 
 
+def away_registration(
+    *, provider: str, customer: str, activities: list[str], start: str, end: str,
+    credential: str, nonce: str,
+) -> str:  # fmt: skip
+    """The canonical text of an away registration (docs/formats.md, door.jsonl `away`): what
+    the passkey signs, through away_challenge. `start`, `end`: ISO 8601 with the offset."""
+    return json.dumps(
+        {"v": 1, "provider": provider, "customer": customer, "activities": list(activities),
+         "start": start, "end": end, "credential": credential, "nonce": nonce},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+    )  # fmt: skip
+
+
+def parse_away_registration(text: str) -> dict[str, Any]:
+    """The fields of an away registration's text; DoorError unless it is canonical (the text
+    away_registration makes of its own fields) with text values and a list of activities."""
+    try:
+        fields = json.loads(text)
+    except ValueError:
+        raise DoorError("away registration is not JSON") from None
+    if not isinstance(fields, dict) or tuple(sorted(fields)) != AWAY_FIELDS or fields["v"] != 1:
+        raise DoorError(f"away registration fields are not {', '.join(AWAY_FIELDS)} (v 1)")
+    activities = fields["activities"]
+    texts = [v for k, v in fields.items() if k not in ("v", "activities")]
+    if (
+        not isinstance(activities, list)
+        or not activities
+        or not all(isinstance(a, str) for a in [*activities, *texts])
+    ):
+        raise DoorError("away registration values are text and a list of activities")
+    canonical = away_registration(**{k: v for k, v in fields.items() if k != "v"})
+    if canonical != text:
+        raise DoorError("away registration is not in its canonical form")
+    return fields
+
+
+def away_challenge(registration: str) -> bytes:
+    """The WebAuthn challenge for one away registration: SHA-256("kvitto-away-1\\n" ‖ text)."""
+    return hashlib.sha256(AWAY_PREFIX + registration.encode()).digest()
+
+
+def _decoded(cls: Any, data: dict[str, object], what: str) -> dict[str, Any]:
+    """A proof's fields from its JSON: all text, base64url for the bytes (BINARY)."""
+    try:
+        values = {name: data[name] for name in cls.__dataclass_fields__}
+    except KeyError as missing:
+        raise DoorError(f"{what} lacks {missing}") from None
+    if not all(isinstance(v, str) for v in values.values()):
+        raise DoorError(f"{what} fields are text (base64url for bytes)")
+    return {k: unb64url(str(v)) if k in BINARY else str(v) for k, v in values.items()}
+
+
+def _assertion_json(proof: DoorProof | AwayProof) -> str:
+    """The assertion as a browser's PublicKeyCredential.toJSON(), for py_webauthn."""
+    return json.dumps({
+        "id": b64url(proof.raw_id), "rawId": b64url(proof.raw_id), "type": "public-key",
+        "response": {
+            "authenticatorData": b64url(proof.authenticator_data),
+            "clientDataJSON": b64url(proof.client_data_json),
+            "signature": b64url(proof.signature),
+        },
+        "clientExtensionResults": {},
+    })  # fmt: skip
+
+
 @dataclass(frozen=True)
 class DoorProof:
     """What an auditor re-checks offline: the door's URL, the passkey assertion over it and
@@ -77,37 +156,60 @@ class DoorProof:
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> DoorProof:
-        try:
-            values = {name: data[name] for name in cls.__dataclass_fields__}
-        except KeyError as missing:
-            raise DoorError(f"door proof lacks {missing}") from None
-        if not all(isinstance(v, str) for v in values.values()):
-            raise DoorError("door proof fields are text (base64url for bytes)")
-        texts = {k: str(v) for k, v in values.items()}
-        binary = ("public_key", "raw_id", "authenticator_data", "client_data_json", "signature")
-        return cls(
-            kind=texts["kind"], url=texts["url"], credential=texts["credential"],
-            rp_id=texts["rp_id"], origin=texts["origin"],
-            **{name: unb64url(texts[name]) for name in binary},
-        )  # fmt: skip
+        return cls(**_decoded(cls, data, "door proof"))
+
+    def challenge(self) -> bytes:
+        return door_challenge(self.url)
 
     def assertion_json(self) -> str:
-        """The assertion as a browser's PublicKeyCredential.toJSON(), for py_webauthn."""
-        return json.dumps({
-            "id": b64url(self.raw_id), "rawId": b64url(self.raw_id), "type": "public-key",
-            "response": {
-                "authenticatorData": b64url(self.authenticator_data),
-                "clientDataJSON": b64url(self.client_data_json),
-                "signature": b64url(self.signature),
-            },
-            "clientExtensionResults": {},
-        })  # fmt: skip
+        return _assertion_json(self)
+
+
+@dataclass(frozen=True)
+class AwayProof:
+    """What an auditor re-checks offline of an away registration (RULES E2, no door): its
+    canonical text (away_registration), the passkey assertion over it and the passkey's key."""
+
+    kind: str  # "away"
+    registration: str
+    credential: str  # the registry's credential id (passkey_credential_id of public_key)
+    public_key: bytes
+    raw_id: bytes
+    authenticator_data: bytes
+    client_data_json: bytes
+    signature: bytes
+    rp_id: str
+    origin: str
+
+    def as_json(self) -> dict[str, str]:
+        fields = asdict(self)
+        return {k: b64url(v) if isinstance(v, bytes) else v for k, v in fields.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> AwayProof:
+        return cls(**_decoded(cls, data, "away proof"))
+
+    def challenge(self) -> bytes:
+        return away_challenge(self.registration)
+
+    def assertion_json(self) -> str:
+        return _assertion_json(self)
+
+
+def client_challenge(client_data_json: bytes) -> bytes | None:
+    """The challenge a WebAuthn client data JSON says was signed, or None if unreadable: to
+    tell an assertion over other content from a bad signature before py_webauthn's check."""
+    try:
+        return unb64url(str(json.loads(client_data_json)["challenge"]))
+    except (ValueError, KeyError, TypeError, DoorError):
+        return None
 
 
 def verify_assertion(
-    proof: DoorProof, sign_count: int = 0, expected_origin: str | None = None
+    proof: DoorProof | AwayProof, sign_count: int = 0, expected_origin: str | None = None
 ) -> int:
-    """Check the passkey's assertion over the door URL: the challenge is door_challenge(url),
+    """Check the passkey's assertion over the door URL: the challenge is door_challenge(url)
+    (an away registration's: away_challenge(registration)),
     the RP id and origin are the proof's (or `expected_origin`), user presence and user
     verification are set, and the signature verifies with the proof's public key, which is the
     credential's. Returns the authenticator's new sign count."""
@@ -119,7 +221,7 @@ def verify_assertion(
     try:
         verified = verify_authentication_response(
             credential=proof.assertion_json(),
-            expected_challenge=door_challenge(proof.url),
+            expected_challenge=proof.challenge(),
             expected_rp_id=proof.rp_id,
             expected_origin=expected_origin or proof.origin,
             credential_public_key=proof.public_key,
@@ -175,3 +277,17 @@ def verify_door_proof(
         checked = "sticker-url-not-checked"
     verify_assertion(proof)
     return checked
+
+
+def verify_away_proof(proof: AwayProof) -> dict[str, Any]:
+    """Re-check a stored away registration without the server: its text is canonical, it names
+    the proof's credential, and the passkey's assertion is over it (away_challenge) by that
+    credential's key. Returns the registration's fields (docs/formats.md, door.jsonl `away`)."""
+    if proof.kind != "away":
+        raise DoorError(f"away proof kind {proof.kind!r} is not 'away'")
+    fields = parse_away_registration(proof.registration)
+    if fields["credential"] != proof.credential:
+        raise DoorError(f"away registration names passkey {fields['credential']}, "
+                        f"the proof {proof.credential}")  # fmt: skip
+    verify_assertion(proof)
+    return fields

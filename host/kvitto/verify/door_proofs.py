@@ -12,6 +12,14 @@ public key is the registered phone credential's (its id is the key's hash) of th
 provider, not revoked before the visit; and that every claim the line names is in claims.csv
 for that customer. A sticker's CMAC needs the sticker's AES keys, which a bundle does not
 carry: it is listed as not checked, and a sticker proves no time at the door.
+
+An away registration (RULES E2, no door; action and proof kind `away`, docs/formats.md) carries
+the registration's canonical text instead of a URL: this re-checks that the text is canonical,
+the assertion's signature and that its challenge is the text's
+(kvitto.evidence.door.away_challenge), the phone credential as above (of the registration's
+provider), that the registration is the line's customer's and ended before it was confirmed,
+and that each claim it names is that staff member's activity at that customer at the
+registered times (unless the claim was adjusted later). It is no presence: E2 needs none.
 """
 
 from __future__ import annotations
@@ -24,8 +32,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from kvitto.errors import KvittoError
-from kvitto.evidence.door import DoorError, DoorProof, verify_door_proof
-from kvitto.verify.case import CaseError, Claim, Registry
+from kvitto.evidence.door import (
+    AwayProof,
+    DoorError,
+    DoorProof,
+    verify_away_proof,
+    verify_door_proof,
+)
+from kvitto.verify.case import CaseError, Claim, Credential, Registry
 from kvitto.verify.reasons import because
 from kvitto.verify.taps import VERIFIED
 from kvitto.verify.visits import Evidence, Presence
@@ -61,6 +75,8 @@ def door_presences(entries: list[dict[str, Any]], registry: Registry) -> list[Pr
     out: list[Presence] = []
     open_arrive: dict[tuple[str, str], dict[str, Any]] = {}
     for entry in sorted(entries, key=lambda e: (int(e["at"]), int(e["id"]))):
+        if entry["action"] not in ("arrive", "depart"):
+            continue  # an away registration (E2) is no visit at the door
         key = (str(entry["credential"]), str(entry["customer"]))
         if entry["action"] == "arrive":
             open_arrive[key] = entry
@@ -108,7 +124,7 @@ def _line(text: str, where: str) -> dict[str, Any]:
 def check_door_file(path: Path, registry: Registry, claims: list[Claim]) -> DoorChecks:
     """Re-check every door proof of a bundle (see the module docstring)."""
     checks = DoorChecks(counts={"door_proofs": 0, "door_verified": 0, "door_refused": 0,
-                                "door_sticker": 0})  # fmt: skip
+                                "door_sticker": 0, "door_away": 0})  # fmt: skip
     if not path.exists():
         return checks
     by_id = {claim.claim_id: claim for claim in claims}
@@ -118,7 +134,10 @@ def check_door_file(path: Path, registry: Registry, claims: list[Claim]) -> Door
         where = f"{path} line {number}"
         entry = _line(text, where)
         checks.counts["door_proofs"] += 1
-        problem = _problem(entry, registry, by_id, where)
+        if entry["action"] == "away" or entry["proof"].get("kind") == "away":
+            problem = _away_problem(entry, registry, by_id, where)
+        else:
+            problem = _problem(entry, registry, by_id, where)
         if problem:
             checks.counts["door_refused"] += 1
             checks.integrity.append({"rule": "door", "device": entry["customer"],
@@ -126,6 +145,8 @@ def check_door_file(path: Path, registry: Registry, claims: list[Claim]) -> Door
             continue
         checks.counts["door_verified"] += 1
         checks.verified.append(entry)
+        if entry["action"] == "away":
+            checks.counts["door_away"] += 1
         if entry["proof"].get("kind") == "sticker":
             checks.counts["door_sticker"] += 1
             for claim_id in entry["claims"] or [""]:
@@ -153,16 +174,15 @@ def _problem(
         if device.customer != entry["customer"]:
             return f"{where}: device {device.id} is {device.customer}'s, not {entry['customer']}'s"
         device_key = device.public_key
+    if entry["action"] not in ("arrive", "depart"):
+        return f"{where}: action {entry['action']!r} is not arrive or depart for a door"
     try:
         verify_door_proof(proof, device_key=device_key)
     except KvittoError as error:
         return f"{where}: {error}"
-    credential = registry.credentials.get(proof.credential)
-    if credential is None or credential.kind != "phone":
-        return f"{where}: passkey {proof.credential} is not a phone credential in registry.toml"
-    at = datetime.fromtimestamp(entry["at"] / 1000, timezone.utc)
-    if credential.revoked is not None and credential.revoked <= at.date():
-        return f"{where}: phone {credential.id} was revoked on {credential.revoked}"
+    credential, problem = _phone(registry, proof.credential, entry, where)
+    if credential is None:
+        return problem
     for claim_id in entry["claims"]:
         claim = claims.get(str(claim_id))
         if claim is None:
@@ -170,4 +190,63 @@ def _problem(
         if claim.customer != entry["customer"] or claim.staff != credential.staff:
             return (f"{where}: claim {claim_id} is {claim.staff} at {claim.customer}, the proof "
                     f"{credential.staff} at {entry['customer']}")  # fmt: skip
+    return ""
+
+
+def _phone(
+    registry: Registry, credential_id: str, entry: dict[str, Any], where: str
+) -> tuple[Credential, str] | tuple[None, str]:
+    """(the registry's phone credential, "") or (None, the problem): a `phone` credential in
+    registry.toml, not revoked on the day of the line's `at`."""
+    credential = registry.credentials.get(credential_id)
+    if credential is None or credential.kind != "phone":
+        return None, f"{where}: passkey {credential_id} is not a phone credential in registry.toml"
+    at = datetime.fromtimestamp(entry["at"] / 1000, timezone.utc)
+    if credential.revoked is not None and credential.revoked <= at.date():
+        return None, f"{where}: phone {credential.id} was revoked on {credential.revoked}"
+    return credential, ""
+
+
+def _away_problem(
+    entry: dict[str, Any], registry: Registry, claims: dict[str, Claim], where: str
+) -> str:
+    """What is wrong with an away registration's line, or "" (see the module docstring)."""
+    if entry["action"] != "away" or entry["proof"].get("kind") != "away":
+        return f"{where}: an away registration has action and proof kind 'away'"
+    try:
+        fields = verify_away_proof(AwayProof.from_json(entry["proof"]))
+    except KvittoError as error:
+        return f"{where}: {error}"
+    if fields["customer"] != entry["customer"]:
+        return (
+            f"{where}: the registration is {fields['customer']}'s, the line {entry['customer']}'s"
+        )
+    credential, problem = _phone(registry, str(fields["credential"]), entry, where)
+    if credential is None:
+        return problem
+    if credential.provider != fields["provider"]:
+        return (f"{where}: phone {credential.id} is {credential.provider}'s, the registration "
+                f"{fields['provider']}'s")  # fmt: skip
+    try:
+        start = datetime.fromisoformat(str(fields["start"]))
+        end = datetime.fromisoformat(str(fields["end"]))
+    except ValueError:
+        return f"{where}: the registration's start or end is not a time"
+    if start.tzinfo is None or end.tzinfo is None or not start < end:
+        return f"{where}: the registration's start and end are not an interval with offsets"
+    if end.timestamp() * 1000 > int(entry["at"]) + 60_000:
+        return f"{where}: the registration ends after it was confirmed"
+    for claim_id in entry["claims"]:
+        claim = claims.get(str(claim_id))
+        if claim is None:
+            continue  # withdrawn later: the proof still stands, the claim is not billed
+        if (
+            claim.customer != fields["customer"]
+            or claim.staff != credential.staff
+            or claim.activity not in fields["activities"]
+            or (claim.adjusted_at is None and (claim.start, claim.end) != (start, end))
+        ):
+            return (f"{where}: claim {claim_id} is {claim.staff}'s {claim.activity} at "
+                    f"{claim.customer} {claim.start:%H:%M}–{claim.end:%H:%M}, not the "
+                    f"registration the passkey signed")  # fmt: skip
     return ""

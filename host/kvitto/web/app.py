@@ -98,6 +98,7 @@ def create_app(
     reverse proxy), so cookies get Secure and responses HSTS. `limits`: per-address rate limits
     on the login and the door's public routes (kvitto.web.throttle); None turns them off."""
     from kvitto.web.door import routes as door_routes
+    from kvitto.web.door_away import routes as away_routes
     from kvitto.web.pages import not_found, routes
 
     store = open_store(store_url) if isinstance(store_url, str) else store_url
@@ -114,6 +115,7 @@ def create_app(
         routes=[
             *routes(),
             *door_routes(),
+            *away_routes(),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         exception_handlers={404: not_found, 405: not_found},

@@ -44,15 +44,13 @@ from kvitto.evidence.door import (
     b64url,
     door_challenge,
     passkey_credential_id,
-    unb64url,
 )
 from kvitto.store.db import QuarantineRow, Store
-from kvitto.store.registry import PSEUDONYM, Credential, Registry, instant
+from kvitto.store.registry import PSEUDONYM, Registry
 from kvitto.verify.door_proofs import door_time
 from kvitto.verify.workdays import STOCKHOLM
 from kvitto.web import records as chain
 from kvitto.web.door_reads import (
-    CONFIRM_S,
     REFUSALS,
     DoorRefused,
     confirm_read,
@@ -89,10 +87,16 @@ def _quarantine(store: Store, request: Request, refused: DoorRefused, what: str)
     )])  # fmt: skip
 
 
-def _refused(request: Request, store: Store, refused: DoorRefused, what: str) -> Response:
+def _refused(
+    request: Request, store: Store, refused: DoorRefused, what: str,
+    texts: dict[str, str] | None = None,
+) -> Response:  # fmt: skip
+    """The page that says why (REFUSALS, or `texts` where a page says it otherwise) and the
+    attempt quarantined."""
     _quarantine(store, request, refused, what)
+    message = (texts or {}).get(refused.code, REFUSALS[refused.code])
     return render(request, "door_refused.html", None, status=403, code=refused.code,
-                  message=REFUSALS[refused.code], no_lang=True)  # fmt: skip
+                  message=message, no_lang=True)  # fmt: skip
 
 
 # -- the coordinator: phones and enrolment links ---------------------------------------------
@@ -408,161 +412,6 @@ async def activities(request: Request) -> Response:
     return await run_in_threadpool(run)
 
 
-# -- away from the home (RULES E2): no tap, the passkey says who -----------------------------
-
-AWAY = ("elsewhere", "tag_or_elsewhere")
-
-
-def away_activities(store: Store, provider: str, day: str) -> dict[str, list[tuple[str, str]]]:
-    """customer → (code, name) of their orders valid on `day` that the profile allows away
-    from the home (RULES E2), for the provider's customers."""
-    from kvitto.verify.rules import load_profile
-
-    municipality = store.execute("SELECT municipality FROM providers WHERE id = ?", (provider,))
-    profile = load_profile(str(municipality[0][0]))
-    away = {code: a.name for code, a in profile.activities.items() if a.where in AWAY}
-    out: dict[str, list[tuple[str, str]]] = {}
-    for customer, activity, valid_from, valid_to in store.execute(
-        "SELECT o.customer, o.activity, o.valid_from, o.valid_to FROM orders o JOIN "
-        "customer_providers c ON c.customer = o.customer WHERE c.provider = ? "
-        "ORDER BY o.customer, o.id",
-        (provider,),
-    ):
-        if (
-            str(activity) in away
-            and str(valid_from) <= day
-            and (not valid_to or day <= str(valid_to))
-        ):
-            pair = (str(activity), away[str(activity)])
-            if pair not in out.setdefault(str(customer), []):
-                out[str(customer)].append(pair)
-    return out
-
-
-def _phone_of(store: Store, answer: str, challenge: bytes, rp_id: str, origin: str,
-              now: datetime) -> Credential:  # fmt: skip
-    """The enrolled, unrevoked phone whose passkey signed `challenge`; DoorRefused if none."""
-    from webauthn import verify_authentication_response
-
-    try:
-        raw_id = str(json.loads(answer)["rawId"])
-    except (ValueError, KeyError, TypeError):
-        raise DoorRefused("bad_assertion", "the assertion is not a WebAuthn credential") from None
-    rows = store.execute(
-        "SELECT credential, public_key, sign_count FROM passkeys WHERE raw_id = ?", (raw_id,)
-    )
-    if not rows:
-        raise DoorRefused("not_enrolled", f"passkey {raw_id[:16]}… is not enrolled")
-    credential = Registry(store).credential(str(rows[0][0]))
-    assert credential is not None
-    if credential.revoked and instant(credential.revoked) <= int(now.timestamp()):
-        raise DoorRefused("revoked", f"phone {credential.id} revoked {credential.revoked}")
-    try:
-        verified = verify_authentication_response(
-            credential=answer, expected_challenge=challenge, expected_rp_id=rp_id,
-            expected_origin=origin, credential_public_key=bytes(rows[0][1]),
-            credential_current_sign_count=int(rows[0][2]), require_user_verification=True,
-        )  # fmt: skip
-    except Exception as error:  # py_webauthn's refusals and malformed input
-        raise DoorRefused("bad_assertion", f"passkey {credential.id}: {error}") from None
-    store.execute("UPDATE passkeys SET sign_count = ? WHERE credential = ?",
-                  (verified.new_sign_count, credential.id))  # fmt: skip
-    return credential
-
-
-async def away(request: Request) -> Response:
-    """GET: the passkey ceremony (a fresh challenge in the session). POST with `credential`:
-    who it is, then the form; POST with `customer`: the registration."""
-    from webauthn import generate_authentication_options, options_to_json
-    from webauthn.helpers.structs import UserVerificationRequirement
-
-    form = await request.form() if request.method == "POST" else None
-
-    def run() -> Response:
-        store = settings_of(request).store
-        now = _now(request)
-        rp_id, origin = relying_party(request)
-        if form is None:
-            challenge = secrets.token_bytes(32)
-            request.session["away"] = {"challenge": b64url(challenge),
-                                       "until": ms(now) + CONFIRM_S * 1000}  # fmt: skip
-            options = generate_authentication_options(
-                rp_id=rp_id, challenge=challenge,
-                user_verification=UserVerificationRequirement.REQUIRED,
-            )  # fmt: skip
-            return render(request, "away.html", None, options=options_to_json(options),
-                          no_lang=True)  # fmt: skip
-        held = request.session.get("away") or {}
-        if int(held.get("until", 0)) < ms(now):
-            refused = DoorRefused("expired", "away registration without a live session")
-            return _refused(request, store, refused, json.dumps(dict(form))[:2000])
-        if "credential" in form:
-            try:
-                phone = _phone_of(store, str(form["credential"]),
-                                  unb64url(str(held.get("challenge", ""))), rp_id, origin, now)  # fmt: skip
-            except DoorRefused as refused:
-                return _refused(request, store, refused, str(form["credential"])[:4000])
-            request.session["away"] = {"phone": phone.id, "until": ms(now) + DOOR_SESSION_S * 1000}
-            day = now.astimezone(STOCKHOLM).date().isoformat()
-            return render(request, "away.html", None, phone=phone, no_lang=True,
-                          customers=away_activities(store, phone.provider, day),
-                          today=now.astimezone(STOCKHOLM))  # fmt: skip
-        phone = Registry(store).credential(str(held.get("phone", "")))
-        if phone is None:
-            refused = DoorRefused("expired", "away registration without a confirmed phone")
-            return _refused(request, store, refused, json.dumps(dict(form))[:2000])
-        made = register_away(store, phone, str(form.get("customer", "")),
-                             str(form.get("insats", "")), str(form.get("start", "")),
-                             str(form.get("end", "")), now)  # fmt: skip
-        if made is None:
-            day = now.astimezone(STOCKHOLM).date().isoformat()
-            return render(request, "away.html", None, phone=phone, no_lang=True, status=400,
-                          customers=away_activities(store, phone.provider, day),
-                          today=now.astimezone(STOCKHOLM), error=True)  # fmt: skip
-        request.session.pop("away", None)
-        return render(request, "door_done.html", None, registered=[made], no_lang=True,
-                      result={"action": "registered"})  # fmt: skip
-
-    return await run_in_threadpool(run)
-
-
-def register_away(
-    store: Store, phone: Credential, customer: str, code: str, start: str, end: str,
-    now: datetime,
-) -> chain.Record | None:  # fmt: skip
-    """A claim of an activity allowed away from the home (E2), registered now by the phone's
-    staff: a `register` record with `via: away`, manual (no tap). None when refused."""
-    from kvitto.verify.case import CaseError
-    from kvitto.web.claims import check_times
-
-    day = now.astimezone(STOCKHOLM).date().isoformat()
-    allowed = away_activities(store, phone.provider, day).get(customer, [])
-    if code not in {c for c, _ in allowed}:
-        return None
-    try:
-        begins, ends = check_times(f"{day}T{start}", f"{day}T{end}")
-    except CaseError:
-        return None
-    if ends > now.astimezone(STOCKHOLM) + timedelta(minutes=1):
-        return None  # a visit is registered when it is done
-    municipality = str(store.execute("SELECT municipality FROM providers WHERE id = ?",
-                                     (phone.provider,))[0][0])  # fmt: skip
-    count = len(chain.records(store, chains=[phone.provider], kinds=("register",))) + 1
-    after = {"activity": code, "staff": phone.staff,
-             "start": begins.astimezone(STOCKHOLM).isoformat(timespec="minutes"),
-             "end": ends.astimezone(STOCKHOLM).isoformat(timespec="minutes")}  # fmt: skip
-    month = day[:7]
-    record = chain.append(
-        store, chain=phone.provider, actor=phone.staff, kind="register", at=ms(now),
-        body={"via": "away", "credential": phone.id, "after": after, "reason_code": "",
-              "text": ""},
-        provider=phone.provider, municipality=municipality, customer=customer,
-        claim_id=f"b-{day.replace('-', '')}-{count}", month=month,
-    )  # fmt: skip
-    judge_stale(store, phone.provider, month, ms(now))
-    return record
-
-
 def routes() -> list[Route]:
     return [
         Route("/telefoner", phones),
@@ -571,7 +420,6 @@ def routes() -> list[Route]:
         Route("/telefon/{token}", enrol, methods=["GET", "POST"]),
         Route("/t/bekrafta", confirm, methods=["POST"]),
         Route("/t/insatser", activities, methods=["POST"]),
-        Route("/borta", away, methods=["GET", "POST"]),
         Route("/t/s/{door}", _door_page("sticker")),
         Route("/t/{door}", _door_page("device")),
     ]

@@ -24,11 +24,12 @@ def door_lines(store: Store, provider: str, month: str) -> str:
 
 
 def door_entries(store: Store, provider: str, month: str) -> list[dict[str, Any]]:
-    """The provider's door proofs of the month, as door.jsonl's lines."""
+    """The provider's door proofs of the month, as door.jsonl's lines: arrives and departs at
+    the door, and away registrations (action and proof kind `away`, kvitto.web.door_away)."""
     start, end = month_bounds(*parse_month(month))
     claims: dict[int, list[str]] = {}
     for record in chain.records(store, chains=[provider], kinds=("register",)):
-        if record.body.get("via") == "door":
+        if record.body.get("via") in ("door", "away"):
             for proof_id in record.body.get("proofs", []):
                 claims.setdefault(int(proof_id), []).append(record.claim_id)
     rows = store.execute(

@@ -48,6 +48,8 @@ REFUSALS = {
     "not_enrolled": "Telefonen är inte registrerad för utföraren som har kunden.",
     "revoked": "Telefonen är spärrad.",
     "bad_assertion": "Bekräftelsen med nyckeln stämmer inte.",
+    "other_content": "Bekräftelsen gäller en annan registrering. Fyll i registreringen igen.",
+    "other_phone": "Registreringen fylldes i på en annan telefon.",
 }
 
 
@@ -205,7 +207,7 @@ def confirm_read(
 def _open_arrive(store: Store, credential: Credential, customer: str, now_ms: int) -> bool:
     rows = store.execute(
         "SELECT action, at FROM door_proofs WHERE credential = ? AND customer = ? "
-        "ORDER BY at DESC, id DESC LIMIT 1",
+        "AND action IN ('arrive', 'depart') ORDER BY at DESC, id DESC LIMIT 1",
         (credential.id, customer),
     )
     return bool(rows) and rows[0][0] == "arrive" and now_ms - int(rows[0][1]) < OPEN_VISIT_S * 1000

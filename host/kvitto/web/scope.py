@@ -196,10 +196,10 @@ class Scope(Visibility):
         """The door proofs a claim registered at the door rests on (kvitto.web.door), each
         re-checked now: the door's URL with its device's key or its sticker's keys, and the
         passkey's assertion bound to it."""
-        from kvitto.evidence.door import DoorProof, verify_door_proof
+        from kvitto.evidence.door import AwayProof, DoorProof, verify_away_proof, verify_door_proof
 
         ids = sorted({int(p) for r in self.history(provider, claim_id)
-                      if r.kind == "register" and r.body.get("via") == "door"
+                      if r.kind == "register" and r.body.get("via") in ("door", "away")
                       for p in r.body.get("proofs", [])})  # fmt: skip
         if not ids:
             return []
@@ -210,6 +210,16 @@ class Scope(Visibility):
         )
         out = []
         for proof_id, action, at, customer, credential, text in rows:
+            if action == "away":  # RULES E2: the passkey signed the registration, no door
+                try:
+                    verify_away_proof(AwayProof.from_json(json.loads(text)))
+                    status = "ok"
+                except KvittoError:
+                    status = "bad"
+                out.append({"id": int(proof_id), "action": "away", "at": moment(int(at)),
+                            "kind": "away", "door": "", "credential": str(credential),
+                            "status": status})  # fmt: skip
+                continue
             proof = DoorProof.from_json(json.loads(text))
             door = proof.url.partition("?")[0].rsplit("/", 1)[-1]
             status = "ok"
