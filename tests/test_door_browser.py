@@ -229,6 +229,11 @@ def test_a_sticker_at_the_door_says_its_evidence_is_weaker(office, phone, world,
 
 
 def test_an_activity_allowed_away_is_registered_by_passkey_without_a_tap(office, phone, world):
+    """The form first, then one touch whose challenge is the registration's: the proof the
+    server stores (Chromium's assertion) re-checks offline."""
+    import json
+
+    from kvitto.evidence.door import AwayProof, verify_away_proof
     from kvitto.store.registry import Order, Registry
 
     CLOCK.now = NOW + timedelta(hours=2)
@@ -242,5 +247,24 @@ def test_an_activity_allowed_away_is_registered_by_passkey_without_a_tap(office,
     phone.get_by_label("Start").fill("10:00")
     phone.get_by_label("Slut").fill("11:30")
     phone_check(phone, "borta-formular")
-    phone.get_by_role("button", name="Registrera").click()
+    phone.get_by_role("button", name="Vidare").click()
+    expect(phone.locator("main")).to_contain_text("10:00–11:30")
+    expect(phone.locator("main")).to_contain_text("Ledsagning")
+    phone_check(phone, "borta-bekrafta")
+    before = world.store.execute("SELECT COUNT(*) FROM door_proofs WHERE action = 'away'")[0][0]
+    assert before == 0  # nothing registered before the touch
+    phone.get_by_role("button", name="Bekräfta med nyckel").click()
     expect(phone.get_by_role("status")).to_contain_text("Registrerat")
+    [(proof_id, text)] = world.store.execute(
+        "SELECT id, proof FROM door_proofs WHERE action = 'away'"
+    )
+    fields = verify_away_proof(AwayProof.from_json(json.loads(text)))
+    assert (fields["customer"], fields["activities"], fields["start"][11:], fields["end"][11:]) == (
+        "c-1003", ["ledsagning"], "10:00+01:00", "11:30+01:00")  # fmt: skip
+    assert world.store.execute(
+        "SELECT 1 FROM records WHERE claim_id = ?", (f"b-{proof_id}-ledsagning",)
+    )
+    # the browser's session still knows the phone: the next registration is the form and a
+    # touch
+    phone.get_by_role("link", name="Registrera en till").click()
+    expect(phone.get_by_label("Kund")).to_be_visible()
