@@ -12,7 +12,8 @@ municipality isolation in one place, on the gate of `visibility.py`; the deviati
 with kvitto's rules (`judge.py`), the pages (`pages.py`; what every page shares:
 `page_frame.py`; templates/, static/, translations/), and staff phones at the door without an
 app (`door.py`: passkey enrolment, door URLs confirmed with a passkey; `door_reads.py`: the
-checks of a read and its confirmation; `door_bundle.py`: their proofs for the rules and case
+checks of a read and its confirmation; `door_away.py`: away from the home (RULES E2), the
+passkey over the registration itself; `door_bundle.py`: their proofs for the rules and case
 bundles; docs/phone.md). It imports the store, registry, case and verify modules; none of them
 imports it.
 """
