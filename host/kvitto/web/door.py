@@ -68,7 +68,7 @@ ENROL_S = 15 * 60  # an enrolment link is valid this long
 DOOR_SESSION_S = 15 * 60  # from the depart to ticking the activities
 
 
-def _now(request: Request) -> datetime:
+def now_of(request: Request) -> datetime:
     return settings_of(request).clock()
 
 
@@ -82,12 +82,12 @@ def relying_party(request: Request) -> tuple[str, str]:
 
 def _quarantine(store: Store, request: Request, refused: DoorRefused, what: str) -> None:
     store.quarantine([QuarantineRow(
-        received_at=ms(_now(request)), source=f"door {request.url.path}", device=None, seq=None,
+        received_at=ms(now_of(request)), source=f"door {request.url.path}", device=None, seq=None,
         reason=f"{refused.code}: {refused}", message=what.encode(),
     )])  # fmt: skip
 
 
-def _refused(
+def refuse(
     request: Request, store: Store, refused: DoorRefused, what: str,
     texts: dict[str, str] | None = None,
 ) -> Response:  # fmt: skip
@@ -194,7 +194,7 @@ async def enrol(request: Request) -> Response:
 
     def run() -> Response:
         store = settings_of(request).store
-        now_ms = ms(_now(request))
+        now_ms = ms(now_of(request))
         found = _enrolment(store, token, now_ms)
         if found is None:
             return render(request, "enrol.html", None, status=410, gone=True, no_lang=True)
@@ -274,7 +274,7 @@ def _door_page(kind: str) -> Any:
         def run() -> Response:
             store = settings_of(request).store
             url = _door_url(request)
-            now = _now(request)
+            now = now_of(request)
             door = request.path_params["door"]
             try:
                 if kind == "device":
@@ -283,7 +283,7 @@ def _door_page(kind: str) -> Any:
                     read = read_sticker(store, door, url, now)
                 read_id = store_read(store, read, url, now)
             except DoorRefused as refused:
-                return _refused(request, store, refused, url)
+                return refuse(request, store, refused, url)
             rp_id, _ = relying_party(request)
             options = generate_authentication_options(
                 rp_id=rp_id, challenge=door_challenge(url),
@@ -319,14 +319,14 @@ async def confirm(request: Request) -> Response:
 
     def run() -> Response:
         store = settings_of(request).store
-        now = _now(request)
+        now = now_of(request)
         rp_id, origin = relying_party(request)
         read_id = str(form.get("read", ""))
         try:
             result = confirm_read(store, read_id, str(form.get("credential", "")), rp_id,
                                   origin, now)  # fmt: skip
         except DoorRefused as refused:
-            return _refused(request, store, refused, str(form.get("credential", ""))[:4000])
+            return refuse(request, store, refused, str(form.get("credential", ""))[:4000])
         activities: list[tuple[str, str]] = []
         if result["action"] == "depart":
             request.session["door"] = {
@@ -397,13 +397,13 @@ async def activities(request: Request) -> Response:
 
     def run() -> Response:
         store = settings_of(request).store
-        now = _now(request)
+        now = now_of(request)
         held = request.session.get("door") or {}
         text = str(form.get("proof", ""))
         proof_id = int(text) if text.isdigit() else 0
         if held.get("proof") != proof_id or int(held.get("until", 0)) < ms(now):
             refused = DoorRefused("expired", f"activities for door proof {proof_id}: no session")
-            return _refused(request, store, refused, json.dumps(dict(form))[:2000])
+            return refuse(request, store, refused, json.dumps(dict(form))[:2000])
         made = register_activities(store, proof_id, [str(v) for v in form.getlist("insats")], now)
         request.session.pop("door", None)
         return render(request, "door_done.html", None, registered=made, no_lang=True,

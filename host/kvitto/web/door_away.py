@@ -47,7 +47,7 @@ from kvitto.store.db import Store
 from kvitto.store.registry import Credential, Registry, instant
 from kvitto.verify.workdays import STOCKHOLM
 from kvitto.web import records as chain
-from kvitto.web.door import DOOR_SESSION_S, _now, _refused, relying_party
+from kvitto.web.door import DOOR_SESSION_S, now_of, refuse, relying_party
 from kvitto.web.door_reads import CONFIRM_S, DoorRefused
 from kvitto.web.judge import judge_stale
 from kvitto.web.page_frame import render, settings_of
@@ -268,7 +268,7 @@ async def away(request: Request) -> Response:
 
     def run() -> Response:
         store = settings_of(request).store
-        now = _now(request)
+        now = now_of(request)
         now_ms = ms(now)
         rp_id, origin = relying_party(request)
         held = dict(request.session.get("away") or {})
@@ -286,21 +286,17 @@ async def away(request: Request) -> Response:
         if "credential" in form:
             if int(held.get("challenge_until", 0)) < now_ms:
                 refused = DoorRefused("expired", "away: who, without a live challenge")
-                return _refused(
-                    request, store, refused, str(form["credential"])[:4000], AWAY_TEXTS
-                )
+                return refuse(request, store, refused, str(form["credential"])[:4000], AWAY_TEXTS)
             try:
                 phone = _phone_of(store, str(form["credential"]),
                                   unb64url(str(held.get("challenge", ""))), rp_id, origin, now)  # fmt: skip
             except DoorRefused as refused:
-                return _refused(
-                    request, store, refused, str(form["credential"])[:4000], AWAY_TEXTS
-                )
+                return refuse(request, store, refused, str(form["credential"])[:4000], AWAY_TEXTS)
             request.session["away"] = {"phone": phone.id, "until": now_ms + DOOR_SESSION_S * 1000}
             return _form(request, store, phone, now)
         if phone is None:
             refused = DoorRefused("expired", "away registration without a confirmed phone")
-            return _refused(request, store, refused, json.dumps(dict(form))[:2000], AWAY_TEXTS)
+            return refuse(request, store, refused, json.dumps(dict(form))[:2000], AWAY_TEXTS)
         registration = away_registration_of(
             store, phone, str(form.get("customer", "")), str(form.get("insats", "")),
             str(form.get("start", "")), str(form.get("end", "")), now,
@@ -324,11 +320,11 @@ def _confirm(request: Request, store: Store, form: FormData, held: dict[str, obj
     until = held.get("pending_until")
     if not isinstance(registration, str) or not isinstance(until, int) or until < ms(now):
         refused = DoorRefused("expired", "away confirmation without a live registration")
-        return _refused(request, store, refused, answer[:4000], AWAY_TEXTS)
+        return refuse(request, store, refused, answer[:4000], AWAY_TEXTS)
     try:
         record = confirm_away(store, registration, answer, rp_id, origin, now)
     except DoorRefused as refused:
-        return _refused(request, store, refused, f"{registration}\n{answer}"[:6000], AWAY_TEXTS)
+        return refuse(request, store, refused, f"{registration}\n{answer}"[:6000], AWAY_TEXTS)
     # the phone stays known for the rest of its session: the next registration is one touch
     request.session["away"] = {k: v for k, v in held.items() if not k.startswith("pending")}
     return render(request, "door_done.html", None, registered=[record], no_lang=True,
