@@ -4,6 +4,7 @@ the device's own signed events. Against a real Mosquitto, with a CPython device.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import cbor2
@@ -161,6 +162,34 @@ def test_a_revoke_reaches_the_lock_and_closes_on_its_health_event(store, running
     lock.publish(lock.next_event("arrive"), wait=True)
     wait_for(lambda: store.event_count("lock-0201") == 3, what="the next event stored")
     assert len(commands_seen(lock)) == sent  # closed: never sent again
+
+
+def test_a_resend_after_the_device_answered_does_not_keep_the_command_open(store):
+    # the race CI met under load: the outcome's row was received (received_at) before a resend
+    # stamped a later sent_at, and committed only after that round's settle had looked
+    from kvitto.evidence.cose import split_sign1 as split
+    from kvitto.store.db import EventRow
+    from kvitto.store.outbox import settle
+
+    command_id = queue_command(store, "lock-0201", "revoke", {"creds": [CRED]}, NOW)
+    assert store.command_sent(command_id, NOW + 1_000, None)
+    lock = FakeDevice("lock-0201")
+    message = lock.next_event("health", t=None, revoke=1)
+    payload = split(message)[2]
+    row = EventRow("lock-0201", 1, 1, 1000, None, None, "health", None,
+                   hashlib.sha256(payload).digest(), message, NOW + 2_000)  # fmt: skip
+    assert store.command_sent(command_id, NOW + 3_000, NOW + 1_000)  # the resend
+    store.insert_events([row])
+    closed = settle(store, store.outbox(open_only=True), NOW + 4_000)
+    assert [r.id for r in closed] == [command_id]
+    assert store.outbox()[0].outcome == "applied (event 1)"
+    # an event received before the command was queued closes nothing
+    later = queue_command(store, "lock-0201", "revoke", {"creds": [OTHER]}, NOW + 5_000)
+    assert store.command_sent(later, NOW + 6_000, None)
+    early = lock.next_event("health", t=None, revoke=1)
+    store.insert_events([EventRow("lock-0201", 2, 1, 2000, None, None, "health", None,
+                                  b"\0" * 32, early, NOW + 4_500)])  # fmt: skip
+    assert settle(store, store.outbox(open_only=True), NOW + 7_000) == []
 
 
 def test_an_unanswered_command_is_sent_again_and_a_refusal_is_recorded(store, running):

@@ -152,7 +152,10 @@ def settle(store: Store, rows: list[OutboxRow], now: int) -> list[OutboxRow]:
 
     Per device, events after the last one that closed a command are read in sequence order
     and matched to the open commands in queue order (a device obeys its commands in the order
-    they were sent); an event received before a command was sent cannot close it."""
+    they were sent); an event received before a command was queued cannot close it. Not
+    "before it was sent": `sent_at` is the *last* send, and a resend taken while the outcome's
+    batch was being committed (its `received_at` earlier than the resend, its row not yet
+    visible to this query) left the command open for ever, the device having answered."""
     import cbor2
 
     closed: list[OutboxRow] = []
@@ -167,14 +170,13 @@ def settle(store: Store, rows: list[OutboxRow], now: int) -> list[OutboxRow]:
         events = store.execute(
             "SELECT seq, type, received_at, message FROM events WHERE device = ? AND seq > ? "
             "AND type IN ('health', 'clock_sync') AND received_at >= ? ORDER BY seq",
-            (device, after, min(row.sent_at or now for row in waiting)),
+            (device, after, min(row.queued_at for row in waiting)),
         )
         for seq, event_type, received_at, message in events:
             _, _, payload, _ = split_sign1(bytes(message))
             x = cbor2.loads(payload).get(10) or {}
             for row in waiting:
-                assert row.sent_at is not None
-                outcome = outcome_of(row, event_type, x) if received_at >= row.sent_at else None
+                outcome = outcome_of(row, event_type, x) if received_at >= row.queued_at else None
                 if outcome is not None:
                     if store.command_done(row.id, now, f"{outcome} (event {seq})", seq):
                         closed.append(row)
