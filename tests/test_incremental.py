@@ -10,6 +10,13 @@ seeds, bounded steps. While writing it, each of these made the test fail: not ma
 correction (kvitto.web.records._mark), not marking stored events (kvitto.collect.intake), and
 judging only the changed customer (Reach without the staff's other customers). The second
 test pins the reach itself (household and staff).
+
+The live judge (kvitto.web.live.LiveJudge, `kvitto judge --live`) keeps the decoded events and
+parsed claims between rounds: the same object judges after every step of a sequence, so what it
+kept must follow each import, correction, registration, withdrawal, decision and late journal.
+There, late journals arrive with a receipt stamped long before their commit (a lagging intake),
+which only the live judge's count check finds; the other events come through its received
+mark.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from verify_support import CLAIM_FIELDS, Bundle
 
+from kvitto.collect import intake
 from kvitto.collect.intake import ingest
 from kvitto.store import stale
 from kvitto.store.db import Store, open_store
@@ -42,6 +50,7 @@ from kvitto.web.judge import (
     provider_profile,
     rejudge_stale,
 )
+from kvitto.web.live import LiveJudge
 from kvitto.web.load import load_case
 from kvitto.web.scope import Scope
 
@@ -57,7 +66,7 @@ PASSWORD = "korrekt-hast-batteri-klammer"
 class Month:
     """p-1's November in a store, and the moves the test makes on it."""
 
-    def __init__(self, root: Path, rng: random.Random):
+    def __init__(self, root: Path, rng: random.Random, live: bool = False):
         self.root, self.rng = root, rng
         self.bundle = b = Bundle(root / "case", start_boot_at="2026-11-01T06:00")
         for customer, household in CUSTOMERS.items():
@@ -80,6 +89,8 @@ class Month:
         judge(self.store, "p-1", MONTH, NOW_MS)
         add_user(self.store, "samordnare-p1", "coordinator", PASSWORD, provider="p-1")
         add_user(self.store, "uppfoljare", "auditor", PASSWORD, municipality="huddinge")
+        # the live judge: one object across the whole sequence (None: judge_stale each step)
+        self.live = LiveJudge(self.store) if live else None
 
     def scope(self, name: str) -> Scope:
         user = get_user(self.store, name)
@@ -138,7 +149,16 @@ class Month:
 
     def deliver(self) -> None:
         if self.pending:
-            self._ingest(self.pending)
+            if self.live is not None:
+                # stamped received ten minutes before it commits: past the live judge's margin
+                lagging = intake.now_ms() - 600_000
+                saved, intake.now_ms = intake.now_ms, lambda: lagging
+                try:
+                    self._ingest(self.pending)
+                finally:
+                    intake.now_ms = saved
+            else:
+                self._ingest(self.pending)
             self.pending = []
 
     def overlap(self) -> None:
@@ -201,7 +221,10 @@ class Month:
                 self.rng.shuffle(self.deck)
             move = self.deck.pop()
         getattr(self, move)()
-        judge_stale(self.store, "p-1", MONTH, NOW_MS)  # the live re-judge (kvitto serve)
+        if self.live is not None:
+            self.live.round(NOW_MS)  # kvitto judge --live
+        else:
+            judge_stale(self.store, "p-1", MONTH, NOW_MS)  # the live re-judge (kvitto serve)
         return move
 
 
@@ -232,9 +255,10 @@ def rebuilt_digest(month: Month, name: str) -> str:
     return found
 
 
+@pytest.mark.parametrize("live", [False, True], ids=["judge_stale", "live"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_incremental_judging_equals_a_full_rebuild_after_every_step(tmp_path, seed):
-    month = Month(tmp_path, random.Random(seed))
+def test_incremental_judging_equals_a_full_rebuild_after_every_step(tmp_path, seed, live):
+    month = Month(tmp_path, random.Random(seed), live)
     assert verdict_digest(month.store) == rebuilt_digest(month, "start")
     moves = []
     for number in range(16):
@@ -244,11 +268,14 @@ def test_incremental_judging_equals_a_full_rebuild_after_every_step(tmp_path, se
     month.store.close()
 
 
-def test_a_round_that_reaches_most_of_the_month_judges_it_whole_and_equal(tmp_path, monkeypatch):
+@pytest.mark.parametrize("live", [False, True], ids=["judge_stale", "live"])
+def test_a_round_that_reaches_most_of_the_month_judges_it_whole_and_equal(
+    tmp_path, monkeypatch, live
+):
     """kvitto.web.judge judges a large month whole when a round reaches a third of it; with the
     size it takes for that lowered to nothing, the rounds here do so and stay equal."""
     monkeypatch.setattr(web_judge, "WHOLE_MONTH_FROM", 0)
-    month = Month(tmp_path, random.Random(5))
+    month = Month(tmp_path, random.Random(5), live)
     for number in range(6):
         move = month.step()
         assert not stale.stale(month.store, "web:p-1", MONTH), move

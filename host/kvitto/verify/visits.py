@@ -187,7 +187,6 @@ def build_evidence(
     not checked again; only the store-backed web judge says so (docs/decisions.md), never a
     case bundle's verification."""
     evidence = Evidence()
-    per_device: dict[str, dict[int, Event]] = defaultdict(dict)
     keys = {device.id: device.public_key for device in registry.devices.values()}
 
     def plain(items: Iterable[bytes] | Iterable[tuple[bytes, Any]]) -> Iterator[bytes]:
@@ -204,6 +203,30 @@ def build_evidence(
         )
     else:
         checked = verified_events(plain(messages), keys, jobs)
+    return evidence_of_events(registry, checked, max_sync_age_s, tap_keys, evidence)
+
+
+def decode_stored(
+    registry: Registry, messages: Iterable[bytes]
+) -> list[tuple[bytes, Event | None]]:
+    """A store's events decoded as build_evidence(intake_verified=True) decodes them (None: left
+    to its strict check), for a judge that keeps them between rounds (kvitto.web.live)."""
+    keys = {device.id: device.public_key for device in registry.devices.values()}
+    verifier = EventVerifier(keys.get, check_signatures=False)
+    return [(message, verifier.event(message)) for message in messages]
+
+
+def evidence_of_events(
+    registry: Registry,
+    checked: Iterable[tuple[bytes, Event | None]],
+    max_sync_age_s: int = DEFAULT_MAX_SYNC_AGE_S,
+    tap_keys: TapKeys | None = None,
+    evidence: Evidence | None = None,
+) -> Evidence:
+    """build_evidence from messages decoded already (decode_stored; None: not decoded, checked
+    strictly here): de-duplicated, chain-checked and paired into presences."""
+    evidence = Evidence() if evidence is None else evidence
+    per_device: dict[str, dict[int, Event]] = defaultdict(dict)
     for message, event in checked:
         if event is None:
             event = _strict_event(registry, message, evidence)

@@ -199,7 +199,8 @@ def judge_command(provider_id, month, live, interval, store_url) -> None:
     --live only what changed, as it changes."""
     from kvitto.errors import KvittoError
     from kvitto.store.db import open_store
-    from kvitto.web.judge import judge, rejudge_stale
+    from kvitto.web.judge import judge
+    from kvitto.web.live import LiveJudge
 
     if not live and not (provider_id and month):
         raise KvittoError("judge: give --provider and --month, or --live")
@@ -209,9 +210,10 @@ def judge_command(provider_id, month, live, interval, store_url) -> None:
             click.echo(f"{provider_id} {month}: {count} findings")
             return
         click.echo(f"kvitto judge --live: {store_url} (Ctrl-C to stop)")
+        live_judge = LiveJudge(store)  # keeps the months' events and claims between rounds
         try:
             while True:
-                for (provider, judged_month), customers in rejudge_stale(store, _now_ms()).items():
+                for (provider, judged_month), customers in live_judge.round(_now_ms()).items():
                     click.echo(f"{provider} {judged_month}: {len(customers)} customers judged")
                 time.sleep(interval)
         except KeyboardInterrupt:

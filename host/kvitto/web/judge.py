@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from kvitto.evidence.events import Event
 from kvitto.store import stale
 from kvitto.store.db import Store
 from kvitto.store.registry import Credential as StoreCredential
@@ -51,7 +52,7 @@ from kvitto.verify.incremental import Reach, judge_customer_month, staff_by_cust
 from kvitto.verify.rules import Facts, Finding, Profile, load_profile
 from kvitto.verify.rules.absence import X6_REASON, look_back_days
 from kvitto.verify.rules.billing import billing_basis
-from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, build_evidence
+from kvitto.verify.visits import DEFAULT_MAX_SYNC_AGE_S, decode_stored, evidence_of_events
 from kvitto.verify.workdays import month_bounds, next_month, parse_month
 from kvitto.web.claims import apply_records, stored_rows, to_claims
 from kvitto.web.deadlines import deadlines, nearest
@@ -123,24 +124,79 @@ def decisions(store: Store, provider: str, month: str) -> dict[tuple[str, str], 
     return found
 
 
+class StoreInputs:
+    """What judging a provider's month reads besides the registry: the claims as corrected and
+    the stored events, read from the store each time. The live judge (kvitto.web.live) keeps
+    them between rounds instead and reads only what changed (`refresh`)."""
+
+    def __init__(self, store: Store, provider: str, month: str):
+        self.store, self.provider, self.month = store, provider, month
+        self.source = f"store claims of {provider} {month}"
+
+    def refresh(self, customers: Iterable[str]) -> None:
+        """Called after the marks of `customers` were read and before the inputs are: a
+        keeping judge catches up with the store here (this one reads everything anyway)."""
+
+    def claims_of(self, customers: list[str]) -> list[Claim]:
+        """The current claims of `customers` (what a change's reach is found from)."""
+        return to_claims(effective_rows(self.store, self.provider, self.month, customers),
+                         self.source)  # fmt: skip
+
+    def claims(
+        self, context: list[str] | None, wanted: set[str]
+    ) -> tuple[list[Claim], list[Claim]]:
+        """The claims of the `wanted` customers, and those of the rest of `context` (every
+        customer when None) by the same staff (the claims T2 reads besides), in the order of
+        effective_rows."""
+        rows = effective_rows(self.store, self.provider, self.month, context)
+        ours = {k: r for k, r in rows.items() if _text(r, "customer") in wanted}
+        claims = to_claims(ours, self.source)
+        staff = {c.staff for c in claims if c.staff}
+        others = {k: r for k, r in rows.items() if k not in ours and _text(r, "staff") in staff}
+        return claims, to_claims(others, self.source)
+
+    def events(
+        self, registry: Registry, devices: list[str], since: int
+    ) -> tuple[list[tuple[bytes, Event | None]], dict[tuple[str, int], tuple[int | None, int]]]:
+        """The devices' stored events from `since` (Store.events), decoded (decode_stored),
+        and (device, seq) → (t, received_at)."""
+        messages: list[bytes] = []
+        received: dict[tuple[str, int], tuple[int | None, int]] = {}
+        for device in devices:
+            for row in self.store.events(device=device, received_since=since):
+                messages.append(bytes(row[6]))
+                received[(row[0], row[1])] = (row[3], row[4])
+        return decode_stored(registry, messages), received
+
+
 def judge(
-    store: Store, provider: str, month: str, now_ms: int, customers: list[str] | None = None
+    store: Store,
+    provider: str,
+    month: str,
+    now_ms: int,
+    customers: list[str] | None = None,
+    inputs: StoreInputs | None = None,
 ) -> int:
     """Judge the month whole (`customers` None) or as if `customers` had changed (with all the
     customers that reaches, kvitto.verify.incremental), store the verdict and keep what was
-    judged; returns how many findings the judged customers have."""
+    judged; returns how many findings the judged customers have. `inputs`: where the claims
+    and events come from (the store, read now, when None)."""
+    inputs = inputs or StoreInputs(store, provider, month)
     everyone = provider_customers(store, provider)
     if customers is None:
         read = stale.versions(store, month, everyone)
-        return _judge(store, provider, month, now_ms, read, set(everyone), None)
+        inputs.refresh(everyone)
+        return _judge(store, provider, month, now_ms, read, set(everyone), None, inputs)
     changed = {
         customer: stale.Change(version, True)
         for customer, version in stale.versions(store, month, customers).items()
     }
-    return _judge_changed(store, provider, month, now_ms, changed, everyone)[0]
+    return _judge_changed(store, provider, month, now_ms, changed, everyone, inputs)[0]
 
 
-def judge_stale(store: Store, provider: str, month: str, now_ms: int) -> list[str]:
+def judge_stale(
+    store: Store, provider: str, month: str, now_ms: int, inputs: StoreInputs | None = None
+) -> list[str]:
     """Re-judge the customers of the month changed since they were judged (events, claims,
     corrections, decisions: kvitto.store.stale) and those the changes reach; returns the
     customers judged (none when nothing changed)."""
@@ -148,7 +204,8 @@ def judge_stale(store: Store, provider: str, month: str, now_ms: int) -> list[st
     changed = stale.stale(store, _scope(provider), month, everyone)
     if not changed:
         return []
-    return _judge_changed(store, provider, month, now_ms, changed, everyone)[1]
+    inputs = inputs or StoreInputs(store, provider, month)
+    return _judge_changed(store, provider, month, now_ms, changed, everyone, inputs)[1]
 
 
 def stale_months(store: Store) -> list[tuple[str, str]]:
@@ -186,11 +243,12 @@ def _judge_changed(
     now_ms: int,
     changed: dict[str, stale.Change],
     everyone: list[str],
+    inputs: StoreInputs,
 ) -> tuple[int, list[str]]:
+    inputs.refresh(changed)
     kept = stale.kept(store, _scope(provider), month)
     kept_staff = {customer: entry["staff"] for customer, entry in kept.items()}
-    rows = effective_rows(store, provider, month, sorted(changed))
-    claims = to_claims(rows, f"store claims of {provider} {month}")
+    claims = inputs.claims_of(sorted(changed))
     by_staff: dict[str, set[str]] = {}
     for customer, staff in kept_staff.items():
         for name in staff:
@@ -212,7 +270,7 @@ def _judge_changed(
     if len(set(reach.evidence) & ours) > max(2 * len(ours) // 3, WHOLE_MONTH_FROM):
         # a round that reaches two thirds of a large month judges it whole, which costs less
         # (bench/live.py at 10k customers: 1.1 ms per customer whole, 1.8 ms piecewise)
-        return judge(store, provider, month, now_ms), sorted(ours)
+        return judge(store, provider, month, now_ms, inputs=inputs), sorted(ours)
     judged = set(reach.judged) & ours
     # the changed customers at the version read before their inputs; the others they reach
     # at the version last kept (a change of theirs meanwhile is judged next time, with its
@@ -220,7 +278,7 @@ def _judge_changed(
     read = {c: changed[c].version if c in changed else kept.get(c, {}).get("version", 0)
             for c in judged}  # fmt: skip
     count = _judge(store, provider, month, now_ms, read, set(reach.context) & ours, judged,
-                   set(reach.evidence) & ours)  # fmt: skip
+                   inputs, set(reach.evidence) & ours)  # fmt: skip
     return count, sorted(judged)
 
 
@@ -232,6 +290,7 @@ def _judge(
     read: dict[str, int],
     context: set[str],
     customers: set[str] | None,
+    inputs: StoreInputs,
     evidence_of: set[str] | None = None,
 ) -> int:
     """Judge `context` (with the evidence of `evidence_of`, all when None), store the findings
@@ -240,17 +299,10 @@ def _judge(
     profile = provider_profile(store, provider)
     year, month_number = parse_month(month)
     scope = sorted(context)
-    rows = effective_rows(store, provider, month, None if customers is None else scope)
     # the rules but T2 judge the customers with their evidence; T2 reads, besides, the claims
     # their staff made at other customers (kvitto.verify.incremental.judge_customer_month)
     wanted = set(scope) if evidence_of is None else set(evidence_of)
-    source = f"store claims of {provider} {month}"
-    ours = {k: r for k, r in rows.items() if _text(r, "customer") in wanted}
-    claims = to_claims(ours, source)
-    staff = {c.staff for c in claims if c.staff}
-    staff_claims = to_claims(
-        {k: r for k, r in rows.items() if k not in ours and _text(r, "staff") in staff}, source
-    )
+    claims, staff_claims = inputs.claims(None if customers is None else scope, wanted)
     registry_rows = StoreRegistry(store)
     chosen_customers = [c for c in registry_rows.customers() if c.id in wanted]
     devices = [d for d in registry_rows.devices() if wanted.intersection(d.served)]
@@ -267,18 +319,11 @@ def _judge(
     orders = parse_orders("\n".join(order_lines) + "\n", f"store orders of {provider}")
     start, _ = month_bounds(year, month_number)
     since = int((start - STORE_WINDOW_MARGIN).timestamp() * 1000)
-    messages: list[bytes] = []
-    received: dict[tuple[str, int], tuple[int | None, int]] = {}
-    for device in devices:
-        for row in store.events(device=device.id, received_since=since):
-            messages.append(bytes(row[6]))
-            received[(row[0], row[1])] = (row[3], row[4])
+    decoded, received = inputs.events(registry, [d.id for d in devices], since)
     i5 = profile.rules.get("I5", {})
     # the store's events, verified by the collector's intake: not checked again (decisions.md)
-    evidence = build_evidence(
-        registry, messages, int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S)),
-        intake_verified=True,
-    )  # fmt: skip
+    evidence = evidence_of_events(registry, decoded,
+                                  int(i5.get("max_sync_age_s", DEFAULT_MAX_SYNC_AGE_S)))  # fmt: skip
     evidence.issues.extend(clock_ahead_issues(received, int(i5.get("receive_tolerance_s", 300))))
     # staff phones at the door (kvitto.web.door): their visits, verified when confirmed
     add_presences(evidence, door_presences(door_entries(store, provider, month), registry))
