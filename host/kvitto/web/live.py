@@ -29,12 +29,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvitto.evidence.events import Event
+from kvitto.evidence.events import Event, EventVerifier
 from kvitto.store.db import Store
+from kvitto.store.registry import Registry as StoreRegistry
 from kvitto.verify.case import Claim, Registry
-from kvitto.verify.visits import decode_stored
+from kvitto.verify.check import STORE_WINDOW_MARGIN
+from kvitto.verify.workdays import month_bounds, parse_month
 from kvitto.web.claims import apply_records, to_claims
-from kvitto.web.judge import StoreInputs, judge_stale, stale_months
+from kvitto.web.judge import (
+    StoreInputs,
+    case_registry,
+    judge_stale,
+    provider_customers,
+    stale_months,
+)
 from kvitto.web.records import CLAIM_KINDS, records
 
 # Rows received this long before the newest seen are read again each round: an intake commits
@@ -61,7 +69,11 @@ class KeptInputs(StoreInputs):
 
     def __init__(self, store: Store, provider: str, month: str):
         super().__init__(store, provider, month)
-        self.registry: Registry | None = None  # the registry the events were decoded under
+        self.registry: Registry | None = None  # the last round's (its customers' devices)
+        # every device's key a round's registry held: the events decoded as
+        # visits.decode_stored decodes them (a device's key never changes)
+        self.keys: dict[str, bytes] = {}
+        self.verifier = EventVerifier(self.keys.get, check_signatures=False)
         # customer → its claims keyed by their place in effective_rows' order
         self.kept_claims: dict[str, list[tuple[tuple[Any, ...], Claim]]] = {}
         self.claims_version: dict[str, int] = {}
@@ -163,8 +175,7 @@ class KeptInputs(StoreInputs):
                     again.add(str(device))  # the window of Store.events moved: read it again
                     continue
                 body = bytes(message)
-                ((_, event),) = decode_stored(self._registry(), [body])
-                held.rows[int(seq)] = (body, event, t, int(received_at))
+                held.rows[int(seq)] = (body, self.verifier.event(body), t, int(received_at))
                 held.total += 1
             for device in again:
                 self.devices.pop(device, None)
@@ -198,10 +209,6 @@ class KeptInputs(StoreInputs):
             if d.customer in customers or customers.intersection(d.customers)
         }  # fmt: skip
 
-    def _registry(self) -> Registry:
-        assert self.registry is not None
-        return self.registry
-
     # -- what a round reads ------------------------------------------------------------------
 
     def claims_of(self, customers: list[str]) -> list[Claim]:
@@ -223,27 +230,29 @@ class KeptInputs(StoreInputs):
         self, registry: Registry, devices: list[str], since: int
     ) -> tuple[list[Decoded], dict[tuple[str, int], Received]]:
         self.registry = registry
+        self.keys.update((d.id, d.public_key) for d in registry.devices.values())
         decoded: list[Decoded] = []
         received: dict[tuple[str, int], Received] = {}
         for device in devices:
             held = self.devices.get(device)
             if held is None or held.since != since:
-                held = self.devices[device] = self._read_device(registry, device, since)
+                held = self.devices[device] = self._read_device(device, since)
             for seq in sorted(held.rows):
                 message, event, t, at = held.rows[seq]
                 decoded.append((message, event))
                 received[(device, seq)] = (t, at)
         return decoded, received
 
-    def _read_device(self, registry: Registry, device: str, since: int) -> DeviceEvents:
+    def _read_device(self, device: str, since: int) -> DeviceEvents:
         held = DeviceEvents(since)
         # counted before the rows are read: a row committed between is kept but not counted,
         # and the count check reads the device again (never the other way round)
         total = self.store.execute("SELECT COUNT(*) FROM events WHERE device = ?", (device,))
         held.total = int(total[0][0])
         rows = self.store.events(device=device, received_since=since)
-        for (_, event), row in zip(decode_stored(registry, (bytes(r[6]) for r in rows)), rows):
-            held.rows[int(row[1])] = (bytes(row[6]), event, row[3], int(row[4]))
+        for row in rows:
+            body = bytes(row[6])
+            held.rows[int(row[1])] = (body, self.verifier.event(body), row[3], int(row[4]))
         held.first = min(held.rows) if held.rows else None
         return held
 
@@ -258,10 +267,34 @@ class LiveJudge:
     def round(self, now_ms: int) -> dict[tuple[str, str], list[str]]:
         """One round: every judged month with a changed customer re-judged; (provider, month) →
         the customers judged."""
-        judged = {}
-        for provider, month in stale_months(self.store):
-            inputs = self.months.get((provider, month))
-            if inputs is None:
-                inputs = self.months[(provider, month)] = KeptInputs(self.store, provider, month)
-            judged[(provider, month)] = judge_stale(self.store, provider, month, now_ms, inputs)
-        return judged
+        return {
+            (provider, month): judge_stale(
+                self.store, provider, month, now_ms, self._inputs(provider, month)
+            )
+            for provider, month in stale_months(self.store)
+        }
+
+    def prime(self) -> int:
+        """Read every judged month's claims and events now, which the first rounds would read
+        otherwise (a judge that starts beside a busy collector); returns the events kept."""
+        rows = self.store.execute("SELECT provider, month FROM judged ORDER BY provider, month")
+        registry_rows = StoreRegistry(self.store)
+        held = 0
+        for provider, month in rows:
+            inputs = self._inputs(str(provider), str(month))
+            inputs.refresh(())
+            ours = set(provider_customers(self.store, str(provider)))
+            customers = [c for c in registry_rows.customers() if c.id in ours]
+            devices = [d for d in registry_rows.devices() if ours.intersection(d.served)]
+            registry = case_registry(customers, devices, registry_rows.credentials(),
+                                     f"store registry of {provider}")  # fmt: skip
+            start, _ = month_bounds(*parse_month(str(month)))
+            since = int((start - STORE_WINDOW_MARGIN).timestamp() * 1000)
+            held += len(inputs.events(registry, [d.id for d in devices], since)[0])
+        return held
+
+    def _inputs(self, provider: str, month: str) -> KeptInputs:
+        inputs = self.months.get((provider, month))
+        if inputs is None:
+            inputs = self.months[(provider, month)] = KeptInputs(self.store, provider, month)
+        return inputs
