@@ -90,7 +90,7 @@ class Month:
         add_user(self.store, "samordnare-p1", "coordinator", PASSWORD, provider="p-1")
         add_user(self.store, "uppfoljare", "auditor", PASSWORD, municipality="huddinge")
         # the live judge: one object across the whole sequence (None: judge_stale each step)
-        self.live = LiveJudge(self.store) if live else None
+        self.live = LiveJudge(self.store, freeze=False) if live else None
 
     def scope(self, name: str) -> Scope:
         user = get_user(self.store, name)

@@ -20,10 +20,19 @@ round, after the marks are read (kvitto.store.stale), the inputs catch up:
   round first needs them.
 
 The registry, orders, door proofs and decisions are read each round as judge reads them.
+
+What is kept is hundreds of thousands of objects (bench/live.py: ~390 MiB for a 10k-customer
+month), which Python's cyclic collector would walk whole in each of its full collections
+(0.44 s each, every few rounds, measured). After each round the judge collects what that round
+left and freezes the rest (gc.freeze): later collections walk only what is new. The kept
+objects hold no cycles, so what a refresh replaces is freed by its reference count all the
+same. `kvitto judge --live` runs in a process of its own; run_rules, which freezes and thaws
+around each customer otherwise, leaves that to it (kvitto.verify.rules.CALLER_FREEZES).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +41,7 @@ from typing import Any
 from kvitto.evidence.events import Event, EventVerifier
 from kvitto.store.db import Store
 from kvitto.store.registry import Registry as StoreRegistry
+from kvitto.verify import rules
 from kvitto.verify.case import Claim, Registry
 from kvitto.verify.check import STORE_WINDOW_MARGIN
 from kvitto.verify.workdays import month_bounds, parse_month
@@ -260,19 +270,24 @@ class KeptInputs(StoreInputs):
 class LiveJudge:
     """judge.rejudge_stale with each month's inputs kept between rounds (KeptInputs)."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, freeze: bool = True):
+        """`freeze`: settle the collector after each round (module docstring); a process of
+        its own only (a test's process keeps its collector as it is)."""
+        self.store, self.freeze = store, freeze
         self.months: dict[tuple[str, str], KeptInputs] = {}
 
     def round(self, now_ms: int) -> dict[tuple[str, str], list[str]]:
         """One round: every judged month with a changed customer re-judged; (provider, month) →
         the customers judged."""
-        return {
+        judged = {
             (provider, month): judge_stale(
                 self.store, provider, month, now_ms, self._inputs(provider, month)
             )
             for provider, month in stale_months(self.store)
         }
+        if judged and self.freeze:
+            _settle()
+        return judged
 
     def prime(self) -> int:
         """Read every judged month's claims and events now, which the first rounds would read
@@ -291,6 +306,8 @@ class LiveJudge:
             start, _ = month_bounds(*parse_month(str(month)))
             since = int((start - STORE_WINDOW_MARGIN).timestamp() * 1000)
             held += len(inputs.events(registry, [d.id for d in devices], since)[0])
+        if self.freeze:
+            _settle()
         return held
 
     def _inputs(self, provider: str, month: str) -> KeptInputs:
@@ -298,3 +315,10 @@ class LiveJudge:
         if inputs is None:
             inputs = self.months[(provider, month)] = KeptInputs(self.store, provider, month)
         return inputs
+
+
+def _settle() -> None:
+    """Collect this round's cyclic garbage, then freeze what survives (module docstring)."""
+    rules.CALLER_FREEZES = True  # run_rules' own freeze would thaw it all after each customer
+    gc.collect()
+    gc.freeze()

@@ -411,11 +411,20 @@ def rule(rule_id: str) -> Callable[[Rule], Rule]:
     return register
 
 
+# True in a process that keeps what it holds frozen (gc.freeze) between calls: the live judge,
+# kvitto.web.live, whose months would be walked whole by each full collection otherwise.
+CALLER_FREEZES = False
+
+
 def run_rules(facts: Facts) -> list[Finding]:
     findings: list[Finding] = []
     # The claims, orders and presences already loaded live until the end: freezing them keeps
     # the cyclic GC from rescanning millions of them on every collection (linear, not worse).
-    gc.freeze()
+    # Not in a process that keeps objects frozen itself (CALLER_FREEZES): gc.unfreeze would
+    # thaw them all.
+    owned = not CALLER_FREEZES
+    if owned:
+        gc.freeze()
     try:
         for rule_id in sorted(facts.profile.rules, key=_rule_order):
             params = facts.profile.rules[rule_id]
@@ -423,7 +432,8 @@ def run_rules(facts: Facts) -> list[Finding]:
             source = params.get("source", "")
             findings.extend(_sourced(f, source) for f in found)
     finally:
-        gc.unfreeze()
+        if owned:
+            gc.unfreeze()
     return findings
 
 
