@@ -12,9 +12,12 @@ stored through the collector's intake (kvitto.collect.intake: verify, store once
 stale), and the month's claims imported (kvitto.web.claims). Then the month is judged whole
 (kvitto.web.judge.judge): the full rebuild.
 
-Live, one phase per rate of `--rates` (20 s each): this process stores pre-signed arrive/depart
-events of day `--day` through the intake at the rate in ticks of 100 ms, while a second process runs `kvitto judge --live`'s round
-(kvitto.web.judge.rejudge_stale) back to back. An event's latency is from its batch's commit to
+Live, per rate of `--rates` one phase per judge of `--judges` (20 s each): this process stores
+pre-signed arrive/depart events of day `--day` through the intake at the rate in ticks of
+100 ms, while a second process runs a judge's round back to back: `live`, kvitto judge --live's
+kvitto.web.live.LiveJudge (primed before the phase: its time and resident memory printed), or
+`stateless`, kvitto.web.judge.rejudge_stale (the judge before it, reading every judged
+customer's month again). Each phase adds its events to the month the next phase judges. An event's latency is from its batch's commit to
 the end of the first round that began after that commit with its customer among those judged
 (or, when the round running at the commit read its marks already, which shows as its
 customer in it and not in the next round, that round's end). Prints
@@ -280,9 +283,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of a live phase")
     parser.add_argument("--day", type=int, default=8, help="November's day that is today")
     parser.add_argument("--seed", type=int, default=21)
-    parser.add_argument("--stateless", action="store_true", help="judge with "
-                        "kvitto.web.judge.rejudge_stale (every round reads its customers' "
-                        "months again), as before the live judge")  # fmt: skip
+    parser.add_argument("--judges", default="stateless,live", help="per rate, a phase for "
+                        "each: 'live' (kvitto.web.live.LiveJudge, what kvitto judge --live "
+                        "runs), 'stateless' (kvitto.web.judge.rejudge_stale: every round reads "
+                        "its customers' months again, the judge before it)")  # fmt: skip
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
@@ -301,11 +305,12 @@ def main() -> None:
         moment = datetime(2026, 11, args.day, 7, tzinfo=STOCKHOLM).timestamp()
         phases = []
         for rate in rates:
-            figures, moment = live(url, devices, rng, rate, args.seconds, now_ms, moment,
-                                   not args.stateless)  # fmt: skip
-            phases.append(figures)
+            for name in args.judges.split(","):
+                figures, moment = live(url, devices, rng, rate, args.seconds, now_ms, moment,
+                                       name == "live")  # fmt: skip
+                phases.append({**figures, "judge": name})
     for f in phases:
-        print(f"live at {f['rate']} events/s: {f['stored']} events stored "
+        print(f"{f['judge']} judge at {f['rate']} events/s: {f['stored']} events stored "
               f"({f['achieved']:.0f}/s), {f['rounds']} judge rounds, customers per round "
               f"median {f['size_median']:.0f} max {f['size_max']}, round median "
               f"{f['round_median']:.2f} s max {f['round_max']:.2f} s, "
@@ -313,7 +318,8 @@ def main() -> None:
               f"{f['load'][0]:.1f} → {f['load'][1]:.1f}")  # fmt: skip
     print("event stored → verdict updated (goal p99 ≤ 2 s at 1,500 events/s), side by side:")
     for f in phases:
-        print(f"  {f['rate']:>5} events/s: p50 {f['p50']:.2f} s, p99 {f['p99']:.2f} s, "
+        print(f"  {f['judge']:>9} {f['rate']:>5} events/s: p50 {f['p50']:.2f} s, p99 "
+              f"{f['p99']:.2f} s, "
               f"max {f['max']:.2f} s"
               + (f" ({f['running']} taken by the round running at their commit)"
                  if f["running"] else ""))  # fmt: skip
