@@ -133,9 +133,9 @@ class StoreInputs:
         self.store, self.provider, self.month = store, provider, month
         self.source = f"store claims of {provider} {month}"
 
-    def refresh(self, customers: Iterable[str]) -> None:
-        """Called after the marks of `customers` were read and before the inputs are: a
-        keeping judge catches up with the store here (this one reads everything anyway)."""
+    def refresh(self) -> None:
+        """Called after the marks were read and before the inputs are: a keeping judge catches
+        up with the store here (this one reads everything anyway)."""
 
     def claims_of(self, customers: list[str]) -> list[Claim]:
         """The current claims of `customers` (what a change's reach is found from)."""
@@ -185,7 +185,7 @@ def judge(
     everyone = provider_customers(store, provider)
     if customers is None:
         read = stale.versions(store, month, everyone)
-        inputs.refresh(everyone)
+        inputs.refresh()
         return _judge(store, provider, month, now_ms, read, set(everyone), None, inputs)
     changed = {
         customer: stale.Change(version, True)
@@ -245,7 +245,7 @@ def _judge_changed(
     everyone: list[str],
     inputs: StoreInputs,
 ) -> tuple[int, list[str]]:
-    inputs.refresh(changed)
+    inputs.refresh()
     kept = stale.kept(store, _scope(provider), month)
     kept_staff = {customer: entry["staff"] for customer, entry in kept.items()}
     claims = inputs.claims_of(sorted(changed))

@@ -14,10 +14,13 @@ round, after the marks are read (kvitto.store.stale), the inputs catch up:
   moved past the one read before its claims were (an import, a correction, a registration, a
   withdrawal, an attestation, a decision), all of the month's on the first round;
 - events: the rows received since the last round (the events_received index, a few seconds'
-  margin for commits that lag their receipt) are added by (device, seq); a device whose stored
-  count then differs from the kept one (a commit later than the margin) or whose window of
-  Store.events moved (an older seq received late) is read again whole. Devices are read when a
-  round first needs them.
+  margin for commits that lag their receipt) are added by (device, seq); a device whose window
+  of Store.events moved (an older seq received late) is read again whole, and so is one whose
+  stored count differs from the kept one when a judgement reads it (a commit later than the
+  margin). Devices are read when a round first needs them.
+
+Neither depends on which customers this judge finds stale: the web app's judge (judge_stale,
+after a correction) keeps the same scope and may judge a customer in between.
 
 The registry, orders, door proofs and decisions are read each round as judge reads them.
 
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +81,6 @@ class KeptInputs(StoreInputs):
 
     def __init__(self, store: Store, provider: str, month: str):
         super().__init__(store, provider, month)
-        self.registry: Registry | None = None  # the last round's (its customers' devices)
         # every device's key a round's registry held: the events decoded as
         # visits.decode_stored decodes them (a device's key never changes)
         self.keys: dict[str, bytes] = {}
@@ -93,9 +94,9 @@ class KeptInputs(StoreInputs):
 
     # -- catching up ---------------------------------------------------------------------------
 
-    def refresh(self, customers: Iterable[str]) -> None:
+    def refresh(self) -> None:
         self._refresh_claims()
-        self._refresh_events(set(customers))
+        self._refresh_events()
 
     def _refresh_claims(self) -> None:
         # the versions before the rows: a change committed between is read again next round
@@ -165,7 +166,7 @@ class KeptInputs(StoreInputs):
             found[customer] = [(place[c.claim_id], c) for c in to_claims(own, self.source)]
         return found
 
-    def _refresh_events(self, customers: set[str]) -> None:
+    def _refresh_events(self) -> None:
         if not self.devices:
             self.received_mark = self._newest_received()
             return
@@ -190,16 +191,14 @@ class KeptInputs(StoreInputs):
             for device in again:
                 self.devices.pop(device, None)
         self.received_mark = newest if newest is not None else mark
-        self._check_counts(customers)
 
     def _newest_received(self) -> int | None:
         rows = self.store.execute("SELECT MAX(received_at) FROM events")
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
-    def _check_counts(self, customers: set[str]) -> None:
-        """Forget the kept devices of `customers` whose stored rows are more than those kept
-        (committed after the margin): they are read again when needed."""
-        devices = sorted(d for d in self._devices_of(customers) if d in self.devices)
+    def _check_counts(self, devices: list[str]) -> None:
+        """Forget the kept `devices` whose stored rows are more than those kept (committed
+        after the margin, or while another judge judged their customer): they are read again."""
         for start in range(0, len(devices), 500):
             chunk = devices[start : start + 500]
             counts = dict(self.store.execute(
@@ -209,15 +208,6 @@ class KeptInputs(StoreInputs):
             for device in chunk:
                 if int(counts.get(device, 0)) != self.devices[device].total:
                     self.devices.pop(device)
-
-    def _devices_of(self, customers: set[str]) -> set[str]:
-        registry = self.registry
-        if registry is None:
-            return set()
-        return {
-            d.id for d in registry.devices.values()
-            if d.customer in customers or customers.intersection(d.customers)
-        }  # fmt: skip
 
     # -- what a round reads ------------------------------------------------------------------
 
@@ -239,8 +229,9 @@ class KeptInputs(StoreInputs):
     def events(
         self, registry: Registry, devices: list[str], since: int
     ) -> tuple[list[Decoded], dict[tuple[str, int], Received]]:
-        self.registry = registry
         self.keys.update((d.id, d.public_key) for d in registry.devices.values())
+        # every device judged from is checked complete against the store, read after the marks
+        self._check_counts(sorted(d for d in set(devices) if d in self.devices))
         decoded: list[Decoded] = []
         received: dict[tuple[str, int], Received] = {}
         for device in devices:
@@ -297,7 +288,7 @@ class LiveJudge:
         held = 0
         for provider, month in rows:
             inputs = self._inputs(str(provider), str(month))
-            inputs.refresh(())
+            inputs.refresh()
             ours = set(provider_customers(self.store, str(provider)))
             customers = [c for c in registry_rows.customers() if c.id in ours]
             devices = [d for d in registry_rows.devices() if ours.intersection(d.served)]
