@@ -169,15 +169,21 @@ def kept(store: Store, scope: str, month: str) -> dict[str, dict[str, Any]]:
         "WHERE scope = ? AND month = ?",
         (scope, month),
     )
-    return {
-        str(customer): {
+    # a staff list is decoded once per distinct text (a month's customers share their staff's:
+    # the live judge reads the whole month's every round, kvitto.web.live)
+    decoded: dict[str, list[str]] = {}
+    out = {}
+    for customer, version, staff, inputs, findings in rows:
+        names = decoded.get(staff)
+        if names is None:
+            names = decoded[staff] = json.loads(staff)
+        out[str(customer)] = {
             "version": int(version),
-            "staff": json.loads(staff),
+            "staff": list(names),
             "inputs": str(inputs),
             "findings": json.loads(findings) if findings else None,
         }
-        for customer, version, staff, inputs, findings in rows
-    }
+    return out
 
 
 def keep(
