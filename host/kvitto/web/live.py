@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,9 @@ from kvitto.web.records import CLAIM_KINDS, records
 # Rows received this long before the newest seen are read again each round: an intake commits
 # a batch a moment after it stamped its receipt. A later commit is found by the count check.
 RECEIVED_MARGIN_MS = 2_000
+# A month no round judged for this long is forgotten (read again whole when it changes): the
+# months before stay judged, but their changes are rare and each holds hundreds of MiB.
+FORGET_AFTER_S = 3_600
 
 Decoded = tuple[bytes, Event | None]
 Received = tuple[int | None, int]
@@ -266,6 +270,7 @@ class LiveJudge:
         its own only (a test's process keeps its collector as it is)."""
         self.store, self.freeze = store, freeze
         self.months: dict[tuple[str, str], KeptInputs] = {}
+        self.used: dict[tuple[str, str], float] = {}  # when a round last judged the month
 
     def round(self, now_ms: int) -> dict[tuple[str, str], list[str]]:
         """One round: every judged month with a changed customer re-judged; (provider, month) →
@@ -276,13 +281,20 @@ class LiveJudge:
             )
             for provider, month in stale_months(self.store)
         }
+        now = time.monotonic()
+        for key in judged:
+            self.used[key] = now
+        for key in [k for k, at in self.used.items() if now - at > FORGET_AFTER_S]:
+            # a month nothing changed in for a while: its memory back, read again if it changes
+            del self.months[key], self.used[key]
         if judged and self.freeze:
             _settle()
         return judged
 
     def prime(self) -> int:
         """Read every judged month's claims and events now, which the first rounds would read
-        otherwise (a judge that starts beside a busy collector); returns the events kept."""
+        otherwise (bench/live.py, before its phase); returns the events kept. `kvitto judge
+        --live` does not: it reads a month when a round first judges it."""
         rows = self.store.execute("SELECT provider, month FROM judged ORDER BY provider, month")
         registry_rows = StoreRegistry(self.store)
         held = 0
@@ -303,6 +315,7 @@ class LiveJudge:
 
     def _inputs(self, provider: str, month: str) -> KeptInputs:
         inputs = self.months.get((provider, month))
+        self.used[(provider, month)] = time.monotonic()
         if inputs is None:
             inputs = self.months[(provider, month)] = KeptInputs(self.store, provider, month)
         return inputs
