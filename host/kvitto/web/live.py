@@ -64,6 +64,8 @@ RECEIVED_MARGIN_MS = 2_000
 # A month no round judged for this long is forgotten (read again whole when it changes): the
 # months before stay judged, but their changes are rare and each holds hundreds of MiB.
 FORGET_AFTER_S = 3_600
+# More customers than this with changed claims: the month's claims are read again whole.
+CLAIMS_READ_WHOLE_FROM = 500
 
 Decoded = tuple[bytes, Event | None]
 Received = tuple[int | None, int]
@@ -119,6 +121,8 @@ class KeptInputs(StoreInputs):
             )  # fmt: skip
             if not customers:
                 return
+            if len(customers) > CLAIMS_READ_WHOLE_FROM:
+                customers = None  # an attestation marks them all: one read, not a long IN list
         read = self._read_claims(customers)
         names = {*read, *versions} if customers is None else customers
         for customer in names:
