@@ -22,7 +22,8 @@ round, after the marks are read (kvitto.store.stale), the inputs catch up:
 Neither depends on which customers this judge finds stale: the web app's judge (judge_stale,
 after a correction) keeps the same scope and may judge a customer in between.
 
-The registry, orders, door proofs and decisions are read each round as judge reads them.
+The registry, orders, door proofs, decisions and the earlier months' urgent claims X6 looks back
+at are read each round as judge reads them.
 
 What is kept is hundreds of thousands of objects (bench/live.py: ~390 MiB for a 10k-customer
 month), which Python's cyclic collector would walk whole in each of its full collections
