@@ -88,10 +88,10 @@ def health(field: str, error: str) -> str:
     )
 
 
-def boot(micropython, tmp_path: Path, role: str, commands: list[str]) -> list[str]:
+def boot(micropython, tmp_path: Path, role: str, commands: list[str], then: str = "") -> list[str]:
     (tmp_path / "commands").write_text(",".join(commands))
     out = micropython(
-        BOOT_SCRIPT,
+        BOOT_SCRIPT + then,
         args=[
             str(tmp_path / "flash.img"),
             role,
@@ -117,6 +117,19 @@ def test_config_command_changes_the_setting_and_survives_a_reboot(micropython, t
         "boot 1200 1200 2",
         "refused 1200 1200 2",
     ]
+
+
+def test_the_command_code_leaves_the_heap_after_a_command(micropython, tmp_path):
+    # issue #26: device.roles.commands is loaded for a time or config command and dropped after
+    lines = boot(
+        micropython,
+        tmp_path,
+        "tag",
+        [command(1, {"debounce_ms": 800})],
+        then="print('kept', 'device.roles.commands' in sys.modules)\n",
+    )
+    assert "obeyed 800 800 1" in lines
+    assert lines[-1] == "kept False"
 
 
 def test_bad_config_commands_are_refused_whole_and_journaled(micropython, tmp_path):

@@ -175,62 +175,25 @@ class App:
         self.record("health", None, fields)
 
     # -- signed commands (FORMATS.md §2) the link has already verified
-    def on_time(self, x):
-        offset = self.clock.set(x["t"] * 1000, "cmd")
-        self.record("clock_sync", None, {"offset_ms": offset, "src": "cmd"})
+    def on_command(self, kind, x):
+        """`time` or `config`: device.roles.commands, loaded for the command and dropped after."""
+        from device.roles import commands
 
-    def on_config(self, x):
-        """FORMATS.md §2 `config`: the file on flash first (config.update: validated whole,
-        written aside and renamed), then the running parts. A refusal changes nothing; it is
-        logged and journaled with its reason, so the host learns why."""
         try:
-            settings = config.update(self.config_path, x, source="config")
-        except config.ConfigError as error:
-            self.log("command %s" % error)
-            reason = {"config": "refused", "error": (error.problem or str(error))[:64]}
-            if error.field is not None:
-                reason["field"] = str(error.field)[:32]
-            self.record("health", None, reason)  # event text is at most 64 characters
-            return
-        self.settings = settings
-        self.visits.debounce_ms = settings["visits"]["debounce_ms"]
-        if self.lock is not None:
-            self.lock.configure(settings["lock"])
-        if self.alarm is not None:
-            self.alarm.answer_ms = settings["alarm"]["answer_s"] * 1000
-        self.health_ms = settings["health_s"] * 1000
-        if "tag_mode" in x and self.reader is not None:
-            self.reader.tag_mode = self._make_tag_mode()
-        self.record("health", None, {"config": x})
+            commands.obey(self, kind, x)
+        finally:
+            device.forget("roles.commands")
 
     # -- the health report (issue #22; docs/formats-v1-additions.md, `health` with `fw`)
     def health_report(self):
-        """The fields of a periodic `health` event: firmware, the report interval (the host's
-        "silent" alert counts in it), reset cause, heap (free and the least seen), journal
-        backlog and fill, seconds since the last clock sync (absent: never synced in this boot),
-        reader state and recoveries; Wi-Fi signal, tamper input and supply voltage where the
-        board has them."""
-        journal = self.journal
-        reader = self.reader
-        if reader is not None:
-            state, resets = reader.state(), reader.resets
-        else:
-            state, resets = ("starting" if "reader" in self.stale_ms else "failed"), 0
-        report = {"fw": device.VERSION, "reset": self.hal.reset_cause(), "heap": memory.free(),
-                  "heap_min": memory.least_free(), "backlog": journal.next_seq - 1 - journal.acked,
-                  "fill": journal.fill(), "reader": state, "resets": resets,
-                  "every_s": self.health_ms // 1000}
-        sync = self.clock.quality()[1]
-        if sync is not None:
-            report["sync_s"] = sync
-        for name in ("rssi", "supply_mv"):
-            read = getattr(self.hal, name, None)
-            value = read() if read is not None else None
-            if value is not None:
-                report[name] = value
-        if self.hal.has_input("tamper"):
-            report["tamper"] = int(self.hal.input("tamper").value())  # 1: open (x holds no bool)
-        return report
+        """The fields of a periodic `health` event: device.roles.health, loaded for the report
+        (every health_s) and dropped after."""
+        from device.roles import health
+
+        try:
+            return health.report(self)
+        finally:
+            device.forget("roles.health")
 
     def _report_due(self):
         """At boot and every health_s, while the link is connected. Reports never crowd visits
@@ -279,7 +242,8 @@ class App:
             await ota.take_chunk(self, message)
 
     def handlers(self):
-        handlers = {"time": self.on_time, "config": self.on_config, "ota": self.on_ota,
+        handlers = {"time": lambda x: self.on_command("time", x),
+                    "config": lambda x: self.on_command("config", x), "ota": self.on_ota,
                     "ota_chunk": self.on_ota_chunk}
         if self.lock is not None:
             from device.roles import wiring

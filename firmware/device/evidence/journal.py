@@ -13,9 +13,9 @@ Layout under `root`:
   and next_seq/prev_hash once their segments are released), written alternately, each with a
   generation number and a CRC, so a torn state write leaves the other one valid.
 
-On open the newer valid state is taken and then rolled forward over the segments: an appended
-record always wins over a stale state, so next_seq, the chain hash, boot, acked and lost never go
-backwards. A torn or corrupt tail is never returned (CRC) and never appended to (a new segment is
+On open (device.evidence.journal_open, loaded for it and dropped after) the newer valid state is
+taken and then rolled forward over the segments: an appended record always wins over a stale
+state, so next_seq, the chain hash, boot, acked and lost never go backwards. A torn or corrupt tail is never returned (CRC) and never appended to (a new segment is
 started). On littlefs every file is copy-on-write, so `flush()` (lfs_file_sync) is the commit
 point: a record is either entirely in the file after a power cut or not at all. `ack()` releases
 whole segment files (delete, never rewrite). The size is bounded by `max_segments`: acknowledged
@@ -31,6 +31,8 @@ import gc
 import hashlib
 import os
 import struct
+
+import device
 
 try:
     from binascii import crc32
@@ -58,7 +60,6 @@ _STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_
 _STATE_BYTES = const(60)
 _WARN_PERCENT = const(80)
 _REARM_PERCENT = const(70)
-_MAX_SEGMENTS_CAP = const(4096)
 _ZERO_HASH = b"\x00" * 32
 
 
@@ -116,74 +117,23 @@ class Journal:
         self.prev_hash = _ZERO_HASH
         self.acked = 0
         self.lost = 0
-        self._open(max_segments)
+        self.max_segments = 2  # from the filesystem's size unless given: journal_open
+        # the newer valid state rolled forward over the segments: device.evidence.journal_open,
+        # loaded for it and dropped after (it runs once a boot)
+        from device.evidence import journal_open
+
+        try:
+            journal_open.recover(self, max_segments, _records)
+        finally:
+            device.forget("evidence.journal_open")
 
     # ---- opening and recovery -------------------------------------------------------------
 
     def _path(self, name):
         return self.root + "/" + name
 
-    def _open(self, max_segments):
-        try:
-            os.mkdir(self.root)
-        except OSError:
-            pass  # exists (EEXIST); a real failure shows up on the first read or write
-        state = self._read_state()
-        if state is not None:
-            self._gen, self.boot, self.next_seq, self.acked, self.lost, self.prev_hash = state
-        names = []
-        for name in os.listdir(self.root):
-            if name.endswith(".seg") and len(name) == 12:
-                try:
-                    names.append(int(name[:8]))
-                except ValueError:
-                    pass  # not ours
-        names.sort()
-        high = 0
-        torn = False
-        last_hash = None
-        for number in names:
-            size, valid_end, seg_high, seg_hash = self._scan_segment(number)
-            if seg_high > high:
-                high = seg_high
-                last_hash = seg_hash
-            self._numbers.append(number)
-            self._highs.append(high)
-            torn = valid_end != size
-            self._active_size = size
-        # Roll forward: a record in a segment is newer than any state that does not count it.
-        if high >= self.next_seq:
-            self.next_seq = high + 1
-            self.prev_hash = last_hash
-        self.boot += 1
-        self._write_state()  # the boot count is durable before any event of this boot
-        if max_segments is None:
-            max_segments = self._size_from_filesystem()
-        self.max_segments = max(2, max_segments)
-        self._release()
-        if self._numbers and not torn:
-            # Append to the newest segment only if its tail is intact (FORMATS: no rewrite).
-            self._active = open(self._path(self._name(self._numbers[-1])), "ab")
-        else:
-            self._active_size = self.segment_bytes  # forces a fresh segment on the next append
-
     def _name(self, number):
         return "%08d.seg" % number
-
-    def _size_from_filesystem(self):
-        # The segments may use what is free now plus what they already hold, minus a reserve
-        # for littlefs (copy-on-write needs a spare block per open file, metadata pairs
-        # compact) and the other files on the partition (config, key).
-        try:
-            st = os.statvfs(self.root)
-        except (OSError, AttributeError):
-            return 64
-        block = st[0] or 4096
-        held = len(self._numbers) * ((self.segment_bytes + block - 1) // block)
-        reserve = max(6, st[2] // 16)
-        blocks = st[3] + held - reserve
-        per_segment = (self.segment_bytes + block - 1) // block
-        return min(_MAX_SEGMENTS_CAP, max(2, blocks // per_segment))
 
     def _read_state(self):
         best = None
@@ -232,29 +182,6 @@ class Journal:
         except OSError:
             f.close()
             raise
-
-    def _scan_segment(self, number):
-        """Return (size, valid_end, high_seq, hash_of_high_payload) of one segment."""
-        try:
-            f, size = self._segment(number)
-        except OSError:
-            return 0, 0, 0, None
-        high = 0
-        high_hash = None
-        valid_end = 0
-        with f:
-            try:
-                high_body = None
-                for kind, seq, start, end in _records(f, size, self._window):
-                    valid_end = end + 4
-                    if kind == _KIND_EVENT and seq > high:
-                        high = seq
-                        high_body = start, end
-                if high_body is not None:
-                    high_hash = _sha256_of(f, high_body[0], high_body[1], self._window)
-            except OSError:
-                return 0, 0, 0, None
-        return size, valid_end, high, high_hash
 
     # ---- appending ------------------------------------------------------------------------
 
@@ -595,19 +522,6 @@ def _body(f, start, end):
     if len(body) != end - start:
         raise OSError(5, "segment shrank")  # EIO: callers treat it as an unreadable segment
     return body
-
-
-def _sha256_of(f, start, end, window):
-    view = memoryview(window)
-    digest = hashlib.sha256()
-    f.seek(start)
-    while start < end:
-        chunk = view[: min(end - start, _WINDOW)]
-        if not _read_exactly(f, chunk):
-            raise OSError(5, "segment shrank")
-        digest.update(chunk)
-        start += len(chunk)
-    return digest.digest()
 
 
 def _sync(f):
