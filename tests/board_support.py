@@ -57,5 +57,5 @@ def mpremote(port: str, *args: str) -> str:
 
 def board_public_key(port: str) -> bytes:
     """The board's Ed25519 public key, read over its serial port."""
-    script = "from device.evidence import identity; print(identity.public_key_hex())"
+    script = "from device.evidence import proof; print(proof.public_key_hex())"
     return bytes.fromhex(mpremote(port, "exec", script).strip())

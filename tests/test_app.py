@@ -286,7 +286,8 @@ async def script():
         print("url", phone.url, phone.error)
     # badge taps still work between tag windows (held as people do, not 200 ms)
     await tap("04a1b2c3", wait_ms=1000, hold_ms=800)
-    print("key", identity.public_key_hex())
+    from device.evidence import proof
+    print("key", proof.public_key_hex())
     print("\\n".join(journal_lines(app)))
 asyncio.run(script())
 """

@@ -129,8 +129,9 @@ def test_identity_made_once_kept_and_proves(micropython, tmp_path):
             calls.append(n)
             return bytes(range(n))
         public = identity.load_or_create(rng)
-        print(identity.public_key_hex())
-        print(identity.prove_hex("0102030405060708"))
+        from device.evidence import proof
+        print(proof.public_key_hex())
+        print(proof.prove_hex("0102030405060708"))
         print(len(calls))
         """
     first = micropython(script).split()

@@ -273,7 +273,7 @@ def test_the_checks_leave_the_heap_after_use(micropython, tmp_path):
         from device.board import board_check
         gc.collect()
         with_checks = gc.mem_alloc()
-        device.forget("board.board_check")
+        device.forget("device.board.board_check")
         del board_check
         gc.collect()
         print("freed", with_checks - gc.mem_alloc() > 0)

@@ -57,8 +57,8 @@ def test_mpremote_resume_exec_works_against_the_pty(board):
     out = mpremote(
         board.serial_port,
         "exec",
-        "from device.evidence import identity; print(identity.public_key_hex());"
-        " print(identity.prove_hex('00112233445566778899'))",
+        "from device.evidence import proof; print(proof.public_key_hex());"
+        " print(proof.prove_hex('00112233445566778899'))",
     )
     public_hex, proof_hex = out.split()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -3,7 +3,7 @@
 
     import device
     print(device.VERSION)
-    device.forget("board.board_check")   # a module needed once: its functions leave the heap
+    device.forget("device.board.board_check")   # run once: its functions leave the heap
 """
 
 import sys
@@ -13,11 +13,12 @@ WIRE_FORMAT = 1
 
 
 def forget(name):
-    """Drop the submodule device.`name` (e.g. "board.board_check") so the garbage collector takes
+    """Drop the module `name` (e.g. "device.board.board_check") so the garbage collector takes
     its functions and tables back: for code that runs once at boot or on a rare command (board
-    and config checks). The next import loads it again."""
-    sys.modules.pop("device." + name, None)
+    and config checks). The next import loads it again. The full dotted name is the module's
+    own, already interned: a shorter one would be one more name on the heap for good."""
+    sys.modules.pop(name, None)
     package, _, leaf = name.rpartition(".")
-    owner = sys.modules.get("device." + package) if package else None
-    # the attribute the import set on its package, which would keep the module alive
-    (owner.__dict__ if owner is not None else globals()).pop(leaf, None)
+    owner = sys.modules.get(package)
+    if owner is not None:  # the attribute the import set on its package keeps the module alive
+        owner.__dict__.pop(leaf, None)

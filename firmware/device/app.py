@@ -142,7 +142,7 @@ class App:
         self.shedding = True
         if self.reader is not None and self.reader.tag_mode is not None:
             self.reader.tag_mode = None
-            device.forget("drivers.tag_mode")
+            device.forget("device.drivers.tag_mode")
         memory.exhausted() if memory.low() else None
         try:
             self.record("health", None, {"mem": "low", "least": memory.least_free()})
@@ -182,7 +182,7 @@ class App:
         try:
             commands.obey(self, kind, x)
         finally:
-            device.forget("roles.commands")
+            device.forget("device.roles.commands")
 
     # -- the health report (issue #22; docs/formats-v1-additions.md, `health` with `fw`)
     def health_report(self):
@@ -193,7 +193,7 @@ class App:
         try:
             return health.report(self)
         finally:
-            device.forget("roles.health")
+            device.forget("device.roles.health")
 
     def _report_due(self):
         """At boot and every health_s, while the link is connected. Reports never crowd visits
@@ -224,7 +224,7 @@ class App:
 
         trial = ota.Trial.at_boot(self.hal.partitions(), self._ota_state, self.record)
         if trial is None or trial.done:
-            device.forget("link.ota")
+            device.forget("device.link.ota")
             return
         self.trial = trial
         self._trial_since = self.clock.ticks()
@@ -378,7 +378,7 @@ class App:
         try:
             return await ntp.sync(self.clock, hosts, rng=self.hal.urandom)
         finally:
-            device.forget("link.ntp")
+            device.forget("device.link.ntp")
 
     async def _guard(self, name, factory):
         """Run a task; if it raises, report it and start it again (the others run on)."""

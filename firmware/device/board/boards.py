@@ -23,7 +23,7 @@ def validate(board, source="<board>"):
     try:
         return board_check.validate(board, source)
     finally:
-        device.forget("board.board_check")
+        device.forget("device.board.board_check")
 
 
 def parse(text, source="<board>"):

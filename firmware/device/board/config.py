@@ -30,7 +30,7 @@ def validate(settings, source="config.json"):
     try:
         return config_check.validate(settings, source)
     finally:
-        device.forget("board.config_check")
+        device.forget("device.board.config_check")
 
 
 def parse(text, source="config.json"):
@@ -61,4 +61,4 @@ def update(path, changes, source="config command"):
     try:
         return config_check.update(path, changes, source)
     finally:
-        device.forget("board.config_check")
+        device.forget("device.board.config_check")

@@ -3,18 +3,18 @@ never leaving the device. Provisioning reads the public key and asks for a proof
 
     from device.evidence import identity
     identity.load_or_create(board_hal.urandom)          # first boot: makes key.bin
-    print(identity.public_key_hex()); proof = identity.prove(nonce)   # over the serial port
+    signer = ed25519.signer(identity.secret_for_signer())
 
-`prove(nonce)` signs b"kvitto-provision" + nonce, so a proof can never be mistaken for an event
-signature (those sign a COSE Sig_structure, RFC 9052 §4.4, which starts with an array header).
+Provisioning's questions over the serial port (the public key, a proof of possession) are
+device.evidence.proof, which a running device never imports.
 """
 
-import binascii
 import os
 
+from micropython import const
+
 KEY_FILE = "key.bin"
-PROOF_CONTEXT = b"kvitto-provision"
-_SEED_BYTES = 32  # RFC 8032 §5.1.5: the private key is a 32-byte seed
+_SEED_BYTES = const(32)  # RFC 8032 §5.1.5: the private key is a 32-byte seed
 
 
 class IdentityError(Exception):
@@ -88,30 +88,6 @@ def public_key():
     if _public is None:
         raise IdentityError("no key loaded")
     return _public
-
-
-def public_key_hex():
-    """The device's public key as hex, for provisioning and the registry."""
-    return binascii.hexlify(public_key()).decode()
-
-
-def sign(message):
-    """Ed25519 signature by the device key (used by the event signer)."""
-    from device.evidence import ed25519
-
-    return ed25519.sign(_loaded(), message)
-
-
-def prove(nonce):
-    """Proof of possession for provisioning: Ed25519 over b"kvitto-provision" + nonce."""
-    if not isinstance(nonce, (bytes, bytearray)) or not 8 <= len(nonce) <= 64:
-        raise IdentityError("the nonce must be 8 to 64 bytes")
-    return sign(PROOF_CONTEXT + bytes(nonce))
-
-
-def prove_hex(nonce_hex):
-    """prove() for a serial console: hex nonce in, hex signature out."""
-    return binascii.hexlify(prove(binascii.unhexlify(nonce_hex))).decode()
 
 
 def secret_for_signer():

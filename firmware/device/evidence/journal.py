@@ -125,7 +125,7 @@ class Journal:
         try:
             journal_open.recover(self, max_segments, _records)
         finally:
-            device.forget("evidence.journal_open")
+            device.forget("device.evidence.journal_open")
 
     # ---- opening and recovery -------------------------------------------------------------
 

@@ -41,8 +41,6 @@ _MAX_PACKET = const(4096)  # what this device accepts; commands are ~200 bytes
 _RX_BYTES = const(256)  # the receive buffer kept: acks (~150 bytes), time, config, ~6 creds fit
 _CONNECT_TIMEOUT_MS = const(5000)
 _WRITE_TIMEOUT_MS = const(5000)
-_PINGREQ = b"\xc0\x00"  # type 12, no body (§3.12)
-_DISCONNECT = b"\xe0\x00"  # type 14, no body (§3.14)
 
 
 class MQTTError(Exception):
@@ -383,7 +381,7 @@ class MQTTClient:
         self._stopping = True
         if self.connected:
             try:
-                await self._send(_DISCONNECT)
+                await self._send(b"\xe0\x00")  # DISCONNECT: type 14, no body (§3.14)
             except (OSError, MQTTError, asyncio.TimeoutError):
                 pass
         self._drop()
@@ -499,7 +497,7 @@ class MQTTClient:
                 if time.ticks_diff(now, last_ping) >= self._ping_ms:
                     last_ping = now
                     self.stats["pings"] += 1
-                    await self._send(_PINGREQ)
+                    await self._send(b"\xc0\x00")  # PINGREQ: type 12, no body (§3.12)
         except Exception as error:  # _serve raises it as its own: run() drops the connection
             ended.append(error)
             self._lost()

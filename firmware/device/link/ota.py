@@ -224,7 +224,7 @@ class Trial:
                 and app.journal.acked >= app._boot_seq):
             self.confirm()
             app.trial = None
-            device.forget("link.ota")
+            device.forget("device.link.ota")
         elif time.ticks_diff(app.clock.ticks(), app._trial_since) > _TRIAL_MS:
             app.log("update on trial failed its self-test: reset, the bootloader rolls back")
             app.hal.reset()

@@ -55,4 +55,4 @@ class DeviceConsole:
         self.transport.close()
 
 
-# Device-side snippets: small, and only device.evidence.identity's public functions plus the filesystem.
+# Device-side snippets: small, and only device.evidence.identity's and proof's public functions plus the filesystem.

@@ -41,20 +41,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from kvitto.errors import KvittoError
 from kvitto.install.console import DeviceConsole, ProvisionError
 
-PROOF_CONTEXT = b"kvitto-provision"  # device.evidence.identity.PROOF_CONTEXT
+PROOF_CONTEXT = b"kvitto-provision"  # device.evidence.proof.PROOF_CONTEXT
 NONCE_BYTES = 32
 LABEL_QR_PREFIX = "kvitto:"
 
 
 _IDENTITY = """
 import json
-from device.evidence import identity
-print(json.dumps({"public_key": identity.public_key_hex()}))
+from device.evidence import proof
+print(json.dumps({"public_key": proof.public_key_hex()}))
 """
 _PROVE = """
 import json
-from device.evidence import identity
-print(json.dumps({"proof": identity.prove_hex(%r)}))
+from device.evidence import proof
+print(json.dumps({"proof": proof.prove_hex(%r)}))
 """
 _WRITE_CONFIG = """
 import binascii, json, os
