@@ -489,7 +489,8 @@ def refresh_deadlines(store: Store, provider: str, months: list[str], now: datet
         return 0
     now_ms = int(now.timestamp() * 1000)
     due = store.execute(
-        "SELECT DISTINCT month, claim_id FROM verdicts WHERE provider = ? AND deadline_last = 0 "
+        "SELECT DISTINCT month, customer, claim_id FROM verdicts WHERE provider = ? "
+        "AND deadline_last = 0 "
         f"AND deadline_at <= ? AND month IN ({', '.join('?' * len(months))})",
         (provider, now_ms, *months),
     )
@@ -497,8 +498,10 @@ def refresh_deadlines(store: Store, provider: str, months: list[str], now: datet
         return 0
     profile = provider_profile(store, provider)
     by_month: dict[str, list[str]] = {}
-    for month, claim_id in due:
+    customer_of: dict[tuple[str, str], str] = {}
+    for month, customer, claim_id in due:
         by_month.setdefault(str(month), []).append(str(claim_id))
+        customer_of[(str(month), str(claim_id))] = str(customer)
     moved: list[tuple[Any, ...]] = []
     gone: list[tuple[Any, ...]] = []  # withdrawn since the judgement: keep what it showed
     for month, claim_ids in sorted(by_month.items()):
@@ -506,17 +509,19 @@ def refresh_deadlines(store: Store, provider: str, months: list[str], now: datet
         claims = {c.claim_id: c for c in to_claims(rows, f"store claims of {provider} {month}")}
         for claim_id in sorted(claim_ids):
             claim = claims.get(claim_id)
+            # the customer too: the (provider, month, customer) index finds the claim's few
+            # rows, where provider and month alone walk the month's findings for each claim
+            key = (provider, month, customer_of[(month, claim_id)], claim_id)
             if claim is None:
-                gone.append((provider, month, claim_id))
+                gone.append(key)
             else:
-                moved.append((*deadline_columns(profile, claim, month, now), provider, month,
-                               claim_id))  # fmt: skip
+                moved.append((*deadline_columns(profile, claim, month, now), *key))
     with store.transaction():
         for sql, rows_of in (
             ("UPDATE verdicts SET deadline_rule = ?, deadline_at = ?, deadline_last = ? "
-             "WHERE provider = ? AND month = ? AND claim_id = ?", moved),
+             "WHERE provider = ? AND month = ? AND customer = ? AND claim_id = ?", moved),
             ("UPDATE verdicts SET deadline_last = 1 WHERE provider = ? AND month = ? "
-             "AND claim_id = ?", gone),
+             "AND customer = ? AND claim_id = ?", gone),
         ):  # fmt: skip
             if rows_of:
                 store.executemany(sql, rows_of)
