@@ -190,7 +190,9 @@ def test_the_day_board_updates_live(page, world):
     check(page, "dag")
     expect(page.locator("#live-status")).to_contain_text("Live")
     world.arrive("tag-1001", "s-07", "2026-11-30T09:41")
-    expect(board.locator("section").filter(has_text="c-1001")).to_contain_text("09:41 arrive s-07")
+    expect(board.locator("section").filter(has_text="c-1001")).to_contain_text(
+        "09:41 ankomst s-07"
+    )
 
 
 def test_auditor_accepts_a_follow_up(page):

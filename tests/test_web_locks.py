@@ -5,6 +5,8 @@ provider's chain. Refusals name the reason; another provider's customer is not f
 
 from __future__ import annotations
 
+import html
+
 from web_support import build_world, login, post
 
 from kvitto.collect.intake import ingest
@@ -36,6 +38,9 @@ def test_denial_outside_a_window_is_flagged_and_the_button_grants_one(tmp_path):
     assert board.count("Låset nekade personal utanför besökstid") == 1  # not the unknown badge
     assert "06:10" in board
     assert board.count('action="/dag/lasfonster"') == 1  # c-1001 has a lock; c-1002 has none
+    # the plan's activities and the events by name, as a coordinator reads them
+    assert "09:00–09:30 Omsorg" in html.unescape(board) and " omsorg" not in board
+    assert "06:10 nekad s-07" in html.unescape(board)
 
     answer = post(client, "/dag/lasfonster",
                   {"customer": "c-1001", "start": "10:30", "minutes": "60", "text": "extra"},

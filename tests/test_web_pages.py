@@ -146,7 +146,7 @@ def test_the_visit_page_checks_each_signature_again(world):
 
     before = statuses()
     assert before and set(before.values()) == {"good"}, before
-    arrive = next(key for key in before if key.startswith("arrive"))
+    arrive = next(key for key in before if key.startswith("ankomst"))
     seq = int(arrive.split("#")[1])
     message = bytearray(world.store.execute(
         "SELECT message FROM events WHERE device = 'tag-1001' AND seq = ?", (seq,))[0][0])  # fmt: skip

@@ -66,7 +66,9 @@ def test_the_queue_puts_the_nearest_deadline_first(world):
     # each row: rule, minutes and the visit's evidence timeline (the reason: the browser test)
     k1_row = page[page.index('href="/avvikelser/k-1"') :].split("</tr>")[0]
     k1_row = page[: page.index('href="/avvikelser/k-1"')].rsplit("<tr>", 1)[1] + k1_row
-    assert "08:00 arrive s-07" in k1_row and "08:30 depart s-07" in k1_row
+    # by name, not by code: the event types and the activity as the profile writes it
+    assert "08:00 ankomst s-07" in k1_row and "08:30 avgång s-07" in k1_row
+    assert "k-1</a> Omsorg<br>" in k1_row
     assert '<span class="rule">' in k1_row and "Betalbara min" in k1_row
 
 
@@ -298,3 +300,14 @@ def test_a_row_whose_deadlines_have_all_passed_stays_and_moves_no_more(either_wo
     again, _ = scope_of(world, "samordnare-p1", at("2026-12-03T08:00")).queue()
     assert updates == []
     assert [(r.claim_id, r.rule) for r in again] == [(r.claim_id, r.rule) for r in rows]
+
+
+def test_every_event_type_has_a_name_in_swedish_and_in_english():
+    from kvitto.evidence.cose import EVENT_TYPES
+    from kvitto.web.i18n import catalogue
+    from kvitto.web.page_frame import EVENT_LABELS, activity_names
+
+    assert set(EVENT_LABELS) == set(EVENT_TYPES)
+    english = catalogue("en")
+    assert [v for v in EVENT_LABELS.values() if english.gettext(v) == v] == []
+    assert activity_names()["omsorg"] == "Omsorg" and activity_names()["service"] == "Service"

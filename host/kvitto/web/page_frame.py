@@ -10,6 +10,7 @@ The pages themselves are kvitto.web.pages (and kvitto.web.door for the staff pho
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,7 @@ from starlette.responses import (
 )
 
 from kvitto.verify.reasons import said
+from kvitto.verify.rules import available_profiles, load_profile
 from kvitto.web.accounts import (
     User,
     session_user,
@@ -59,6 +61,25 @@ NAV = {
 
 
 ROLES = {"coordinator": "samordnare", "auditor": "uppföljare", "admin": "administratör"}
+# a device event's type as the pages name it (Swedish; the English catalogue translates them)
+EVENT_LABELS = {
+    "arrive": "ankomst", "depart": "avgång", "unlock": "upplåst", "lock": "låst",
+    "deny": "nekad", "alarm_call": "larmsamtal", "alarm_checkin": "larm: incheckning",
+    "alarm_checkout": "larm: utcheckning", "door_open": "dörren öppnad",
+    "door_close": "dörren stängd", "tamper": "sabotagelarm", "tag_read": "taggläsning",
+    "boot": "omstart", "clock_sync": "klockan ställd", "health": "hälsorapport",
+}  # fmt: skip
+
+
+@functools.cache
+def activity_names() -> dict[str, str]:
+    """Activity code → its name as the municipality's profile writes it (Swedish), over every
+    built-in profile: the codes mean the same wherever two profiles share them."""
+    names: dict[str, str] = {}
+    for profile in available_profiles():
+        for code, activity in load_profile(profile).activities.items():
+            names.setdefault(code, activity.name)
+    return names
 
 
 KIND_LABELS = {
@@ -110,6 +131,8 @@ def render(
         page_size=DAY_PAGE if template.startswith("day") else PAGE,
         roles=ROLES,
         kinds=KIND_LABELS,
+        activity=lambda code: activity_names().get(code, code),
+        event=lambda kind: gettext(EVENT_LABELS[kind]) if kind in EVENT_LABELS else kind,
         reasons=REASON_CODES,
         said=lambda stored: said(stored, lang),  # a verdict's reason in the page's language
         now=now,
