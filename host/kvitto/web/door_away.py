@@ -35,20 +35,25 @@ from starlette.routing import Route
 
 from kvitto.evidence.door import (
     AwayProof,
-    DoorError,
     away_challenge,
     b64url,
     client_challenge,
     parse_away_registration,
     unb64url,
-    verify_assertion,
 )
 from kvitto.store.db import Store
-from kvitto.store.registry import Credential, Registry, instant
+from kvitto.store.registry import Credential, Registry
 from kvitto.verify.workdays import STOCKHOLM
 from kvitto.web import records as chain
 from kvitto.web.door import DOOR_SESSION_S, now_of, refuse, relying_party
-from kvitto.web.door_reads import CONFIRM_S, DoorRefused
+from kvitto.web.door_reads import (
+    CONFIRM_S,
+    DoorRefused,
+    checked_assertion,
+    enrolled_passkey,
+    parse_assertion,
+    refuse_revoked,
+)
 from kvitto.web.judge import judge_stale
 from kvitto.web.page_frame import render, settings_of
 from kvitto.web.visibility import ms
@@ -87,29 +92,11 @@ def away_activities(store: Store, provider: str, day: str) -> dict[str, list[tup
     return out
 
 
-def _assertion(answer: str) -> tuple[str, list[bytes]]:
-    """(raw id, [authenticator data, client data JSON, signature]) of a browser's answer."""
-    try:
-        parsed = json.loads(answer)
-        response = parsed["response"]
-        return str(parsed["rawId"]), [unb64url(str(response[k])) for k in
-                                      ("authenticatorData", "clientDataJSON", "signature")]  # fmt: skip
-    except (ValueError, KeyError, TypeError, DoorError):
-        raise DoorRefused("bad_assertion", "the assertion is not a WebAuthn credential") from None
-
-
 def _passkey(store: Store, raw_id: str, now: datetime) -> tuple[Credential, bytes, int]:
     """The enrolled, unrevoked phone of a passkey: (credential, COSE key, sign count)."""
-    rows = store.execute(
-        "SELECT credential, public_key, sign_count FROM passkeys WHERE raw_id = ?", (raw_id,)
-    )
-    if not rows:
-        raise DoorRefused("not_enrolled", f"passkey {raw_id[:16]}… is not enrolled")
-    credential = Registry(store).credential(str(rows[0][0]))
-    assert credential is not None  # passkeys rows are written with their credential
-    if credential.revoked and instant(credential.revoked) <= int(now.timestamp()):
-        raise DoorRefused("revoked", f"phone {credential.id} revoked {credential.revoked}")
-    return credential, bytes(rows[0][1]), int(rows[0][2])
+    credential, key, sign_count = enrolled_passkey(store, raw_id)
+    refuse_revoked(credential, now)
+    return credential, key, sign_count
 
 
 def _phone_of(store: Store, answer: str, challenge: bytes, rp_id: str, origin: str,
@@ -117,7 +104,7 @@ def _phone_of(store: Store, answer: str, challenge: bytes, rp_id: str, origin: s
     """The enrolled, unrevoked phone whose passkey signed `challenge` (who fills the form in)."""
     from webauthn import verify_authentication_response
 
-    raw_id, _ = _assertion(answer)
+    raw_id, _ = parse_assertion(answer)
     credential, key, sign_count = _passkey(store, raw_id, now)
     try:
         verified = verify_authentication_response(
@@ -168,7 +155,7 @@ def confirm_away(
     registration and the key (door_proofs, action `away`), and the claim registered (a
     `register` record, via away, naming the proof). Raises DoorRefused with the reason."""
     fields = parse_away_registration(registration)  # ours: canonical by construction
-    raw_id, parts = _assertion(answer)
+    raw_id, parts = parse_assertion(answer)
     if client_challenge(parts[1]) != away_challenge(registration):
         raise DoorRefused("other_content", f"passkey {raw_id[:16]}… signed another registration "
                           f"than {fields['customer']} {fields['start']}–{fields['end']}")  # fmt: skip
@@ -184,10 +171,7 @@ def confirm_away(
         raw_id=unb64url(raw_id), authenticator_data=parts[0], client_data_json=parts[1],
         signature=parts[2], rp_id=rp_id, origin=origin,
     )  # fmt: skip
-    try:
-        new_count = verify_assertion(proof, sign_count)
-    except DoorError as error:
-        raise DoorRefused("bad_assertion", str(error)) from None
+    new_count = checked_assertion(proof, sign_count)
     provider, customer = str(fields["provider"]), str(fields["customer"])
     municipality = str(store.execute("SELECT municipality FROM providers WHERE id = ?",
                                      (provider,))[0][0])  # fmt: skip

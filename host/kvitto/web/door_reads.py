@@ -17,6 +17,7 @@ from typing import Any
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.door import (
+    AwayProof,
     DoorError,
     DoorProof,
     unb64url,
@@ -59,6 +60,45 @@ class DoorRefused(KvittoError):
     def __init__(self, code: str, detail: str):
         super().__init__(detail)
         self.code = code
+
+
+# -- a phone's passkey answer: the steps a door read and an away registration share ---------
+
+
+def parse_assertion(answer: str) -> tuple[str, list[bytes]]:
+    """(raw id, [authenticator data, client data JSON, signature]) of a browser's answer."""
+    try:
+        parsed = json.loads(answer)
+        response = parsed["response"]
+        return str(parsed["rawId"]), [unb64url(str(response[k])) for k in
+                                      ("authenticatorData", "clientDataJSON", "signature")]  # fmt: skip
+    except (ValueError, KeyError, TypeError, DoorError):
+        raise DoorRefused("bad_assertion", "the assertion is not a WebAuthn credential") from None
+
+
+def enrolled_passkey(store: Store, raw_id: str) -> tuple[Credential, bytes, int]:
+    """The phone a passkey was enrolled for: (credential, COSE key, sign count)."""
+    rows = store.execute(
+        "SELECT credential, public_key, sign_count FROM passkeys WHERE raw_id = ?", (raw_id,)
+    )
+    if not rows:
+        raise DoorRefused("not_enrolled", f"passkey {raw_id[:16]}… is not enrolled")
+    credential = Registry(store).credential(str(rows[0][0]))
+    assert credential is not None  # passkeys rows are written with their credential
+    return credential, bytes(rows[0][1]), int(rows[0][2])
+
+
+def refuse_revoked(credential: Credential, now: datetime) -> None:
+    if credential.revoked and instant(credential.revoked) <= int(now.timestamp()):
+        raise DoorRefused("revoked", f"phone {credential.id} revoked {credential.revoked}")
+
+
+def checked_assertion(proof: DoorProof | AwayProof, sign_count: int) -> int:
+    """The proof's assertion checked (kvitto.evidence.door); the passkey's new sign count."""
+    try:
+        return verify_assertion(proof, sign_count)
+    except DoorError as error:
+        raise DoorRefused("bad_assertion", str(error)) from None
 
 
 def read_device(store: Store, device_id: str, url: str, now: datetime) -> dict[str, Any]:
@@ -146,22 +186,9 @@ def confirm_read(
     if read is None or now_ms - int(read["read_at"]) > CONFIRM_S * 1000:
         raise DoorRefused("expired", f"door read {read_id[:8]}… unknown or older than "
                           f"{CONFIRM_S} s")  # fmt: skip
-    try:
-        assertion = json.loads(answer)
-        raw_id = str(assertion["rawId"])
-        response = assertion["response"]
-        parts = [unb64url(str(response[k])) for k in
-                 ("authenticatorData", "clientDataJSON", "signature")]  # fmt: skip
-    except (ValueError, KeyError, TypeError, DoorError):
-        raise DoorRefused("bad_assertion", "the assertion is not a WebAuthn credential") from None
-    rows = store.execute(
-        "SELECT credential, public_key, sign_count FROM passkeys WHERE raw_id = ?", (raw_id,)
-    )
-    if not rows:
-        raise DoorRefused("not_enrolled", f"passkey {raw_id[:16]}… is not enrolled")
-    credential_id, key, sign_count = str(rows[0][0]), bytes(rows[0][1]), int(rows[0][2])
-    credential = Registry(store).credential(credential_id)
-    assert credential is not None  # passkeys rows are written with their credential
+    raw_id, parts = parse_assertion(answer)
+    credential, key, sign_count = enrolled_passkey(store, raw_id)
+    credential_id = credential.id
     provider_rows = store.execute(
         "SELECT provider FROM customer_providers WHERE customer = ?", (read["customer"],)
     )
@@ -169,17 +196,13 @@ def confirm_read(
     if credential.provider != provider:
         raise DoorRefused("not_enrolled", f"phone {credential_id} is {credential.provider}'s, "
                           f"customer {read['customer']} is {provider or 'no provider'}'s")  # fmt: skip
-    if credential.revoked and instant(credential.revoked) <= int(now.timestamp()):
-        raise DoorRefused("revoked", f"phone {credential_id} revoked {credential.revoked}")
+    refuse_revoked(credential, now)
     proof = DoorProof(
         kind=str(read["kind"]), url=str(read["url"]), credential=credential_id, public_key=key,
         raw_id=unb64url(raw_id), authenticator_data=parts[0], client_data_json=parts[1],
         signature=parts[2], rp_id=rp_id, origin=origin,
     )  # fmt: skip
-    try:
-        new_count = verify_assertion(proof, sign_count)
-    except DoorError as error:
-        raise DoorRefused("bad_assertion", str(error)) from None
+    new_count = checked_assertion(proof, sign_count)
     action = (
         "depart" if _open_arrive(store, credential, str(read["customer"]), now_ms) else "arrive"
     )
