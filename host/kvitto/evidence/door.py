@@ -30,7 +30,8 @@ import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import fields as dataclass_fields
+from typing import Any, ClassVar, TypeVar, cast
 
 from kvitto.errors import KvittoError
 from kvitto.evidence.ntag424 import SunError, parse_sun_url, verify_sun
@@ -113,7 +114,7 @@ def away_challenge(registration: str) -> bytes:
 def _decoded(cls: Any, data: dict[str, object], what: str) -> dict[str, Any]:
     """A proof's fields from its JSON: all text, base64url for the bytes (BINARY)."""
     try:
-        values = {name: data[name] for name in cls.__dataclass_fields__}
+        values = {field.name: data[field.name] for field in dataclass_fields(cls)}
     except KeyError as missing:
         raise DoorError(f"{what} lacks {missing}") from None
     if not all(isinstance(v, str) for v in values.values()):
@@ -121,21 +122,40 @@ def _decoded(cls: Any, data: dict[str, object], what: str) -> dict[str, Any]:
     return {k: unb64url(str(v)) if k in BINARY else str(v) for k, v in values.items()}
 
 
-def _assertion_json(proof: DoorProof | AwayProof) -> str:
-    """The assertion as a browser's PublicKeyCredential.toJSON(), for py_webauthn."""
-    return json.dumps({
-        "id": b64url(proof.raw_id), "rawId": b64url(proof.raw_id), "type": "public-key",
-        "response": {
-            "authenticatorData": b64url(proof.authenticator_data),
-            "clientDataJSON": b64url(proof.client_data_json),
-            "signature": b64url(proof.signature),
-        },
-        "clientExtensionResults": {},
-    })  # fmt: skip
+_Proof = TypeVar("_Proof", bound="_PasskeyProof")
+
+
+class _PasskeyProof:
+    """What a door's proof and an away registration's proof share: the JSON they travel in
+    (bytes as base64url) and their passkey assertion as py_webauthn reads it. The fields are
+    each dataclass's own (`raw_id`, `authenticator_data`, `client_data_json`, `signature`)."""
+
+    WHAT: ClassVar[str]
+
+    def as_json(self) -> dict[str, str]:
+        values = asdict(cast(Any, self))
+        return {k: b64url(v) if isinstance(v, bytes) else v for k, v in values.items()}
+
+    @classmethod
+    def from_json(cls: type[_Proof], data: dict[str, object]) -> _Proof:
+        return cast(Any, cls)(**_decoded(cls, data, cls.WHAT))
+
+    def assertion_json(self) -> str:
+        """The assertion as a browser's PublicKeyCredential.toJSON(), for py_webauthn."""
+        proof = cast(Any, self)
+        return json.dumps({
+            "id": b64url(proof.raw_id), "rawId": b64url(proof.raw_id), "type": "public-key",
+            "response": {
+                "authenticatorData": b64url(proof.authenticator_data),
+                "clientDataJSON": b64url(proof.client_data_json),
+                "signature": b64url(proof.signature),
+            },
+            "clientExtensionResults": {},
+        })  # fmt: skip
 
 
 @dataclass(frozen=True)
-class DoorProof:
+class DoorProof(_PasskeyProof):
     """What an auditor re-checks offline: the door's URL, the passkey assertion over it and
     the passkey's public key. `kind`: `device` (tag mode) or `sticker` (NTAG 424 SUN)."""
 
@@ -150,23 +170,14 @@ class DoorProof:
     rp_id: str
     origin: str
 
-    def as_json(self) -> dict[str, str]:
-        fields = asdict(self)
-        return {k: b64url(v) if isinstance(v, bytes) else v for k, v in fields.items()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> DoorProof:
-        return cls(**_decoded(cls, data, "door proof"))
+    WHAT: ClassVar[str] = "door proof"
 
     def challenge(self) -> bytes:
         return door_challenge(self.url)
 
-    def assertion_json(self) -> str:
-        return _assertion_json(self)
-
 
 @dataclass(frozen=True)
-class AwayProof:
+class AwayProof(_PasskeyProof):
     """What an auditor re-checks offline of an away registration (RULES E2, no door): its
     canonical text (away_registration), the passkey assertion over it and the passkey's key."""
 
@@ -181,19 +192,10 @@ class AwayProof:
     rp_id: str
     origin: str
 
-    def as_json(self) -> dict[str, str]:
-        fields = asdict(self)
-        return {k: b64url(v) if isinstance(v, bytes) else v for k, v in fields.items()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> AwayProof:
-        return cls(**_decoded(cls, data, "away proof"))
+    WHAT: ClassVar[str] = "away proof"
 
     def challenge(self) -> bytes:
         return away_challenge(self.registration)
-
-    def assertion_json(self) -> str:
-        return _assertion_json(self)
 
 
 def client_challenge(client_data_json: bytes) -> bytes | None:
