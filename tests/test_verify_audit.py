@@ -12,32 +12,19 @@ message among the good ones are in tests/test_verify_month.py.
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
-import sys
 from pathlib import Path
 
 import pytest
+from verify_support import bench_verify
 
 import kvitto.verify.audit
 from kvitto.evidence.cose import read_messages
 from kvitto.verify.audit import verified_events
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "kvitto_bench_verify", Path(__file__).resolve().parent.parent / "bench" / "verify.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = bench
-        spec.loader.exec_module(bench)
-    return bench
-
-
 def _bundle(tmp_path: Path, events: int) -> tuple[list[bytes], dict[str, bytes]]:
-    registry, (path,) = _bench().signed_bundle(tmp_path, events)
+    registry, (path,) = bench_verify().signed_bundle(tmp_path, events)
     keys = {device.id: device.public_key for device in registry.devices.values()}
     return [message for _, message in read_messages(path)], keys
 

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_rules_properties import PROFILES, claim_rows, month, presence_rows
+from verify_support import bench_verify
 
 import kvitto.verify.month
 from kvitto.verify.case import Claim, Credential, Customer, Order, Registry
@@ -197,21 +198,10 @@ def test_a_streamed_month_holds_a_bounded_number_of_customers(monkeypatch):
 def test_the_signature_recheck_on_two_processes_gives_the_same_evidence(monkeypatch, tmp_path):
     """kvitto.verify.audit: the bench's signed bundle, with a forged, an unreadable and a
     repeated message among the good ones, checked in chunks of 50 on one process and on two."""
-    import importlib.util
-    import sys
-
     import kvitto.verify.audit
     from kvitto.verify.visits import build_evidence, read_decoded
 
-    spec = importlib.util.spec_from_file_location(
-        "kvitto_bench_verify", Path(__file__).resolve().parent.parent / "bench" / "verify.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = bench
-        spec.loader.exec_module(bench)
-    registry, (path,) = bench.signed_bundle(tmp_path, 500)
+    registry, (path,) = bench_verify().signed_bundle(tmp_path, 500)
     messages = list(read_decoded(path))
     forged = bytearray(messages[7])
     forged[-1] ^= 1

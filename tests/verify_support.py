@@ -246,3 +246,20 @@ def household(root: Path, staff: tuple[str, ...] = ("s-07",), activity: str = "2
     b.order("c-1001", activity)
     b.order("c-1002", activity)
     return b
+
+
+def bench_verify():
+    """bench/verify.py as a module (its signed_bundle builds the audit tests' bundles), loaded
+    once per test process."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "kvitto_bench_verify", Path(__file__).resolve().parent.parent / "bench" / "verify.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = bench
+        spec.loader.exec_module(bench)
+    return bench
