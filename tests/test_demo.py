@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from app_support import missing_firmware
+from web_support import http_login, server_process, wait_listening
 
 pytestmark = pytest.mark.skipif(
     bool(missing_firmware()), reason=f"device modules not landed yet: {missing_firmware()}"
@@ -130,7 +131,6 @@ def test_demo_ends_serving_its_month_until_ctrl_c(tmp_path):
     sees the demo's deviation, the auditor's the overview; Ctrl-C stops it cleanly."""
     import queue
     import re
-    import signal
     import threading
 
     import httpx
@@ -148,8 +148,9 @@ def test_demo_ends_serving_its_month_until_ctrl_c(tmp_path):
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],  # type: ignore[union-attr]
                      daemon=True).start()  # fmt: skip
     logins: dict[str, tuple[str, str]] = {}
-    try:
-        seen = []
+    seen = []
+    base = f"http://127.0.0.1:{port}"
+    with server_process(process):
         while len(logins) < 3:
             line = lines.get(timeout=240)  # a guard against a hang, not a timed assertion
             seen.append(line)
@@ -158,29 +159,10 @@ def test_demo_ends_serving_its_month_until_ctrl_c(tmp_path):
                 logins[found.group(1)] = (found.group(2), found.group(3))
         assert f"kvitto serve on the demo's month: http://127.0.0.1:{port}/\n" in seen
         assert (tmp_path / "out" / "report.html").exists()
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(600):  # the server starts listening just after it prints the URL
-            try:
-                httpx.get(f"{base}/login", timeout=5)
-                break
-            except httpx.TransportError:
-                threading.Event().wait(0.1)
+        wait_listening(base)
         for role, page, expected in (("coordinator", "/avvikelser", "k-08"),
                                      ("auditor", "/uppfoljning", "p-1")):  # fmt: skip
             with httpx.Client(base_url=base, timeout=30) as client:
-                form = client.get("/login").text
-                token = re.search(r'name="csrftoken" value="([^"]+)"', form)
-                assert token
-                name, password = logins[role]
-                answer = client.post("/login", data={"name": name, "password": password,
-                                                     "csrftoken": token.group(1)})  # fmt: skip
-                assert answer.status_code == 303, role
+                assert http_login(client, *logins[role]).status_code == 303, role
                 shown = client.get(page)
                 assert shown.status_code == 200 and expected in shown.text, role
-        process.send_signal(signal.SIGINT)  # Ctrl-C
-        assert process.wait(timeout=60) == 0
-        assert "Traceback" not in (process.stderr.read() if process.stderr else "")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -12,7 +12,16 @@ import sys
 import zipfile
 
 import pytest
-from web_support import MONTH, PASSWORD, build_world, login, post
+from web_support import (
+    MONTH,
+    PASSWORD,
+    build_world,
+    http_login,
+    login,
+    post,
+    server_process,
+    wait_listening,
+)
 
 from kvitto.verify.case import CaseError
 from kvitto.web import records as chain
@@ -162,9 +171,6 @@ def test_the_visit_page_checks_each_signature_again(world):
 def test_kvitto_serve_with_two_workers_keeps_the_session(world):
     """`kvitto serve --store URL --host H --port P --workers 2`: two server processes on one
     port; the session lives in the store, so whichever worker answers knows the login."""
-    import re
-    import signal
-    import threading
 
     import httpx
 
@@ -178,26 +184,10 @@ def test_kvitto_serve_with_two_workers_keeps_the_session(world):
         env={**os.environ, "KVITTO_WEB_SECRET": "ab" * 32},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # a guard against a hang, not a timed assertion
-            try:
-                httpx.get(f"{base}/login", timeout=5)
-                break
-            except httpx.TransportError:
-                threading.Event().wait(0.1)
+    with server_process(process):
+        wait_listening(base)
         with httpx.Client(base_url=base, timeout=30) as client:
-            token = re.search(r'name="csrftoken" value="([^"]+)"', client.get("/login").text)
-            assert token
-            answer = client.post("/login", data={"name": "samordnare-p1", "password": PASSWORD,
-                                                 "csrftoken": token.group(1)})  # fmt: skip
-            assert answer.status_code == 303
+            assert http_login(client, "samordnare-p1", PASSWORD).status_code == 303
             answers = [client.get("/avvikelser") for _ in range(30)]
         assert {a.status_code for a in answers} == {200}
         assert all("samordnare-p1" in a.text for a in answers)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
-        assert "Traceback" not in (process.stderr.read() if process.stderr else "")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

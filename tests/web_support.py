@@ -15,6 +15,11 @@ and c-1003's alarm at 08:00 has no check-in.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -160,3 +165,42 @@ def post(client, path: str, data: dict[str, str], page: str | None = None):  # n
     """POST a form the way the browser does: with the CSRF token of the page it came from."""
     html = client.get(page or path.rsplit("/", 1)[0]).text
     return client.post(path, data={**data, "csrftoken": csrf_of(html)})
+
+
+# -- `kvitto serve` (or `kvitto demo`) as a separate process, as a user runs it -----------------
+
+
+def wait_listening(base: str) -> None:
+    """Until the server at `base` answers (it listens just after it prints its URL)."""
+    import httpx
+
+    for _ in range(600):  # a guard against a hang, not a timed assertion
+        try:
+            httpx.get(f"{base}/login", timeout=5)
+            return
+        except httpx.TransportError:
+            threading.Event().wait(0.1)
+
+
+@contextmanager
+def server_process(process: subprocess.Popen[str]) -> Iterator[None]:
+    """Run the block with the server `process` up; then Ctrl-C, which must stop it cleanly
+    (exit 0, no traceback). Killed whatever happens, so a failing test leaves no server."""
+    try:
+        yield
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert process.wait(timeout=60) == 0
+        assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def http_login(client, name: str, password: str):
+    """Log in through the login form (its CSRF token) with an httpx client; the answer."""
+    token = re.search(r'name="csrftoken" value="([^"]+)"', client.get("/login").text)
+    assert token
+    return client.post(
+        "/login", data={"name": name, "password": password, "csrftoken": token.group(1)}
+    )
