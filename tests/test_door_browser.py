@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import pytest
 from door_support import Sticker, device_urls
-from test_web_browser import AXE, SHOTS, browser, check, log_in  # noqa: F401 (fixture)
+from test_web_browser import AXE, SHOTS, browser, check, fits, log_in  # noqa: F401 (fixture)
 from web_support import NOW, World, build_world
 
 from conftest import free_port
@@ -104,6 +104,7 @@ def phone_check(page: Page, name: str) -> None:
     assert violations == [], f"{name}: {violations}"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+    fits(page, name, 390)
 
 
 def enrol(office: Page, phone: Page, staff: str, shots: bool = False) -> None:

@@ -106,7 +106,21 @@ def check(page: Page, name: str) -> None:
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
         page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+        fits(page, name, width)
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def fits(page: Page, name: str, width: int) -> None:
+    """Nothing on the page is wider than the window: a phone never scrolls sideways to reach a
+    field or a button (a wide table scrolls inside its own box)."""
+    wide = page.evaluate("() => document.documentElement.scrollWidth")
+    widest = page.evaluate(
+        """w => [...document.querySelectorAll('main *')]
+               .filter(e => e.getBoundingClientRect().right > w)
+               .map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className).slice(0, 5)""",
+        width,
+    )
+    assert wide <= width, f"{name}: {wide} px wide in a {width} px window: {widest}"
 
 
 def log_in(page: Page, name: str) -> None:

@@ -149,7 +149,7 @@ def test_the_visit_page_checks_each_signature_again(world):
     def statuses() -> dict[str, str]:
         page = html.unescape(auditor.get("/besok/p-1/k-1").text)
         timeline = page[page.index('id="timeline"') :].split("</section>")[0]
-        rows = re.findall(r"<td>(\w+)(?: \(\w+\))?</td>\s*<td>tag-1001 #(\d+)</td>.*?"
+        rows = re.findall(r"<td[^>]*>(\w+)(?: \(\w+\))?</td>\s*<td[^>]*>tag-1001 #(\d+)</td>.*?"
                           r'<span class="(good|bad)">', timeline, re.S)  # fmt: skip
         return {f"{kind} #{seq}": status for kind, seq, status in rows}
 
