@@ -6,7 +6,8 @@
 //         the heap each module named in LIST_FILE (comma-separated) adds once imported.
 //         Prints {"port", "modules": {name: bytes}, "total", "qstr_bytes"}.
 //     node bench/heap32.mjs PACKAGE_DIR CODE scenario SCRIPT_FILE BOARD_FILE ROLE TAPS
-//         runs SCRIPT_FILE, whose parts (split at lines "# ---") are: the simulator's imports,
+//         runs SCRIPT_FILE, whose parts (split at lines "# ---") are: the board's HAL (counted
+//         as the role's: the simulator imports it, a board runs it), the simulator's imports,
 //         the firmware's, the simulated board, the app, the taps (top-level await), in the order
 //         of bench/device.py's SCRIPT, where the same figures are read. Prints {"port", "sim",
 //         "start", "after"}: the simulator's share, the heap in use once the app is built and
@@ -101,12 +102,14 @@ if (mode === "imports") {
 } else if (mode === "scenario") {
   const [scriptFile, boardFile, role, taps] = rest;
   const parts = readFileSync(scriptFile, "utf8").split("# ---\n");
-  const [simImports, firmwareImports, board, build, run] = parts;
+  const [halImport, simImports, firmwareImports, board, build, run] = parts;
   mp.FS.writeFile("/tmp/board.json", readFileSync(boardFile));
   mp.runPython(`ROLE = ${JSON.stringify(role)}\nTAPS = ${parseInt(taps, 10)}`);
   const bare = collected();
+  mp.runPython(halImport); // the board's HAL: the simulator imports it, a board runs it
+  const beforeSim = collected();
   mp.runPython(simImports);
-  const simCode = collected() - bare;
+  const simCode = collected() - beforeSim;
   mp.runPython(firmwareImports);
   const beforeBoard = collected();
   mp.runPython(board);
