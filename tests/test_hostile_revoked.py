@@ -50,8 +50,8 @@ def test_a_backdated_event_beyond_the_recorded_range_is_refused(tmp_path):
         assert [row[1] for row in store.events("tag-0042")] == [1, 2, 3, 4]
         refused = [(seq, reason) for _, _, seq, reason, _ in store.quarantined()]
     assert refused == [
-        (seq, f"revoked: tag-0042#{seq} is beyond #4, the last sequence the device had reached "
-              "when it was revoked")
+        (seq, f"revoked: tag-0042#{seq} is beyond #4, the last sequence stored when the device "
+              "was revoked")
         for seq in (5, 6)
     ]  # fmt: skip
 
@@ -75,8 +75,8 @@ def test_the_backlog_the_device_last_reported_extends_the_range(tmp_path):
         ((_, _, seq, reason, _),) = store.quarantined()
     assert (seq, reason) == (
         8,
-        "revoked: tag-0042#8 is beyond #7, the last sequence the device had reached when it "
-        "was revoked",
+        "revoked: tag-0042#8 is beyond #7, the last sequence stored when the device was revoked "
+        "(#5) and the 2 its last health report said were still undelivered",
     )
 
 

@@ -190,6 +190,7 @@ class DeviceKey:
     # Revoked: the highest sequence it may still deliver (stored + reported backlog at the
     # revocation; store `revocations`); None where the revocation left no record.
     seq_bound: int | None = None
+    backlog: int = 0  # of seq_bound, the events its last health report said were undelivered
 
 
 class Intake:
@@ -212,11 +213,13 @@ class Intake:
 
     def reload_keys(self) -> None:
         bounds = {
-            device: last_seq + (backlog or 0)
+            device: (last_seq + (backlog or 0), backlog or 0)
             for device, (_, last_seq, backlog) in self.store.revocations().items()
         }
         self._keys = {
-            d.id: DeviceKey(d.public_key, d.revoked_at, bounds.get(d.id) if d.revoked else None)
+            d.id: DeviceKey(d.public_key, d.revoked_at, *bounds.get(d.id, (None, 0)))
+            if d.revoked
+            else DeviceKey(d.public_key, d.revoked_at)
             for d in self.registry.devices()
         }
         self._keys_loaded = time.monotonic()
@@ -291,10 +294,14 @@ class Intake:
                 elif key is not None and key.seq_bound is not None and seq > key.seq_bound:
                     # Dated before the revocation, yet beyond what the device had reached
                     # then: only a key used after the revocation could have signed it.
-                    reason = (
-                        f"revoked: {dev}#{seq} is beyond #{key.seq_bound}, the last sequence "
-                        "the device had reached when it was revoked"
+                    reached = (
+                        "the last sequence stored when the device was revoked"
+                        if not key.backlog
+                        else f"the last sequence stored when the device was revoked "
+                        f"(#{key.seq_bound - key.backlog}) and the {key.backlog} its last "
+                        "health report said were still undelivered"
                     )
+                    reason = f"revoked: {dev}#{seq} is beyond #{key.seq_bound}, {reached}"
                 if reason is not None:
                     rejects.append(
                         QuarantineRow(
