@@ -257,6 +257,18 @@ def test_upplands_bro(tmp_path, row: Row):
           {"omsorg": 60, "avlosning": 600, "ledsagning": 600}, row)  # fmt: skip
 
 
+def test_upplands_bro_t3_cut_names_the_day_a_reason_is_still_due(tmp_path):
+    """002 §5: the excess is refused when the reason "uteblir". In an open month's queue the
+    cut shows before that day has come, so it names the lock date (the 3rd weekday of M+1,
+    002 §3.1) instead of saying that no reason came by it."""
+    row = next(r for r in UPPLANDS_BRO if r.item.startswith("8 T3"))
+    result = check(tmp_path, "upplands-bro",
+                   {"omsorg": 60, "avlosning": 600, "ledsagning": 600}, row)  # fmt: skip
+    (cut,) = [f for f in result.findings_for("k-3") if f.rule == "T3"]
+    assert "krävs senast spärrdatum 2026-11-04" in cut.reason
+    assert "uteblev" not in cut.reason
+
+
 # -- Haninge (003) ----------------------------------------------------------------------------
 
 

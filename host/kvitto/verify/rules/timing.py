@@ -10,14 +10,14 @@ Local time is Europe/Stockholm; a night spanning a daylight-saving change has 7 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from kvitto.verify.case import Claim
 from kvitto.verify.reasons import because
 from kvitto.verify.rules import Facts, Finding, rule, span
 from kvitto.verify.visits import overlap_seconds, union_seconds
-from kvitto.verify.workdays import local, local_at
+from kvitto.verify.workdays import local, local_at, next_month, nth_weekday
 
 
 def night_minutes(start: datetime, end: datetime, night_from: int, night_to: int) -> float:
@@ -227,12 +227,26 @@ def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "T3",
                     "adjust",
                     within,
-                    because("T3.excess_not_paid", within=within, claimed=claim.minutes, **numbers),
+                    because(
+                        "T3.excess_not_paid",
+                        within=within,
+                        claimed=claim.minutes,
+                        lock=str(_lock_date(facts)),
+                        **numbers,
+                    ),
                 )  # fmt: skip
             )
     if findings:
         facts.skip("T3", because("T3.no_approvals"))
     return findings
+
+
+def _lock_date(facts: Facts) -> date:
+    """The month's lock date (D3: the Nth weekday of M+1, 003 Spärrdatum), by which a reason
+    for an excess is due: an open month's queue shows the cut with the day it can still be
+    avoided, as D4's refusal shows its approval deadline."""
+    weekday = int(facts.profile.rules.get("D3", {}).get("weekday", 3))
+    return nth_weekday(*next_month(facts.year, facts.month), weekday)
 
 
 @rule("T4")
