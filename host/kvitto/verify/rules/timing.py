@@ -228,7 +228,7 @@ def t3_excess_over_granted(facts: Facts, params: dict[str, Any]) -> list[Finding
                     "adjust",
                     within,
                     because(
-                        "T3.excess_not_paid",
+                        "T3.excess_unpaid_without_reason",
                         within=within,
                         claimed=claim.minutes,
                         lock=str(_lock_date(facts)),
