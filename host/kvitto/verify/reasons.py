@@ -28,6 +28,9 @@ except ModuleNotFoundError:  # Python 3.10
 LANGS = ("sv", "en")
 DEFAULT = "sv"
 CATALOGUE = Path(__file__).resolve().parent / "reasons.toml"
+# Codes no rule gives any more, kept in the catalogue so that verdicts stored with them (the
+# web's verdicts.reason) still read: a newer code took their place with other arguments.
+RETIRED = ("T3.excess_not_paid",)  # T3.excess_unpaid_without_reason names the lock date
 # The profiles' billing categories in words (a reason's `category`/`categories` parameters and
 # the report's billing table name them so, never by their codes).
 CATEGORIES = {
