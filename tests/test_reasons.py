@@ -177,3 +177,15 @@ def test_category_names_cover_every_profile_category():
         for activity in profile.activities.values():
             for lang in ("sv", "en"):
                 assert activity.category in CATEGORIES[lang], (path.name, activity.code)
+
+
+def test_a_verdict_stored_with_a_retired_reason_still_reads():
+    """A verdict the web stored before T3's cut named the lock date renders as it did."""
+    from kvitto.verify.reasons import RETIRED, Reason, because, said
+
+    old = because("T3.excess_not_paid", activity="Omsorg", performed=120, granted=60,
+                  excess=30, within=10, claimed=40)  # fmt: skip
+    assert "T3.excess_not_paid" in RETIRED
+    text = said(old.stored())
+    assert "uteblev till spärrdatum" in text and "(10 av 40 min)" in text
+    assert Reason.from_stored(old.stored()) == old
