@@ -82,7 +82,11 @@ def test_schedule_window_fallback_and_refused_schedules(tmp_path, mosquitto):
         assert (kind, x["reason"], x["fallback"]) == ("unlock", "fallback", "open_for_allowed")
 
         now = datetime.now(timezone.utc).replace(microsecond=0)
-        run("import-plan", plan(tmp_path / "plan.csv", now - timedelta(minutes=10), 30),
+        # begun ten minutes ago, but not before the local midnight: the plan imported below
+        # replaces the days it names, and just after midnight ten minutes ago is yesterday
+        midnight = stockholm(now).replace(hour=0, minute=0, second=0).astimezone(timezone.utc)
+        begun = max(now - timedelta(minutes=10), midnight)
+        run("import-plan", plan(tmp_path / "plan.csv", begun, 30),
             "--provider", "p-1", "--store", store_url)  # fmt: skip
         run("command", "schedule", *base, "--days", "2", "--tolerance-min", "5")
         held = wait_closed(store, 4)
@@ -92,7 +96,8 @@ def test_schedule_window_fallback_and_refused_schedules(tmp_path, mosquitto):
 
         # the visit moved to later (or earlier) the same day: outside its window the door stays
         # shut. The same local day, since an imported plan replaces the days it names: three
-        # hours on from 21:00 Stockholm time would be a visit of tomorrow beside today's
+        # hours on from 21:00 Stockholm time would be a visit of tomorrow beside today's (and
+        # the first visit was put on today, above)
         moved = now + timedelta(hours=3)
         if stockholm(moved).date() != stockholm(now).date():
             moved = now - timedelta(hours=3)
