@@ -49,7 +49,7 @@ print("ats=%s" % t.ats.hex())
 print("ntag424=%s" % cards.parse_ndef_uri(cards.read_type4_ndef(nfc, t.number)))
 nfc.release(t.number)
 model.remove()
-nfc.set_max_retries(0xff, 0x01, 0xff)
+pn532_diag.set_max_retries(nfc, 0xff, 0x01, 0xff)
 pn532_diag.start_list_passive_target(nfc)
 print("waiting=%r" % (nfc.poll(),))
 model.place(UidCard(b"\\x04\\x99\\x88\\x77"))
@@ -169,7 +169,7 @@ print("long_timeout=%r" % (nfc.firmware_version(),))
 short = PN532(I2CTransport(SimI2C(model, timeout_us=10000)))
 try:
     short.firmware_version()
-except pn532.TransportError as e:
+except pn532.PN532Error as e:
     print("short_timeout=%s" % e)
 """,
     )

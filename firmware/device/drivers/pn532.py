@@ -6,7 +6,7 @@ the one for a board's bus picked by device.drivers.pn532_bus.
     target = parse_target_a(nfc.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00"))  # or None
 
 The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
-buses). Frames are pure functions (`build_frame`, `parse_frame`) so they run under CPython too.
+buses). Frames are pure functions (`frame_into`, `parse_frame`) so they run under CPython too.
 Card protocols on top of InDataExchange (APDUs, NDEF) are device.drivers.cards, loaded when
 needed; commands only bring-up and tests send (PowerDown, RF field, blocking searches)
 device.drivers.pn532_diag.
@@ -31,11 +31,9 @@ _MAX_FRAME = const(_MAX_BODY + 9)
 # §6.2.1.3 / §6.2.1.4
 ACK = b"\x00\x00\xff\x00\xff\x00"
 NACK = b"\x00\x00\xff\xff\x00\x00"
-# §6.2.1.5
-ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
 
 # --- command codes (UM0701-02 §7) ----------------------------------------------------------
-CMD_GET_FIRMWARE_VERSION = const(0x02)
+_CMD_GET_FIRMWARE_VERSION = const(0x02)
 _CMD_SAM_CONFIGURATION = const(0x14)
 _CMD_RF_CONFIGURATION = const(0x32)
 _CMD_IN_DATA_EXCHANGE = const(0x40)
@@ -60,28 +58,22 @@ I2C_TIMEOUT_US = const(100_000)
 _ETIMEDOUT = const(116)  # the errno machine.I2C raises when clock stretching exceeds timeout
 
 
+# One hierarchy per driver, a class only where a caller acts on it: a FrameError is sent again,
+# a ChecksumError asked for again with a NACK, a CommandError's status and a Timeout tell the
+# reader and tag mode what the card or phone did. The rest (the PN532's error frame, a response
+# that is not the expected one, a bus failure) is a PN532Error whose message names it.
+
+
 class PN532Error(Exception):
     """Every error the driver raises derives from this (one hierarchy per driver)."""
 
 
 class FrameError(PN532Error):
-    """Bytes that are not a valid PN532 frame: no start code, truncated, bad length."""
+    """Bytes that are not a valid PN532 frame: no start code, truncated, bad length, a NACK."""
 
 
 class ChecksumError(FrameError):
     """Length checksum (LCS) or data checksum (DCS) does not add up to zero."""
-
-
-class NackFrame(FrameError):
-    """A NACK frame: the other side asks for the last frame again (§6.2.1.4)."""
-
-
-class ErrorFrame(PN532Error):
-    """The PN532 answered with the syntax error frame (§6.2.1.5)."""
-
-
-class ResponseError(PN532Error):
-    """A well-formed frame whose content is not the response the command expects."""
 
 
 class CommandError(PN532Error):
@@ -94,10 +86,6 @@ class CommandError(PN532Error):
 
 class Timeout(PN532Error):
     """No ACK or no response in time."""
-
-
-class TransportError(PN532Error):
-    """The bus itself failed (OSError from machine.I2C/SPI/UART)."""
 
 
 # --- frames ---------------------------------------------------------------------------------
@@ -140,22 +128,16 @@ def frame_into(buf, body, data):
     return i + 2
 
 
-def build_frame(body):
-    """The whole frame (preamble to postamble) carrying `body` = TFI + data."""
-    buf = bytearray(len(body) + 10)
-    return bytes(buf[: frame_into(buf, body, b"")])
-
-
 def _frame_at(buf, i, n):
-    """Parse a frame whose start code 00 FF is at buf[i], buf[i+1]. Returns (body, end)."""
+    """The body of a frame whose start code 00 FF is at buf[i], buf[i+1]; None for a NACK."""
     if i + 4 > n:
         raise FrameError("truncated frame header")
     length = buf[i + 2]
     check = buf[i + 3]
     if length == 0x00 and check == 0xFF:
-        return b"", i + 5  # ACK (§6.2.1.3): the empty body
+        return b""  # ACK (§6.2.1.3): the empty body
     if length == 0xFF and check == 0x00:
-        raise NackFrame("NACK frame")
+        return None  # NACK (§6.2.1.4)
     head = i + 4
     if length == 0xFF and check == 0xFF:
         if i + 7 > n:
@@ -179,29 +161,26 @@ def _frame_at(buf, i, n):
         raise ChecksumError("DCS")
     body = bytes(buf[head : head + length])
     if body[0] == _TFI_ERROR and length == 1:
-        raise ErrorFrame("PN532 error frame")
-    return body, head + length + 2
+        raise PN532Error("PN532 error frame")  # §6.2.1.5: not a FrameError, not sent again
+    return body
 
 
 def parse_frame(buf):
     """TFI + data of the first valid frame in `buf` (leading garbage is skipped); b"" for an
-    ACK. Raises a FrameError subclass or ErrorFrame; never returns None for an error."""
+    ACK. Raises a FrameError (a NACK too), or PN532Error for the PN532's error frame."""
     n = len(buf)
     first = None
-    i = 0
-    while i + 1 < n:
+    for i in range(n - 1):
         if buf[i] == _START1 and buf[i + 1] == _START2:
             try:
-                return _frame_at(buf, i, n)[0]
-            except (NackFrame, ErrorFrame):
-                raise
+                body = _frame_at(buf, i, n)
             except FrameError as error:
-                if first is None:
-                    first = error
-        i += 1
-    if first is not None:
-        raise first
-    raise FrameError("no start code 00 FF")
+                first = first or error
+                continue
+            if body is None:
+                raise FrameError("NACK frame")  # not garbage to skip: the other side's answer
+            return body
+    raise first or FrameError("no start code 00 FF")
 
 
 def frame_end(buf, n):
@@ -227,23 +206,16 @@ def frame_end(buf, n):
 
 
 def response_data(body, command):
-    """Data after TFI D5 and the response code (command + 1); ResponseError otherwise."""
+    """Data after TFI D5 and the response code (command + 1); PN532Error otherwise."""
     if len(body) < 2 or body[0] != _TFI_PN532 or body[1] != ((command + 1) & 0xFF):
-        raise ResponseError("not a response to command 0x%02x" % command)
+        raise PN532Error("not a response to command 0x%02x" % command)
     return body[2:]
-
-
-def parse_firmware_version(data):
-    """(IC, Ver, Rev, Support) from GetFirmwareVersion's data (§7.2.2)."""
-    if len(data) != 4:
-        raise ResponseError("firmware version of %d bytes" % len(data))
-    return data[0], data[1], data[2], data[3]
 
 
 def check_status(data, where):
     """Raise CommandError unless the status byte (low 6 bits, §7.1) is zero; return the rest."""
     if len(data) < 1:
-        raise ResponseError("missing status byte in " + where)
+        raise PN532Error("missing status byte in " + where)
     if data[0] & 0x3F:
         raise CommandError(data[0] & 0x3F, where)
     return data[1:]
@@ -267,25 +239,25 @@ class Target:
 def parse_target_a(data):
     """The first type A target of an InListPassiveTarget response, or None for no card."""
     if len(data) < 1:
-        raise ResponseError("InListPassiveTarget: no NbTg")
+        raise PN532Error("InListPassiveTarget: no NbTg")
     count = data[0]
     if count == 0:
         return None
     if count > 2:
-        raise ResponseError("InListPassiveTarget: NbTg %d" % count)
+        raise PN532Error("InListPassiveTarget: NbTg %d" % count)
     # Tg(1) SENS_RES(2) SEL_RES(1) NFCIDLength(1) NFCID1 [ATS]
     if len(data) < 6:
-        raise ResponseError("InListPassiveTarget: short target")
+        raise PN532Error("InListPassiveTarget: short target")
     uid_length = data[5]
     if uid_length not in (4, 7, 10) or len(data) < 6 + uid_length:
-        raise ResponseError("InListPassiveTarget: NFCID length %d" % uid_length)
+        raise PN532Error("InListPassiveTarget: NFCID length %d" % uid_length)
     uid = bytes(data[6 : 6 + uid_length])
     rest = data[6 + uid_length :]
     ats = b""
     if data[4] & _SEL_RES_ISO_DEP and len(rest):
         # ISO/IEC 14443-4 §5.2: TL, the first ATS byte, counts the whole ATS
         if rest[0] < 1 or rest[0] > len(rest):
-            raise ResponseError("InListPassiveTarget: ATS length")
+            raise PN532Error("InListPassiveTarget: ATS length")
         ats = bytes(rest[: rest[0]])
     return Target(data[1], (data[2] << 8) | data[3], data[4], uid, ats)
 
@@ -293,7 +265,7 @@ def parse_target_a(data):
 def parse_tg_init(data):
     """(mode, first initiator command) from TgInitAsTarget (§7.3.14)."""
     if len(data) < 1:
-        raise ResponseError("TgInitAsTarget: no mode")
+        raise PN532Error("TgInitAsTarget: no mode")
     return data[0], bytes(data[1:])
 
 
@@ -301,10 +273,20 @@ def parse_tg_init(data):
 
 
 def bus_error(error):
-    """The TransportError for an OSError from a machine bus (shared by the transports)."""
+    """The PN532Error for an OSError from a machine bus (shared by the transports)."""
     if error.args and error.args[0] == _ETIMEDOUT:
-        return TransportError("bus timeout (clock stretching beyond the I2C timeout)")
-    return TransportError("bus error %r" % (error,))
+        return PN532Error("bus timeout (clock stretching beyond the I2C timeout)")
+    return PN532Error("bus error %r" % (error,))
+
+
+def ready_within(transport, timeout_ms):
+    """Whether `transport` has a frame ready within `timeout_ms`, asked every millisecond."""
+    begin = time.ticks_ms()
+    while not transport.ready():
+        if time.ticks_diff(time.ticks_ms(), begin) > timeout_ms:
+            return False
+        time.sleep_ms(1)
+    return True
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -355,13 +337,9 @@ class PN532:
         raise error if error is not None else Timeout("no ACK")
 
     def _read_ack(self):
-        begin = time.ticks_ms()
-        while not self.transport.ready():
-            if time.ticks_diff(time.ticks_ms(), begin) > self._ack_timeout_ms:
-                raise Timeout("no ACK for command 0x%02x" % self._header[1])
-            time.sleep_ms(1)
-        frame = self.transport.read_frame()
-        if parse_frame(frame) != b"":
+        if not ready_within(self.transport, self._ack_timeout_ms):
+            raise Timeout("no ACK for command 0x%02x" % self._header[1])
+        if parse_frame(self.transport.read_frame()) != b"":
             raise FrameError("expected ACK")
         return True
 
@@ -381,17 +359,11 @@ class PN532:
                     raise
                 # §6.2.1.4: ask for the same response again
                 self.transport.write(NACK)
-                self._wait(20)
+                if not ready_within(self.transport, 20):
+                    raise Timeout("no frame")
         command = self._pending
         self._pending = -1
         return response_data(body, command)
-
-    def _wait(self, timeout_ms):
-        begin = time.ticks_ms()
-        while not self.transport.ready():
-            if time.ticks_diff(time.ticks_ms(), begin) > timeout_ms:
-                raise Timeout("no frame")
-            time.sleep_ms(1)
 
     def abort(self):
         """§6.2.1.3: an ACK from the host aborts the command in progress."""
@@ -449,21 +421,19 @@ class PN532:
         """Wake, read the firmware version, SAM normal mode, bounded passive retries."""
         self.transport.wake()
         self.firmware = self.firmware_version()
-        self.sam_configuration()
-        self.set_max_retries(0x01, 0x01, retries)
+        # §7.2.10: mode 1 = normal (no SAM); timeout 0x14 only for virtual card mode; P70_IRQ on
+        self.call(_CMD_SAM_CONFIGURATION, b"\x01\x14\x01")
+        # §7.3.1 CfgItem 5: MxRtyATR 1, MxRtyPSL 1, MxRtyPassiveActivation `retries`
+        self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, 0x01, 0x01, retries)))
         return self.firmware
 
     # commands (§7)
     def firmware_version(self):
-        return parse_firmware_version(self.call(CMD_GET_FIRMWARE_VERSION))
-
-    def sam_configuration(self, mode=0x01, timeout=0x14, irq=0x01):
-        # §7.2.10: mode 1 = normal (no SAM); timeout only for virtual card mode; use P70_IRQ
-        self.call(_CMD_SAM_CONFIGURATION, bytes((mode, timeout, irq)))
-
-    def set_max_retries(self, atr=0xFF, psl=0x01, passive=0xFF):
-        # §7.3.1 CfgItem 5; 0xFF passive = wait for a card forever
-        self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, atr, psl, passive)))
+        """(IC, Ver, Rev, Support) from GetFirmwareVersion (§7.2.2)."""
+        data = self.call(_CMD_GET_FIRMWARE_VERSION)
+        if len(data) != 4:
+            raise PN532Error("firmware version of %d bytes" % len(data))
+        return tuple(data)
 
     def data_exchange(self, target, data, timeout_ms=None):
         """InDataExchange (§7.3.8): send `data` to target, return its answer."""

@@ -1,6 +1,6 @@
 """PN532 commands for bring-up and diagnostics (NXP UM0701-02 §7): the blocking card search,
-the RF field, PowerDown and TgInitAsTarget from fixed parameters. The device never sends them
-in service (device.roles.reader searches with `acall`; device.drivers.tag_mode builds its own
+the RF field, the retry count, PowerDown, TgInitAsTarget from fixed parameters, whole frames as
+bytes. The device never sends them in service (device.roles.reader searches with `acall`; device.drivers.tag_mode builds its own
 target parameters), so they live apart from device.drivers.pn532 and cost a tag no heap.
 
     from device.drivers import pn532_diag
@@ -15,6 +15,7 @@ from device.drivers.pn532 import (
     CMD_TG_INIT_AS_TARGET,
     PN532Error,
     check_status,
+    frame_into,
     parse_target_a,
     parse_tg_init,
 )
@@ -28,6 +29,18 @@ _BRTY_106A = const(0x00)  # §7.3.5: 106 kbps type A (ISO/IEC 14443 Type A)
 WAKE_HSU = const(0x10)
 WAKE_SPI = const(0x20)
 WAKE_I2C = const(0x80)
+
+
+def build_frame(body):
+    """The whole frame (preamble to postamble) carrying `body` = TFI + data (the driver writes
+    its frames into one buffer with frame_into; this copy is for bring-up and tests)."""
+    buf = bytearray(len(body) + 10)
+    return bytes(buf[: frame_into(buf, body, b"")])
+
+
+def set_max_retries(nfc, atr=0xFF, psl=0x01, passive=0xFF):
+    """RFConfiguration CfgItem 5 (§7.3.1); passive 0xFF = wait for a card forever."""
+    nfc.call(_CMD_RF_CONFIGURATION, bytes((0x05, atr, psl, passive)))
 
 
 def list_passive_target(nfc, timeout_ms=None):

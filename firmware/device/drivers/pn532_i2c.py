@@ -9,7 +9,7 @@ import time
 
 from micropython import const
 
-from device.drivers.pn532 import NACK, FrameError, Timeout, bus_error, frame_end
+from device.drivers.pn532 import NACK, FrameError, Timeout, bus_error, frame_end, ready_within
 
 _MAX_FRAME = const(274)  # device.drivers.pn532: TFI + 264 data bytes in an extended frame, + 9
 _I2C_ADDRESS = const(0x24)  # §6.2.4: 0x48 write / 0x49 read as 8-bit addresses
@@ -62,15 +62,9 @@ class I2CTransport:
             # §6.2.1.4: a NACK makes the PN532 send the same frame again, now read whole
             self.write(NACK)
             size = need
-            self._wait_ready()
-        raise FrameError("I2C frame longer than announced")
-
-    def _wait_ready(self):
-        start = time.ticks_ms()
-        while not self.ready():
-            if time.ticks_diff(time.ticks_ms(), start) > 50:
+            if not ready_within(self, 50):
                 raise Timeout("no frame after NACK")
-            time.sleep_ms(1)
+        raise FrameError("I2C frame longer than announced")
 
     def wake(self):
         # §6.2.4 / §7.2.11: addressing the PN532 wakes it; the first access may be NAKed
