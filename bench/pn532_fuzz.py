@@ -32,7 +32,7 @@ PARSERS = {
     "response_data": lambda b: pn532.response_data(b, 0x4A),
     "target_a": pn532.parse_target_a,
     "check_status": lambda b: pn532.check_status(b, "x"),
-    "tg_init": pn532.parse_tg_init,
+    "tg_init": pn532_diag.parse_tg_init,
     "apdu_response": cards.parse_apdu_response,
     "ndef_tlv": cards.parse_ndef_tlv,
     "ndef_uri": cards.parse_ndef_uri,

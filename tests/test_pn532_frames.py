@@ -135,7 +135,7 @@ PARSERS = (
     lambda b: pn532.response_data(b, 0x4A),
     lambda b: pn532.parse_target_a(b),
     lambda b: pn532.check_status(b, "x"),
-    lambda b: pn532.parse_tg_init(b),
+    lambda b: pn532_diag.parse_tg_init(b),
     lambda b: cards.parse_apdu_response(b),
     lambda b: cards.parse_ndef_tlv(b),
     lambda b: cards.parse_ndef_uri(b),

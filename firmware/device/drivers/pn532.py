@@ -3,7 +3,7 @@ the one for a board's bus picked by device.drivers.pn532_bus.
 
     nfc = PN532(pn532_bus.open_transport("i2c", i2c, irq=irq_pin), reset=rstpd_pin)
     nfc.begin()                                  # SAMConfiguration + RFConfiguration
-    target = parse_target_a(nfc.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00"))  # or None
+    target = pn532_diag.list_passive_target(nfc)  # InListPassiveTarget: a Target, or None
 
 The driver never builds a bus: `hal` hands it a `machine.I2C`/`SPI`/`UART` (or the simulator's
 buses). Frames are pure functions (`frame_into`, `parse_frame`) so they run under CPython too.
@@ -37,11 +37,12 @@ _CMD_GET_FIRMWARE_VERSION = const(0x02)
 _CMD_SAM_CONFIGURATION = const(0x14)
 _CMD_RF_CONFIGURATION = const(0x32)
 _CMD_IN_DATA_EXCHANGE = const(0x40)
-CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
 _CMD_IN_RELEASE = const(0x52)
 _CMD_TG_GET_DATA = const(0x86)
-CMD_TG_INIT_AS_TARGET = const(0x8C)
 _CMD_TG_SET_DATA = const(0x8E)
+# InListPassiveTarget (0x4A) and TgInitAsTarget (0x8C) are sent by device.roles.reader,
+# device.drivers.tag_mode and pn532_diag, each with its own private constant: a public one
+# would be one more name on every tag's heap.
 
 _RF_ITEM_MAX_RETRIES = const(0x05)  # §7.3.1 CfgItem 5: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
 _SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
@@ -230,10 +231,7 @@ class Target:
         self.sel_res = sel_res
         self.uid = uid
         self.ats = ats
-
-    @property
-    def iso_dep(self):
-        return bool(self.sel_res & _SEL_RES_ISO_DEP)
+        self.iso_dep = bool(sel_res & _SEL_RES_ISO_DEP)
 
 
 def parse_target_a(data):
@@ -260,13 +258,6 @@ def parse_target_a(data):
             raise PN532Error("InListPassiveTarget: ATS length")
         ats = bytes(rest[: rest[0]])
     return Target(data[1], (data[2] << 8) | data[3], data[4], uid, ats)
-
-
-def parse_tg_init(data):
-    """(mode, first initiator command) from TgInitAsTarget (§7.3.14)."""
-    if len(data) < 1:
-        raise PN532Error("TgInitAsTarget: no mode")
-    return data[0], bytes(data[1:])
 
 
 # --- shared by the transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------

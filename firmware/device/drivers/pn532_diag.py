@@ -10,17 +10,11 @@ target parameters), so they live apart from device.drivers.pn532 and cost a tag 
 
 from micropython import const
 
-from device.drivers.pn532 import (
-    CMD_IN_LIST_PASSIVE_TARGET,
-    CMD_TG_INIT_AS_TARGET,
-    PN532Error,
-    check_status,
-    frame_into,
-    parse_target_a,
-    parse_tg_init,
-)
+from device.drivers.pn532 import PN532Error, check_status, frame_into, parse_target_a
 
 _CMD_POWER_DOWN = const(0x16)
+_CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+_CMD_TG_INIT_AS_TARGET = const(0x8C)
 _CMD_RF_CONFIGURATION = const(0x32)
 _RF_ITEM_FIELD = const(0x01)
 _BRTY_106A = const(0x00)  # §7.3.5: 106 kbps type A (ISO/IEC 14443 Type A)
@@ -43,14 +37,21 @@ def set_max_retries(nfc, atr=0xFF, psl=0x01, passive=0xFF):
     nfc.call(_CMD_RF_CONFIGURATION, bytes((0x05, atr, psl, passive)))
 
 
+def parse_tg_init(data):
+    """(mode, first initiator command) from TgInitAsTarget (§7.3.14)."""
+    if len(data) < 1:
+        raise PN532Error("TgInitAsTarget: no mode")
+    return data[0], bytes(data[1:])
+
+
 def list_passive_target(nfc, timeout_ms=None):
     """InListPassiveTarget (§7.3.5), blocking: the first type A target, or None (no card)."""
-    return parse_target_a(nfc.call(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms))
+    return parse_target_a(nfc.call(_CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms))
 
 
 def start_list_passive_target(nfc):
     """Non-blocking: start the search; `nfc.poll()` then gives data for `parse_target_a`."""
-    nfc.start(CMD_IN_LIST_PASSIVE_TARGET, bytes((0x01, _BRTY_106A)))
+    nfc.start(_CMD_IN_LIST_PASSIVE_TARGET, bytes((0x01, _BRTY_106A)))
 
 
 def rf_field(nfc, on):
@@ -72,11 +73,11 @@ def init_as_target(nfc, mifare, felica, nfcid3, general=b"", historical=b"", mod
     """TgInitAsTarget (§7.3.14); mode 0x04 = PICC only. Blocks until an initiator comes:
     use `start_init_as_target` + `nfc.poll()` to keep the loop running."""
     params = _tg_params(mode, mifare, felica, nfcid3, general, historical)
-    return parse_tg_init(nfc.call(CMD_TG_INIT_AS_TARGET, params))
+    return parse_tg_init(nfc.call(_CMD_TG_INIT_AS_TARGET, params))
 
 
 def start_init_as_target(nfc, mifare, felica, nfcid3, general=b"", historical=b"", mode=0x04):
-    nfc.start(CMD_TG_INIT_AS_TARGET, _tg_params(mode, mifare, felica, nfcid3, general, historical))
+    nfc.start(_CMD_TG_INIT_AS_TARGET, _tg_params(mode, mifare, felica, nfcid3, general, historical))
 
 
 def _tg_params(mode, mifare, felica, nfcid3, general, historical):

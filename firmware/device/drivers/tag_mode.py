@@ -15,6 +15,7 @@ from micropython import const
 
 from device.drivers import pn532
 
+_CMD_TG_INIT_AS_TARGET = const(0x8C)  # UM0701-02 §7.3.14
 _STATUS_RELEASED = const(0x29)
 _STATUS_DESELECTED = const(0x25)
 _T4T_AID = const(b"\xd2\x76\x00\x00\x85\x01\x01")  # NFC Forum Type 4 Tag §5.4.2: NDEF application
@@ -125,11 +126,10 @@ class TagMode:
         if self._file is None:
             await self.prepare_async()
         try:
-            data = await nfc.acall(pn532.CMD_TG_INIT_AS_TARGET, self._params, window_ms,
-                                   flag)
+            data = await nfc.acall(_CMD_TG_INIT_AS_TARGET, self._params, window_ms, flag)
         except pn532.Timeout:
             return False  # nobody came; acall aborted the wait with an ACK
-        mode, command = pn532.parse_tg_init(data)
+        command = bytes(data[1:])  # §7.3.14: Mode, then the initiator's first command
         state = [None, False]
         for _ in range(32):  # a T4T read is about 6 APDUs; bound the session
             nfc.tg_set_data(self._answer(command, state))

@@ -19,6 +19,7 @@ from micropython import const
 
 from device.drivers import pn532
 
+_CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)  # UM0701-02 §7.3.5
 _FAILED_BACKOFF_MS = const(60000)  # resets keep failing: try once a minute, report "failed"
 
 
@@ -135,7 +136,7 @@ class Reader:
                 self.recover("init: " + str(error))
                 return
         try:
-            data = await self.nfc.acall(pn532.CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00",
+            data = await self.nfc.acall(_CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00",
                                         self.timeout_ms, self._flag)
             target = pn532.parse_target_a(data)
         except pn532.PN532Error as error:
