@@ -222,19 +222,19 @@ def test_tag_mode_url_read_by_a_phone_verifies_on_the_host(micropython):
     out = micropython(
         READER_PRELUDE
         + "\nmodel, bus, nfc = make('i2c-irq')\n"
-        + f"""
-SIG = bytes.fromhex("{signature.hex()}")
+        + """
+from device.evidence import ed25519
 reads = []
-tag = TagMode("tag-0042", lambda m: SIG if m == {signed!r}.encode() else bytes(64),
-              counter=7, clock=lambda: 1790000000, on_read=reads.append)
+tag = TagMode("tag-0042", ed25519.Signer(bytes(range(1, 33))), counter=7,
+              clock=lambda: 1790000000, on_read=reads.append)
 reader = Reader(nfc, on_tap, "tag-0042", irq=model.irq, interval_ms=5, tag_mode=tag,
                 tag_window_ms=30)
 asyncio.run(cycles(reader, 2))
 phone = TagReaderPhone()
 model.phone_reads(phone)
 asyncio.run(cycles(reader, 1))
-print(json.dumps({{"url": phone.url, "error": phone.error, "reads": reads,
-                   "nfcid1": model.nfcid1.hex()}}))
+print(json.dumps({"url": phone.url, "error": phone.error, "reads": reads,
+                   "nfcid1": model.nfcid1.hex()}))
 """
     )
     view = json.loads(out.strip().splitlines()[-1])

@@ -1,7 +1,8 @@
 """PN532 commands for bring-up and diagnostics (NXP UM0701-02 §7): the blocking card search,
 the RF field, the retry count, PowerDown, TgInitAsTarget from fixed parameters, whole frames as
-bytes. The device never sends them in service (device.roles.reader searches with `acall`; device.drivers.tag_mode builds its own
-target parameters), so they live apart from device.drivers.pn532 and cost a tag no heap.
+bytes. The device never sends them in service (device.roles.reader searches with `acall`;
+device.drivers.tag_mode builds its own target parameters), so they live apart from
+device.drivers.pn532 and cost a tag no heap.
 
     from device.drivers import pn532_diag
     target = pn532_diag.list_passive_target(nfc)       # nfc: a device.drivers.pn532.PN532
@@ -77,7 +78,8 @@ def init_as_target(nfc, mifare, felica, nfcid3, general=b"", historical=b"", mod
 
 
 def start_init_as_target(nfc, mifare, felica, nfcid3, general=b"", historical=b"", mode=0x04):
-    nfc.start(_CMD_TG_INIT_AS_TARGET, _tg_params(mode, mifare, felica, nfcid3, general, historical))
+    params = _tg_params(mode, mifare, felica, nfcid3, general, historical)
+    nfc.start(_CMD_TG_INIT_AS_TARGET, params)
 
 
 def _tg_params(mode, mifare, felica, nfcid3, general, historical):

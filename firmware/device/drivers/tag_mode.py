@@ -27,37 +27,24 @@ _NDEF_FILE = const(b"\xe1\x04")
 _CC = const(b"\x00\x0f\x20\x00\x3b\x00\x34\x04\x06\xe1\x04\x01\x00\x00\xff")
 
 
-def _b64url(data):
-    text = binascii.b2a_base64(data).decode().strip().rstrip("=")
-    return text.replace("+", "-").replace("/", "_")
-
-
-def uri_record(url):
-    """A short NDEF well-known URI record (NFC Forum RTD URI), prefix 0x04 = "https://"."""
-    prefix = 0x04 if url.startswith("https://") else 0x00
-    raw = (url[8:] if prefix else url).encode()
-    return bytes((0xD1, 0x01, len(raw) + 1, 0x55, prefix)) + raw
-
-
 class TagMode:
     """The PN532 as an NFC Forum Type 4 tag whose NDEF URL is signed by the device:
     https://HOST/t/DEVICE?c=COUNTER&t=UNIXTIME&s=SIG (docs/nfc.md). The next URL is signed
     ahead of time (`prepare_async`), so a phone's read never waits for Ed25519. `sign` is a
-    device.evidence.ed25519.Signer (stepwise) or any callable message -> 64-byte signature."""
+    device.evidence.ed25519.Signer: it signs in steps."""
 
-    def __init__(self, device_id, sign, base="https://kvitto.invalid", counter=0, clock=None,
-                 on_read=None, signing=None):
+    def __init__(self, device_id, sign, base="https://kvitto.invalid", counter=0,
+                 clock=time.time, on_read=None, signing=None):
         self.device_id = device_id
         self.sign = sign
         # an asyncio.Lock shared with the other signer of this key (device.app: the link's), so
         # one signature runs at a time: two interleaved hold two SHA-512 schedules and two sets
         # of big-int temporaries on the heap at once
-        self.signing = signing
+        self.signing = signing or asyncio.Lock()
         self.base = base
         self.counter = counter
-        self.clock = clock if clock is not None else (lambda: int(time.time()))
+        self.clock = clock
         self.on_read = on_read
-        self.reads = 0
         # TgInitAsTarget's parameters, the same every window: built once, not per search.
         # UM0701-02 §7.3.14: mode 0x04 = PICC only; SENS_RES 0x0004, NFCID1t (3 bytes; the
         # PN532 forces the first UID byte to 0x08), SEL_RES 0x20 = ISO/IEC 14443-4; FeliCa
@@ -66,32 +53,22 @@ class TagMode:
         self._params = b"\x04\x04\x00" + uid + b"\x20" + bytes(18 + 10 + 2)
         self._file = None  # NLEN ‖ NDEF message for counter + 1
 
-    def _signed_text(self):
-        return "%s/t/%s?c=%d&t=%d" % (self.base, self.device_id, self.counter + 1, self.clock())
-
-    def _store(self, signed, signature):
-        url = signed + "&s=" + _b64url(signature)
-        message = uri_record(url)
-        self._file = bytes((len(message) >> 8, len(message) & 0xFF)) + message
-        return url
-
     async def prepare_async(self):
         """Sign the next URL in ≤ 20 ms slices (device.evidence.ed25519.Signer.sign_steps), letting
-        taps and MQTT run between them; a plain `sign` callable is called once."""
-        if not hasattr(self.sign, "sign_steps"):
-            signed = self._signed_text()
-            return self._store(signed, self.sign(signed.encode()))
-        if self.signing is not None:
-            await self.signing.acquire()
-        try:
-            signed = self._signed_text()  # the time as the signature starts, not as it waited
-            for _ in self.sign.sign_steps(signed.encode()):
+        taps and MQTT run between them."""
+        async with self.signing:
+            # the time as the signature starts, not as it waited
+            url = "%s/t/%s?c=%d&t=%d" % (self.base, self.device_id, self.counter + 1,
+                                         self.clock())
+            for _ in self.sign.sign_steps(url.encode()):
                 await asyncio.sleep_ms(0)
-            signature = self.sign.signature
-        finally:
-            if self.signing is not None:
-                self.signing.release()
-        return self._store(signed, signature)
+            signature = binascii.b2a_base64(self.sign.signature).decode().strip().rstrip("=")
+        url += "&s=" + signature.replace("+", "-").replace("/", "_")  # base64url (docs/nfc.md)
+        # a short NDEF well-known URI record (NFC Forum RTD URI), prefix 0x04 = "https://"
+        prefix = 0x04 if url.startswith("https://") else 0x00
+        raw = (url[8:] if prefix else url).encode()
+        message = bytes((0xD1, 0x01, len(raw) + 1, 0x55, prefix)) + raw
+        self._file = bytes((len(message) >> 8, len(message) & 0xFF)) + message  # NLEN ‖ NDEF
 
     def _answer(self, command, state):
         """One R-APDU for a C-APDU of the T4T read procedure."""
@@ -142,7 +119,6 @@ class TagMode:
         if not state[1]:
             return False
         self.counter += 1
-        self.reads += 1
         self._file = None
         if self.on_read is not None:
             self.on_read(self.counter)
