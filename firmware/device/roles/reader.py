@@ -21,6 +21,7 @@ from device.drivers import pn532
 
 _CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)  # UM0701-02 §7.3.5
 _FAILED_BACKOFF_MS = const(60000)  # resets keep failing: try once a minute, report "failed"
+_FAIL_LIMIT = const(2)  # failed searches in a row before the PN532 is reset
 
 
 def credential_id(salt, raw):
@@ -34,13 +35,12 @@ def credential_id(salt, raw):
 class Tap:
     """One credential read: kind, raw credential bytes, kind-specific extra, credential id."""
 
-    def __init__(self, kind, raw, extra, uid, read_us, cred=None):
+    def __init__(self, kind, raw, extra):
         self.kind = kind
         self.raw = raw
         self.extra = extra
-        self.uid = uid
-        self.read_us = read_us  # ticks_us when the credential was read (feedback deadline base)
-        self.cred = cred
+        self.read_us = time.ticks_us()  # when the credential was read (feedback deadline base)
+        self.cred = None
 
 
 class Reader:
@@ -48,7 +48,7 @@ class Reader:
     feedback); `on_health(fields)` gets a small dict for a `health` event."""
 
     def __init__(self, nfc, on_tap, device_id, irq=None, rng=None, salt=None, on_health=None,
-                 interval_ms=50, gone_ms=800, fail_limit=2, timeout_ms=500, tag_mode=None,
+                 interval_ms=50, gone_ms=800, timeout_ms=500, tag_mode=None,
                  tag_window_ms=300):
         self.nfc = nfc
         self.on_tap = on_tap
@@ -58,14 +58,12 @@ class Reader:
         self.on_health = on_health
         self.interval_ms = interval_ms
         self.gone_ms = gone_ms
-        self.fail_limit = fail_limit
         self.timeout_ms = timeout_ms
         self.tag_mode = tag_mode
         self.tag_window_ms = tag_window_ms
         self.ready = False
         self.failures = 0
         self.resets = 0
-        self.taps = 0
         self._backoff_ms = 0
         self._last_uid = None
         self._last_raw = None
@@ -141,7 +139,7 @@ class Reader:
             target = pn532.parse_target_a(data)
         except pn532.PN532Error as error:
             self.failures += 1
-            if self.failures >= self.fail_limit:
+            if self.failures >= _FAIL_LIMIT:
                 self.recover("silent: " + str(error))
             return
         self.failures = 0
@@ -171,7 +169,16 @@ class Reader:
         if self._held(target.uid, now):
             self._last_seen = now
             return
-        tap = self.read_credential(target)
+        tap = None
+        if target.iso_dep:
+            # phones and NTAG 424 DNA: their protocols load with the first such card
+            from device.drivers.cards import read_iso_dep
+
+            found = read_iso_dep(self.nfc, target, self.rng, self.device_id)
+            if found is not None:
+                tap = Tap(*found)  # kind, raw, extra
+        if tap is None:
+            tap = Tap("badge", target.uid, {})  # a badge by UID, or a card we cannot read
         now = time.ticks_ms()
         if self._held(tap.raw, now):
             self._last_seen = now
@@ -182,17 +189,4 @@ class Reader:
         self._last_seen = now
         if self.salt is not None and tap.kind != "unknown":
             tap.cred = credential_id(self.salt, tap.raw)
-        self.taps += 1
         self.on_tap(tap)
-
-    def read_credential(self, target):
-        """What the target is: a kvitto phone, an NTAG 424 with SUN, or a badge by UID."""
-        if target.iso_dep:
-            # phones and NTAG 424 DNA: their protocols load with the first such card
-            from device.drivers.cards import read_iso_dep
-
-            found = read_iso_dep(self.nfc, target, self.rng, self.device_id)
-            if found is not None:
-                kind, raw, extra = found
-                return Tap(kind, raw, extra, target.uid, time.ticks_us())
-        return Tap("badge", target.uid, {}, target.uid, time.ticks_us())
