@@ -10,7 +10,7 @@ SECOND = "bb" * 16
 STRANGER = "cc" * 16
 
 PRELUDE = f"""
-from device.roles.lock import Lock, Allowlist, LockError
+from device.roles.lock import Lock, Allowlist
 clock = FakeClock()
 door, exit_button, relay = Line(), Line(), Relay()
 allow = Allowlist("allow.bin")
@@ -86,7 +86,7 @@ def test_staff_revoked_while_inside_still_depart_and_are_then_denied(micropython
         + f"""
 print(lock.tap(bytes.fromhex("{SECOND}"), "badge"))
 settle(9000)
-lock.on_revoke({{"creds": [bytes.fromhex("{SECOND}")]}})
+lock.allowlist.revoke([bytes.fromhex("{SECOND}")])
 print(lock.tap(bytes.fromhex("{SECOND}"), "badge"), relay.changes)
 print(lock.tap(bytes.fromhex("{SECOND}"), "badge"))
 """,
@@ -147,19 +147,21 @@ def test_allowlist_survives_restart_and_refuses_bad_input(micropython, tmp_path)
         micropython,
         PRELUDE
         + f"""
-lock.on_revoke({{"creds": [bytes.fromhex("{SECOND}")]}})
+lock.allowlist.revoke([bytes.fromhex("{SECOND}")])
 again = Allowlist("allow.bin")
-print(len(again), bytes.fromhex("{KNOWN}") in again, bytes.fromhex("{SECOND}") in again)
+with open("allow.bin", "rb") as f:
+    held = len(f.read()) // 16
+print(held, bytes.fromhex("{KNOWN}") in again, bytes.fromhex("{SECOND}") in again)
 for bad in ([b"short"], "notalist"):
     try:
-        lock.on_allow({{"creds": bad}})
-    except LockError as error:
+        lock.allowlist.allow(bad)
+    except ValueError as error:
         print("refused", error)
 with open("allow.bin", "ab") as f:
     f.write(b"xyz")
 try:
     Allowlist("allow.bin")
-except LockError as error:
+except ValueError as error:
     print("refused", error)
 """,
         tmp_path,

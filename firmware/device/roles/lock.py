@@ -39,14 +39,10 @@ def _fields(via, extra):
     return x
 
 
-class LockError(Exception):
-    """A bad allowlist command or file."""
-
-
 class Allowlist:
     """Credential ids allowed to unlock, kept as one file of 16-byte ids. Rewritten whole on
     each change through a temporary file and rename (littlefs rename is atomic), so a power cut
-    leaves the old list or the new one, never a mix."""
+    leaves the old list or the new one, never a mix. A bad file or command: ValueError."""
 
     def __init__(self, path="allow.bin"):
         self.path = path
@@ -57,7 +53,7 @@ class Allowlist:
         except OSError:
             data = b""
         if len(data) % _CRED_BYTES:
-            raise LockError("%s: %d bytes is not a whole number of 16-byte credential ids"
+            raise ValueError("%s: %d bytes is not a whole number of 16-byte credential ids"
                             % (path, len(data)))
         for start in range(0, len(data), _CRED_BYTES):
             self._creds.add(bytes(data[start:start + _CRED_BYTES]))
@@ -65,20 +61,17 @@ class Allowlist:
     def __contains__(self, cred):
         return cred is not None and bytes(cred) in self._creds
 
-    def __len__(self):
-        return len(self._creds)
-
     def _check(self, creds):
         if not isinstance(creds, (list, tuple)):
-            raise LockError("creds must be a list of 16-byte credential ids")
+            raise ValueError("creds must be a list of 16-byte credential ids")
         for cred in creds:
             if not isinstance(cred, (bytes, bytearray)) or len(cred) != _CRED_BYTES:
-                raise LockError("a credential id must be 16 bytes, got %r" % (cred,))
+                raise ValueError("a credential id must be 16 bytes, got %r" % (cred,))
 
     def allow(self, creds):
         self._check(creds)
         if len(self._creds | set(bytes(c) for c in creds)) > _MAX_CREDS:
-            raise LockError("the allowlist holds at most %d credentials" % _MAX_CREDS)
+            raise ValueError("the allowlist holds at most %d credentials" % _MAX_CREDS)
         self._creds.update(bytes(c) for c in creds)
         self._save()
 
@@ -124,10 +117,6 @@ class Lock:
         self.tamper = tamper  # device.roles.tamper, where the board has a tamper input
         relay.set(False)
 
-    @property
-    def door_open(self):
-        return self.door.state
-
     def tap(self, cred, via, extra=None):
         """One credential at the reader: unlock, register arrival, or deny. `extra` is the
         tap's proof (an NTAG 424 SUN, a phone's nonce and answer): every event of the tap
@@ -146,7 +135,7 @@ class Lock:
             self.emit("deny", cred, self._why(_fields(via, extra), "unknown"))
             self._show("refused")
             return "deny"
-        strike = self.locked and not self.door_open
+        strike = self.locked and not self.door.state
         reason = None
         if strike and alarm is not None:
             reason = "alarm"  # an open alarm: the provider on alarm duty, whatever the schedule
@@ -179,12 +168,6 @@ class Lock:
             x["reason"] = reason
             x["fallback"] = self.policy.fallback
         return x
-
-    def exit_pressed(self):
-        """The exit button inside: unlock for leaving (no credential)."""
-        if self.locked and not self.door_open:
-            self.emit("unlock", None, {"via": "exit"})
-            self._unlock()
 
     def _unlock(self):
         self.locked = False
@@ -222,9 +205,11 @@ class Lock:
             self.emit("door_close", None, None)
             if not self.locked and self.opened:
                 self._lock()  # relock on close (the door was used)
-        if self.exit.update() is True:
-            self.exit_pressed()
-        if self.door_open and not self._held_told:
+        if self.exit.update() is True and self.locked and not self.door.state:
+            # the exit button inside: unlock for leaving (no credential)
+            self.emit("unlock", None, {"via": "exit"})
+            self._unlock()
+        if self.door.state and not self._held_told:
             held = time.ticks_diff(now, self._door_since)
             if held >= self.door_open_ms:
                 # issue #23: a door left open is said once per opening; the fleet view alerts
@@ -237,7 +222,7 @@ class Lock:
         if self._relay_on and self.mode == "pulse" and held >= self.pulse_ms:
             self.relay.set(False)  # a strike needs only a pulse; the latch holds the door
             self._relay_on = False
-        if not self.opened and not self.door_open and held >= self.relock_ms:
+        if not self.opened and not self.door.state and held >= self.relock_ms:
             self._lock()  # unlocked but never opened: lock again
 
     def configure(self, settings):
@@ -246,10 +231,3 @@ class Lock:
         self.door_open_ms = settings["door_open_s"] * 1000
         if self.policy is not None:
             self.policy.fallback = settings["fallback"]
-
-    # signed commands (FORMATS.md §2), reached through the link's handlers
-    def on_allow(self, x):
-        self.allowlist.allow(x.get("creds", []))
-
-    def on_revoke(self, x):
-        self.allowlist.revoke(x.get("creds", []))

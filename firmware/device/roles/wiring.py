@@ -42,19 +42,17 @@ def build(app, board, board_hal, root, answer_ms=None):
 def add_lock_commands(app, handlers):
     """FORMATS.md §2 `allow`/`revoke`: the lock's allowlist on flash first, then a `health`
     event {kind: number of credentials}. The host closes the command on it (kvitto.outbox),
-    and the case shows when the door began or stopped opening."""
+    and the case shows when the door began or stopped opening. Issue #23's `schedule` and
+    one-off `window` (device.roles.lockpolicy): taken or refused, the lock journals which, and
+    the host closes the command on that event."""
     lock = app.lock
 
-    def change(kind, x):
-        (lock.on_allow if kind == "allow" else lock.on_revoke)(x)
-        app.record("health", None, {kind: len(x.get("creds", []))})
-
-    handlers["allow"] = lambda x: change("allow", x)
-    handlers["revoke"] = lambda x: change("revoke", x)
-
-    def plan(kind, x):
-        # issue #23: a `schedule` or one-off `window` (device.roles.lockpolicy); taken or
-        # refused, the lock journals which, and the host closes the command on that event
+    def command(kind, x):
+        if kind in ("allow", "revoke"):
+            creds = x.get("creds", [])
+            (lock.allowlist.allow if kind == "allow" else lock.allowlist.revoke)(creds)
+            app.record("health", None, {kind: len(creds)})
+            return
         from device.roles.lockpolicy import PolicyError
 
         try:
@@ -64,5 +62,5 @@ def add_lock_commands(app, handlers):
             return
         app.record("health", None, {kind: 1 if taken is None else taken})
 
-    handlers["schedule"] = lambda x: plan("schedule", x)
-    handlers["window"] = lambda x: plan("window", x)
+    for kind in ("allow", "revoke", "schedule", "window"):
+        handlers[kind] = lambda x, kind=kind: command(kind, x)
