@@ -20,7 +20,6 @@ import os
 
 from micropython import const
 
-FALLBACKS = ("open_for_allowed", "deny")
 _MAX_WINDOWS = const(128)  # a week of visits, several a day; the command stays under 2 KB
 _MAX_GRANTS = const(8)
 _MAX_TOLERANCE_S = const(7200)
@@ -98,8 +97,8 @@ class Policy:
     the new one), so a lock decides after a reboot from what it held before it."""
 
     def __init__(self, path, fallback, now):
-        if fallback not in FALLBACKS:
-            raise PolicyError("fallback must be one of %s" % ", ".join(FALLBACKS))
+        if fallback not in ("open_for_allowed", "deny"):
+            raise PolicyError("fallback must be open_for_allowed or deny")
         self.path = path
         self.fallback = fallback
         self.now = now
@@ -145,24 +144,6 @@ class Policy:
                 return ref
         return None
 
-    def _on_alarm(self, x, grant):
-        ref, creds = x.get("alarm"), x.get("creds", [])
-        if not isinstance(ref, str) or not 0 < len(ref) <= _MAX_ALARM_REF:
-            raise PolicyError("alarm must name the alarm event (1-%d chars)" % _MAX_ALARM_REF)
-        if not isinstance(creds, (list, tuple)) or len(creds) > _MAX_ALARM_CREDS:
-            raise PolicyError("creds: at most %d credential ids" % _MAX_ALARM_CREDS)
-        for cred in creds:
-            if not isinstance(cred, (bytes, bytearray)) or len(cred) != 16:
-                raise PolicyError("a credential id must be 16 bytes")
-        now = self.now()
-        # the same alarm again replaces it (its check-out closes it); spent ones are dropped
-        alarms = [a for a in self.alarms if a[2] != ref and (now is None or a[1] >= now)]
-        if len(alarms) >= _MAX_ALARMS:
-            alarms.pop(0)
-        alarms.append(grant + [ref, [bytes(c).hex() for c in creds]])
-        self.alarms = alarms
-        self._save()
-
     def on_window(self, x):
         """A verified `window` command: a one-off grant [start, end] (an unplanned visit), or
         with `alarm` and `creds` an alarm grant for the provider on alarm duty."""
@@ -170,9 +151,24 @@ class Policy:
             if key not in ("start", "end", "alarm", "creds"):
                 raise PolicyError("unknown field %s" % key)
         grant = _span([x.get("start"), x.get("end")])
-        if "alarm" in x or "creds" in x:
-            return self._on_alarm(x, grant)
         now = self.now()
+        if "alarm" in x or "creds" in x:
+            ref, creds = x.get("alarm"), x.get("creds", [])
+            if not isinstance(ref, str) or not 0 < len(ref) <= _MAX_ALARM_REF:
+                raise PolicyError("alarm must name the alarm event (1-%d chars)" % _MAX_ALARM_REF)
+            if not isinstance(creds, (list, tuple)) or len(creds) > _MAX_ALARM_CREDS:
+                raise PolicyError("creds: at most %d credential ids" % _MAX_ALARM_CREDS)
+            for cred in creds:
+                if not isinstance(cred, (bytes, bytearray)) or len(cred) != 16:
+                    raise PolicyError("a credential id must be 16 bytes")
+            # the same alarm again replaces it (its check-out closes it); spent ones are dropped
+            alarms = [a for a in self.alarms if a[2] != ref and (now is None or a[1] >= now)]
+            if len(alarms) >= _MAX_ALARMS:
+                alarms.pop(0)
+            alarms.append(grant + [ref, [bytes(c).hex() for c in creds]])
+            self.alarms = alarms
+            self._save()
+            return None
         grants = [g for g in self.grants if now is None or g[1] >= now]  # drop the spent ones
         if len(grants) >= _MAX_GRANTS:
             grants.pop(0)
