@@ -30,7 +30,6 @@ class Feedback:
         self.led = led
         self.buzzer = buzzer
         self.light_ms = light_ms
-        self.last = None
         self._task = None
 
     def show(self, kind):
@@ -43,7 +42,6 @@ class Feedback:
             colour, pattern = "red", (400,)
         else:
             raise KeyError(kind)
-        self.last = kind
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -94,20 +92,17 @@ class Visits:
         # Open visits survive a power cut: without this, the staff member's leaving tap after
         # a reboot would journal a second arrive and the visit would never close.
         self.state_path = state_path
-        self._load()
-
-    def _load(self):
-        if self.state_path is None:
-            return
-        try:
-            with open(self.state_path, "rb") as state:
-                data = state.read()
-        except OSError:
-            return  # first boot: nobody is here
+        data = b""
+        if state_path is not None:
+            try:
+                with open(state_path, "rb") as state:
+                    data = state.read()
+            except OSError:
+                pass  # first boot: nobody is here
         now = self.clock()
         # whole 16-byte credential ids only: a torn file (power cut mid-write) loses its tail
         for start in range(0, len(data) - len(data) % _CRED_BYTES, _CRED_BYTES):
-            if len(self.open) < self.max_open:
+            if len(self.open) < max_open:
                 self.open[bytes(data[start:start + _CRED_BYTES])] = now
 
     def _save(self):
