@@ -29,7 +29,6 @@ from device.drivers import cards, pn532_diag  # type: ignore  # noqa: E402  (on 
 
 PARSERS = {
     "parse_frame": pn532.parse_frame,
-    "response_data": lambda b: pn532.response_data(b, 0x4A),
     "target_a": pn532.parse_target_a,
     "check_status": lambda b: pn532.check_status(b, "x"),
     "tg_init": pn532_diag.parse_tg_init,

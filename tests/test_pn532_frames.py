@@ -34,7 +34,7 @@ def test_sam_configuration_frame():
 def test_firmware_response_parses():
     body = pn532.parse_frame(FIRMWARE_RESPONSE)
     assert body == h("D5 03 32 01 06 07")
-    assert pn532.response_data(body, 0x02) == h("32 01 06 07")
+    assert body[2:] == h("32 01 06 07")
 
 
 def test_ack_nack_error_frames():
@@ -109,8 +109,7 @@ def test_target_parser_for_iso_dep_with_ats():
     data = h("01 01 03 44 20 07 04 DE 5F 1E AC C0 40 06 77 77 71 02 80")
     target = pn532.parse_target_a(data)
     assert target.uid == h("04 DE 5F 1E AC C0 40")
-    assert target.iso_dep and target.ats == h("06 77 77 71 02 80")
-    assert target.sens_res == 0x0344
+    assert target.iso_dep and target.number == 1 and target.sel_res == 0x20
     assert pn532.parse_target_a(b"\x00") is None
 
 
@@ -132,7 +131,6 @@ def test_ndef_uri_record():
 DRIVER_ERRORS = (pn532.PN532Error,)
 PARSERS = (
     lambda b: pn532.parse_frame(b),
-    lambda b: pn532.response_data(b, 0x4A),
     lambda b: pn532.parse_target_a(b),
     lambda b: pn532.check_status(b, "x"),
     lambda b: pn532_diag.parse_tg_init(b),

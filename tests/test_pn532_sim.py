@@ -45,7 +45,7 @@ print("ntag213=%s" % cards.parse_ndef_uri(ndef))
 nfc.release(t.number)
 model.place(Ntag424(bytes.fromhex("04DE5F1EACC040"), counter=60))
 t = pn532_diag.list_passive_target(nfc)
-print("ats=%s" % t.ats.hex())
+print("ntag424_iso_dep=%r" % t.iso_dep)
 print("ntag424=%s" % cards.parse_ndef_uri(cards.read_type4_ndef(nfc, t.number)))
 nfc.release(t.number)
 model.remove()
@@ -72,9 +72,9 @@ model.phone_reads(phone)
 mifare = b"\\x04\\x00\\x12\\x34\\x56\\x20"
 mode, first = pn532_diag.init_as_target(nfc, mifare, bytes(18), bytes(10))
 print("tg_mode=%02x first=%s nfcid1=%s" % (mode, first.hex(), model.nfcid1.hex()))
-nfc.tg_set_data(b"\\x6a\\x82")
+pn532.check_status(nfc.call(0x8E, b"\\x6a\\x82"), "TgSetData")
 try:
-    nfc.tg_get_data()
+    pn532.check_status(nfc.call(0x86, b""), "TgGetData")
 except pn532.CommandError as e:
     print("tg_end=%02x" % e.status)
 print("phone_error=%s" % phone.error)
@@ -88,7 +88,7 @@ print("commands=%s" % ",".join("%02x" % c for c in sorted(set(model.commands))))
     assert got["uid"] == "04112233 sel=08 iso=False"
     assert got["classic"] == "status 01"
     assert got["ntag213"] == "https://kvitto.invalid/x"
-    assert got["ats"] == "067777710280"
+    assert got["ntag424_iso_dep"] == "True"
     assert got["ntag424"].startswith("https://kvitto.invalid/sun?e=")
     assert got["waiting"] == "None"
     assert got["arrived"] == "04998877"

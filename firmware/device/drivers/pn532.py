@@ -38,11 +38,9 @@ _CMD_SAM_CONFIGURATION = const(0x14)
 _CMD_RF_CONFIGURATION = const(0x32)
 _CMD_IN_DATA_EXCHANGE = const(0x40)
 _CMD_IN_RELEASE = const(0x52)
-_CMD_TG_GET_DATA = const(0x86)
-_CMD_TG_SET_DATA = const(0x8E)
-# InListPassiveTarget (0x4A) and TgInitAsTarget (0x8C) are sent by device.roles.reader,
-# device.drivers.tag_mode and pn532_diag, each with its own private constant: a public one
-# would be one more name on every tag's heap.
+# InListPassiveTarget (0x4A) is sent by device.roles.reader, TgInitAsTarget (0x8C), TgGetData
+# (0x86) and TgSetData (0x8E) by device.drivers.tag_mode, and pn532_diag's by it, each with its
+# own private constant: a public one, or a method, would be one more name on every tag's heap.
 
 _RF_ITEM_MAX_RETRIES = const(0x05)  # §7.3.1 CfgItem 5: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
 _SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
@@ -206,13 +204,6 @@ def frame_end(buf, n):
 # --- response parsers (pure: fuzzed under CPython) -----------------------------------------
 
 
-def response_data(body, command):
-    """Data after TFI D5 and the response code (command + 1); PN532Error otherwise."""
-    if len(body) < 2 or body[0] != _TFI_PN532 or body[1] != ((command + 1) & 0xFF):
-        raise PN532Error("not a response to command 0x%02x" % command)
-    return body[2:]
-
-
 def check_status(data, where):
     """Raise CommandError unless the status byte (low 6 bits, §7.1) is zero; return the rest."""
     if len(data) < 1:
@@ -223,19 +214,19 @@ def check_status(data, where):
 
 
 class Target:
-    """One ISO/IEC 14443 type A target from InListPassiveTarget (§7.3.5)."""
+    """One ISO/IEC 14443 type A target from InListPassiveTarget (§7.3.5): what the reader and
+    the card protocols use of it (SENS_RES and the ATS are read past)."""
 
-    def __init__(self, number, sens_res, sel_res, uid, ats):
+    def __init__(self, number, sel_res, uid):
         self.number = number
-        self.sens_res = sens_res
         self.sel_res = sel_res
         self.uid = uid
-        self.ats = ats
         self.iso_dep = bool(sel_res & _SEL_RES_ISO_DEP)
 
 
 def parse_target_a(data):
-    """The first type A target of an InListPassiveTarget response, or None for no card."""
+    """The first type A target of an InListPassiveTarget response, or None for no card. An ATS
+    after the NFCID (ISO-DEP targets) is not read: ISO-DEP is told by SEL_RES."""
     if len(data) < 1:
         raise PN532Error("InListPassiveTarget: no NbTg")
     count = data[0]
@@ -249,15 +240,7 @@ def parse_target_a(data):
     uid_length = data[5]
     if uid_length not in (4, 7, 10) or len(data) < 6 + uid_length:
         raise PN532Error("InListPassiveTarget: NFCID length %d" % uid_length)
-    uid = bytes(data[6 : 6 + uid_length])
-    rest = data[6 + uid_length :]
-    ats = b""
-    if data[4] & _SEL_RES_ISO_DEP and len(rest):
-        # ISO/IEC 14443-4 §5.2: TL, the first ATS byte, counts the whole ATS
-        if rest[0] < 1 or rest[0] > len(rest):
-            raise PN532Error("InListPassiveTarget: ATS length")
-        ats = bytes(rest[: rest[0]])
-    return Target(data[1], (data[2] << 8) | data[3], data[4], uid, ats)
+    return Target(data[1], data[4], bytes(data[6 : 6 + uid_length]))
 
 
 # --- shared by the transports (device.drivers.pn532_i2c, _spi, _uart) ----------------------------
@@ -301,7 +284,6 @@ class PN532:
         self._target_header[0] = _TFI_HOST
         self._target_header[1] = _CMD_IN_DATA_EXCHANGE
         self.asleep = False
-        self.firmware = None
 
     # core
     def start(self, command, params=None, target=-1):
@@ -316,23 +298,18 @@ class PN532:
         self._header[1] = command
         n = frame_into(self._frame, header, b"" if params is None else params)
         self._pending = -1
-        error = None
-        for _ in range(2):
+        for attempt in range(2):
             self.transport.write(self._frame_mv[:n])
             try:
-                if self._read_ack():
+                if not ready_within(self.transport, self._ack_timeout_ms):
+                    raise Timeout("no ACK for command 0x%02x" % command)
+                if parse_frame(self.transport.read_frame()) == b"":
                     self._pending = command
                     return
-            except (FrameError, Timeout) as failure:
-                error = failure
-        raise error if error is not None else Timeout("no ACK")
-
-    def _read_ack(self):
-        if not ready_within(self.transport, self._ack_timeout_ms):
-            raise Timeout("no ACK for command 0x%02x" % self._header[1])
-        if parse_frame(self.transport.read_frame()) != b"":
-            raise FrameError("expected ACK")
-        return True
+                raise FrameError("expected ACK")
+            except (FrameError, Timeout):
+                if attempt:
+                    raise
 
     def poll(self):
         """The pending command's response data (after D5 and the code), or None if not ready."""
@@ -340,7 +317,7 @@ class PN532:
             raise PN532Error("no command pending")
         if not self.transport.ready():
             return None
-        body = None
+        body = b""
         for attempt in range(3):
             try:
                 body = parse_frame(self.transport.read_frame())
@@ -354,7 +331,10 @@ class PN532:
                     raise Timeout("no frame")
         command = self._pending
         self._pending = -1
-        return response_data(body, command)
+        # TFI D5, then the response code: the command + 1
+        if len(body) < 2 or body[0] != _TFI_PN532 or body[1] != ((command + 1) & 0xFF):
+            raise PN532Error("not a response to command 0x%02x" % command)
+        return body[2:]
 
     def abort(self):
         """§6.2.1.3: an ACK from the host aborts the command in progress."""
@@ -411,12 +391,12 @@ class PN532:
     def begin(self, retries=0x05):
         """Wake, read the firmware version, SAM normal mode, bounded passive retries."""
         self.transport.wake()
-        self.firmware = self.firmware_version()
+        firmware = self.firmware_version()
         # §7.2.10: mode 1 = normal (no SAM); timeout 0x14 only for virtual card mode; P70_IRQ on
         self.call(_CMD_SAM_CONFIGURATION, b"\x01\x14\x01")
         # §7.3.1 CfgItem 5: MxRtyATR 1, MxRtyPSL 1, MxRtyPassiveActivation `retries`
         self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, 0x01, 0x01, retries)))
-        return self.firmware
+        return firmware
 
     # commands (§7)
     def firmware_version(self):
@@ -433,9 +413,3 @@ class PN532:
 
     def release(self, target=0):
         check_status(self.call(_CMD_IN_RELEASE, bytes((target,))), "InRelease")
-
-    def tg_get_data(self, timeout_ms=None):
-        return check_status(self.call(_CMD_TG_GET_DATA, b"", timeout_ms), "TgGetData")
-
-    def tg_set_data(self, data):
-        check_status(self.call(_CMD_TG_SET_DATA, data), "TgSetData")

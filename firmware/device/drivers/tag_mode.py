@@ -15,7 +15,9 @@ from micropython import const
 
 from device.drivers import pn532
 
-_CMD_TG_INIT_AS_TARGET = const(0x8C)  # UM0701-02 §7.3.14
+_CMD_TG_GET_DATA = const(0x86)  # UM0701-02 §7.3.16
+_CMD_TG_INIT_AS_TARGET = const(0x8C)  # §7.3.14
+_CMD_TG_SET_DATA = const(0x8E)  # §7.3.17
 _STATUS_RELEASED = const(0x29)
 _STATUS_DESELECTED = const(0x25)
 _T4T_AID = const(b"\xd2\x76\x00\x00\x85\x01\x01")  # NFC Forum Type 4 Tag §5.4.2: NDEF application
@@ -109,9 +111,10 @@ class TagMode:
         command = bytes(data[1:])  # §7.3.14: Mode, then the initiator's first command
         state = [None, False]
         for _ in range(32):  # a T4T read is about 6 APDUs; bound the session
-            nfc.tg_set_data(self._answer(command, state))
+            pn532.check_status(nfc.call(_CMD_TG_SET_DATA, self._answer(command, state)),
+                               "TgSetData")
             try:
-                command = nfc.tg_get_data()
+                command = pn532.check_status(nfc.call(_CMD_TG_GET_DATA, b""), "TgGetData")
             except pn532.CommandError as error:
                 if error.status in (_STATUS_RELEASED, _STATUS_DESELECTED, 0x01):
                     break
