@@ -34,7 +34,7 @@ model.place(UidCard(b"\\x04\\x11\\x22\\x33"))
 t = pn532_diag.list_passive_target(nfc)
 print("uid=%s sel=%02x iso=%r" % (t.uid.hex(), t.sel_res, t.iso_dep))
 try:
-    nfc.data_exchange(t.number, b"\\x30\\x04")
+    cards.data_exchange(nfc, t.number, b"\\x30\\x04")
 except pn532.CommandError as e:
     print("classic=status %02x" % e.status)
 nfc.release(t.number)

@@ -11,9 +11,10 @@ sees UID badges never has this code on its heap. The parsers are pure (fuzzed un
 
 from micropython import const
 
-from device.drivers.pn532 import PN532Error
+from device.drivers.pn532 import PN532Error, check_status
 
 KVITTO_AID = b"\xf0kvitto\x01"  # docs/nfc.md: proprietary RID 0xF0 (ISO/IEC 7816-5) + name + v1
+_CMD_IN_DATA_EXCHANGE = const(0x40)  # UM0701-02 §7.3.8
 _INS_CHALLENGE = const(0x10)
 _CLA_PROPRIETARY = const(0x80)
 _NONCE_BYTES = const(16)
@@ -133,10 +134,16 @@ def sun_from_url(url):
 # --- exchanges with a target (nfc: a device.drivers.pn532.PN532) ---------------------------------
 
 
+def data_exchange(nfc, target, data):
+    """InDataExchange (UM0701-02 §7.3.8): send `data` to the target, return its answer. Only
+    card protocols send it, so it lives here and not on every tag's heap in the driver."""
+    return check_status(nfc.call(_CMD_IN_DATA_EXCHANGE, data, None, target), "InDataExchange")
+
+
 def transceive_apdu(nfc, target, command):
     """ISO-DEP: one command APDU to `target`, (data, SW). The PN532 does the 14443-4
     chaining and the WTX itself (UM0701-02 §7.3.8)."""
-    return parse_apdu_response(nfc.data_exchange(target, command))
+    return parse_apdu_response(data_exchange(nfc, target, command))
 
 
 def select_aid(nfc, target, aid):
@@ -149,7 +156,7 @@ def read_ntag21x_ndef(nfc, target, pages=36):
     memory = bytearray()
     page = 4
     while page < 4 + pages:
-        chunk = nfc.data_exchange(target, bytes((0x30, page)))
+        chunk = data_exchange(nfc, target, bytes((0x30, page)))
         if len(chunk) != 16:
             raise CardError("NTAG READ returned %d bytes" % len(chunk))
         memory.extend(chunk)

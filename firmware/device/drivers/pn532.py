@@ -289,7 +289,8 @@ class PN532:
     def start(self, command, params=None, target=-1):
         """Send a command and wait for its ACK (§6.2.2 handshake). One resend if the ACK is
         missing or mangled: no ACK means the PN532 did not take the frame. `target` puts the
-        target number before `params` (InDataExchange) without building a new buffer."""
+        target number before `params` (InDataExchange: device.drivers.cards.data_exchange)
+        without building a new buffer."""
         header = self._header
         if target >= 0:
             header = self._target_header
@@ -405,11 +406,6 @@ class PN532:
         if len(data) != 4:
             raise PN532Error("firmware version of %d bytes" % len(data))
         return tuple(data)
-
-    def data_exchange(self, target, data, timeout_ms=None):
-        """InDataExchange (§7.3.8): send `data` to target, return its answer."""
-        reply = self.call(_CMD_IN_DATA_EXCHANGE, data, timeout_ms, target)
-        return check_status(reply, "InDataExchange")
 
     def release(self, target=0):
         check_status(self.call(_CMD_IN_RELEASE, bytes((target,))), "InRelease")
