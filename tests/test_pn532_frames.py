@@ -73,11 +73,11 @@ def test_normal_frame_up_to_254_bytes():
 def test_checksum_errors_are_named():
     bad_dcs = bytearray(FIRMWARE_RESPONSE)
     bad_dcs[-2] ^= 1
-    with pytest.raises(pn532.ChecksumError, match="DCS"):
+    with pytest.raises(pn532.FrameError, match="DCS"):
         pn532.parse_frame(bytes(bad_dcs))
     bad_lcs = bytearray(FIRMWARE_RESPONSE)
     bad_lcs[4] ^= 1
-    with pytest.raises(pn532.ChecksumError, match="LCS"):
+    with pytest.raises(pn532.FrameError, match="LCS"):
         pn532.parse_frame(bytes(bad_lcs))
 
 

@@ -146,8 +146,8 @@ except pn532.Timeout:
 model.fault_checksum(5)
 try:
     nfc.firmware_version()
-except pn532.ChecksumError:
-    print("corrupt=checksum")
+except pn532.FrameError as e:
+    print("corrupt=%s" % e)
 print("after=%r" % (nfc.firmware_version(),))
 """,
     )
@@ -155,7 +155,7 @@ print("after=%r" % (nfc.firmware_version(),))
     assert got["dropped_ack"] == "(50, 1, 6, 7)"
     assert got["checksum"] == "(50, 1, 6, 7)"
     assert got["lost"] == "timeout"
-    assert got["corrupt"] == "checksum"
+    assert got["corrupt"] == "DCS"
     assert got["after"] == "(50, 1, 6, 7)"
 
 

@@ -57,9 +57,9 @@ I2C_TIMEOUT_US = const(100_000)
 _ETIMEDOUT = const(116)  # the errno machine.I2C raises when clock stretching exceeds timeout
 
 
-# One hierarchy per driver, a class only where a caller acts on it: a FrameError is sent again,
-# a ChecksumError asked for again with a NACK, a CommandError's status and a Timeout tell the
-# reader and tag mode what the card or phone did. The rest (the PN532's error frame, a response
+# One hierarchy per driver, a class only where a caller acts on it: a command whose ACK is a
+# FrameError is sent again, a response that is one is asked for again with a NACK, a
+# CommandError's status and a Timeout tell the reader and tag mode what the card or phone did. The rest (the PN532's error frame, a response
 # that is not the expected one, a bus failure) is a PN532Error whose message names it.
 
 
@@ -68,11 +68,8 @@ class PN532Error(Exception):
 
 
 class FrameError(PN532Error):
-    """Bytes that are not a valid PN532 frame: no start code, truncated, bad length, a NACK."""
-
-
-class ChecksumError(FrameError):
-    """Length checksum (LCS) or data checksum (DCS) does not add up to zero."""
+    """Bytes that are not a valid PN532 frame: no start code, truncated, bad length, a length
+    (LCS) or data (DCS) checksum that does not add up to zero, a NACK."""
 
 
 class CommandError(PN532Error):
@@ -143,12 +140,12 @@ def _frame_at(buf, i, n):
             raise FrameError("truncated extended header")
         length = (buf[i + 4] << 8) | buf[i + 5]
         if (buf[i + 4] + buf[i + 5] + buf[i + 6]) & 0xFF:
-            raise ChecksumError("extended LCS")
+            raise FrameError("extended LCS")
         head = i + 7
         if length < 255 or length > _MAX_BODY:
             raise FrameError("extended length %d" % length)
     elif (length + check) & 0xFF:
-        raise ChecksumError("LCS")
+        raise FrameError("LCS")
     elif length == 0:
         raise FrameError("zero length")
     if head + length + 1 > n:
@@ -157,7 +154,7 @@ def _frame_at(buf, i, n):
     for k in range(head, head + length + 1):
         total += buf[k]
     if total & 0xFF:
-        raise ChecksumError("DCS")
+        raise FrameError("DCS")
     body = bytes(buf[head : head + length])
     if body[0] == _TFI_ERROR and length == 1:
         raise PN532Error("PN532 error frame")  # §6.2.1.5: not a FrameError, not sent again
@@ -323,10 +320,11 @@ class PN532:
             try:
                 body = parse_frame(self.transport.read_frame())
                 break
-            except ChecksumError:
+            except FrameError:
                 if attempt == 2:
                     raise
-                # §6.2.1.4: ask for the same response again
+                # §6.2.1.4: a response we could not read (a bad checksum, cut short): ask for
+                # the same response again
                 self.transport.write(NACK)
                 if not ready_within(self.transport, 20):
                     raise Timeout("no frame")
