@@ -307,11 +307,12 @@ reader = Reader(nfc, on_tap, "tag-0042", interval_ms=5, timeout_ms=20, on_health
 model.rstpd = None
 nfc._reset = None                      # no RSTPD_N wired: every reset fails
 asyncio.run(cycles(reader, 1))
-health.append({"state": reader.state()})
+from device.roles.health import reader_state
+health.append({"state": reader_state(reader)})
 states = []
 for _ in range(8):
     reader.recover("test")
-    states.append(reader.state())
+    states.append(reader_state(reader))
 health.append({"states": states})
 """,
     )

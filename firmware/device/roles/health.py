@@ -6,8 +6,21 @@ runs once per health_s, so device.app loads this module for each report and drop
     fields = health.report(app)          # the x of the `health` event app journals
 """
 
+from micropython import const
+
 import device
 from device.board import memory
+
+_FAILED_BACKOFF_MS = const(60000)  # device.roles.reader's longest back-off between resets
+
+
+def reader_state(reader):
+    """"ok"; "recovering" while the PN532 is being reset; "failed" once resets keep failing
+    and the reader waits its longest back-off (a minute) between attempts. Here, not on the
+    reader: this module is on the heap only while a report is written."""
+    if reader.ready:
+        return "ok"
+    return "failed" if reader.backoff_ms >= _FAILED_BACKOFF_MS else "recovering"
 
 
 def report(app):
@@ -19,7 +32,7 @@ def report(app):
     reader = app.reader
     hal = app.hal
     if reader is not None:
-        state, resets = reader.state(), reader.resets
+        state, resets = reader_state(reader), reader.resets
     else:
         state, resets = ("starting" if "reader" in app.stale_ms else "failed"), 0
     fields = {"fw": device.VERSION, "reset": hal.reset_cause(), "heap": memory.free(),

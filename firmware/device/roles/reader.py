@@ -20,7 +20,7 @@ from micropython import const
 from device.drivers import pn532
 
 _CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)  # UM0701-02 §7.3.5
-_FAILED_BACKOFF_MS = const(60000)  # resets keep failing: try once a minute, report "failed"
+_FAILED_BACKOFF_MS = const(60000)  # resets keep failing: try once a minute (health: "failed")
 _FAIL_LIMIT = const(2)  # failed searches in a row before the PN532 is reset
 
 
@@ -64,7 +64,7 @@ class Reader:
         self.ready = False
         self.failures = 0
         self.resets = 0
-        self._backoff_ms = 0
+        self.backoff_ms = 0  # between resets; device.roles.health reports its state from it
         self._last_uid = None
         self._last_raw = None
         self._last_seen = 0
@@ -85,13 +85,6 @@ class Reader:
             except Exception:
                 pass  # a failing reporter must not stop the reader
 
-    def state(self):
-        """"ok"; "recovering" while the PN532 is being reset; "failed" once resets keep failing
-        and the reader waits the longest back-off (a minute) between attempts."""
-        if self.ready:
-            return "ok"
-        return "failed" if self._backoff_ms >= _FAILED_BACKOFF_MS else "recovering"
-
     # life cycle
     def start(self):
         """Initialise the PN532 (firmware version, SAM, bounded retries)."""
@@ -107,10 +100,10 @@ class Reader:
             self.nfc.hard_reset()
             self.start()
         except Exception as error:
-            self._backoff_ms = min(_FAILED_BACKOFF_MS, max(1000, self._backoff_ms * 2))
+            self.backoff_ms = min(_FAILED_BACKOFF_MS, max(1000, self.backoff_ms * 2))
             self._health({"reader": "down", "resets": self.resets, "error": str(error)[:40]})
             return False
-        self._backoff_ms = 0
+        self.backoff_ms = 0
         self._health({"reader": "reset", "resets": self.resets, "cause": cause[:40]})
         return True
 
@@ -126,8 +119,8 @@ class Reader:
     async def step(self):
         """One search for a card (and one tag-mode window if configured)."""
         if not self.ready:
-            if self._backoff_ms:
-                await asyncio.sleep_ms(self._backoff_ms)
+            if self.backoff_ms:
+                await asyncio.sleep_ms(self.backoff_ms)
             try:
                 self.start()
             except pn532.PN532Error as error:
