@@ -178,7 +178,7 @@ import json, micropython
 from device.roles.reader import Reader
 model, bus, nfc = make("i2c-irq")
 reader = Reader(nfc, lambda tap: None, "tag-0042", irq=model.irq)
-handler = reader._irq_handler
+handler = model.irq._handler    # the bound method the reader gave the pin
 micropython.heap_lock()
 try:
     handler(model.irq)

@@ -42,7 +42,6 @@ _CMD_IN_RELEASE = const(0x52)
 # (0x86) and TgSetData (0x8E) by device.drivers.tag_mode, and pn532_diag's by it, each with its
 # own private constant: a public one, or a method, would be one more name on every tag's heap.
 
-_RF_ITEM_MAX_RETRIES = const(0x05)  # §7.3.1 CfgItem 5: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
 _SEL_RES_ISO_DEP = const(0x20)  # ISO/IEC 14443-3 SAK bit 6: target speaks ISO-DEP (14443-4)
 
 # §7.1 Table 4: status byte error codes the driver names
@@ -54,6 +53,7 @@ _STATUS_DESELECTED = const(0x25)  # DEP protocol: target deselected (tag mode)
 # board's I2C with this timeout, twice the ESP32 port's default (50 ms in MicroPython 1.2x).
 I2C_TIMEOUT_US = const(100_000)
 
+_POLL_MS = const(5)  # acall: a missed interrupt costs at most this
 _ETIMEDOUT = const(116)  # the errno machine.I2C raises when clock stretching exceeds timeout
 
 
@@ -270,10 +270,9 @@ class PN532:
     def __init__(self, transport, reset=None, ack_timeout_ms=30, timeout_ms=1000):
         self.transport = transport
         self._reset = reset
-        self._ack_timeout_ms = ack_timeout_ms
+        self.ack_timeout_ms = ack_timeout_ms
         self.timeout_ms = timeout_ms
-        self._frame = bytearray(_MAX_FRAME)
-        self._frame_mv = memoryview(self._frame)
+        self._frame = memoryview(bytearray(_MAX_FRAME))  # written in place, sent as a slice
         self._pending = -1
         self._header = bytearray(2)
         self._header[0] = _TFI_HOST
@@ -297,9 +296,9 @@ class PN532:
         n = frame_into(self._frame, header, b"" if params is None else params)
         self._pending = -1
         for attempt in range(2):
-            self.transport.write(self._frame_mv[:n])
+            self.transport.write(self._frame[:n])
             try:
-                if not ready_within(self.transport, self._ack_timeout_ms):
+                if not ready_within(self.transport, self.ack_timeout_ms):
                     raise Timeout("no ACK for command 0x%02x" % command)
                 if parse_frame(self.transport.read_frame()) == b"":
                     self._pending = command
@@ -353,9 +352,9 @@ class PN532:
                 raise Timeout("no response to command 0x%02x" % command)
             time.sleep_ms(1)
 
-    async def acall(self, command, params=None, timeout_ms=None, flag=None, poll_ms=5):
+    async def acall(self, command, params=None, timeout_ms=None, flag=None):
         """`call` for asyncio: waits on `flag` (a ThreadSafeFlag set by the IRQ pin) with
-        polling as the fallback, so a missed interrupt costs at most `poll_ms`."""
+        polling as the fallback, so a missed interrupt costs at most _POLL_MS."""
         self.start(command, params)
         limit = self.timeout_ms if timeout_ms is None else timeout_ms
         begin = time.ticks_ms()
@@ -368,11 +367,11 @@ class PN532:
                 raise Timeout("no response to command 0x%02x" % command)
             if flag is not None:
                 try:
-                    await asyncio.wait_for_ms(flag.wait(), poll_ms)
+                    await asyncio.wait_for_ms(flag.wait(), _POLL_MS)
                 except asyncio.TimeoutError:
                     pass
             else:
-                await asyncio.sleep_ms(poll_ms)
+                await asyncio.sleep_ms(_POLL_MS)
 
     # reset and power
     def hard_reset(self):
@@ -387,14 +386,15 @@ class PN532:
         self.asleep = False
         self.transport.wake()
 
-    def begin(self, retries=0x05):
+    def begin(self):
         """Wake, read the firmware version, SAM normal mode, bounded passive retries."""
         self.transport.wake()
         firmware = self.firmware_version()
         # §7.2.10: mode 1 = normal (no SAM); timeout 0x14 only for virtual card mode; P70_IRQ on
         self.call(_CMD_SAM_CONFIGURATION, b"\x01\x14\x01")
-        # §7.3.1 CfgItem 5: MxRtyATR 1, MxRtyPSL 1, MxRtyPassiveActivation `retries`
-        self.call(_CMD_RF_CONFIGURATION, bytes((_RF_ITEM_MAX_RETRIES, 0x01, 0x01, retries)))
+        # §7.3.1 CfgItem 5 (max retries): MxRtyATR 1, MxRtyPSL 1, MxRtyPassiveActivation 5, so
+        # a card search ends on its own
+        self.call(_CMD_RF_CONFIGURATION, b"\x05\x01\x01\x05")
         return firmware
 
     # commands (§7)

@@ -71,8 +71,8 @@ class Reader:
         self._flag = None
         if irq is not None:
             self._flag = asyncio.ThreadSafeFlag()
-            self._irq_handler = self._on_irq  # bound once: the handler does not allocate
-            irq.irq(self._irq_handler, trigger=2)  # Pin.IRQ_FALLING: P70_IRQ goes low
+            # bound once, here, and held by the pin: the handler does not allocate
+            irq.irq(self._on_irq, trigger=2)  # Pin.IRQ_FALLING: P70_IRQ goes low
 
     def _on_irq(self, pin):
         """IRQ context: touches only the preallocated flag; does not allocate."""
