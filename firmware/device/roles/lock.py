@@ -90,7 +90,8 @@ class Allowlist:
 
 
 class Lock:
-    """Lock role logic over a relay and two inputs; `clock` is injectable for tests."""
+    """Lock role logic over a relay (hal's output: `set(on)`, `state`) and two inputs; `clock`
+    is injectable for tests."""
 
     def __init__(self, relay, door, exit_button, emit, allowlist, feedback=None, mode="pulse",
                  pulse_ms=3000, relock_ms=8000, clock=None, policy=None, door_open_ms=300000,
@@ -98,8 +99,7 @@ class Lock:
         self.relay = relay
         self.policy = policy
         self.door_open_ms = door_open_ms  # held open this long: one more door_open, with held_s
-        self._door_since = 0
-        self._held_told = False
+        self._door_since = 0  # ticks the door opened; None once its held-open event is out
         self.emit = emit
         self.allowlist = allowlist
         self.feedback = feedback
@@ -113,7 +113,6 @@ class Lock:
         self.opened = False  # the door has opened since the last unlock
         self.present = []  # credential ids whose visit at this door is open (arrival order)
         self._unlocked_at = 0
-        self._relay_on = False
         self.tamper = tamper  # device.roles.tamper, where the board has a tamper input
         relay.set(False)
 
@@ -174,11 +173,9 @@ class Lock:
         self.opened = False
         self._unlocked_at = self.clock()
         self.relay.set(True)
-        self._relay_on = True
 
     def _lock(self):
         self.relay.set(False)
-        self._relay_on = False
         self.locked = True
         self.opened = False
         self.emit("lock", None, None)
@@ -198,7 +195,7 @@ class Lock:
         change = self.door.update()
         if change is True:
             self.emit("door_open", None, None)
-            self._door_since, self._held_told = now, False
+            self._door_since = now
             if not self.locked:
                 self.opened = True
         elif change is False:
@@ -209,19 +206,18 @@ class Lock:
             # the exit button inside: unlock for leaving (no credential)
             self.emit("unlock", None, {"via": "exit"})
             self._unlock()
-        if self.door.state and not self._held_told:
+        if self.door.state and self._door_since is not None:
             held = time.ticks_diff(now, self._door_since)
             if held >= self.door_open_ms:
                 # issue #23: a door left open is said once per opening; the fleet view alerts
                 # until the door_close that follows it
-                self._held_told = True
+                self._door_since = None
                 self.emit("door_open", None, {"held_s": held // 1000})
         if self.locked:
             return
         held = time.ticks_diff(now, self._unlocked_at)
-        if self._relay_on and self.mode == "pulse" and held >= self.pulse_ms:
+        if self.relay.state and self.mode == "pulse" and held >= self.pulse_ms:
             self.relay.set(False)  # a strike needs only a pulse; the latch holds the door
-            self._relay_on = False
         if not self.opened and not self.door.state and held >= self.relock_ms:
             self._lock()  # unlocked but never opened: lock again
 
