@@ -1,7 +1,7 @@
 """A minimal board for link tests: flash image → Journal → Link → MQTT, driven over stdin.
 
     micropython tests/fakes/link_board.py IMG HOST PORT tag-0042 ORG_PUBLIC_HEX --events 200
-    (stdin)  append arrive | status | quit
+    (stdin)  append arrive | status
     (stdout) ready boot=3 next=41 acked=40 · journaled 41 · status next=42 acked=41 connected=1 …
 
 Power cut = SIGKILL this process and start it again on the same image. With `--events N` the
@@ -143,9 +143,6 @@ async def control(journal, client, link, device_id, boot_ms):
             link.notify()
         elif words[0] == "status":
             status(journal, client, link)
-        elif words[0] == "quit":
-            await client.disconnect()
-            sys.exit(0)
 
 
 async def main():

@@ -51,14 +51,6 @@ class MQTTProtocolError(MQTTError):
     """A packet from the broker that MQTT 3.1.1 does not allow (cites the clause)."""
 
 
-class MQTTConnectRefused(MQTTError):
-    """CONNACK with a non-zero return code (§3.2.2.3): bad credentials, unknown id, …"""
-
-    def __init__(self, code):
-        super().__init__("broker refused the connection: return code %d" % code)
-        self.code = code
-
-
 # ---- codec (pure) --------------------------------------------------------------------------
 
 
@@ -268,7 +260,6 @@ class MQTTClient:
         ssl_context=None,
         server_hostname=None,
         backoff_ms=(250, 30000),
-        max_packet=_MAX_PACKET,
         seed=None,
     ):
         self.client_id = client_id
@@ -295,8 +286,7 @@ class MQTTClient:
         # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
         # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
         # block of its own size when it comes. parse_packet copies out.
-        self.max_packet = max_packet
-        self._rxbuf = bytearray(min(max_packet, _RX_BYTES))
+        self._rxbuf = bytearray(_RX_BYTES)
         self._rxview = memoryview(self._rxbuf)
         self._hdr = memoryview(bytearray(1))
         self._wlock = asyncio.Lock()
@@ -304,17 +294,14 @@ class MQTTClient:
         self._pending = {}  # pid -> [Event, acked]
         self._next_pid = 0
         self._last_rx = time.ticks_ms()
-        self._stopping = False
         self.up = asyncio.Event()  # set while connected and subscribed
         self.on_connect = None  # called (no arguments) after every successful connect
         self.connected = False
-        self.session_present = False
         self.last_error = None
         self.stats = {
             "connects": 0,
             "drops": 0,
             "malformed": 0,
-            "dup_resends": 0,
             "pings": 0,
             "dns": 0,
         }
@@ -324,10 +311,10 @@ class MQTTClient:
     # -- public API --
 
     async def run(self):
-        """Connect, serve, reconnect with jittered exponential backoff: forever (until stop)."""
+        """Connect, serve, reconnect with jittered exponential backoff: forever (until cancelled)."""
         attempts = 0
         try:
-            while not self._stopping:
+            while True:
                 try:
                     await self._connect()
                     attempts = 0
@@ -338,8 +325,6 @@ class MQTTClient:
                 except (OSError, MQTTError, asyncio.TimeoutError) as error:
                     self.last_error = error
                 self._drop()
-                if self._stopping:
-                    break
                 attempts += 1
                 await asyncio.sleep_ms(self._backoff(attempts))
         finally:
@@ -372,19 +357,8 @@ class MQTTClient:
                     return
                 slot[0].clear()
                 dup = True
-                self.stats["dup_resends"] += 1
         finally:
             self._pending.pop(pid, None)
-
-    async def disconnect(self):
-        """A clean DISCONNECT (§3.14): the broker discards the will, so no `offline` appears."""
-        self._stopping = True
-        if self.connected:
-            try:
-                await self._send(b"\xe0\x00")  # DISCONNECT: type 14, no body (§3.14)
-            except (OSError, MQTTError, asyncio.TimeoutError):
-                pass
-        self._drop()
 
     # -- connection --
 
@@ -426,9 +400,8 @@ class MQTTClient:
         packet = await asyncio.wait_for_ms(self._read_packet(), _CONNECT_TIMEOUT_MS)
         if packet[0] != CONNACK:
             raise MQTTProtocolError("first packet from the broker is not CONNACK (§3.2)")
-        if packet[2]:
-            raise MQTTConnectRefused(packet[2])
-        self.session_present = packet[1]
+        if packet[2]:  # §3.2.2.3: bad credentials, unknown id, …
+            raise MQTTError("broker refused the connection: return code %d" % packet[2])
         self._reader = asyncio.create_task(self._read_loop())
         if self.subscriptions:
             # Resubscribe on every connect (mqtt_as): a broker that lost its state forgets us.
@@ -577,7 +550,7 @@ class MQTTClient:
                 break
         else:
             raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
-        if length > self.max_packet:
+        if length > _MAX_PACKET:
             raise MQTTProtocolError("packet of %d bytes exceeds the device limit" % length)
         if length > len(self._rxbuf):
             body = memoryview(bytearray(length))
