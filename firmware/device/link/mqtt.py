@@ -27,14 +27,14 @@ except ImportError:  # CPython runs the pure codec in tests
         return value
 
 
-# MQTT 3.1.1 §2.2.1: control packet types (public: those parse_packet returns)
+# MQTT 3.1.1 §2.2.1: control packet types (parse_packet returns the number)
 _CONNECT = const(1)
-CONNACK = const(2)
-PUBLISH = const(3)
-PUBACK = const(4)
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_PUBACK = const(4)
 _SUBSCRIBE = const(8)
-SUBACK = const(9)
-PINGRESP = const(13)
+_SUBACK = const(9)
+_PINGRESP = const(13)
 
 _MAX_REMAINING = const(268435455)  # §2.2.3: four bytes of 7 bits
 _MAX_PACKET = const(4096)  # what this device accepts; commands are ~200 bytes
@@ -133,10 +133,6 @@ def subscribe_packet(pid, topics):
     return _packet(_SUBSCRIBE << 4 | 0x02, body)
 
 
-def puback_packet(pid):
-    return bytes((0x40, 2)) + pid.to_bytes(2, "big")
-
-
 def _pid(body, offset):
     pid = (body[offset] << 8) | body[offset + 1]
     if pid == 0:
@@ -144,30 +140,17 @@ def _pid(body, offset):
     return pid
 
 
-def _check_topic(topic):
-    # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8 without U+0000; §4.7.3: not empty
-    if not topic:
-        raise MQTTProtocolError("empty topic (§4.7.3)")
-    for byte in b"+#\x00":
-        if byte in topic:
-            raise MQTTProtocolError("wildcard or NUL in a PUBLISH topic (§4.7.1, §1.5.3)")
-    try:
-        topic.decode()
-    except UnicodeError:
-        raise MQTTProtocolError("topic is not UTF-8 (§1.5.3)")
-
-
 def parse_packet(first_byte, body):
     """One packet a broker may send to a client, as a tuple starting with its type.
 
-    (CONNACK, session_present, return_code) · (PUBLISH, topic, payload, qos, pid, retain, dup)
-    (PUBACK, pid) · (SUBACK, pid, [codes]) · (PINGRESP,). Raises MQTTProtocolError otherwise.
+    (2 CONNACK, session_present, return_code) · (3 PUBLISH, topic, payload, qos, pid, retain,
+    dup) · (4 PUBACK, pid) · (9 SUBACK, pid, [codes]) · (13 PINGRESP,); MQTTProtocolError else.
     `body` may be a memoryview; topic and payload come back as new `bytes` (the caller owns them).
     """
     kind = first_byte >> 4
     flags = first_byte & 0x0F
     size = len(body)
-    if kind == PUBLISH:
+    if kind == _PUBLISH:
         qos = (flags >> 1) & 0x03
         dup = bool(flags & 0x08)
         if qos == 3:
@@ -180,41 +163,50 @@ def parse_packet(first_byte, body):
         if topic_end > size:
             raise MQTTProtocolError("PUBLISH topic runs past the packet")
         topic = bytes(body[2:topic_end])
-        _check_topic(topic)
+        # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8 without U+0000; §4.7.3: not empty
+        if not topic:
+            raise MQTTProtocolError("empty topic (§4.7.3)")
+        for byte in b"+#\x00":
+            if byte in topic:
+                raise MQTTProtocolError("wildcard or NUL in a PUBLISH topic (§4.7.1, §1.5.3)")
+        try:
+            topic.decode()
+        except UnicodeError:
+            raise MQTTProtocolError("topic is not UTF-8 (§1.5.3)")
         pid = 0
         if qos:
             if topic_end + 2 > size:
                 raise MQTTProtocolError("PUBLISH too short for its packet id")
             pid = _pid(body, topic_end)
             topic_end += 2
-        return (PUBLISH, topic, bytes(body[topic_end:]), qos, pid, bool(flags & 0x01), dup)
+        return (_PUBLISH, topic, bytes(body[topic_end:]), qos, pid, bool(flags & 0x01), dup)
     # §2.2.2: every other packet a broker sends has reserved flags 0000
     if flags:
         raise MQTTProtocolError("reserved flags set on packet type %d (§2.2.2)" % kind)
-    if kind == PUBACK:
+    if kind == _PUBACK:
         if size != 2:
             raise MQTTProtocolError("PUBACK remaining length must be 2 (§3.4.1)")
-        return (PUBACK, _pid(body, 0))
-    if kind == PINGRESP:
+        return (_PUBACK, _pid(body, 0))
+    if kind == _PINGRESP:
         if size:
             raise MQTTProtocolError("PINGRESP remaining length must be 0 (§3.13.1)")
-        return (PINGRESP,)
-    if kind == CONNACK:
+        return (_PINGRESP,)
+    if kind == _CONNACK:
         if size != 2:
             raise MQTTProtocolError("CONNACK remaining length must be 2 (§3.2.1)")
         if body[0] & 0xFE:
             raise MQTTProtocolError("CONNACK acknowledge flags bits 7-1 must be 0 (§3.2.2.1)")
         if body[1] > 5:
             raise MQTTProtocolError("CONNACK return code %d is reserved (§3.2.2.3)" % body[1])
-        return (CONNACK, bool(body[0] & 1), body[1])
-    if kind == SUBACK:
+        return (_CONNACK, bool(body[0] & 1), body[1])
+    if kind == _SUBACK:
         if size < 3:
             raise MQTTProtocolError("SUBACK without return codes (§3.9.3)")
         codes = list(body[2:])
         for code in codes:
             if code not in (0, 1, 2, 0x80):
                 raise MQTTProtocolError("SUBACK return code %d is reserved (§3.9.3)" % code)
-        return (SUBACK, _pid(body, 0), codes)
+        return (_SUBACK, _pid(body, 0), codes)
     raise MQTTProtocolError("packet type %d is not sent to clients (§2.2.1)" % kind)
 
 
@@ -318,7 +310,16 @@ class MQTTClient:
                 try:
                     await self._connect()
                     attempts = 0
-                    await self._serve()
+                    # Until the connection is lost, with `_keepalive` beside it. A task that
+                    # sleeps costs a fraction of a wait_for with a timeout on `_down`, which a
+                    # connection would hold all its life: the peak heap is during a connection.
+                    ended = []  # why _keepalive ended the connection, if it did
+                    keepalive = asyncio.create_task(self._keepalive(ended))
+                    try:
+                        await self._down.wait()
+                    finally:
+                        keepalive.cancel()
+                    raise ended[0] if ended else MQTTError("connection lost")  # -> last_error
                 except MQTTProtocolError as error:
                     self.stats["malformed"] += 1
                     self.last_error = error
@@ -382,7 +383,19 @@ class MQTTClient:
         except OSError as error:
             if error.args[0] not in (115, 119):  # EINPROGRESS (Linux, lwIP)
                 raise
-        await self._writable(sock)
+        poller = select.poll()  # connected once writable (a non-blocking connect)
+        poller.register(sock, select.POLLOUT)
+        start = time.ticks_ms()
+        while True:
+            ready = poller.poll(0)
+            events = ready[0][1] if ready else 0
+            if events & (select.POLLERR | select.POLLHUP):
+                raise OSError(111)  # ECONNREFUSED or reset while connecting
+            if events & select.POLLOUT:
+                break
+            if time.ticks_diff(time.ticks_ms(), start) > _CONNECT_TIMEOUT_MS:
+                raise OSError(110)  # ETIMEDOUT
+            await asyncio.sleep_ms(5)
         if self.ssl_context is not None:
             sock = self.ssl_context.wrap_socket(
                 sock, server_hostname=self.server_hostname, do_handshake_on_connect=False
@@ -398,7 +411,7 @@ class MQTTClient:
             )
         )
         packet = await asyncio.wait_for_ms(self._read_packet(), _CONNECT_TIMEOUT_MS)
-        if packet[0] != CONNACK:
+        if packet[0] != _CONNACK:
             raise MQTTProtocolError("first packet from the broker is not CONNACK (§3.2)")
         if packet[2]:  # §3.2.2.3: bad credentials, unknown id, …
             raise MQTTError("broker refused the connection: return code %d" % packet[2])
@@ -419,20 +432,6 @@ class MQTTClient:
         if self.on_connect is not None:
             self.on_connect()
 
-    async def _writable(self, sock):
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        start = time.ticks_ms()
-        while True:
-            for _, events in poller.poll(0) or ():
-                if events & (select.POLLERR | select.POLLHUP):
-                    raise OSError(111)  # ECONNREFUSED or reset while connecting
-                if events & select.POLLOUT:
-                    return
-            if time.ticks_diff(time.ticks_ms(), start) > _CONNECT_TIMEOUT_MS:
-                raise OSError(110)  # ETIMEDOUT
-            await asyncio.sleep_ms(5)
-
     async def _request(self, packet, pid):
         """Send a packet and wait for the acknowledgement with the same packet id."""
         slot = [asyncio.Event(), False]
@@ -445,18 +444,6 @@ class MQTTClient:
             return slot[2] if len(slot) > 2 else None
         finally:
             self._pending.pop(pid, None)
-
-    async def _serve(self):
-        """Until the connection is lost; `_keepalive` runs beside it for the connection."""
-        ended = []  # why _keepalive ended the connection, if it did
-        # A task that sleeps costs a fraction of a wait_for with a timeout on `_down`, which a
-        # connection would hold all its life: the device's peak heap is during a connection.
-        keepalive = asyncio.create_task(self._keepalive(ended))
-        try:
-            await self._down.wait()
-        finally:
-            keepalive.cancel()
-        raise ended[0] if ended else MQTTError("connection lost")  # the cause: last_error
 
     async def _keepalive(self, ended):
         """PINGREQ every keepalive/4; give up after four silent intervals (mqtt_as)."""
@@ -471,7 +458,7 @@ class MQTTClient:
                     last_ping = now
                     self.stats["pings"] += 1
                     await self._send(b"\xc0\x00")  # PINGREQ: type 12, no body (§3.12)
-        except Exception as error:  # _serve raises it as its own: run() drops the connection
+        except Exception as error:  # run() raises it as its own and drops the connection
             ended.append(error)
             self._lost()
 
@@ -565,22 +552,22 @@ class MQTTClient:
             while True:
                 packet: tuple = await self._read_packet()
                 kind = packet[0]
-                if kind == PUBACK or kind == SUBACK:
+                if kind == _PUBACK or kind == _SUBACK:
                     slot = self._pending.get(packet[1])
                     if slot is not None:  # else: a late ack from an earlier connection
                         slot[1] = True
-                        if kind == SUBACK:
+                        if kind == _SUBACK:
                             slot.append(packet[2])
                         slot[0].set()
-                elif kind == PUBLISH:
+                elif kind == _PUBLISH:
                     _, topic, payload, qos, pid, retain, _ = packet
                     if qos == 2:
                         raise MQTTProtocolError("QoS 2 PUBLISH on a QoS 1 subscription (§3.8.4)")
                     if self.on_message is not None:
                         self.on_message(topic, payload, retain)
                     if qos == 1:
-                        await self._send(puback_packet(pid))
-                elif kind == CONNACK:
+                        await self._send(b"\x40\x02" + pid.to_bytes(2, "big"))  # PUBACK (§3.4)
+                elif kind == _CONNACK:
                     raise MQTTProtocolError("second CONNACK on one connection (§3.2)")
                 # PINGRESP: _last_rx is all it is for
         except MQTTProtocolError as error:
