@@ -81,9 +81,9 @@ def _packet(first_byte, body):
     return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
 
 
-def connect_packet(client_id, keepalive, clean=False, user=None, password=None, will=None):
-    """§3.1. `will` = (topic, message, retain, qos)."""
-    flags = 0x02 if clean else 0
+def connect_packet(client_id, keepalive, user=None, password=None, will=None):
+    """§3.1, always a persistent session (CleanSession 0). `will` = (topic, message, retain, qos)."""
+    flags = 0
     payload = _string(client_id)
     if will is not None:
         topic, message, retain, qos = will
@@ -244,13 +244,11 @@ class MQTTClient:
         user=None,
         password=None,
         keepalive=60,
-        clean=False,
         will=None,
         birth=None,
         subscriptions=(),
         on_message=None,
         ssl_context=None,
-        server_hostname=None,
         backoff_ms=(250, 30000),
         seed=None,
     ):
@@ -260,27 +258,22 @@ class MQTTClient:
         self.user = user
         self.password = password
         self.keepalive = keepalive
-        self.clean = clean
         self.will = None if will is None else (will[0], will[1], True, 1)  # retained, QoS 1
         self.birth = birth  # (topic, message): published retained after every connect
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.ssl_context = ssl_context
-        self.server_hostname = server_hostname or server
         self.backoff_ms = backoff_ms
         # mqtt_as: ping at keepalive/4; broker dead after 4 silent intervals (_keepalive)
         self._ping_ms = max(100, keepalive * 1000 // 4)
         self._addr = None  # DNS resolved once (mqtt_as): a flaky resolver must not stall us
-        self._family = socket.AF_INET
         self._sock = None
         self._conn = None  # the (TLS-wrapped) socket once the connection is set up
         self._reader = None
         # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
         # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
         # block of its own size when it comes. parse_packet copies out.
-        self._rxbuf = bytearray(_RX_BYTES)
-        self._rxview = memoryview(self._rxbuf)
-        self._hdr = memoryview(bytearray(1))
+        self._rxview = memoryview(bytearray(_RX_BYTES))
         self._wlock = asyncio.Lock()
         self._down = asyncio.Event()
         self._pending = {}  # pid -> [Event, acked]
@@ -371,15 +364,13 @@ class MQTTClient:
 
     async def _connect(self):
         if self._addr is None:
-            info = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
-            self._family = info[0]
-            self._addr = info[-1]
+            self._addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
             self.stats["dns"] += 1
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        sock = socket.socket(self._addr[0], socket.SOCK_STREAM)
         self._sock = sock
         sock.setblocking(False)
         try:
-            sock.connect(self._addr)
+            sock.connect(self._addr[-1])
         except OSError as error:
             if error.args[0] not in (115, 119):  # EINPROGRESS (Linux, lwIP)
                 raise
@@ -398,7 +389,7 @@ class MQTTClient:
             await asyncio.sleep_ms(5)
         if self.ssl_context is not None:
             sock = self.ssl_context.wrap_socket(
-                sock, server_hostname=self.server_hostname, do_handshake_on_connect=False
+                sock, server_hostname=self.server, do_handshake_on_connect=False
             )
             sock.setblocking(False)
             self._sock = sock
@@ -407,7 +398,7 @@ class MQTTClient:
         self._last_rx = time.ticks_ms()
         await self._send(
             connect_packet(
-                self.client_id, self.keepalive, self.clean, self.user, self.password, self.will
+                self.client_id, self.keepalive, self.user, self.password, self.will
             )
         )
         packet = await asyncio.wait_for_ms(self._read_packet(), _CONNECT_TIMEOUT_MS)
@@ -524,13 +515,15 @@ class MQTTClient:
             got += count
 
     async def _read_packet(self):
-        await self._read_into(self._hdr)
-        first = self._hdr[0]
+        # The fixed header byte by byte through the buffer's first byte: the body comes after.
+        head = self._rxview[:1]
+        await self._read_into(head)
+        first = head[0]
         length = 0
         shift = 0
         for _ in range(4):
-            await self._read_into(self._hdr)
-            digit = self._hdr[0]
+            await self._read_into(head)
+            digit = head[0]
             length |= (digit & 0x7F) << shift
             shift += 7
             if not digit & 0x80:
@@ -539,7 +532,7 @@ class MQTTClient:
             raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
         if length > _MAX_PACKET:
             raise MQTTProtocolError("packet of %d bytes exceeds the device limit" % length)
-        if length > len(self._rxbuf):
+        if length > len(self._rxview):
             body = memoryview(bytearray(length))
         else:
             body = self._rxview[:length]
