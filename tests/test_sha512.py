@@ -20,7 +20,7 @@ def random_inputs(count: int = 1000, seed: int = 512) -> list[bytes]:
 
 
 def test_fips_180_examples():
-    assert sha512(b"abc").hexdigest() == hashlib.sha512(b"abc").hexdigest()
+    assert sha512(b"abc").digest() == hashlib.sha512(b"abc").digest()
     two_blocks = (
         b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopq"
     )
@@ -32,7 +32,7 @@ def test_thousand_random_inputs_on_cpython():
         assert sha512(data).digest() == hashlib.sha512(data).digest(), len(data)
 
 
-def test_incremental_updates_and_copy():
+def test_incremental_updates_and_digest_midway():
     rng = random.Random(7)
     for _ in range(100):
         data = rng.randbytes(rng.randrange(0, 700))
@@ -42,11 +42,10 @@ def test_incremental_updates_and_copy():
             step = rng.randrange(1, 200)
             h.update(data[cut : cut + step])
             cut += step
-        snapshot = h.copy()
         assert h.digest() == hashlib.sha512(data).digest()
         assert h.digest() == h.digest()  # digest() leaves the object usable
-        snapshot.update(b"more")
-        assert snapshot.digest() == hashlib.sha512(data + b"more").digest()
+        h.update(b"more")
+        assert h.digest() == hashlib.sha512(data + b"more").digest()
 
 
 def test_steps_yield_five_times_per_block():
@@ -74,7 +73,7 @@ def test_thousand_random_inputs_on_the_unix_port(micropython, tmp_path):
         from device.evidence.sha512 import sha512
         with open("inputs.txt") as lines:
             for line in lines:
-                print(sha512(bytes.fromhex(line.strip())).hexdigest())
+                print(sha512(bytes.fromhex(line.strip())).digest().hex())
         """,
         cwd=tmp_path,
     )

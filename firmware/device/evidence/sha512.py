@@ -2,7 +2,7 @@
 
     from device.evidence.sha512 import sha512
     h = sha512(b"abc"); h.update(b"def")
-    digest = h.digest()   # 64 bytes; the object stays usable
+    digest = h.digest()   # 64 bytes; the object stays usable (update() goes on)
 """
 
 import struct
@@ -71,10 +71,8 @@ _H0 = (
 
 
 class sha512:
-    """hashlib-style SHA-512: update(), digest(), hexdigest(), copy(). `schedule`: see __init__."""
-
-    digest_size = 64
-    block_size = 128
+    """hashlib-style SHA-512: update(), digest(), and the same as generators (update_steps(),
+    digest_steps()) for asyncio. `schedule`: see __init__."""
 
     def __init__(self, data=b"", schedule=None):
         self._h: list = list(struct.unpack(">8Q", _H0))
@@ -88,24 +86,13 @@ class sha512:
         if data:
             self.update(data)
 
-    def copy(self, _share_schedule=False):
-        other = sha512(b"", self._w if _share_schedule else None)
-        other._h = list(self._h)
-        other._buffer[:] = self._buffer
-        other._fill = self._fill
-        other._length = self._length
-        return other
-
     def update(self, data):
-        for _ in self._absorb(data):
+        for _ in self.update_steps(data):
             pass
 
     def update_steps(self, data):
         """update() as a generator for asyncio: yields six times per block (every 14 rounds with
         their schedule words), so no slice holds more than a fifth of a compression."""
-        yield from self._absorb(data)
-
-    def _absorb(self, data):
         view = memoryview(data)
         size = len(view)
         self._length += size
@@ -130,16 +117,17 @@ class sha512:
         """digest() as a generator (the padding block is compressed in slices); returns it."""
         # The padded copy borrows this object's schedule (16 words, held until the next
         # compression): this one compresses nothing while its own digest is being computed.
-        final = self.copy(True)
+        final = sha512(b"", self._w)
+        final._h = list(self._h)
+        final._buffer[:] = self._buffer
+        final._fill = self._fill
+        final._length = self._length
         bits = self._length * 8
         # FIPS 180-4 §5.1.2: a 1 bit, zeros, then the length as a 128-bit big-endian integer.
         pad = (_BLOCK - 16 - 1 - self._fill) % _BLOCK
-        yield from final._absorb(b"\x80" + bytes(pad) + bits.to_bytes(16, "big"))
+        yield from final.update_steps(b"\x80" + bytes(pad) + bits.to_bytes(16, "big"))
         self._last = struct.pack(">8Q", *final._h)
         return self._last
-
-    def hexdigest(self):
-        return "".join("%02x" % byte for byte in self.digest())
 
     def _compress(self, block):
         # A generator (see update_steps). FIPS 180-4 §6.4.2, with the message schedule as a
@@ -181,11 +169,5 @@ class sha512:
             a = (t1 + t2) & mask
             if t % _ROUNDS_PER_SLICE == _ROUNDS_PER_SLICE - 1 or t == 79:
                 yield
-        h[0] = (h[0] + a) & mask
-        h[1] = (h[1] + b) & mask
-        h[2] = (h[2] + c) & mask
-        h[3] = (h[3] + d) & mask
-        h[4] = (h[4] + e) & mask
-        h[5] = (h[5] + f) & mask
-        h[6] = (h[6] + g) & mask
-        h[7] = (h[7] + hh) & mask
+        for index, value in enumerate((a, b, c, d, e, f, g, hh)):
+            h[index] = (h[index] + value) & mask
