@@ -43,20 +43,16 @@ _TABLE_FILE = "/ed25519_table.bin"  # beside this module, in an image of .mpy fi
 _table = []  # [file, 64-byte buffer] or [memoryview of the bytes constant]: set on first use
 
 
-def _open_table():
-    folder = globals().get("__file__", "").rpartition("/")[0]
-    try:
-        _table.extend((open(folder + _TABLE_FILE, "rb"), memoryview(bytearray(64))))
-    except OSError:  # frozen, ROMFS or source: the constant stays where the code is
-        from device.evidence.ed25519_table import TABLE
-
-        _table.append(memoryview(TABLE))  # slices of a memoryview do not copy the entries
-
-
 def _table_point(index):
-    # Entry index (1..255): affine x, y -> the (y+x, y-x, 2d·x·y) form a mixed addition needs.
+    # Entry index (1..255): affine x, y -> the cached form (Y+X, Y-X, 2Z, 2d·T) with Z = 1.
     if not _table:
-        _open_table()
+        folder = globals().get("__file__", "").rpartition("/")[0]
+        try:
+            _table.extend((open(folder + _TABLE_FILE, "rb"), memoryview(bytearray(64))))
+        except OSError:  # frozen, ROMFS or source: the constant stays where the code is
+            from device.evidence.ed25519_table import TABLE
+
+            _table.append(memoryview(TABLE))  # slices of a memoryview do not copy the entries
     offset = (index - 1) * 64
     if len(_table) == 2:
         table_file, entry = _table
@@ -67,46 +63,77 @@ def _table_point(index):
         entry = _table[0]
     x = int.from_bytes(entry[offset : offset + 32], "little")
     y = int.from_bytes(entry[offset + 32 : offset + 64], "little")
-    return y + x, y - x, x * y % _P * _D2 % _P
+    return y + x, y - x, 2, x * y % _P * _D2 % _P
 
 
-def _comb_steps(scalar):
-    """[scalar]B for 0 <= scalar < 2^256, as extended (X, Y, Z, T); yields every few rounds."""
-    digits = scalar.to_bytes(32, "little")
+def _double(point):
+    # dbl-2008-hwcd with a = -1 (signs folded so no negation is needed).
     p = _P
-    # Round i adds the table entry whose bit k is bit (32k + i) of the scalar.
-    x, y, z, t = 0, 1, 1, 0
-    for i in range(_SPACING - 1, -1, -1):
-        # Doubling, dbl-2008-hwcd with a = -1 (signs folded so no negation is needed).
-        a = x * x % p
-        b = y * y % p
-        c = 2 * z * z % p
-        h = a + b
-        e = x + y
-        e = h - e * e % p
-        g = a - b
-        f = c + g
-        x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+    x, y, z, _ = point
+    a = x * x % p
+    b = y * y % p
+    c = 2 * z * z % p
+    h = a + b
+    e = x + y
+    e = h - e * e % p
+    g = a - b
+    f = c + g
+    return e * f % p, g * h % p, f * g % p, e * h % p
+
+
+def _add(point, cached):
+    # add-2008-hwcd-3 (RFC 8032 §5.1.4 point_add) of an extended point and a cached one,
+    # (Y+X, Y-X, 2Z, 2d·T): a table entry, or _cached() of any point.
+    p = _P
+    x, y, z, t = point
+    ypx, ymx, z2, t2d = cached
+    a = (y - x) * ymx % p
+    b = (y + x) * ypx % p
+    c = t * t2d % p
+    d = z * z2 % p
+    e = b - a
+    f = d - c
+    g = d + c
+    h = b + a
+    return e * f % p, g * h % p, f * g % p, e * h % p
+
+
+def _cached(point):
+    x, y, z, t = point
+    return (y + x) % _P, (y - x) % _P, 2 * z % _P, t * _D2 % _P
+
+
+def _comb_steps(s, k=0, key_table=None):
+    """[s]B, or [s]B + [k]Q given Q's _key_table, as extended (X, Y, Z, T); a generator yielding
+    every few rounds. B's comb (8 teeth, spacing 32: entry bit j is bit 32j + i of s) adds in
+    the last 32 of the 64 rounds Q's comb (4 teeth, spacing 64) needs: one chain of doublings
+    for both. [r]B alone: 31 doublings and 32 mixed additions (Hisil-Wong-Carter-Dawson 2008)."""
+    s_bytes = s.to_bytes(32, "little")
+    k_bytes = k.to_bytes(32, "little")
+    point = (0, 1, 1, 0)
+    for i in range(2 * _SPACING - 1 if key_table else _SPACING - 1, -1, -1):
+        point = _double(point)
         byte = i >> 3
         bit = i & 7
-        index = 0
-        for k in range(_TEETH):
-            index |= ((digits[4 * k + byte] >> bit) & 1) << k
-        if index:
-            # Mixed addition, add-2008-hwcd-3 with Z2 = 1 (RFC 8032 §5.1.4 point_add).
-            ypx, ymx, t2d = _table_point(index)
-            a = (y - x) * ymx % p
-            b = (y + x) * ypx % p
-            c = t * t2d % p
-            d = 2 * z
-            e = b - a
-            f = d - c
-            g = d + c
-            h = b + a
-            x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
+        if key_table:
+            index = 0
+            for tooth in range(4):
+                index |= ((k_bytes[8 * tooth + byte] >> bit) & 1) << tooth
+            if index:  # entry index of the _key_table: four 32-byte numbers
+                at = index * _KEY_ENTRY
+                point = _add(point, [
+                    int.from_bytes(key_table[at + n : at + n + 32], "little")
+                    for n in (0, 32, 64, 96)
+                ])
+        if i < _SPACING:
+            index = 0
+            for tooth in range(_TEETH):
+                index |= ((s_bytes[4 * tooth + byte] >> bit) & 1) << tooth
+            if index:
+                point = _add(point, _table_point(index))
         if i % _ROUNDS_PER_STEP == 0:
             yield
-    return x, y, z, t
+    return point
 
 
 def _run(steps):
@@ -188,26 +215,11 @@ def _decode_point(encoded):
     return x, y, 1, x * y % _P
 
 
-def _double(point):
-    # dbl-2008-hwcd with a = -1, as in _comb_steps.
-    p = _P
-    x, y, z, _ = point
-    a = x * x % p
-    b = y * y % p
-    c = 2 * z * z % p
-    h = a + b
-    e = x + y
-    e = h - e * e % p
-    g = a - b
-    f = c + g
-    return e * f % p, g * h % p, f * g % p, e * h % p
-
-
 def _key_table(point):
     """A 4-tooth comb (spacing 64) for a variable point: entry j = sum of bit_k(j)·2^(64k)·point,
     in cached form (Y+X, Y-X, 2Z, 2d·T). 15 points, built once per key (192 doublings), kept
-    as 32-byte little-endian numbers in one block (_key_point): as 60 long ints they took
-    three times the room, for as long as commands come."""
+    as 32-byte little-endian numbers in one block: as 60 long ints they took three times the
+    room, for as long as commands come."""
     powers = [point]
     for _ in range(3):
         current = powers[-1]
@@ -218,103 +230,17 @@ def _key_table(point):
     sums: list = [None] * 16
     for index in range(1, 16):
         low = index & -index  # lowest set bit: entry = entry without it + that power
-        tooth = (1, 2, 4, 8).index(low)
+        power = powers[(1, 2, 4, 8).index(low)]
         rest = index ^ low
-        sums[index] = powers[tooth] if rest == 0 else _add(sums[rest], powers[tooth])
-        x, y, z, t = sums[index]
+        sums[index] = power if rest == 0 else _add(sums[rest], _cached(power))
         at = index * _KEY_ENTRY
-        for value in ((y + x) % _P, (y - x) % _P, 2 * z % _P, t * _D2 % _P):
+        for value in _cached(sums[index]):
             table[at : at + 32] = value.to_bytes(32, "little")
             at += 32
     return memoryview(table)  # slices of a memoryview do not copy
 
 
-def _key_point(table, index):
-    # Entry index (1..15) of a _key_table: (Y+X, Y-X, 2Z, 2d·T).
-    at = index * _KEY_ENTRY
-    return (
-        int.from_bytes(table[at : at + 32], "little"),
-        int.from_bytes(table[at + 32 : at + 64], "little"),
-        int.from_bytes(table[at + 64 : at + 96], "little"),
-        int.from_bytes(table[at + 96 : at + 128], "little"),
-    )
-
-
 _key_cache: list = [None, None]  # (public key bytes, comb table of -A): commands come from one key
-
-
-def _double_scalar(s, k, table):
-    """[s]B + [k]Q in one chain of 63 doublings: B's comb (8 teeth, spacing 32, bits < 32 of
-    each tooth) and Q's comb (4 teeth, spacing 64) share the doublings."""
-    p = _P
-    s_bytes = s.to_bytes(32, "little")
-    k_bytes = k.to_bytes(32, "little")
-    x, y, z, t = 0, 1, 1, 0
-    for i in range(63, -1, -1):
-        a = x * x % p
-        b = y * y % p
-        c = 2 * z * z % p
-        h = a + b
-        e = x + y
-        e = h - e * e % p
-        g = a - b
-        f = c + g
-        x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
-        byte = i >> 3
-        bit = i & 7
-        index = 0
-        for tooth in range(4):
-            index |= ((k_bytes[8 * tooth + byte] >> bit) & 1) << tooth
-        if index:
-            ypx, ymx, z2, t2d = _key_point(table, index)
-            a = (y - x) * ymx % p
-            b = (y + x) * ypx % p
-            c = t * t2d % p
-            d = z * z2 % p
-            e = b - a
-            f = d - c
-            g = d + c
-            h = b + a
-            x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
-        if i < _SPACING:
-            index = 0
-            for tooth in range(_TEETH):
-                index |= ((s_bytes[4 * tooth + byte] >> bit) & 1) << tooth
-            if index:
-                ypx, ymx, t2d = _table_point(index)
-                a = (y - x) * ymx % p
-                b = (y + x) * ypx % p
-                c = t * t2d % p
-                d = 2 * z
-                e = b - a
-                f = d - c
-                g = d + c
-                h = b + a
-                x, y, z, t = e * f % p, g * h % p, f * g % p, e * h % p
-    return x, y, z, t
-
-
-def _add(first, second):
-    # RFC 8032 §5.1.4 point addition in extended coordinates.
-    p = _P
-    x1, y1, z1, t1 = first
-    x2, y2, z2, t2 = second
-    a = (y1 - x1) * (y2 - x2) % p
-    b = (y1 + x1) * (y2 + x2) % p
-    c = t1 * _D2 % p * t2 % p
-    d = 2 * z1 * z2 % p
-    e = b - a
-    f = d - c
-    g = d + c
-    h = b + a
-    return e * f % p, g * h % p, f * g % p, e * h % p
-
-
-def _hash_mod_l(*parts):
-    h = sha512()
-    for part in parts:
-        h.update(part)
-    return int.from_bytes(h.digest(), "little") % _L
 
 
 class Signer:
@@ -407,12 +333,15 @@ def verify(public, msg, sig):
     s = int.from_bytes(sig[32:], "little")
     if s >= _L:
         return False
-    k = _hash_mod_l(sig[:32], public, msg)
+    h = sha512(sig[:32])
+    h.update(public)
+    h.update(msg)
+    k = int.from_bytes(h.digest(), "little") % _L
     # [S]B - [k]A must encode to R: the comb table is of -A (x -> -x, t -> -t).
     public = bytes(public)
     if _key_cache[0] != public:
         x, y, z, t = point_a
         _key_cache[1] = _key_table((_P - x, y, z, _P - t))
         _key_cache[0] = public
-    check = _double_scalar(s, k, _key_cache[1])
+    check = _run(_comb_steps(s, k, _key_cache[1]))
     return _encode_point(check) == bytes(sig[:32])
