@@ -35,10 +35,6 @@ _SCHEDULE_WORDS = const(16)  # device.evidence.sha512's message schedule window
 _KEY_ENTRY = const(128)  # bytes per point of a _key_table: four 32-byte numbers
 
 
-class Ed25519Error(ValueError):
-    """A key or signature of the wrong size."""
-
-
 _TABLE_FILE = "/ed25519_table.bin"  # beside this module, in an image of .mpy files
 _table = []  # [file, 64-byte buffer] or [memoryview of the bytes constant]: set on first use
 
@@ -188,10 +184,6 @@ def _encode_point_steps(point):
     return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
-def _encode_point(point):
-    return _run(_encode_point_steps(point))
-
-
 def _decode_point(encoded):
     # RFC 8032 §5.1.3; None for a string that is not a point.
     y = int.from_bytes(encoded, "little")
@@ -252,7 +244,7 @@ class Signer:
 
     def __init__(self, secret):
         if len(secret) != 32:
-            raise Ed25519Error("an Ed25519 secret key is 32 bytes")
+            raise ValueError("an Ed25519 secret key is 32 bytes")
         digest = sha512(secret).digest()
         # RFC 8032 §5.1.5: clear the low 3 bits and bit 255, set bit 254.
         scalar = bytearray(digest[:32])
@@ -261,7 +253,7 @@ class Signer:
         scalar[31] |= 64
         self._scalar = int.from_bytes(scalar, "little")
         self._prefix = digest[32:]
-        self.public = _encode_point(_run(_comb_steps(self._scalar)))
+        self.public = _run(_encode_point_steps(_run(_comb_steps(self._scalar))))
         self.signature = None
         # SHA-512's message schedule window (16 words, evidence.sha512) for this key's signatures,
         # allocated once while the heap is young rather than once per signature.
@@ -277,14 +269,6 @@ class Signer:
         # never gives it back, so the next signature allocates one and keeps that instead.
         schedule = self._schedule or [0] * _SCHEDULE_WORDS
         self._schedule = None
-        signature = yield from self._sign_steps(msg, schedule)
-        for index in range(_SCHEDULE_WORDS):
-            schedule[index] = 0  # its words are long ints, derived from the secret: let them go
-        self._schedule = schedule
-        self.signature = signature
-        return signature
-
-    def _sign_steps(self, msg, schedule):
         h = sha512(self._prefix, schedule)
         yield from h.update_steps(msg)
         digest = yield from h.digest_steps()
@@ -297,10 +281,11 @@ class Signer:
         digest = yield from h.digest_steps()
         k = int.from_bytes(digest, "little") % _L
         s = (r + k * self._scalar) % _L
-        return encoded_r + s.to_bytes(32, "little")
-
-    def sign(self, msg):
-        return _run(self.sign_steps(msg))
+        for index in range(_SCHEDULE_WORDS):
+            schedule[index] = 0  # its words are long ints, derived from the secret: let them go
+        self._schedule = schedule
+        self.signature = encoded_r + s.to_bytes(32, "little")
+        return self.signature
 
 
 _last: list = [None, None]  # (secret, Signer): a device signs with one key, so one entry is enough
@@ -320,7 +305,7 @@ def public_key(secret):
 
 
 def sign(secret, msg):
-    return signer(secret).sign(msg)
+    return _run(signer(secret).sign_steps(msg))
 
 
 def verify(public, msg, sig):
@@ -344,4 +329,4 @@ def verify(public, msg, sig):
         _key_cache[1] = _key_table((_P - x, y, z, _P - t))
         _key_cache[0] = public
     check = _run(_comb_steps(s, k, _key_cache[1]))
-    return _encode_point(check) == bytes(sig[:32])
+    return _run(_encode_point_steps(check)) == bytes(sig[:32])
