@@ -57,7 +57,7 @@ class MQTTProtocolError(MQTTError):
 def encode_remaining_length(length):
     """§2.2.3: 7 bits per byte, least significant group first, top bit = more follows."""
     if length < 0 or length > _MAX_REMAINING:
-        raise MQTTError("remaining length out of range")
+        raise MQTTError("remaining length out of range (§2.2.3)")
     out = bytearray()
     while True:
         digit = length & 0x7F
@@ -106,7 +106,7 @@ def publish_packet(topic, payload, qos=1, pid=0, retain=False, dup=False):
     first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
     topic = _string(topic)
     if qos and not 0 < pid <= 0xFFFF:
-        raise MQTTError("packet id must be 1..65535 (§2.3.1)")
+        raise MQTTError("packet id out of range (§2.3.1)")
     length = len(topic) + (2 if qos else 0) + len(payload)
     head = encode_remaining_length(length)
     # Built in place, in one block: concatenating would hold two more payload-sized copies at
@@ -136,7 +136,7 @@ def subscribe_packet(pid, topics):
 def _pid(body, offset):
     pid = (body[offset] << 8) | body[offset + 1]
     if pid == 0:
-        raise MQTTProtocolError("packet id 0 (§2.3.1)")
+        raise MQTTProtocolError("packet id out of range (§2.3.1)")
     return pid
 
 
@@ -156,58 +156,50 @@ def parse_packet(first_byte, body):
         if qos == 3:
             raise MQTTProtocolError("PUBLISH with QoS 3 (§3.3.1.2)")
         if qos == 0 and dup:
-            raise MQTTProtocolError("DUP set on a QoS 0 PUBLISH (§3.3.1.1)")
-        if size < 2:
-            raise MQTTProtocolError("PUBLISH too short for its topic length")
-        topic_end = 2 + ((body[0] << 8) | body[1])
-        if topic_end > size:
-            raise MQTTProtocolError("PUBLISH topic runs past the packet")
+            raise MQTTProtocolError("DUP on a QoS 0 PUBLISH (§3.3.1.1)")
+        # §3.3.2: the topic (two bytes of length first), then the packet id if QoS > 0
+        topic_end = 2 + ((body[0] << 8) | body[1]) if size >= 2 else 3
+        if topic_end + (2 if qos else 0) > size:
+            raise MQTTProtocolError("PUBLISH shorter than its topic and packet id (§3.3.2)")
         topic = bytes(body[2:topic_end])
         # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8 without U+0000; §4.7.3: not empty
         if not topic:
             raise MQTTProtocolError("empty topic (§4.7.3)")
         for byte in b"+#\x00":
             if byte in topic:
-                raise MQTTProtocolError("wildcard or NUL in a PUBLISH topic (§4.7.1, §1.5.3)")
+                raise MQTTProtocolError("wildcard or NUL in a topic (§4.7.1, §1.5.3)")
         try:
             topic.decode()
         except UnicodeError:
-            raise MQTTProtocolError("topic is not UTF-8 (§1.5.3)")
+            raise MQTTProtocolError("topic not UTF-8 (§1.5.3)")
         pid = 0
         if qos:
-            if topic_end + 2 > size:
-                raise MQTTProtocolError("PUBLISH too short for its packet id")
             pid = _pid(body, topic_end)
             topic_end += 2
         return (_PUBLISH, topic, bytes(body[topic_end:]), qos, pid, bool(flags & 0x01), dup)
     # §2.2.2: every other packet a broker sends has reserved flags 0000
     if flags:
-        raise MQTTProtocolError("reserved flags set on packet type %d (§2.2.2)" % kind)
-    if kind == _PUBACK:
-        if size != 2:
-            raise MQTTProtocolError("PUBACK remaining length must be 2 (§3.4.1)")
-        return (_PUBACK, _pid(body, 0))
+        raise MQTTProtocolError("reserved flags on packet type %d (§2.2.2)" % kind)
+    if kind not in (_CONNACK, _PUBACK, _SUBACK, _PINGRESP):
+        raise MQTTProtocolError("packet type %d is not sent to clients (§2.2.1)" % kind)
+    # Remaining length: CONNACK and PUBACK 2 (§3.2.1, §3.4.1), PINGRESP 0 (§3.13.1), SUBACK a
+    # packet id and at least one return code (§3.9.3)
+    if size < 3 if kind == _SUBACK else size != (0 if kind == _PINGRESP else 2):
+        raise MQTTProtocolError("packet type %d of %d bytes (§3)" % (kind, size))
     if kind == _PINGRESP:
-        if size:
-            raise MQTTProtocolError("PINGRESP remaining length must be 0 (§3.13.1)")
         return (_PINGRESP,)
+    if kind == _PUBACK:
+        return (_PUBACK, _pid(body, 0))
+    # Return codes: CONNACK 0-5 (§3.2.2.3), SUBACK 0-2 or 0x80 (§3.9.3)
+    codes = list(body[1:] if kind == _CONNACK else body[2:])
+    for code in codes:
+        if code > 5 if kind == _CONNACK else code not in (0, 1, 2, 0x80):
+            raise MQTTProtocolError("reserved return code %d (§3.2.2.3, §3.9.3)" % code)
     if kind == _CONNACK:
-        if size != 2:
-            raise MQTTProtocolError("CONNACK remaining length must be 2 (§3.2.1)")
         if body[0] & 0xFE:
-            raise MQTTProtocolError("CONNACK acknowledge flags bits 7-1 must be 0 (§3.2.2.1)")
-        if body[1] > 5:
-            raise MQTTProtocolError("CONNACK return code %d is reserved (§3.2.2.3)" % body[1])
+            raise MQTTProtocolError("CONNACK flags bits 7-1 set (§3.2.2.1)")
         return (_CONNACK, bool(body[0] & 1), body[1])
-    if kind == _SUBACK:
-        if size < 3:
-            raise MQTTProtocolError("SUBACK without return codes (§3.9.3)")
-        codes = list(body[2:])
-        for code in codes:
-            if code not in (0, 1, 2, 0x80):
-                raise MQTTProtocolError("SUBACK return code %d is reserved (§3.9.3)" % code)
-        return (_SUBACK, _pid(body, 0), codes)
-    raise MQTTProtocolError("packet type %d is not sent to clients (§2.2.1)" % kind)
+    return (_SUBACK, _pid(body, 0), codes)
 
 
 # ---- the client (asyncio) ------------------------------------------------------------------
@@ -403,7 +395,7 @@ class MQTTClient:
         )
         packet = await asyncio.wait_for_ms(self._read_packet(), _CONNECT_TIMEOUT_MS)
         if packet[0] != _CONNACK:
-            raise MQTTProtocolError("first packet from the broker is not CONNACK (§3.2)")
+            raise MQTTProtocolError("CONNACK not first or not once (§3.2)")
         if packet[2]:  # §3.2.2.3: bad credentials, unknown id, …
             raise MQTTError("broker refused the connection: return code %d" % packet[2])
         self._reader = asyncio.create_task(self._read_loop())
@@ -431,7 +423,7 @@ class MQTTClient:
             await self._send(packet)
             await asyncio.wait_for_ms(slot[0].wait(), _CONNECT_TIMEOUT_MS)
             if not slot[1]:
-                raise MQTTError("connection dropped before the acknowledgement")
+                raise MQTTError("connection lost")  # before the acknowledgement
             return slot[2] if len(slot) > 2 else None
         finally:
             self._pending.pop(pid, None)
@@ -529,7 +521,7 @@ class MQTTClient:
             if not digit & 0x80:
                 break
         else:
-            raise MQTTProtocolError("remaining length longer than four bytes (§2.2.3)")
+            raise MQTTProtocolError("remaining length out of range (§2.2.3)")
         if length > _MAX_PACKET:
             raise MQTTProtocolError("packet of %d bytes exceeds the device limit" % length)
         if length > len(self._rxview):
@@ -561,7 +553,7 @@ class MQTTClient:
                     if qos == 1:
                         await self._send(b"\x40\x02" + pid.to_bytes(2, "big"))  # PUBACK (§3.4)
                 elif kind == _CONNACK:
-                    raise MQTTProtocolError("second CONNACK on one connection (§3.2)")
+                    raise MQTTProtocolError("CONNACK not first or not once (§3.2)")
                 # PINGRESP: _last_rx is all it is for
         except MQTTProtocolError as error:
             self.stats["malformed"] += 1
