@@ -31,9 +31,6 @@ class Tag:
         self.tag = tag
         self.value = value
 
-    def __eq__(self, other):
-        return isinstance(other, Tag) and other.tag == self.tag and other.value == self.value
-
 
 def _head(major, value, out):
     # RFC 8949 §4.2.1: the argument in the shortest form.
@@ -152,7 +149,7 @@ def _decode(buf, pos, depth):
     if major == _ARRAY:
         # Every item takes at least a byte: refuse a length the input cannot hold before allocating.
         if value > len(buf) - pos:
-            raise CBORError("truncated array at byte %d" % start)
+            raise CBORError("truncated at byte %d" % start)
         items = []
         for _ in range(value):
             item, pos = _decode(buf, pos, depth + 1)
@@ -160,7 +157,7 @@ def _decode(buf, pos, depth):
         return items, pos
     if major == _MAP:
         if 2 * value > len(buf) - pos:
-            raise CBORError("truncated map at byte %d" % start)
+            raise CBORError("truncated at byte %d" % start)
         result = {}
         previous = None
         for _ in range(value):
@@ -168,9 +165,7 @@ def _decode(buf, pos, depth):
             key, pos = _decode(buf, pos, depth + 1)
             encoded_key = bytes(buf[key_start:pos])
             if previous is not None and encoded_key <= previous:
-                if encoded_key == previous:
-                    raise CBORError("duplicate map key at byte %d" % key_start)
-                raise CBORError("map keys out of order at byte %d" % key_start)
+                raise CBORError("map key repeated or out of order at byte %d" % key_start)
             previous = encoded_key
             if isinstance(key, (list, dict, Tag)):
                 raise CBORError("unhashable map key at byte %d" % key_start)
@@ -187,7 +182,7 @@ def _decode(buf, pos, depth):
         return True, pos
     if info == 22:
         return None, pos
-    raise CBORError("unsupported simple value or float at byte %d" % start)
+    raise CBORError("float or simple value at byte %d" % start)
 
 
 def decode(buf):
