@@ -39,7 +39,7 @@ def sig_structure(protected, payload):
 def assemble(payload, kid, signature):
     """The tagged message from a payload and its signature (a resend needs no re-signing)."""
     if len(signature) != 64:
-        raise COSEError("an Ed25519 signature is 64 bytes")
+        raise COSEError("the signature must be 64 bytes")
     return cbor.encode(cbor.Tag(_COSE_SIGN1, [protected_header(kid), {}, payload, signature]))
 
 
@@ -56,16 +56,13 @@ def verify1(message, public):
         outer = cbor.decode(message)
     except cbor.CBORError as error:
         raise COSEError("not deterministic CBOR: %s" % error)
-    if not isinstance(outer, cbor.Tag) or outer.tag != _COSE_SIGN1:
-        raise COSEError("not a tagged COSE_Sign1 (CBOR tag 18)")
-    parts = outer.value
+    parts = outer.value if isinstance(outer, cbor.Tag) and outer.tag == _COSE_SIGN1 else None
+    # RFC 9052 §4.2: [protected (bytes), unprotected (a map: empty here), payload, signature]
     if not isinstance(parts, list) or len(parts) != 4:
-        raise COSEError("COSE_Sign1 must be an array of four items")
+        raise COSEError("not a COSE_Sign1 (CBOR tag 18, four items)")
     protected, unprotected, payload, sig = parts
-    if not isinstance(protected, bytes) or not isinstance(payload, bytes):
-        raise COSEError("protected header and payload must be byte strings")
-    if unprotected != {} or not isinstance(unprotected, dict):
-        raise COSEError("the unprotected header must be an empty map")
+    if not isinstance(protected, bytes) or not isinstance(payload, bytes) or unprotected != {}:
+        raise COSEError("COSE_Sign1 needs byte strings and an empty unprotected map")
     if not isinstance(sig, bytes) or len(sig) != 64:
         raise COSEError("the signature must be 64 bytes")
     try:
