@@ -31,6 +31,7 @@ _MAX_UINT = const(0xFFFFFFFFFFFFFFFF)
 _MAX_PAYLOAD = const(900)  # the host refuses messages over 1024 bytes (kvitto.evidence)
 _MAX_ENTRIES = const(16)  # free-form x (boot, tamper, health): the host's limits, kept here too
 _MAX_TEXT = const(64)
+_DEV_CHARS = const("abcdefghijklmnopqrstuvwxyz0123456789-")  # FORMATS.md §1: dev
 
 _EVENT_TYPES = const((
     "arrive", "depart", "unlock", "lock", "deny", "door_open", "door_close", "alarm_call",
@@ -77,18 +78,15 @@ def _uint(name, value):
 def build_payload(dev, seq, boot, up, type, prev, t=None, sync=None, cred=None, x=None):
     """The deterministic CBOR payload of one event (FORMATS.md §1 keys 0-10)."""
     # FORMATS.md §1: dev is [a-z0-9-]{3,32}
-    if not isinstance(dev, str) or not 3 <= len(dev) <= 32:
+    if not isinstance(dev, str) or not 3 <= len(dev) <= 32 or dev.strip(_DEV_CHARS):
         raise EventError("dev must match [a-z0-9-]{3,32}")
-    for char in dev:
-        if not ("a" <= char <= "z" or "0" <= char <= "9" or char == "-"):
-            raise EventError("dev must match [a-z0-9-]{3,32}")
     _uint("seq", seq)
     if seq < 1:
         raise EventError("seq starts at 1")
     _uint("boot", boot)
     _uint("up", up)
     if type not in _EVENT_TYPES:
-        raise EventError("unknown event type %r" % (type,))
+        raise EventError("unknown type %r" % (type,))
     if not isinstance(prev, (bytes, bytearray)) or len(prev) != _HASH_BYTES:
         raise EventError("prev must be 32 bytes")
     # FORMATS.md §1: t and sync together, or neither (clock never set in this boot).
@@ -126,14 +124,14 @@ def _small(value, depth):
     # no floats (the same limits the host checks, so the device never journals a rejected event).
     if isinstance(value, dict):
         if depth > 1 or len(value) > _MAX_ENTRIES:
-            raise EventError("x: maps nest at most twice, with at most 16 entries")
+            raise EventError("x: at most two levels of 16 entries")
         for key in value:
             if not isinstance(key, str) or len(key) > 32:
                 raise EventError("x: keys are text of at most 32 characters")
             _small(value[key], depth + 1)
     elif isinstance(value, (list, tuple)):
         if depth > 1 or len(value) > _MAX_ENTRIES:
-            raise EventError("x: lists nest at most twice, with at most 16 items")
+            raise EventError("x: at most two levels of 16 entries")
         for item in value:
             _small(item, depth + 1)
     elif isinstance(value, (str, bytes, bytearray)):
@@ -146,11 +144,9 @@ def _small(value, depth):
 def _command_x(type, x):
     # FORMATS.md §2: the x each command type carries; refuse anything else.
     if type == "ack":
-        _x_uint(x, "upto")
+        _command_uint(x, "upto")
     elif type == "resend":
-        _x_uint(x, "from")
-        _x_uint(x, "to")
-        if x["from"] > x["to"]:
+        if _command_uint(x, "from") > _command_uint(x, "to"):
             raise CommandRefused("malformed", "resend from > to")
     elif type in ("allow", "revoke"):
         creds = x.get("creds")
@@ -160,7 +156,7 @@ def _command_x(type, x):
             if not isinstance(cred, bytes) or len(cred) != _CRED_BYTES:
                 raise CommandRefused("malformed", "each cred must be 16 bytes")
     elif type == "time":
-        _x_uint(x, "t")
+        _command_uint(x, "t")
     elif type == "ota":
         # issue #22: x = {"manifest": the release manifest (device.evidence.release)}
         manifest = x.get("manifest")
@@ -168,10 +164,12 @@ def _command_x(type, x):
             raise CommandRefused("malformed", "manifest must be at most 512 bytes")
 
 
-def _x_uint(x, key):
-    value = x.get(key)
+def _command_uint(fields, key, name=None):
+    # a field of a command (name given) or of its x (named by its key)
+    value = fields.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise CommandRefused("malformed", "x.%s must be an unsigned integer" % key)
+        raise CommandRefused("malformed", "%s must be an unsigned integer" % (name or key))
+    return value
 
 
 def parse_command(message, org_public, device_id, last_seq, now):
@@ -200,19 +198,16 @@ def parse_command(message, org_public, device_id, last_seq, now):
     if fields.get(_KEY_V) != _VERSION:
         raise CommandRefused("malformed", "version must be 1")
     target = fields.get(_KEY_DEV)
-    seq = fields.get(_KEY_SEQ)
-    expires = fields.get(_KEY_EXPIRES)
     type = fields.get(_KEY_TYPE)
     x = fields.get(_KEY_X, {})
     if not isinstance(target, str):
         raise CommandRefused("malformed", "target must be text")
-    for name, value in (("seq", seq), ("expires", expires)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CommandRefused("malformed", "%s must be an unsigned integer" % name)
+    seq = _command_uint(fields, _KEY_SEQ, "seq")
+    expires = _command_uint(fields, _KEY_EXPIRES, "expires")
     # schedule, window (issue #23): the lock checks their x itself (device.roles.lockpolicy)
     if type not in ("ack", "resend", "allow", "revoke", "time", "config", "ota", "schedule",
                     "window"):
-        raise CommandRefused("malformed", "unknown command type %r" % (type,))
+        raise CommandRefused("malformed", "unknown type %r" % (type,))
     if not isinstance(x, dict):
         raise CommandRefused("malformed", "x must be a map")
     _command_x(type, x)
