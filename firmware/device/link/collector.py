@@ -108,7 +108,7 @@ class Link:
         if parse_command is None:
             from device.evidence.event import parse_command  # type: ignore  (lands with the Signed evidence issue)
         if org_public is None or len(org_public) != 32:
-            raise ValueError("org_public must be the organisation's 32-byte command key")
+            raise ValueError("org_public must be 32 bytes")  # the organisation's command key
         if client is None:
             from device.link.mqtt import MQTTClient
 
@@ -160,8 +160,6 @@ class Link:
         self._command_flag = asyncio.Event()
         self._wake = asyncio.Event()
         self._replay = []  # (first, last) ranges asked for by `resend`
-        self._tasks: list = []
-        self._client_running = False
         self.stats = {
             "published": 0,
             "republished": 0,
@@ -180,22 +178,18 @@ class Link:
 
     async def run(self):
         """The connection, the publisher and the command worker; returns only if cancelled."""
-        self._tasks = [
+        tasks = (
             asyncio.create_task(self._command_loop()),
             asyncio.create_task(self._tick()),
-        ]
-        if not self._client_running:
-            self._client_running = True
-            self._tasks.append(asyncio.create_task(self.client.run()))
+            asyncio.create_task(self.client.run()),
+        )
         try:
             await self._publish_loop()
         finally:
             # A supervisor that restarts a failed link must not leave a second client behind
             # (two sessions with one client id throw each other off the broker).
-            for task in self._tasks:
+            for task in tasks:
                 task.cancel()
-            self._tasks = []
-            self._client_running = False
 
     # -- publishing --
 
