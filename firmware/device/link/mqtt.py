@@ -443,10 +443,21 @@ class MQTTClient:
                     await self._send(b"\xc0\x00")  # PINGREQ: type 12, no body (§3.12)
         except Exception as error:  # run() raises it as its own and drops the connection
             ended.append(error)
-            self._lost()
+            self._drop()
 
     def _drop(self):
-        self._lost()
+        # The connection is gone: publishers must wait now. `up` stays set otherwise until run()
+        # gets a turn, and Event.wait() on a set event does not yield, so a publisher would
+        # retry the dead socket in a loop that never lets run() in (seen: EPIPE, 100% CPU).
+        # Called again by run() after a task found the connection dead: the second call finds
+        # nothing left to do.
+        if self.connected:
+            self.stats["drops"] += 1
+        self.connected = False
+        self.up.clear()
+        self._down.set()
+        for slot in self._pending.values():
+            slot[0].set()  # wake every waiter; unacknowledged ones resend after reconnect
         if self._reader is not None:
             if self._reader is not asyncio.current_task():
                 self._reader.cancel()
@@ -474,20 +485,8 @@ class MQTTClient:
                     await asyncio.sleep_ms(0)  # as drain does: other tasks run between packets
             except (OSError, asyncio.TimeoutError) as error:
                 self.last_error = error
-                self._lost()
+                self._drop()
                 raise MQTTError("write failed")
-
-    def _lost(self):
-        # The connection is gone: publishers must wait now. `up` stays set otherwise until run()
-        # gets a turn, and Event.wait() on a set event does not yield, so a publisher would
-        # retry the dead socket in a loop that never lets run() in (seen: EPIPE, 100% CPU).
-        if self.connected:
-            self.stats["drops"] += 1
-        self.connected = False
-        self.up.clear()
-        self._down.set()
-        for slot in self._pending.values():
-            slot[0].set()  # wake every waiter; unacknowledged ones resend after reconnect
 
     # -- reading --
 
@@ -562,7 +561,7 @@ class MQTTClient:
             raise
         except Exception as error:  # a broken socket or a failing handler: drop, never crash
             self.last_error = error
-        self._lost()
+        self._drop()
 
     def _new_pid(self):
         while True:
