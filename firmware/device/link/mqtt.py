@@ -259,8 +259,7 @@ class MQTTClient:
         # mqtt_as: ping at keepalive/4; broker dead after 4 silent intervals (_keepalive)
         self._ping_ms = max(100, keepalive * 1000 // 4)
         self._addr = None  # DNS resolved once (mqtt_as): a flaky resolver must not stall us
-        self._sock = None
-        self._conn = None  # the (TLS-wrapped) socket once the connection is set up
+        self._sock = None  # the (TLS-wrapped) socket; only _connect writes to it before `up`
         self._reader = None
         # Allocated once, small: a 4 KiB block for the rare long allowlist would be the largest
         # the device keeps, and a hard one to find in a fragmented heap; such a packet gets a
@@ -385,7 +384,6 @@ class MQTTClient:
             )
             sock.setblocking(False)
             self._sock = sock
-        self._conn = sock
         self._down = asyncio.Event()
         self._last_rx = time.ticks_ms()
         await self._send(
@@ -468,10 +466,9 @@ class MQTTClient:
             except OSError:
                 pass
             self._sock = None
-        self._conn = None
 
     async def _send(self, packet):
-        sock = self._conn
+        sock = self._sock
         if sock is None:
             raise MQTTError("not connected")
         async with self._wlock:
@@ -492,7 +489,7 @@ class MQTTClient:
 
     async def _read_into(self, view):
         # `view` is a memoryview: slicing it does not copy, so readinto fills our buffer
-        sock = self._conn
+        sock = self._sock
         if sock is None:
             raise MQTTError("not connected")
         got = 0
