@@ -112,6 +112,7 @@ MALFORMED = [
     ("PUBACK too long", 0x40, b"\x00\x01\x00"),
     ("PUBACK packet id 0", 0x40, b"\x00\x00"),
     ("QoS 3", 0x36, b"\x00\x01a\x00\x01"),
+    ("QoS 2, above the subscription's 1", 0x34, b"\x00\x01a\x00\x01"),
     ("DUP on QoS 0", 0x38, b"\x00\x01a"),
     ("topic past end", 0x32, b"\x00\x09ab"),
     ("wildcard topic", 0x32, b"\x00\x01#\x00\x01"),

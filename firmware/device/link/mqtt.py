@@ -141,7 +141,8 @@ def _pid(body, offset):
 
 
 def parse_packet(first_byte, body):
-    """One packet a broker may send to a client, as a tuple starting with its type.
+    """One packet a broker may send to this client (which subscribes with QoS 1 at most), as a
+    tuple starting with its type.
 
     (2 CONNACK, session_present, return_code) · (3 PUBLISH, topic, payload, qos, pid, retain,
     dup) · (4 PUBACK, pid) · (9 SUBACK, pid, [codes]) · (13 PINGRESP,); MQTTProtocolError else.
@@ -153,14 +154,15 @@ def parse_packet(first_byte, body):
     if kind == _PUBLISH:
         qos = (flags >> 1) & 0x03
         dup = bool(flags & 0x08)
-        if qos == 3:
-            raise MQTTProtocolError("PUBLISH with QoS 3 (§3.3.1.2)")
+        # §3.3.1.2: QoS 3 is reserved; §3.8.4: never above the subscription's QoS (1 here)
+        if qos > 1:
+            raise MQTTProtocolError("PUBLISH with QoS %d (§3.3.1.2, §3.8.4)" % qos)
         if qos == 0 and dup:
             raise MQTTProtocolError("DUP on a QoS 0 PUBLISH (§3.3.1.1)")
         # §3.3.2: the topic (two bytes of length first), then the packet id if QoS > 0
         topic_end = 2 + ((body[0] << 8) | body[1]) if size >= 2 else 3
         if topic_end + (2 if qos else 0) > size:
-            raise MQTTProtocolError("PUBLISH shorter than its topic and packet id (§3.3.2)")
+            raise MQTTProtocolError("PUBLISH too short (§3.3.2)")
         topic = bytes(body[2:topic_end])
         # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8 without U+0000; §4.7.3: not empty
         if not topic:
@@ -542,8 +544,6 @@ class MQTTClient:
                         slot[0].set()
                 elif kind == _PUBLISH:
                     _, topic, payload, qos, pid, retain, _ = packet
-                    if qos == 2:
-                        raise MQTTProtocolError("QoS 2 PUBLISH on a QoS 1 subscription (§3.8.4)")
                     if self.on_message is not None:
                         self.on_message(topic, payload, retain)
                     if qos == 1:
