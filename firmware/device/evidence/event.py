@@ -154,7 +154,7 @@ def _command_x(type, x):
             raise CommandRefused("malformed", "creds must be a list")
         for cred in creds:
             if not isinstance(cred, bytes) or len(cred) != _CRED_BYTES:
-                raise CommandRefused("malformed", "each cred must be 16 bytes")
+                raise CommandRefused("malformed", "cred must be 16 bytes")
     elif type == "time":
         _command_uint(x, "t")
     elif type == "ota":
@@ -168,7 +168,7 @@ def _command_uint(fields, key, name=None):
     # a field of a command (name given) or of its x (named by its key)
     value = fields.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise CommandRefused("malformed", "%s must be an unsigned integer" % (name or key))
+        raise CommandRefused("malformed", "%s must be an unsigned 64-bit integer" % (name or key))
     return value
 
 

@@ -82,7 +82,7 @@ def _packet(first_byte, body):
 
 
 def connect_packet(client_id, keepalive, user=None, password=None, will=None):
-    """§3.1, always a persistent session (CleanSession 0). `will` = (topic, message, retain, qos)."""
+    """§3.1, persistent session (CleanSession 0); `will` = (topic, message, retain, qos)."""
     flags = 0
     payload = _string(client_id)
     if will is not None:
@@ -164,7 +164,7 @@ def parse_packet(first_byte, body):
         if topic_end + (2 if qos else 0) > size:
             raise MQTTProtocolError("PUBLISH too short (§3.3.2)")
         topic = bytes(body[2:topic_end])
-        # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8 without U+0000; §4.7.3: not empty
+        # §4.7.1: no wildcards in a PUBLISH topic; §1.5.3: UTF-8, no U+0000; §4.7.3: not empty
         if not topic:
             raise MQTTProtocolError("empty topic (§4.7.3)")
         for byte in b"+#\x00":
@@ -289,7 +289,7 @@ class MQTTClient:
     # -- public API --
 
     async def run(self):
-        """Connect, serve, reconnect with jittered exponential backoff: forever (until cancelled)."""
+        """Connect, serve, reconnect with jittered exponential backoff, until cancelled."""
         attempts = 0
         try:
             while True:
