@@ -141,29 +141,6 @@ def _small(value, depth):
         raise EventError("x: %s is not allowed" % type(value).__name__)
 
 
-def _command_x(type, x):
-    # FORMATS.md §2: the x each command type carries; refuse anything else.
-    if type == "ack":
-        _command_uint(x, "upto")
-    elif type == "resend":
-        if _command_uint(x, "from") > _command_uint(x, "to"):
-            raise CommandRefused("malformed", "resend from > to")
-    elif type in ("allow", "revoke"):
-        creds = x.get("creds")
-        if not isinstance(creds, list):
-            raise CommandRefused("malformed", "creds must be a list")
-        for cred in creds:
-            if not isinstance(cred, bytes) or len(cred) != _CRED_BYTES:
-                raise CommandRefused("malformed", "cred must be 16 bytes")
-    elif type == "time":
-        _command_uint(x, "t")
-    elif type == "ota":
-        # issue #22: x = {"manifest": the release manifest (device.evidence.release)}
-        manifest = x.get("manifest")
-        if not isinstance(manifest, bytes) or len(manifest) > 512:
-            raise CommandRefused("malformed", "manifest must be at most 512 bytes")
-
-
 def _command_uint(fields, key, name=None):
     # a field of a command (name given) or of its x (named by its key)
     value = fields.get(key)
@@ -210,7 +187,26 @@ def parse_command(message, org_public, device_id, last_seq, now):
         raise CommandRefused("malformed", "unknown type %r" % (type,))
     if not isinstance(x, dict):
         raise CommandRefused("malformed", "x must be a map")
-    _command_x(type, x)
+    # FORMATS.md §2: the x each command type carries; refuse anything else.
+    if type == "ack":
+        _command_uint(x, "upto")
+    elif type == "resend":
+        if _command_uint(x, "from") > _command_uint(x, "to"):
+            raise CommandRefused("malformed", "resend from > to")
+    elif type in ("allow", "revoke"):
+        creds = x.get("creds")
+        if not isinstance(creds, list):
+            raise CommandRefused("malformed", "creds must be a list")
+        for cred in creds:
+            if not isinstance(cred, bytes) or len(cred) != _CRED_BYTES:
+                raise CommandRefused("malformed", "cred must be 16 bytes")
+    elif type == "time":
+        _command_uint(x, "t")
+    elif type == "ota":
+        # issue #22: x = {"manifest": the release manifest (device.evidence.release)}
+        manifest = x.get("manifest")
+        if not isinstance(manifest, bytes) or len(manifest) > 512:
+            raise CommandRefused("malformed", "manifest must be at most 512 bytes")
     if target != device_id:
         raise CommandRefused("target", "for %s, not this device" % target)
     if seq <= last_seq:

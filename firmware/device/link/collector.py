@@ -298,7 +298,7 @@ class Link:
             self.stats["refused"] += 1
             return False
         # parse_command checked x (FORMATS.md §2): ack's upto and resend's from <= to are
-        # unsigned integers (device.evidence.event._command_x)
+        # unsigned integers (device.evidence.event.parse_command)
         if kind == "ack":
             self.journal.ack(min(x["upto"], self.journal.next_seq - 1))
         elif kind == "resend":
