@@ -69,11 +69,11 @@ def verify1(message, public):
         header = cbor.decode(protected)
     except cbor.CBORError as error:
         raise COSEError("protected header: %s" % error)
-    if not isinstance(header, dict) or header.get(_HEADER_ALG) != _ALG_EDDSA:
-        raise COSEError("alg must be EdDSA (-8)")
+    if not isinstance(header, dict) or len(header) != 2 or header.get(_HEADER_ALG) != _ALG_EDDSA:
+        raise COSEError("protected header must be {1: -8 (EdDSA), 4: kid}")
     kid = header.get(_HEADER_KID)
-    if len(header) != 2 or not isinstance(kid, bytes):
-        raise COSEError("protected header must hold exactly alg and kid")
+    if not isinstance(kid, bytes):
+        raise COSEError("protected header must be {1: -8 (EdDSA), 4: kid}")
     if not ed25519.verify(public, sig_structure(protected, payload), sig):
         raise COSEError("signature does not verify")
     return kid, payload
