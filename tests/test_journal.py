@@ -25,7 +25,7 @@ SCENARIO = (
     ON_FLASH
     + r"""
 from binascii import hexlify
-from device.evidence.journal import Journal, JournalError
+from device.evidence.journal import Journal
 out = {}
 journal = None
 
@@ -143,11 +143,11 @@ out["sig_batch"] = [j.signature(s) is not None for s in range(4, 14)]
 errors = []
 try:
     j.append(b"x" * (j.max_payload + 1))
-except JournalError as e:
+except ValueError as e:
     errors.append(str(e))
 try:
     j.put_signature(1, b"short")
-except JournalError as e:
+except ValueError as e:
     errors.append(str(e))
 out["errors"] = [errors, j.next_seq]
 

@@ -37,7 +37,7 @@ from micropython import const
 try:
     from binascii import crc32
 except ImportError:  # the journal's soft CRC, for a port built without binascii.crc32
-    from device.evidence.journal import _crc32_soft as crc32  # type: ignore
+    from device.evidence.journal import _crc as crc32  # type: ignore
 
 _SECTOR = const(4096)
 _ENTRY = "<I20sII"  # ota_seq, seq_label, ota_state, crc

@@ -35,18 +35,29 @@ import struct
 import device
 
 try:
-    from binascii import crc32
+    from binascii import crc32 as _crc
 except ImportError:  # a port built without binascii.crc32
-    crc32 = None
+
+    def _crc(data, crc=0):
+        # IEEE 802.3 CRC-32 (reflected, polynomial 0xEDB88320), same value as binascii.crc32.
+        crc ^= 0xFFFFFFFF
+        for byte in data:
+            crc ^= byte
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+        return crc ^ 0xFFFFFFFF
+
 
 try:
     from micropython import const
 except ImportError:  # CPython runs this module too (tests/test_journal_cpython.py)
-    const = int  # type: ignore  # const(x) is x for the ints used here
+
+    def const(value):  # type: ignore  # const(x) is x
+        return value
 
 
 _MAGIC = const(0xA5)
-_MAGIC_BYTE = b"\xa5"  # _MAGIC, for bytearray.find
+_MAGIC_BYTE = const(b"\xa5")  # _MAGIC, for bytearray.find
 _KIND_EVENT = const(0x45)  # "E"
 _KIND_SIG = const(0x53)  # "S"
 _HEADER = const(8)  # magic, kind, length u16, seq u32
@@ -55,33 +66,11 @@ _SIG_BYTES = const(64)
 _SIG_RECORD = const(76)  # _OVERHEAD + _SIG_BYTES
 _SIG_BUFFER = const(8)  # signatures held in RAM before they get a sync of their own
 _WINDOW = const(256)  # segments are read through a window this big, never whole
-_STATE_MAGIC = b"KJS1"
-_STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
+_STATE_MAGIC = const(b"KJS1")  # as in device.evidence.journal_open
+_STATE_FORMAT = const("<4sIIIII32sI")  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
 _STATE_BYTES = const(60)
 _WARN_PERCENT = const(80)
 _REARM_PERCENT = const(70)
-_ZERO_HASH = b"\x00" * 32
-
-
-def _crc32_soft(data, crc=0):
-    # IEEE 802.3 CRC-32 (reflected, polynomial 0xEDB88320), same value as binascii.crc32.
-    crc ^= 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
-
-
-_crc = crc32 if crc32 is not None else _crc32_soft
-
-
-def _sha256(data):
-    return hashlib.sha256(data).digest()
-
-
-class JournalError(Exception):
-    """The journal cannot do what was asked (bad argument, unusable storage)."""
 
 
 class Journal:
@@ -89,7 +78,7 @@ class Journal:
 
     def __init__(self, root="/journal", segment_bytes=4096, max_segments=None):
         if segment_bytes < 512 or segment_bytes > 65536:
-            raise JournalError("segment_bytes must be 512..65536")
+            raise ValueError("segment_bytes must be 512..65536")
         self.root = root.rstrip("/") or "/"
         self.segment_bytes = segment_bytes
         self.max_payload = segment_bytes - _OVERHEAD - _SIG_BUFFER * _SIG_RECORD
@@ -114,7 +103,7 @@ class Journal:
         self._gen = 0
         self.boot = 0
         self.next_seq = 1
-        self.prev_hash = _ZERO_HASH
+        self.prev_hash = bytes(32)
         self.acked = 0
         self.lost = 0
         self.max_segments = 2  # from the filesystem's size unless given: journal_open
@@ -123,7 +112,7 @@ class Journal:
         from device.evidence import journal_open
 
         try:
-            journal_open.recover(self, max_segments, _records)
+            journal_open.recover(self, max_segments, _records, _crc)
         finally:
             device.forget("device.evidence.journal_open")
 
@@ -134,23 +123,6 @@ class Journal:
 
     def _name(self, number):
         return "%08d.seg" % number
-
-    def _read_state(self):
-        best = None
-        for slot in (0, 1):
-            try:
-                with open(self._path("state%d" % slot), "rb") as f:
-                    raw = f.read()
-            except OSError:
-                continue
-            if len(raw) != _STATE_BYTES:
-                continue
-            fields = struct.unpack(_STATE_FORMAT, raw)
-            if fields[0] != _STATE_MAGIC or fields[7] != _crc(raw[: _STATE_BYTES - 4]):
-                continue
-            if best is None or fields[1] > best[0]:
-                best = (fields[1], fields[2], fields[3], fields[4], fields[5], fields[6])
-        return best
 
     def _write_state(self):
         gen = self._gen + 1
@@ -192,12 +164,12 @@ class Journal:
         sequence number is still used and the chain still advances over it."""
         length = len(payload)
         if length > self.max_payload:
-            raise JournalError("payload of %d bytes exceeds %d" % (length, self.max_payload))
+            raise ValueError("payload of %d bytes exceeds %d" % (length, self.max_payload))
         seq = self.next_seq
         # the chain's next link is taken before anything is written: hashing allocates, and a
         # MemoryError after the record is on flash would leave prev_hash behind next_seq, so
         # the next event would name the wrong predecessor (a broken chain, seen under squeeze)
-        digest = _sha256(payload)
+        digest = hashlib.sha256(payload).digest()
         stored = False
         need = _OVERHEAD + length + self._sig_unsynced * _SIG_RECORD
         # A failed write (the filesystem itself full, a flash error, the heap out of memory in
@@ -282,7 +254,7 @@ class Journal:
         durable with the next append (or after _SIG_BUFFER of them); losing it costs only a
         re-sign, since Ed25519 is deterministic."""
         if len(sig) != _SIG_BYTES:
-            raise JournalError("a signature is 64 bytes")
+            raise ValueError("a signature is 64 bytes")
         # At most _SIG_BUFFER - 1 are unsynced here, so the slot taken is never one of them.
         slot = self._sig_next
         self._sig_seqs[slot] = seq
@@ -435,18 +407,16 @@ class Journal:
             due = True
         elif percent < _REARM_PERCENT:
             self._warned = False
-        if self.lost > self._lost_reported and self._has_room():
-            self._lost_reported = self.lost
-            due = True
+        if self.lost > self._lost_reported:
+            # room for that event: in the open segment, or a segment the acks can free
+            room = self._active is not None and self._active_size + 512 <= self.segment_bytes
+            releasable = 0
+            while releasable < len(self._highs) and self._highs[releasable] <= self.acked:
+                releasable += 1
+            if room or len(self._numbers) - releasable < self.max_segments:
+                self._lost_reported = self.lost
+                due = True
         return due
-
-    def _has_room(self):
-        if self._active is not None and self._active_size + 512 <= self.segment_bytes:
-            return True
-        releasable = 0
-        while releasable < len(self._highs) and self._highs[releasable] <= self.acked:
-            releasable += 1
-        return len(self._numbers) - releasable < self.max_segments
 
     def health(self):
         """The fields of a `health` event (FORMATS.md §1: a free-form small map)."""
@@ -473,7 +443,7 @@ def _records(f, size, window):
     offset = 0
     while offset + _OVERHEAD <= size:
         f.seek(offset)
-        if _read_exactly(f, header) and window[0] == _MAGIC:
+        if f.readinto(header) == _HEADER and window[0] == _MAGIC:
             kind = window[1]
             length = window[2] | (window[3] << 8)
             end = offset + _HEADER + length
@@ -483,12 +453,12 @@ def _records(f, size, window):
                 position = offset + _HEADER
                 while position < end:  # the body, a window at a time
                     chunk = view[: min(end - position, _WINDOW)]
-                    if not _read_exactly(f, chunk):
+                    if f.readinto(chunk) != len(chunk):
                         break
                     crc = _crc(chunk, crc)
                     position += len(chunk)
                 stored = view[:4]
-                if position == end and _read_exactly(f, stored):
+                if position == end and f.readinto(stored) == 4:
                     if crc == window[0] | (window[1] << 8) | (window[2] << 16) | (window[3] << 24):
                         yield kind, seq, offset + _HEADER, end
                         offset = end + 4
@@ -508,11 +478,6 @@ def _next_magic(f, offset, size, window):
             return offset + found
         offset += count
     return size
-
-
-def _read_exactly(f, view):
-    count = f.readinto(view)
-    return count == len(view)
 
 
 def _body(f, start, end):

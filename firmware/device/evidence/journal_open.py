@@ -3,14 +3,15 @@ over the segments, the boot counted, the size taken from the filesystem. It runs
 Journal loads this module for it and drops it after (device.forget): its code is not on the heap
 while the device runs.
 
-    journal_open.recover(journal, max_segments, records)   # Journal.__init__ only
+    journal_open.recover(journal, max_segments, records, crc)   # Journal.__init__ only
 
-`records` is device.evidence.journal._records, the one reader of the segment format, passed in
-so that this module does not import the journal back.
+`records` is device.evidence.journal._records, the one reader of the segment format, and `crc`
+its CRC-32, passed in so that this module does not import the journal back.
 """
 
 import hashlib
 import os
+import struct
 
 try:
     from micropython import const
@@ -18,17 +19,20 @@ except ImportError:  # CPython runs the journal too
     const = int  # type: ignore  # const(x) is x for the ints used here
 
 _KIND_EVENT = const(0x45)  # "E", as in device.evidence.journal
+_STATE_MAGIC = b"KJS1"  # the state file, as device.evidence.journal writes it
+_STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
+_STATE_BYTES = const(60)
 _MAX_SEGMENTS_CAP = const(4096)
 
 
-def recover(journal, max_segments, records):
+def recover(journal, max_segments, records, crc):
     """Set `journal`'s counters from its state and segments, count this boot (durable before
     any of its events), release what was acknowledged and open the newest intact segment."""
     try:
         os.mkdir(journal.root)
     except OSError:
         pass  # exists (EEXIST); a real failure shows up on the first read or write
-    state = journal._read_state()
+    state = _read_state(journal, crc)
     if state is not None:
         (journal._gen, journal.boot, journal.next_seq, journal.acked, journal.lost,
          journal.prev_hash) = state
@@ -67,6 +71,25 @@ def recover(journal, max_segments, records):
         journal._active = open(journal._path(journal._name(journal._numbers[-1])), "ab")
     else:
         journal._active_size = journal.segment_bytes  # a fresh segment on the next append
+
+
+def _read_state(journal, crc):
+    """(gen, boot, next_seq, acked, lost, prev_hash) of the newer valid state file, or None."""
+    best = None
+    for slot in (0, 1):
+        try:
+            with open(journal._path("state%d" % slot), "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if len(raw) != _STATE_BYTES:
+            continue
+        fields = struct.unpack(_STATE_FORMAT, raw)
+        if fields[0] != _STATE_MAGIC or fields[7] != crc(raw[: _STATE_BYTES - 4]):
+            continue
+        if best is None or fields[1] > best[0]:
+            best = fields[1:7]
+    return best
 
 
 def _size_from_filesystem(journal):
