@@ -169,15 +169,15 @@ def test_hung_task_watchdog_reset_keeps_the_journal(micropython, tmp_path):
         app_prelude("tag", image)
         + f"""
 app = App(settings, board, sim, clock=Clock(ticks), link=False, watchdog_ms=1500,
-          role_stale_ms=300)
-async def stuck(poll):
+          reader_stale_ms=300)
+async def stuck():
     await asyncio.Event().wait()   # a task waiting for something that never comes
 async def script():
     asyncio.create_task(app.run())
     await asyncio.sleep_ms(300)
     await tap("{A}")
     print("journaled", app.journal.next_seq - 1)
-    app._role_step = stuck
+    app.reader.step = stuck
     await asyncio.sleep_ms(10000)
     print("still running: the watchdog did not fire")
 asyncio.run(script())

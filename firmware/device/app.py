@@ -59,10 +59,7 @@ class App:
         self.board = board
         self.hal = board_hal
         self.device_id = settings["device"]
-        self.role = settings["role"]
-        if not boards.supports(board, self.role):
-            raise config.ConfigError("config.json: field 'role': board %s supports %s, not %s"
-                                     % (board["name"], ", ".join(board["roles"]), self.role))
+        self.role = settings["role"]  # one the board supports: start() checked it
         root = board_hal.fs_root
         identity.use_root(root)
         self.clock = clock or Clock()
@@ -149,18 +146,6 @@ class App:
         except MemoryError:
             pass  # the event is optional; the taps' are not
 
-    def _watch_memory(self):
-        """The supervisor's look at the heap: shed below memory.LOW_BYTES, take the work back
-        up above memory.RESUME_BYTES."""
-        if not self.shedding:
-            if memory.low():
-                self.shed()
-        elif memory.free() > memory.RESUME_BYTES:
-            self.shedding = False
-            if self.reader is not None and self.reader.tag_mode is None:
-                self.reader.tag_mode = self._make_tag_mode()
-            self.record("health", None, {"mem": "ok", "least": memory.least_free()})
-
     # -- taps, from the reader
     def on_tap(self, tap):
         if tap.cred is None:
@@ -213,22 +198,6 @@ class App:
         return True
 
     # -- firmware updates (issue #22; device.link.ota, loaded only when needed)
-    def _trial_at_boot(self):
-        """After an update: the new firmware on trial, or a rollback to journal. The OTA code is
-        loaded only when its state file says an update happened."""
-        try:
-            os.stat(self._ota_state)
-        except OSError:
-            return
-        from device.link import ota
-
-        trial = ota.Trial.at_boot(self.hal.partitions(), self._ota_state, self.record)
-        if trial is None or trial.done:
-            device.forget("device.link.ota")
-            return
-        self.trial = trial
-        self._trial_since = self.clock.ticks()
-
     async def on_ota(self, x):
         """FORMATS additions `ota`: an update offered (device.link.ota, loaded for it)."""
         from device.link import ota
@@ -255,25 +224,10 @@ class App:
     async def _role_loop(self):
         poll = self.lock.poll if self.lock else self.alarm.poll if self.alarm else None
         while True:
-            await self._role_step(poll)
+            if poll is not None:
+                poll()
+            await asyncio.sleep_ms(_TICK_MS)
             self.beats["role"] = self.clock.ticks()
-
-    async def _role_step(self, poll):
-        if poll is not None:
-            poll()
-        await asyncio.sleep_ms(_TICK_MS)
-
-    def _make_reader(self):
-        from device.drivers import pn532, pn532_bus
-        from device.roles.reader import Reader
-
-        kind = self.board["pn532"]["bus"]
-        irq, reset = self.hal.pn532_pins()
-        bus = self.hal.bus(kind, pn532.I2C_TIMEOUT_US)  # the PN532 stretches SCL (pn532.py)
-        nfc = pn532.PN532(pn532_bus.open_transport(kind, bus, irq), reset=reset)
-        return Reader(nfc, self.on_tap, self.device_id, irq=irq, rng=self.hal.urandom,
-                      salt=self.settings["salt"], on_health=self.on_health,
-                      tag_mode=self._make_tag_mode())
 
     def _make_tag_mode(self):
         """Tag mode (docs/nfc.md): phones read a URL signed by the device key. Its counter is
@@ -290,11 +244,10 @@ class App:
         except (OSError, ValueError):
             pass
         return TagMode(self.device_id, ed25519.signer(identity.secret_for_signer()),
-                       counter=counter, clock=self._unix_or_zero, on_read=self.on_tag_read,
+                       # a tag URL before the first sync says t=0: unknown
+                       counter=counter, clock=lambda: self.clock.now() or 0,
+                       on_read=self.on_tag_read,
                        signing=self._signing)
-
-    def _unix_or_zero(self):
-        return self.clock.now() or 0  # a tag URL before the first sync says t=0: unknown
 
     def on_tag_read(self, counter):
         temporary = self._tag_counter_path + ".new"
@@ -306,7 +259,16 @@ class App:
     async def _reader_loop(self):
         if self.reader is None:
             try:
-                self.reader = self._make_reader()
+                from device.drivers import pn532, pn532_bus
+                from device.roles.reader import Reader
+
+                kind = self.board["pn532"]["bus"]
+                irq, reset = self.hal.pn532_pins()
+                bus = self.hal.bus(kind, pn532.I2C_TIMEOUT_US)  # the PN532 stretches SCL
+                nfc = pn532.PN532(pn532_bus.open_transport(kind, bus, irq), reset=reset)
+                self.reader = Reader(nfc, self.on_tap, self.device_id, irq=irq,
+                                     rng=self.hal.urandom, salt=self.settings["salt"],
+                                     on_health=self.on_health, tag_mode=self._make_tag_mode())
             except MemoryError:
                 raise  # not a missing reader: _guard sheds optional work and tries again
             except Exception as error:
@@ -363,22 +325,19 @@ class App:
             return
         while True:
             try:
-                offset = await self._sync_ntp(hosts)
+                # the SNTP code is loaded for one sync and dropped after it
+                from device.link import ntp
+
+                try:
+                    offset = await ntp.sync(self.clock, hosts, rng=self.hal.urandom)
+                finally:
+                    device.forget("device.link.ntp")
                 self.record("clock_sync", None, {"offset_ms": offset, "src": "ntp"})
                 self.hal.set_rtc(self.clock.now())
                 await asyncio.sleep_ms(_NTP_EVERY_MS)
             except Exception as error:
                 self.log("ntp: %s" % error)
                 await asyncio.sleep_ms(_NTP_RETRY_MS)
-
-    async def _sync_ntp(self, hosts):
-        """One NTP sync of the clock; the SNTP code is loaded for it and dropped after it."""
-        from device.link import ntp
-
-        try:
-            return await ntp.sync(self.clock, hosts, rng=self.hal.urandom)
-        finally:
-            device.forget("device.link.ntp")
 
     async def _guard(self, name, factory):
         """Run a task; if it raises, report it and start it again (the others run on)."""
@@ -418,7 +377,15 @@ class App:
                 watchdog.feed()
             self.clock.uptime_ms()  # keeps uptime exact across ticks_ms wrap-around
             try:
-                self._watch_memory()
+                # the heap: shed below memory.LOW_BYTES, take the work back up above RESUME_BYTES
+                if not self.shedding:
+                    if memory.low():
+                        self.shed()
+                elif memory.free() > memory.RESUME_BYTES:
+                    self.shedding = False
+                    if self.reader is not None and self.reader.tag_mode is None:
+                        self.reader.tag_mode = self._make_tag_mode()
+                    self.record("health", None, {"mem": "ok", "least": memory.least_free()})
             except MemoryError:
                 memory.exhausted()
             if self.trial is not None:
@@ -433,17 +400,29 @@ class App:
                 self.log("journal health: %r" % (error,))
             await asyncio.sleep_ms(_SUPERVISE_MS)
 
-    def _exception_handler(self, loop, context):
-        # last resort for a task outside _guard: report, never crash the loop
-        self.log("unhandled: %r" % (context.get("exception"),))
-
     async def run(self):
         loop = asyncio.get_event_loop()
-        loop.set_exception_handler(self._exception_handler)
+        # last resort for a task outside _guard: report, never crash the loop
+        loop.set_exception_handler(
+            lambda loop, context: self.log("unhandled: %r" % (context.get("exception"),)))
         watchdog = self.hal.watchdog(self.watchdog_ms)
         self._boot_seq = self.record("boot", None, {"reset": self.hal.reset_cause(),
                                                     "fw": device.VERSION})
-        self._trial_at_boot()
+        # after an update: the new firmware on trial, or a rollback to journal; the OTA code is
+        # loaded only when its state file says an update happened
+        try:
+            os.stat(self._ota_state)
+        except OSError:
+            pass  # no update happened
+        else:
+            from device.link import ota
+
+            trial = ota.Trial.at_boot(self.hal.partitions(), self._ota_state, self.record)
+            if trial is None or trial.done:
+                device.forget("device.link.ota")
+            else:
+                self.trial = trial
+                self._trial_since = self.clock.ticks()
         now = self.clock.ticks()
         for name in self.stale_ms:
             self.beats[name] = now
