@@ -158,7 +158,7 @@ def test_debounced_input_polling_does_not_allocate(micropython):
     out = micropython(
         """
         import micropython, time
-        from device.board.hal import Debounced
+        from device.board.debounce import Debounced
         class Line:
             def __init__(self):
                 self.active = False

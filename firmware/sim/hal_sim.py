@@ -16,7 +16,7 @@ import time
 
 from micropython import const
 
-from device.board.hal import COLOURS, RESET_POWER, RESET_WDT, HalError
+from device.board.hal import COLOURS, HalError
 
 _TAP_HOLD_MS = const(300)
 _HISTORY = const(64)  # changes kept per output: enough for a test, bounded for a long run
@@ -250,7 +250,7 @@ class SimHal:
         self.pn532 = None  # the PN532 model when sim.pn532sim is present
         self.watchdogs = []
         self.fs_root = mount_flash(flash, board) if flash else ""
-        self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or RESET_POWER
+        self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or "power"
         _install_esp32()
         self._ota_path = flash + ".ota" if flash else None
         self._partitions = None
@@ -330,7 +330,7 @@ class SimHal:
         sys.stderr.write(line + "\n")
 
     def reset_cause(self):
-        return self._reset_cause if self._reset_cause in (RESET_POWER, RESET_WDT) else "other"
+        return self._reset_cause if self._reset_cause in ("power", "wdt") else "other"
 
     def partitions(self):
         """sim.partition's esp32.Partition on `<flash image>.ota` (otadata and two app slots,

@@ -27,21 +27,15 @@ COLOURS = {
     "white": (40, 40, 40),
 }
 
-# reset_cause() names, the same on both implementations
-RESET_POWER = "power"
-RESET_WDT = "wdt"
-RESET_SOFT = "soft"
-RESET_OTHER = "other"
-
-
 class HalError(Exception):
     """A board part that cannot be set up (missing in the board file, or refused by the chip)."""
 
 
 class _Output:
-    """A digital output with an active level from the board file."""
+    """A digital output with an active level from the board file; a part the board does not
+    have (pin None) accepts commands and does nothing."""
 
-    def __init__(self, pin, active):
+    def __init__(self, pin, active=1):
         self._pin = pin
         self._active = active
         self.state = False
@@ -49,7 +43,8 @@ class _Output:
 
     def set(self, on):
         self.state = bool(on)
-        self._pin.value(self._active if on else 1 - self._active)
+        if self._pin is not None:
+            self._pin.value(self._active if on else 1 - self._active)
 
 
 class _Input:
@@ -63,11 +58,12 @@ class _Input:
         return self._pin.value() == self._active
 
 
-class _PixelLed:
-    """One WS2812 pixel (or the first `count`) through the neopixel module."""
+class _Led:
+    """The status LED: the first `count` WS2812 pixels through the neopixel module, or three
+    GPIO outputs, one per colour channel (any non-zero channel is lit)."""
 
-    def __init__(self, neopixel, count):
-        self._np = neopixel
+    def __init__(self, pixels, count=0):
+        self._pin = pixels  # a neopixel.NeoPixel, or the (red, green, blue) _Outputs
         self._count = count
         self.colour = "off"
 
@@ -75,35 +71,14 @@ class _PixelLed:
         rgb = COLOURS.get(colour)
         if rgb is None:
             raise HalError("unknown LED colour %r" % (colour,))
-        for index in range(self._count):
-            self._np[index] = rgb
-        self._np.write()
+        if self._count:
+            for index in range(self._count):
+                self._pin[index] = rgb
+            self._pin.write()
+        else:
+            for channel, level in zip(self._pin, rgb):
+                channel.set(level > 0)
         self.colour = colour
-
-
-class _RgbLed:
-    """Three GPIOs, one per colour channel; any non-zero channel is lit."""
-
-    def __init__(self, red, green, blue):
-        self._channels = (red, green, blue)
-        self.colour = "off"
-
-    def show(self, colour):
-        rgb = COLOURS.get(colour)
-        if rgb is None:
-            raise HalError("unknown LED colour %r" % (colour,))
-        for channel, level in zip(self._channels, rgb):
-            channel.set(level > 0)
-        self.colour = colour
-
-
-class _NoOutput:
-    """A part the board does not have: accepts commands and does nothing."""
-
-    state = False
-
-    def set(self, on):
-        pass
 
 
 class MachineHal:
@@ -121,17 +96,22 @@ class MachineHal:
             import neopixel
 
             pixels = neopixel.NeoPixel(machine.Pin(led["pin"], machine.Pin.OUT), led["count"])
-            self.led = _PixelLed(pixels, led["count"])
+            self.led = _Led(pixels, led["count"])
         else:
-            self.led = _RgbLed(*(self._output_pin(led[c], led["active"]) for c in "rgb"))
-        buzzer = board.get("buzzer")
-        self.buzzer = self._output_pin(buzzer["pin"], buzzer["active"]) if buzzer else _NoOutput()
-        relay = board.get("relay")
-        self.relay = self._output_pin(relay["pin"], relay["active"]) if relay else _NoOutput()
+            self.led = _Led(tuple(self._output(led[c], led["active"]) for c in "rgb"))
+        self.buzzer = self._output(board.get("buzzer"))
+        self.relay = self._output(board.get("relay"))
         self._inputs = {}
+        self._station = None  # the Wi-Fi station, once network_start() made it
 
-    def _output_pin(self, number, active):
-        return _Output(self._machine.Pin(number, self._machine.Pin.OUT), active)
+    def _output(self, spec, active=None):
+        """An output on `spec` (a board file's {"pin", "active"}, or a pin number with `active`);
+        None: a part the board does not have."""
+        if spec is None:
+            return _Output(None)
+        if active is None:
+            spec, active = spec["pin"], spec["active"]
+        return _Output(self._machine.Pin(spec, self._machine.Pin.OUT), active)
 
     def input(self, name):
         if name not in self._inputs:
@@ -201,12 +181,13 @@ class MachineHal:
 
     def reset_cause(self):
         machine = self._machine
+        # the names are the same on the sim board (sim.hal_sim)
         return {
-            machine.PWRON_RESET: RESET_POWER,
-            machine.HARD_RESET: RESET_POWER,
-            machine.WDT_RESET: RESET_WDT,
-            machine.SOFT_RESET: RESET_SOFT,
-        }.get(machine.reset_cause(), RESET_OTHER)
+            machine.PWRON_RESET: "power",
+            machine.HARD_RESET: "power",
+            machine.WDT_RESET: "wdt",
+            machine.SOFT_RESET: "soft",
+        }.get(machine.reset_cause(), "other")
 
     def network_start(self, ssid, password):
         """Join Wi-Fi in station mode without waiting (the app polls network_connected())."""
@@ -218,8 +199,7 @@ class MachineHal:
             self._station.connect(ssid, password)
 
     def network_connected(self):
-        station = getattr(self, "_station", None)
-        return station is not None and station.isconnected()
+        return self._station is not None and self._station.isconnected()
 
     def partitions(self):
         """esp32.Partition: the app slots and otadata for updates (device.link.ota)."""
@@ -229,39 +209,9 @@ class MachineHal:
 
     def rssi(self):
         """The Wi-Fi signal in dBm, None while not joined (or on wired Ethernet)."""
-        station = getattr(self, "_station", None)
-        if station is None or not station.isconnected():
+        if not self.network_connected():
             return None
         try:
-            return station.status("rssi")
+            return self._station.status("rssi")
         except Exception:
             return None
-
-
-class Debounced:
-    """An input read by polling, reporting a change only once it has held for `stable_ms`
-    (a contact bounces for a few ms; a door frame rattles). update() -> True (became active),
-    False (became inactive) or None (no settled change). Does not allocate."""
-
-    def __init__(self, source, stable_ms=30, clock=None):
-        import time
-
-        self._source = source
-        self._stable_ms = stable_ms
-        self._clock = clock or time.ticks_ms
-        self._ticks_diff = time.ticks_diff
-        self.state = bool(source.value())
-        self._seen = self.state
-        self._since = self._clock()
-
-    def update(self):
-        now = self._clock()
-        level = bool(self._source.value())
-        if level != self._seen:
-            self._seen = level
-            self._since = now
-            return None
-        if level != self.state and self._ticks_diff(now, self._since) >= self._stable_ms:
-            self.state = level
-            return level
-        return None

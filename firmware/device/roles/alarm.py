@@ -15,7 +15,7 @@ import time
 
 from micropython import const
 
-from device.board.hal import Debounced
+from device.board.debounce import Debounced
 
 _ANSWER_MS = const(1800000)  # RULES.md A3: check-in within 30 min of the call
 _BUTTON_STABLE_MS = const(30)

@@ -24,7 +24,7 @@ import time
 
 from micropython import const
 
-from device.board.hal import Debounced
+from device.board.debounce import Debounced
 
 _CRED_BYTES = const(16)  # FORMATS.md §1 key 8: credential id is bstr(16)
 _MAX_CREDS = const(512)

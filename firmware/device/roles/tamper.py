@@ -8,7 +8,7 @@ active, the housing open; an event's x holds no booleans); the host raises the `
 closed. Only the lock and alarm roles load it (device.roles.wiring): the tag's heap never holds it.
 """
 
-from device.board.hal import Debounced
+from device.board.debounce import Debounced
 
 
 class Tamper:
