@@ -437,7 +437,7 @@ async def script():
     fresh = app._report_seq
     print("after ack", fresh > seq, "fw" in cbor.decode(app.journal.get(fresh))[10])
     # once the clock is set, the next report says how long ago (the fleet's `clock` alert)
-    app.clock.set(1796029200000, "cmd")
+    app.clock.set(1796029200000)
     app.journal.ack(app.journal.next_seq - 1)
     ticks.advance(61000)
     await asyncio.sleep_ms(600)

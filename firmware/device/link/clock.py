@@ -2,7 +2,7 @@
 and the time quality every event carries (FORMATS.md §1 keys 4-6: up, t, sync).
 
     clock = Clock()
-    offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # link.ntp; or clock.set(t_ms, "cmd")
+    offset_ms = await ntp.sync(clock, ["pool.ntp.org"])   # link.ntp; or clock.set(t_ms)
     up, t, sync_age = clock.uptime_ms(), *clock.quality()   # t, sync_age None until set
 
 No floats: milliseconds as integers throughout. Time is kept as "Unix ms at uptime u" =
@@ -16,10 +16,6 @@ while a sync runs, so this module never imports it.
 import time
 
 
-class ClockError(Exception):
-    """An NTP answer that fails the checks (origin, mode, stratum, leap indicator)."""
-
-
 class Clock:
     def __init__(self, ticks=None):
         # clock.ticks(): the millisecond ticks this clock runs on (time.ticks_ms or a test's fake)
@@ -28,8 +24,6 @@ class Clock:
         self._up = 0
         self._base = None  # Unix ms at uptime 0, once set
         self._synced_up = 0
-        self.source = None
-        self.syncs = 0
 
     def uptime_ms(self):
         """Milliseconds since this boot (FORMATS.md §1 key 4), immune to ticks wrap-around."""
@@ -55,16 +49,15 @@ class Clock:
         up = self.uptime_ms()
         return (self._base + up) // 1000, (up - self._synced_up) // 1000
 
-    def adjust(self, offset_ms, source):
-        """Move the clock by offset_ms (measured against local_ms()). Returns offset_ms."""
+    def adjust(self, offset_ms):
+        """Move the clock by offset_ms (measured against local_ms()). Returns offset_ms. The
+        event that says so (clock_sync) names the source, ntp or cmd."""
         up = self.uptime_ms()
         self._base = (self._base or 0) + offset_ms
         self._synced_up = up
-        self.source = source
-        self.syncs += 1
         return offset_ms
 
-    def set(self, unix_ms, source="cmd"):
+    def set(self, unix_ms):
         """Set the time outright (the org's signed `time` command). Returns the offset applied
         against the previous device time (against uptime alone when it was never set)."""
-        return self.adjust(unix_ms - self.local_ms(), source)
+        return self.adjust(unix_ms - self.local_ms())

@@ -12,14 +12,17 @@ import time
 
 from micropython import const
 
-from device.link.clock import ClockError
-
 _NTP_PORT = const(123)
 _NTP_PACKET = const(48)
 _NTP_UNIX_DELTA = const(2208988800)  # RFC 5905 §6: seconds from 1900-01-01 to 1970-01-01
 _MODE_CLIENT = const(3)
 _MODE_SERVER = const(4)
 _LI_UNSYNCHRONIZED = const(3)
+
+
+class ClockError(Exception):
+    """An NTP answer that fails the checks (origin, mode, stratum, leap indicator). Here, not in
+    device.link.clock, so the class is on the heap only while a sync runs."""
 
 
 def ntp_to_unix_ms(seconds, fraction):
@@ -113,7 +116,7 @@ async def sync(clock, hosts, samples=4, rng=None, timeout_ms=1000, socket_module
     if not good:
         raise ClockError("no NTP answer (%s)" % "; ".join(errors[-3:]))
     offset, _ = best_offset(good)
-    return clock.adjust(offset, "ntp")
+    return clock.adjust(offset)
 
 
 async def _exchange(clock, socket_module, address, rng, timeout_ms):

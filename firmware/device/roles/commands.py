@@ -11,7 +11,7 @@ from device.board import config
 
 def obey(app, kind, x):
     if kind == "time":
-        offset = app.clock.set(x["t"] * 1000, "cmd")
+        offset = app.clock.set(x["t"] * 1000)
         app.record("clock_sync", None, {"offset_ms": offset, "src": "cmd"})
     else:
         _config(app, x)
