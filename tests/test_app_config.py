@@ -153,7 +153,7 @@ def test_damaged_key_is_refused_not_replaced(micropython, tmp_path):
         from device.evidence import identity
         try:
             identity.load_or_create()
-        except identity.IdentityError as error:
+        except ValueError as error:
             print("refused", error)
         """
     )

@@ -13,58 +13,42 @@ import os
 
 from micropython import const
 
-KEY_FILE = "key.bin"
 _SEED_BYTES = const(32)  # RFC 8032 §5.1.5: the private key is a 32-byte seed
-
-
-class IdentityError(Exception):
-    """The key file is unreadable or damaged; the device refuses to invent a new identity."""
-
 
 _secret = None
 _public = None
-
-
-def _key_path(root):
-    return root + "/" + KEY_FILE if root else KEY_FILE
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
+_root = ""  # the board's filesystem root (hal.fs_root): use_root
 
 
 def load_or_create(rng=None, root=None):
     """Load key.bin, or create it from `rng(n) -> bytes` (the HAL's hardware RNG) when absent.
-    Returns the 32-byte public key. `root`: the filesystem root (hal.fs_root), default cwd."""
+    Returns the 32-byte public key. `root`: the filesystem root (hal.fs_root), default cwd.
+    A damaged key file is a ValueError: the device never invents a new identity over it."""
     global _secret, _public
-    path = _key_path(root if root is not None else _default_root())
-    if _exists(path):
-        with open(path, "rb") as file:
-            secret = file.read()
-        if len(secret) != _SEED_BYTES:
-            # Never replace a damaged key silently: the registry holds the old public key.
-            raise IdentityError("%s holds %d bytes, not a %d-byte Ed25519 seed"
-                                % (path, len(secret), _SEED_BYTES))
-    else:
+    root = _root if root is None else root
+    path = root + "/key.bin" if root else "key.bin"
+    try:
+        os.stat(path)
+    except OSError:  # first boot: no key yet
         secret = (rng or os.urandom)(_SEED_BYTES)
         if len(secret) != _SEED_BYTES:
-            raise IdentityError("the RNG returned %d bytes" % len(secret))
+            raise ValueError("the RNG returned %d bytes" % len(secret))
         temporary = path + ".new"
         with open(temporary, "wb") as file:
             file.write(secret)
         os.rename(temporary, path)  # littlefs rename is atomic: a power cut leaves old or new
+    else:
+        with open(path, "rb") as file:
+            secret = file.read()
+        if len(secret) != _SEED_BYTES:
+            # Never replace a damaged key silently: the registry holds the old public key.
+            raise ValueError("%s holds %d bytes, not a %d-byte Ed25519 seed"
+                             % (path, len(secret), _SEED_BYTES))
     from device.evidence import ed25519
 
     _secret = secret
     _public = ed25519.public_key(secret)
     return _public
-
-
-_root = None
 
 
 def use_root(root):
@@ -74,22 +58,16 @@ def use_root(root):
 
 
 def _default_root():
-    return _root if _root is not None else ""
-
-
-def _loaded():
-    if _secret is None:
-        load_or_create()
-    return _secret
+    return _root  # for provisioning's scripts over the serial console (kvitto.install)
 
 
 def public_key():
-    _loaded()
-    if _public is None:
-        raise IdentityError("no key loaded")
+    secret_for_signer()
     return _public
 
 
 def secret_for_signer():
     """The seed, for evidence.ed25519.Signer in this process only (never printed or sent)."""
-    return _loaded()
+    if _secret is None:
+        load_or_create()
+    return _secret

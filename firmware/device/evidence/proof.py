@@ -25,7 +25,7 @@ def public_key_hex():
 def prove(nonce):
     """Proof of possession for provisioning: Ed25519 over b"kvitto-provision" + nonce."""
     if not isinstance(nonce, (bytes, bytearray)) or not 8 <= len(nonce) <= 64:
-        raise identity.IdentityError("the nonce must be 8 to 64 bytes")
+        raise ValueError("the nonce must be 8 to 64 bytes")
     return ed25519.sign(identity.secret_for_signer(), PROOF_CONTEXT + bytes(nonce))
 
 
