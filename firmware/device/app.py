@@ -471,7 +471,7 @@ def start():
     board_hal = open_hal(board)
     try:
         settings = config.load(_join(board_hal.fs_root, "config.json"))
-        if not boards.supports(board, settings["role"]):
+        if settings["role"] not in board["roles"]:
             raise config.ConfigError("config.json: field 'role': board %s supports %s, not %s"
                                      % (board["name"], ", ".join(board["roles"]),
                                         settings["role"]))

@@ -26,31 +26,22 @@ def validate(board, source="<board>"):
         device.forget("device.board.board_check")
 
 
-def parse(text, source="<board>"):
-    """Decode and validate board JSON text. The partition table is checked and dropped: it is
-    the flasher's (kvitto flash), and on the board esp32.Partition reads it from flash."""
-    try:
-        board = json.loads(text)
-    except ValueError as error:
-        raise BoardError("%s: not valid JSON (%s)" % (source, error))
-    board = validate(board, source)
-    board.pop("partitions", None)
-    return board
-
-
 def load(path):
-    """Read and validate a board file; every problem is a BoardError naming the file."""
+    """Read, decode and validate a board file; every problem is a BoardError naming the file.
+    The partition table is checked and dropped: it is the flasher's (kvitto flash), and on the
+    board esp32.Partition reads it from flash."""
     try:
         with open(path) as file:
             text = file.read()
     except OSError as error:
         raise BoardError("%s: cannot read the board file (%s)" % (path, error))
-    return parse(text, path)
-
-
-def supports(board, role):
-    """True when the board lists `role` (validate checked it has the parts the role needs)."""
-    return role in board["roles"]
+    try:
+        board = json.loads(text)
+    except ValueError as error:
+        raise BoardError("%s: not valid JSON (%s)" % (path, error))
+    board = validate(board, path)
+    board.pop("partitions", None)
+    return board
 
 
 def open_hal(board, **sim_options):

@@ -33,23 +33,19 @@ def validate(settings, source="config.json"):
         device.forget("device.board.config_check")
 
 
-def parse(text, source="config.json"):
-    try:
-        settings = json.loads(text)
-    except ValueError as error:
-        raise ConfigError("%s: not valid JSON (%s)" % (source, error))
-    return validate(settings, source)
-
-
 def load(path="config.json"):
-    """Read and validate the configuration; a missing file is a ConfigError too."""
+    """Read, decode and validate the configuration; a missing file is a ConfigError too."""
     try:
         with open(path) as file:
             text = file.read()
     except OSError:
         raise ConfigError("%s: no configuration on this device (provision it: kvitto provision)"
                           % path)
-    return parse(text, path)
+    try:
+        settings = json.loads(text)
+    except ValueError as error:
+        raise ConfigError("%s: not valid JSON (%s)" % (path, error))
+    return validate(settings, path)
 
 
 def update(path, changes, source="config command"):
