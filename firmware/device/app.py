@@ -10,7 +10,8 @@ Each long-running task beats a heartbeat; the supervisor feeds the watchdog only
 task is alive and has beaten recently, so a hung task resets the board (and the journal brings
 everything back). A task that raises is restarted and reported as a `health` event, so a failing
 PN532 never stops the alarm buttons or publishing. A missing or bad config is printed and shown
-as a red blink, never a crash loop, and the serial REPL stays usable for provisioning.
+as a red blink (device.board.startup), never a crash loop, and the serial REPL stays usable for
+provisioning.
 """
 
 import asyncio
@@ -21,7 +22,7 @@ import time
 from micropython import const
 
 import device
-from device.board import boards, config, memory
+from device.board import memory
 from device.evidence import identity
 from device.link.clock import Clock
 
@@ -32,18 +33,12 @@ _READER_STALE_MS = const(120000)  # the reader may back off up to 60 s while the
 _NTP_EVERY_MS = const(21600000)  # 6 h
 _NTP_RETRY_MS = const(60000)
 _RESTART_PAUSE_MS = const(1000)
-_BLINK_MS = const(500)
 _FIRST_REPORT_MS = const(5000)  # the boot's health report, once the reader has had its start
 _REPORT_FILL = const(50)  # a journal this full keeps its room for visits: no health reports
 
 
 def _join(root, name):
     return root + "/" + name if root else name
-
-
-def _getenv(name):
-    getenv = getattr(os, "getenv", None)  # the unix port has it; the ESP32 port does not
-    return getenv(name) if getenv else None
 
 
 class App:
@@ -437,54 +432,27 @@ class App:
         await self._supervise(watchdog)
 
 
-async def _refuse(board_hal, message):
-    """Bad or missing config: say why, blink red, keep the serial console for provisioning."""
-    print("kvitto: " + message)
-    for coroutine in board_hal.extra_tasks():
-        asyncio.create_task(coroutine)
-    while True:
-        board_hal.led.show("red")
-        await asyncio.sleep_ms(_BLINK_MS)
-        board_hal.led.show("off")
-        await asyncio.sleep_ms(_BLINK_MS)
-
-
-def open_hal(board):
-    """The board's HAL; on the unix port the sim options come from the environment."""
-    if board["hal"] != "sim":
-        return boards.open_hal(board)
-    return boards.open_hal(board, flash=_getenv("KVITTO_FLASH"),
-                          control=_getenv("KVITTO_CONTROL"),
-                          serial=_getenv("KVITTO_SERIAL") == "stdio")
-
-
 def start():
     """Entry point from main.py: never returns on a board."""
-    board_path = _getenv("KVITTO_BOARD") or "board.json"
-    try:
-        board = boards.load(board_path)
-    except boards.BoardError as error:
-        # without a board file there is no LED to blink: say it and wait for the installer
-        print("kvitto: %s" % error)
-        while True:
-            time.sleep(5)
-    board_hal = open_hal(board)
-    try:
-        settings = config.load(_join(board_hal.fs_root, "config.json"))
-        if settings["role"] not in board["roles"]:
-            raise config.ConfigError("config.json: field 'role': board %s supports %s, not %s"
-                                     % (board["name"], ", ".join(board["roles"]),
-                                        settings["role"]))
-    except config.ConfigError as error:
-        identity.use_root(board_hal.fs_root)
-        asyncio.run(_refuse(board_hal, str(error)))
+    from device.board import startup
+
+    board, board_hal, settings = startup.load()
+    identity.use_root(board_hal.fs_root)  # provisioning's scripts find the key and config
+    if isinstance(settings, str):  # config.json missing or bad: its problem
+        startup.refuse(board_hal, settings)
         return
     try:
         identity.load_or_create(board_hal.urandom, board_hal.fs_root)
         application = App(settings, board, board_hal)
     except Exception as error:
-        asyncio.run(_refuse(board_hal, "cannot start: %r" % (error,)))
+        startup.refuse(board_hal, "cannot start: %r" % (error,))
         return
+    # Boot is over: its code and the board and config loaders leave the heap before the link
+    # loads (a `config` command loads config again for itself: device.roles.commands).
+    del startup
+    for name in ("device.board.startup", "device.board.boards", "device.board.config",
+                 "device.board.errors"):
+        device.forget(name)
     try:
         asyncio.run(application.run())
     except KeyboardInterrupt:
