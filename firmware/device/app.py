@@ -35,6 +35,7 @@ _NTP_RETRY_MS = const(60000)
 _RESTART_PAUSE_MS = const(1000)
 _FIRST_REPORT_MS = const(5000)  # the boot's health report, once the reader has had its start
 _REPORT_FILL = const(50)  # a journal this full keeps its room for visits: no health reports
+_RESUME_BYTES = const(24576)  # shed work comes back above this (memory.low's 12 KiB: no flapping)
 
 
 def _join(root, name):
@@ -87,7 +88,6 @@ class App:
             from device.roles import wiring  # the lock's and alarm's, never on a tag's heap
 
             wiring.build(self, board, board_hal, root, answer_ms)
-        self._tag_counter_path = _join(root, "tag.ctr")
         # one Ed25519 signature at a time (tag URL or event): see device.drivers.tag_mode.TagMode
         self._signing = asyncio.Lock()
         board_hal.app = self  # the sim's control channel reads state from here
@@ -97,22 +97,22 @@ class App:
         """Journal one event now (durable on return); the link signs and publishes it later. Out
         of memory, optional work is shed and the event tried once more before the error goes
         up (the journal itself never leaves a half-written record behind: Journal.append)."""
-        try:
-            return self._record(kind, cred, x)
-        except MemoryError:
-            memory.exhausted()
-            self.shed()
-            return self._record(kind, cred, x)
-
-    def _record(self, kind, cred, x):
-        from device.evidence import event  # type: ignore  (lands with the issue "Signed evidence")
+        from device.evidence import event
 
         journal = self.journal
-        t, sync = self.clock.quality()
-        payload = event.build_payload(self.device_id, journal.next_seq, journal.boot,
-                                      self.clock.uptime_ms(), kind, journal.prev_hash, t=t,
-                                      sync=sync, cred=cred, x=x)
-        seq = journal.append(payload)
+        for retry in (False, True):
+            try:
+                t, sync = self.clock.quality()
+                payload = event.build_payload(self.device_id, journal.next_seq, journal.boot,
+                                              self.clock.uptime_ms(), kind, journal.prev_hash,
+                                              t=t, sync=sync, cred=cred, x=x)
+                seq = journal.append(payload)
+                break
+            except MemoryError:
+                if retry:
+                    raise
+                memory.exhausted()
+                self.shed()
         if self.link is not None:
             try:
                 self.link.notify()
@@ -164,34 +164,6 @@ class App:
         finally:
             device.forget("device.roles.commands")
 
-    # -- the health report (issue #22; docs/formats-v1-additions.md, `health` with `fw`)
-    def health_report(self):
-        """The fields of a periodic `health` event: device.roles.health, loaded for the report
-        (every health_s) and dropped after."""
-        from device.roles import health
-
-        try:
-            return health.report(self)
-        finally:
-            device.forget("device.roles.health")
-
-    def _report_due(self):
-        """At boot and every health_s, while the link is connected. Reports never crowd visits
-        out of the journal: none while offline or while the journal is half full, and at most
-        one unsent (the next waits for the collector's ack of the last, and is the freshest one
-        then)."""
-        now = self.clock.ticks()
-        if time.ticks_diff(now, self._report_next) < 0:
-            return False
-        link = self.link
-        if link is None or not link.client.connected:
-            return False
-        journal = self.journal
-        if self._report_seq > journal.acked or journal.fill() >= _REPORT_FILL:
-            return False
-        self._report_next = time.ticks_add(now, self.health_ms)
-        return True
-
     # -- firmware updates (issue #22; device.link.ota, loaded only when needed)
     async def on_ota(self, x):
         """FORMATS additions `ota`: an update offered (device.link.ota, loaded for it)."""
@@ -234,7 +206,7 @@ class App:
 
         counter = 0
         try:
-            with open(self._tag_counter_path) as file:
+            with open(_join(self.hal.fs_root, "tag.ctr")) as file:
                 counter = int(file.read())
         except (OSError, ValueError):
             pass
@@ -245,10 +217,10 @@ class App:
                        signing=self._signing)
 
     def on_tag_read(self, counter):
-        temporary = self._tag_counter_path + ".new"
-        with open(temporary, "w") as file:
+        path = _join(self.hal.fs_root, "tag.ctr")
+        with open(path + ".new", "w") as file:
             file.write(str(counter))
-        os.rename(temporary, self._tag_counter_path)  # littlefs: atomic
+        os.rename(path + ".new", path)  # littlefs: atomic
         self.record("tag_read", None, {"ctr": counter})
 
     async def _reader_loop(self):
@@ -372,11 +344,11 @@ class App:
                 watchdog.feed()
             self.clock.uptime_ms()  # keeps uptime exact across ticks_ms wrap-around
             try:
-                # the heap: shed below memory.LOW_BYTES, take the work back up above RESUME_BYTES
+                # the heap: shed when memory.low(), take the work back up above _RESUME_BYTES
                 if not self.shedding:
                     if memory.low():
                         self.shed()
-                elif memory.free() > memory.RESUME_BYTES:
+                elif memory.free() > _RESUME_BYTES:
                     self.shedding = False
                     if self.reader is not None and self.reader.tag_mode is None:
                         self.reader.tag_mode = self._make_tag_mode()
@@ -386,9 +358,27 @@ class App:
             if self.trial is not None:
                 self.trial.judge(self)
             try:
-                if self._report_due():
-                    self._report_seq = self.record("health", None, self.health_report())
-                elif self.journal.health_due():
+                # The health report (issue #22; docs/formats-v1-additions.md, `health` with `fw`):
+                # at boot and every health_s, while the link is connected. Reports never crowd
+                # visits out of the journal: none while offline or while the journal is half
+                # full, and at most one unsent (the next waits for the collector's ack of the
+                # last, and is the freshest one then). Its fields are device.roles.health's,
+                # loaded for the report and dropped after.
+                now = self.clock.ticks()
+                link = self.link
+                journal = self.journal
+                if (time.ticks_diff(now, self._report_next) >= 0 and link is not None
+                        and link.client.connected and self._report_seq <= journal.acked
+                        and journal.fill() < _REPORT_FILL):
+                    self._report_next = time.ticks_add(now, self.health_ms)
+                    from device.roles import health
+
+                    try:
+                        fields = health.report(self)
+                    finally:
+                        device.forget("device.roles.health")
+                    self._report_seq = self.record("health", None, fields)
+                elif journal.health_due():
                     # 80 % full, or events lost while full: the host must hear of it
                     self.record("health", None, self.journal.health())
             except Exception as error:

@@ -2,7 +2,7 @@
 should shed optional work before an allocation fails (issue #26).
 
     from device.board import memory
-    if memory.low():              # below LOW_BYTES even after a collection
+    if memory.low():              # below 12 KiB even after a collection
         ...                       # the app drops tag mode and its log lines (device.app)
     memory.least_free()           # the least free heap seen since boot: for a health record
 
@@ -16,8 +16,7 @@ import gc
 
 from micropython import const
 
-LOW_BYTES = const(12288)  # below this after a collection: shed optional work
-RESUME_BYTES = const(24576)  # above this again: take it back up (no flapping in between)
+_LOW_BYTES = const(12288)  # below this after a collection: shed optional work
 
 _least = [1 << 30]
 
@@ -36,7 +35,7 @@ def least_free():
     return _least[0]
 
 
-def low(threshold=LOW_BYTES):
+def low(threshold=_LOW_BYTES):
     """True when less than `threshold` bytes are free even after a garbage collection."""
     if free() >= threshold:
         return False
