@@ -209,9 +209,10 @@ class MachineHal:
 
     def rssi(self):
         """The Wi-Fi signal in dBm, None while not joined (or on wired Ethernet)."""
-        if not self.network_connected():
+        station = self._station
+        if station is None or not station.isconnected():
             return None
         try:
-            return self._station.status("rssi")
+            return station.status("rssi")
         except Exception:
             return None

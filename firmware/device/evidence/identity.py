@@ -62,8 +62,7 @@ def _default_root():
 
 
 def public_key():
-    secret_for_signer()
-    return _public
+    return _public if _public is not None else load_or_create()
 
 
 def secret_for_signer():

@@ -35,7 +35,7 @@ import struct
 import device
 
 try:
-    from binascii import crc32 as _crc
+    from binascii import crc32 as _crc  # type: ignore  # the fallback below has its signature
 except ImportError:  # a port built without binascii.crc32
 
     def _crc(data, crc=0):
@@ -49,10 +49,10 @@ except ImportError:  # a port built without binascii.crc32
 
 
 try:
-    from micropython import const
+    from micropython import const  # type: ignore  # CPython: the identity below
 except ImportError:  # CPython runs this module too (tests/test_journal_cpython.py)
 
-    def const(value):  # type: ignore  # const(x) is x
+    def const(value):  # const(x) is x
         return value
 
 
