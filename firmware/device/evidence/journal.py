@@ -67,7 +67,7 @@ _SIG_RECORD = const(76)  # _OVERHEAD + _SIG_BYTES
 _SIG_BUFFER = const(8)  # signatures held in RAM before they get a sync of their own
 _WINDOW = const(256)  # segments are read through a window this big, never whole
 _STATE_MAGIC = const(b"KJS1")  # as in device.evidence.journal_open
-_STATE_FORMAT = const("<4sIIIII32sI")  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
+_STATE_FORMAT = const("<4sIIIII32s")  # magic, gen, boot, next_seq, acked, lost, prev_hash; crc
 _STATE_BYTES = const(60)
 _WARN_PERCENT = const(80)
 _REARM_PERCENT = const(70)
@@ -82,10 +82,11 @@ class Journal:
         self.root = root.rstrip("/") or "/"
         self.segment_bytes = segment_bytes
         self.max_payload = segment_bytes - _OVERHEAD - _SIG_BUFFER * _SIG_RECORD
-        self._window = bytearray(_WINDOW)  # every segment read goes through it (_records)
+        # every segment read goes through it (_records), and every state write (it holds nothing
+        # between calls: a reader never keeps it across a yield)
+        self._window = bytearray(_WINDOW)
         self._header = bytearray(_HEADER)
         self._crc_bytes = bytearray(4)
-        self._state_buf = bytearray(_STATE_BYTES)
         self._numbers = []  # segment file numbers, oldest first
         self._highs = []  # highest event seq per segment (carried over when it has none)
         self._active = None  # open file of the newest segment, or None
@@ -118,17 +119,15 @@ class Journal:
 
     # ---- opening and recovery -------------------------------------------------------------
 
-    def _path(self, name):
-        return self.root + "/" + name
-
-    def _name(self, number):
-        return "%08d.seg" % number
+    def _path(self, number):
+        """The path of segment file `number`."""
+        return "%s/%08d.seg" % (self.root, number)
 
     def _write_state(self):
         gen = self._gen + 1
-        raw = self._state_buf
+        raw = memoryview(self._window)[:_STATE_BYTES]
         struct.pack_into(
-            _STATE_FORMAT[:-1],
+            _STATE_FORMAT,
             raw,
             0,
             _STATE_MAGIC,
@@ -139,16 +138,16 @@ class Journal:
             self.lost,
             self.prev_hash,
         )
-        struct.pack_into("<I", raw, _STATE_BYTES - 4, _crc(memoryview(raw)[: _STATE_BYTES - 4]))
+        struct.pack_into("<I", raw, _STATE_BYTES - 4, _crc(raw[: _STATE_BYTES - 4]))
         # Write the older slot: if this write tears, the newer one is still whole.
-        with open(self._path("state%d" % (gen % 2)), "wb") as f:
+        with open("%s/state%d" % (self.root, gen % 2), "wb") as f:
             f.write(raw)
             _sync(f)
         self._gen = gen
 
     def _segment(self, number):
         """The segment file opened for reading, and its size."""
-        f = open(self._path(self._name(number)), "rb")
+        f = open(self._path(number), "rb")
         try:
             return f, f.seek(0, 2)
         except OSError:
@@ -208,7 +207,7 @@ class Journal:
         number = self._numbers[-1] + 1 if self._numbers else self._next_number
         self._next_number = number + 1
         try:
-            self._active = open(self._path(self._name(number)), "wb")
+            self._active = open(self._path(number), "wb")
         except OSError:
             self._active = None
             return False
@@ -383,7 +382,7 @@ class Journal:
                 self._close_active()
                 self._active_size = self.segment_bytes
             try:
-                os.remove(self._path(self._name(self._numbers[0])))
+                os.remove(self._path(self._numbers[0]))
             except OSError:
                 pass  # already gone (a cut after an earlier delete)
             self._numbers.pop(0)

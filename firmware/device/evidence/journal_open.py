@@ -68,7 +68,7 @@ def recover(journal, max_segments, records, crc):
     journal._release()
     if journal._numbers and not torn:
         # Append to the newest segment only if its tail is intact (FORMATS: no rewrite).
-        journal._active = open(journal._path(journal._name(journal._numbers[-1])), "ab")
+        journal._active = open(journal._path(journal._numbers[-1]), "ab")
     else:
         journal._active_size = journal.segment_bytes  # a fresh segment on the next append
 
@@ -78,7 +78,7 @@ def _read_state(journal, crc):
     best = None
     for slot in (0, 1):
         try:
-            with open(journal._path("state%d" % slot), "rb") as f:
+            with open("%s/state%d" % (journal.root, slot), "rb") as f:
                 raw = f.read()
         except OSError:
             continue
