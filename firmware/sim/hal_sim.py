@@ -16,7 +16,7 @@ import time
 
 from micropython import const
 
-from device.board.hal import COLOURS, HalError
+from device.board.hal import COLOURS
 
 _TAP_HOLD_MS = const(300)
 _HISTORY = const(64)  # changes kept per output: enough for a test, bounded for a long run
@@ -48,7 +48,7 @@ class SimLed:
 
     def show(self, colour):
         if colour not in COLOURS:
-            raise HalError("unknown LED colour %r" % (colour,))
+            raise ValueError("unknown LED colour %r" % (colour,))
         self.colour = colour
         self.history.append((self._ticks(), colour))
         if len(self.history) > _HISTORY:
@@ -261,7 +261,7 @@ class SimHal:
     # -- the board's parts, as device.board.hal offers them
     def input(self, name):
         if name not in self._inputs:
-            raise HalError("board %s has no input '%s'" % (self.board["name"], name))
+            raise ValueError("board %s has no input '%s'" % (self.board["name"], name))
         return self._inputs[name]
 
     def has_input(self, name):
@@ -270,11 +270,11 @@ class SimHal:
     def bus(self, kind, i2c_timeout_us=50_000):
         # the simulated I2C bus keeps the PN532's own clock-stretching limit (sim.pn532sim.bus)
         if kind not in self.board["buses"]:
-            raise HalError("board %s has no %s bus" % (self.board["name"], kind))
+            raise ValueError("board %s has no %s bus" % (self.board["name"], kind))
         try:
             from sim import pn532sim
         except ImportError:
-            raise HalError("the PN532 simulator (sim.pn532sim) is not installed")
+            raise ValueError("the PN532 simulator (sim.pn532sim) is not installed")
         if self.pn532 is None:
             self.pn532 = pn532sim.PN532Sim()
             if not self._keep_logs:
@@ -373,5 +373,5 @@ class SimHal:
         """Hold a credential to the simulated PN532 (badge UID, ntag424, phone key id);
         `card`: the credential's secrets (sim.pn532sim.PN532Sim.present)."""
         if self.pn532 is None:
-            raise HalError("no PN532 is running on this board (the reader has not started)")
+            raise ValueError("no PN532 is running on this board (the reader has not started)")
         self.pn532.present(kind, raw, hold_ms, **card)

@@ -13,6 +13,8 @@ role logic never knows which it drives:
     buzzer.set(on)         relay.set(on)        input(name).value() -> active?
     bus(kind)              the PN532's I2C/SPI/UART object; pn532_pins() -> (irq, reset)
     watchdog(timeout_ms)   object with feed(); urandom(n); reset(); reset_cause(); fs_root
+
+A part the board file does not have, or an unknown colour, is a ValueError naming it.
 """
 
 import os
@@ -26,10 +28,6 @@ COLOURS = {
     "yellow": (48, 40, 0),
     "white": (40, 40, 40),
 }
-
-class HalError(Exception):
-    """A board part that cannot be set up (missing in the board file, or refused by the chip)."""
-
 
 class _Output:
     """A digital output with an active level from the board file; a part the board does not
@@ -70,7 +68,7 @@ class _Led:
     def show(self, colour):
         rgb = COLOURS.get(colour)
         if rgb is None:
-            raise HalError("unknown LED colour %r" % (colour,))
+            raise ValueError("unknown LED colour %r" % (colour,))
         if self._count:
             for index in range(self._count):
                 self._pin[index] = rgb
@@ -117,7 +115,7 @@ class MachineHal:
         if name not in self._inputs:
             spec = self.board["inputs"].get(name)
             if spec is None:
-                raise HalError("board %s has no input '%s'" % (self.board["name"], name))
+                raise ValueError("board %s has no input '%s'" % (self.board["name"], name))
             pin = self._machine.Pin
             pull = spec.get("pull")
             if pull is None:
@@ -135,7 +133,7 @@ class MachineHal:
         (device.drivers.pn532.I2C_TIMEOUT_US), the app passes it in: 50 ms is the port's."""
         spec = self.board["buses"].get(kind)
         if spec is None:
-            raise HalError("board %s has no %s bus" % (self.board["name"], kind))
+            raise ValueError("board %s has no %s bus" % (self.board["name"], kind))
         machine = self._machine
         pin = machine.Pin
         if kind == "i2c":
