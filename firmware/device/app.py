@@ -287,9 +287,7 @@ class App:
         await self.link.run()
 
     async def _clock_loop(self):
-        hosts = self.settings["ntp"]
-        if not hosts:
-            return
+        hosts = self.settings["ntp"]  # not empty: run() starts this task only then
         while True:
             try:
                 # the SNTP code is loaded for one sync and dropped after it
@@ -411,12 +409,13 @@ class App:
         now = self.clock.ticks()
         for name in self.stale_ms:
             self.beats[name] = now
-        self.tasks["role"] = asyncio.create_task(self._guard("role", self._role_loop))
-        self.tasks["reader"] = asyncio.create_task(self._guard("reader", self._reader_loop))
-        if self._want_link:
-            self.tasks["link"] = asyncio.create_task(self._guard("link", self._link_loop))
-        if self.settings["ntp"]:  # no hosts, no task: its frames would stay on the heap, done
-            self.tasks["clock"] = asyncio.create_task(self._guard("clock", self._clock_loop))
+        # no NTP hosts, no clock task: its frames would stay on the heap, done
+        for name, loop, wanted in (("role", self._role_loop, True),
+                                   ("reader", self._reader_loop, True),
+                                   ("link", self._link_loop, self._want_link),
+                                   ("clock", self._clock_loop, self.settings["ntp"])):
+            if wanted:
+                self.tasks[name] = asyncio.create_task(self._guard(name, loop))
         for index, coroutine in enumerate(self.hal.extra_tasks()):
             self.tasks["sim%d" % index] = asyncio.create_task(coroutine)
         await self._supervise(watchdog)
