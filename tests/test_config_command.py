@@ -60,6 +60,9 @@ def on_flash():
 
 async def main():
     app = App(config.load(path), board, sim, link=False)  # as device.app.start() builds it
+    import device
+    for name in ("device.board.boards", "device.board.config", "device.board.errors"):
+        device.forget(name)  # as start() drops them after boot: a command loads config again
     link = link_mod.Link(app.device_id, app.journal, None, app.settings["org_public_key"],
                          client=NoNetwork(), handlers=app.handlers(),
                          state_path=sim.fs_root + "/link.state", now=lambda: __NOW__)
