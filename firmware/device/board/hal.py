@@ -29,28 +29,22 @@ COLOURS = {
     "white": (40, 40, 40),
 }
 
-class _Output:
-    """A digital output with an active level from the board file; a part the board does not
-    have (pin None) accepts commands and does nothing."""
+
+class _Gpio:
+    """A GPIO with an active level from the board file. An output: set(on) drives it (a part the
+    board does not have, pin None, takes commands and does nothing). An input: value() is True
+    at the active level."""
+
+    state = False  # an output's last set()
 
     def __init__(self, pin, active=1):
         self._pin = pin
         self._active = active
-        self.state = False
-        self.set(False)
 
     def set(self, on):
         self.state = bool(on)
         if self._pin is not None:
             self._pin.value(self._active if on else 1 - self._active)
-
-
-class _Input:
-    """A digital input; value() is True when the input is at its active level."""
-
-    def __init__(self, pin, active):
-        self._pin = pin
-        self._active = active
 
     def value(self):
         return self._pin.value() == self._active
@@ -61,7 +55,7 @@ class _Led:
     GPIO outputs, one per colour channel (any non-zero channel is lit)."""
 
     def __init__(self, pixels, count=0):
-        self._pin = pixels  # a neopixel.NeoPixel, or the (red, green, blue) _Outputs
+        self._pin = pixels  # a neopixel.NeoPixel, or the (red, green, blue) outputs
         self._count = count
         self.colour = "off"
 
@@ -106,10 +100,12 @@ class MachineHal:
         """An output on `spec` (a board file's {"pin", "active"}, or a pin number with `active`);
         None: a part the board does not have."""
         if spec is None:
-            return _Output(None)
+            return _Gpio(None)
         if active is None:
             spec, active = spec["pin"], spec["active"]
-        return _Output(self._machine.Pin(spec, self._machine.Pin.OUT), active)
+        output = _Gpio(self._machine.Pin(spec, self._machine.Pin.OUT), active)
+        output.set(False)
+        return output
 
     def input(self, name):
         if name not in self._inputs:
@@ -122,7 +118,7 @@ class MachineHal:
                 gpio = pin(spec["pin"], pin.IN)
             else:
                 gpio = pin(spec["pin"], pin.IN, pin.PULL_UP if pull == "up" else pin.PULL_DOWN)
-            self._inputs[name] = _Input(gpio, spec["active"])
+            self._inputs[name] = _Gpio(gpio, spec["active"])
         return self._inputs[name]
 
     def has_input(self, name):
