@@ -184,7 +184,7 @@ class Journal:
                 stored = True
                 break
             except (OSError, MemoryError):
-                self._drop_active()
+                self._close_active()
                 gc.collect()
         self.next_seq = seq + 1
         self.prev_hash = digest
@@ -235,15 +235,14 @@ class Journal:
             self._write_record(_KIND_SIG, self._sig_seqs[slot], ring[start : start + _SIG_BYTES])
 
     def _close_active(self):
+        """Close the newest segment: the next append starts a fresh one (a closed segment
+        counts as full)."""
         if self._active is not None:
             try:
                 self._active.close()
             except OSError:
                 pass  # the data that matters was synced record by record
             self._active = None
-
-    def _drop_active(self):
-        self._close_active()
         self._active_size = self.segment_bytes
 
     # ---- signatures -----------------------------------------------------------------------
@@ -271,7 +270,7 @@ class Journal:
                 _sync(self._active)
                 self._active_size += need
             except OSError:
-                self._drop_active()
+                self._close_active()
         self._sig_unsynced = 0
 
     def signature(self, seq):
@@ -380,7 +379,6 @@ class Journal:
         while self._numbers and self._highs[0] <= self.acked:
             if len(self._numbers) == 1:
                 self._close_active()
-                self._active_size = self.segment_bytes
             try:
                 os.remove(self._path(self._numbers[0]))
             except OSError:
