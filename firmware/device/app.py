@@ -251,11 +251,8 @@ class App:
         # Started again after a failure (a MemoryError, say): the failed link's client and
         # buffers go before the new ones are made, or both would be on the heap at once.
         self.link = None
-        try:
-            from device.link.collector import Link, journal_signer
-        except ImportError:
-            self.log("no device.link.collector in this firmware: events stay in the journal")
-            return
+        from device.link.collector import Link, journal_signer  # every image has it
+
         wifi = self.settings.get("wifi")
         if wifi is not None:
             self.hal.network_start(wifi["ssid"], wifi["password"])
