@@ -123,7 +123,7 @@ class App:
     def log(self, line):
         if self.shedding:
             return  # low on memory: a log line is optional work
-        self.hal.log(line) if hasattr(self.hal, "log") else print(line)
+        self.hal.log(line)  # MachineHal: the UART; the sim: its console
 
     # -- low memory: optional work goes first, before anything the evidence needs fails
     def shed(self):
