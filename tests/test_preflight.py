@@ -91,7 +91,7 @@ def small_and_large(tmp_path):
     """Two virtual boards fresh from `kvitto flash`: one with a plain ESP32's memory (a small
     heap, ESP-IDF nearly full), one with PSRAM."""
     small = VirtualBoard(tmp_path / "small", "small", provision=False, proxy=False,
-                         heap="512K", gc_heap_kib=100, idf_heap="130")  # fmt: skip
+                         heap="512K", gc_heap_kib=100, idf_heap="100")  # fmt: skip
     large = VirtualBoard(tmp_path / "large", "large", provision=False, proxy=False,
                          heap="2M", idf_heap="150,2048")  # fmt: skip
     for board in (small, large):
@@ -135,7 +135,7 @@ def test_virtual_boards_small_refused_large_accepted(tmp_path, capsys, small_and
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"kvitto: {small.serial_port}: pre-flight refused for tag")
-    assert "gc.mem_free" in lines[0] and "ESP-IDF heap 130 KiB free" in lines[0]
+    assert "gc.mem_free" in lines[0] and "ESP-IDF heap 100 KiB free" in lines[0]
     assert "frozen build" in lines[0]
     # refused before registration: no device, no key asked for
     assert Registry(open_store(url)).device("tag-0501") is None

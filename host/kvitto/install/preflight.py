@@ -36,10 +36,10 @@ if TYPE_CHECKING:
 # "stock" = .mpy files on the filesystem, their bytecode loaded into the heap (stock
 # MicroPython; the bench's summary line); "frozen" = device/ frozen into the firmware
 # (manifest.py): the tag's "frozen, its names in flash" bound, lock and alarm that plus their
-# extra data heap on the 64-bit port (bench rows "rom", data-sim).
+# extra data heap on the 64-bit port (bench rows "rom", column "role"). Measured 2026-12-08.
 ROLE_HEAP_KIB = {
-    "stock": {"tag": 116, "lock": 126, "alarm": 115},
-    "frozen": {"tag": 55, "lock": 61, "alarm": 58},
+    "stock": {"tag": 106, "lock": 114, "alarm": 105},
+    "frozen": {"tag": 55, "lock": 62, "alarm": 55},
 }
 HEAP_MARGIN_KIB = 8  # GC fragmentation and a longer MQTT packet than the bench's
 # ESP-IDF's own RAM, outside the GC heap (issue #26: "roughly 40-50 KB each")
