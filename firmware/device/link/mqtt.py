@@ -186,7 +186,11 @@ def parse_packet(first_byte, body):
         raise MQTTProtocolError("packet type %d is not sent to clients (§2.2.1)" % kind)
     # Remaining length: CONNACK and PUBACK 2 (§3.2.1, §3.4.1), PINGRESP 0 (§3.13.1), SUBACK a
     # packet id and at least one return code (§3.9.3)
-    if size < 3 if kind == _SUBACK else size != (0 if kind == _PINGRESP else 2):
+    if kind == _SUBACK:
+        wrong_size = size < 3
+    else:
+        wrong_size = size != (0 if kind == _PINGRESP else 2)
+    if wrong_size:
         raise MQTTProtocolError("packet type %d of %d bytes (§3)" % (kind, size))
     if kind == _PINGRESP:
         return (_PINGRESP,)
@@ -194,8 +198,9 @@ def parse_packet(first_byte, body):
         return (_PUBACK, _pid(body, 0))
     # Return codes: CONNACK 0-5 (§3.2.2.3), SUBACK 0-2 or 0x80 (§3.9.3)
     codes = list(body[1:] if kind == _CONNACK else body[2:])
+    allowed = (0, 1, 2, 3, 4, 5) if kind == _CONNACK else (0, 1, 2, 0x80)
     for code in codes:
-        if code > 5 if kind == _CONNACK else code not in (0, 1, 2, 0x80):
+        if code not in allowed:
             raise MQTTProtocolError("reserved return code %d (§3.2.2.3, §3.9.3)" % code)
     if kind == _CONNACK:
         if body[0] & 0xFE:
