@@ -407,12 +407,12 @@ class App:
         for name in self.stale_ms:
             self.beats[name] = now
         # no NTP hosts, no clock task: its frames would stay on the heap, done
-        for name, loop, wanted in (("role", self._role_loop, True),
+        for name, body, wanted in (("role", self._role_loop, True),
                                    ("reader", self._reader_loop, True),
                                    ("link", self._link_loop, self._want_link),
                                    ("clock", self._clock_loop, self.settings["ntp"])):
             if wanted:
-                self.tasks[name] = asyncio.create_task(self._guard(name, loop))
+                self.tasks[name] = asyncio.create_task(self._guard(name, body))
         for index, coroutine in enumerate(self.hal.extra_tasks()):
             self.tasks["sim%d" % index] = asyncio.create_task(coroutine)
         await self._supervise(watchdog)
@@ -422,10 +422,10 @@ def start():
     """Entry point from main.py: never returns on a board."""
     from device.board import startup
 
-    board, board_hal, settings = startup.load()
+    board, board_hal, settings, problem = startup.load()
     identity.use_root(board_hal.fs_root)  # provisioning's scripts find the key and config
-    if isinstance(settings, str):  # config.json missing or bad: its problem
-        startup.refuse(board_hal, settings)
+    if problem is not None:  # config.json missing or bad
+        startup.refuse(board_hal, problem)
         return
     try:
         identity.load_or_create(board_hal.urandom, board_hal.fs_root)

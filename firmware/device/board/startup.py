@@ -3,8 +3,8 @@ configuration; or, when one of them is bad, say why and blink red. Run once a bo
 (device.app.start), then dropped with the loaders it alone needs (device.forget).
 
     from device.board import startup
-    board, board_hal, settings = startup.load()   # settings: the problem (a str) when refused
-    startup.refuse(board_hal, settings)            # says it, blinks red; never returns on a board
+    board, board_hal, settings, problem = startup.load()   # problem: why config.json is refused
+    startup.refuse(board_hal, problem)            # says it, blinks red; never returns on a board
 
 A missing board file has no LED to blink: it is printed and the board waits for the installer.
 The serial console stays usable for provisioning throughout. Board layer: imports nothing above.
@@ -27,8 +27,9 @@ def _getenv(name):
 
 
 def load():
-    """(board, board_hal, settings), settings being the problem as text when config.json is
-    missing or bad. A missing or bad board file never returns."""
+    """(board, board_hal, settings, problem): settings None and the problem as text when
+    config.json is missing or bad, problem None otherwise. A missing or bad board file never
+    returns."""
     try:
         board = boards.load(_getenv("KVITTO_BOARD") or "board.json")
     except boards.BoardError as error:
@@ -50,8 +51,8 @@ def load():
                                      % (board["name"], ", ".join(board["roles"]),
                                         settings["role"]))
     except config.ConfigError as error:
-        settings = str(error)
-    return board, board_hal, settings
+        return board, board_hal, None, str(error)
+    return board, board_hal, settings, None
 
 
 def refuse(board_hal, message):
