@@ -460,3 +460,32 @@ def test_publishing_into_a_reset_connection_waits_for_the_next_one(micropython):
     assert connects == 6 and drops == 5
     # In order, each at least once (a repeat is a DUP resend after a reset), none skipped.
     assert [int(p) for p in dict.fromkeys(broker.published)] == list(range(200))
+
+
+OUT_OF_MEMORY_SCRIPT = """
+import asyncio, sys
+from device.link import mqtt
+host, port = sys.argv[1], int(sys.argv[2])
+real = mqtt.connect_packet
+failures = [1]
+def connect_packet(*args):
+    if failures[0]:  # the heap runs out while the first CONNECT is built
+        failures[0] -= 1
+        raise MemoryError("memory allocation failed, allocating 752 bytes")
+    return real(*args)
+mqtt.connect_packet = connect_packet
+async def main():
+    c = mqtt.MQTTClient("tag-0042", host, port, seed=3, backoff_ms=(20, 200))
+    task = asyncio.create_task(c.run())
+    await asyncio.wait_for_ms(c.publish(b"kvitto/v1/tag-0042/evt", b"still here"), 20000)
+    print(task.done(), c.stats["connects"], type(c.last_error).__name__)
+    task.cancel()
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_memory_while_connecting_is_one_failed_attempt(micropython, mosquitto):
+    # A MemoryError mid-connect (asyncio loading a submodule, a TLS buffer) used to end the
+    # client's task: the link then waited for a connection that nobody made any more.
+    out = micropython(OUT_OF_MEMORY_SCRIPT, args=[mosquitto.host, str(mosquitto.port)])
+    assert out.split() == ["False", "1", "MemoryError"]

@@ -314,7 +314,9 @@ class MQTTClient:
                 except MQTTProtocolError as error:
                     self.stats["malformed"] += 1
                     self.last_error = error
-                except (OSError, MQTTError, asyncio.TimeoutError) as error:
+                except (OSError, MQTTError, asyncio.TimeoutError, MemoryError) as error:
+                    # out of memory mid-connect (a lazy import, a TLS buffer): a failed attempt
+                    # like any other, or this task would end and the link wait for ever
                     self.last_error = error
                 self._drop()
                 attempts += 1
