@@ -151,6 +151,10 @@ if ROLE == "lock":
     from device.roles.lock import Allowlist
     Allowlist(sim.fs_root + "/allow.bin").allow([credential_id(SALT, u) for u in UIDS])
 app = App(settings, board, sim, link=sys.argv[6] == "link")
+del boards, config  # as device.app.start() does once the app is built: loaders leave the heap
+import device, device.app
+for name in device.app.BOOT_ONLY:
+    device.forget(name)
 gc.collect()
 code = gc.mem_alloc()  # modules loaded and the app built, before any tap
 """
@@ -254,6 +258,10 @@ settings = config.validate({
 identity.load_or_create(sim.urandom, sim.fs_root)
 UIDS = [bytes((4, i, 0x42, 0x99)) for i in range(8)]
 app = App(settings, board, sim, link=False)
+del boards, config  # as device.app.start() does once the app is built: loaders leave the heap
+import device, device.app
+for name in device.app.BOOT_ONLY:
+    device.forget(name)
 """
     + TIMED
     + r"""# ---

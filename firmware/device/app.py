@@ -36,6 +36,9 @@ _RESTART_PAUSE_MS = const(1000)
 _FIRST_REPORT_MS = const(5000)  # the boot's health report, once the reader has had its start
 _REPORT_FILL = const(50)  # a journal this full keeps its room for visits: no health reports
 _RESUME_BYTES = const(24576)  # shed work comes back above this (memory.low's 12 KiB: no flapping)
+# the boot path and the board and config loaders: start() drops them once the app is built
+BOOT_ONLY = ("device.board.startup", "device.board.boards", "device.board.config",
+             "device.board.errors")
 
 
 def _join(root, name):
@@ -381,6 +384,7 @@ class App:
             await asyncio.sleep_ms(_SUPERVISE_MS)
 
     async def run(self):
+        memory.settle()
         loop = asyncio.get_event_loop()
         # last resort for a task outside _guard: report, never crash the loop
         loop.set_exception_handler(
@@ -436,8 +440,7 @@ def start():
     # Boot is over: its code and the board and config loaders leave the heap before the link
     # loads (a `config` command loads config again for itself: device.roles.commands).
     del startup
-    for name in ("device.board.startup", "device.board.boards", "device.board.config",
-                 "device.board.errors"):
+    for name in BOOT_ONLY:
         device.forget(name)
     try:
         asyncio.run(application.run())
