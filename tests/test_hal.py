@@ -180,3 +180,33 @@ def test_debounced_input_polling_does_not_allocate(micropython):
         """
     )
     assert out.split() == ["1", "True"]
+
+
+def test_the_sim_boards_parts_allocate_nothing_while_they_run(micropython, tmp_path):
+    # bench/device.py counts what a run adds to the heap as the role's: a simulated LED,
+    # buzzer or relay, like the GPIO it stands for, takes no heap when it switches, and the
+    # PN532 model is the board's from the start. The history keeps the last 64 changes.
+    out = micropython(
+        f"""
+        import gc
+        from device.board import boards
+        board = boards.load("{ROOT}/boards/sim.json")
+        h = boards.open_hal(board, seed=b"s-08")
+        print(h.pn532 is not None)
+        colours = ("green", "off", "blue", "red")
+        h.led.show("green"); h.relay.set(True); h.relay.set(False)
+        gc.collect()
+        before = gc.mem_alloc()
+        for i in range(300):
+            h.led.show(colours[i % 4])
+            h.buzzer.set(i % 2)
+        gc.collect()
+        print(gc.mem_alloc() - before)
+        changes = [c for _, c in h.led.history]
+        print(len(changes), changes[-4:], [s for _, s in h.buzzer.history][-3:])
+        """
+    )
+    lines = out.splitlines()
+    assert lines[0] == "True"
+    assert int(lines[1]) <= 64  # one block of the loop's own at most; a list of tuples took 6 KiB
+    assert lines[2] == "64 ['green', 'off', 'blue', 'red'] [True, False, True]"

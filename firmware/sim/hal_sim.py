@@ -5,10 +5,14 @@ watchdog, RNG and a file-backed flash, behind the same interface as device.board
     board_hal = SimHal(board, flash="/tmp/tag.img", seed=b"s-07")
     board_hal.set_input("door", True); board_hal.tap("badge", b"\\x04\\xa1\\xb2\\xc3")
 
-Outputs keep a history (ticks, value) so tests can check feedback and relay timing.
+Outputs keep a history (ticks, value) so tests can check feedback and relay timing. Like the
+parts it stands for, the board allocates nothing while it runs: its history and its PN532 model
+take their room when it is built, so bench/device.py, which counts what a run adds to the heap
+as the role's, counts none of the board's.
 Never part of a board image.
 """
 
+import array
 import hashlib
 import os
 import sys
@@ -23,20 +27,43 @@ _HISTORY = const(64)  # changes kept per output: enough for a test, bounded for 
 _WDT_POLL_MS = const(50)
 
 
+class _Changes:
+    """An output's last _HISTORY changes, (ticks, value) oldest first when iterated, in room
+    taken once: a GPIO allocates nothing when it switches, and nor does its model."""
+
+    def __init__(self, values):
+        self._values = values  # what each stored index stands for
+        self._ticks = array.array("q", [0] * _HISTORY)
+        self._index = bytearray(_HISTORY)
+        self._next = 0
+        self._count = 0
+
+    def add(self, ticks, value):
+        slot = self._next
+        self._ticks[slot] = ticks
+        self._index[slot] = self._values.index(value)
+        self._next = (slot + 1) % _HISTORY
+        self._count = min(self._count + 1, _HISTORY)
+
+    def __iter__(self):
+        for back in range(self._count, 0, -1):
+            slot = (self._next - back) % _HISTORY
+            yield self._ticks[slot], self._values[self._index[slot]]
+
+
 class SimOutput:
     """Relay, buzzer or one LED channel: state plus a history of changes."""
 
     def __init__(self, ticks):
         self._ticks = ticks
         self.state = False
-        self.history = [(ticks(), False)]  # like machine: outputs start inactive
+        self.history = _Changes((False, True))
+        self.history.add(ticks(), False)  # like machine: outputs start inactive
 
     def set(self, on):
         on = bool(on)
         if on != self.state:
-            self.history.append((self._ticks(), on))
-            if len(self.history) > _HISTORY:
-                self.history.pop(0)
+            self.history.add(self._ticks(), on)
         self.state = on
 
 
@@ -44,15 +71,13 @@ class SimLed:
     def __init__(self, ticks):
         self._ticks = ticks
         self.colour = "off"
-        self.history = []
+        self.history = _Changes(tuple(COLOURS))
 
     def show(self, colour):
         if colour not in COLOURS:
             raise ValueError("unknown LED colour %r" % (colour,))
         self.colour = colour
-        self.history.append((self._ticks(), colour))
-        if len(self.history) > _HISTORY:
-            self.history.pop(0)
+        self.history.add(self._ticks(), colour)
 
 
 class SimInput:
@@ -247,7 +272,15 @@ class SimHal:
         self._inputs = {name: SimInput() for name in board["inputs"]}
         self._seed = seed
         self._counter = 0
-        self.pn532 = None  # the PN532 model when sim.pn532sim is present
+        self.pn532 = None  # the PN532 model when sim.pn532sim is present: built here, with
+        try:  # the board, not when the reader first asks for its bus
+            from sim import pn532sim
+
+            self.pn532 = pn532sim.PN532Sim()
+            if not keep_logs:
+                self.pn532.commands = _Discard()
+        except ImportError:
+            pass
         self.watchdogs = []
         self.fs_root = mount_flash(flash, board) if flash else ""
         self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or "power"
@@ -271,14 +304,10 @@ class SimHal:
         # the simulated I2C bus keeps the PN532's own clock-stretching limit (sim.pn532sim.bus)
         if kind not in self.board["buses"]:
             raise ValueError("board %s has no %s bus" % (self.board["name"], kind))
-        try:
-            from sim import pn532sim
-        except ImportError:
-            raise ValueError("the PN532 simulator (sim.pn532sim) is not installed")
         if self.pn532 is None:
-            self.pn532 = pn532sim.PN532Sim()
-            if not self._keep_logs:
-                self.pn532.commands = _Discard()
+            raise ValueError("the PN532 simulator (sim.pn532sim) is not installed")
+        from sim import pn532sim
+
         bus = pn532sim.bus(kind, self.pn532)
         if not self._keep_logs and hasattr(bus, "log"):
             bus.log = _Discard()
@@ -373,5 +402,5 @@ class SimHal:
         """Hold a credential to the simulated PN532 (badge UID, ntag424, phone key id);
         `card`: the credential's secrets (sim.pn532sim.PN532Sim.present)."""
         if self.pn532 is None:
-            raise ValueError("no PN532 is running on this board (the reader has not started)")
+            raise ValueError("no PN532 model on this board (sim.pn532sim is not installed)")
         self.pn532.present(kind, raw, hold_ms, **card)
