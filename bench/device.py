@@ -8,7 +8,9 @@ its code on the heap and without, and tap-to-feedback time on the software path 
 
 The heap figure is the smallest `-X heapsize` (1 KiB steps) in which a scripted scenario ends as
 it does with 4 MiB: every tap answered, every event journaled, and (with a Mosquitto installed)
-every event signed and published to it, with no MemoryError anywhere. Without a broker the link
+every event signed, published to it and acknowledged: a stand-in for the collector (start_acker)
+answers each with a signed `ack` command, which the device verifies (an Ed25519 verification per
+event, as in the field) before it releases the event. No MemoryError anywhere. Without a broker the link
 only retries and signing is left out of the figures: the output says so.
 
 The same compiled firmware (mpy-cross .mpy of device/ and sim/) runs from two places:
@@ -144,7 +146,7 @@ SALT = bytes(range(16))
 settings = config.validate({
     "device": ROLE + "-0001", "role": ROLE, "board": "sim",
     "broker": {"host": "127.0.0.1", "port": PORT}, "salt": SALT.hex(),
-    "org_public_key": "11" * 32})
+    "org_public_key": ORG_PUBLIC_HEX})
 identity.load_or_create(sim.urandom, sim.fs_root)
 UIDS = [bytes((4, i, 0x42, 0x99)) for i in range(8)]
 if ROLE == "lock":
@@ -174,8 +176,8 @@ code = gc.mem_alloc()  # modules loaded and the app built, before any tap
             sim.set_input("door", False); await asyncio.sleep_ms(60)
         # staff come back after the visit debounce
         app.visits._last.clear()
-    for _ in range(100):  # let the link sign and publish everything (a few s at most)
-        if app.link is None or app.link.stats["published"] >= app.journal.next_seq - 1:
+    for _ in range(100):  # let the link sign and publish everything, and the acks come back
+        if app.link is None or app.journal.acked >= app.journal.next_seq - 1:
             break
         await asyncio.sleep_ms(100)
     gc.collect()
@@ -186,6 +188,7 @@ code = gc.mem_alloc()  # modules loaded and the app built, before any tap
         "role": ROLE, "taps": len(tap_us), "feedback": len(show_us),
         "events": app.journal.next_seq - 1,
         "published": app.link.stats["published"] if app.link is not None else 0,
+        "acked": app.journal.acked,
         "image": image_bytes, "base": base, "asyncio": asyncio_data, "code": code, "sim": sim_code + sim_objects, "after": gc.mem_alloc(),
         "median_us": delays[len(delays) // 2] if delays else None,
         "max_us": delays[-1] if delays else None,
@@ -424,6 +427,49 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, int]:
     return process, port
 
 
+ORG_SECRET = bytes(range(100, 132))  # the bench's organisation command key: it acknowledges
+
+
+def start_acker(port: int):
+    """The collector's side of the link, as far as a device sees it: every event published is
+    answered with a signed `ack` command (FORMATS.md §2) up to its sequence number, so the
+    device verifies an Ed25519 signature per event and releases what was acknowledged, as it
+    does with the real collector. A paho client in this process, on the bench's broker."""
+    import cbor2
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from kvitto.evidence.commands import sign_command
+    from kvitto.evidence.cose import split_sign1
+
+    sequence = {}  # device: the last command sequence sent (a fresh process starts at 0)
+
+    def on_message(client, userdata, message):
+        device = message.topic.split("/")[2]
+        try:
+            seq = cbor2.loads(split_sign1(message.payload)[2])[2]
+        except Exception:  # noqa: BLE001 - a torn message is the device's test, not ours
+            return
+        sequence[device] = sequence.get(device, 0) + 1
+        ack = sign_command(ORG_SECRET, device, sequence[device], 2**32 - 1, "ack", {"upto": seq})
+        client.publish(f"kvitto/v1/{device}/cmd", ack, qos=1)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kvitto-bench-collector")
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe("kvitto/v1/+/evt", qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def org_public_hex() -> str:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = Ed25519PrivateKey.from_private_bytes(ORG_SECRET).public_key()
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
 class Runner:
     """Runs the scripted scenario for one role, placement and heap size."""
 
@@ -434,7 +480,7 @@ class Runner:
         self.port = port
         self.taps = taps
         self.script = workdir / "bench_app.py"
-        self.script.write_text(SCRIPT)
+        self.script.write_text(SCRIPT.replace("ORG_PUBLIC_HEX", repr(org_public_hex())))
 
     def run(
         self, role: str, place: str, heap_kib: int, link: bool, modules: str = ""
@@ -490,6 +536,7 @@ class Runner:
                 and result["taps"] >= full["taps"] - 1
                 and result["feedback"] == result["taps"]
                 and result["published"] == (result["events"] if full["published"] else 0)
+                and result["acked"] == (result["events"] if full["acked"] else 0)
             )
 
         low, high = 8, 1024  # KiB: fails at low (assumed), works at high (checked)
@@ -659,6 +706,7 @@ def main() -> None:
     romfs = workdir / "firmware.romfs"
     image_kib = build_romfs(compiled, romfs) / 1024
     broker, port = start_broker(workdir)
+    acker = start_acker(port) if broker is not None else None
     runner = Runner(workdir, compiled, romfs, port, args.taps)
     try:
         if args.breakdown:
@@ -789,6 +837,8 @@ def main() -> None:
             "taps, garbage collected, minus start."
         )
     finally:
+        if acker is not None:
+            acker.loop_stop()
         if broker is not None:
             broker.terminate()
             broker.wait()
