@@ -111,6 +111,19 @@ def test_verify_key_cache_follows_the_key():
         assert not ed25519.verify(raw_public(second), message, sig_first)
 
 
+def test_prepare_builds_the_key_table_verify_then_uses():
+    secret = bytes(range(7, 39))
+    public, message = raw_public(secret), b"ack upto 5"
+    signature = ed25519.sign(secret, message)
+    table = ed25519.prepare(public)
+    assert table is not None and len(table) == 16 * 128
+    assert ed25519.prepare(public) is table  # kept: built once per key
+    assert ed25519.verify(public, message, signature)
+    assert ed25519.prepare((2**255 - 1).to_bytes(32, "little")) is None  # not a point
+    assert not ed25519.verify((2**255 - 1).to_bytes(32, "little"), message, signature)
+    assert ed25519.verify(public, message, signature)
+
+
 def test_bad_secret_size_raises_its_own_error():
     with pytest.raises(ValueError, match="32 bytes"):
         ed25519.sign(b"short", b"message")

@@ -235,6 +235,22 @@ def _key_table(point):
 _key_cache: list = [None, None]  # (public key bytes, comb table of -A): commands come from one key
 
 
+def prepare(public):
+    """The comb table of -A for the public key A (x -> -x, t -> -t), built now and kept for
+    verify(); None when `public` is not a point. Called when the link starts, with the
+    organisation's key: the table is one 2 KiB block, which a heap that has run for a while may
+    no longer hold in one piece when the first command comes."""
+    public = bytes(public)
+    if _key_cache[0] != public:
+        point = _decode_point(public)
+        if point is None:
+            return None
+        x, y, z, t = point
+        _key_cache[1] = _key_table((_P - x, y, z, _P - t))
+        _key_cache[0] = public
+    return _key_cache[1]
+
+
 class Signer:
     """One device key: the expanded secret and public key computed once, signing in steps.
 
@@ -312,8 +328,8 @@ def verify(public, msg, sig):
     """RFC 8032 §5.1.7 (cofactorless, like OpenSSL): True only for a valid signature."""
     if len(public) != 32 or len(sig) != 64:
         return False
-    point_a = _decode_point(public)
-    if point_a is None:
+    table = prepare(public)
+    if table is None:
         return False
     s = int.from_bytes(sig[32:], "little")
     if s >= _L:
@@ -322,11 +338,6 @@ def verify(public, msg, sig):
     h.update(public)
     h.update(msg)
     k = int.from_bytes(h.digest(), "little") % _L
-    # [S]B - [k]A must encode to R: the comb table is of -A (x -> -x, t -> -t).
-    public = bytes(public)
-    if _key_cache[0] != public:
-        x, y, z, t = point_a
-        _key_cache[1] = _key_table((_P - x, y, z, _P - t))
-        _key_cache[0] = public
-    check = _run(_comb_steps(s, k, _key_cache[1]))
+    # [S]B - [k]A must encode to R: the comb table is of -A
+    check = _run(_comb_steps(s, k, table))
     return _run(_encode_point_steps(check)) == bytes(sig[:32])

@@ -109,6 +109,9 @@ class Link:
             from device.evidence.event import parse_command  # type: ignore  (lands with the Signed evidence issue)
         if org_public is None or len(org_public) != 32:
             raise ValueError("org_public must be 32 bytes")  # the organisation's command key
+        from device.evidence import ed25519
+
+        ed25519.prepare(org_public)  # while the heap is young: see ed25519.prepare
         if client is None:
             from device.link.mqtt import MQTTClient
 
