@@ -138,6 +138,18 @@ for s in range(4, 14):
     j.put_signature(s, bytes([s]) * 64)  # eight of them sync on their own
 j = reopen("e", clean=False)
 out["sig_batch"] = [j.signature(s) is not None for s in range(4, 14)]
+# A fresh event has no signature to look for: no segment is opened for it (publishing signs
+# every new event, and each lookup was a file opened; issue #26).
+import device.evidence.journal as journal_module
+opened = []
+def counting_open(*args):
+    opened.append(args[0])
+    return open(*args)
+journal_module.open = counting_open
+j.append(payload(14))
+fresh = [j.signature(14), j.signature(12), len(opened)]
+out["sig_fresh"] = fresh + [j.signature(5) == bytes([5]) * 64, len(opened) > 0]
+del journal_module.open
 
 # 7. Bad arguments are refused with a clear error, and nothing is consumed.
 errors = []
@@ -261,12 +273,15 @@ def test_signature_cache(results):
     assert out["sig_after_cut"] == [True, True, None]  # lost only the unsynced one: re-sign
     assert out["sig_after_close"] is True
     assert out["sig_batch"] == [True] * 8 + [False, False]
+    # 14 was never signed, 12's signature was lost with the cut: neither opens a segment; an
+    # older one is still read from flash
+    assert out["sig_fresh"] == [None, None, 0, True, True]
 
 
 def test_bad_arguments_are_refused(results):
     errors, next_seq = results["littlefs"]["errors"]
     assert "exceeds" in errors[0] and "64 bytes" in errors[1]
-    assert next_seq == 14
+    assert next_seq == 15
 
 
 FLASH = r"""

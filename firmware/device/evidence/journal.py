@@ -99,6 +99,9 @@ class Journal:
         self._sig_seqs = [0] * _SIG_BUFFER  # event seq of each slot; 0 = empty
         self._sig_next = 0  # the slot the next signature goes to
         self._sig_unsynced = 0  # the latest this many signatures are written with the next sync
+        # the highest event seq ever signed (ring or flash): a newer event has no signature to
+        # look for, so publishing a fresh one opens no segment (signature())
+        self._sig_high = 0
         self._warned = False
         self._lost_reported = 0
         self._gen = 0
@@ -255,6 +258,7 @@ class Journal:
             raise ValueError("a signature is 64 bytes")
         # At most _SIG_BUFFER - 1 are unsynced here, so the slot taken is never one of them.
         slot = self._sig_next
+        self._sig_high = max(self._sig_high, seq)
         self._sig_seqs[slot] = seq
         self._sig_ring[slot * _SIG_BYTES : (slot + 1) * _SIG_BYTES] = sig
         self._sig_next = (slot + 1) % _SIG_BUFFER
@@ -275,8 +279,8 @@ class Journal:
 
     def signature(self, seq):
         """The cached signature of event `seq`, or None (then sign again)."""
-        if seq < 1:
-            return None  # event seqs start at 1; an empty ring slot holds seq 0
+        if seq < 1 or seq > self._sig_high:
+            return None  # event seqs start at 1 (an empty ring slot holds 0); never signed
         for back in range(1, _SIG_BUFFER + 1):  # newest first: a re-signed event's latest
             slot = (self._sig_next - back) % _SIG_BUFFER
             if self._sig_seqs[slot] == seq:

@@ -19,6 +19,7 @@ except ImportError:  # CPython runs the journal too
     const = int  # type: ignore  # const(x) is x for the ints used here
 
 _KIND_EVENT = const(0x45)  # "E", as in device.evidence.journal
+_KIND_SIG = const(0x53)  # "S"
 _STATE_MAGIC = b"KJS1"  # the state file, as device.evidence.journal writes it
 _STATE_FORMAT = "<4sIIIII32sI"  # magic, gen, boot, next_seq, acked, lost, prev_hash, crc
 _STATE_BYTES = const(60)
@@ -48,7 +49,8 @@ def recover(journal, max_segments, records, crc):
     torn = False
     last_hash = None
     for number in names:
-        size, valid_end, seg_high, seg_hash = _scan_segment(journal, number, records)
+        size, valid_end, seg_high, seg_hash, sig_high = _scan_segment(journal, number, records)
+        journal._sig_high = max(journal._sig_high, sig_high)
         if seg_high > high:
             high = seg_high
             last_hash = seg_hash
@@ -109,12 +111,13 @@ def _size_from_filesystem(journal):
 
 
 def _scan_segment(journal, number, records):
-    """(size, valid_end, high_seq, hash_of_high_payload) of one segment."""
+    """(size, valid_end, high_seq, hash_of_high_payload, highest seq signed) of one segment."""
     try:
         f, size = journal._segment(number)
     except OSError:
-        return 0, 0, 0, None
+        return 0, 0, 0, None, 0
     high = 0
+    sig_high = 0
     high_hash = None
     valid_end = 0
     with f:
@@ -125,11 +128,13 @@ def _scan_segment(journal, number, records):
                 if kind == _KIND_EVENT and seq > high:
                     high = seq
                     high_body = start, end
+                elif kind == _KIND_SIG and seq > sig_high:
+                    sig_high = seq
             if high_body is not None:
                 high_hash = _sha256_of(f, high_body[0], high_body[1], journal._window)
         except OSError:
-            return 0, 0, 0, None
-    return size, valid_end, high, high_hash
+            return 0, 0, 0, None, 0
+    return size, valid_end, high, high_hash, sig_high
 
 
 def _sha256_of(f, start, end, window):
