@@ -33,6 +33,8 @@ _SPACING = const(32)
 _ROUNDS_PER_STEP = const(4)  # comb rounds between yields: a few ms on an ESP32 at 240 MHz
 _SCHEDULE_WORDS = const(16)  # device.evidence.sha512's message schedule window
 _KEY_ENTRY = const(128)  # bytes per point of a _key_table: four 32-byte numbers
+_KEY_TEETH = const(3)  # a _key_table's comb: 7 points (896 bytes), spacing _KEY_SPACING
+_KEY_SPACING = const(86)  # 3 x 86 >= 253 bits of k
 
 
 _TABLE_FILE = "/ed25519_table.bin"  # beside this module, in an image of .mpy files
@@ -102,21 +104,23 @@ def _cached(point):
 def _comb_steps(s, k=0, key_table=None):
     """[s]B, or [s]B + [k]Q given Q's _key_table, as extended (X, Y, Z, T); a generator yielding
     every few rounds. B's comb (8 teeth, spacing 32: entry bit j is bit 32j + i of s) adds in
-    the last 32 of the 64 rounds Q's comb (4 teeth, spacing 64) needs: one chain of doublings
-    for both. [r]B alone: 31 doublings and 32 mixed additions (Hisil-Wong-Carter-Dawson 2008)."""
+    the last 32 of the 86 rounds Q's comb (3 teeth, spacing 86: bit 86j + i of k) needs: one
+    chain of doublings for both. [r]B alone: 31 doublings and 32 mixed additions
+    (Hisil-Wong-Carter-Dawson 2008)."""
     s_bytes = s.to_bytes(32, "little")
-    k_bytes = k.to_bytes(32, "little")
+    k_bytes = k.to_bytes(33, "little")  # bit 86 * 2 + 85 = 257 is in the 33rd byte
     point = (0, 1, 1, 0)
-    for i in range(2 * _SPACING - 1 if key_table else _SPACING - 1, -1, -1):
+    for i in range(_KEY_SPACING - 1 if key_table else _SPACING - 1, -1, -1):
         point = _double(point)
         byte = i >> 3
         bit = i & 7
         if key_table:
             index = 0
-            for tooth in range(4):
-                index |= ((k_bytes[8 * tooth + byte] >> bit) & 1) << tooth
-            if index:  # entry index of the _key_table: four 32-byte numbers
-                at = index * _KEY_ENTRY
+            for tooth in range(_KEY_TEETH):
+                at = _KEY_SPACING * tooth + i
+                index |= ((k_bytes[at >> 3] >> (at & 7)) & 1) << tooth
+            if index:  # entry index of the _key_table (from 1): four 32-byte numbers
+                at = (index - 1) * _KEY_ENTRY
                 point = _add(point, [
                     int.from_bytes(key_table[at + n : at + n + 32], "little")
                     for n in (0, 32, 64, 96)
@@ -208,24 +212,26 @@ def _decode_point(encoded):
 
 
 def _key_table(point):
-    """A 4-tooth comb (spacing 64) for a variable point: entry j = sum of bit_k(j)·2^(64k)·point,
-    in cached form (Y+X, Y-X, 2Z, 2d·T). 15 points, built once per key (192 doublings), kept
-    as 32-byte little-endian numbers in one block: as 60 long ints they took three times the
-    room, for as long as commands come."""
+    """A 3-tooth comb (spacing 86) for a variable point: entry j = sum of bit_k(j)·2^(86k)·point,
+    in cached form (Y+X, Y-X, 2Z, 2d·T). 7 points (entries 1..7), built once per key (172
+    doublings), kept as 32-byte little-endian numbers in one 896-byte block: as long ints they
+    took three times the room, for as long as commands come. Four teeth would save a
+    verification 22 doublings for twice the block (issue #26: a verification per ack is rare,
+    the heap is not)."""
     powers = [point]
-    for _ in range(3):
+    for _ in range(_KEY_TEETH - 1):
         current = powers[-1]
-        for _ in range(64):
+        for _ in range(_KEY_SPACING):
             current = _double(current)
         powers.append(current)
-    table = bytearray(16 * _KEY_ENTRY)  # entry 0 unused
-    sums: list = [None] * 16
-    for index in range(1, 16):
+    table = bytearray(7 * _KEY_ENTRY)
+    sums: list = [None] * 8
+    for index in range(1, 8):
         low = index & -index  # lowest set bit: entry = entry without it + that power
-        power = powers[(1, 2, 4, 8).index(low)]
+        power = powers[(1, 2, 4).index(low)]
         rest = index ^ low
         sums[index] = power if rest == 0 else _add(sums[rest], _cached(power))
-        at = index * _KEY_ENTRY
+        at = (index - 1) * _KEY_ENTRY
         for value in _cached(sums[index]):
             table[at : at + 32] = value.to_bytes(32, "little")
             at += 32
@@ -238,7 +244,7 @@ _key_cache: list = [None, None]  # (public key bytes, comb table of -A): command
 def prepare(public):
     """The comb table of -A for the public key A (x -> -x, t -> -t), built now and kept for
     verify(); None when `public` is not a point. Called when the link starts, with the
-    organisation's key: the table is one 2 KiB block, which a heap that has run for a while may
+    organisation's key: the table is one 896-byte block, which a heap that has run for a while may
     no longer hold in one piece when the first command comes."""
     public = bytes(public)
     if _key_cache[0] != public:
