@@ -293,10 +293,14 @@ class Signer:
         self._schedule = None
         h = sha512(self._prefix, schedule)
         yield from h.update_steps(msg)
-        digest = yield from h.digest_steps()
-        r = int.from_bytes(digest, "little") % _L
-        point = yield from _comb_steps(r)
-        encoded_r = yield from _encode_point_steps(point)
+        r = int.from_bytes((yield from h.digest_steps()), "little") % _L
+        # The first hash's state and the words it left in the schedule are not kept through the
+        # comb and the inversion, two thirds of the signature's steps (issue #26: a kilobyte or
+        # two of the heap's peak, which is reached while a signature waits between steps).
+        h = None
+        for index in range(_SCHEDULE_WORDS):
+            schedule[index] = 0
+        encoded_r = yield from _encode_point_steps((yield from _comb_steps(r)))
         h = sha512(encoded_r, schedule)
         h.update(self.public)
         yield from h.update_steps(msg)
