@@ -10,8 +10,11 @@ The heap figure is the smallest `-X heapsize` (1 KiB steps) in which a scripted 
 it does with 4 MiB: every tap answered, every event journaled, and (with a Mosquitto installed)
 every event signed, published to it and acknowledged: a stand-in for the collector (start_acker)
 answers each with a signed `ack` command, which the device verifies (an Ed25519 verification per
-event, as in the field) before it releases the event. No MemoryError anywhere. Without a broker the link
-only retries and signing is left out of the figures: the output says so.
+event, as in the field) before it releases the event. No MemoryError anywhere. The peak depends
+on how taps, signatures and acks interleave, which the machine's load changes (an ESP32 is slower
+than any of it): the heap found is run CONFIRMATIONS times more, and grows a KiB at a time until
+every run passes. Without a broker the link only retries and signing is left out of the figures:
+the output says so.
 
 The same compiled firmware (mpy-cross .mpy of device/ and sim/) runs from two places:
 
