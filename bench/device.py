@@ -45,10 +45,12 @@ same 1.29 release, installed once into ~/.cache/kvitto-bench): a 32-bit build wi
 object sizes and 16-byte GC blocks, running the same ROMFS image. There the tag role runs the
 same scripted taps without a link (that port has no sockets; nor littlefs, so the simulated flash
 is a folder of its in-memory filesystem, nor threads for the simulated watchdog), and the
-firmware modules of the tag role with and without its link are imported alone on both ports.
+firmware modules of the tag role with and without its link are imported alone on both ports,
+and the link's objects (signer, Link, its MQTT client, the organisation key's comb table, the
+coroutines of its loops) are built alone on both (OBJECTS; not connected).
 That port grows its heap rather than collect inside a call, so no least heap can be found on it:
 the last lines give bounds, the 64-bit least heap less the savings measured on 32 bits, the GC's
-slack and the link's buffers and signatures in flight counted at their 64-bit size. They need
+slack and the signatures and commands in flight counted at their 64-bit size. They need
 `--roles` to hold tag and tag-nolink, and run for each place; `--no-32bit` skips them. The lock
 and alarm roles get the same kind of bound (their own extra modules imported alone on both
 ports), and one line sums up the stock-firmware figure per role (.mpy files on the filesystem,
@@ -229,6 +231,65 @@ total = collected() - start
 qstr_bytes()
 print(json.dumps({"port": "unix", "modules": modules, "total": total}))
 """
+# The link's own objects, built as device.app builds them, on both ports (bench/heap32.mjs
+# "objects"): the signer, the Link with its MQTT client (not connected: the webassembly port has
+# no sockets), the organisation key's comb table, and the coroutines of its loops, which a
+# running link holds all its life. The first part (imports, a journal) is not counted.
+OBJECTS = r"""
+import asyncio, os
+from device.evidence import cose, ed25519, event, sha512  # what the second part imports
+from device.evidence.journal import Journal
+from device.link import mqtt
+from device.link.collector import Link, journal_signer
+asyncio.Event, asyncio.Lock  # asyncio loads these on first use: their code is not counted
+try:
+    os.mkdir(FOLDER)
+except OSError:
+    pass
+journal = Journal(FOLDER + "/journal")
+# ---
+sign = journal_signer(journal, bytes(range(32)), "tag-0001")
+link = Link("tag-0001", journal, sign, org_public=bytes.fromhex(ORG_PUBLIC_HEX),
+            host="127.0.0.1", state_path=FOLDER + "/link.state")
+loops = (link._publish_loop(), link._command_loop(), link._tick(), link.client.run(),
+         link.client._read_loop(), link.client._keepalive([]))
+"""
+
+
+def link_objects(package: Path, code: Path, workdir: Path) -> tuple[int, int]:
+    """The heap the link's objects (OBJECTS) keep on the unix port and on the 32-bit one."""
+    setup, build = OBJECTS.replace("ORG_PUBLIC_HEX", repr(org_public_hex())).split("# ---\n")
+    wasm_script = workdir / "bench_objects32.py"
+    wasm_script.write_text((setup + "# ---\n" + build).replace("FOLDER", repr("/tmp/objects")))
+    narrow, _ = on_wasm(package, code, "objects", str(wasm_script))
+    folder = workdir / "objects"
+    folder.mkdir(exist_ok=True)
+    unix_script = workdir / "bench_objects.py"
+    unix_script.write_text(
+        "import gc\n"
+        + setup.replace("FOLDER", repr(str(folder)))
+        + "gc.collect()\nbefore = gc.mem_alloc()\n"
+        + build.replace("FOLDER", repr(str(folder)))
+        + "gc.collect()\nprint(gc.mem_alloc() - before)\n"
+    )
+    path = f".frozen:{code}" if code.is_dir() else ".frozen"
+    if not code.is_dir():  # the ROMFS image mounted first, as IMPORTS does
+        mount = (
+            f"import sys, vfs\nwith open({str(code)!r}, 'rb') as f:\n"
+            "    vfs.mount(vfs.VfsRom(f.read()), '/rom')\nsys.path.insert(0, '/rom')\n"
+        )
+        unix_script.write_text(mount + unix_script.read_text())
+    result = subprocess.run(
+        [str(BIN / "micropython"), "-X", "heapsize=4M", str(unix_script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=dict(os.environ, MICROPYPATH=path),
+    )
+    return int(result.stdout.split()[-1]), narrow["link"]
+
+
 # The SCRIPT's run with no link, for the webassembly port (bench/heap32.mjs "scenario"): the
 # same simulator and firmware from the same ROMFS image, in parts that heap32.mjs measures apart.
 SCRIPT32 = (
@@ -611,10 +672,16 @@ def compare_ports(
         f"their interned names {qa:.1f} vs {qb:.1f} KiB; the {len(order) - len(base)} the link "
         f"adds {link64:.1f} vs {link32:.1f} KiB."
     )
+    objects64, objects32 = (size / 1024 for size in link_objects(package, code, code.parent))
+    print(
+        f"the link's objects (signer, Link and its MQTT client, the organisation key's comb "
+        f"table, its loops' coroutines), built alone: 64-bit {objects64:.1f} KiB, 32-bit "
+        f"{objects32:.1f} KiB."
+    )
     # least heap on 32 bits <= 64-bit least heap less what the 32-bit port was measured to save:
     # the GC's slack and the objects in flight (signing) are counted at their 64-bit size
     nolink32 = nolink_kib - (after64 - after32)
-    tag32 = tag_kib - (after64 - after32) - (link64 - link32)
+    tag32 = tag_kib - (after64 - after32) - (link64 - link32) - (objects64 - objects32)
     if code.is_dir():
         what = f"at most {tag32:.0f} KiB of heap, code included (no link {nolink32:.0f})"
     else:
@@ -624,19 +691,19 @@ def compare_ports(
         )
     print(
         f"so on a 32-bit port, {where}: tag role {what}. Bounds: the 64-bit least heap less the "
-        "savings measured here; the link's buffers and signatures in flight and the GC's slack "
-        "are counted at their 64-bit size."
+        "savings measured here; signatures and commands in flight and the GC's slack are "
+        "counted at their 64-bit size."
     )
-    return after64 - after32, tag32
+    return after64 - after32 + objects64 - objects32, tag32
 
 
 def other_roles_32(
     package: Path, code: Path, runs: dict[str, dict], needs: dict[str, float], saving: float
 ) -> dict[str, float]:
     """The lock and alarm roles on a 32-bit port, bounded as the tag's is: their 64-bit least
-    heap (`needs`, without the image and the simulator) less what the tag's no-link run saved
-    on 32 bits (`saving`) and less what their own modules beyond it save, imported alone on
-    both ports (the webassembly port runs no lock or alarm scenario)."""
+    heap (`needs`, without the image and the simulator) less what the tag's no-link run and its
+    link's objects saved on 32 bits (`saving`) and less what their own modules beyond it save,
+    imported alone on both ports (the webassembly port runs no lock or alarm scenario)."""
     bounds = {}
     base = [m for m in runs["tag-nolink"]["modules"] if m.split(".")[0] == "device"]
     for label, need in needs.items():

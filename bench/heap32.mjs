@@ -5,6 +5,9 @@
 //     node bench/heap32.mjs PACKAGE_DIR CODE imports LIST_FILE
 //         the heap each module named in LIST_FILE (comma-separated) adds once imported.
 //         Prints {"port", "modules": {name: bytes}, "total", "qstr_bytes"}.
+//     node bench/heap32.mjs PACKAGE_DIR CODE objects SCRIPT_FILE
+//         runs the two parts of SCRIPT_FILE (split at a line "# ---"): the imports and what the
+//         objects need, then the objects; prints {"port", "link"}: the heap the second part keeps.
 //     node bench/heap32.mjs PACKAGE_DIR CODE scenario SCRIPT_FILE BOARD_FILE ROLE TAPS
 //         runs SCRIPT_FILE, whose parts (split at lines "# ---") are: the board's HAL (counted
 //         as the role's: the simulator imports it, a board runs it), the simulator's imports,
@@ -122,6 +125,13 @@ if (mode === "imports") {
   const text = [JSON.stringify(report), ...printed, ""].join("\n");
   // exit once written: the app's tasks would keep the event loop alive for ever
   process.stdout.write(text, () => process.exit(0));
+} else if (mode === "objects") {
+  // the script's parts: imports and the journal (not counted), then the link's objects
+  const [setup, build] = readFileSync(rest[0], "utf8").split("# ---\n");
+  mp.runPython(setup);
+  const before = collected();
+  mp.runPython(build);
+  console.log(JSON.stringify({ port, link: collected() - before }));
 } else {
-  throw new Error(`mode ${mode}: imports or scenario`);
+  throw new Error(`mode ${mode}: imports, scenario or objects`);
 }
