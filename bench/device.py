@@ -521,7 +521,11 @@ def start_acker(port: int):
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kvitto-bench-collector")
     client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe("kvitto/v1/+/evt", qos=1)
+
+    def on_connect(client, userdata, flags, reason, properties) -> None:
+        client.subscribe("kvitto/v1/+/evt", qos=1)
+
+    client.on_connect = on_connect
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
