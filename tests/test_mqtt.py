@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import FIRMWARE
 
 sys.path.insert(0, str(FIRMWARE))
-from device.link import mqtt  # noqa: E402  (the firmware module, run under CPython)
+from device.link import mqtt, mqtt_connect  # noqa: E402  (the firmware's, under CPython)
 
 sys.path.remove(str(FIRMWARE))
 
@@ -81,7 +81,7 @@ def test_publish_packet_exact_bytes():
 
 def test_connect_packet_exact_bytes():
     # §3.1: a persistent session (CleanSession 0), a retained QoS 1 will, user name and password
-    packet = mqtt.connect_packet("t1", 60, "u", "pw", (b"s", b"off", True, 1))
+    packet = mqtt_connect.connect_packet("t1", 60, "u", "pw", (b"s", b"off", True, 1))
     flags = 0x80 | 0x40 | 0x20 | 1 << 3 | 0x04  # user, password, will retain, will QoS 1, will
     body = b"\x00\x04MQTT\x04" + bytes((flags,)) + b"\x00\x3c"
     body += b"\x00\x02t1" + b"\x00\x01s" + b"\x00\x03off" + b"\x00\x01u" + b"\x00\x02pw"
@@ -139,7 +139,7 @@ def test_malformed_packets_are_refused(name, first, body):
 
 def test_codec_is_the_same_on_the_unix_port(micropython):
     packets = [
-        mqtt.connect_packet(
+        mqtt_connect.connect_packet(
             "tag-0042",
             60,
             "tag-0042",
@@ -147,7 +147,7 @@ def test_codec_is_the_same_on_the_unix_port(micropython):
             (b"kvitto/v1/tag-0042/state", b"offline", 1, 1),
         ),
         mqtt.publish_packet(b"kvitto/v1/tag-0042/evt", b"\xd2\x84" * 40, 1, 7, False, True),
-        mqtt.subscribe_packet(3, [(b"kvitto/v1/tag-0042/cmd", 1)]),
+        mqtt_connect.subscribe_packet(3, [(b"kvitto/v1/tag-0042/cmd", 1)]),
         mqtt.encode_remaining_length(321),
     ]
     outcomes = []
@@ -158,12 +158,12 @@ def test_codec_is_the_same_on_the_unix_port(micropython):
         except mqtt.MQTTProtocolError:
             outcomes.append("refused")
     script = f"""
-from device.link import mqtt
+from device.link import mqtt, mqtt_connect
 packets = [
-    mqtt.connect_packet("tag-0042", 60, "tag-0042", "pw",
+    mqtt_connect.connect_packet("tag-0042", 60, "tag-0042", "pw",
                         (b"kvitto/v1/tag-0042/state", b"offline", 1, 1)),
     mqtt.publish_packet(b"kvitto/v1/tag-0042/evt", b"\\xd2\\x84" * 40, 1, 7, False, True),
-    mqtt.subscribe_packet(3, [(b"kvitto/v1/tag-0042/cmd", 1)]),
+    mqtt_connect.subscribe_packet(3, [(b"kvitto/v1/tag-0042/cmd", 1)]),
     mqtt.encode_remaining_length(321),
 ]
 for p in packets:
@@ -464,16 +464,16 @@ def test_publishing_into_a_reset_connection_waits_for_the_next_one(micropython):
 
 OUT_OF_MEMORY_SCRIPT = """
 import asyncio, sys
-from device.link import mqtt
+from device.link import mqtt, mqtt_connect
 host, port = sys.argv[1], int(sys.argv[2])
-real = mqtt.connect_packet
+real = mqtt_connect.connect_packet
 failures = [1]
 def connect_packet(*args):
     if failures[0]:  # the heap runs out while the first CONNECT is built
         failures[0] -= 1
         raise MemoryError("memory allocation failed, allocating 752 bytes")
     return real(*args)
-mqtt.connect_packet = connect_packet
+mqtt_connect.connect_packet = connect_packet
 async def main():
     c = mqtt.MQTTClient("tag-0042", host, port, seed=3, backoff_ms=(20, 200))
     task = asyncio.create_task(c.run())
