@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import FIRMWARE
 
 sys.path.insert(0, str(FIRMWARE))
-from device.link import mqtt, mqtt_connect  # noqa: E402  (the firmware's, under CPython)
+from device.link import mqtt_codec, mqtt_connect  # noqa: E402  (firmware, CPython)
 
 sys.path.remove(str(FIRMWARE))
 
@@ -56,10 +56,10 @@ topics = st.text(
     dup=st.booleans(),
 )
 def test_publish_round_trips(topic, payload, qos, pid, retain, dup):
-    packet = mqtt.publish_packet(topic, payload, qos, pid, retain, dup)
+    packet = mqtt_codec.publish_packet(topic, payload, qos, pid, retain, dup)
     length, start = decode_remaining_length(packet, 1)
     assert start + length == len(packet)
-    parsed = mqtt.parse_packet(packet[0], memoryview(packet)[start:])
+    parsed = mqtt_codec.parse_packet(packet[0], memoryview(packet)[start:])
     assert parsed == (
         PUBLISH,
         topic,
@@ -73,9 +73,9 @@ def test_publish_round_trips(topic, payload, qos, pid, retain, dup):
 
 def test_publish_packet_exact_bytes():
     # §3.3: fixed header, remaining length, topic, packet id (QoS 1 only), payload
-    assert mqtt.publish_packet(b"a/b", b"xy", 1, 0x0102) == b"\x32\x09\x00\x03a/b\x01\x02xy"
-    assert mqtt.publish_packet("a/b", b"xy", 0, 0, True) == b"\x31\x07\x00\x03a/bxy"
-    long = mqtt.publish_packet(b"t", bytes(200), 1, 9, False, True)
+    assert mqtt_codec.publish_packet(b"a/b", b"xy", 1, 0x0102) == b"\x32\x09\x00\x03a/b\x01\x02xy"
+    assert mqtt_codec.publish_packet("a/b", b"xy", 0, 0, True) == b"\x31\x07\x00\x03a/bxy"
+    long = mqtt_codec.publish_packet(b"t", bytes(200), 1, 9, False, True)
     assert long[:8] == b"\x3a\xcd\x01\x00\x01t\x00\x09" and len(long) == 3 + 205
 
 
@@ -91,7 +91,7 @@ def test_connect_packet_exact_bytes():
 @settings(max_examples=300)
 @given(st.integers(0, 268435455))
 def test_remaining_length_round_trips(length):
-    encoded = mqtt.encode_remaining_length(length)
+    encoded = mqtt_codec.encode_remaining_length(length)
     assert 1 <= len(encoded) <= 4
     assert decode_remaining_length(encoded) == (length, len(encoded))
     assert decode_remaining_length(encoded[:-1]) is None  # needs more bytes
@@ -101,8 +101,8 @@ def test_remaining_length_round_trips(length):
 @given(first=st.integers(0, 255), body=st.binary(max_size=64))
 def test_parser_raises_only_its_own_error(first, body):
     try:
-        parsed = mqtt.parse_packet(first, body)
-    except mqtt.MQTTProtocolError:
+        parsed = mqtt_codec.parse_packet(first, body)
+    except mqtt_codec.MQTTProtocolError:
         return
     assert parsed[0] in (CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP)
 
@@ -133,8 +133,8 @@ MALFORMED = [
 
 @pytest.mark.parametrize("name,first,body", MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_packets_are_refused(name, first, body):
-    with pytest.raises(mqtt.MQTTProtocolError):
-        mqtt.parse_packet(first, body)
+    with pytest.raises(mqtt_codec.MQTTProtocolError):
+        mqtt_codec.parse_packet(first, body)
 
 
 def test_codec_is_the_same_on_the_unix_port(micropython):
@@ -146,34 +146,34 @@ def test_codec_is_the_same_on_the_unix_port(micropython):
             "pw",
             (b"kvitto/v1/tag-0042/state", b"offline", 1, 1),
         ),
-        mqtt.publish_packet(b"kvitto/v1/tag-0042/evt", b"\xd2\x84" * 40, 1, 7, False, True),
+        mqtt_codec.publish_packet(b"kvitto/v1/tag-0042/evt", b"\xd2\x84" * 40, 1, 7, False, True),
         mqtt_connect.subscribe_packet(3, [(b"kvitto/v1/tag-0042/cmd", 1)]),
-        mqtt.encode_remaining_length(321),
+        mqtt_codec.encode_remaining_length(321),
     ]
     outcomes = []
     for _, first, body in MALFORMED:
         try:
-            mqtt.parse_packet(first, body)
+            mqtt_codec.parse_packet(first, body)
             outcomes.append("ok")
-        except mqtt.MQTTProtocolError:
+        except mqtt_codec.MQTTProtocolError:
             outcomes.append("refused")
     script = f"""
-from device.link import mqtt, mqtt_connect
+from device.link import mqtt_codec, mqtt_connect
 packets = [
     mqtt_connect.connect_packet("tag-0042", 60, "tag-0042", "pw",
                         (b"kvitto/v1/tag-0042/state", b"offline", 1, 1)),
-    mqtt.publish_packet(b"kvitto/v1/tag-0042/evt", b"\\xd2\\x84" * 40, 1, 7, False, True),
+    mqtt_codec.publish_packet(b"kvitto/v1/tag-0042/evt", b"\\xd2\\x84" * 40, 1, 7, False, True),
     mqtt_connect.subscribe_packet(3, [(b"kvitto/v1/tag-0042/cmd", 1)]),
-    mqtt.encode_remaining_length(321),
+    mqtt_codec.encode_remaining_length(321),
 ]
 for p in packets:
     print(p.hex())
 outcomes = []
 for first, body in {[(f, b) for _, f, b in MALFORMED]!r}:
     try:
-        mqtt.parse_packet(first, body)
+        mqtt_codec.parse_packet(first, body)
         outcomes.append("ok")
-    except mqtt.MQTTProtocolError:
+    except mqtt_codec.MQTTProtocolError:
         outcomes.append("refused")
 print(",".join(outcomes))
 """
@@ -350,7 +350,7 @@ asyncio.run(main())
 
 def test_malformed_packets_close_the_connection_and_the_loop_goes_on(micropython):
     bad = [
-        bytes([first]) + mqtt.encode_remaining_length(len(body)) + body
+        bytes([first]) + mqtt_codec.encode_remaining_length(len(body)) + body
         for _, first, body in MALFORMED
     ]
     bad.append(b"\x30\xff\xff\xff\xff\x01")  # remaining length of five bytes

@@ -19,13 +19,7 @@ import random
 import time
 
 import device
-from device.link.mqtt_codec import (  # noqa: F401  (encode_remaining_length: the codec's, here too)
-    MQTTError,
-    MQTTProtocolError,
-    encode_remaining_length,
-    parse_packet,
-    publish_packet,
-)
+from device.link.mqtt_codec import MQTTError, MQTTProtocolError, parse_packet, publish_packet
 
 try:
     from micropython import const  # type: ignore
