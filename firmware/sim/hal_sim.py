@@ -272,15 +272,17 @@ class SimHal:
         self._inputs = {name: SimInput() for name in board["inputs"]}
         self._seed = seed
         self._counter = 0
-        self.pn532 = None  # the PN532 model when sim.pn532sim is present: built here, with
-        try:  # the board, not when the reader first asks for its bus
+        # the PN532 model when sim.pn532sim is present: built here, with the board, not when the
+        # reader first asks for its bus
+        self.pn532 = None
+        try:
             from sim import pn532sim
-
+        except ImportError:
+            pn532sim = None
+        if pn532sim is not None:
             self.pn532 = pn532sim.PN532Sim()
             if not keep_logs:
                 self.pn532.commands = _Discard()
-        except ImportError:
-            pass
         self.watchdogs = []
         self.fs_root = mount_flash(flash, board) if flash else ""
         self._reset_cause = reset_cause or os.getenv("KVITTO_RESET_CAUSE") or "power"

@@ -58,7 +58,8 @@ def settle():
     signature leaves some 1.4 MB of spent integers behind it; collected only when the heap is
     full, the objects that stay (a record, a packet, a file) land between the holes they leave
     and the heap ends up too fragmented for a 300-byte block with 11 KiB free. Collected young,
-    they are packed low. The tag role's least heap on the unix port: 206 KiB without, 198-200
-    with (bench/device.py); a signature takes about a third longer there."""
+    they are packed low. The tag role's least heap on the unix port, measured before the bench
+    acknowledged events: 206 KiB without, 198 with (bench/device.py); a signature takes about a
+    third longer there."""
     gc.collect()
     gc.threshold(_EVERY_WORDS * (8 if sys.maxsize >> 32 else 4))
